@@ -1,0 +1,99 @@
+"""One error root. The consumer loop decides reject / fail / retry from `code` and `retriable` alone."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+__all__ = [
+    "ImageError",
+    "ImageFetchError",
+    "ImageTooLarge",
+    "ImageUrlForbidden",
+    "InvalidRequest",
+    "ModelUnavailable",
+    "RenderFailed",
+    "RenderTimeout",
+    "StorageError",
+    "VidgenError",
+]
+
+
+class VidgenError(Exception):
+    """Root of every error the worker turns into a result event.
+
+    `code` is stable snake_case and lands in `error.code`; `retriable` says whether trying again may help.
+    `rejects` marks errors in the request itself: the result status is `rejected`, never `failed`.
+    """
+
+    code: ClassVar[str] = "internal_error"
+    retriable: ClassVar[bool] = False
+    rejects: ClassVar[bool] = False
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code  # type: ignore[misc]  # instance override of the class default
+
+
+class InvalidRequest(VidgenError):
+    """The request breaks the contract (missing field, out of range...)."""
+
+    code = "invalid_request"
+    rejects = True
+
+
+class ImageError(VidgenError):
+    """The start image exists but is not a usable picture (not an image, too many pixels...)."""
+
+    code = "invalid_image"
+    rejects = True
+
+
+class ImageUrlForbidden(VidgenError):
+    """The start image URL breaks the fetch policy (scheme, host, address, bucket, redirects)."""
+
+    code = "image_url_forbidden"
+    rejects = True
+
+
+class ImageTooLarge(VidgenError):
+    """The start image is larger than the byte or pixel limit."""
+
+    code = "image_too_large"
+    rejects = True
+
+
+class ImageFetchError(VidgenError):
+    """The start image could not be downloaded; the source may come back."""
+
+    code = "image_fetch_failed"
+    retriable = True
+
+
+class StorageError(VidgenError):
+    """Object storage refused or timed out."""
+
+    code = "storage_unavailable"
+    retriable = True
+
+
+class RenderFailed(VidgenError):
+    """The pipeline raised while rendering this request."""
+
+    code = "render_failed"
+    retriable = True
+
+
+class RenderTimeout(VidgenError):
+    """The render ran past its deadline and was stopped between denoising steps."""
+
+    code = "render_timeout"
+    retriable = True
+
+
+class ModelUnavailable(VidgenError):
+    """The model could not be loaded; the worker cannot render at all."""
+
+    code = "model_unavailable"
+    retriable = True

@@ -1,0 +1,89 @@
+"""The one configuration object, read from `VIDGEN_*` environment variables once at start-up."""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+
+def _default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Settings(BaseSettings):
+    """Every knob of the worker. Built once in the entry point and passed down; never read elsewhere."""
+
+    model_config = SettingsConfigDict(env_prefix="VIDGEN_", extra="ignore", frozen=True)
+
+    # Kafka
+    kafka_bootstrap_servers: str = Field("localhost:9092", description="Comma-separated host:port list.")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: str | None = Field(None, description="CA bundle that signs the brokers' certificates.")
+    kafka_ssl_certfile: str | None = Field(None, description="Client certificate for mutual TLS.")
+    kafka_ssl_keyfile: str | None = Field(None, description="Private key of the client certificate.")
+    kafka_enable_idempotence: bool = Field(
+        True, description="Idempotent producer. Apache Kafka supports it; the embedded test broker does not."
+    )
+    consumer_group: str = "video-renderers"
+    group_instance_id: str | None = Field(None, description="Static membership id (rolling restarts).")
+    requests_topic: str = "video.requests"
+    results_topic: str = "video.results"
+    dlq_topic: str = "video.requests.dlq"
+    create_topics: bool = Field(True, description="Create missing topics at start-up.")
+    topic_partitions: int = Field(8, ge=1, description="Partitions of topics created at start-up.")
+    topic_replication_factor: int = Field(1, ge=1)
+    session_timeout_ms: int = Field(30_000, ge=1_000)
+    heartbeat_interval_ms: int = Field(3_000, ge=100)
+    max_poll_interval_ms: int = Field(300_000, ge=1_000)
+    max_record_bytes: int = Field(
+        1_048_576, ge=1_024, description="Records larger than this go to the DLQ unparsed."
+    )
+
+    # Object storage
+    s3_endpoint_url: str = Field("", description="S3-compatible endpoint; empty means AWS.")
+    s3_region: str = "us-east-1"
+    s3_bucket: str = "vidgen-videos"
+    s3_create_bucket: bool = Field(False, description="Create the bucket at start-up if it is missing.")
+    s3_key_prefix: str = Field("", description="Prefix of every object key the worker writes.")
+    s3_image_buckets: tuple[str, ...] = Field(
+        (), description="Extra buckets start images may come from (the output bucket is always allowed)."
+    )
+    presign_ttl_s: int = Field(3_600, ge=60, le=604_800, description="Lifetime of presigned URLs.")
+
+    # Start images
+    image_max_bytes: int = Field(20 * 1024 * 1024, ge=1_024)
+    image_max_pixels: int = Field(40_000_000, ge=1)
+    image_timeout_s: float = Field(20.0, gt=0)
+
+    # Rendering
+    model: str = Field(
+        "tiny", description="`tiny`, a local diffusers folder of EasyAnimate V5.1 InP, or a Hugging Face id."
+    )
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    render_timeout_s: float = Field(1_800.0, gt=0, description="A render running longer is stopped.")
+    poster_format: Literal["jpeg", "webp"] = "jpeg"
+
+    # Service
+    http_host: str = "0.0.0.0"  # noqa: S104 - the probes and Prometheus reach the worker from outside the pod
+    http_port: int = Field(8080, ge=0, le=65_535)
+    worker_id: str = Field(default_factory=_default_worker_id)
+    log_format: Literal["json", "text"] = "json"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    shutdown_grace_s: float = Field(60.0, ge=0, description="Time an in-flight job gets to finish on SIGTERM.")
+
+    @field_validator("s3_image_buckets", mode="before")
+    @classmethod
+    def _split_csv(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value

@@ -1,0 +1,12 @@
+"""The vidgen event contract (version 1)."""
+
+from schemas.events import (
+    ErrorInfo,
+    ResultStatus,
+    Timings,
+    VideoInfo,
+    VideoRequest,
+    VideoResult,
+)
+
+__all__ = ["ErrorInfo", "ResultStatus", "Timings", "VideoInfo", "VideoRequest", "VideoResult"]

@@ -1,0 +1,133 @@
+"""The event contract, version 1: what producers send and what the worker publishes.
+
+These models are the source of truth; `python -m schemas` writes the JSON Schema files under `schemas/json/`
+from them, and a test fails when the checked-in files drift.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+__all__ = [
+    "ID_PATTERN",
+    "ErrorInfo",
+    "ResultStatus",
+    "Timings",
+    "VideoInfo",
+    "VideoRequest",
+    "VideoResult",
+]
+
+SCHEMA_VERSION = 1
+ID_PATTERN = r"^[A-Za-z0-9._:-]+$"
+
+RequestId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=ID_PATTERN)]
+TenantId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=ID_PATTERN)]
+MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+MetadataValue = Annotated[str, StringConstraints(max_length=512)]
+Metadata = Annotated[dict[MetadataKey, MetadataValue], Field(max_length=32)]
+Dimension = Annotated[int, Field(ge=256, le=1024, multiple_of=16)]
+ResultStatus = Literal["completed", "failed", "rejected"]
+
+
+class VideoRequest(BaseModel):
+    """A request on `video.requests`. Key: `request_id` (UTF-8). Value: this object as UTF-8 JSON."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, title="VideoRequest")
+
+    schema_version: Literal[1] = Field(SCHEMA_VERSION, description="Contract version; always 1.")
+    request_id: RequestId = Field(description="Idempotency key; also the Kafka record key.")
+    tenant_id: TenantId = Field(description="Who asked; echoed in the result.")
+    prompt: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)] = Field(
+        description="What the video shows. Leading and trailing whitespace is trimmed before the length check."
+    )
+    negative_prompt: Annotated[str, StringConstraints(strip_whitespace=True, max_length=1000)] | None = Field(
+        None, description="What the video should avoid."
+    )
+    image_url: (
+        Annotated[
+            str,
+            StringConstraints(max_length=2048, pattern=r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+|https://.+)$"),
+        ]
+        | None
+    ) = Field(
+        None,
+        description="Start frame (`s3://bucket/key` or `https://...`). Absent: text-to-video, fully masked.",
+    )
+    width: Dimension = Field(512, description="Pixels; 256-1024, a multiple of 16.")
+    height: Dimension = Field(512, description="Pixels; 256-1024, a multiple of 16.")
+    num_frames: int = Field(25, ge=1, le=49)
+    num_inference_steps: int = Field(30, ge=1, le=100)
+    guidance_scale: float = Field(5.0, ge=1.0, le=20.0, allow_inf_nan=False)
+    fps: int = Field(8, ge=1, le=60)
+    seed: int | None = Field(
+        None, ge=0, le=2**32 - 1, description="Absent: derived from the content, so identical requests match."
+    )
+    metadata: Metadata = Field(default_factory=dict, description="Echoed back unchanged in the result.")
+
+
+class VideoInfo(BaseModel):
+    """Where the finished video lives and what it is."""
+
+    model_config = ConfigDict(frozen=True)
+
+    uri: str = Field(description="`s3://bucket/key` of the MP4.")
+    url: str = Field(description="Presigned HTTPS GET URL of the MP4.")
+    url_expires_at: datetime
+    poster_uri: str
+    poster_url: str
+    content_type: Literal["video/mp4"] = "video/mp4"
+    bytes: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    width: int
+    height: int
+    num_frames: int = Field(description="Frames as rendered (the model may round the request).")
+    fps: int
+    duration_s: float
+
+
+class ErrorInfo(BaseModel):
+    """Why a request failed or was rejected."""
+
+    model_config = ConfigDict(frozen=True)
+
+    code: str = Field(description="Stable snake_case code; see the README's error table.")
+    message: str = Field(description="Human-readable and specific.")
+    retryable: bool = Field(description="Whether resubmitting the same request may succeed.")
+    field: str | None = Field(None, description="The request field at fault, for validation errors.")
+
+
+class Timings(BaseModel):
+    """When things happened (ISO 8601 UTC) and how long the stages took."""
+
+    model_config = ConfigDict(frozen=True)
+
+    received_at: datetime
+    render_started_at: datetime | None = None
+    render_finished_at: datetime | None = None
+    completed_at: datetime
+    render_ms: int | None = None
+    encode_ms: int | None = None
+    upload_ms: int | None = None
+
+
+class VideoResult(BaseModel):
+    """The one terminal event per request on `video.results`. Key: `request_id`."""
+
+    model_config = ConfigDict(frozen=True, title="VideoResult")
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    request_id: str
+    tenant_id: str | None = Field(description="Null only when the request's own tenant_id was unusable.")
+    status: ResultStatus
+    video: VideoInfo | None = None
+    cache_hit: bool = False
+    error: ErrorInfo | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+    timings: Timings
+    attempt: int = Field(1, ge=1, description="How many attempts this result took.")
+    worker_id: str
+    model: str = Field(description="Checkpoint id or path, or `tiny`.")
