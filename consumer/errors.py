@@ -7,6 +7,7 @@ from typing import ClassVar
 __all__ = [
     "ImageError",
     "ImageFetchError",
+    "ImageNotFound",
     "ImageTooLarge",
     "ImageUrlForbidden",
     "InvalidRequest",
@@ -61,6 +62,13 @@ class ImageTooLarge(VidgenError):
     """The start image is larger than the byte or pixel limit."""
 
     code = "image_too_large"
+    rejects = True
+
+
+class ImageNotFound(VidgenError):
+    """The start image is not there (S3 NoSuchKey, HTTP 404/410)."""
+
+    code = "image_not_found"
     rejects = True
 
 

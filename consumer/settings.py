@@ -62,7 +62,11 @@ class Settings(BaseSettings):
     # Start images
     image_max_bytes: int = Field(20 * 1024 * 1024, ge=1_024)
     image_max_pixels: int = Field(40_000_000, ge=1)
-    image_timeout_s: float = Field(20.0, gt=0)
+    image_timeout_s: float = Field(20.0, gt=0, description="Read timeout of start-image downloads.")
+    image_max_redirects: int = Field(3, ge=0, le=10)
+    image_host_allowlist: tuple[str, ...] = Field(
+        (), description="If set, https start images only from these hosts (`.example.com` covers subdomains)."
+    )
 
     # Rendering
     model: str = Field(
@@ -81,7 +85,7 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     shutdown_grace_s: float = Field(60.0, ge=0, description="Time an in-flight job gets to finish on SIGTERM.")
 
-    @field_validator("s3_image_buckets", mode="before")
+    @field_validator("s3_image_buckets", "image_host_allowlist", mode="before")
     @classmethod
     def _split_csv(cls, value: object) -> object:
         if isinstance(value, str):

@@ -1,0 +1,143 @@
+"""Wire the worker together from settings: HTTP, model, S3, Kafka. The one place that owns their lifetimes."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Callable
+
+from opentelemetry.trace import Tracer
+
+from consumer.errors import VidgenError
+from consumer.fetching import FetchPolicy
+from consumer.http_server import bound_port, start_http
+from consumer.kafka import ensure_topics, make_consumer, make_producer, worker_topics
+from consumer.metrics import Metrics
+from consumer.processing import Processor
+from consumer.render.loader import load_pipeline, resolve_device, resolve_dtype
+from consumer.render.renderer import Renderer
+from consumer.results import Identity
+from consumer.settings import Settings
+from consumer.start_image import StartImageSource
+from consumer.storage import ObjectStore, open_s3_client
+from consumer.worker import ProgressSink, Worker
+
+__all__ = ["serve"]
+
+log = logging.getLogger(__name__)
+
+_S3_CHECK_TIMEOUT_S = 3.0
+
+
+async def serve(
+    settings: Settings,
+    stop: asyncio.Event,
+    *,
+    on_progress: ProgressSink | None = None,
+    on_http_port: Callable[[int], None] | None = None,
+    tracer: Tracer | None = None,
+    renderer: Renderer | None = None,
+) -> int:
+    """Run one worker until `stop` is set. Returns the process exit code: 0 after a clean drain, 1 when the
+    model is unusable (the orchestrator should restart the process)."""
+    metrics = Metrics()
+    device = resolve_device(settings.device)
+    renderer = renderer or Renderer(
+        functools.partial(
+            load_pipeline, settings.model, device=device, dtype=resolve_dtype(settings.dtype, device)
+        )
+    )
+    worker: Worker | None = None
+
+    async with open_s3_client(settings) as s3:
+        store = ObjectStore(s3, bucket=settings.s3_bucket, presign_ttl_s=settings.presign_ttl_s)
+
+        async def model_check() -> str | None:
+            return None if renderer.state in ("ready", "busy") else f"model is {renderer.state}"
+
+        async def group_check() -> str | None:
+            return None if worker is not None and worker.joined else "not a member of the consumer group yet"
+
+        async def s3_check() -> str | None:
+            try:
+                await asyncio.wait_for(store.ping(), _S3_CHECK_TIMEOUT_S)
+            except (VidgenError, TimeoutError) as exc:
+                return f"object storage unreachable: {exc}"
+            return None
+
+        http = await start_http(
+            host=settings.http_host,
+            port=settings.http_port,
+            metrics=metrics,
+            checks={"model": model_check, "consumer_group": group_check, "s3": s3_check},
+        )
+        if on_http_port is not None:
+            on_http_port(bound_port(http))
+        try:
+            if settings.s3_create_bucket:
+                await store.ensure_bucket()
+            if settings.create_topics:
+                await ensure_topics(settings, worker_topics(settings))
+            # Load before joining the group: a member that cannot render yet would only hold partitions.
+            await renderer.start()
+            producer = make_producer(settings)
+            await producer.start()
+            try:
+                identity = Identity(worker_id=settings.worker_id, model=settings.model)
+                images = StartImageSource(
+                    store=store,
+                    allowed_buckets=frozenset({settings.s3_bucket, *settings.s3_image_buckets}),
+                    policy=FetchPolicy(
+                        max_bytes=settings.image_max_bytes,
+                        connect_timeout_s=min(5.0, settings.image_timeout_s),
+                        read_timeout_s=settings.image_timeout_s,
+                        max_redirects=settings.image_max_redirects,
+                        host_allowlist=settings.image_host_allowlist,
+                    ),
+                    max_bytes=settings.image_max_bytes,
+                )
+                processor = Processor(
+                    settings=settings,
+                    store=store,
+                    images=images,
+                    renderer=renderer,
+                    identity=identity,
+                    metrics=metrics,
+                )
+                worker = Worker(
+                    settings=settings,
+                    consumer_factory=functools.partial(make_consumer, settings),
+                    producer=producer,
+                    processor=processor,
+                    identity=identity,
+                    metrics=metrics,
+                    tracer=tracer,
+                    on_progress=on_progress,
+                )
+                await _run_until_stop_or_broken(worker, renderer, stop)
+            finally:
+                await producer.stop()
+        finally:
+            renderer.close()
+            await http.cleanup()
+    if renderer.state == "failed":
+        log.error("exiting non-zero: %s", renderer.failure)
+        return 1
+    return 0
+
+
+async def _run_until_stop_or_broken(worker: Worker, renderer: Renderer, stop: asyncio.Event) -> None:
+    """A renderer that broke (device error) cannot recover in-process: stop consuming so a restart can."""
+
+    async def watch_renderer() -> None:
+        while not stop.is_set():
+            if renderer.state == "failed":
+                stop.set()
+            await asyncio.sleep(0.5)
+
+    watcher = asyncio.create_task(watch_renderer())
+    try:
+        await worker.run(stop)
+    finally:
+        watcher.cancel()

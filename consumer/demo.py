@@ -1,0 +1,186 @@
+"""`vidgen demo`: the whole path on one machine with nothing running beforehand.
+
+Embedded broker and S3 server (unless VIDGEN_KAFKA_BOOTSTRAP_SERVERS / VIDGEN_S3_ENDPOINT_URL point elsewhere),
+a worker with the tiny model, one "product created" request with a generated product image, the result event,
+and the MP4 and poster saved under ./demo-output/.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import os
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from PIL import Image, ImageDraw
+
+from consumer.app import serve
+from consumer.embedded import kafka_broker, s3_server
+from consumer.kafka import client_options, ensure_topics, worker_topics
+from consumer.settings import Settings
+from consumer.storage import ObjectStore, open_s3_client
+from schemas.events import VideoRequest, VideoResult
+
+__all__ = ["run_demo"]
+
+_RESULT_TIMEOUT_S = 240.0
+
+
+def product_image(width: int = 512, height: int = 512) -> bytes:
+    """A synthetic product shot: a sneaker-ish shape on a studio gradient."""
+    image = Image.new("RGB", (width, height))
+    draw = ImageDraw.Draw(image)
+    for y in range(height):
+        shade = 235 - y * 60 // height
+        draw.line([(0, y), (width, y)], fill=(shade, shade, shade + 10))
+    w, h = width, height
+    draw.ellipse([w * 0.15, h * 0.62, w * 0.85, h * 0.72], fill=(170, 170, 175))  # shadow
+    draw.rounded_rectangle([w * 0.18, h * 0.45, w * 0.82, h * 0.64], radius=int(h * 0.06), fill=(200, 40, 40))
+    draw.rounded_rectangle([w * 0.22, h * 0.33, w * 0.52, h * 0.52], radius=int(h * 0.05), fill=(200, 40, 40))
+    draw.rectangle([w * 0.18, h * 0.6, w * 0.82, h * 0.65], fill=(245, 245, 245))  # sole
+    for i in range(4):
+        x = w * (0.3 + 0.05 * i)
+        draw.line([(x, h * 0.38), (x + w * 0.04, h * 0.46)], fill=(250, 250, 250), width=max(2, w // 100))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@contextlib.contextmanager
+def _infrastructure(settings: Settings) -> Iterator[Settings]:
+    """Start what the environment does not provide, and point the settings at it."""
+    with contextlib.ExitStack() as stack:
+        update: dict[str, object] = {"s3_create_bucket": True}
+        if "kafka_bootstrap_servers" not in settings.model_fields_set:
+            update["kafka_bootstrap_servers"] = stack.enter_context(kafka_broker())
+            update["kafka_enable_idempotence"] = False  # the embedded broker has no idempotent producer
+            _say("started embedded Kafka-protocol broker (tansu) on " + str(update["kafka_bootstrap_servers"]))
+        if "s3_endpoint_url" not in settings.model_fields_set:
+            update["s3_endpoint_url"] = stack.enter_context(s3_server())
+            # The embedded server accepts any credentials; real ones still win when set.
+            os.environ.setdefault("AWS_ACCESS_KEY_ID", "demo")
+            os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "demo")
+            _say(f"started embedded S3 server (moto) on {update['s3_endpoint_url']}")
+        if "http_port" not in settings.model_fields_set:
+            update["http_port"] = 0
+        if "model" not in settings.model_fields_set:
+            update["model"] = "tiny"
+        yield settings.model_copy(update=update)
+
+
+def run_demo(settings: Settings, output_dir: Path) -> int:
+    started = time.monotonic()
+    with _infrastructure(settings) as effective:
+        code = asyncio.run(_demo(effective, output_dir))
+    _say(f"done in {time.monotonic() - started:.1f}s; everything shut down")
+    return code
+
+
+async def _demo(settings: Settings, output_dir: Path) -> int:
+    stop = asyncio.Event()
+    worker = asyncio.create_task(serve(settings, stop, on_progress=_show_progress))
+    try:
+        request = await _submit(settings)
+        _say(f"published request {request.request_id} to {settings.requests_topic}; waiting for the result")
+        result = await _await_result(settings, request.request_id, worker)
+        print(json.dumps(result.model_dump(mode="json"), indent=2))
+        if result.video is None:
+            _say(f"request ended {result.status}: {result.error}")
+            return 1
+        await _download(result, output_dir)
+        return 0
+    finally:
+        stop.set()
+        await worker
+
+
+async def _submit(settings: Settings) -> VideoRequest:
+    await ensure_topics(settings, worker_topics(settings))
+    async with open_s3_client(settings) as s3:
+        store = ObjectStore(s3, bucket=settings.s3_bucket, presign_ttl_s=settings.presign_ttl_s)
+        await store.ensure_bucket()
+        image_key = f"demo/product-{uuid.uuid4().hex[:8]}.png"
+        await s3.put_object(Bucket=settings.s3_bucket, Key=image_key, Body=product_image(), ContentType="image/png")
+    request = VideoRequest(
+        request_id=f"demo-{uuid.uuid4().hex[:12]}",
+        tenant_id="demo-shop",
+        prompt="A red sneaker slowly turning on a white studio table, soft light, product shot",
+        negative_prompt="blurry, low quality, text, watermark",
+        image_url=f"s3://{settings.s3_bucket}/{image_key}",
+        width=384,
+        height=256,
+        num_frames=13,
+        num_inference_steps=8,
+        fps=8,
+        metadata={"product_id": "sku-1234", "source": "vidgen-demo"},
+    )
+    producer = AIOKafkaProducer(**client_options(settings))
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            settings.requests_topic,
+            key=request.request_id.encode(),
+            value=request.model_dump_json(exclude_none=True).encode(),
+        )
+    finally:
+        await producer.stop()
+    return request
+
+
+async def _await_result(settings: Settings, request_id: str, worker: asyncio.Task[int]) -> VideoResult:
+    consumer = AIOKafkaConsumer(**client_options(settings), auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        deadline = time.monotonic() + _RESULT_TIMEOUT_S
+        await consumer.topics()  # refreshes metadata, so the results topic's partitions are known
+        partitions = consumer.partitions_for_topic(settings.results_topic) or set()
+        consumer.assign([TopicPartition(settings.results_topic, p) for p in partitions])
+        while time.monotonic() < deadline:
+            if worker.done():
+                raise RuntimeError(f"the worker stopped early (exit code {worker.result()})")
+            batch = await consumer.getmany(timeout_ms=500)
+            for records in batch.values():
+                for record in records:
+                    if record.key == request_id.encode():
+                        return VideoResult.model_validate_json(record.value)
+        raise TimeoutError(f"no result for {request_id} after {_RESULT_TIMEOUT_S:.0f}s")
+    finally:
+        await consumer.stop()
+
+
+async def _download(result: VideoResult, output_dir: Path) -> None:
+    """Fetch through the presigned URLs, exactly as a downstream consumer would."""
+    if result.video is None:
+        raise ValueError("only completed results have files")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    poster_ext = result.video.poster_uri.rsplit(".", 1)[-1]
+    targets = {
+        output_dir / f"{result.request_id}.mp4": result.video.url,
+        output_dir / f"{result.request_id}.poster.{poster_ext}": result.video.poster_url,
+    }
+    async with aiohttp.ClientSession() as http:
+        for path, url in targets.items():
+            async with http.get(url) as response:
+                response.raise_for_status()
+                path.write_bytes(await response.read())
+            _say(f"saved {path} ({path.stat().st_size} bytes)")
+
+
+def _show_progress(request_id: str, step: int, total: int) -> None:
+    width = 30
+    filled = width * step // total
+    end = "\n" if step == total else ""
+    sys.stderr.write(f"\r  rendering {request_id} [{'#' * filled}{'.' * (width - filled)}] {step}/{total}{end}")
+    sys.stderr.flush()
+
+
+def _say(message: str) -> None:
+    print(f"vidgen demo: {message}", file=sys.stderr)

@@ -1,0 +1,307 @@
+"""SSRF-safe HTTPS download of a start image: vet the URL, resolve it ourselves, pin the connection, stream.
+
+Every hop (the first URL and each redirect) is checked the same way before any socket opens:
+scheme `https` only, no credentials, optional host allowlist, every resolved address public. The TCP
+connection then goes to exactly the addresses we vetted (a resolver that only knows them), so a DNS answer
+that changes between our check and aiohttp's connect (rebinding) cannot steer it elsewhere.
+
+Numeric IPv4 hosts are normalised the way browsers and `inet_aton` read them (`2130706433`, `0177.0.0.1`,
+`0x7f.1`, `127.1` all mean 127.0.0.1) and judged as that address; a non-canonical spelling of a *public*
+address is refused too, since other layers (proxies, TLS, logs) may read it differently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import re
+import socket
+import ssl
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from yarl import URL
+
+from consumer.errors import ImageFetchError, ImageTooLarge, ImageUrlForbidden
+
+__all__ = ["FetchPolicy", "IPNetwork", "Resolve", "fetch_https"]
+
+_log = logging.getLogger(__name__)
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+_IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+Resolve = Callable[[str, int], Awaitable[Sequence[str]]]
+"""`async (host, port) -> IP address strings`. Default: the system resolver; tests inject their own."""
+
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_RETRIABLE_4XX = frozenset({408, 429})
+_CHUNK = 64 * 1024
+_CGNAT = ipaddress.IPv4Network("100.64.0.0/10")
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_HOSTNAME = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*\.?")
+_ENDS_IN_NUMBER = re.compile(r"[0-9]+|0x[0-9a-f]*")  # WHATWG: such a host must be an IPv4 address
+_IPV4_PART = re.compile(r"0x(?P<hex>[0-9a-f]*)|0(?P<oct>[0-7]+)|(?P<dec>0|[1-9][0-9]*)")
+
+
+@dataclass(frozen=True)
+class FetchPolicy:
+    """Limits and trust for one download; built from `Settings` by the caller."""
+
+    max_bytes: int  # enforced from Content-Length up front and again while streaming
+    connect_timeout_s: float  # DNS and TCP+TLS connect, per hop
+    read_timeout_s: float  # per socket read
+    max_redirects: int = 3
+    host_allowlist: tuple[str, ...] = ()  # empty = any public host; "a.b" exact, ".b" any subdomain of b
+    trusted_networks: tuple[IPNetwork, ...] = ()  # ONLY tests/private deployments: exempt from the ban
+    ssl_context: ssl.SSLContext | None = None  # None = system trust store, verification on
+    total_timeout_s: float | None = None  # whole fetch; None = connect + 3 x read, stops slow-drip bodies
+
+    @property
+    def deadline_s(self) -> float:
+        if self.total_timeout_s is not None:
+            return self.total_timeout_s
+        return self.connect_timeout_s + 3 * self.read_timeout_s
+
+
+async def fetch_https(url: str, policy: FetchPolicy, *, resolver: Resolve | None = None) -> bytes:
+    """Download `url` under `policy` and return the body.
+
+    Raises `ImageUrlForbidden` (policy: scheme, credentials, host, address, redirects, non-retriable 4xx),
+    `ImageTooLarge` (over `max_bytes`) or `ImageFetchError` (retriable: DNS, connect, TLS, timeouts, 5xx,
+    408, 429).
+    """
+    resolve = resolver or _system_resolve
+    deadline = policy.deadline_s
+    try:
+        async with asyncio.timeout(deadline):
+            current = _parse(url)
+            for hop in range(policy.max_redirects + 1):
+                addresses = await _vet(current, policy, resolve)
+                _log.debug("image fetch hop %d: host %s pinned to %s", hop, current.raw_host, addresses)
+                outcome = await _get(current, addresses, policy)
+                if isinstance(outcome, bytes):
+                    return outcome
+                current = outcome
+    except TimeoutError as exc:
+        raise ImageFetchError(f"image_url download did not finish within {deadline:g} s") from exc
+    raise ImageUrlForbidden(f"image_url redirected more than {policy.max_redirects} times")
+
+
+def _parse(url: str) -> URL:
+    try:
+        return URL(url)
+    except (ValueError, TypeError) as exc:
+        raise ImageUrlForbidden(f"image_url is not a valid URL: {exc}") from exc
+
+
+async def _vet(url: URL, policy: FetchPolicy, resolve: Resolve) -> tuple[str, ...]:
+    """Apply every policy rule to one hop; return the addresses the connection may use."""
+    if url.scheme != "https":
+        raise ImageUrlForbidden(f"image_url scheme {url.scheme or '(none)'!r} is not allowed; only https")
+    if url.raw_user is not None or url.raw_password is not None:
+        raise ImageUrlForbidden("image_url must not carry credentials (user:pass@host)")
+    host = (url.raw_host or "").lower()
+    if not host:
+        raise ImageUrlForbidden("image_url has no host")
+    if policy.host_allowlist and not _allowed(host.rstrip("."), policy.host_allowlist):
+        raise ImageUrlForbidden(f"image_url host {host} is not in the host allowlist")
+
+    literal = _ip_literal(host)
+    if literal is not None:
+        _judge(host, literal, policy)
+        if ":" not in host and host != str(literal):
+            raise ImageUrlForbidden(f"image_url host {host} is a non-canonical spelling of {literal}")
+        return (str(literal),)
+
+    if len(host) > 253 or not _HOSTNAME.fullmatch(host):
+        raise ImageUrlForbidden(f"image_url host {host!r} is not a valid hostname")
+    try:
+        async with asyncio.timeout(policy.connect_timeout_s):
+            answers = await resolve(host, url.port or 443)
+        addresses = [ipaddress.ip_address(answer) for answer in answers]
+    except TimeoutError as exc:
+        raise ImageFetchError(f"image_url host {host} did not resolve in time") from exc
+    except (OSError, ValueError) as exc:  # gaierror, or a resolver answering garbage
+        raise ImageFetchError(f"image_url host {host} did not resolve: {exc}") from exc
+    if not addresses:
+        raise ImageFetchError(f"image_url host {host} resolved to no address")
+    for address in addresses:  # every answer, not just the first: the connection may try any of them
+        _judge(host, address, policy)
+    return tuple(dict.fromkeys(str(address) for address in addresses))
+
+
+def _allowed(host: str, allowlist: tuple[str, ...]) -> bool:
+    entries = (entry.lower().rstrip(".") for entry in allowlist)
+    return any((entry.startswith(".") and host.endswith(entry)) or host == entry for entry in entries)
+
+
+def _ip_literal(host: str) -> _IPAddress | None:
+    """The address a numeric host denotes (WHATWG IPv4 parsing), None for a DNS name."""
+    if ":" in host:
+        try:
+            return ipaddress.IPv6Address(host)  # scoped (%zone) forms are link-local and refused later
+        except ValueError as exc:
+            raise ImageUrlForbidden(f"image_url host {host!r} is not a valid IPv6 address") from exc
+    parts = host.split(".")
+    if len(parts) > 1 and parts[-1] == "":
+        parts.pop()  # a trailing dot does not change the address
+    if not _ENDS_IN_NUMBER.fullmatch(parts[-1]):
+        return None
+    numbers = [_ipv4_part(part) for part in parts]
+    if None in numbers or len(numbers) > 4:
+        raise ImageUrlForbidden(f"image_url host {host} is not a valid IPv4 address")
+    values = [number for number in numbers if number is not None]
+    *head, last = values
+    if any(value > 255 for value in head) or last >= 256 ** (5 - len(values)):
+        raise ImageUrlForbidden(f"image_url host {host} is not a valid IPv4 address")
+    return ipaddress.IPv4Address(last + sum(value << 8 * (3 - i) for i, value in enumerate(head)))
+
+
+def _ipv4_part(part: str) -> int | None:
+    match = _IPV4_PART.fullmatch(part)
+    if match is None:
+        return None
+    if match["hex"] is not None:
+        return int(match["hex"] or "0", 16)
+    if match["oct"] is not None:
+        return int(match["oct"], 8)
+    return int(match["dec"])
+
+
+def _judge(host: str, address: _IPAddress, policy: FetchPolicy) -> None:
+    """Refuse `address` unless it is public (or trusted); IPv6 forms embedding IPv4 are judged by the IPv4."""
+    effective = _embedded_ipv4(address) if isinstance(address, ipaddress.IPv6Address) else None
+    judged: _IPAddress = effective or address
+    if any(judged in network or address in network for network in policy.trusted_networks):
+        return
+    reason = _forbidden_reason(judged)
+    if reason is not None:
+        shown = f"{address} (IPv4 {effective})" if effective is not None else str(address)
+        raise ImageUrlForbidden(f"image_url host {host} resolves to {shown}, {reason}")
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    if address.ipv4_mapped is not None:  # ::ffff:a.b.c.d
+        return address.ipv4_mapped
+    if address.sixtofour is not None:  # 2002:aabb:ccdd::/48
+        return address.sixtofour
+    packed = address.packed
+    if address in _NAT64 or (packed[:12] == bytes(12) and int(address) > 1):  # NAT64, ::a.b.c.d
+        return ipaddress.IPv4Address(packed[12:])
+    return None
+
+
+def _forbidden_reason(address: _IPAddress) -> str | None:
+    """Why `address` must not be fetched from, or None when it is a public unicast address."""
+    site_local = isinstance(address, ipaddress.IPv6Address) and address.is_site_local
+    checks = (
+        (address.is_unspecified, "an unspecified address"),
+        (address.is_loopback, "a loopback address"),
+        (address.is_link_local, "a link-local address (cloud metadata lives there)"),
+        (address.is_multicast, "a multicast address"),
+        (address in _CGNAT, "a carrier-grade NAT address (100.64.0.0/10)"),
+        (address.is_private or site_local, "a private address"),
+        (address.is_reserved, "a reserved address"),
+        (not address.is_global, "a non-public address"),
+    )
+    return next((reason for failed, reason in checks if failed), None)
+
+
+async def _get(url: URL, addresses: tuple[str, ...], policy: FetchPolicy) -> bytes | URL:
+    """One pinned request: the body of a 2xx, or the next URL of a redirect."""
+    connector = aiohttp.TCPConnector(
+        resolver=_PinnedResolver(url.raw_host or "", addresses),
+        use_dns_cache=False,
+        ssl=policy.ssl_context or True,
+        force_close=True,
+    )
+    timeout = aiohttp.ClientTimeout(
+        total=None, sock_connect=policy.connect_timeout_s, sock_read=policy.read_timeout_s
+    )
+    headers = {"Accept": "image/*", "Accept-Encoding": "identity"}  # no transparent gunzip: no zip bombs
+    try:
+        async with (
+            aiohttp.ClientSession(
+                connector=connector,
+                timeout=timeout,
+                trust_env=False,  # a proxy from the environment would bypass the pinning
+                auto_decompress=False,
+                cookie_jar=aiohttp.DummyCookieJar(),
+            ) as session,
+            session.get(url, allow_redirects=False, headers=headers) as response,
+        ):
+            if response.status in _REDIRECTS:
+                return _redirect_target(url, response)
+            _check_status(url, response.status)
+            return await _read_body(response, policy.max_bytes)
+    except TimeoutError as exc:  # aiohttp's connect/read timeouts are TimeoutError subclasses
+        raise ImageFetchError(f"image_url host {url.raw_host} timed out: {exc or 'no data'}") from exc
+    except (aiohttp.ClientError, OSError) as exc:
+        raise ImageFetchError(f"image_url download from {url.raw_host} failed: {exc!r}") from exc
+
+
+def _redirect_target(url: URL, response: aiohttp.ClientResponse) -> URL:
+    location = response.headers.get("Location")
+    if not location:
+        raise ImageUrlForbidden(f"image_url answered HTTP {response.status} without a Location")
+    try:
+        return url.join(URL(location)).with_fragment(None)
+    except (ValueError, TypeError) as exc:
+        raise ImageUrlForbidden(f"image_url redirected to an invalid URL: {exc}") from exc
+
+
+def _check_status(url: URL, status: int) -> None:
+    if 200 <= status < 300:
+        return
+    if status >= 500 or status in _RETRIABLE_4XX:
+        raise ImageFetchError(f"image_url host {url.raw_host} answered HTTP {status}")
+    # No non-retriable "not found" class exists in consumer.errors yet; a 4xx is the request's fault.
+    raise ImageUrlForbidden(f"image_url host {url.raw_host} answered HTTP {status}; not retried")
+
+
+async def _read_body(response: aiohttp.ClientResponse, max_bytes: int) -> bytes:
+    declared = response.content_length
+    if declared is not None and declared > max_bytes:
+        raise ImageTooLarge(f"image_url declares {declared} bytes (Content-Length), over {max_bytes}")
+    body = bytearray()
+    async for chunk in response.content.iter_chunked(_CHUNK):
+        body += chunk
+        if len(body) > max_bytes:
+            raise ImageTooLarge(f"image_url body is over {max_bytes} bytes")
+    return bytes(body)
+
+
+async def _system_resolve(host: str, port: int) -> list[str]:
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [str(info[4][0]) for info in infos]
+
+
+class _PinnedResolver(AbstractResolver):
+    """Answers only for the vetted host, only with the vetted addresses: aiohttp connects to nothing else."""
+
+    def __init__(self, host: str, addresses: tuple[str, ...]) -> None:
+        self._host = host
+        self._addresses = addresses
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        if host != self._host:
+            raise OSError(f"refusing to resolve {host!r}: only {self._host!r} was vetted")
+        results: list[ResolveResult] = []
+        for address in self._addresses:
+            found = socket.AF_INET6 if ":" in address else socket.AF_INET
+            if family in (socket.AF_UNSPEC, found):
+                results.append(
+                    {"hostname": host, "host": address, "port": port, "family": found, "proto": 0, "flags": 0}
+                )
+        if not results:
+            raise OSError(f"no vetted address of {host!r} in family {family!r}")
+        return results
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,49 @@
+"""The worker's HTTP side: /healthz (alive), /readyz (can make progress), /metrics (Prometheus)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from consumer.metrics import Metrics
+
+__all__ = ["ReadinessCheck", "bound_port", "start_http"]
+
+# Each check answers None when fine, or a sentence saying what is wrong.
+ReadinessCheck = Callable[[], Awaitable[str | None]]
+
+
+async def start_http(
+    *, host: str, port: int, metrics: Metrics, checks: dict[str, ReadinessCheck]
+) -> web.AppRunner:
+    """Serve until the returned runner is cleaned up. Port 0 picks a free port (see `bound_port`)."""
+
+    async def healthz(_: web.Request) -> web.Response:
+        # Answering at all proves the event loop is responsive, which is what liveness means here.
+        return web.json_response({"status": "ok"})
+
+    async def readyz(_: web.Request) -> web.Response:
+        problems = {name: problem for name, check in checks.items() if (problem := await check()) is not None}
+        body = {"status": "not ready" if problems else "ready", "checks": {name: "ok" for name in checks}}
+        body["checks"].update(problems)
+        return web.json_response(body, status=503 if problems else 200)
+
+    async def metrics_view(_: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_view)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner
+
+
+def bound_port(runner: web.AppRunner) -> int:
+    for address in runner.addresses:
+        return int(address[1])
+    raise RuntimeError("HTTP server is not listening")

@@ -1,0 +1,112 @@
+"""Turn the raw value of a request record into a request, a rejection or a dead letter. Pure."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from consumer.errors import InvalidRequest
+from schemas.events import ID_PATTERN, VideoRequest
+
+__all__ = ["DeadLetter", "Rejection", "parse_request"]
+
+_ID = re.compile(ID_PATTERN)
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A record nobody can answer: no usable request_id. It goes to the DLQ as it came."""
+
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A request with a usable request_id that breaks a rule: it gets a `rejected` result."""
+
+    request_id: str
+    tenant_id: str | None
+    metadata: dict[str, str]
+    error: InvalidRequest
+    field: str | None = None
+
+
+def parse_request(value: bytes | None, *, max_bytes: int) -> VideoRequest | Rejection | DeadLetter:
+    """Parse one record value. Never raises: every input maps to exactly one of the three outcomes."""
+    if value is None:
+        return DeadLetter("empty_record", "record has no value (tombstone?)")
+    if len(value) > max_bytes:
+        return DeadLetter("record_too_large", f"record value is {len(value)} bytes; the limit is {max_bytes}")
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return DeadLetter("not_utf8", f"record value is not UTF-8 ({exc.reason} at byte {exc.start})")
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        return DeadLetter("not_json", f"record value is not JSON: {exc}")
+    if not isinstance(data, dict):
+        return DeadLetter("not_json_object", f"record value is a JSON {type(data).__name__}, not an object")
+
+    request_id = data.get("request_id")
+    if not isinstance(request_id, str) or not 1 <= len(request_id) <= 128 or not _ID.match(request_id):
+        return DeadLetter(
+            "missing_request_id", "request_id is missing or not 1-128 characters of [A-Za-z0-9._:-]"
+        )
+    try:
+        return VideoRequest.model_validate(data)
+    except ValidationError as exc:
+        return _rejection(request_id, data, exc)
+
+
+def _rejection(request_id: str, data: dict[str, Any], exc: ValidationError) -> Rejection:
+    errors = exc.errors(include_url=False, include_input=False)
+    first = errors[0]
+    code = _code_for(first["type"], first["loc"])
+    parts = [f"{_loc(err['loc'])}: {err['msg']}" for err in errors[:5]]
+    if len(errors) > 5:
+        parts.append(f"and {len(errors) - 5} more")
+    return Rejection(
+        request_id=request_id,
+        tenant_id=_echo_id(data.get("tenant_id")),
+        metadata=_echo_metadata(data.get("metadata")),
+        error=InvalidRequest("; ".join(parts), code=code),
+        field=_loc(first["loc"]),
+    )
+
+
+def _code_for(error_type: str, loc: tuple[int | str, ...]) -> str:
+    if loc[:1] == ("schema_version",):
+        return "unsupported_schema_version"
+    if error_type == "missing":
+        return "missing_field"
+    if error_type == "extra_forbidden":
+        return "unknown_field"
+    return "invalid_field"
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "(record)"
+
+
+def _echo_id(value: object) -> str | None:
+    if isinstance(value, str) and 1 <= len(value) <= 64 and _ID.match(value):
+        return value
+    return None
+
+
+def _echo_metadata(value: object) -> dict[str, str]:
+    """Echo metadata on rejections only when it is itself valid, so results never carry junk."""
+    if not isinstance(value, dict):
+        return {}
+    try:
+        return VideoRequest.model_validate(
+            {"request_id": "x", "tenant_id": "x", "prompt": "x", "metadata": value}
+        ).metadata
+    except ValidationError:
+        return {}

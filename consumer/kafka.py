@@ -1,0 +1,88 @@
+"""Kafka clients built from settings: security options, producer, consumer, topic creation."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.helpers import create_ssl_context
+
+from consumer.settings import Settings
+
+__all__ = ["client_options", "ensure_topics", "make_consumer", "make_producer", "worker_topics"]
+
+log = logging.getLogger(__name__)
+
+
+def client_options(settings: Settings) -> dict[str, Any]:
+    """Connection and security options shared by every client (SASL over SSL, mTLS, CA file)."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap_servers,
+        "security_protocol": settings.kafka_security_protocol,
+        "client_id": f"vidgen-{settings.worker_id}",
+    }
+    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
+        options["ssl_context"] = create_ssl_context(
+            cafile=settings.kafka_ssl_cafile,
+            certfile=settings.kafka_ssl_certfile,
+            keyfile=settings.kafka_ssl_keyfile,
+        )
+    if settings.kafka_sasl_mechanism is not None:
+        options["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        options["sasl_plain_username"] = settings.kafka_sasl_username
+        password = settings.kafka_sasl_password
+        options["sasl_plain_password"] = password.get_secret_value() if password else None
+    return options
+
+
+def make_producer(settings: Settings) -> AIOKafkaProducer:
+    return AIOKafkaProducer(
+        **client_options(settings),
+        acks="all",
+        enable_idempotence=settings.kafka_enable_idempotence,
+        linger_ms=5,
+        max_request_size=max(settings.max_record_bytes * 2, 1_048_576),
+    )
+
+
+def make_consumer(settings: Settings, listener: ConsumerRebalanceListener) -> AIOKafkaConsumer:
+    consumer = AIOKafkaConsumer(
+        **client_options(settings),
+        group_id=settings.consumer_group,
+        group_instance_id=settings.group_instance_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=settings.session_timeout_ms,
+        heartbeat_interval_ms=settings.heartbeat_interval_ms,
+        max_poll_interval_ms=settings.max_poll_interval_ms,
+        # Fetch a little past the record limit so oversized records arrive and can be dead-lettered.
+        max_partition_fetch_bytes=max(settings.max_record_bytes * 2, 1_048_576),
+    )
+    consumer.subscribe([settings.requests_topic], listener=listener)
+    return consumer
+
+
+def worker_topics(settings: Settings) -> list[str]:
+    return [settings.requests_topic, settings.results_topic, settings.dlq_topic]
+
+
+async def ensure_topics(settings: Settings, topics: list[str]) -> None:
+    """Create the topics that are missing. Existing topics are left exactly as they are."""
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [name for name in topics if name not in existing]
+        if missing:
+            await admin.create_topics(
+                [
+                    NewTopic(name, settings.topic_partitions, settings.topic_replication_factor)
+                    for name in missing
+                ]
+            )
+            log.info("created topics %s", ", ".join(missing))
+    finally:
+        await admin.close()

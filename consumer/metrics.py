@@ -1,0 +1,65 @@
+"""Prometheus metrics of one worker, on a registry of its own so tests and embedded workers never collide."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["Metrics", "resolution_label"]
+
+_SECONDS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
+
+
+def resolution_label(width: int, height: int) -> str:
+    """Bucket resolutions so the label stays low-cardinality whatever producers ask for."""
+    pixels = width * height
+    for name, limit in (("sd", 400_000), ("hd", 1_000_000)):
+        if pixels <= limit:
+            return name
+    return "fhd"
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.jobs = Counter(
+            "vidgen_jobs",
+            "Requests answered, by status and error code.",
+            ["status", "error_code"],
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "vidgen_dead_letters", "Records sent to the DLQ, by code.", ["code"], registry=r
+        )
+        self.render_seconds = Histogram(
+            "vidgen_render_seconds",
+            "Model render time.",
+            ["resolution", "frames"],
+            buckets=_SECONDS,
+            registry=r,
+        )
+        self.encode_seconds = Histogram(
+            "vidgen_encode_seconds", "MP4 and poster encoding time.", buckets=_SECONDS, registry=r
+        )
+        self.upload_seconds = Histogram(
+            "vidgen_upload_seconds", "Object upload time.", buckets=_SECONDS, registry=r
+        )
+        self.queue_wait_seconds = Histogram(
+            "vidgen_queue_wait_seconds", "Record timestamp to render start.", buckets=_SECONDS, registry=r
+        )
+        self.video_bytes = Histogram(
+            "vidgen_video_bytes",
+            "Size of the MP4s produced.",
+            buckets=(1e4, 1e5, 5e5, 1e6, 5e6, 1e7, 5e7, 1e8),
+            registry=r,
+        )
+        self.inflight = Gauge("vidgen_inflight_jobs", "Requests being processed.", registry=r)
+        self.partitions_paused = Gauge(
+            "vidgen_partitions_paused", "Assigned partitions currently paused.", registry=r
+        )
+        self.cache_hits = Counter(
+            "vidgen_cache_hits", "Requests answered from an existing object.", registry=r
+        )
+        self.consumer_lag = Gauge(
+            "vidgen_consumer_lag", "Records behind the end of the partition.", ["partition"], registry=r
+        )

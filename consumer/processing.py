@@ -1,0 +1,244 @@
+"""One valid request in, one result out: start image, cache lookup, render, encode, upload, presign."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image
+
+from consumer.errors import VidgenError
+from consumer.imaging import decode_image, fit_image
+from consumer.keys import ObjectKeys, content_key, derive_seed, object_keys
+from consumer.media import POSTER_TYPES, encode_mp4, encode_poster
+from consumer.metrics import Metrics, resolution_label
+from consumer.render.renderer import ProgressFn, Renderer, RenderSpec
+from consumer.results import Identity, completed, failed
+from consumer.settings import Settings
+from consumer.start_image import StartImageSource
+from consumer.storage import ObjectStore, StoredObject
+from schemas.events import Timings, VideoInfo, VideoRequest, VideoResult
+
+__all__ = ["Clock", "Processor", "utc_now"]
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+# Object metadata that lets a cache hit answer without downloading the video.
+_META_FIELDS = ("sha256", "width", "height", "num_frames", "fps")
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class _Stages:
+    received_at: datetime
+    render_started_at: datetime | None = None
+    render_finished_at: datetime | None = None
+    render_ms: int | None = None
+    encode_ms: int | None = None
+    upload_ms: int | None = None
+
+    def timings(self, completed_at: datetime) -> Timings:
+        return Timings(
+            received_at=self.received_at,
+            render_started_at=self.render_started_at,
+            render_finished_at=self.render_finished_at,
+            completed_at=completed_at,
+            render_ms=self.render_ms,
+            encode_ms=self.encode_ms,
+            upload_ms=self.upload_ms,
+        )
+
+
+class Processor:
+    """Turns a validated request into its result event. Errors become `failed`/`rejected` results here."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: ObjectStore,
+        images: StartImageSource,
+        renderer: Renderer,
+        identity: Identity,
+        metrics: Metrics,
+        clock: Clock = utc_now,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._images = images
+        self._renderer = renderer
+        self._identity = identity
+        self._metrics = metrics
+        self._clock = clock
+
+    async def process(
+        self,
+        request: VideoRequest,
+        *,
+        received_at: datetime,
+        record_time: datetime | None = None,
+        attempt: int = 1,
+        on_progress: ProgressFn | None = None,
+    ) -> VideoResult:
+        stages = _Stages(received_at=received_at)
+        try:
+            return await self._process(request, stages, record_time or received_at, attempt, on_progress)
+        except VidgenError as exc:
+            log.warning("request %s %s: %s", request.request_id, exc.code, exc.message)
+            error = exc
+        except Exception as exc:  # noqa: BLE001 - a bug must still answer the request, not wedge the partition
+            log.exception("request %s: unexpected error", request.request_id)
+            error = VidgenError(f"internal error: {type(exc).__name__}: {exc}")
+        return failed(
+            request, error, timings=stages.timings(self._clock()), attempt=attempt, identity=self._identity
+        )
+
+    async def _process(
+        self,
+        request: VideoRequest,
+        stages: _Stages,
+        record_time: datetime,
+        attempt: int,
+        on_progress: ProgressFn | None,
+    ) -> VideoResult:
+        image, image_sha256 = await self._start_image(request)
+        seed = derive_seed(request, image_sha256=image_sha256)
+        key = content_key(request, seed=seed, image_sha256=image_sha256, model=self._identity.model)
+        keys = object_keys(
+            prefix=self._settings.s3_key_prefix,
+            tenant_id=request.tenant_id,
+            key=key,
+            poster_ext=self._settings.poster_format,
+        )
+
+        cached = await self._store.head(keys.video)
+        if cached is not None and all(name in cached.metadata for name in _META_FIELDS):
+            self._metrics.cache_hits.inc()
+            video = await self._video_info(keys, cached)
+            return completed(
+                request,
+                video=video,
+                cache_hit=True,
+                timings=stages.timings(self._clock()),
+                attempt=attempt,
+                identity=self._identity,
+            )
+
+        frames = await self._render(request, image, seed, stages, record_time, on_progress)
+
+        started = time.perf_counter()
+        mp4, poster = await asyncio.to_thread(self._encode, frames, request.fps)
+        stages.encode_ms = _ms_since(started)
+        self._metrics.encode_seconds.observe(stages.encode_ms / 1000)
+
+        count, height, width, _ = frames.shape
+        stored = StoredObject(
+            size=len(mp4),
+            metadata={
+                "sha256": hashlib.sha256(mp4).hexdigest(),
+                "width": str(width),
+                "height": str(height),
+                "num_frames": str(count),
+                "fps": str(request.fps),
+            },
+        )
+        started = time.perf_counter()
+        # Poster first: a video object is the cache marker, so its poster must already exist.
+        await self._store.put(
+            keys.poster, poster, content_type=POSTER_TYPES[self._settings.poster_format], metadata={}
+        )
+        await self._store.put(keys.video, mp4, content_type="video/mp4", metadata=stored.metadata)
+        stages.upload_ms = _ms_since(started)
+        self._metrics.upload_seconds.observe(stages.upload_ms / 1000)
+        self._metrics.video_bytes.observe(len(mp4))
+
+        return completed(
+            request,
+            video=await self._video_info(keys, stored),
+            cache_hit=False,
+            timings=stages.timings(self._clock()),
+            attempt=attempt,
+            identity=self._identity,
+        )
+
+    async def _start_image(self, request: VideoRequest) -> tuple[Image.Image | None, str | None]:
+        if request.image_url is None:
+            return None, None
+        data = await self._images.fetch(request.image_url)
+        image = await asyncio.to_thread(self._prepare_image, data, request.width, request.height)
+        return image, hashlib.sha256(data).hexdigest()
+
+    def _prepare_image(self, data: bytes, width: int, height: int) -> Image.Image:
+        return fit_image(decode_image(data, max_pixels=self._settings.image_max_pixels), width, height)
+
+    async def _render(
+        self,
+        request: VideoRequest,
+        image: Image.Image | None,
+        seed: int,
+        stages: _Stages,
+        record_time: datetime,
+        on_progress: ProgressFn | None,
+    ) -> NDArray[np.uint8]:
+        spec = RenderSpec(
+            prompt=request.prompt,
+            negative_prompt=request.negative_prompt or "",
+            width=request.width,
+            height=request.height,
+            num_frames=request.num_frames,
+            steps=request.num_inference_steps,
+            guidance_scale=request.guidance_scale,
+            seed=seed,
+        )
+        stages.render_started_at = self._clock()
+        self._metrics.queue_wait_seconds.observe(
+            max(0.0, (stages.render_started_at - record_time).total_seconds())
+        )
+        started = time.perf_counter()
+        frames = await self._renderer.render(
+            spec, image, timeout_s=self._settings.render_timeout_s, on_progress=on_progress
+        )
+        stages.render_ms = _ms_since(started)
+        stages.render_finished_at = self._clock()
+        self._metrics.render_seconds.labels(
+            resolution=resolution_label(request.width, request.height), frames=str(frames.shape[0])
+        ).observe(stages.render_ms / 1000)
+        return frames
+
+    def _encode(self, frames: NDArray[np.uint8], fps: int) -> tuple[bytes, bytes]:
+        return encode_mp4(frames, fps=fps), encode_poster(frames[0], fmt=self._settings.poster_format)
+
+    async def _video_info(self, keys: ObjectKeys, stored: StoredObject) -> VideoInfo:
+        meta = stored.metadata
+        expires_at = self._clock() + timedelta(seconds=self._store.presign_ttl_s)
+        frames, fps = int(meta["num_frames"]), int(meta["fps"])
+        return VideoInfo(
+            uri=self._store.uri(keys.video),
+            url=await self._store.presign(keys.video),
+            url_expires_at=expires_at,
+            poster_uri=self._store.uri(keys.poster),
+            poster_url=await self._store.presign(keys.poster),
+            bytes=stored.size,
+            sha256=meta["sha256"],
+            width=int(meta["width"]),
+            height=int(meta["height"]),
+            num_frames=frames,
+            fps=fps,
+            duration_s=round(frames / fps, 3),
+        )
+
+
+def _ms_since(started: float) -> int:
+    return round((time.perf_counter() - started) * 1000)

@@ -1,0 +1,1 @@
+"""Rendering: loading the EasyAnimate pipeline and running it off the event loop."""

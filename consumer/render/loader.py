@@ -1,0 +1,54 @@
+"""Load the EasyAnimate V5.1 inpaint pipeline from `tiny`, a local diffusers folder, or a Hugging Face id."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from diffusers import EasyAnimateInpaintPipeline
+
+from consumer.errors import ModelUnavailable
+from consumer.render.tiny import build_tiny_pipeline
+
+__all__ = ["load_pipeline", "resolve_device", "resolve_dtype"]
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def resolve_device(setting: str) -> torch.device:
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise ModelUnavailable("VIDGEN_DEVICE=cuda but torch sees no CUDA device")
+    return torch.device(setting)
+
+
+def resolve_dtype(setting: str, device: torch.device) -> torch.dtype:
+    if setting == "auto":
+        # bf16 keeps fp32's range (no overflow in the VAE) at half the memory; CPUs are fastest in fp32.
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return _DTYPES[setting]
+
+
+def load_pipeline(model: str, *, device: torch.device, dtype: torch.dtype) -> Any:
+    """Build or load the pipeline and move it to the device. Slow: call it from a worker thread."""
+    if model == "tiny":
+        pipeline = build_tiny_pipeline()  # float32, like any CPU render
+        if dtype != torch.float32:
+            pipeline = pipeline.to(dtype=dtype)
+    else:
+        try:
+            pipeline = EasyAnimateInpaintPipeline.from_pretrained(model, torch_dtype=dtype)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ModelUnavailable(
+                f"cannot load EasyAnimate V5.1 InP pipeline from {model!r}: {exc}. Expected a diffusers folder "
+                "(model_index.json, transformer/, vae/, text_encoder/, tokenizer/, scheduler/) or a Hugging Face "
+                "id such as alibaba-pai/EasyAnimateV5.1-7b-zh-InP-diffusers"
+            ) from exc
+    pipeline.to(device)
+    pipeline.set_progress_bar_config(disable=True)
+    log.info("model loaded", extra={"model": model, "device": str(device), "dtype": str(dtype)})
+    return pipeline

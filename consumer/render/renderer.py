@@ -1,0 +1,162 @@
+"""The renderer: one pipeline, loaded once, run on a dedicated thread so the event loop keeps polling Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from diffusers.pipelines.easyanimate.pipeline_easyanimate_inpaint import get_image_to_video_latent
+from numpy.typing import NDArray
+from PIL import Image
+
+from consumer.errors import ModelUnavailable, RenderFailed, RenderTimeout, VidgenError
+from consumer.media import to_uint8
+
+__all__ = ["ProgressFn", "RenderSpec", "Renderer", "RendererState"]
+
+log = logging.getLogger(__name__)
+
+RendererState = Literal["starting", "ready", "busy", "failed"]
+ProgressFn = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class RenderSpec:
+    prompt: str
+    negative_prompt: str
+    width: int
+    height: int
+    num_frames: int
+    steps: int
+    guidance_scale: float
+    seed: int
+
+
+class _Abandoned(Exception):
+    """Raised inside the pipeline's step callback when the waiting job was cancelled."""
+
+
+class Renderer:
+    """Load once, render many. `state` makes a broken model a visible failure instead of a hang."""
+
+    def __init__(self, load: Callable[[], Any]) -> None:
+        self._load = load
+        self._pipeline: Any = None
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="render")
+        self._lock = asyncio.Lock()
+        self.state: RendererState = "starting"
+        self.failure: str | None = None
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            self._pipeline = await loop.run_in_executor(self._executor, self._load)
+        except VidgenError as exc:
+            self._fail(exc.message)
+            raise
+        except Exception as exc:
+            self._fail(f"model load failed: {exc!r}")
+            raise ModelUnavailable(self.failure or "model load failed") from exc
+        self.state = "ready"
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def render(
+        self,
+        spec: RenderSpec,
+        image: Image.Image | None,
+        *,
+        timeout_s: float,
+        on_progress: ProgressFn | None = None,
+    ) -> NDArray[np.uint8]:
+        """Frames (F, H, W, 3) uint8. Raises RenderTimeout past the deadline, RenderFailed on a crash."""
+        if self.state == "failed":
+            raise ModelUnavailable(f"renderer is broken: {self.failure}")
+        loop = asyncio.get_running_loop()
+        abandon = threading.Event()
+
+        def progress(step: int, total: int) -> None:
+            if on_progress is not None:
+                loop.call_soon_threadsafe(on_progress, step, total)
+
+        async with self._lock:
+            self.state = "busy"
+            future = loop.run_in_executor(
+                self._executor, self._render_sync, spec, image, time.monotonic() + timeout_s, abandon, progress
+            )
+            try:
+                return await future
+            except asyncio.CancelledError:
+                abandon.set()  # the thread stops at the next denoising step
+                raise
+            finally:
+                if self.state == "busy":
+                    self.state = "ready"
+
+    def _render_sync(
+        self,
+        spec: RenderSpec,
+        image: Image.Image | None,
+        deadline: float,
+        abandon: threading.Event,
+        progress: ProgressFn,
+    ) -> NDArray[np.uint8]:
+        video, mask = get_image_to_video_latent(image, None, spec.num_frames, (spec.height, spec.width))
+
+        def on_step_end(_pipe: Any, step: int, _t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+            if abandon.is_set():
+                raise _Abandoned
+            if time.monotonic() > deadline:
+                raise RenderTimeout(f"render stopped after step {step + 1} of {spec.steps}: deadline passed")
+            progress(step + 1, spec.steps)
+            return tensors
+
+        started = time.monotonic()
+        try:
+            with torch.inference_mode():
+                output = self._pipeline(
+                    prompt=spec.prompt,
+                    # None crashes encode_prompt when guidance > 1; an empty prompt is the neutral choice.
+                    negative_prompt=spec.negative_prompt,
+                    num_frames=spec.num_frames,
+                    video=video,
+                    mask_video=mask,
+                    height=spec.height,
+                    width=spec.width,
+                    num_inference_steps=spec.steps,
+                    guidance_scale=spec.guidance_scale,
+                    generator=torch.Generator(device="cpu").manual_seed(spec.seed),
+                    output_type="np",
+                    callback_on_step_end=on_step_end,
+                )
+        except (VidgenError, _Abandoned):
+            raise
+        except Exception as exc:
+            if _is_fatal(exc):
+                self._fail(f"device error while rendering: {exc!r}")
+            raise RenderFailed(f"pipeline raised {type(exc).__name__}: {exc}") from exc
+        frames = to_uint8(output.frames[0])
+        log.debug("render done in %.2fs", time.monotonic() - started)
+        return frames
+
+    def _fail(self, reason: str) -> None:
+        self.state = "failed"
+        self.failure = reason
+        log.error("renderer failed: %s", reason)
+
+
+def _is_fatal(exc: Exception) -> bool:
+    """A CUDA error other than OOM leaves the context unusable: only a process restart recovers."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return False
+    accelerator_error = getattr(torch, "AcceleratorError", ())
+    return isinstance(exc, accelerator_error) or "CUDA error" in str(exc)
