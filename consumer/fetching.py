@@ -25,7 +25,7 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
-from consumer.errors import ImageFetchError, ImageTooLarge, ImageUrlForbidden
+from consumer.errors import ImageFetchError, ImageNotFound, ImageTooLarge, ImageUrlForbidden
 
 __all__ = ["FetchPolicy", "IPNetwork", "Resolve", "fetch_https"]
 
@@ -39,6 +39,7 @@ Resolve = Callable[[str, int], Awaitable[Sequence[str]]]
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _RETRIABLE_4XX = frozenset({408, 429})
+_GONE = frozenset({404, 410})
 _CHUNK = 64 * 1024
 _CGNAT = ipaddress.IPv4Network("100.64.0.0/10")
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
@@ -70,9 +71,9 @@ class FetchPolicy:
 async def fetch_https(url: str, policy: FetchPolicy, *, resolver: Resolve | None = None) -> bytes:
     """Download `url` under `policy` and return the body.
 
-    Raises `ImageUrlForbidden` (policy: scheme, credentials, host, address, redirects, non-retriable 4xx),
-    `ImageTooLarge` (over `max_bytes`) or `ImageFetchError` (retriable: DNS, connect, TLS, timeouts, 5xx,
-    408, 429).
+    Raises `ImageUrlForbidden` (scheme, credentials, host, address, redirect count, other 4xx),
+    `ImageNotFound` (404, 410), `ImageTooLarge` (over `max_bytes`) or the retriable `ImageFetchError`
+    (DNS, connect, TLS, timeouts, 5xx, 408, 429).
     """
     resolve = resolver or _system_resolve
     deadline = policy.deadline_s
@@ -240,6 +241,8 @@ async def _get(url: URL, addresses: tuple[str, ...], policy: FetchPolicy) -> byt
             return await _read_body(response, policy.max_bytes)
     except TimeoutError as exc:  # aiohttp's connect/read timeouts are TimeoutError subclasses
         raise ImageFetchError(f"image_url host {url.raw_host} timed out: {exc or 'no data'}") from exc
+    except aiohttp.ClientResponseError as exc:  # its str() carries the full URL, query tokens included
+        raise ImageFetchError(f"image_url download from {url.raw_host} failed: HTTP {exc.status}") from exc
     except (aiohttp.ClientError, OSError) as exc:
         raise ImageFetchError(f"image_url download from {url.raw_host} failed: {exc!r}") from exc
 
@@ -259,7 +262,9 @@ def _check_status(url: URL, status: int) -> None:
         return
     if status >= 500 or status in _RETRIABLE_4XX:
         raise ImageFetchError(f"image_url host {url.raw_host} answered HTTP {status}")
-    # No non-retriable "not found" class exists in consumer.errors yet; a 4xx is the request's fault.
+    if status in _GONE:
+        raise ImageNotFound(f"image_url host {url.raw_host} answered HTTP {status}; not retried")
+    # Any other answer (401, 403, 400, 3xx without a redirect...) is the request's fault: retrying won't help.
     raise ImageUrlForbidden(f"image_url host {url.raw_host} answered HTTP {status}; not retried")
 
 
