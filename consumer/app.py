@@ -42,11 +42,10 @@ async def serve(
     """Run one worker until `stop` is set. Returns the process exit code: 0 after a clean drain, 1 when the
     model is unusable (the orchestrator should restart the process)."""
     metrics = Metrics()
+    owns_renderer = renderer is None
     device = resolve_device(settings.device)
     renderer = renderer or Renderer(
-        functools.partial(
-            load_pipeline, settings.model, device=device, dtype=resolve_dtype(settings.dtype, device)
-        )
+        functools.partial(load_pipeline, settings.model, device=device, dtype=resolve_dtype(settings.dtype, device))
     )
     worker: Worker | None = None
 
@@ -119,7 +118,8 @@ async def serve(
             finally:
                 await producer.stop()
         finally:
-            renderer.close()
+            if owns_renderer:
+                renderer.close()
             await http.cleanup()
     if renderer.state == "failed":
         log.error("exiting non-zero: %s", renderer.failure)

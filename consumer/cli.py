@@ -38,8 +38,10 @@ def main(argv: list[str] | None = None) -> int:
         from consumer.demo import run_demo  # imports the embedded broker and S3 server only when asked
 
         # A terminal user wants readable lines and no INFO chatter next to the progress bar.
-        configure_logging(fmt="text", level="WARNING" if "log_level" not in settings.model_fields_set
-                          else settings.log_level)
+        configure_logging(
+            fmt="text",
+            level="WARNING" if "log_level" not in settings.model_fields_set else settings.log_level,
+        )
         return run_demo(settings, args.output)
     configure_logging(fmt=settings.log_format, level=settings.log_level)
     return _run(settings)

@@ -160,7 +160,7 @@ async def _download(result: VideoResult, output_dir: Path) -> None:
     """Fetch through the presigned URLs, exactly as a downstream consumer would."""
     if result.video is None:
         raise ValueError("only completed results have files")
-    output_dir.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(output_dir.mkdir, parents=True, exist_ok=True)
     poster_ext = result.video.poster_uri.rsplit(".", 1)[-1]
     targets = {
         output_dir / f"{result.request_id}.mp4": result.video.url,

@@ -220,9 +220,7 @@ async def _get(url: URL, addresses: tuple[str, ...], policy: FetchPolicy) -> byt
         ssl=policy.ssl_context or True,
         force_close=True,
     )
-    timeout = aiohttp.ClientTimeout(
-        total=None, sock_connect=policy.connect_timeout_s, sock_read=policy.read_timeout_s
-    )
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=policy.connect_timeout_s, sock_read=policy.read_timeout_s)
     headers = {"Accept": "image/*", "Accept-Encoding": "identity"}  # no transparent gunzip: no zip bombs
     try:
         async with (

@@ -15,9 +15,7 @@ __all__ = ["ReadinessCheck", "bound_port", "start_http"]
 ReadinessCheck = Callable[[], Awaitable[str | None]]
 
 
-async def start_http(
-    *, host: str, port: int, metrics: Metrics, checks: dict[str, ReadinessCheck]
-) -> web.AppRunner:
+async def start_http(*, host: str, port: int, metrics: Metrics, checks: dict[str, ReadinessCheck]) -> web.AppRunner:
     """Serve until the returned runner is cleaned up. Port 0 picks a free port (see `bound_port`)."""
 
     async def healthz(_: web.Request) -> web.Response:
@@ -25,10 +23,13 @@ async def start_http(
         return web.json_response({"status": "ok"})
 
     async def readyz(_: web.Request) -> web.Response:
-        problems = {name: problem for name, check in checks.items() if (problem := await check()) is not None}
-        body = {"status": "not ready" if problems else "ready", "checks": {name: "ok" for name in checks}}
-        body["checks"].update(problems)
-        return web.json_response(body, status=503 if problems else 200)
+        results = {name: await check() for name, check in checks.items()}
+        ready = all(problem is None for problem in results.values())
+        body = {
+            "status": "ready" if ready else "not ready",
+            "checks": {name: problem or "ok" for name, problem in results.items()},
+        }
+        return web.json_response(body, status=200 if ready else 503)
 
     async def metrics_view(_: web.Request) -> web.Response:
         return web.Response(body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -36,7 +36,9 @@ class Rejection:
     field: str | None = None
 
 
-def parse_request(value: bytes | None, *, max_bytes: int) -> VideoRequest | Rejection | DeadLetter:
+def parse_request(  # noqa: PLR0911 - one early return per way a record can be unusable
+    value: bytes | None, *, max_bytes: int
+) -> VideoRequest | Rejection | DeadLetter:
     """Parse one record value. Never raises: every input maps to exactly one of the three outcomes."""
     if value is None:
         return DeadLetter("empty_record", "record has no value (tombstone?)")
@@ -55,9 +57,7 @@ def parse_request(value: bytes | None, *, max_bytes: int) -> VideoRequest | Reje
 
     request_id = data.get("request_id")
     if not isinstance(request_id, str) or not 1 <= len(request_id) <= 128 or not _ID.match(request_id):
-        return DeadLetter(
-            "missing_request_id", "request_id is missing or not 1-128 characters of [A-Za-z0-9._:-]"
-        )
+        return DeadLetter("missing_request_id", "request_id is missing or not 1-128 characters of [A-Za-z0-9._:-]")
     try:
         return VideoRequest.model_validate(data)
     except ValidationError as exc:

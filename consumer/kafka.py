@@ -78,10 +78,7 @@ async def ensure_topics(settings: Settings, topics: list[str]) -> None:
         missing = [name for name in topics if name not in existing]
         if missing:
             await admin.create_topics(
-                [
-                    NewTopic(name, settings.topic_partitions, settings.topic_replication_factor)
-                    for name in missing
-                ]
+                [NewTopic(name, settings.topic_partitions, settings.topic_replication_factor) for name in missing]
             )
             log.info("created topics %s", ", ".join(missing))
     finally:

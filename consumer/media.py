@@ -19,12 +19,12 @@ POSTER_TYPES = {"jpeg": "image/jpeg", "webp": "image/webp"}
 
 def to_uint8(frames: NDArray[np.floating]) -> NDArray[np.uint8]:
     """Pipeline output in [0, 1] (F, H, W, 3) to 8-bit RGB."""
-    return np.clip(np.rint(frames * 255.0), 0, 255).astype(np.uint8)
+    scaled: NDArray[np.uint8] = np.clip(np.rint(frames * 255.0), 0, 255).astype(np.uint8)
+    return scaled
 
 
 def encode_mp4(frames: NDArray[np.uint8], *, fps: int, crf: int = 18) -> bytes:
     """H.264 High, yuv420p (plays everywhere), moov atom first (faststart) so browsers stream it at once."""
-    count, height, width, _ = frames.shape
     # faststart rewrites the file after the last frame, which FFmpeg can only do on a real file.
     with tempfile.TemporaryDirectory(prefix="vidgen-") as folder:
         path = f"{folder}/video.mp4"

@@ -28,9 +28,7 @@ class Metrics:
             ["status", "error_code"],
             registry=r,
         )
-        self.dead_letters = Counter(
-            "vidgen_dead_letters", "Records sent to the DLQ, by code.", ["code"], registry=r
-        )
+        self.dead_letters = Counter("vidgen_dead_letters", "Records sent to the DLQ, by code.", ["code"], registry=r)
         self.render_seconds = Histogram(
             "vidgen_render_seconds",
             "Model render time.",
@@ -41,9 +39,7 @@ class Metrics:
         self.encode_seconds = Histogram(
             "vidgen_encode_seconds", "MP4 and poster encoding time.", buckets=_SECONDS, registry=r
         )
-        self.upload_seconds = Histogram(
-            "vidgen_upload_seconds", "Object upload time.", buckets=_SECONDS, registry=r
-        )
+        self.upload_seconds = Histogram("vidgen_upload_seconds", "Object upload time.", buckets=_SECONDS, registry=r)
         self.queue_wait_seconds = Histogram(
             "vidgen_queue_wait_seconds", "Record timestamp to render start.", buckets=_SECONDS, registry=r
         )
@@ -54,12 +50,8 @@ class Metrics:
             registry=r,
         )
         self.inflight = Gauge("vidgen_inflight_jobs", "Requests being processed.", registry=r)
-        self.partitions_paused = Gauge(
-            "vidgen_partitions_paused", "Assigned partitions currently paused.", registry=r
-        )
-        self.cache_hits = Counter(
-            "vidgen_cache_hits", "Requests answered from an existing object.", registry=r
-        )
+        self.partitions_paused = Gauge("vidgen_partitions_paused", "Assigned partitions currently paused.", registry=r)
+        self.cache_hits = Counter("vidgen_cache_hits", "Requests answered from an existing object.", registry=r)
         self.consumer_lag = Gauge(
             "vidgen_consumer_lag", "Records behind the end of the partition.", ["partition"], registry=r
         )

@@ -98,12 +98,10 @@ class Processor:
         except VidgenError as exc:
             log.warning("request %s %s: %s", request.request_id, exc.code, exc.message)
             error = exc
-        except Exception as exc:  # noqa: BLE001 - a bug must still answer the request, not wedge the partition
+        except Exception as exc:  # a bug must still answer the request, not wedge the partition
             log.exception("request %s: unexpected error", request.request_id)
             error = VidgenError(f"internal error: {type(exc).__name__}: {exc}")
-        return failed(
-            request, error, timings=stages.timings(self._clock()), attempt=attempt, identity=self._identity
-        )
+        return failed(request, error, timings=stages.timings(self._clock()), attempt=attempt, identity=self._identity)
 
     async def _process(
         self,
@@ -136,7 +134,9 @@ class Processor:
                 identity=self._identity,
             )
 
-        frames = await self._render(request, image, seed, stages, record_time, on_progress)
+        frames = await self._render(
+            request, image=image, seed=seed, stages=stages, record_time=record_time, on_progress=on_progress
+        )
 
         started = time.perf_counter()
         mp4, poster = await asyncio.to_thread(self._encode, frames, request.fps)
@@ -156,9 +156,7 @@ class Processor:
         )
         started = time.perf_counter()
         # Poster first: a video object is the cache marker, so its poster must already exist.
-        await self._store.put(
-            keys.poster, poster, content_type=POSTER_TYPES[self._settings.poster_format], metadata={}
-        )
+        await self._store.put(keys.poster, poster, content_type=POSTER_TYPES[self._settings.poster_format], metadata={})
         await self._store.put(keys.video, mp4, content_type="video/mp4", metadata=stored.metadata)
         stages.upload_ms = _ms_since(started)
         self._metrics.upload_seconds.observe(stages.upload_ms / 1000)
@@ -186,6 +184,7 @@ class Processor:
     async def _render(
         self,
         request: VideoRequest,
+        *,
         image: Image.Image | None,
         seed: int,
         stages: _Stages,
@@ -203,9 +202,7 @@ class Processor:
             seed=seed,
         )
         stages.render_started_at = self._clock()
-        self._metrics.queue_wait_seconds.observe(
-            max(0.0, (stages.render_started_at - record_time).total_seconds())
-        )
+        self._metrics.queue_wait_seconds.observe(max(0.0, (stages.render_started_at - record_time).total_seconds()))
         started = time.perf_counter()
         frames = await self._renderer.render(
             spec, image, timeout_s=self._settings.render_timeout_s, on_progress=on_progress

@@ -44,9 +44,7 @@ class Settings(BaseSettings):
     session_timeout_ms: int = Field(30_000, ge=1_000)
     heartbeat_interval_ms: int = Field(3_000, ge=100)
     max_poll_interval_ms: int = Field(300_000, ge=1_000)
-    max_record_bytes: int = Field(
-        1_048_576, ge=1_024, description="Records larger than this go to the DLQ unparsed."
-    )
+    max_record_bytes: int = Field(1_048_576, ge=1_024, description="Records larger than this go to the DLQ unparsed.")
 
     # Object storage
     s3_endpoint_url: str = Field("", description="S3-compatible endpoint; empty means AWS.")

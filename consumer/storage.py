@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aioboto3
-from botocore.config import Config
+from aiobotocore.config import AioConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from consumer.errors import ImageNotFound, ImageTooLarge, StorageError
@@ -23,7 +23,7 @@ _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
 async def open_s3_client(settings: Settings) -> AsyncIterator[Any]:
     """An S3 client for the configured endpoint. Credentials come from the standard AWS chain only."""
     session = aioboto3.Session()
-    config = Config(
+    config = AioConfig(
         retries={"mode": "standard", "max_attempts": 3},
         connect_timeout=5,
         read_timeout=30,

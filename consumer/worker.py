@@ -14,7 +14,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
-from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential, wait_random
 
 from consumer.intake import DeadLetter, Rejection, parse_request
 from consumer.metrics import Metrics
@@ -79,6 +79,7 @@ class Worker:
         self._tasks: dict[TopicPartition, set[asyncio.Task[None]]] = {}
         self._consumer: AIOKafkaConsumer | None = None
         self.joined = False
+        self.crash: BaseException | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set, then drain: finish in-flight jobs within the grace period, commit,
@@ -86,9 +87,11 @@ class Worker:
         self._consumer = self._consumer_factory(_Listener(self))
         await self._consumer.start()
         try:
-            while not stop.is_set():
+            while not stop.is_set() and self.crash is None:
                 await self._poll(accepting=True)
             await self._drain()
+            if self.crash is not None:
+                raise RuntimeError("a job crashed outside the result path") from self.crash
         finally:
             await self._consumer.stop()
             self.joined = False
@@ -116,7 +119,15 @@ class Worker:
         tasks = self._tasks.setdefault(tp, set())
         tasks.add(task)
         task.add_done_callback(tasks.discard)
+        task.add_done_callback(self._check_crash)
         self._metrics.inflight.set(self._tracker.in_flight())
+
+    def _check_crash(self, task: asyncio.Task[None]) -> None:
+        """A job that died outside the result path can never be committed past: stop rather than wedge."""
+        if task.cancelled() or task.exception() is None:
+            return
+        self.crash = task.exception()
+        log.critical("job %s crashed: %r; stopping the worker", task.get_name(), self.crash)
 
     async def _handle(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
         received_at = self._clock()
@@ -173,9 +184,7 @@ class Worker:
     async def _publish_result(self, result: VideoResult) -> None:
         error_code = result.error.code if result.error else ""
         self._metrics.jobs.labels(status=result.status, error_code=error_code).inc()
-        with self._tracer.start_as_current_span(
-            f"send {self._settings.results_topic}", kind=SpanKind.PRODUCER
-        ) as span:
+        with self._tracer.start_as_current_span(f"send {self._settings.results_topic}", kind=SpanKind.PRODUCER) as span:
             span.set_attributes(
                 {
                     "messaging.system": "kafka",
@@ -204,16 +213,14 @@ class Worker:
             ("vidgen-worker-id", self._identity.worker_id.encode("utf-8")),
         ]
         await self._send(self._settings.dlq_topic, key=record.key, value=record.value, headers=headers)
-        log.warning(
-            "record %s[%d]@%d dead-lettered: %s", record.topic, record.partition, record.offset, letter.code
-        )
+        log.warning("record %s[%d]@%d dead-lettered: %s", record.topic, record.partition, record.offset, letter.code)
 
     async def _send(self, topic: str, *, key: bytes | None, value: bytes | None, headers: Headers) -> None:
         """Publish and wait for the broker's ack. A broker outage is waited out: the offset stays uncommitted,
         so giving up here (shutdown) loses nothing."""
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type(KafkaError),
-            wait=wait_exponential_jitter(initial=0.2, max=10),
+            wait=wait_exponential(multiplier=0.2, max=10) + wait_random(0, 0.5),
             before_sleep=lambda state: log.warning(
                 "publish to %s failed (attempt %d), retrying: %r",
                 topic,
@@ -241,7 +248,7 @@ class Worker:
         tasks = [task for tp in revoked for task in self._tasks.get(tp, ())]
         if tasks:
             log.info("revocation: waiting for %d in-flight job(s)", len(tasks))
-            await _finish_or_cancel(tasks, timeout=self._settings.shutdown_grace_s)
+            await _finish_or_cancel(tasks, grace_s=self._settings.shutdown_grace_s)
         await self._commit_ready()
         for tp in revoked:
             self._tracker.forget(tp)
@@ -257,7 +264,7 @@ class Worker:
         leftover = self._all_tasks()
         if leftover:
             log.warning("grace period over: abandoning %d job(s) without commit", len(leftover))
-            await _finish_or_cancel(leftover, timeout=0)
+            await _finish_or_cancel(leftover, grace_s=0)
         await self._commit_ready()
 
     def _all_tasks(self) -> list[asyncio.Task[None]]:
@@ -269,9 +276,9 @@ class Worker:
         return self._consumer
 
 
-async def _finish_or_cancel(tasks: list[asyncio.Task[None]], *, timeout: float) -> None:
-    if timeout > 0:
-        await asyncio.wait(tasks, timeout=timeout)
+async def _finish_or_cancel(tasks: list[asyncio.Task[None]], *, grace_s: float) -> None:
+    if grace_s > 0:
+        await asyncio.wait(tasks, timeout=grace_s)
     for task in tasks:
         task.cancel()
     results = await asyncio.gather(*tasks, return_exceptions=True)

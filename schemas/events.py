@@ -21,7 +21,7 @@ __all__ = [
     "VideoResult",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 ID_PATTERN = r"^[A-Za-z0-9._:-]+$"
 
 RequestId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=ID_PATTERN)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel
 
@@ -23,7 +24,7 @@ def render_all() -> dict[str, str]:
     out = {}
     for name, model in _MODELS.items():
         # Producers validate what they send; consumers read what the worker sends.
-        mode = "validation" if model is VideoRequest else "serialization"
+        mode: Literal["validation", "serialization"] = "validation" if model is VideoRequest else "serialization"
         schema = model.model_json_schema(mode=mode)
         schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": name, **schema}
         out[name] = json.dumps(schema, indent=2, sort_keys=True) + "\n"

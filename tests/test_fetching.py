@@ -223,9 +223,7 @@ async def test_refusal_carries_a_stable_non_retriable_code() -> None:
         ("https://[::ffff:10.0.0.1]/x", "(IPv4 10.0.0.1), a private address"),
     ],
 )
-async def test_each_redirect_is_vetted_again(
-    server: Server, policy: FetchPolicy, target: str, rule: str
-) -> None:
+async def test_each_redirect_is_vetted_again(server: Server, policy: FetchPolicy, target: str, rule: str) -> None:
     with pytest.raises(ImageUrlForbidden, match=re.escape(rule)):
         await fetch_https(f"{server.base}/redirect?to={target}", policy)
 
@@ -322,9 +320,7 @@ async def test_server_errors_are_retriable(server: Server, policy: FetchPolicy, 
         (403, "image_url_forbidden"),
     ],
 )
-async def test_client_errors_are_not_retried(
-    server: Server, policy: FetchPolicy, code: int, error_code: str
-) -> None:
+async def test_client_errors_are_not_retried(server: Server, policy: FetchPolicy, code: int, error_code: str) -> None:
     with pytest.raises(VidgenError, match=f"HTTP {code}; not retried") as caught:
         await fetch_https(f"{server.base}/status/{code}", policy)
     error = caught.value

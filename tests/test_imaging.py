@@ -163,9 +163,7 @@ def test_sixteen_bit_grey_is_scaled_not_clipped() -> None:
     [((400, 200), (256, 256)), ((200, 400), (320, 180)), ((1000, 750), (1024, 576)), ((7, 5), (64, 48))],
     ids=["landscape-to-square", "portrait-to-landscape", "4:3-to-16:9", "upscale"],
 )
-def test_fit_image_returns_exactly_the_frame_size(
-    source_size: tuple[int, int], frame: tuple[int, int]
-) -> None:
+def test_fit_image_returns_exactly_the_frame_size(source_size: tuple[int, int], frame: tuple[int, int]) -> None:
     fitted = fit_image(Image.new("RGB", source_size, RED), *frame)
 
     assert fitted.size == frame

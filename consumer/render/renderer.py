@@ -56,6 +56,9 @@ class Renderer:
         self.failure: str | None = None
 
     async def start(self) -> None:
+        """Load the pipeline; a no-op once loaded (one renderer may serve several workers in tests)."""
+        if self._pipeline is not None:
+            return
         loop = asyncio.get_running_loop()
         try:
             self._pipeline = await loop.run_in_executor(self._executor, self._load)
@@ -91,7 +94,13 @@ class Renderer:
         async with self._lock:
             self.state = "busy"
             future = loop.run_in_executor(
-                self._executor, self._render_sync, spec, image, time.monotonic() + timeout_s, abandon, progress
+                self._executor,
+                self._render_sync,
+                spec,
+                image,
+                time.monotonic() + timeout_s,
+                abandon,
+                progress,
             )
             try:
                 return await future
