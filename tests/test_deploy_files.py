@@ -1,0 +1,648 @@
+"""Offline checks of the deploy files: compose, Dockerfile, Prometheus, Grafana and the kustomize tree.
+
+Nothing here needs a network, a container engine or a cluster. The compose file is validated against the
+compose spec bundled in check-jsonschema, built-in Kubernetes kinds against the schemas bundled in
+kubernetes-validate, and custom resources (KEDA, Prometheus Operator) structurally. Kustomize is not needed
+either: `_render` applies the small subset of kustomize the overlays use, and where `kubectl` is installed a
+test checks that it renders exactly what `kubectl kustomize` renders.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from consumer.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPOSE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "deploy" / "Dockerfile"
+DOCKERIGNORE = ROOT / ".dockerignore"
+PROMETHEUS = ROOT / "deploy" / "prometheus.yml"
+GRAFANA = ROOT / "deploy" / "grafana"
+K8S = ROOT / "deploy" / "k8s"
+OVERLAYS = ("base", "overlays/dev", "overlays/prod")
+GPU_OVERLAYS = ("base", "overlays/prod")
+
+K8S_VERSION = "1.33.0"
+WORKER = "vidgen-worker"
+CUSTOM_KINDS = {"ScaledObject": "keda.sh/v1alpha1", "ServiceMonitor": "monitoring.coreos.com/v1"}
+
+# Variables of the example services, which have settings of their own (not consumer.settings yet).
+HELPER_ENV_PREFIXES = ("VIDGEN_HOOK_", "VIDGEN_NOTIFIER_")
+SETTINGS_ENV = frozenset(f"VIDGEN_{name.upper()}" for name in Settings.model_fields)
+
+# What the worker exports (consumer telemetry); dashboards may only query these.
+_COUNTERS = {"vidgen_jobs_total", "vidgen_cache_hits_total", "vidgen_paused_seconds_total"}
+_GAUGES = {
+    "vidgen_inflight_jobs",
+    "vidgen_partitions_paused",
+    "vidgen_vram_free_bytes",
+    "vidgen_vram_total_bytes",
+    "vidgen_consumer_lag",
+}
+_HISTOGRAMS = {
+    "vidgen_render_seconds",
+    "vidgen_encode_seconds",
+    "vidgen_upload_seconds",
+    "vidgen_queue_wait_seconds",
+    "vidgen_video_bytes",
+}
+EXPORTED_SERIES = frozenset(
+    _COUNTERS
+    | _GAUGES
+    | {f"{name}{suffix}" for name in _HISTOGRAMS for suffix in ("_bucket", "_sum", "_count")}
+    | {"vidgen_memory_mode", "vidgen_memory_mode_info"}  # an Info metric, exported with `_info`
+)
+
+
+# ---- loading ---------------------------------------------------------------------------------------------
+
+
+def _load_yaml(path: Path) -> Any:
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+@functools.cache
+def _compose() -> dict[str, Any]:
+    return _load_yaml(COMPOSE)
+
+
+def _services() -> dict[str, dict[str, Any]]:
+    return _compose()["services"]
+
+
+def _workers() -> dict[str, dict[str, Any]]:
+    return {name: svc for name, svc in _services().items() if name.startswith("worker-")}
+
+
+def _env(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment", {})
+    if isinstance(env, list):
+        env = dict(item.partition("=")[::2] for item in env)
+    return {key: "" if value is None else str(value) for key, value in env.items()}
+
+
+def _requests_partitions() -> int:
+    """Partitions kafka-init gives video.requests: the ceiling on useful worker replicas."""
+    script = " ".join(_services()["kafka-init"]["command"])
+    match = re.search(r"for topic in ([^;]*);.*?--partitions (\d+)", script, re.DOTALL)
+    assert match, "kafka-init no longer creates the topics in a loop; update this test"
+    assert "video.requests" in match.group(1).split()
+    return int(match.group(2))
+
+
+def _unknown_vidgen_vars(names: Iterable[str]) -> set[str]:
+    return {
+        name
+        for name in names
+        if name.startswith("VIDGEN_") and not name.startswith(HELPER_ENV_PREFIXES) and name not in SETTINGS_ENV
+    }
+
+
+# ---- docker-compose.yml ----------------------------------------------------------------------------------
+
+
+def test_compose_validates_against_the_compose_spec() -> None:
+    # The schema ships inside check-jsonschema (vendor.compose-spec): no download.
+    result = subprocess.run(
+        [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec", str(COMPOSE)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_depends_on_names_existing_services_with_conditions() -> None:
+    services = _services()
+    for name, service in services.items():
+        depends_on = service.get("depends_on", {})
+        assert isinstance(depends_on, dict), f"{name}: depends_on needs the long form with conditions"
+        for target, spec in depends_on.items():
+            assert target in services, f"{name} depends on unknown service {target}"
+            condition = spec.get("condition")
+            assert condition in {
+                "service_started",
+                "service_healthy",
+                "service_completed_successfully",
+            }, f"{name} -> {target}: {condition}"
+            if condition == "service_healthy":
+                assert "healthcheck" in services[target], f"{name} waits for {target}, which has no healthcheck"
+            if condition == "service_completed_successfully":
+                assert services[target].get("restart", "no") == "no", f"{target} is one-shot: no restart"
+                assert not services[target].get("profiles"), f"{target} must start in every profile"
+
+
+def test_infrastructure_and_services_have_healthchecks() -> None:
+    services = _services()
+    for name in ("kafka", "minio", "prometheus", "worker-cpu", "worker-gpu", "product-hook", "notifier"):
+        test = services[name]["healthcheck"]["test"]
+        assert test[0] in {"CMD", "CMD-SHELL"}, name
+    assert "kafka-broker-api-versions.sh" in " ".join(services["kafka"]["healthcheck"]["test"])
+
+
+def test_one_shot_services_create_every_topic_and_the_bucket() -> None:
+    services = _services()
+    script = " ".join(services["kafka-init"]["command"])
+    for topic in (
+        "video.requests",
+        "video.requests.retry",
+        "video.requests.dlq",
+        "video.results",
+        "video.progress",
+    ):
+        assert re.search(rf"(?<![\w.]){re.escape(topic)}(?![\w.])", script), topic
+    assert "--if-not-exists" in script
+    bucket = {_env(w)["VIDGEN_S3_BUCKET"] for w in _workers().values()}
+    assert len(bucket) == 1
+    assert f"local/{bucket.pop()}" in " ".join(services["minio-init"]["command"])
+    assert _requests_partitions() == Settings.model_fields["topic_partitions"].default
+
+
+def test_worker_profiles() -> None:
+    workers = _workers()
+    assert {tuple(w["profiles"]) for w in workers.values()} == {("cpu",), ("gpu",)}
+    for name, worker in workers.items():
+        env = _env(worker)
+        assert env["VIDGEN_KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092", name
+        assert env["VIDGEN_S3_ENDPOINT_URL"] == "http://minio:9000", name
+        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4318", name
+        assert env["VIDGEN_KAFKA_ENABLE_IDEMPOTENCE"] == "true", name
+        assert worker["build"]["dockerfile"] == "deploy/Dockerfile", name
+        grace = float(env.get("VIDGEN_SHUTDOWN_GRACE_S", Settings.model_fields["shutdown_grace_s"].default))
+        assert _seconds(worker["stop_grace_period"]) > grace, f"{name}: stop_grace_period <= shutdown grace"
+
+    cpu = workers["worker-cpu"]
+    assert _env(cpu)["VIDGEN_MODEL"] == "tiny"
+    assert cpu["build"]["args"]["TORCH_VARIANT"] == "cpu"
+
+    gpu = workers["worker-gpu"]
+    devices = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert {"driver": "nvidia", "count": 1, "capabilities": ["gpu"]} in devices
+    assert _env(gpu)["VIDGEN_MODEL"].startswith("/models/")
+    [models] = [v for v in gpu["volumes"] if isinstance(v, dict) and v["target"] == "/models"]
+    assert models["read_only"] is True
+
+
+def _seconds(duration: str) -> float:
+    match = re.fullmatch(r"(\d+)(s|m)", duration)
+    assert match, duration
+    return int(match.group(1)) * (60 if match.group(2) == "m" else 1)
+
+
+def test_compose_build_args_exist_in_the_dockerfile() -> None:
+    declared = {args.split("=")[0] for instr, args in _dockerfile() if instr == "ARG"}
+    for name, service in _services().items():
+        build = service.get("build")
+        if isinstance(build, dict):
+            assert set(build.get("args", {})) <= declared, name
+
+
+def test_compose_vidgen_variables_are_settings_fields() -> None:
+    for name, service in _services().items():
+        assert not _unknown_vidgen_vars(_env(service)), f"{name} sets variables Settings does not read"
+
+
+def test_prometheus_scrapes_worker_hook_and_notifier() -> None:
+    config = _load_yaml(PROMETHEUS)
+    targets: set[str] = set()
+    for job in config["scrape_configs"]:
+        for static in job.get("static_configs", []):
+            targets.update(static["targets"])
+        for sd in job.get("dns_sd_configs", []):
+            targets.update(f"{name}:{sd['port']}" for name in sd["names"])
+    for name, worker in _workers().items():
+        aliases = worker["networks"]["default"]["aliases"]
+        port = _env(worker)["VIDGEN_HTTP_PORT"]
+        assert any(f"{alias}:{port}" in targets for alias in aliases), f"{name} is not scraped"
+    assert {"product-hook:8081", "notifier:8082"} <= targets
+    prometheus = _services()["prometheus"]
+    assert "./deploy/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in prometheus["volumes"]
+
+
+# ---- Dockerfile and .dockerignore ------------------------------------------------------------------------
+
+
+@functools.cache
+def _dockerfile() -> tuple[tuple[str, str], ...]:
+    """(INSTRUCTION, arguments) pairs, with comments dropped and continuation lines joined."""
+    logical = re.sub(r"\\\n", " ", DOCKERFILE.read_text(encoding="utf-8"))
+    instructions = []
+    for line in logical.splitlines():
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#"):
+            instr, _, args = stripped.partition(" ")
+            instructions.append((instr.upper(), args.strip()))
+    return tuple(instructions)
+
+
+def _runtime_stage() -> list[tuple[str, str]]:
+    instructions = list(_dockerfile())
+    last_from = max(i for i, (instr, _) in enumerate(instructions) if instr == "FROM")
+    return instructions[last_from:]
+
+
+def test_dockerfile_is_multi_stage_non_root_with_healthcheck() -> None:
+    instructions = _dockerfile()
+    assert sum(instr == "FROM" for instr, _ in instructions) >= 2
+    runtime = _runtime_stage()
+    users = [args for instr, args in runtime if instr == "USER"]
+    assert users, "the runtime stage never leaves root"
+    assert users[-1].split(":")[0] not in {"root", "0"}
+    assert any(instr == "COPY" and args.startswith("--from=builder") for instr, args in runtime)
+    exposed = {port for instr, args in runtime if instr == "EXPOSE" for port in args.split()}
+    assert "8080" in exposed
+    [healthcheck] = [args for instr, args in runtime if instr == "HEALTHCHECK"]
+    assert "http://127.0.0.1:8080/healthz" in healthcheck
+    assert "curl" not in healthcheck
+    declared = {args.split("=")[0] for instr, args in instructions if instr == "ARG"}
+    assert "TORCH_VARIANT" in declared
+
+
+def test_dockerfile_bakes_in_no_weights() -> None:
+    weights = re.compile(r"(^|/)(models?|weights)(/|$)|\.(safetensors|bin|ckpt|pth?|gguf)$", re.IGNORECASE)
+    for instr, args in _dockerfile():
+        if instr in {"COPY", "ADD"} and not args.startswith("--from="):
+            sources = [word for word in shlex.split(args) if not word.startswith("--")][:-1]
+            assert not any(weights.search(src) for src in sources), f"{instr} {args}"
+    env = " ".join(args for instr, args in _dockerfile() if instr == "ENV")
+    assert not _unknown_vidgen_vars(re.findall(r"\b(VIDGEN_\w+)=", env))
+
+
+def _dockerignored(path: str, patterns: list[str]) -> bool:
+    """Docker's rule: the last pattern matching the path, or one of its parent folders, decides."""
+    parts = path.split("/")
+    candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    ignored = False
+    for raw in patterns:
+        negate = raw.startswith("!")
+        pattern = raw.removeprefix("!").strip("/")
+        wildcards = {"**/": "(?:.*/)?", "**": ".*", "*": "[^/]*", "?": "[^/]"}
+        regex = "".join(wildcards.get(token, re.escape(token)) for token in re.split(r"(\*\*/?|\*|\?)", pattern))
+        if any(re.fullmatch(regex, candidate) for candidate in candidates):
+            ignored = not negate
+    return ignored
+
+
+def test_dockerignore_keeps_weights_and_venv_out_of_the_build_context() -> None:
+    patterns = [
+        line.strip()
+        for line in DOCKERIGNORE.read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    for path in (
+        "models/EasyAnimateV5.1-7b-zh-InP/transformer/x.safetensors",
+        ".venv/bin/python",
+        ".git/HEAD",
+    ):
+        assert _dockerignored(path, patterns), path
+    for path in ("pyproject.toml", "README.md", "consumer/settings.py", "schemas/json/a.json"):
+        assert not _dockerignored(path, patterns), path
+    for instr, args in _dockerfile():
+        if instr == "COPY" and not args.startswith("--from="):
+            for source in shlex.split(args)[:-1]:
+                assert not _dockerignored(source.rstrip("/"), patterns), f"COPY {source} is excluded"
+
+
+# ---- Grafana ---------------------------------------------------------------------------------------------
+
+
+def _dashboards() -> list[Path]:
+    return sorted((GRAFANA / "dashboards").glob("*.json"))
+
+
+def _exprs(dashboard: dict[str, Any]) -> list[str]:
+    exprs = []
+    stack = list(dashboard.get("panels", []))
+    while stack:
+        panel = stack.pop()
+        stack.extend(panel.get("panels", []))
+        exprs.extend(target["expr"] for target in panel.get("targets", []) if target.get("expr"))
+    for variable in dashboard.get("templating", {}).get("list", []):
+        query = variable.get("query")
+        exprs.append(query.get("query", "") if isinstance(query, dict) else str(query or ""))
+    return exprs
+
+
+def test_dashboards_query_only_exported_metrics() -> None:
+    assert _dashboards()
+    for path in _dashboards():
+        dashboard = json.loads(path.read_text(encoding="utf-8"))
+        assert dashboard["uid"]
+        assert dashboard["title"]
+        ids = [panel["id"] for panel in dashboard["panels"]]
+        assert len(ids) == len(set(ids)), f"{path.name}: duplicate panel ids"
+        exprs = _exprs(dashboard)
+        used = {name for expr in exprs for name in re.findall(r"\bvidgen_\w+", expr)}
+        assert used, path.name
+        assert used <= EXPORTED_SERIES, f"{path.name} queries unknown metrics: {sorted(used - EXPORTED_SERIES)}"
+
+
+def test_grafana_provisioning_matches_compose() -> None:
+    grafana = _services()["grafana"]
+    mounts = dict(volume.split(":")[:2] for volume in grafana["volumes"])
+    providers = _load_yaml(GRAFANA / "provisioning" / "dashboards" / "vidgen.yml")["providers"]
+    assert {p["options"]["path"] for p in providers} <= {
+        target for source, target in mounts.items() if source == "./deploy/grafana/dashboards"
+    }
+    home = _env(grafana)["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert Path(home).name in {p.name for p in _dashboards()}
+    [datasource] = _load_yaml(GRAFANA / "provisioning" / "datasources" / "prometheus.yml")["datasources"]
+    assert datasource["url"] == "http://prometheus:9090"
+
+
+# ---- kustomize -------------------------------------------------------------------------------------------
+
+_KUSTOMIZE_FIELDS = {
+    "apiVersion",
+    "kind",
+    "namespace",
+    "resources",
+    "labels",
+    "images",
+    "replicas",
+    "patches",
+}
+_CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "PersistentVolume", "StorageClass"}
+
+
+def _pointer(path: str) -> list[str]:
+    return [part.replace("~1", "/").replace("~0", "~") for part in path.split("/")[1:]]
+
+
+def _json6902(doc: dict[str, Any], op: dict[str, Any]) -> None:
+    *parents, last = _pointer(op["path"])
+    node: Any = doc
+    for part in parents:
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    if isinstance(node, list):
+        index = len(node) if last == "-" else int(last)
+        if op["op"] == "add":
+            node.insert(index, copy.deepcopy(op["value"]))
+        elif op["op"] == "replace":
+            node[index] = copy.deepcopy(op["value"])
+        else:
+            del node[index]
+    elif op["op"] == "add":
+        node[last] = copy.deepcopy(op["value"])
+    elif op["op"] == "replace":
+        if last not in node:  # as in kustomize: replace needs an existing member
+            raise KeyError(op["path"])
+        node[last] = copy.deepcopy(op["value"])
+    elif op["op"] == "remove":
+        del node[last]
+    else:
+        raise NotImplementedError(op["op"])
+
+
+def _patch(docs: list[dict[str, Any]], directory: Path, spec: dict[str, Any]) -> list[dict[str, Any]]:
+    body = _load_yaml(directory / spec["path"]) if "path" in spec else yaml.safe_load(spec["patch"])
+    if isinstance(body, list):  # JSON 6902, applied to its target
+        target = spec["target"]
+        [doc] = [d for d in docs if d["kind"] == target["kind"] and d["metadata"]["name"] == target["name"]]
+        for op in body:
+            _json6902(doc, op)
+        return docs
+    if body.get("$patch") == "delete":
+        key = (body["kind"], body["metadata"]["name"])
+        kept = [d for d in docs if (d["kind"], d["metadata"]["name"]) != key]
+        assert len(kept) == len(docs) - 1, f"nothing to delete for {key}"
+        return kept
+    raise NotImplementedError("only JSON 6902 patches and `$patch: delete` are rendered here")
+
+
+def _transform(docs: list[dict[str, Any]], kustomization: dict[str, Any]) -> None:
+    for doc in docs:
+        if (namespace := kustomization.get("namespace")) and doc["kind"] not in _CLUSTER_SCOPED:
+            doc["metadata"]["namespace"] = namespace
+        for group in kustomization.get("labels", []):
+            assert not group.get("includeSelectors"), "selectors would need rewriting too"
+            doc["metadata"].setdefault("labels", {}).update(group["pairs"])
+            if group.get("includeTemplates") and "template" in doc.get("spec", {}):
+                doc["spec"]["template"]["metadata"].setdefault("labels", {}).update(group["pairs"])
+        pod = doc.get("spec", {}).get("template", {}).get("spec", {})
+        for container in pod.get("containers", []) + pod.get("initContainers", []):
+            name, _, tag = container["image"].partition(":")
+            for image in kustomization.get("images", []):
+                if image["name"] == name:
+                    new_tag = image.get("newTag", tag)
+                    container["image"] = image.get("newName", name) + (f":{new_tag}" if new_tag else "")
+        for replicas in kustomization.get("replicas", []):
+            if doc["kind"] == "Deployment" and doc["metadata"]["name"] == replicas["name"]:
+                doc["spec"]["replicas"] = replicas["count"]
+
+
+@functools.cache
+def _rendered(directory: Path) -> tuple[dict[str, Any], ...]:
+    """The subset of `kustomize build` the overlays use: resources, JSON 6902 and delete patches,
+    namespace, labels, images and replicas. Anything else fails loudly instead of rendering wrong."""
+    kustomization = _load_yaml(directory / "kustomization.yaml")
+    assert set(kustomization) <= _KUSTOMIZE_FIELDS, f"{directory}: unsupported {set(kustomization) - _KUSTOMIZE_FIELDS}"
+    docs: list[dict[str, Any]] = []
+    for entry in kustomization.get("resources", []):
+        path = (directory / entry).resolve()
+        if path.is_dir():
+            docs.extend(copy.deepcopy(list(_rendered(path))))
+        else:
+            docs.extend(doc for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc)
+    for spec in kustomization.get("patches", []):
+        docs = _patch(docs, directory, spec)
+    _transform(docs, kustomization)
+    return tuple(docs)
+
+
+def _render(overlay: str) -> list[dict[str, Any]]:
+    return copy.deepcopy(list(_rendered(K8S / overlay)))
+
+
+def _one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    [doc] = [d for d in docs if d["kind"] == kind]
+    return doc
+
+
+def _container(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    [container] = _one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def _pod_labels(docs: list[dict[str, Any]]) -> dict[str, str]:
+    return _one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+
+
+def _config(docs: list[dict[str, Any]]) -> dict[str, str]:
+    return _one(docs, "ConfigMap")["data"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_builtin_kinds_validate_strictly(overlay: str) -> None:
+    docs = _render(overlay)
+    assert {d["kind"] for d in docs} >= {
+        "Deployment",
+        "ConfigMap",
+        "Secret",
+        "Service",
+        "PodDisruptionBudget",
+    }
+    errors = []
+    for doc in docs:
+        if doc["kind"] in CUSTOM_KINDS:
+            continue
+        try:
+            kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as error:
+            errors.append(f"{doc['kind']}/{doc['metadata']['name']} at {list(error.path)}: {error.message}")
+    assert not errors, "\n".join(errors)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_custom_resources_are_well_formed(overlay: str) -> None:
+    docs = _render(overlay)
+    deployment = _one(docs, "Deployment")
+    for doc in docs:
+        if doc["kind"] in CUSTOM_KINDS:
+            assert doc["apiVersion"] == CUSTOM_KINDS[doc["kind"]]
+            assert doc["metadata"]["name"]
+            assert doc["metadata"].get("namespace") == deployment["metadata"].get("namespace")
+    if overlay == "overlays/dev":
+        assert not {d["kind"] for d in docs} & set(CUSTOM_KINDS), "dev clusters have neither KEDA nor the operator"
+        return
+
+    scaled = _one(docs, "ScaledObject")["spec"]
+    assert scaled["scaleTargetRef"]["name"] == deployment["metadata"]["name"] == WORKER
+    assert scaled["scaleTargetRef"].get("kind", "Deployment") == "Deployment"
+    assert 0 <= scaled["minReplicaCount"] <= scaled["maxReplicaCount"] <= _requests_partitions()
+    assert isinstance(scaled["cooldownPeriod"], int)
+    [trigger] = scaled["triggers"]
+    assert trigger["type"] == "kafka"
+    metadata = trigger["metadata"]
+    assert all(isinstance(value, str) for value in metadata.values()), "KEDA trigger metadata is string-only"
+    config = _config(docs)
+    assert metadata["consumerGroup"] == config.get("VIDGEN_CONSUMER_GROUP", "video-renderers") == "video-renderers"
+    assert metadata["topic"] == config.get("VIDGEN_REQUESTS_TOPIC", "video.requests") == "video.requests"
+    assert metadata["bootstrapServers"] == config["VIDGEN_KAFKA_BOOTSTRAP_SERVERS"]
+    assert int(metadata["lagThreshold"]) >= 1
+
+    monitor = _one(docs, "ServiceMonitor")["spec"]
+    service = _one(docs, "Service")
+    assert monitor["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    [endpoint] = monitor["endpoints"]
+    assert endpoint["path"] == "/metrics"
+    assert endpoint["port"] in {port["name"] for port in service["spec"]["ports"]}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_probes_grace_and_ports(overlay: str) -> None:
+    docs = _render(overlay)
+    pod = _one(docs, "Deployment")["spec"]["template"]["spec"]
+    container = _container(docs)
+    config = _config(docs)
+    grace = float(config.get("VIDGEN_SHUTDOWN_GRACE_S", Settings.model_fields["shutdown_grace_s"].default))
+    assert pod["terminationGracePeriodSeconds"] > grace
+    [port] = container["ports"]
+    assert port["name"] == "http"
+    assert port["containerPort"] == int(config.get("VIDGEN_HTTP_PORT", Settings.model_fields["http_port"].default))
+    paths = {"livenessProbe": "/healthz", "startupProbe": "/healthz", "readinessProbe": "/readyz"}
+    for probe, path in paths.items():
+        assert container[probe]["httpGet"] == {"path": path, "port": "http"}, probe
+    startup = container["startupProbe"]
+    if overlay in GPU_OVERLAYS:  # minutes to load a 7B model
+        assert startup["periodSeconds"] * startup["failureThreshold"] >= 600
+    service = _one(docs, "Service")
+    assert service["spec"]["selector"].items() <= _pod_labels(docs).items()
+    assert {
+        "name": "http",
+        "port": port["containerPort"],
+        "targetPort": "http",
+        "protocol": "TCP",
+    } in service["spec"]["ports"]
+    assert _one(docs, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"].items() <= _pod_labels(docs).items()
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_pod_is_locked_down(overlay: str) -> None:
+    docs = _render(overlay)
+    pod = _one(docs, "Deployment")["spec"]["template"]["spec"]
+    container = _container(docs)
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["enableServiceLinks"] is False, "service links inject VIDGEN_WORKER_* variables"
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    scratch = mounts["/tmp"]  # noqa: S108 - the pod's writable scratch mount, not a temporary file
+    assert "emptyDir" in volumes[scratch["name"]]
+    assert mounts["/models"]["readOnly"] is True
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_worker_env_and_references(overlay: str) -> None:
+    docs = _render(overlay)
+    container = _container(docs)
+    env = {item["name"]: item for item in container["env"]}
+    assert env["VIDGEN_GROUP_INSTANCE_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    names = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    for source in container["envFrom"]:
+        kind, ref = (
+            ("ConfigMap", source["configMapRef"]) if "configMapRef" in source else ("Secret", source["secretRef"])
+        )
+        assert (kind, ref["name"]) in names, f"{overlay}: envFrom names a missing {kind} {ref['name']}"
+    secret = _one(docs, "Secret")
+    used = set(env) | set(_config(docs)) | set(secret.get("stringData", {})) | set(secret.get("data", {}))
+    assert not _unknown_vidgen_vars(used), f"{overlay} sets variables Settings does not read"
+    pod = _one(docs, "Deployment")["spec"]["template"]["spec"]
+    for volume in pod["volumes"]:
+        if claim := volume.get("persistentVolumeClaim"):
+            assert ("PersistentVolumeClaim", claim["claimName"]) in names
+    assert _one(docs, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] in {
+        name for kind, name in names if kind == "ServiceAccount"
+    }
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_gpu_and_model_per_overlay(overlay: str) -> None:
+    docs = _render(overlay)
+    container = _container(docs)
+    pod = _one(docs, "Deployment")["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    models = volumes[next(m["name"] for m in container["volumeMounts"] if m["mountPath"] == "/models")]
+    model = _config(docs)["VIDGEN_MODEL"]
+    if overlay in GPU_OVERLAYS:
+        assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+        assert models["persistentVolumeClaim"]["readOnly"] is True
+        assert model.startswith("/models/")
+        assert _config(docs)["VIDGEN_DEVICE"] == "cuda"
+        assert "replicas" not in _one(docs, "Deployment")["spec"], "KEDA owns the replica count"
+    else:
+        assert "nvidia.com/gpu" not in container["resources"].get("limits", {})
+        assert "persistentVolumeClaim" not in models
+        assert model == "tiny"
+        assert _one(docs, "Deployment")["spec"]["replicas"] == 1
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_renderer_agrees_with_kubectl_kustomize(overlay: str) -> None:
+    result = subprocess.run(
+        ["kubectl", "kustomize", str(K8S / overlay)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+
+    def keyed(docs: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+        return {(d["kind"], d["metadata"]["name"]): d for d in docs if d}
+
+    assert keyed(list(yaml.safe_load_all(result.stdout))) == keyed(_render(overlay))
