@@ -40,7 +40,7 @@ class VidgenError(Exception):
 class InvalidRequest(VidgenError):
     """The request breaks the contract (missing field, out of range...)."""
 
-    code = "invalid_request"
+    code = "invalid_field"
     rejects = True
 
 

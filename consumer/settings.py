@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["Settings"]
 
@@ -23,17 +23,19 @@ class Settings(BaseSettings):
 
     # Kafka
     kafka_bootstrap_servers: str = Field("localhost:9092", description="Comma-separated host:port list.")
-    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="Use SASL_SSL with SASL, SSL for mutual TLS."
+    )
     kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     kafka_sasl_username: str | None = None
-    kafka_sasl_password: SecretStr | None = None
+    kafka_sasl_password: SecretStr | None = Field(None, description="Never logged.")
     kafka_ssl_cafile: str | None = Field(None, description="CA bundle that signs the brokers' certificates.")
     kafka_ssl_certfile: str | None = Field(None, description="Client certificate for mutual TLS.")
     kafka_ssl_keyfile: str | None = Field(None, description="Private key of the client certificate.")
     kafka_enable_idempotence: bool = Field(
         True, description="Idempotent producer. Apache Kafka supports it; the embedded test broker does not."
     )
-    consumer_group: str = "video-renderers"
+    consumer_group: str = Field("video-renderers", description="Consumer group of the workers.")
     group_instance_id: str | None = Field(None, description="Static membership id (rolling restarts).")
     requests_topic: str = "video.requests"
     results_topic: str = "video.results"
@@ -41,9 +43,11 @@ class Settings(BaseSettings):
     create_topics: bool = Field(True, description="Create missing topics at start-up.")
     topic_partitions: int = Field(8, ge=1, description="Partitions of topics created at start-up.")
     topic_replication_factor: int = Field(1, ge=1)
-    session_timeout_ms: int = Field(30_000, ge=1_000)
+    session_timeout_ms: int = Field(30_000, ge=1_000, description="A member silent this long is evicted.")
     heartbeat_interval_ms: int = Field(3_000, ge=100)
-    max_poll_interval_ms: int = Field(300_000, ge=1_000)
+    max_poll_interval_ms: int = Field(
+        300_000, ge=1_000, description="Renders may take longer: the worker keeps polling with partitions paused."
+    )
     max_record_bytes: int = Field(1_048_576, ge=1_024, description="Records larger than this go to the DLQ unparsed.")
 
     # Object storage
@@ -52,17 +56,17 @@ class Settings(BaseSettings):
     s3_bucket: str = "vidgen-videos"
     s3_create_bucket: bool = Field(False, description="Create the bucket at start-up if it is missing.")
     s3_key_prefix: str = Field("", description="Prefix of every object key the worker writes.")
-    s3_image_buckets: tuple[str, ...] = Field(
+    s3_image_buckets: Annotated[tuple[str, ...], NoDecode] = Field(
         (), description="Extra buckets start images may come from (the output bucket is always allowed)."
     )
     presign_ttl_s: int = Field(3_600, ge=60, le=604_800, description="Lifetime of presigned URLs.")
 
     # Start images
-    image_max_bytes: int = Field(20 * 1024 * 1024, ge=1_024)
-    image_max_pixels: int = Field(40_000_000, ge=1)
+    image_max_bytes: int = Field(20 * 1024 * 1024, ge=1_024, description="Largest start image download.")
+    image_max_pixels: int = Field(40_000_000, ge=1, description="Largest decoded start image (bomb guard).")
     image_timeout_s: float = Field(20.0, gt=0, description="Read timeout of start-image downloads.")
     image_max_redirects: int = Field(3, ge=0, le=10)
-    image_host_allowlist: tuple[str, ...] = Field(
+    image_host_allowlist: Annotated[tuple[str, ...], NoDecode] = Field(
         (), description="If set, https start images only from these hosts (`.example.com` covers subdomains)."
     )
 
@@ -70,16 +74,18 @@ class Settings(BaseSettings):
     model: str = Field(
         "tiny", description="`tiny`, a local diffusers folder of EasyAnimate V5.1 InP, or a Hugging Face id."
     )
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="`auto`: CUDA when torch sees a GPU.")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto", description="`auto`: bfloat16 on CUDA, float32 on CPU."
+    )
     render_timeout_s: float = Field(1_800.0, gt=0, description="A render running longer is stopped.")
-    poster_format: Literal["jpeg", "webp"] = "jpeg"
+    poster_format: Literal["jpeg", "webp"] = Field("jpeg", description="Poster image (first frame) format.")
 
     # Service
     http_host: str = "0.0.0.0"  # noqa: S104 - the probes and Prometheus reach the worker from outside the pod
-    http_port: int = Field(8080, ge=0, le=65_535)
-    worker_id: str = Field(default_factory=_default_worker_id)
-    log_format: Literal["json", "text"] = "json"
+    http_port: int = Field(8080, ge=0, le=65_535, description="/healthz, /readyz and /metrics.")
+    worker_id: str = Field(default_factory=_default_worker_id, description="Stamped on results; hostname-pid.")
+    log_format: Literal["json", "text"] = Field("json", description="JSON lines, or text for a terminal.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     shutdown_grace_s: float = Field(60.0, ge=0, description="Time an in-flight job gets to finish on SIGTERM.")
 

@@ -190,6 +190,13 @@ class KafkaClient:
         records = await self.read(self.settings.results_topic, count, timeout_s=timeout_s)
         return {r.key.decode(): VideoResult.model_validate_json(r.value) for r in records}
 
+    async def wait_committed(self, total: int, *, timeout_s: float = 30) -> int:
+        """Sum of the group's committed offsets once it reaches `total` (commits follow results closely)."""
+        async with asyncio.timeout(timeout_s):
+            while (seen := sum(offset or 0 for offset in (await self.committed()).values())) < total:
+                await asyncio.sleep(0.2)
+        return seen
+
     async def committed(self) -> dict[int, int | None]:
         consumer = AIOKafkaConsumer(**client_options(self.settings), group_id=self.settings.consumer_group)
         await consumer.start()

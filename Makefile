@@ -1,0 +1,38 @@
+# Two commands set everything up on a fresh machine with Python 3.11+: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: setup demo test lint typecheck unit schemas bench clean
+
+$(STAMP): pyproject.toml .ci/constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -c .ci/constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup  ## render one product video end to end with an embedded broker and S3 server
+	$(BIN)/vidgen demo
+
+test: lint typecheck unit  ## everything CI runs
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: setup
+	$(BIN)/mypy
+
+unit: setup
+	$(BIN)/pytest -q
+
+schemas: setup  ## regenerate schemas/json after changing schemas/events.py
+	$(BIN)/python -m schemas
+
+bench: setup  ## benchmarks 1-4 (JSON report and PNG chart under bench/results/)
+	$(BIN)/python -m bench.run_all
+
+clean:
+	rm -rf $(VENV) demo-output .mypy_cache .ruff_cache .pytest_cache
