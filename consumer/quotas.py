@@ -1,0 +1,225 @@
+"""Per-tenant admission: in-flight and per-minute limits, and a round-robin queue across tenants. Pure.
+
+Policy:
+
+- A tenant at its in-flight limit, or out of per-minute budget, is **deferred**, never dropped: its record
+  waits in the worker's local pending queue (its offset stays uncommitted) while other tenants' records go
+  ahead. The record is admitted as soon as a slot is released or budget refills.
+- The per-minute limit is a token bucket holding `per_minute` tokens that refills at `per_minute / 60` per
+  second: a tenant may burst up to `per_minute` requests, then sustain `per_minute` a minute. A deferral
+  comes with `retry_after_s`, the exact time until the next token (None when only a release can help).
+- With `max_wait_s` set, a record is **rejected** (`rate_limited`, retryable) instead of deferred once it has
+  waited `max_wait_s`, or at once if the known wait for its next token would take it past `max_wait_s`.
+  Without it, records wait as long as it takes.
+- `FairQueue.take` offers the head record of each tenant in turn (round-robin), so one tenant with 1000
+  queued requests delays a tenant with one by at most one record per other tenant, not 1000.
+- Memory is bounded by the active tenants: a tenant with nothing in flight and a full bucket is the same as an
+  unknown tenant and is forgotten (at once on release, otherwise in an amortised sweep).
+
+The clock is injected: `time.monotonic` in the worker, a counter in tests.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, Literal, TypeVar
+
+from consumer.errors import VidgenError
+
+__all__ = ["Clock", "Decision", "FairQueue", "RateLimited", "TenantQuotas"]
+
+Clock = Callable[[], float]
+Job = TypeVar("Job")
+
+# The sweep of idle tenants runs when this many operations, or as many as there are tenants, have passed.
+_MIN_SWEEP_INTERVAL = 64
+
+
+class RateLimited(VidgenError):
+    """The tenant's request waited longer than the quota allows. Retriable: resubmitting later can succeed."""
+
+    code = "rate_limited"
+    retriable = True
+    rejects = False
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do with a tenant's next record now."""
+
+    action: Literal["admit", "defer", "reject"]
+    retry_after_s: float | None = None  # defer: seconds until budget refills; None: wait for a release
+    reason: str = ""
+
+    @property
+    def admitted(self) -> bool:
+        return self.action == "admit"
+
+    def error(self, tenant: str) -> RateLimited:
+        """The error for a `reject` decision, for the `failed` result."""
+        return RateLimited(f"tenant {tenant}: {self.reason}")
+
+
+class _Tenant:
+    __slots__ = ("inflight", "tokens", "updated")
+
+    def __init__(self, tokens: float, now: float) -> None:
+        self.inflight = 0
+        self.tokens = tokens
+        self.updated = now
+
+
+class TenantQuotas:
+    """Admission per tenant. Every admitted `try_acquire` must be paired with one `release` when the job ends."""
+
+    def __init__(
+        self,
+        *,
+        max_inflight_per_tenant: int | None,
+        per_minute: int | None,
+        clock: Clock,
+        max_wait_s: float | None = None,
+    ) -> None:
+        if max_inflight_per_tenant is not None and max_inflight_per_tenant < 1:
+            raise ValueError("max_inflight_per_tenant must be at least 1 (or None for no limit)")
+        if per_minute is not None and per_minute < 1:
+            raise ValueError("per_minute must be at least 1 (or None for no limit)")
+        if max_wait_s is not None and max_wait_s < 0:
+            raise ValueError("max_wait_s must not be negative")
+        self._max_inflight = max_inflight_per_tenant
+        self._capacity = float(per_minute) if per_minute is not None else None
+        self._rate = per_minute / 60.0 if per_minute is not None else 0.0
+        self._max_wait_s = max_wait_s
+        self._clock = clock
+        self._tenants: dict[str, _Tenant] = {}
+        self._ops = 0
+
+    def now(self) -> float:
+        return self._clock()
+
+    def tracked(self) -> int:
+        """Tenants currently remembered (bounded by the active ones)."""
+        return len(self._tenants)
+
+    def inflight(self, tenant: str) -> int:
+        state = self._tenants.get(tenant)
+        return state.inflight if state else 0
+
+    def try_acquire(self, tenant: str, *, waiting_since: float | None = None) -> Decision:
+        """Admit (taking an in-flight slot and a token), defer, or reject. `waiting_since` is the clock time the
+        record first asked; it drives the `max_wait_s` rejection."""
+        now = self._clock()
+        self._maybe_sweep(now)
+        state = self._tenants.get(tenant)
+        tokens = self._tokens(state, now)
+        inflight = state.inflight if state else 0
+        if self._max_inflight is not None and inflight >= self._max_inflight:
+            reason = f"{inflight} requests in flight (limit {self._max_inflight})"
+            return self._blocked(now, waiting_since, None, reason)
+        if self._capacity is not None and tokens < 1.0:
+            wait = (1.0 - tokens) / self._rate
+            return self._blocked(now, waiting_since, wait, f"over {int(self._capacity)} requests per minute")
+        if state is None:
+            state = self._tenants[tenant] = _Tenant(tokens, now)
+        state.inflight += 1
+        state.tokens = tokens - 1.0 if self._capacity is not None else tokens
+        state.updated = now
+        return Decision("admit")
+
+    def release(self, tenant: str) -> None:
+        """End of an admitted job (completed, failed or cancelled)."""
+        state = self._tenants.get(tenant)
+        if state is None or state.inflight == 0:
+            raise ValueError(f"release of tenant {tenant!r} without a matching admitted try_acquire")
+        state.inflight -= 1
+        if self._is_idle(state, self._clock()):
+            del self._tenants[tenant]
+
+    def _blocked(self, now: float, waiting_since: float | None, wait: float | None, reason: str) -> Decision:
+        if self._max_wait_s is not None:
+            waited = max(0.0, now - waiting_since) if waiting_since is not None else 0.0
+            if waited >= self._max_wait_s or (wait is not None and waited + wait > self._max_wait_s):
+                return Decision("reject", None, f"{reason}; would wait more than {self._max_wait_s:g} s")
+        return Decision("defer", wait, reason)
+
+    def _tokens(self, state: _Tenant | None, now: float) -> float:
+        if self._capacity is None:
+            return 0.0
+        if state is None:
+            return self._capacity
+        elapsed = max(0.0, now - state.updated)  # a clock that steps back must not mint or burn tokens
+        return min(self._capacity, state.tokens + elapsed * self._rate)
+
+    def _is_idle(self, state: _Tenant, now: float) -> bool:
+        return state.inflight == 0 and (self._capacity is None or self._tokens(state, now) >= self._capacity)
+
+    def _maybe_sweep(self, now: float) -> None:
+        # Amortised O(1): a full pass at most once per max(64, tenants) calls.
+        self._ops += 1
+        if self._ops < max(_MIN_SWEEP_INTERVAL, len(self._tenants)):
+            return
+        self._ops = 0
+        for tenant in [name for name, state in self._tenants.items() if self._is_idle(state, now)]:
+            del self._tenants[tenant]
+
+
+class FairQueue(Generic[Job]):
+    """The worker's pending records, per tenant, handed out round-robin through the quotas."""
+
+    def __init__(self, quotas: TenantQuotas) -> None:
+        self._quotas = quotas
+        self._queues: dict[str, deque[tuple[float, Job]]] = {}
+        self._order: deque[str] = deque()  # tenants with pending jobs; the next to be offered first
+        self._size = 0
+        self.wake_in_s: float | None = None  # after a `take` that found nothing: earliest known retry
+
+    def __len__(self) -> int:
+        return self._size
+
+    def push(self, tenant: str, job: Job) -> None:
+        queue = self._queues.get(tenant)
+        if queue is None:
+            queue = self._queues[tenant] = deque()
+            self._order.append(tenant)
+        queue.append((self._quotas.now(), job))
+        self._size += 1
+
+    def take(self) -> tuple[str, Job, Decision] | None:
+        """The next job to admit or reject, or None when every tenant is deferred. An admitted job holds a
+        quota slot: call `quotas.release(tenant)` when it ends. A rejected one holds nothing."""
+        self.wake_in_s = None
+        for _ in range(len(self._order)):
+            tenant = self._order[0]
+            self._order.rotate(-1)  # whatever happens, this tenant goes to the back of the line
+            queue = self._queues[tenant]
+            since, job = queue[0]
+            decision = self._quotas.try_acquire(tenant, waiting_since=since)
+            if decision.action == "defer":
+                wait = decision.retry_after_s
+                if wait is not None and (self.wake_in_s is None or wait < self.wake_in_s):
+                    self.wake_in_s = wait
+                continue
+            queue.popleft()
+            self._size -= 1
+            if not queue:
+                del self._queues[tenant]
+                self._order.pop()  # the rotation just put it last
+            return tenant, job, decision
+        return None
+
+    def remove(self, predicate: Callable[[Job], bool]) -> list[Job]:
+        """Take out the jobs matching `predicate` (e.g. of revoked partitions), keeping the others' order."""
+        removed: list[tuple[float, Job]] = []
+        for tenant in list(self._order):
+            kept: deque[tuple[float, Job]] = deque()
+            for item in self._queues[tenant]:
+                (removed if predicate(item[1]) else kept).append(item)
+            if kept:
+                self._queues[tenant] = kept
+            else:
+                del self._queues[tenant]
+                self._order.remove(tenant)
+        self._size -= len(removed)
+        return [job for _, job in removed]
