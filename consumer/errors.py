@@ -97,7 +97,6 @@ class RenderTimeout(VidgenError):
     """The render ran past its deadline and was stopped between denoising steps."""
 
     code = "render_timeout"
-    retriable = True
 
 
 class ModelUnavailable(VidgenError):

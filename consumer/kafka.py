@@ -58,15 +58,17 @@ def make_consumer(settings: Settings, listener: ConsumerRebalanceListener) -> AI
         session_timeout_ms=settings.session_timeout_ms,
         heartbeat_interval_ms=settings.heartbeat_interval_ms,
         max_poll_interval_ms=settings.max_poll_interval_ms,
+        # Long enough for revoked partitions' in-flight jobs to finish and commit before the group moves on.
+        rebalance_timeout_ms=int((settings.rebalance_grace_s + 10) * 1000),
         # Fetch a little past the record limit so oversized records arrive and can be dead-lettered.
         max_partition_fetch_bytes=max(settings.max_record_bytes * 2, 1_048_576),
     )
-    consumer.subscribe([settings.requests_topic], listener=listener)
+    consumer.subscribe([settings.requests_topic, settings.retry_topic], listener=listener)
     return consumer
 
 
 def worker_topics(settings: Settings) -> list[str]:
-    return [settings.requests_topic, settings.results_topic, settings.dlq_topic]
+    return [settings.requests_topic, settings.retry_topic, settings.results_topic, settings.dlq_topic]
 
 
 async def ensure_topics(settings: Settings, topics: list[str]) -> None:

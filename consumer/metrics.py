@@ -52,6 +52,9 @@ class Metrics:
         self.inflight = Gauge("vidgen_inflight_jobs", "Requests being processed.", registry=r)
         self.partitions_paused = Gauge("vidgen_partitions_paused", "Assigned partitions currently paused.", registry=r)
         self.cache_hits = Counter("vidgen_cache_hits", "Requests answered from an existing object.", registry=r)
+        self.rebalances = Counter(
+            "vidgen_rebalances", "Partition assignments received (each rebalance counts once).", registry=r
+        )
         self.consumer_lag = Gauge(
             "vidgen_consumer_lag", "Records behind the end of the partition.", ["partition"], registry=r
         )

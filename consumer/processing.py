@@ -204,9 +204,8 @@ class Processor:
         stages.render_started_at = self._clock()
         self._metrics.queue_wait_seconds.observe(max(0.0, (stages.render_started_at - record_time).total_seconds()))
         started = time.perf_counter()
-        frames = await self._renderer.render(
-            spec, image, timeout_s=self._settings.render_timeout_s, on_progress=on_progress
-        )
+        timeout_s = min(self._settings.render_timeout_s, request.render_timeout_s or self._settings.render_timeout_s)
+        frames = await self._renderer.render(spec, image, timeout_s=timeout_s, on_progress=on_progress)
         stages.render_ms = _ms_since(started)
         stages.render_finished_at = self._clock()
         self._metrics.render_seconds.labels(

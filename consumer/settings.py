@@ -40,15 +40,34 @@ class Settings(BaseSettings):
     requests_topic: str = "video.requests"
     results_topic: str = "video.results"
     dlq_topic: str = "video.requests.dlq"
+    retry_topic: str = Field(
+        "video.requests.retry", description="Requests whose in-process retries ran out wait here for a later try."
+    )
     create_topics: bool = Field(True, description="Create missing topics at start-up.")
     topic_partitions: int = Field(8, ge=1, description="Partitions of topics created at start-up.")
     topic_replication_factor: int = Field(1, ge=1)
     session_timeout_ms: int = Field(30_000, ge=1_000, description="A member silent this long is evicted.")
     heartbeat_interval_ms: int = Field(3_000, ge=100)
+    rebalance_grace_s: float = Field(
+        30.0, ge=0, description="On revocation, in-flight jobs get this long to finish and commit, else are abandoned."
+    )
     max_poll_interval_ms: int = Field(
         300_000, ge=1_000, description="Renders may take longer: the worker keeps polling with partitions paused."
     )
     max_record_bytes: int = Field(1_048_576, ge=1_024, description="Records larger than this go to the DLQ unparsed.")
+
+    # Retries of transient failures (storage, image download, render crash, broker)
+    retry_attempts: int = Field(3, ge=1, description="Attempts in process before a request moves to the retry topic.")
+    retry_backoff_s: float = Field(1.0, gt=0, description="First backoff; doubles per attempt, with jitter.")
+    retry_backoff_max_s: float = Field(30.0, gt=0)
+    retry_deadline_s: float = Field(120.0, gt=0, description="Total time in-process retries of one delivery may take.")
+    retry_topic_delay_s: float = Field(30.0, ge=0, description="Not-before delay of a request sent to the retry topic.")
+    retry_topic_rounds: int = Field(
+        2, ge=0, description="Trips through the retry topic before the request fails for good (and is dead-lettered)."
+    )
+    max_inflight_jobs: int = Field(
+        2, ge=1, description="Jobs in progress at once: one renders while the next is prepared and the last uploads."
+    )
 
     # Object storage
     s3_endpoint_url: str = Field("", description="S3-compatible endpoint; empty means AWS.")
@@ -72,13 +91,19 @@ class Settings(BaseSettings):
 
     # Rendering
     model: str = Field(
-        "tiny", description="`tiny`, a local diffusers folder of EasyAnimate V5.1 InP, or a Hugging Face id."
+        "tiny",
+        description="`tiny`, a local diffusers folder of EasyAnimate V5.1 InP, a Hugging Face id, or `standin`.",
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="`auto`: CUDA when torch sees a GPU.")
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
         "auto", description="`auto`: bfloat16 on CUDA, float32 on CPU."
     )
-    render_timeout_s: float = Field(1_800.0, gt=0, description="A render running longer is stopped.")
+    render_timeout_s: float = Field(
+        1_800.0, gt=0, description="A render running longer is stopped; also the cap of a request's own deadline."
+    )
+    standin_render_s: float = Field(
+        1.0, ge=0, description="Only with VIDGEN_MODEL=standin (benchmarks, fault tests): seconds each render holds."
+    )
     poster_format: Literal["jpeg", "webp"] = Field("jpeg", description="Poster image (first frame) format.")
 
     # Service

@@ -7,32 +7,35 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TypeAlias
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
-from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential, wait_random
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 
 from consumer.intake import DeadLetter, Rejection, parse_request
 from consumer.metrics import Metrics
 from consumer.offsets import OffsetTracker
 from consumer.processing import Clock, Processor, utc_now
+from consumer.publisher import Publisher
 from consumer.results import Identity, rejected
+from consumer.retry_policy import Delivery, RetryPolicy
 from consumer.settings import Settings
-from consumer.tracing import Headers, extract_context, inject_headers
-from schemas.events import VideoResult
+from consumer.tracing import extract_context
+from schemas.events import VideoRequest, VideoResult
 
-__all__ = ["ConsumerFactory", "ProgressSink", "Worker"]
+__all__ = ["ConsumerFactory", "ProgressSink", "Record", "Worker"]
 
 log = logging.getLogger(__name__)
 
 ConsumerFactory = Callable[[ConsumerRebalanceListener], AIOKafkaConsumer]
 ProgressSink = Callable[[str, int, int], None]
+Record: TypeAlias = ConsumerRecord[bytes, bytes]
 
 _POLL_MS = 100
+_BROKER_CHECK_TIMEOUT_S = 3.0
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka ships no type hints
@@ -43,40 +46,39 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka sh
         await self._worker._on_revoked(revoked)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        self._worker.joined = True
-        log.info("assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
+        self._worker._on_assigned(assigned)
 
 
 class Worker:
     """Consumer-group member. At-least-once: a record's offset is committed only after its result (or its
-    DLQ copy) was acknowledged by the broker, and only as part of a contiguous finished prefix."""
+    DLQ or retry-topic copy) was acknowledged by the broker, and only as part of a contiguous finished prefix."""
 
     def __init__(
         self,
         *,
         settings: Settings,
         consumer_factory: ConsumerFactory,
-        producer: AIOKafkaProducer,
+        publisher: Publisher,
         processor: Processor,
         identity: Identity,
         metrics: Metrics,
         tracer: Tracer | None = None,
         clock: Clock = utc_now,
-        max_inflight: int = 1,
         on_progress: ProgressSink | None = None,
     ) -> None:
         self._settings = settings
         self._consumer_factory = consumer_factory
-        self._producer = producer
+        self._publisher = publisher
         self._processor = processor
         self._identity = identity
         self._metrics = metrics
         self._tracer = tracer or trace.get_tracer(__name__)
         self._clock = clock
-        self._max_inflight = max_inflight
         self._on_progress = on_progress
+        self._retry = RetryPolicy.from_settings(settings)
         self._tracker = OffsetTracker()
         self._tasks: dict[TopicPartition, set[asyncio.Task[None]]] = {}
+        self._delayed: dict[TopicPartition, int] = {}  # retry-topic partitions waiting for a not-before time
         self._consumer: AIOKafkaConsumer | None = None
         self.joined = False
         self.crash: BaseException | None = None
@@ -96,31 +98,50 @@ class Worker:
             await self._consumer.stop()
             self.joined = False
 
+    async def check_broker(self) -> str | None:
+        """Readiness: None when the brokers answer a metadata request, else what is wrong."""
+        if self._consumer is None:
+            return "consumer not started"
+        try:
+            await asyncio.wait_for(self._consumer.topics(), _BROKER_CHECK_TIMEOUT_S)
+        except (KafkaError, TimeoutError, OSError) as exc:
+            return f"Kafka brokers unreachable: {exc!r}"
+        return None
+
     async def _poll(self, *, accepting: bool) -> None:
         consumer = self._require_consumer()
-        free = self._max_inflight - self._tracker.in_flight() if accepting else 0
+        free = self._settings.max_inflight_jobs - self._tracker.in_flight() if accepting else 0
         assigned = consumer.assignment()
-        # Paused partitions keep the member in the group: getmany() is still awaited, heartbeats flow,
-        # and a render longer than max_poll_interval_ms never triggers a rebalance.
-        if free > 0:
-            consumer.resume(*assigned)
-        else:
-            consumer.pause(*assigned)
+        now_ms = self._now_ms()
+        self._delayed = {tp: until for tp, until in self._delayed.items() if until > now_ms and tp in assigned}
+        # Paused partitions keep the member in the group: getmany() is still awaited, heartbeats flow, and a
+        # render longer than max_poll_interval_ms never triggers a rebalance (aiokafka issue #848).
+        hold = set(assigned) if free <= 0 else set(self._delayed)
+        consumer.pause(*hold)
+        consumer.resume(*(set(assigned) - hold))
         self._metrics.partitions_paused.set(len(consumer.paused()))
         batch = await consumer.getmany(timeout_ms=_POLL_MS, max_records=max(free, 1))
         for tp, records in batch.items():
             for record in records:
-                self._start(tp, record)
+                if not self._start_or_defer(tp, record, now_ms):
+                    break
         await self._commit_ready()
 
-    def _start(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
+    def _start_or_defer(self, tp: TopicPartition, record: Record, now_ms: int) -> bool:
+        """Start the record, or (a retry not yet due) rewind to it and hold its partition until it is."""
+        not_before = Delivery.from_headers(record.headers).not_before_ms
+        if not_before is not None and not_before > now_ms:
+            self._require_consumer().seek(tp, record.offset)
+            self._delayed[tp] = not_before
+            return False
         self._tracker.start(tp, record.offset)
-        task = asyncio.create_task(self._handle(tp, record), name=f"job-{tp.partition}-{record.offset}")
+        task = asyncio.create_task(self._handle(tp, record), name=f"job-{tp.topic}-{tp.partition}-{record.offset}")
         tasks = self._tasks.setdefault(tp, set())
         tasks.add(task)
         task.add_done_callback(tasks.discard)
         task.add_done_callback(self._check_crash)
         self._metrics.inflight.set(self._tracker.in_flight())
+        return True
 
     def _check_crash(self, task: asyncio.Task[None]) -> None:
         """A job that died outside the result path can never be committed past: stop rather than wedge."""
@@ -129,107 +150,73 @@ class Worker:
         self.crash = task.exception()
         log.critical("job %s crashed: %r; stopping the worker", task.get_name(), self.crash)
 
-    async def _handle(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
+    async def _handle(self, tp: TopicPartition, record: Record) -> None:
         received_at = self._clock()
-        context = extract_context(record.headers)
         with self._tracer.start_as_current_span(
-            f"process {record.topic}", context=context, kind=SpanKind.CONSUMER
+            f"process {record.topic}", context=extract_context(record.headers), kind=SpanKind.CONSUMER
         ) as span:
-            span.set_attributes(
-                {
-                    "messaging.system": "kafka",
-                    "messaging.operation.type": "process",
-                    "messaging.destination.name": record.topic,
-                    "messaging.consumer.group.name": self._settings.consumer_group,
-                    "messaging.destination.partition.id": str(record.partition),
-                    "messaging.kafka.offset": record.offset,
-                }
-            )
-            if record.key is not None:
-                span.set_attribute("messaging.kafka.message.key", record.key.decode("utf-8", "replace"))
+            _describe(span, record, self._settings.consumer_group)
             outcome = parse_request(record.value, max_bytes=self._settings.max_record_bytes)
             if isinstance(outcome, DeadLetter):
-                span.set_status(Status(StatusCode.ERROR, outcome.code))
-                span.set_attribute("error.type", outcome.code)
-                await self._dead_letter(record, outcome)
+                _mark_error(span, outcome.code)
+                self._metrics.dead_letters.labels(code=outcome.code).inc()
+                await self._publisher.dead_letter(record, code=outcome.code, message=outcome.message)
             else:
-                result = await self._result_for(outcome, record, received_at)
-                if result.error is not None:
-                    span.set_status(Status(StatusCode.ERROR, result.error.code))
-                    span.set_attribute("error.type", result.error.code)
-                await self._publish_result(result)
+                if isinstance(outcome, Rejection):
+                    result: VideoResult | None = rejected(outcome, received_at=received_at, identity=self._identity)
+                else:
+                    result = await self._process_with_retries(outcome, record, received_at)
+                if result is not None:
+                    if result.error is not None:
+                        _mark_error(span, result.error.code)
+                    self._metrics.jobs.labels(
+                        status=result.status, error_code=result.error.code if result.error else ""
+                    ).inc()
+                    await self._publisher.result(result)
         self._tracker.finish(tp, record.offset)
         self._metrics.inflight.set(self._tracker.in_flight())
 
-    async def _result_for(
-        self, outcome: Any, record: ConsumerRecord[bytes, bytes], received_at: datetime
-    ) -> VideoResult:
-        if isinstance(outcome, Rejection):
-            return rejected(outcome, received_at=received_at, identity=self._identity)
-        request_id = outcome.request_id
-        progress = None
-        if self._on_progress is not None:
-            sink = self._on_progress
-
-            def progress(step: int, total: int) -> None:
-                sink(request_id, step, total)
-
-        return await self._processor.process(
-            outcome,
-            received_at=received_at,
-            record_time=datetime.fromtimestamp(record.timestamp / 1000, UTC),
-            on_progress=progress,
-        )
-
-    async def _publish_result(self, result: VideoResult) -> None:
-        error_code = result.error.code if result.error else ""
-        self._metrics.jobs.labels(status=result.status, error_code=error_code).inc()
-        with self._tracer.start_as_current_span(f"send {self._settings.results_topic}", kind=SpanKind.PRODUCER) as span:
-            span.set_attributes(
-                {
-                    "messaging.system": "kafka",
-                    "messaging.operation.type": "send",
-                    "messaging.destination.name": self._settings.results_topic,
-                    "messaging.kafka.message.key": result.request_id,
-                }
+    async def _process_with_retries(
+        self, request: VideoRequest, record: Record, received_at: datetime
+    ) -> VideoResult | None:
+        """Retry transient failures in process with backoff, then hand the request to the retry topic, and after
+        the last round fail it for good (result `failed`, retryable) with a copy in the DLQ. None: handed on."""
+        delivery = Delivery.from_headers(record.headers)
+        progress = self._progress_for(request.request_id)
+        started = time.monotonic()
+        attempt = delivery.attempt
+        for retry in range(1, self._retry.attempts + 1):
+            result = await self._processor.process(
+                request,
+                received_at=received_at,
+                record_time=datetime.fromtimestamp(record.timestamp / 1000, UTC),
+                attempt=attempt,
+                on_progress=progress,
             )
-            await self._send(
-                self._settings.results_topic,
-                key=result.request_id.encode("utf-8"),
-                value=result.model_dump_json().encode("utf-8"),
-                headers=inject_headers(),
+            if result.status != "failed" or result.error is None or not result.error.retryable:
+                return result
+            failure = result.error
+            pause = self._retry.backoff(retry)
+            if retry == self._retry.attempts or time.monotonic() - started + pause > self._retry.deadline_s:
+                break
+            log.warning("request %s attempt %d failed (%s); retrying", request.request_id, attempt, result.error.code)
+            await asyncio.sleep(pause)
+            attempt += 1
+        if delivery.round < self._retry.topic_rounds:
+            headers = delivery.next_round(
+                record.headers, next_attempt=attempt + 1, now_ms=self._now_ms(), delay_s=self._retry.topic_delay_s
             )
-        log.info("request %s %s", result.request_id, result.status)
+            await self._publisher.retry_later(record, headers=headers)
+            log.warning("request %s moved to the retry topic after attempt %d", request.request_id, attempt)
+            return None
+        await self._publisher.dead_letter(record, code=failure.code, message=failure.message)
+        return result
 
-    async def _dead_letter(self, record: ConsumerRecord[bytes, bytes], letter: DeadLetter) -> None:
-        self._metrics.dead_letters.labels(code=letter.code).inc()
-        headers: Headers = [
-            *list(record.headers or ()),
-            ("vidgen-error-code", letter.code.encode()),
-            ("vidgen-error-message", letter.message.encode("utf-8")),
-            ("vidgen-original-topic", record.topic.encode("utf-8")),
-            ("vidgen-original-partition", str(record.partition).encode()),
-            ("vidgen-original-offset", str(record.offset).encode()),
-            ("vidgen-worker-id", self._identity.worker_id.encode("utf-8")),
-        ]
-        await self._send(self._settings.dlq_topic, key=record.key, value=record.value, headers=headers)
-        log.warning("record %s[%d]@%d dead-lettered: %s", record.topic, record.partition, record.offset, letter.code)
-
-    async def _send(self, topic: str, *, key: bytes | None, value: bytes | None, headers: Headers) -> None:
-        """Publish and wait for the broker's ack. A broker outage is waited out: the offset stays uncommitted,
-        so giving up here (shutdown) loses nothing."""
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception_type(KafkaError),
-            wait=wait_exponential(multiplier=0.2, max=10) + wait_random(0, 0.5),
-            before_sleep=lambda state: log.warning(
-                "publish to %s failed (attempt %d), retrying: %r",
-                topic,
-                state.attempt_number,
-                state.outcome.exception() if state.outcome else None,
-            ),
-        ):
-            with attempt:
-                await self._producer.send_and_wait(topic, value=value, key=key, headers=headers)
+    def _progress_for(self, request_id: str) -> Callable[[int, int], None] | None:
+        sink = self._on_progress
+        if sink is None:
+            return None
+        return lambda step, total: sink(request_id, step, total)
 
     async def _commit_ready(self) -> None:
         ready = self._tracker.take_committable()
@@ -241,18 +228,25 @@ class Worker:
             # The group moved on; the new owner re-reads from the last commit (a harmless duplicate).
             log.warning("commit of %s failed: %r", ready, exc)
 
+    def _on_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.joined = True
+        self._metrics.rebalances.inc()
+        log.info("assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
+
     async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
-        """Finish (and commit) in-flight jobs of revoked partitions within the grace period, else abandon
+        """Finish (and commit) in-flight jobs of revoked partitions within the rebalance grace, else abandon
         them uncommitted; the next owner re-reads them."""
-        self.joined = False
         tasks = [task for tp in revoked for task in self._tasks.get(tp, ())]
         if tasks:
-            log.info("revocation: waiting for %d in-flight job(s)", len(tasks))
-            await _finish_or_cancel(tasks, grace_s=self._settings.shutdown_grace_s)
+            log.info(
+                "revocation: waiting up to %.0fs for %d in-flight job(s)", self._settings.rebalance_grace_s, len(tasks)
+            )
+            await _finish_or_cancel(tasks, grace_s=self._settings.rebalance_grace_s)
         await self._commit_ready()
         for tp in revoked:
             self._tracker.forget(tp)
             self._tasks.pop(tp, None)
+            self._delayed.pop(tp, None)
         self._metrics.inflight.set(self._tracker.in_flight())
 
     async def _drain(self) -> None:
@@ -270,10 +264,34 @@ class Worker:
     def _all_tasks(self) -> list[asyncio.Task[None]]:
         return [task for tasks in self._tasks.values() for task in tasks]
 
+    def _now_ms(self) -> int:
+        return int(self._clock().timestamp() * 1000)
+
     def _require_consumer(self) -> AIOKafkaConsumer:
         if self._consumer is None:
             raise RuntimeError("worker is not running")
         return self._consumer
+
+
+def _describe(span: Span, record: Record, group: str) -> None:
+    """OpenTelemetry messaging semantic conventions for a consumed Kafka record."""
+    span.set_attributes(
+        {
+            "messaging.system": "kafka",
+            "messaging.operation.type": "process",
+            "messaging.destination.name": record.topic,
+            "messaging.consumer.group.name": group,
+            "messaging.destination.partition.id": str(record.partition),
+            "messaging.kafka.offset": record.offset,
+        }
+    )
+    if record.key is not None:
+        span.set_attribute("messaging.kafka.message.key", record.key.decode("utf-8", "replace"))
+
+
+def _mark_error(span: Span, code: str) -> None:
+    span.set_status(Status(StatusCode.ERROR, code))
+    span.set_attribute("error.type", code)
 
 
 async def _finish_or_cancel(tasks: list[asyncio.Task[None]], *, grace_s: float) -> None:

@@ -67,6 +67,9 @@ class VideoRequest(BaseModel):
         None, ge=0, le=2**32 - 1, description="Absent: derived from the content, so identical requests match."
     )
     metadata: Metadata = Field(default_factory=dict, description="Echoed back unchanged in the result.")
+    render_timeout_s: float | None = Field(
+        None, gt=0, le=86_400, description="This request's render deadline; capped by the worker's own setting."
+    )
 
 
 class VideoInfo(BaseModel):

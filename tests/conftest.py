@@ -70,6 +70,7 @@ def settings(broker: str, s3_endpoint: str) -> Settings:
         requests_topic=f"requests-{run}",
         results_topic=f"results-{run}",
         dlq_topic=f"dlq-{run}",
+        retry_topic=f"retry-{run}",
         consumer_group=f"renderers-{run}",
         topic_partitions=2,
         http_host="127.0.0.1",
@@ -103,7 +104,23 @@ class RunningWorker:
 
 
 @pytest.fixture
-async def start_worker(tiny_renderer: Renderer) -> AsyncIterator[Callable[..., Any]]:
+def make_renderer() -> Iterator[Callable[[object], Renderer]]:
+    """Renderers around test pipelines; closed only after the workers using them have stopped."""
+    made: list[Renderer] = []
+
+    def make(pipeline: object) -> Renderer:
+        made.append(Renderer(lambda: pipeline))
+        return made[-1]
+
+    yield make
+    for renderer in made:
+        renderer.close()
+
+
+@pytest.fixture
+async def start_worker(
+    tiny_renderer: Renderer, make_renderer: Callable[[object], Renderer]
+) -> AsyncIterator[Callable[..., Any]]:
     running: list[RunningWorker] = []
 
     async def start(settings: Settings, *, renderer: Renderer | None = None) -> RunningWorker:
@@ -193,7 +210,8 @@ class KafkaClient:
     async def wait_committed(self, total: int, *, timeout_s: float = 30) -> int:
         """Sum of the group's committed offsets once it reaches `total` (commits follow results closely)."""
         async with asyncio.timeout(timeout_s):
-            while (seen := sum(offset or 0 for offset in (await self.committed()).values())) < total:
+            # Polling is the only way to watch another process's commits.
+            while (seen := sum(offset or 0 for offset in (await self.committed()).values())) < total:  # noqa: ASYNC110
                 await asyncio.sleep(0.2)
         return seen
 

@@ -9,6 +9,7 @@ import torch
 from diffusers import EasyAnimateInpaintPipeline
 
 from consumer.errors import ModelUnavailable
+from consumer.render.standin import StandInPipeline
 from consumer.render.tiny import build_tiny_pipeline
 
 __all__ = ["load_pipeline", "resolve_device", "resolve_dtype"]
@@ -33,9 +34,11 @@ def resolve_dtype(setting: str, device: torch.device) -> torch.dtype:
     return _DTYPES[setting]
 
 
-def load_pipeline(model: str, *, device: torch.device, dtype: torch.dtype) -> Any:
+def load_pipeline(model: str, *, device: torch.device, dtype: torch.dtype, standin_render_s: float = 1.0) -> Any:
     """Build or load the pipeline and move it to the device. Slow: call it from a worker thread."""
-    if model == "tiny":
+    if model == "standin":
+        pipeline: Any = StandInPipeline(standin_render_s)
+    elif model == "tiny":
         pipeline = build_tiny_pipeline()  # float32, like any CPU render
         if dtype != torch.float32:
             pipeline = pipeline.to(dtype=dtype)

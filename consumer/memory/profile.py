@@ -1,0 +1,177 @@
+"""What a loaded pipeline weighs and the shape facts the estimator needs, read from the modules or from configs.
+
+`ModelMemoryProfile.for_pipeline` measures a real pipeline (parameters and buffers, numel x element size, per
+component), so the tiny model and any checkpoint get exact weight bytes. `EASYANIMATE_V51_7B` is the same
+computation done ahead of time for the published V5.1-7B InP configs (tests rebuild the modules on the meta device
+and check these numbers), so a worker can estimate before the 30 GB of weights are downloaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+__all__ = [
+    "EASYANIMATE_V51_7B",
+    "TEXT_TOKENS",
+    "V51_7B_INP_TRANSFORMER_CONFIG",
+    "V51_VAE_CONFIG",
+    "ModelMemoryProfile",
+    "module_bytes",
+]
+
+# The inpaint pipeline pads every prompt to `max_sequence_length` (default 256) tokens.
+TEXT_TOKENS = 256
+
+
+@dataclass(frozen=True)
+class ModelMemoryProfile:
+    """Weights in bytes per component plus the dimensions activations scale with."""
+
+    name: str
+    transformer_bytes: int
+    text_encoder_bytes: int
+    vae_bytes: int
+    largest_layer_bytes: int  # the biggest module with weights of its own: what sequential offload holds at once
+    hidden_size: int  # transformer width (heads x head dim)
+    patch_size: int
+    activation_bytes: int  # element size of activations (2 for bf16/fp16, 4 for fp32)
+    vae_channels: int  # VAE block_out_channels[0]: the width of its full-resolution layers
+    vae_tile: int = 512  # AutoencoderKLMagvit.tile_sample_min_height/width
+    spatial_compression: int = 8
+    temporal_compression: int = 4
+    text_tokens: int = TEXT_TOKENS
+    text_activation_bytes: int = 0  # one prompt through the text encoder (logits and hidden states)
+
+    @property
+    def weights_bytes(self) -> int:
+        return self.transformer_bytes + self.text_encoder_bytes + self.vae_bytes
+
+    @classmethod
+    def for_pipeline(cls, pipeline: Any, *, name: str = "loaded") -> ModelMemoryProfile:
+        """Profile of an EasyAnimate pipeline as loaded (any dtype, on any device, even offloaded to meta)."""
+        transformer, vae, text_encoder = pipeline.transformer, pipeline.vae, pipeline.text_encoder
+        config = transformer.config
+        modules = [m for m in (transformer, vae, text_encoder) if m is not None]
+        return cls(
+            name=name,
+            transformer_bytes=module_bytes(transformer),
+            # None when prompts arrive as precomputed embeddings (the benchmark does that).
+            text_encoder_bytes=module_bytes(text_encoder) if text_encoder is not None else 0,
+            vae_bytes=module_bytes(vae),
+            largest_layer_bytes=max(_largest_layer_bytes(m) for m in modules),
+            hidden_size=config.num_attention_heads * config.attention_head_dim,
+            patch_size=config.patch_size,
+            activation_bytes=_element_size(transformer),
+            vae_channels=vae.config.block_out_channels[0],
+            vae_tile=int(getattr(vae, "tile_sample_min_height", 512)),
+            spatial_compression=int(getattr(vae, "spatial_compression_ratio", 8)),
+            temporal_compression=int(getattr(vae, "temporal_compression_ratio", 4)),
+            text_activation_bytes=_text_activation_bytes(text_encoder),
+        )
+
+
+def text_activation_bytes(
+    *, hidden_size: int, intermediate_size: int, num_layers: int, vocab_size: int, element: int
+) -> int:
+    """One padded prompt: fp32 logits (the LM head runs), every layer's hidden state kept, one MLP in flight."""
+    per_token = vocab_size * 4 + (num_layers + 1) * hidden_size * element + 3 * intermediate_size * element
+    return TEXT_TOKENS * per_token
+
+
+def _text_activation_bytes(text_encoder: Any) -> int:
+    if text_encoder is None:
+        return 0
+    # Qwen2-VL nests the language model's dimensions under text_config; plain decoders keep them at the top.
+    text = getattr(text_encoder.config, "text_config", None) or text_encoder.config
+    return text_activation_bytes(
+        hidden_size=text.hidden_size,
+        intermediate_size=text.intermediate_size,
+        num_layers=text.num_hidden_layers,
+        vocab_size=text.vocab_size,
+        element=_element_size(text_encoder),
+    )
+
+
+def module_bytes(module: torch.nn.Module) -> int:
+    """Parameters and buffers, numel x element size (works on meta tensors too)."""
+    tensors = [*module.parameters(), *module.buffers()]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def _largest_layer_bytes(module: torch.nn.Module) -> int:
+    # accelerate's sequential offload hooks every module that owns parameters directly and loads one at a time.
+    sizes = (sum(p.numel() * p.element_size() for p in m.parameters(recurse=False)) for m in module.modules())
+    return max(sizes, default=0)
+
+
+def _element_size(module: Any) -> int:
+    dtype: torch.dtype = module.dtype
+    return dtype.itemsize
+
+
+# EasyAnimateTransformer3DModel kwargs of V5.1-7B from the hub transformer/config.json of the 7B V5.1 repos (read
+# from EasyAnimateV5.1-7b-zh-Control, same backbone): 36 layers of which the first 18 are MMDiT, 48 heads x 64 =
+# 3072 wide. Not 48 layers: that is the 12B model (~11.8B params). in_channels 33 = 16 latent + 1 mask + 16
+# masked-video latents for InP (the Control repo has 48); the InP repo's own config.json was not at hand to check.
+V51_7B_INP_TRANSFORMER_CONFIG: dict[str, object] = {
+    "num_attention_heads": 48,
+    "attention_head_dim": 64,
+    "in_channels": 33,
+    "out_channels": 16,
+    "patch_size": 2,
+    "sample_width": 90,
+    "sample_height": 60,
+    "num_layers": 36,
+    "mmdit_layers": 18,
+    "time_embed_dim": 512,
+    "text_embed_dim": 3584,
+    "add_norm_text_encoder": True,
+    "after_norm": False,
+    "activation_fn": "gelu-approximate",
+    "timestep_activation_fn": "silu",
+    "norm_eps": 1e-5,
+    "norm_elementwise_affine": True,
+    "flip_sin_to_cos": True,
+    "freq_shift": 0,
+    "time_position_encoding_type": "3d_rope",
+    "resize_inpaint_mask_directly": True,
+    "enable_text_attention_mask": True,
+    "add_noise_in_inpaint_model": True,
+}
+# AutoencoderKLMagvit kwargs from the hub vae/config.json (the same in every V5.1 repo). That file also carries
+# cache_mag_vae=True, which a VAE built from these kwargs needs via register_to_config.
+V51_VAE_CONFIG: dict[str, object] = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "latent_channels": 16,
+    "block_out_channels": (128, 256, 512, 512),
+    "down_block_types": ("SpatialDownBlock3D",) + ("SpatialTemporalDownBlock3D",) * 3,
+    "up_block_types": ("SpatialUpBlock3D",) + ("SpatialTemporalUpBlock3D",) * 3,
+    "layers_per_block": 2,
+    "act_fn": "silu",
+    "norm_num_groups": 32,
+    "scaling_factor": 0.7125,
+    "spatial_group_norm": True,
+}
+
+# EasyAnimate V5.1-7B InP in bf16. Parameter counts from instantiating the configs above on the meta device
+# (tests/test_memory.py does it again and compares): transformer 6,814,670,912; VAE 244,375,507; text encoder
+# Qwen2-VL-7B (Qwen2VLForConditionalGeneration with its vision tower and untied LM head) 8,291,375,616, the
+# published count. The largest single layer is Qwen2-VL's token embedding (as big as its LM head), 152064 x 3584.
+EASYANIMATE_V51_7B = ModelMemoryProfile(
+    name="easyanimate-v5.1-7b-inp-bf16",
+    transformer_bytes=6_814_670_912 * 2,
+    text_encoder_bytes=8_291_375_616 * 2,
+    vae_bytes=244_375_507 * 2,
+    largest_layer_bytes=152_064 * 3_584 * 2,
+    hidden_size=48 * 64,
+    patch_size=2,
+    activation_bytes=2,
+    vae_channels=128,
+    text_activation_bytes=text_activation_bytes(
+        hidden_size=3_584, intermediate_size=18_944, num_layers=28, vocab_size=152_064, element=2
+    ),
+)

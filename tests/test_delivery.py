@@ -1,0 +1,234 @@
+"""Delivery guarantees under long renders, revocations, outages, crashes and retries, against the real broker and
+S3 server. Each test ends on its own."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from consumer.embedded import TcpProxy, free_port, kafka_broker
+from consumer.settings import Settings
+from consumer.storage import ObjectStore
+from tests.conftest import KafkaClient, request_body
+from tests.fault_pipelines import CrashingPipeline, SlowPipeline
+
+pytestmark = pytest.mark.integration
+
+
+async def _http(port: int, path: str) -> tuple[int, str]:
+    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}{path}") as response:
+        return response.status, await response.text()
+
+
+async def _metric(port: int, name: str) -> float:
+    _, text = await _http(port, "/metrics")
+    match = re.search(rf"^{re.escape(name)} ([0-9.e+-]+)$", text, flags=re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+async def _until(predicate_coro, *, timeout_s: float = 30, every_s: float = 0.2):  # type: ignore[no-untyped-def]
+    async with asyncio.timeout(timeout_s):
+        while not (value := await predicate_coro()):  # noqa: ASYNC110 - watching another component's state
+            await asyncio.sleep(every_s)
+        return value
+
+
+async def test_render_longer_than_max_poll_interval_causes_no_rebalance(
+    settings: Settings, kafka: KafkaClient, start_worker, make_renderer
+) -> None:
+    quick_poll = settings.model_copy(update={"max_poll_interval_ms": 2_000})
+    slow = make_renderer(SlowPipeline(step_s=1.5))  # 4 steps: 6 s, three times the poll interval
+    worker = await start_worker(quick_poll, renderer=slow)
+    started = time.monotonic()
+    await kafka.send(request_body("long-1", num_inference_steps=4))
+    results = await kafka.results(1)
+    assert time.monotonic() - started > 6
+    assert results["long-1"].status == "completed" and results["long-1"].attempt == 1
+    assert await _metric(worker.http_port, "vidgen_rebalances_total") == 1  # the initial assignment only
+    await asyncio.sleep(1)
+    assert len(await kafka.read(settings.results_topic, 1)) == 1
+
+
+async def test_revocation_mid_render_finishes_and_commits_before_handing_over(
+    settings: Settings, kafka: KafkaClient, start_worker, make_renderer
+) -> None:
+    slow = make_renderer(SlowPipeline(step_s=1.0))
+    other = make_renderer(SlowPipeline(step_s=1.0))
+    first = await start_worker(settings, renderer=slow)
+    await _until(lambda: _metric(first.http_port, "vidgen_rebalances_total"))
+    await kafka.send(request_body("revoked-1", num_inference_steps=5))
+    await _until(lambda: _metric(first.http_port, "vidgen_inflight_jobs"))
+    await start_worker(settings.model_copy(update={"worker_id": "second"}), renderer=other)  # forces a rebalance
+    results = await kafka.results(1)
+    assert results["revoked-1"].worker_id == settings.worker_id
+    assert await kafka.wait_committed(1) == 1
+    await asyncio.sleep(3)  # the second worker now owns partitions; it must not redo the committed request
+    assert len(await kafka.read(settings.results_topic, 1)) == 1
+
+
+async def test_revocation_past_the_grace_abandons_without_commit_and_the_new_owner_renders(
+    settings: Settings, kafka: KafkaClient, start_worker, make_renderer
+) -> None:
+    impatient = settings.model_copy(update={"rebalance_grace_s": 0.5})
+    slow = make_renderer(SlowPipeline(step_s=1.0))
+    quick = make_renderer(SlowPipeline(step_s=0.1))
+    first = await start_worker(impatient, renderer=slow)
+    await _until(lambda: _metric(first.http_port, "vidgen_rebalances_total"))
+    await kafka.send(request_body("abandoned-1", num_inference_steps=8))
+    await _until(lambda: _metric(first.http_port, "vidgen_inflight_jobs"))
+    # The newcomer forces a rebalance; eager rebalancing revokes every partition of the first worker, which
+    # waits 0.5 s for its render, then abandons it without publishing or committing.
+    await start_worker(impatient.model_copy(update={"worker_id": "second"}), renderer=quick)
+    results = await kafka.results(1)
+    assert results["abandoned-1"].status == "completed"
+    assert await kafka.wait_committed(1) == 1
+    await asyncio.sleep(3)
+    assert len(await kafka.read(settings.results_topic, 1)) == 1  # the abandoned render never published
+
+
+async def test_a_crashing_render_fails_that_request_and_the_worker_goes_on(
+    settings: Settings, kafka: KafkaClient, start_worker, make_renderer
+) -> None:
+    once = settings.model_copy(update={"retry_attempts": 1, "retry_topic_rounds": 0})
+    crashing = make_renderer(CrashingPipeline())
+    await start_worker(once, renderer=crashing)
+    await kafka.send(request_body("crash-1", prompt="please crash"))
+    await kafka.send(request_body("fine-1"))
+    results = await kafka.results(2)
+    crash = results["crash-1"]
+    assert crash.status == "failed" and crash.error is not None
+    assert (crash.error.code, crash.error.retryable) == ("render_failed", True)
+    assert "shapes do not match" in crash.error.message
+    assert results["fine-1"].status == "completed"
+
+
+async def test_a_device_error_makes_the_worker_unready_and_exit_non_zero(
+    settings: Settings, kafka: KafkaClient, start_worker, make_renderer
+) -> None:
+    once = settings.model_copy(update={"retry_attempts": 1, "retry_topic_rounds": 0})
+    crashing = make_renderer(CrashingPipeline())
+    worker = await start_worker(once, renderer=crashing)
+    await kafka.send(request_body("cuda-1", prompt="cuda please"))
+    results = await kafka.results(1)
+    assert results["cuda-1"].error is not None and results["cuda-1"].error.code == "render_failed"
+    assert await asyncio.wait_for(worker.task, 30) == 1
+
+
+async def test_render_deadline_per_request_stops_a_runaway_render(
+    settings: Settings, kafka: KafkaClient, start_worker, make_renderer
+) -> None:
+    slow = make_renderer(SlowPipeline(step_s=0.5))
+    await start_worker(settings, renderer=slow)
+    await kafka.send(request_body("runaway-1", num_inference_steps=20, render_timeout_s=1.2))
+    await kafka.send(request_body("normal-1", num_inference_steps=2))
+    results = await kafka.results(2)
+    runaway = results["runaway-1"]
+    assert runaway.status == "failed" and runaway.error is not None
+    assert (runaway.error.code, runaway.error.retryable) == ("render_timeout", False)
+    assert runaway.timings.render_started_at is not None
+    assert results["normal-1"].status == "completed"
+
+
+@pytest.fixture
+async def s3_proxy(s3_endpoint: str) -> AsyncIterator[TcpProxy]:
+    proxy = TcpProxy(int(s3_endpoint.rsplit(":", 1)[1]))
+    await proxy.start()
+    yield proxy
+    await proxy.close()
+
+
+async def test_s3_outage_makes_the_worker_unready_and_every_request_completes_after(
+    settings: Settings, kafka: KafkaClient, store: ObjectStore, start_worker, s3_proxy: TcpProxy
+) -> None:
+    via_proxy = settings.model_copy(
+        update={
+            "s3_endpoint_url": f"http://127.0.0.1:{s3_proxy.port}",
+            "retry_backoff_s": 0.5,
+            "retry_topic_delay_s": 5,
+            "retry_topic_rounds": 10,
+        }
+    )
+    worker = await start_worker(via_proxy)
+    await _until(lambda: _metric(worker.http_port, "vidgen_rebalances_total"))
+    s3_proxy.cut()
+    outage_started = time.monotonic()
+    for index in range(3):
+        await kafka.send(request_body(f"outage-{index}"))
+    status, body = await _http(worker.http_port, "/readyz")
+    assert status == 503 and "object storage unreachable" in body
+    await asyncio.sleep(30 - (time.monotonic() - outage_started))  # S3 down for 30 s
+    s3_proxy.restore()
+    results = await kafka.results(3, timeout_s=120)
+    assert all(result.status == "completed" for result in results.values())
+    assert max(result.attempt for result in results.values()) > 1
+    assert (await _http(worker.http_port, "/readyz"))[0] == 200
+
+
+async def test_transient_failures_go_through_the_retry_topic_then_fail_for_good(
+    settings: Settings, kafka: KafkaClient, start_worker, s3_proxy: TcpProxy
+) -> None:
+    via_proxy = settings.model_copy(
+        update={
+            "s3_endpoint_url": f"http://127.0.0.1:{s3_proxy.port}",
+            "retry_attempts": 2,
+            "retry_backoff_s": 0.1,
+            "retry_topic_delay_s": 1,
+            "retry_topic_rounds": 2,
+        }
+    )
+    worker = await start_worker(via_proxy)
+    await _until(lambda: _metric(worker.http_port, "vidgen_rebalances_total"))
+    s3_proxy.cut()
+    await kafka.send(
+        request_body("doomed-1"), headers=[("traceparent", b"00-" + b"1" * 32 + b"-" + b"2" * 16 + b"-01")]
+    )
+    result = (await kafka.results(1, timeout_s=120))["doomed-1"]
+    assert result.status == "failed" and result.error is not None
+    assert (result.error.code, result.error.retryable) == ("storage_unavailable", True)
+    assert result.attempt == 6  # 2 in process x (first delivery + 2 retry-topic rounds)
+    retries = await kafka.read(via_proxy.retry_topic, 2)
+    assert [dict(r.headers)["vidgen-retry-round"] for r in retries] == [b"1", b"2"]
+    assert dict(retries[0].headers)["traceparent"].startswith(b"00-" + b"1" * 32)  # the trace travels along
+    dead = await kafka.read(via_proxy.dlq_topic, 1)
+    assert dict(dead[0].headers)["vidgen-error-code"] == b"storage_unavailable"
+    assert await kafka.wait_committed(1) >= 1
+
+
+async def test_broker_cut_makes_the_worker_unready_and_it_completes_after(
+    settings: Settings, tmp_path, start_worker, make_renderer
+) -> None:
+    proxy = TcpProxy(free_port())
+    with kafka_broker(proxy.target_port, advertised_port=proxy.port, log_path=tmp_path / "tansu.log"):
+        await proxy.start()
+        try:
+            cut_settings = settings.model_copy(update={"kafka_bootstrap_servers": f"127.0.0.1:{proxy.port}"})
+            client = KafkaClient(cut_settings)
+            await client.start()
+            slow = make_renderer(SlowPipeline(step_s=1.0))
+            worker = await start_worker(cut_settings, renderer=slow)
+            await _until(lambda: _metric(worker.http_port, "vidgen_rebalances_total"))
+            await client.send(request_body("cut-1", num_inference_steps=4))
+            await _until(lambda: _metric(worker.http_port, "vidgen_inflight_jobs"))
+            proxy.cut()  # the render finishes during the outage; publishing has to wait it out
+            await asyncio.sleep(5)
+            status, body = await _http(worker.http_port, "/readyz")
+            assert status == 503 and "Kafka brokers unreachable" in body
+            await asyncio.sleep(25)  # broker unreachable for 30 s
+            proxy.restore()
+            results = await client.results(1, timeout_s=90)
+            assert results["cut-1"].status == "completed"
+            assert await client.wait_committed(1, timeout_s=60) == 1
+            await _until(lambda: _http_ok(worker.http_port), timeout_s=30)
+            assert await worker.shutdown() == 0  # while its broker still exists
+            await client.stop()
+        finally:
+            await proxy.close()
+
+
+async def _http_ok(port: int) -> bool:
+    return (await _http(port, "/readyz"))[0] == 200
