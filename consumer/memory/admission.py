@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from consumer.memory.modes import MODES, MemoryMode
+from consumer.memory.modes import MODES, MemoryMode, ModeUnsupported
 from consumer.memory.probe import MemoryReading
 
 __all__ = ["Admit", "Decision", "Reject", "SafetyMargin", "Wait", "decide", "usable_bytes"]
@@ -76,11 +76,18 @@ def decide(
     forced: MemoryMode | None = None,
     allowed: Iterable[MemoryMode] = MODES,
 ) -> Decision:
-    """Decide for one request. `forced` pins the mode (VIDGEN_MEMORY_MODE); `allowed` is what the device supports."""
+    """Decide for one request. `forced` pins the mode (VIDGEN_MEMORY_MODE); `allowed` is what the device supports.
+
+    Raises ModeUnsupported when the forced mode is not allowed here: a configuration error, not the request's.
+    """
+    runnable = set(allowed)
+    if forced is not None and forced not in runnable:
+        raise ModeUnsupported(f"memory mode {forced.value!r} is forced but {reading.device} cannot run it")
+    # A mode without an estimate is not a candidate; a forced one must have one.
+    candidates = [forced] if forced is not None else [m for m in MODES if m in runnable and m in estimates]
+    if not candidates or any(m not in estimates for m in candidates):
+        raise ValueError(f"no estimate for {[m.value for m in candidates] or 'any allowed mode'}")
     usable = usable_bytes(reading.total_bytes, margin)
-    candidates = [forced] if forced is not None else [m for m in MODES if m in set(allowed) and m in estimates]
-    if forced is not None and forced not in estimates:
-        raise ValueError(f"no estimate for the forced memory mode {forced.value!r}")
     mode = next((m for m in candidates if estimates[m] <= usable), None)
     if mode is None:
         smallest = min(candidates, key=lambda m: estimates[m])

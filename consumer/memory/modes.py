@@ -86,25 +86,20 @@ def apply_mode(pipeline: Any, mode: MemoryMode, device: torch.device | str) -> N
     if mode not in supported_modes(device):
         raise ModeUnsupported(f"memory mode {mode.value!r} needs an accelerator; device is {device}")
     before = current_mode(pipeline)
-    if before != mode:
-        _switch(pipeline, before, mode, device)
-        log.info("memory mode changed", extra={"from_mode": before.value, "to_mode": mode.value})
-    _set_vae_tiling(pipeline.vae, enabled=mode != MemoryMode.RESIDENT)
-
-
-def _switch(pipeline: Any, before: MemoryMode, mode: MemoryMode, device: torch.device) -> None:
-    if before in _OFFLOAD:
+    if before != mode and before in _OFFLOAD:
         # accelerate puts weights back where they were (sequential offload restores them from its CPU copy).
         pipeline.remove_all_hooks()
-    if mode == MemoryMode.MODEL_OFFLOAD:
-        pipeline.enable_model_cpu_offload(device=device)
-    elif mode == MemoryMode.SEQUENTIAL_OFFLOAD:
-        pipeline.enable_sequential_cpu_offload(device=device)
-    else:
-        pipeline.to(device)
-    if device.type == "cuda" and before in {MemoryMode.RESIDENT, MemoryMode.VAE_TILING}:
-        # Weights left the device: hand the cached blocks back so probes (and other processes) see them free.
-        torch.cuda.empty_cache()
+    if mode not in _OFFLOAD:
+        pipeline.to(device)  # a no-op for weights already there; loads them after offload or a CPU-side load
+    elif before != mode:
+        offload = "enable_model_cpu_offload" if mode == MemoryMode.MODEL_OFFLOAD else "enable_sequential_cpu_offload"
+        getattr(pipeline, offload)(device=device)
+        if device.type == "cuda":
+            # The weights left the device: hand the cached blocks back so probes and other processes see them.
+            torch.cuda.empty_cache()
+    _set_vae_tiling(pipeline.vae, enabled=mode != MemoryMode.RESIDENT)
+    if before != mode:
+        log.info("memory mode changed", extra={"from_mode": before.value, "to_mode": mode.value})
 
 
 def _set_vae_tiling(vae: Any, *, enabled: bool) -> None:

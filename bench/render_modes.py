@@ -1,0 +1,214 @@
+"""Seconds per video and peak memory of each memory mode, with the seed design (fp16 + model offload) as baseline.
+
+On a GPU it builds the full-size EasyAnimate V5.1-7B InP transformer and MagVIT VAE from their published configs
+with random weights (speed and memory do not depend on weight values) and renders 512x512x25 and 672x384x49 at 30
+steps in bf16. The Qwen2-VL-7B text encoder is left out: random prompt embeddings of the shape it produces
+(1, 256, 3584) go in instead, so its ~16.6 GB of weights and one forward pass per prompt are excluded from both the
+timings and the peaks. With `--tiny` (the default without CUDA) the same code runs the built-in tiny model at tiny
+sizes, where the offload modes and the seed design are reported as skipped on a CPU.
+
+    python bench/render_modes.py [--tiny] [--steps N] [--size WxHxF ...] [--output report.json]
+
+Prints one JSON report. Peaks: torch.cuda.max_memory_allocated on CUDA; on a CPU, the torch allocator's
+high-water mark reconstructed from torch.profiler memory events (allocations made by torch only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import diffusers
+import torch
+from diffusers import (
+    AutoencoderKLMagvit,
+    EasyAnimateInpaintPipeline,
+    EasyAnimateTransformer3DModel,
+    FlowMatchEulerDiscreteScheduler,
+)
+from diffusers.pipelines.easyanimate.pipeline_easyanimate_inpaint import get_image_to_video_latent
+from PIL import Image
+
+from consumer.memory import MemoryMode, ModelMemoryProfile, apply_mode, estimate_bytes, supported_modes
+from consumer.memory.profile import V51_7B_INP_TRANSFORMER_CONFIG, V51_VAE_CONFIG
+from consumer.render.tiny import build_tiny_pipeline
+
+TEXT_SHAPE = (1, 256, 3584)  # Qwen2-VL-7B hidden states for one prompt padded to 256 tokens
+FULL_SIZES = ((512, 512, 25), (672, 384, 49))
+TINY_SIZES = ((256, 256, 5),)  # one small size keeps the smoke test well under a minute
+
+
+def build_full_pipeline(device: torch.device, dtype: torch.dtype) -> EasyAnimateInpaintPipeline:
+    torch.manual_seed(0)
+    with torch.device(device):  # random init on the GPU takes seconds; 27 GB of fp32 on a CPU would take minutes
+        transformer = EasyAnimateTransformer3DModel(**V51_7B_INP_TRANSFORMER_CONFIG).to(dtype)
+        vae = AutoencoderKLMagvit(**V51_VAE_CONFIG).to(dtype)
+    vae.register_to_config(cache_mag_vae=True)  # only hub config.json files carry it; the pipeline reads it
+    pipeline = EasyAnimateInpaintPipeline(
+        vae=vae, text_encoder=None, tokenizer=None, transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler()
+    )
+    pipeline.set_progress_bar_config(disable=True)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return pipeline
+
+
+def prompt_kwargs(pipeline: Any, device: torch.device, *, tiny: bool) -> dict[str, Any]:
+    if tiny:
+        return {"prompt": "a red sneaker on a white table", "negative_prompt": ""}
+    generator = torch.Generator(device="cpu").manual_seed(1)
+    embeds = [torch.randn(TEXT_SHAPE, generator=generator).to(device, pipeline.transformer.dtype) for _ in range(2)]
+    mask = torch.ones(TEXT_SHAPE[:2], dtype=torch.long, device=device)
+    return {
+        "prompt_embeds": embeds[0],
+        "negative_prompt_embeds": embeds[1],
+        "prompt_attention_mask": mask,
+        "negative_prompt_attention_mask": mask,
+    }
+
+
+def render(pipeline: Any, size: tuple[int, int, int], steps: int, prompts: dict[str, Any]) -> None:
+    width, height, frames = size
+    start = Image.new("RGB", (width, height), (200, 40, 40))
+    video, mask = get_image_to_video_latent(start, None, frames, (height, width))
+    with torch.inference_mode():
+        pipeline(
+            **prompts,
+            num_frames=frames,
+            video=video,
+            mask_video=mask,
+            height=height,
+            width=width,
+            num_inference_steps=steps,
+            guidance_scale=6.0,  # upstream default: CFG on, batch 2 through the transformer
+            generator=torch.Generator(device="cpu").manual_seed(0),
+            output_type="pt",
+        )
+
+
+def measure(fn: Callable[[], None], device: torch.device) -> tuple[float, int]:
+    """(seconds, peak bytes) of one call."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        started = time.perf_counter()
+        fn()
+        torch.cuda.synchronize(device)
+        return time.perf_counter() - started, torch.cuda.max_memory_allocated(device)
+    started = time.perf_counter()
+    fn()
+    seconds = time.perf_counter() - started
+    return seconds, cpu_peak_bytes(fn)  # a second, profiled call: the profiler would distort the timing
+
+
+def cpu_peak_bytes(fn: Callable[[], None]) -> int:
+    """High-water mark of torch's CPU allocations during fn, replayed from the profiler's memory events."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    # kineto_results is not a documented attribute, but it is the only place the raw [memory] events are kept.
+    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events() if e.name() == "[memory]")
+    live = peak = 0
+    for _, nbytes in events:
+        live += nbytes
+        peak = max(peak, live)
+    return peak
+
+
+def run_modes(
+    pipeline: Any, device: torch.device, sizes: Sequence[tuple[int, int, int]], steps: int, prompts: dict[str, Any]
+) -> list[dict[str, Any]]:
+    profile = ModelMemoryProfile.for_pipeline(pipeline)
+    runs: list[dict[str, Any]] = []
+    for mode in MemoryMode:
+        for size in sizes:
+            row = _row("mode", mode.value, str(pipeline.transformer.dtype), size)
+            if mode not in supported_modes(device):
+                runs.append({**row, "skipped": "offload needs an accelerator"})
+                continue
+            apply_mode(pipeline, mode, device)
+            runs.append({**row, **_timed(pipeline, device, size, steps, prompts)})
+            runs[-1]["estimate_bytes"] = estimate_bytes(*size, 6.0, mode, profile)
+    return runs
+
+
+def run_seed_design(
+    pipeline: Any, device: torch.device, sizes: Sequence[tuple[int, int, int]], steps: int, prompts: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """The first design: fp16 weights and enable_model_cpu_offload, no VAE tiling."""
+    rows = [_row("seed", "fp16+model_cpu_offload", "torch.float16", size) for size in sizes]
+    if device.type != "cuda":
+        return [{**row, "skipped": "model offload needs an accelerator"} for row in rows]
+    apply_mode(pipeline, MemoryMode.RESIDENT, device)  # removes the hooks the modes left behind
+    pipeline.to(dtype=torch.float16)
+    prompts = {k: v.half() if k.endswith("embeds") else v for k, v in prompts.items()}
+    pipeline.enable_model_cpu_offload(device=device)
+    return [{**row, **_timed(pipeline, device, size, steps, prompts)} for row, size in zip(rows, sizes, strict=True)]
+
+
+def _timed(
+    pipeline: Any, device: torch.device, size: tuple[int, int, int], steps: int, prompts: dict[str, Any]
+) -> dict[str, Any]:
+    render(pipeline, size, 1, prompts)  # warm-up, untimed: lazy init, CUDA kernels, cuDNN autotuning, hooks
+    seconds, peak = measure(lambda: render(pipeline, size, steps, prompts), device)
+    return {
+        "steps": steps,
+        "seconds": round(seconds, 3),
+        "seconds_per_step": round(seconds / steps, 4),
+        "peak_bytes": peak,
+    }
+
+
+def _row(design: str, mode: str, dtype: str, size: tuple[int, int, int]) -> dict[str, Any]:
+    width, height, frames = size
+    return {"design": design, "mode": mode, "dtype": dtype, "width": width, "height": height, "num_frames": frames}
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tiny", action="store_true", help="the tiny model at tiny sizes (default without CUDA)")
+    parser.add_argument("--steps", type=int, help="denoising steps (30 full size, 2 tiny)")
+    parser.add_argument("--size", action="append", help="WxHxF, repeatable")
+    parser.add_argument("--output", type=Path, help="also write the report here")
+    args = parser.parse_args(argv)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    tiny = args.tiny or device.type != "cuda"
+    steps = args.steps or (2 if tiny else 30)
+    sizes = [_parse_size(s) for s in args.size] if args.size else (TINY_SIZES if tiny else FULL_SIZES)
+    if tiny:
+        pipeline = build_tiny_pipeline()
+        pipeline.set_progress_bar_config(disable=True)
+        pipeline.to(device)
+    else:
+        pipeline = build_full_pipeline(device, torch.bfloat16)
+    prompts = prompt_kwargs(pipeline, device, tiny=tiny)
+    runs = run_modes(pipeline, device, sizes, steps, prompts)
+    runs += run_seed_design(pipeline, device, sizes, steps, prompts)
+    report = {
+        "model": "tiny" if tiny else "easyanimate-v5.1-7b-inp, random weights",
+        "text_encoder": "tiny Qwen2-VL" if tiny else f"excluded: random prompt embeds {list(TEXT_SHAPE)}",
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.machine()})",
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "guidance_scale": 6.0,
+        "runs": runs,
+    }
+    print(json.dumps(report, indent=2))
+    if args.output is not None:
+        args.output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return report
+
+
+def _parse_size(text: str) -> tuple[int, int, int]:
+    width, height, frames = (int(part) for part in text.lower().split("x"))
+    return width, height, frames
+
+
+if __name__ == "__main__":
+    main()
