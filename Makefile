@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup demo test lint typecheck unit schemas bench clean
+.PHONY: setup demo test lint typecheck unit schemas docs bench clean
 
 $(STAMP): pyproject.toml .ci/constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,9 @@ unit: setup
 
 schemas: setup  ## regenerate schemas/json after changing schemas/events.py
 	$(BIN)/python -m schemas
+
+docs: setup  ## regenerate the README's settings table after changing consumer/settings.py
+	$(BIN)/python -m consumer.docs README.md
 
 bench: setup  ## benchmarks 1-4 (JSON report and PNG chart under bench/results/)
 	$(BIN)/python -m bench.run_all

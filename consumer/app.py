@@ -14,6 +14,7 @@ from consumer.fetching import FetchPolicy
 from consumer.http_server import bound_port, start_http
 from consumer.kafka import ensure_topics, make_consumer, make_producer, worker_topics
 from consumer.metrics import Metrics
+from consumer.policy import ContentPolicy
 from consumer.processing import Processor
 from consumer.publisher import Publisher
 from consumer.render.loader import load_pipeline, resolve_device, resolve_dtype
@@ -112,6 +113,11 @@ async def serve(
                     renderer=renderer,
                     identity=identity,
                     metrics=metrics,
+                    moderator=ContentPolicy.from_sources(
+                        terms=settings.banned_terms,
+                        path=settings.banned_terms_file,
+                        fields=("prompt", "negative_prompt") if settings.policy_check_negative_prompt else ("prompt",),
+                    ),
                 )
                 worker = Worker(
                     settings=settings,

@@ -30,9 +30,10 @@ class VidgenError(Exception):
     retriable: ClassVar[bool] = False
     rejects: ClassVar[bool] = False
 
-    def __init__(self, message: str, *, code: str | None = None) -> None:
+    def __init__(self, message: str, *, code: str | None = None, field: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.field = field  # the request field at fault, when there is one
         if code is not None:
             self.code = code  # type: ignore[misc]  # instance override of the class default
 

@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from consumer.errors import InvalidRequest
+from consumer.sanitize import UnsafeText, sanitize_request
 from schemas.events import ID_PATTERN, VideoRequest
 
 __all__ = ["DeadLetter", "Rejection", "parse_request"]
@@ -50,18 +51,29 @@ def parse_request(  # noqa: PLR0911 - one early return per way a record can be u
         return DeadLetter("not_utf8", f"record value is not UTF-8 ({exc.reason} at byte {exc.start})")
     try:
         data = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, and ints too long to convert
         return DeadLetter("not_json", f"record value is not JSON: {exc}")
     if not isinstance(data, dict):
         return DeadLetter("not_json_object", f"record value is a JSON {type(data).__name__}, not an object")
 
     request_id = data.get("request_id")
-    if not isinstance(request_id, str) or not 1 <= len(request_id) <= 128 or not _ID.match(request_id):
+    if not isinstance(request_id, str) or not 1 <= len(request_id) <= 128 or not _ID.fullmatch(request_id):
         return DeadLetter("missing_request_id", "request_id is missing or not 1-128 characters of [A-Za-z0-9._:-]")
     try:
-        return VideoRequest.model_validate(data)
+        request = VideoRequest.model_validate(data)
     except ValidationError as exc:
         return _rejection(request_id, data, exc)
+    try:
+        return sanitize_request(request)
+    except UnsafeText as exc:
+        # Metadata is checked before the prompts: when a prompt is at fault the metadata is safe to echo.
+        return Rejection(
+            request_id=request.request_id,
+            tenant_id=request.tenant_id,
+            metadata={} if exc.field.startswith("metadata") else dict(request.metadata),
+            error=exc,
+            field=exc.field,
+        )
 
 
 def _rejection(request_id: str, data: dict[str, Any], exc: ValidationError) -> Rejection:
@@ -95,7 +107,7 @@ def _loc(loc: tuple[int | str, ...]) -> str:
 
 
 def _echo_id(value: object) -> str | None:
-    if isinstance(value, str) and 1 <= len(value) <= 64 and _ID.match(value):
+    if isinstance(value, str) and 1 <= len(value) <= 64 and _ID.fullmatch(value):
         return value
     return None
 

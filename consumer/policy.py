@@ -64,8 +64,8 @@ class ContentPolicyViolation(VidgenError):
     retriable = False
 
     def __init__(self, message: str, *, field: str, rule: int | None = None) -> None:
-        super().__init__(message)
-        self.field = field
+        super().__init__(message, field=field)
+        self.field: str = field
         self.rule = rule
 
 

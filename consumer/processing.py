@@ -19,6 +19,7 @@ from consumer.imaging import decode_image, fit_image
 from consumer.keys import ObjectKeys, content_key, derive_seed, object_keys
 from consumer.media import POSTER_TYPES, encode_mp4, encode_poster
 from consumer.metrics import Metrics, resolution_label
+from consumer.policy import Moderator
 from consumer.render.renderer import ProgressFn, Renderer, RenderSpec
 from consumer.results import Identity, completed, failed
 from consumer.settings import Settings
@@ -73,8 +74,10 @@ class Processor:
         renderer: Renderer,
         identity: Identity,
         metrics: Metrics,
+        moderator: Moderator | None = None,
         clock: Clock = utc_now,
     ) -> None:
+        self._moderator = moderator
         self._settings = settings
         self._store = store
         self._images = images
@@ -111,6 +114,9 @@ class Processor:
         attempt: int,
         on_progress: ProgressFn | None,
     ) -> VideoResult:
+        if self._moderator is not None:
+            # Before the cache lookup, so a video rendered before a policy change is not handed out after it.
+            await self._moderator.check(request)
         image, image_sha256 = await self._start_image(request)
         seed = derive_seed(request, image_sha256=image_sha256)
         key = content_key(request, seed=seed, image_sha256=image_sha256, model=self._identity.model)

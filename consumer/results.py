@@ -56,7 +56,7 @@ def failed(
         request_id=request.request_id,
         tenant_id=request.tenant_id,
         status="rejected" if error.rejects else "failed",
-        error=ErrorInfo(code=error.code, message=error.message, retryable=error.retriable),
+        error=ErrorInfo(code=error.code, message=error.message, retryable=error.retriable, field=error.field),
         metadata=dict(request.metadata),
         timings=timings,
         attempt=attempt,

@@ -54,8 +54,8 @@ class UnsafeText(InvalidRequest):
     code = "invalid_field"
 
     def __init__(self, message: str, *, field: str) -> None:
-        super().__init__(message, code="invalid_field")
-        self.field = field
+        super().__init__(message, field=field)
+        self.field: str = field
 
 
 def clean_text(value: str, field: str) -> str:

@@ -68,6 +68,23 @@ class Settings(BaseSettings):
     max_inflight_jobs: int = Field(
         2, ge=1, description="Jobs in progress at once: one renders while the next is prepared and the last uploads."
     )
+    max_pending_jobs: int = Field(
+        16, ge=1, description="Fetched requests waiting for a slot; while full, partitions are paused."
+    )
+
+    # Content policy and tenant quotas
+    banned_terms: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="Comma-separated banned terms or phrases (`word*` matches a prefix); rejects `content_policy`."
+    )
+    banned_terms_file: str | None = Field(None, description="UTF-8 file of banned terms, one per line, `#` comments.")
+    policy_check_negative_prompt: bool = Field(False, description="Also apply banned terms to negative_prompt.")
+    tenant_max_inflight: int | None = Field(None, ge=1, description="Jobs of one tenant at once; unset: unlimited.")
+    tenant_requests_per_minute: int | None = Field(
+        None, ge=1, description="Token bucket per tenant (burst = the same number); unset: unlimited."
+    )
+    tenant_max_wait_s: float | None = Field(
+        None, ge=0, description="A request deferred longer than this fails with `rate_limited`; unset: waits."
+    )
 
     # Object storage
     s3_endpoint_url: str = Field("", description="S3-compatible endpoint; empty means AWS.")
@@ -114,7 +131,7 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     shutdown_grace_s: float = Field(60.0, ge=0, description="Time an in-flight job gets to finish on SIGTERM.")
 
-    @field_validator("s3_image_buckets", "image_host_allowlist", mode="before")
+    @field_validator("s3_image_buckets", "image_host_allowlist", "banned_terms", mode="before")
     @classmethod
     def _split_csv(cls, value: object) -> object:
         if isinstance(value, str):

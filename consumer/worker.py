@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Iterator
 from datetime import UTC, datetime
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
@@ -18,13 +19,14 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from consumer.intake import DeadLetter, Rejection, parse_request
 from consumer.metrics import Metrics
 from consumer.offsets import OffsetTracker
+from consumer.pending import Job, PendingJobs
 from consumer.processing import Clock, Processor, utc_now
 from consumer.publisher import Publisher
-from consumer.results import Identity, rejected
+from consumer.results import Identity, failed, rejected
 from consumer.retry_policy import Delivery, RetryPolicy
 from consumer.settings import Settings
 from consumer.tracing import extract_context
-from schemas.events import VideoRequest, VideoResult
+from schemas.events import Timings, VideoRequest, VideoResult
 
 __all__ = ["ConsumerFactory", "ProgressSink", "Record", "Worker"]
 
@@ -78,6 +80,8 @@ class Worker:
         self._retry = RetryPolicy.from_settings(settings)
         self._tracker = OffsetTracker()
         self._tasks: dict[TopicPartition, set[asyncio.Task[None]]] = {}
+        self._running: set[asyncio.Task[None]] = set()
+        self._pending = PendingJobs(settings)
         self._delayed: dict[TopicPartition, int] = {}  # retry-topic partitions waiting for a not-before time
         self._consumer: AIOKafkaConsumer | None = None
         self.joined = False
@@ -110,38 +114,70 @@ class Worker:
 
     async def _poll(self, *, accepting: bool) -> None:
         consumer = self._require_consumer()
-        free = self._settings.max_inflight_jobs - self._tracker.in_flight() if accepting else 0
+        room = self._pending.room if accepting else 0
         assigned = consumer.assignment()
         now_ms = self._now_ms()
         self._delayed = {tp: until for tp, until in self._delayed.items() if until > now_ms and tp in assigned}
         # Paused partitions keep the member in the group: getmany() is still awaited, heartbeats flow, and a
         # render longer than max_poll_interval_ms never triggers a rebalance (aiokafka issue #848).
-        hold = set(assigned) if free <= 0 else set(self._delayed)
+        hold = set(assigned) if room <= 0 else set(self._delayed)
         consumer.pause(*hold)
         consumer.resume(*(set(assigned) - hold))
         self._metrics.partitions_paused.set(len(consumer.paused()))
-        batch = await consumer.getmany(timeout_ms=_POLL_MS, max_records=max(free, 1))
+        batch = await consumer.getmany(timeout_ms=self._poll_timeout_ms(), max_records=max(room, 1))
         for tp, records in batch.items():
             for record in records:
-                if not self._start_or_defer(tp, record, now_ms):
+                if not self._intake(tp, record, now_ms):
                     break
+        if accepting:
+            self._start_admitted()
         await self._commit_ready()
 
-    def _start_or_defer(self, tp: TopicPartition, record: Record, now_ms: int) -> bool:
-        """Start the record, or (a retry not yet due) rewind to it and hold its partition until it is."""
+    def _poll_timeout_ms(self) -> int:
+        wake = self._pending.wake_in_s
+        return _POLL_MS if wake is None else max(1, min(_POLL_MS, int(wake * 1000)))
+
+    def _intake(self, tp: TopicPartition, record: Record, now_ms: int) -> bool:
+        """Answer an unusable record at once, queue a request, or (a retry not yet due) rewind to it and hold
+        its partition until it is due. False: the rest of this partition's batch is re-fetched later."""
         not_before = Delivery.from_headers(record.headers).not_before_ms
         if not_before is not None and not_before > now_ms:
             self._require_consumer().seek(tp, record.offset)
             self._delayed[tp] = not_before
             return False
         self._tracker.start(tp, record.offset)
-        task = asyncio.create_task(self._handle(tp, record), name=f"job-{tp.topic}-{tp.partition}-{record.offset}")
-        tasks = self._tasks.setdefault(tp, set())
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-        task.add_done_callback(self._check_crash)
-        self._metrics.inflight.set(self._tracker.in_flight())
+        received_at = self._clock()
+        outcome = parse_request(record.value, max_bytes=self._settings.max_record_bytes)
+        if isinstance(outcome, VideoRequest):
+            self._pending.push(Job(tp, record, outcome, received_at))
+        else:
+            self._spawn(tp, record, self._answer(record, outcome, received_at))
         return True
+
+    def _start_admitted(self) -> None:
+        """Start queued requests while job slots are free, in the order the tenant quotas allow."""
+        while len(self._running) < self._settings.max_inflight_jobs and (taken := self._pending.take()) is not None:
+            job, decision = taken
+            if decision.admitted:
+                self._spawn(job.tp, job.record, self._run(job))
+            else:
+                error = decision.error(job.request.tenant_id)
+                result = failed(job.request, error, timings=_timings(job), attempt=1, identity=self._identity)
+                self._spawn(job.tp, job.record, self._answer(job.record, result, job.received_at))
+
+    def _spawn(self, tp: TopicPartition, record: Record, work: Coroutine[Any, Any, None]) -> None:
+        async def job() -> None:
+            await work
+            self._tracker.finish(tp, record.offset)
+            self._metrics.inflight.set(len(self._running))
+
+        task = asyncio.create_task(job(), name=f"job-{tp.topic}-{tp.partition}-{record.offset}")
+        tasks = self._tasks.setdefault(tp, set())
+        for bucket in (tasks, self._running):
+            bucket.add(task)
+            task.add_done_callback(bucket.discard)
+        task.add_done_callback(self._check_crash)
+        self._metrics.inflight.set(len(self._running))
 
     def _check_crash(self, task: asyncio.Task[None]) -> None:
         """A job that died outside the result path can never be committed past: stop rather than wedge."""
@@ -150,31 +186,40 @@ class Worker:
         self.crash = task.exception()
         log.critical("job %s crashed: %r; stopping the worker", task.get_name(), self.crash)
 
-    async def _handle(self, tp: TopicPartition, record: Record) -> None:
-        received_at = self._clock()
-        with self._tracer.start_as_current_span(
-            f"process {record.topic}", context=extract_context(record.headers), kind=SpanKind.CONSUMER
-        ) as span:
-            _describe(span, record, self._settings.consumer_group)
-            outcome = parse_request(record.value, max_bytes=self._settings.max_record_bytes)
+    async def _run(self, job: Job) -> None:
+        try:
+            with self._span(job.record) as span:
+                result = await self._process_with_retries(job.request, job.record, job.received_at)
+                if result is not None:
+                    await self._publish(span, result)
+        finally:
+            self._pending.release(job)
+
+    async def _answer(
+        self, record: Record, outcome: DeadLetter | Rejection | VideoResult, received_at: datetime
+    ) -> None:
+        """Records answered without rendering: dead letters, rejections, quota refusals."""
+        with self._span(record) as span:
             if isinstance(outcome, DeadLetter):
                 _mark_error(span, outcome.code)
                 self._metrics.dead_letters.labels(code=outcome.code).inc()
                 await self._publisher.dead_letter(record, code=outcome.code, message=outcome.message)
-            else:
-                if isinstance(outcome, Rejection):
-                    result: VideoResult | None = rejected(outcome, received_at=received_at, identity=self._identity)
-                else:
-                    result = await self._process_with_retries(outcome, record, received_at)
-                if result is not None:
-                    if result.error is not None:
-                        _mark_error(span, result.error.code)
-                    self._metrics.jobs.labels(
-                        status=result.status, error_code=result.error.code if result.error else ""
-                    ).inc()
-                    await self._publisher.result(result)
-        self._tracker.finish(tp, record.offset)
-        self._metrics.inflight.set(self._tracker.in_flight())
+                return
+            if isinstance(outcome, Rejection):
+                outcome = rejected(outcome, received_at=received_at, identity=self._identity)
+            await self._publish(span, outcome)
+
+    def _span(self, record: Record) -> contextlib.AbstractContextManager[Span]:
+        span = self._tracer.start_as_current_span(
+            f"process {record.topic}", context=extract_context(record.headers), kind=SpanKind.CONSUMER
+        )
+        return _described(span, record, self._settings.consumer_group)
+
+    async def _publish(self, span: Span, result: VideoResult) -> None:
+        if result.error is not None:
+            _mark_error(span, result.error.code)
+        self._metrics.jobs.labels(status=result.status, error_code=result.error.code if result.error else "").inc()
+        await self._publisher.result(result)
 
     async def _process_with_retries(
         self, request: VideoRequest, record: Record, received_at: datetime
@@ -237,6 +282,7 @@ class Worker:
         """Finish (and commit) in-flight jobs of revoked partitions within the rebalance grace, else abandon
         them uncommitted; the next owner re-reads them."""
         tasks = [task for tp in revoked for task in self._tasks.get(tp, ())]
+        self._pending.drop(revoked)
         if tasks:
             log.info(
                 "revocation: waiting up to %.0fs for %d in-flight job(s)", self._settings.rebalance_grace_s, len(tasks)
@@ -247,22 +293,20 @@ class Worker:
             self._tracker.forget(tp)
             self._tasks.pop(tp, None)
             self._delayed.pop(tp, None)
-        self._metrics.inflight.set(self._tracker.in_flight())
+        self._metrics.inflight.set(len(self._running))
 
     async def _drain(self) -> None:
         """Shutdown: no new records; keep polling (paused) so the member stays alive while jobs finish."""
         deadline = time.monotonic() + self._settings.shutdown_grace_s
-        log.info("draining %d in-flight job(s)", self._tracker.in_flight())
-        while self._all_tasks() and time.monotonic() < deadline:
+        self._pending.drop()
+        log.info("draining %d in-flight job(s)", len(self._running))
+        while list(self._running) and time.monotonic() < deadline:
             await self._poll(accepting=False)
-        leftover = self._all_tasks()
+        leftover = list(self._running)
         if leftover:
             log.warning("grace period over: abandoning %d job(s) without commit", len(leftover))
             await _finish_or_cancel(leftover, grace_s=0)
         await self._commit_ready()
-
-    def _all_tasks(self) -> list[asyncio.Task[None]]:
-        return [task for tasks in self._tasks.values() for task in tasks]
 
     def _now_ms(self) -> int:
         return int(self._clock().timestamp() * 1000)
@@ -273,8 +317,15 @@ class Worker:
         return self._consumer
 
 
+@contextlib.contextmanager
+def _described(manager: contextlib.AbstractContextManager[Span], record: Record, group: str) -> Iterator[Span]:
+    """A process span with the OpenTelemetry messaging semantic conventions for a consumed Kafka record."""
+    with manager as span:
+        _describe(span, record, group)
+        yield span
+
+
 def _describe(span: Span, record: Record, group: str) -> None:
-    """OpenTelemetry messaging semantic conventions for a consumed Kafka record."""
     span.set_attributes(
         {
             "messaging.system": "kafka",
@@ -287,6 +338,10 @@ def _describe(span: Span, record: Record, group: str) -> None:
     )
     if record.key is not None:
         span.set_attribute("messaging.kafka.message.key", record.key.decode("utf-8", "replace"))
+
+
+def _timings(job: Job) -> Timings:
+    return Timings(received_at=job.received_at, completed_at=job.received_at)
 
 
 def _mark_error(span: Span, code: str) -> None:

@@ -14,6 +14,7 @@ from PIL import Image
 from consumer.demo import product_image
 from consumer.settings import Settings
 from consumer.storage import ObjectStore
+from schemas.events import VideoResult
 from tests.conftest import KafkaClient, request_body
 
 pytestmark = pytest.mark.integration
@@ -158,3 +159,46 @@ async def test_worker_drains_and_exits_zero_on_stop(settings: Settings, kafka: K
     await kafka.results(1)
     assert await worker.shutdown() == 0
     assert sum(offset or 0 for offset in (await kafka.committed()).values()) == 1
+
+
+async def test_banned_terms_are_rejected_with_content_policy(
+    settings: Settings, kafka: KafkaClient, start_worker
+) -> None:
+    await start_worker(settings.model_copy(update={"banned_terms": ("counterfeit*", "fake rolex")}))
+    await kafka.send(request_body("policy-1", prompt="A FAKE   Rolex on a wrist"))
+    await kafka.send(request_body("policy-2", prompt="Counterfeits of a handbag"))
+    await kafka.send(request_body("policy-ok", prompt="a genuine leather handbag"))
+    results = await kafka.results(3)
+    for request_id in ("policy-1", "policy-2"):
+        error = results[request_id].error
+        assert results[request_id].status == "rejected" and error is not None
+        assert (error.code, error.field, error.retryable) == ("content_policy", "prompt", False)
+        assert "rolex" not in error.message.lower()  # the list is not revealed one probe at a time
+    assert results["policy-ok"].status == "completed"
+
+
+async def test_control_characters_are_stripped_and_disguised_text_is_rejected(
+    settings: Settings, kafka: KafkaClient, start_worker
+) -> None:
+    await start_worker(settings)
+    await kafka.send(request_body("ctl-1", prompt="a red\x1b[31m shoe\x07"))
+    await kafka.send(request_body("bidi-1", prompt="a shoe \u202egnp.exe"))
+    results = await kafka.results(2)
+    assert results["ctl-1"].status == "completed"
+    bidi = results["bidi-1"].error
+    assert bidi is not None and (bidi.code, bidi.field) == ("invalid_field", "prompt") and "U+202E" in bidi.message
+
+
+async def test_a_tenant_over_its_quota_does_not_starve_another(
+    settings: Settings, kafka: KafkaClient, start_worker
+) -> None:
+    await start_worker(settings.model_copy(update={"tenant_max_inflight": 1, "max_inflight_jobs": 2}))
+    key = "one-partition"
+    for index in range(6):
+        # Distinct prompts: identical requests would be instant cache hits and prove nothing.
+        await kafka.send(request_body(f"busy-{index}", tenant_id="busy-shop", prompt=f"shoe {index}"), key=key)
+    await kafka.send(request_body("quiet-0", tenant_id="quiet-shop"), key=key)
+    records = await kafka.read(settings.results_topic, 7)
+    order = [record.key.decode() for record in records]
+    assert all(VideoResult.model_validate_json(r.value).status == "completed" for r in records)
+    assert order.index("quiet-0") <= 2, order  # not behind the busy tenant's backlog

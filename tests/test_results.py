@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from consumer.errors import ImageUrlForbidden, InvalidRequest, RenderTimeout
+from consumer.errors import ImageUrlForbidden, InvalidRequest, StorageError
 from consumer.intake import Rejection
 from consumer.results import Identity, failed, rejected
 from schemas.events import Timings, VideoRequest
@@ -16,10 +16,10 @@ REQUEST = VideoRequest(request_id="r1", tenant_id="t1", prompt="p", metadata={"k
 
 def test_processing_failure_is_failed_and_retryable() -> None:
     result = failed(
-        REQUEST, RenderTimeout("too slow"), timings=Timings(received_at=NOW, completed_at=NOW), attempt=2, identity=ME
+        REQUEST, StorageError("S3 said 503"), timings=Timings(received_at=NOW, completed_at=NOW), attempt=2, identity=ME
     )
     assert result.status == "failed"
-    assert result.error is not None and (result.error.code, result.error.retryable) == ("render_timeout", True)
+    assert result.error is not None and (result.error.code, result.error.retryable) == ("storage_unavailable", True)
     assert (result.attempt, result.worker_id, result.metadata) == (2, "w1", {"k": "v"})
 
 

@@ -1,0 +1,64 @@
+"""Parsed requests waiting for a slot: per-tenant quotas, handed out round-robin across tenants."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from aiokafka import TopicPartition
+
+from consumer.quotas import Decision, FairQueue, TenantQuotas
+from consumer.settings import Settings
+from schemas.events import VideoRequest
+
+__all__ = ["Job", "PendingJobs"]
+
+
+@dataclass(frozen=True)
+class Job:
+    tp: TopicPartition
+    record: Any  # aiokafka ConsumerRecord[bytes, bytes]
+    request: VideoRequest
+    received_at: datetime
+
+
+class PendingJobs:
+    """A bounded local queue between fetching and processing. While it is full the worker fetches nothing."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.limit = settings.max_pending_jobs
+        self.quotas = TenantQuotas(
+            max_inflight_per_tenant=settings.tenant_max_inflight,
+            per_minute=settings.tenant_requests_per_minute,
+            max_wait_s=settings.tenant_max_wait_s,
+            clock=time.monotonic,
+        )
+        self._queue: FairQueue[Job] = FairQueue(self.quotas)
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    @property
+    def room(self) -> int:
+        return max(0, self.limit - len(self._queue))
+
+    @property
+    def wake_in_s(self) -> float | None:
+        """After `take` found nothing admissible: when the earliest deferred tenant's budget refills."""
+        return self._queue.wake_in_s
+
+    def push(self, job: Job) -> None:
+        self._queue.push(job.request.tenant_id, job)
+
+    def take(self) -> tuple[Job, Decision] | None:
+        taken = self._queue.take()
+        return None if taken is None else (taken[1], taken[2])
+
+    def release(self, job: Job) -> None:
+        self.quotas.release(job.request.tenant_id)
+
+    def drop(self, partitions: set[TopicPartition] | None = None) -> list[Job]:
+        """Forget pending jobs (of these partitions, or all): their offsets stay uncommitted and are re-read."""
+        return self._queue.remove(lambda job: partitions is None or job.tp in partitions)
