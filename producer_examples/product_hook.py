@@ -1,0 +1,227 @@
+"""E-commerce "product created" webhook -> one video request per product version.
+
+`python -m producer_examples.product_hook` serves `POST /webhooks/product-created` and `GET /healthz`.
+Checks, in order: signature (401), payload (422), tenant rate limit (429); then publishes (202, or 503 when
+Kafka does not acknowledge in time, so the platform retries).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from aiokafka.errors import KafkaError
+from opentelemetry.context import Context
+from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from consumer.kafka import ensure_topics, make_producer
+from consumer.logs import configure_logging
+from consumer.settings import Settings
+from producer_examples.dedupe import RecentKeys
+from producer_examples.products import DEFAULT_TEMPLATE, ProductCreated, build_request, check_template
+from producer_examples.publishing import RequestPublisher
+from producer_examples.ratelimit import Clock, TenantLimiter
+from producer_examples.signing import SIGNATURE_HEADER, SignatureError, verify
+from producer_examples.telemetry import make_tracer_provider
+from schemas.events import VideoRequest
+
+__all__ = ["ROUTE", "HookSettings", "main", "make_app"]
+
+log = logging.getLogger(__name__)
+
+ROUTE = "/webhooks/product-created"
+
+
+class HookSettings(BaseSettings):
+    """`VIDGEN_HOOK_*`. Kafka and S3 connection settings come from the worker's `VIDGEN_*` Settings."""
+
+    model_config = SettingsConfigDict(env_prefix="VIDGEN_HOOK_", extra="ignore", frozen=True, populate_by_name=True)
+
+    host: str = "0.0.0.0"  # noqa: S104 - the shop platform reaches the hook from outside the pod
+    port: int = Field(8081, ge=0, le=65_535)
+    secret: SecretStr = Field(description="Shared HMAC secret of the shop platform.")
+    previous_secret: SecretStr | None = Field(None, description="Also accepted during a secret rotation.")
+    tolerance_s: float = Field(300.0, gt=0, description="Largest allowed distance of `t=` from now.")
+    templates: dict[str, str] = Field(default_factory=dict, description="JSON map shop_id -> prompt template.")
+    default_template: str = DEFAULT_TEMPLATE
+    rate_per_s: float = Field(1.0, gt=0, description="Requests per second a shop may sustain.")
+    burst: int = Field(10, ge=1, description="Requests a shop may send at once.")
+    width: int = Field(512, ge=256, le=1024, multiple_of=16)
+    height: int = Field(512, ge=256, le=1024, multiple_of=16)
+    num_frames: int = Field(25, ge=1, le=49)
+    num_inference_steps: int = Field(30, ge=1, le=100)
+    max_body_bytes: int = Field(64 * 1024, ge=1_024)
+    publish_timeout_s: float = Field(10.0, gt=0)
+    recent_capacity: int = Field(10_000, ge=1, description="Recently published request ids not republished.")
+    otlp_endpoint: str | None = Field(
+        None,
+        validation_alias=AliasChoices("VIDGEN_HOOK_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"),
+        description="OTLP/HTTP collector, e.g. http://jaeger:4318; unset: spans are recorded, not exported.",
+    )
+
+    @field_validator("default_template")
+    @classmethod
+    def _check_default(cls, value: str) -> str:
+        return check_template(value)
+
+    @field_validator("templates")
+    @classmethod
+    def _check_templates(cls, value: dict[str, str]) -> dict[str, str]:
+        return {shop: check_template(template) for shop, template in value.items()}
+
+    @model_validator(mode="after")
+    def _check_secret(self) -> HookSettings:
+        if len(self.secret.get_secret_value()) < 16:
+            raise ValueError("secret must be at least 16 characters")
+        return self
+
+    def render_options(self) -> dict[str, Any]:
+        return {
+            "width": self.width,
+            "height": self.height,
+            "num_frames": self.num_frames,
+            "num_inference_steps": self.num_inference_steps,
+        }
+
+
+class _Hook:
+    def __init__(self, hook: HookSettings, *, tracer: Tracer, wall_clock: Clock, monotonic: Clock) -> None:
+        self._hook = hook
+        self._tracer = tracer
+        self._wall_clock = wall_clock
+        self._secrets = [s.get_secret_value() for s in (hook.secret, hook.previous_secret) if s is not None]
+        self._limiter = TenantLimiter(rate=hook.rate_per_s, burst=hook.burst, clock=monotonic)
+        self._recent = RecentKeys(hook.recent_capacity)
+        self.publisher: RequestPublisher | None = None
+
+    async def product_created(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        try:
+            verify(
+                request.headers.get(SIGNATURE_HEADER),
+                body,
+                self._secrets,
+                now=self._wall_clock(),
+                tolerance_s=self._hook.tolerance_s,
+            )
+        except SignatureError as exc:
+            log.warning("webhook refused: %s", exc)
+            return web.json_response({"error": "invalid_signature", "reason": exc.reason}, status=401)
+        try:
+            product = ProductCreated.model_validate_json(body)
+            template = self._hook.templates.get(product.shop_id, self._hook.default_template)
+            video_request = build_request(product, template=template, render=self._hook.render_options())
+        except ValidationError as exc:
+            return web.json_response({"error": "invalid_payload", "fields": _field_errors(exc)}, status=422)
+        if video_request.request_id in self._recent:
+            return web.json_response({"request_id": video_request.request_id, "duplicate": True}, status=202)
+        wait_s = self._limiter.try_take(product.shop_id)
+        if wait_s > 0:
+            retry_after = str(max(1, math.ceil(wait_s)))
+            body_out = {"error": "rate_limited", "retry_after_s": round(wait_s, 3)}
+            return web.json_response(body_out, status=429, headers={"Retry-After": retry_after})
+        return await self._publish(video_request)
+
+    async def _publish(self, video_request: VideoRequest) -> web.Response:
+        if self.publisher is None:
+            return web.json_response({"error": "starting"}, status=503, headers={"Retry-After": "5"})
+        try:
+            async with asyncio.timeout(self._hook.publish_timeout_s):
+                await self.publisher.publish(video_request)
+        except (KafkaError, TimeoutError) as exc:
+            log.error("publishing %s failed: %r", video_request.request_id, exc)  # noqa: TRY400 - no traceback needed
+            return web.json_response({"error": "unavailable"}, status=503, headers={"Retry-After": "10"})
+        self._recent.add(video_request.request_id)
+        return web.json_response({"request_id": video_request.request_id, "duplicate": False}, status=202)
+
+    @web.middleware
+    async def server_span(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        """A SERVER span per request. It is a root span: the caller is outside our trust boundary, so a
+        traceparent it sends is not continued."""
+        route = request.match_info.route.resource.canonical if request.match_info.route.resource else request.path
+        with self._tracer.start_as_current_span(
+            f"{request.method} {route}", context=Context(), kind=SpanKind.SERVER
+        ) as span:
+            span.set_attributes({"http.request.method": request.method, "http.route": route, "url.path": request.path})
+            try:
+                response = await handler(request)
+            except web.HTTPException as exc:
+                span.set_attribute("http.response.status_code", exc.status)
+                raise
+            span.set_attribute("http.response.status_code", response.status)
+            if response.status >= 500:
+                span.set_status(Status(StatusCode.ERROR))
+            return response
+
+
+def _field_errors(exc: ValidationError) -> list[dict[str, str]]:
+    return [
+        {"field": ".".join(str(part) for part in error["loc"]), "message": error["msg"], "type": error["type"]}
+        for error in exc.errors(include_url=False, include_input=False)
+    ]
+
+
+async def _healthz(_: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+def make_app(
+    hook: HookSettings,
+    settings: Settings,
+    *,
+    tracer: Tracer,
+    wall_clock: Clock = time.time,
+    monotonic: Clock = time.monotonic,
+) -> web.Application:
+    """The web application; its Kafka producer starts with the app and stops after the last request."""
+    state = _Hook(hook, tracer=tracer, wall_clock=wall_clock, monotonic=monotonic)
+
+    async def kafka_producer(_: web.Application) -> AsyncIterator[None]:
+        if settings.create_topics:
+            await ensure_topics(settings, [settings.requests_topic])
+        producer = make_producer(settings)
+        await producer.start()
+        state.publisher = RequestPublisher(producer, topic=settings.requests_topic, tracer=tracer)
+        try:
+            yield
+        finally:
+            state.publisher = None
+            await producer.stop()
+
+    app = web.Application(client_max_size=hook.max_body_bytes, middlewares=[state.server_span])
+    app.cleanup_ctx.append(kafka_producer)
+    app.router.add_post(ROUTE, state.product_created)
+    app.router.add_get("/healthz", _healthz)
+    return app
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve until SIGTERM or SIGINT (aiohttp drains in-flight requests first)."""
+    del argv  # configured by environment variables only
+    try:
+        hook, settings = HookSettings(), Settings()  # the secret comes from the environment
+    except ValidationError as exc:
+        print(f"product_hook: invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
+    configure_logging(fmt=settings.log_format, level=settings.log_level)
+    provider = make_tracer_provider("vidgen-product-hook", hook.otlp_endpoint)
+    try:
+        app = make_app(hook, settings, tracer=provider.get_tracer(__name__))
+        web.run_app(app, host=hook.host, port=hook.port, access_log=None, print=None, shutdown_timeout=15)
+    finally:
+        provider.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

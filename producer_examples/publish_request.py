@@ -1,0 +1,224 @@
+"""Publish one video request from the command line; optionally wait for its result.
+
+    python -m producer_examples.publish_request --tenant shop-1 --prompt "a red sneaker" --image shoe.png --wait
+
+Connection settings come from the worker's `VIDGEN_*` variables. Prints the request id, then (with --wait) the
+result event as JSON. Exit codes: 0 published / completed, 1 failed or rejected, 2 no result before --timeout,
+64 bad arguments, 69 broker or S3 unavailable, 78 bad configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import mimetypes
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any, NoReturn, TextIO
+
+from aiokafka.errors import KafkaError
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import Tracer
+from pydantic import ValidationError
+
+from consumer.errors import VidgenError
+from consumer.kafka import ensure_topics, make_producer
+from consumer.settings import Settings
+from consumer.storage import ObjectStore, open_s3_client
+from producer_examples.publishing import RequestPublisher
+from producer_examples.telemetry import make_tracer_provider
+from producer_examples.waiting import ResultWatcher, render_progress
+from schemas.events import VideoRequest
+
+__all__ = ["EXIT_COMPLETED", "EXIT_FAILED", "EXIT_TIMEOUT", "build_request", "main", "upload_key"]
+
+EXIT_COMPLETED, EXIT_FAILED, EXIT_TIMEOUT = 0, 1, 2
+EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_CONFIG = 64, 69, 78
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif"}
+
+
+class _UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(message)
+
+
+def _parser(prog: str) -> argparse.ArgumentParser:
+    parser = _Parser(prog=prog, description="Publish one video request to Kafka (VIDGEN_* settings).")
+    parser.add_argument("--prompt", required=True, help="what the video shows")
+    parser.add_argument("--negative-prompt", help="what the video should avoid")
+    image = parser.add_mutually_exclusive_group()
+    image.add_argument("--image", type=Path, help="local start image, uploaded to the bucket under uploads/")
+    image.add_argument("--image-url", help="start image already reachable: s3://bucket/key or https://...")
+    parser.add_argument("--tenant", default="cli", help="tenant id (default: cli)")
+    parser.add_argument("--request-id", help="idempotency key (default: generated)")
+    parser.add_argument("--width", type=int, default=512)
+    parser.add_argument("--height", type=int, default=512)
+    parser.add_argument("--frames", type=int, default=25, help="number of frames")
+    parser.add_argument("--steps", type=int, default=30, help="denoising steps")
+    parser.add_argument("--guidance", type=float, default=5.0)
+    parser.add_argument("--fps", type=int, default=8)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE", help="repeatable")
+    parser.add_argument("--wait", action="store_true", help="wait for the result and print it")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds --wait waits (default 600)")
+    parser.add_argument("--progress-topic", default="video.progress", help="read progress here if it exists")
+    parser.add_argument("--otlp-endpoint", help="export the trace to this OTLP/HTTP collector")
+    return parser
+
+
+def build_request(args: argparse.Namespace, *, image_url: str | None) -> VideoRequest:
+    """The request the arguments describe; raises ValidationError with the contract's own messages."""
+    metadata: dict[str, str] = {}
+    for item in args.metadata:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise _UsageError(f"--metadata {item!r} is not KEY=VALUE")
+        metadata[key] = value
+    fields: dict[str, Any] = {
+        "request_id": args.request_id or f"cli-{uuid.uuid4().hex[:16]}",
+        "tenant_id": args.tenant,
+        "prompt": args.prompt,
+        "negative_prompt": args.negative_prompt,
+        "image_url": image_url,
+        "width": args.width,
+        "height": args.height,
+        "num_frames": args.frames,
+        "num_inference_steps": args.steps,
+        "guidance_scale": args.guidance,
+        "fps": args.fps,
+        "seed": args.seed,
+        "metadata": metadata,
+    }
+    return VideoRequest.model_validate(fields)
+
+
+def upload_key(data: bytes, filename: str, *, prefix: str = "") -> str:
+    """Content-addressed, so the same image uploaded twice is one object (and the worker's cache matches)."""
+    suffix = Path(filename).suffix.lower()
+    return f"{prefix}uploads/{hashlib.sha256(data).hexdigest()[:32]}{suffix if suffix in _IMAGE_SUFFIXES else ''}"
+
+
+def main(
+    argv: list[str] | None = None,
+    *,
+    settings: Settings | None = None,
+    tracer_provider: TracerProvider | None = None,
+    prog: str = "publish_request",
+) -> int:
+    """Entry point for `python -m producer_examples.publish_request` and `vidgen submit`. Configures no
+    logging (the caller's job) and installs no global tracer provider."""
+    try:
+        args = _parse_args(prog, argv)
+    except _UsageError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ValidationError as exc:
+        print(f"{prog}: invalid request:\n{exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        settings = settings or Settings()
+    except ValidationError as exc:
+        print(f"{prog}: invalid configuration:\n{exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    provider = tracer_provider or make_tracer_provider("vidgen-submit", args.otlp_endpoint)
+    try:
+        return asyncio.run(_submit(args, settings, provider.get_tracer(__name__), prog=prog))
+    except _UsageError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (KafkaError, VidgenError, OSError) as exc:
+        print(f"{prog}: cannot publish: {exc!r}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    finally:
+        if tracer_provider is None:
+            provider.shutdown()
+
+
+def _parse_args(prog: str, argv: list[str] | None) -> argparse.Namespace:
+    args = _parser(prog).parse_args(argv)
+    if args.image is not None and not args.image.is_file():
+        raise _UsageError(f"--image {args.image} is not a file")
+    build_request(args, image_url=None if args.image else args.image_url)  # fails before any I/O
+    return args
+
+
+async def _submit(args: argparse.Namespace, settings: Settings, tracer: Tracer, *, prog: str) -> int:
+    image_url = args.image_url
+    if args.image is not None:
+        image_url = await _upload(args.image, settings)
+    request = build_request(args, image_url=image_url)
+    if settings.create_topics:
+        await ensure_topics(settings, [settings.requests_topic, settings.results_topic])
+    watcher = ResultWatcher(settings, request.request_id, progress_topic=args.progress_topic) if args.wait else None
+    try:
+        if watcher is not None:
+            await watcher.start()  # positioned before publishing, so the result cannot slip past
+        producer = make_producer(settings)
+        await producer.start()
+        try:
+            await RequestPublisher(producer, topic=settings.requests_topic, tracer=tracer).publish(request)
+        finally:
+            await producer.stop()
+        print(request.request_id, flush=True)
+        if watcher is None:
+            return EXIT_COMPLETED
+        bar = _Bar(sys.stderr)
+        result = await watcher.wait(timeout_s=args.timeout, on_tick=bar.draw)
+        bar.close()
+    finally:
+        if watcher is not None:
+            await watcher.stop()
+    if result is None:
+        print(f"{prog}: no result for {request.request_id} within {args.timeout:g}s", file=sys.stderr)
+        return EXIT_TIMEOUT
+    print(result.model_dump_json(indent=2))
+    return EXIT_COMPLETED if result.status == "completed" else EXIT_FAILED
+
+
+async def _upload(path: Path, settings: Settings) -> str:
+    data = await asyncio.to_thread(path.read_bytes)
+    if len(data) > settings.image_max_bytes:
+        raise _UsageError(f"--image is {len(data)} bytes; the worker accepts at most {settings.image_max_bytes}")
+    key = upload_key(data, path.name, prefix=settings.s3_key_prefix)
+    content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    async with open_s3_client(settings) as s3:
+        store = ObjectStore(s3, bucket=settings.s3_bucket, presign_ttl_s=settings.presign_ttl_s)
+        if await store.head(key) is None:
+            await store.put(key, data, content_type=content_type, metadata={})
+        return store.uri(key)
+
+
+class _Bar:
+    """Redraws one line on a terminal; stays silent when stderr is a file or a pipe."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._live = stream.isatty()
+        self._started = time.monotonic()
+        self._ticks = 0
+
+    def draw(self, step: int | None, total: int | None) -> None:
+        if self._live:
+            self._ticks += 1
+            line = render_progress(step, total, elapsed_s=time.monotonic() - self._started, tick=self._ticks)
+            self._stream.write("\r" + line)
+            self._stream.flush()
+
+    def close(self) -> None:
+        if self._live:
+            self._stream.write("\n")
+            self._stream.flush()
+
+
+if __name__ == "__main__":
+    from consumer.logs import configure_logging
+
+    configure_logging(fmt="text", level="WARNING")
+    sys.exit(main())

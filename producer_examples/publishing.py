@@ -1,0 +1,60 @@
+"""Publishing a request: the PRODUCER span that starts the trace, and its traceparent in the record headers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from opentelemetry.trace import SpanKind, Tracer
+
+from consumer.tracing import Headers, inject_headers
+from schemas.events import VideoRequest
+
+__all__ = ["RequestPublisher", "messaging_attributes"]
+
+log = logging.getLogger(__name__)
+
+
+def messaging_attributes(topic: str, key: str, *, operation: str) -> dict[str, Any]:
+    return {
+        "messaging.system": "kafka",
+        "messaging.operation.type": operation,
+        "messaging.operation.name": operation,
+        "messaging.destination.name": topic,
+        "messaging.kafka.message.key": key,
+    }
+
+
+class RequestPublisher:
+    """Sends VideoRequests to the requests topic, keyed by request_id, and waits for the broker's ack."""
+
+    def __init__(self, producer: AIOKafkaProducer, *, topic: str, tracer: Tracer) -> None:
+        self._producer = producer
+        self._topic = topic
+        self._tracer = tracer
+
+    async def publish(self, request: VideoRequest, *, extra_headers: Sequence[tuple[str, bytes]] = ()) -> Headers:
+        """Publish one request; returns the headers sent (traceparent included)."""
+        with self._tracer.start_as_current_span(f"send {self._topic}", kind=SpanKind.PRODUCER) as span:
+            span.set_attributes(messaging_attributes(self._topic, request.request_id, operation="send"))
+            span.set_attribute("vidgen.tenant_id", request.tenant_id)
+            headers = [*extra_headers, *inject_headers()]
+            metadata = await self._producer.send_and_wait(
+                self._topic,
+                key=request.request_id.encode("utf-8"),
+                value=request.model_dump_json(exclude_none=True).encode("utf-8"),
+                headers=headers,
+            )
+            span.set_attribute("messaging.destination.partition.id", str(metadata.partition))
+            span.set_attribute("messaging.kafka.offset", metadata.offset)
+        log.info(
+            "published request %s to %s[%d]@%d",
+            request.request_id,
+            self._topic,
+            metadata.partition,
+            metadata.offset,
+            extra={"request_id": request.request_id, "topic": self._topic},
+        )
+        return headers

@@ -1,0 +1,561 @@
+"""The producer examples: pure parts alone; the hook, the notifier and publish_request against the real broker,
+the real S3 server and real HTTP on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from hypothesis import given
+from hypothesis import strategies as st
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+from consumer.demo import product_image
+from consumer.embedded import free_port
+from consumer.kafka import client_options, ensure_topics
+from consumer.settings import Settings
+from consumer.storage import ObjectStore
+from producer_examples import publish_request
+from producer_examples.dedupe import RecentKeys
+from producer_examples.delivery import DELIVERY_HEADER
+from producer_examples.notifier import NotifierSettings, serve
+from producer_examples.product_hook import ROUTE, HookSettings, make_app
+from producer_examples.products import (
+    DEFAULT_TEMPLATE,
+    ProductCreated,
+    build_request,
+    check_template,
+    derive_request_id,
+    render_prompt,
+)
+from producer_examples.ratelimit import TenantLimiter, TokenBucket
+from producer_examples.signing import SIGNATURE_HEADER, SignatureError, sign, verify
+from producer_examples.waiting import render_progress
+from schemas.events import ID_PATTERN, Timings, VideoRequest, VideoResult
+from tests.conftest import KafkaClient
+
+SECRET = "s3cret-for-tests-only"
+NOW = 1_800_000_000
+TRACEPARENT = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+class FakeClock:
+    def __init__(self, now: float = 0.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def spans() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    yield provider, exporter
+    provider.shutdown()
+
+
+def _by_name(exporter: InMemorySpanExporter, name: str) -> list[ReadableSpan]:
+    return [span for span in exporter.get_finished_spans() if span.name == name]
+
+
+def _trace_id(traceparent: bytes | str) -> str:
+    text = traceparent.decode() if isinstance(traceparent, bytes) else traceparent
+    return text.split("-")[1]
+
+
+# ---------------------------------------------------------------------------------------------- pure parts
+
+
+def test_signature_round_trip_and_rotation() -> None:
+    body = b'{"product_id": "p-1"}'
+    header = sign(body, SECRET, timestamp=NOW)
+    assert re.fullmatch(r"t=\d+,v1=[0-9a-f]{64}", header)
+    assert verify(header, body, [SECRET], now=NOW + 10, tolerance_s=300) == NOW
+    assert verify(header, body, ["new-secret-xxxxxxxx", SECRET], now=NOW, tolerance_s=300) == NOW
+    both = f"{header},v1={sign(body, 'other-secret-xxxxxxx', timestamp=NOW).split('v1=')[1]},v0=legacy"
+    assert verify(both, body, ["other-secret-xxxxxxx"], now=NOW, tolerance_s=300) == NOW
+
+
+@pytest.mark.parametrize(
+    ("header", "body", "now", "reason"),
+    [
+        (None, b"{}", NOW, "missing"),
+        ("", b"{}", NOW, "missing"),
+        (sign(b"{}", "wrong-secret-xxxxxxx", timestamp=NOW), b"{}", NOW, "mismatch"),
+        (sign(b"{}", SECRET, timestamp=NOW), b"{ }", NOW, "mismatch"),  # body changed after signing
+        (sign(b"{}", SECRET, timestamp=NOW - 301), b"{}", NOW, "stale"),
+        (sign(b"{}", SECRET, timestamp=NOW + 301), b"{}", NOW, "future"),
+        ("v1=" + "0" * 64, b"{}", NOW, "malformed"),
+        (f"t={NOW}", b"{}", NOW, "malformed"),
+        (f"t=abc,v1={'0' * 64}", b"{}", NOW, "malformed"),
+        (f"t={NOW},v1=XYZ", b"{}", NOW, "malformed"),
+        (f"t={NOW},t={NOW},v1={'0' * 64}", b"{}", NOW, "malformed"),
+        ("garbage", b"{}", NOW, "malformed"),
+        ("t=²,v1=" + "0" * 64, b"{}", NOW, "malformed"),
+    ],
+)
+def test_signature_refusals(header: str | None, body: bytes, now: int, reason: str) -> None:
+    with pytest.raises(SignatureError) as caught:
+        verify(header, body, [SECRET], now=now, tolerance_s=300)
+    assert caught.value.reason == reason
+
+
+@given(header=st.text(max_size=200), body=st.binary(max_size=64))
+def test_verify_only_ever_raises_signature_error(header: str, body: bytes) -> None:
+    with contextlib.suppress(SignatureError):
+        verify(header, body, [SECRET], now=NOW, tolerance_s=300)
+
+
+def test_token_bucket_allows_a_burst_then_refills_at_the_rate() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(rate=2.0, burst=3, clock=clock)
+    assert [bucket.try_take() for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert bucket.try_take() == pytest.approx(0.5)
+    clock.now = 0.5
+    assert bucket.try_take() == 0.0
+    clock.now = 100.0  # never more than the burst
+    assert [bucket.try_take() == 0.0 for _ in range(4)] == [True, True, True, False]
+    with pytest.raises(ValueError, match="rate"):
+        TokenBucket(rate=0, burst=1, clock=clock)
+
+
+def test_tenant_limiter_keeps_tenants_apart_and_bounded() -> None:
+    clock = FakeClock()
+    limiter = TenantLimiter(rate=1.0, burst=1, clock=clock, max_tenants=2)
+    assert limiter.try_take("a") == 0.0
+    assert limiter.try_take("a") > 0
+    assert limiter.try_take("b") == 0.0  # a's bucket is a's alone
+    limiter.try_take("c")
+    assert len(limiter) == 2
+
+
+def test_recent_keys_forget_the_oldest() -> None:
+    recent = RecentKeys(2)
+    for key in ("a", "b", "a", "c"):
+        recent.add(key)
+    assert "a" in recent and "c" in recent and "b" not in recent and len(recent) == 2
+
+
+def _product(**overrides: Any) -> ProductCreated:
+    fields: dict[str, Any] = {
+        "product_id": "p-1",
+        "shop_id": "shop-1",
+        "title": "Red  Sneaker",
+        "description": "Light,\n breathable.",
+        "image_url": "https://cdn.example.com/p-1.png",
+    }
+    return ProductCreated.model_validate({**fields, **overrides})
+
+
+def test_prompt_templates() -> None:
+    product = _product()
+    assert render_prompt("{title} by {shop_id}: {description}", product) == "Red Sneaker by shop-1: Light, breathable."
+    assert render_prompt(DEFAULT_TEMPLATE, product).startswith("A short product video of Red Sneaker. Light,")
+    long = render_prompt("{description}", _product(description="word " * 1000))
+    assert len(long) <= 1000 and long.endswith("word")
+    for bad in ("{price}", "{title.__class__}", "{title[0]}", "{title!r}", "{title:>30}"):
+        with pytest.raises(ValueError, match="template field"):
+            check_template(bad)
+    with pytest.raises(ValueError, match="template field"):
+        HookSettings(secret=SECRET, templates={"shop-1": "{title.__init__}"})
+
+
+def test_request_ids_are_deterministic_and_follow_the_contract() -> None:
+    render = {"width": 256, "height": 256, "num_frames": 5, "num_inference_steps": 2}
+    first = build_request(_product(), template=DEFAULT_TEMPLATE, render=render)
+    again = build_request(_product(extra_field="ignored"), template=DEFAULT_TEMPLATE, render=render)
+    edited = build_request(_product(title="Blue Sneaker"), template=DEFAULT_TEMPLATE, render=render)
+    other_template = build_request(_product(), template="{title}", render=render)
+    assert first.request_id == again.request_id
+    assert len({first.request_id, edited.request_id, other_template.request_id}) == 3
+    assert re.fullmatch(r"hook:shop-1:p-1:[0-9a-f]{16}", first.request_id)
+    assert (first.tenant_id, first.image_url, first.width) == ("shop-1", "https://cdn.example.com/p-1.png", 256)
+    assert first.metadata == {"product_id": "p-1", "source": "product-created-hook"}
+    longest = derive_request_id("s" * 64, "p" * 40, {"prompt": "x"})
+    assert len(longest) <= 128 and re.fullmatch(ID_PATTERN, longest)
+
+
+def test_progress_line_and_upload_keys() -> None:
+    assert render_progress(3, 6, elapsed_s=1.5, tick=0).startswith("[############............] step 3/6")
+    assert render_progress(None, None, elapsed_s=2.0, tick=1) == "/ waiting for the result    2.0s"
+    key = publish_request.upload_key(b"png-bytes", "Shoe.PNG", prefix="tenant-a/")
+    assert re.fullmatch(r"tenant-a/uploads/[0-9a-f]{32}\.png", key)
+    assert key == publish_request.upload_key(b"png-bytes", "other.png", prefix="tenant-a/")
+
+
+# ------------------------------------------------------------------------------ product hook over real HTTP
+
+
+@dataclass
+class Hook:
+    server: TestServer
+    http: aiohttp.ClientSession
+    exporter: InMemorySpanExporter
+
+    async def post(self, payload: dict[str, Any] | bytes, *, header: str | None = "sign") -> aiohttp.ClientResponse:
+        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        headers = {"Content-Type": "application/json"}
+        if header == "sign":
+            headers[SIGNATURE_HEADER] = sign(body, SECRET, timestamp=int(time.time()))
+        elif header is not None:
+            headers[SIGNATURE_HEADER] = header
+        response = await self.http.post(self.server.make_url(ROUTE), data=body, headers=headers)
+        await response.read()
+        return response
+
+
+@pytest.fixture
+async def hook(settings: Settings, kafka: KafkaClient, spans: Any) -> AsyncIterator[Hook]:
+    provider, exporter = spans
+    hook_settings = HookSettings(
+        secret=SECRET,
+        rate_per_s=0.01,
+        burst=2,
+        templates={"shop-2": "Showcase of {title}"},
+        width=256,
+        height=256,
+        num_frames=5,
+        num_inference_steps=2,
+    )
+    server = TestServer(make_app(hook_settings, settings, tracer=provider.get_tracer("test")), host="127.0.0.1")
+    await server.start_server()
+    async with aiohttp.ClientSession() as http:
+        yield Hook(server, http, exporter)
+    await server.close()
+
+
+def _payload(product_id: str = "p-1", **overrides: Any) -> dict[str, Any]:
+    return {
+        "product_id": product_id,
+        "shop_id": "shop-1",
+        "title": "Red sneaker",
+        "description": "Breathable mesh, white sole.",
+        "image_url": "https://cdn.example.com/p-1.png",
+        "price": "89.00",  # platforms send more than a video needs
+        **overrides,
+    }
+
+
+async def test_hook_accepts_a_signed_webhook_and_publishes_a_traced_request(
+    hook: Hook, kafka: KafkaClient, settings: Settings
+) -> None:
+    response = await hook.post(_payload(shop_id="shop-2"))
+    assert response.status == 202
+    request_id = (await response.json())["request_id"]
+
+    [record] = await kafka.read(settings.requests_topic, 1)
+    assert record.key == request_id.encode()
+    request = VideoRequest.model_validate_json(record.value)
+    assert (request.request_id, request.tenant_id, request.width) == (request_id, "shop-2", 256)
+    assert request.prompt == "Showcase of Red sneaker"  # the shop's own template
+    headers = dict(record.headers)
+    [server_span] = _by_name(hook.exporter, f"POST {ROUTE}")
+    [producer_span] = _by_name(hook.exporter, f"send {settings.requests_topic}")
+    assert server_span.kind == SpanKind.SERVER and producer_span.kind == SpanKind.PRODUCER
+    assert producer_span.parent is not None and producer_span.parent.span_id == server_span.context.span_id
+    assert _trace_id(headers["traceparent"]) == f"{server_span.context.trace_id:032x}"
+    assert producer_span.attributes is not None
+    assert producer_span.attributes["messaging.destination.name"] == settings.requests_topic
+    assert producer_span.attributes["messaging.kafka.message.key"] == request_id
+    assert server_span.attributes is not None and server_span.attributes["http.response.status_code"] == 202
+    async with hook.http.get(hook.server.make_url("/healthz")) as health:
+        assert health.status == 200
+
+
+async def test_hook_refuses_bad_signatures_with_401(hook: Hook) -> None:
+    body = json.dumps(_payload()).encode()
+    stale = sign(body, SECRET, timestamp=int(time.time()) - 3600)
+    for header in (None, "t=1,v1=nothex", sign(body, "not-the-secret-xxxx", timestamp=int(time.time())), stale):
+        response = await hook.post(body, header=header)
+        assert response.status == 401
+    assert (await response.json()) == {"error": "invalid_signature", "reason": "stale"}
+
+
+async def test_hook_names_the_bad_fields_with_422(hook: Hook) -> None:
+    payload = _payload(image_url="http://insecure.example.com/x.png", product_id="has spaces")
+    del payload["title"]
+    response = await hook.post(payload)
+    assert response.status == 422
+    fields = {error["field"] for error in (await response.json())["fields"]}
+    assert fields == {"title", "image_url", "product_id"}
+    assert (await hook.post(b"not json")).status == 422
+
+
+async def test_hook_rate_limits_each_shop_with_429(hook: Hook) -> None:
+    assert [(await hook.post(_payload(f"p-{i}"))).status for i in range(2)] == [202, 202]
+    limited = await hook.post(_payload("p-3"))
+    assert limited.status == 429 and int(limited.headers["Retry-After"]) >= 1
+    assert (await hook.post(_payload("p-3", shop_id="shop-9"))).status == 202  # other shops are unaffected
+
+
+async def test_a_retried_webhook_gets_the_same_request_id_and_is_not_republished(
+    hook: Hook, kafka: KafkaClient, settings: Settings
+) -> None:
+    first = await (await hook.post(_payload())).json()
+    retried = await (await hook.post(_payload(price="79.00"))).json()  # irrelevant fields may differ
+    assert retried == {"request_id": first["request_id"], "duplicate": True}
+    other = await (await hook.post(_payload("p-2"))).json()
+    records = await kafka.read(settings.requests_topic, 2)
+    assert sorted(r.key.decode() for r in records) == sorted([first["request_id"], other["request_id"]])
+
+
+# ---------------------------------------------------------------------------- notifier: real broker, real HTTP
+
+
+@dataclass
+class Receiver:
+    base: str
+    statuses: dict[str, int]
+    received: list[tuple[str, dict[str, str], bytes]] = field(default_factory=list)
+    arrived: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    async def until(self, predicate: Any, timeout_s: float = 60) -> None:
+        async with asyncio.timeout(timeout_s), self.arrived:
+            await self.arrived.wait_for(lambda: predicate(self.received))
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    holder: list[Receiver] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        tenant = request.match_info["tenant"]
+        body = await request.read()
+        state = holder[0]
+        async with state.arrived:
+            state.received.append((tenant, dict(request.headers), body))
+            state.arrived.notify_all()
+        return web.Response(status=state.statuses.get(tenant, 200))
+
+    app = web.Application()
+    app.router.add_post("/hooks/{tenant}", hook)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    holder.append(Receiver(base=f"http://127.0.0.1:{runner.addresses[0][1]}", statuses={}))
+    yield holder[0]
+    await runner.cleanup()
+
+
+@dataclass
+class RunningNotifier:
+    settings: NotifierSettings
+    task: asyncio.Task[int]
+    stop: asyncio.Event
+    port: int
+
+
+@pytest.fixture
+async def notifier(settings: Settings, kafka: KafkaClient, receiver: Receiver, spans: Any) -> AsyncIterator[Any]:
+    provider, _ = spans
+    run = uuid.uuid4().hex[:8]
+    notifier_settings = NotifierSettings(
+        group=f"notifier-{run}",
+        dlq_topic=f"notifier-dlq-{run}",
+        webhooks={tenant: f"{receiver.base}/hooks/{tenant}" for tenant in ("shop-1", "shop-down")},
+        secret=SECRET,
+        max_attempts=3,
+        backoff_initial_s=0.01,
+        backoff_max_s=0.05,
+        timeout_s=5,
+        host="127.0.0.1",
+        port=0,
+        shutdown_grace_s=5,
+    )
+    # Created up front: KafkaClient.read() needs the topic in its metadata when it starts.
+    await ensure_topics(settings, [notifier_settings.dlq_topic])
+    stop = asyncio.Event()
+    port: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(
+        serve(settings, notifier_settings, stop, tracer=provider.get_tracer("test"), on_http_port=port.set_result)
+    )
+    await asyncio.wait([port, task], timeout=30, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        task.result()
+    running = RunningNotifier(notifier_settings, task, stop, port.result())
+    yield running
+    stop.set()
+    await asyncio.wait_for(task, 30)
+
+
+def _result(request_id: str, tenant: str = "shop-1", status: str = "completed") -> bytes:
+    now = datetime.now(UTC)
+    result = VideoResult(
+        request_id=request_id,
+        tenant_id=tenant,
+        status=status,  # type: ignore[arg-type]
+        timings=Timings(received_at=now, completed_at=now),
+        worker_id="test-worker",
+        model="tiny",
+    )
+    return result.model_dump_json().encode()
+
+
+async def _publish_result(kafka: KafkaClient, request_id: str, value: bytes) -> None:
+    await kafka.producer.send_and_wait(
+        kafka.settings.results_topic,
+        key=request_id.encode(),
+        value=value,
+        partition=0,  # one partition: the order of arrival is the order of publishing
+        headers=[("traceparent", TRACEPARENT)],
+    )
+
+
+async def _committed(settings: Settings, group: str) -> int | None:
+    consumer = AIOKafkaConsumer(**client_options(settings), group_id=group)
+    await consumer.start()
+    try:
+        offset: int | None = await consumer.committed(TopicPartition(settings.results_topic, 0))
+        return offset
+    finally:
+        await consumer.stop()
+
+
+async def test_notifier_delivers_each_result_once_signed_and_traced(
+    notifier: RunningNotifier, kafka: KafkaClient, receiver: Receiver, settings: Settings
+) -> None:
+    value = _result("req-a")
+    await _publish_result(kafka, "req-a", value)
+    await _publish_result(kafka, "req-a", value)  # redelivered by an at-least-once producer
+    await _publish_result(kafka, "req-quiet", _result("req-quiet", tenant="shop-without-webhook"))
+    await _publish_result(kafka, "req-b", _result("req-b"))
+    await receiver.until(lambda seen: "req-b" in [_rid(body) for _, _, body in seen])
+
+    delivered = [_rid(body) for _, _, body in receiver.received]
+    assert delivered == ["req-a", "req-b"]
+    tenant, headers, body = receiver.received[0]
+    assert tenant == "shop-1" and body == value
+    verify(headers[SIGNATURE_HEADER], body, [SECRET], now=time.time(), tolerance_s=300)
+    assert headers[DELIVERY_HEADER] == "req-a:completed"
+    assert _trace_id(headers["traceparent"]) == _trace_id(TRACEPARENT)  # the result's trace continues
+
+    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{notifier.port}/healthz") as health:
+        assert health.status == 200 and (await health.json())["consumer_group"] is True
+    notifier.stop.set()
+    assert await asyncio.wait_for(notifier.task, 30) == 0
+    assert await _committed(settings, notifier.settings.group) == 4  # all four answered and committed
+
+
+async def test_notifier_dead_letters_after_the_last_failed_attempt(
+    notifier: RunningNotifier, kafka: KafkaClient, receiver: Receiver, spans: Any
+) -> None:
+    receiver.statuses["shop-down"] = 500
+    value = _result("req-down", tenant="shop-down", status="failed")
+    await _publish_result(kafka, "req-down", value)
+
+    [dead] = await kafka.read(notifier.settings.dlq_topic, 1, timeout_s=60)
+    headers = dict(dead.headers)
+    assert dead.key == b"req-down" and dead.value == value
+    assert headers["vidgen-error-code"] == b"delivery_failed"
+    assert headers["vidgen-delivery-attempts"] == b"3"
+    assert headers["vidgen-original-topic"] == kafka.settings.results_topic.encode()
+    assert headers["vidgen-original-offset"] == b"0"
+    assert headers["traceparent"] == TRACEPARENT
+    assert [tenant for tenant, _, _ in receiver.received] == ["shop-down"] * 3
+    _, exporter = spans
+    posts = _by_name(exporter, "POST")
+    assert [span.kind for span in posts] == [SpanKind.CLIENT] * 3
+    assert {f"{span.context.trace_id:032x}" for span in posts} == {_trace_id(TRACEPARENT)}
+
+
+def _rid(body: bytes) -> str:
+    return str(json.loads(body)["request_id"])
+
+
+# ------------------------------------------------------------------------------------------ publish_request
+
+
+def _run_cli(argv: list[str], settings: Settings, provider: TracerProvider | None = None) -> Any:
+    return asyncio.to_thread(publish_request.main, argv, settings=settings, tracer_provider=provider)
+
+
+@pytest.fixture
+def shoe_png(tmp_path: Path) -> Path:
+    image = tmp_path / "Shoe.png"
+    image.write_bytes(product_image(256, 256))
+    return image
+
+
+async def test_publish_request_uploads_the_image_and_publishes_a_valid_traced_request(
+    kafka: KafkaClient, store: ObjectStore, spans: Any, shoe_png: Path, capsys: Any
+) -> None:
+    provider, exporter = spans
+    settings = kafka.settings
+    image = shoe_png
+    argv = ["--prompt", "a red sneaker", "--image", str(image), "--tenant", "shop-7", "--request-id", "cli-up-1"]
+    argv += ["--width", "256", "--height", "256", "--frames", "5", "--steps", "2", "--metadata", "sku=42"]
+    assert await _run_cli(argv, settings, provider) == 0
+    assert capsys.readouterr().out.strip() == "cli-up-1"
+
+    key = publish_request.upload_key(image.read_bytes(), image.name)
+    stored = await store.head(key)
+    assert stored is not None and stored.size == image.stat().st_size
+    [record] = await kafka.read(settings.requests_topic, 1)
+    request = VideoRequest.model_validate_json(record.value)
+    assert request.image_url == f"s3://{settings.s3_bucket}/{key}"
+    assert (request.tenant_id, request.num_frames, request.metadata) == ("shop-7", 5, {"sku": "42"})
+    [span] = _by_name(exporter, f"send {settings.requests_topic}")
+    assert span.kind == SpanKind.PRODUCER
+    assert _trace_id(dict(record.headers)["traceparent"]) == f"{span.context.trace_id:032x}"
+
+
+async def test_publish_request_refuses_bad_arguments_before_any_io(
+    settings: Settings, tmp_path: Path, capsys: Any
+) -> None:
+    assert await _run_cli(["--prompt", "x", "--width", "500"], settings) == publish_request.EXIT_USAGE
+    assert "multiple of 16" in capsys.readouterr().err
+    assert await _run_cli(["--prompt", "x", "--image", str(tmp_path / "missing.png")], settings) == 64
+    assert await _run_cli(["--image-url", "s3://b/k"], settings) == 64  # --prompt is required
+
+
+async def test_publish_request_times_out_with_exit_2(settings: Settings, kafka: KafkaClient, capsys: Any) -> None:
+    assert await _run_cli(["--prompt", "x", "--wait", "--timeout", "1"], settings) == publish_request.EXIT_TIMEOUT
+    assert "no result" in capsys.readouterr().err
+
+
+async def test_publish_request_says_when_kafka_is_unusable(settings: Settings, capsys: Any) -> None:
+    no_topic = settings.model_copy(update={"create_topics": False, "results_topic": "never-created"})
+    assert await _run_cli(["--prompt", "x", "--wait"], no_topic) == 69
+    assert "never-created does not exist" in capsys.readouterr().err
+    no_broker = settings.model_copy(update={"kafka_bootstrap_servers": f"127.0.0.1:{free_port()}"})
+    assert await _run_cli(["--prompt", "x"], no_broker) == 69
+    assert "cannot publish" in capsys.readouterr().err
+
+
+async def test_publish_request_waits_for_the_result_of_a_real_worker(
+    settings: Settings, kafka: KafkaClient, store: ObjectStore, start_worker: Any, capsys: Any
+) -> None:
+    await start_worker(settings)
+    small = ["--width", "256", "--height", "256", "--frames", "5", "--steps", "2", "--timeout", "120", "--wait"]
+
+    rejected = await _run_cli(["--prompt", "x", "--image-url", "s3://elsewhere/x.png", *small], settings)
+    assert rejected == publish_request.EXIT_FAILED
+    capsys.readouterr()
+
+    assert await _run_cli(["--prompt", "a red sneaker", "--request-id", "cli-wait-1", *small], settings) == 0
+    out = capsys.readouterr().out
+    request_id, _, result_json = out.partition("\n")
+    assert request_id == "cli-wait-1"
+    result = VideoResult.model_validate_json(result_json)
+    assert (result.request_id, result.status) == ("cli-wait-1", "completed")
+    assert result.video is not None and result.video.num_frames == 5
