@@ -14,7 +14,9 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
+from consumer.errors import VidgenError
 from consumer.intake import DeadLetter, parse_request
+from consumer.retry_policy import ATTEMPT, NOT_BEFORE, ROUND
 from schemas.events import ID_PATTERN, VideoRequest, VideoResult
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
@@ -64,6 +66,10 @@ def _resolve(doc: dict[str, Any], ref: str) -> Any:
     return _pointer(doc, fragment)
 
 
+def _subclasses(cls: type[VidgenError]) -> list[type[VidgenError]]:
+    return [sub for direct in cls.__subclasses__() for sub in (direct, *_subclasses(direct))]
+
+
 def _message(doc: dict[str, Any], name: str) -> dict[str, Any]:
     message = doc["components"]["messages"][name]
     assert isinstance(message, dict)
@@ -88,6 +94,8 @@ def test_channels_have_the_topic_addresses_and_their_messages(doc: dict[str, Any
     for address, message in expected.items():
         messages = by_address[address]["messages"]
         assert [m["$ref"] for m in messages.values()] == [f"#/components/messages/{message}"]
+    retry = by_address["video.requests.retry"]["messages"]
+    assert [m["$ref"] for m in retry.values()] == ["#/components/messages/RetriedRequest"]
     assert "video.progress" in by_address  # optional, documented as such
     assert "not published by the v1 worker" in by_address["video.progress"]["description"]
 
@@ -146,11 +154,24 @@ def test_keys_are_request_ids(doc: dict[str, Any]) -> None:
 def test_dead_letter_headers_and_codes_are_what_the_worker_writes(doc: dict[str, Any]) -> None:
     headers = _message(doc, "DeadLetter")["headers"]
     assert set(headers["required"]) == DLQ_HEADERS
-    produced = set()
+    unanswerable = set()
     for value in (None, b"x" * 2048, b"\xff\xfe", b"{", b"[1]", b"{}"):
         outcome = parse_request(value, max_bytes=1024)
         assert isinstance(outcome, DeadLetter)
-        produced.add(outcome.code)
-    assert set(headers["properties"]["vidgen-error-code"]["enum"]) == produced
+        unanswerable.add(outcome.code)
+    # Requests that exhaust their retries carry the code of a retriable error.
+    retriable = {cls.code for cls in _subclasses(VidgenError) if cls.retriable}
+    code = headers["properties"]["vidgen-error-code"]
+    examples = set(code["examples"])
+    assert unanswerable <= examples and examples - unanswerable
+    assert examples - unanswerable <= retriable, "every example is a code the worker can write"
+    for example in code["examples"]:
+        Draft202012Validator(code).validate(example)
     for example in _message(doc, "DeadLetter")["examples"]:
         Draft202012Validator(headers).validate(example["headers"])
+
+
+def test_retry_topic_headers_are_what_the_worker_writes(doc: dict[str, Any]) -> None:
+    message = _message(doc, "RetriedRequest")
+    assert set(message["headers"]["required"]) == {ATTEMPT, ROUND, NOT_BEFORE}
+    assert message["payload"] == _message(doc, "VideoRequest")["payload"]  # the request, unchanged
