@@ -7,12 +7,17 @@ import functools
 import logging
 from collections.abc import Callable
 
+import torch
 from opentelemetry.trace import Tracer
 
 from consumer.errors import VidgenError
 from consumer.fetching import FetchPolicy
 from consumer.http_server import bound_port, start_http
 from consumer.kafka import ensure_topics, make_consumer, make_producer, worker_topics
+from consumer.memory.admission import SafetyMargin
+from consumer.memory.gate import MemoryGate
+from consumer.memory.modes import MemoryMode, supported_modes
+from consumer.memory.probe import CpuBudgetProbe, CudaProbe, MemoryProbe
 from consumer.metrics import Metrics
 from consumer.policy import ContentPolicy
 from consumer.processing import Processor
@@ -40,6 +45,7 @@ async def serve(
     on_http_port: Callable[[int], None] | None = None,
     tracer: Tracer | None = None,
     renderer: Renderer | None = None,
+    memory_probe: MemoryProbe | None = None,
 ) -> int:
     """Run one worker until `stop` is set. Returns the process exit code: 0 after a clean drain, 1 when the
     model is unusable (the orchestrator should restart the process)."""
@@ -53,7 +59,9 @@ async def serve(
             device=device,
             dtype=resolve_dtype(settings.dtype, device),
             standin_render_s=settings.standin_render_s,
-        )
+        ),
+        device=device,
+        oom_downgrade=settings.oom_downgrade,
     )
     worker: Worker | None = None
 
@@ -119,6 +127,18 @@ async def serve(
                         fields=("prompt", "negative_prompt") if settings.policy_check_negative_prompt else ("prompt",),
                     ),
                 )
+                probe = memory_probe or _default_probe(settings, renderer.device)
+                memory = None
+                if probe is not None and settings.model != "standin":
+                    memory = MemoryGate(
+                        probe,
+                        renderer.profile,
+                        margin=SafetyMargin(settings.memory_margin_bytes, settings.memory_margin_fraction),
+                        forced=None if settings.memory_mode == "auto" else MemoryMode(settings.memory_mode),
+                        allowed=supported_modes(renderer.device),
+                        held_bytes=renderer.held_bytes,
+                        metrics=metrics,
+                    )
                 worker = Worker(
                     settings=settings,
                     consumer_factory=functools.partial(make_consumer, settings),
@@ -128,6 +148,7 @@ async def serve(
                     metrics=metrics,
                     tracer=tracer,
                     on_progress=on_progress,
+                    memory=memory,
                 )
                 await _run_until_stop_or_broken(worker, renderer, stop)
             finally:
@@ -140,6 +161,15 @@ async def serve(
         log.error("exiting non-zero: %s", renderer.failure)
         return 1
     return 0
+
+
+def _default_probe(settings: Settings, device: torch.device) -> MemoryProbe | None:
+    """The GPU's own free memory; on a CPU worker, the configured budget (no budget: no admission)."""
+    if device.type == "cuda":
+        return CudaProbe(device.index or 0, backend=settings.memory_probe)
+    if settings.cpu_memory_budget_bytes is not None:
+        return CpuBudgetProbe(settings.cpu_memory_budget_bytes)
+    return None
 
 
 async def _run_until_stop_or_broken(worker: Worker, renderer: Renderer, stop: asyncio.Event) -> None:

@@ -15,6 +15,7 @@ __all__ = [
     "RenderFailed",
     "RenderTimeout",
     "StorageError",
+    "TooLargeForWorker",
     "VidgenError",
 ]
 
@@ -98,6 +99,12 @@ class RenderTimeout(VidgenError):
     """The render ran past its deadline and was stopped between denoising steps."""
 
     code = "render_timeout"
+
+
+class TooLargeForWorker(VidgenError):
+    """The render cannot fit this worker's device memory even in its most frugal memory mode."""
+
+    code = "too_large_for_worker"
 
 
 class ModelUnavailable(VidgenError):

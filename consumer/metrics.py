@@ -49,9 +49,22 @@ class Metrics:
             buckets=(1e4, 1e5, 5e5, 1e6, 5e6, 1e7, 5e7, 1e8),
             registry=r,
         )
+        self.records_fetched = Counter("vidgen_records_fetched", "Records taken from Kafka.", registry=r)
         self.inflight = Gauge("vidgen_inflight_jobs", "Requests being processed.", registry=r)
         self.partitions_paused = Gauge("vidgen_partitions_paused", "Assigned partitions currently paused.", registry=r)
         self.cache_hits = Counter("vidgen_cache_hits", "Requests answered from an existing object.", registry=r)
+        self.vram_free = Gauge("vidgen_vram_free_bytes", "Free device memory at the last probe.", registry=r)
+        self.vram_total = Gauge("vidgen_vram_total_bytes", "Total device memory.", registry=r)
+        self.job_estimate_bytes = Gauge(
+            "vidgen_job_estimate_bytes", "Estimated peak memory reserved by admitted jobs.", registry=r
+        )
+        self.memory_waiting = Gauge(
+            "vidgen_memory_waiting_jobs", "Jobs waiting for device memory (fetching is paused meanwhile).", registry=r
+        )
+        self.admission_wait_seconds = Counter(
+            "vidgen_admission_wait_seconds", "Time jobs spent waiting for memory (partitions paused).", registry=r
+        )
+        self.renders = Counter("vidgen_renders", "Renders by memory mode.", ["memory_mode"], registry=r)
         self.rebalances = Counter(
             "vidgen_rebalances", "Partition assignments received (each rebalance counts once).", registry=r
         )

@@ -18,6 +18,7 @@ from consumer.errors import VidgenError
 from consumer.imaging import decode_image, fit_image
 from consumer.keys import ObjectKeys, content_key, derive_seed, object_keys
 from consumer.media import POSTER_TYPES, encode_mp4, encode_poster
+from consumer.memory.modes import MemoryMode
 from consumer.metrics import Metrics, resolution_label
 from consumer.policy import Moderator
 from consumer.render.renderer import ProgressFn, Renderer, RenderSpec
@@ -49,6 +50,7 @@ class _Stages:
     render_ms: int | None = None
     encode_ms: int | None = None
     upload_ms: int | None = None
+    memory_mode: MemoryMode | None = None
 
     def timings(self, completed_at: datetime) -> Timings:
         return Timings(
@@ -94,8 +96,9 @@ class Processor:
         record_time: datetime | None = None,
         attempt: int = 1,
         on_progress: ProgressFn | None = None,
+        memory_mode: MemoryMode | None = None,
     ) -> VideoResult:
-        stages = _Stages(received_at=received_at)
+        stages = _Stages(received_at=received_at, memory_mode=memory_mode)
         try:
             return await self._process(request, stages, record_time or received_at, attempt, on_progress)
         except VidgenError as exc:
@@ -175,6 +178,7 @@ class Processor:
             timings=stages.timings(self._clock()),
             attempt=attempt,
             identity=self._identity,
+            memory_mode=stages.memory_mode.value if stages.memory_mode else None,
         )
 
     async def _start_image(self, request: VideoRequest) -> tuple[Image.Image | None, str | None]:
@@ -211,7 +215,12 @@ class Processor:
         self._metrics.queue_wait_seconds.observe(max(0.0, (stages.render_started_at - record_time).total_seconds()))
         started = time.perf_counter()
         timeout_s = min(self._settings.render_timeout_s, request.render_timeout_s or self._settings.render_timeout_s)
-        frames = await self._renderer.render(spec, image, timeout_s=timeout_s, on_progress=on_progress)
+        rendered = await self._renderer.render(
+            spec, image, timeout_s=timeout_s, on_progress=on_progress, mode=stages.memory_mode
+        )
+        frames = rendered.frames
+        stages.memory_mode = rendered.mode
+        self._metrics.renders.labels(memory_mode=rendered.mode.value if rendered.mode else "unmanaged").inc()
         stages.render_ms = _ms_since(started)
         stages.render_finished_at = self._clock()
         self._metrics.render_seconds.labels(

@@ -28,11 +28,13 @@ def completed(
     timings: Timings,
     attempt: int,
     identity: Identity,
+    memory_mode: str | None = None,
 ) -> VideoResult:
     return VideoResult(
         request_id=request.request_id,
         tenant_id=request.tenant_id,
         status="completed",
+        memory_mode=memory_mode,
         video=video,
         cache_hit=cache_hit,
         metadata=dict(request.metadata),

@@ -121,6 +121,18 @@ class Settings(BaseSettings):
     standin_render_s: float = Field(
         1.0, ge=0, description="Only with VIDGEN_MODEL=standin (benchmarks, fault tests): seconds each render holds."
     )
+    memory_mode: Literal["auto", "resident", "vae_tiling", "model_offload", "sequential_offload"] = Field(
+        "auto", description="`auto`: per request, the fastest mode that fits the device's total memory."
+    )
+    memory_margin_bytes: int = Field(1 << 30, ge=0, description="Device memory never planned for (CUDA context).")
+    memory_margin_fraction: float = Field(
+        0.05, ge=0, lt=1, description="Plus this share of the device (fragmentation)."
+    )
+    memory_probe: Literal["torch", "nvml"] = Field("torch", description="How free GPU memory is read.")
+    cpu_memory_budget_bytes: int | None = Field(
+        None, ge=1, description="On a CPU-only worker, admit renders against this budget; unset: no admission."
+    )
+    oom_downgrade: bool = Field(True, description="On CUDA out-of-memory, retry once in a more frugal memory mode.")
     poster_format: Literal["jpeg", "webp"] = Field("jpeg", description="Poster image (first frame) format.")
 
     # Service

@@ -16,7 +16,11 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 
+from consumer.errors import TooLargeForWorker
 from consumer.intake import DeadLetter, Rejection, parse_request
+from consumer.memory.admission import Reject
+from consumer.memory.gate import MemoryGate
+from consumer.memory.modes import MemoryMode
 from consumer.metrics import Metrics
 from consumer.offsets import OffsetTracker
 from consumer.pending import Job, PendingJobs
@@ -67,7 +71,10 @@ class Worker:
         tracer: Tracer | None = None,
         clock: Clock = utc_now,
         on_progress: ProgressSink | None = None,
+        memory: MemoryGate | None = None,
     ) -> None:
+        self._memory = memory
+        self._draining = False
         self._settings = settings
         self._consumer_factory = consumer_factory
         self._publisher = publisher
@@ -114,7 +121,9 @@ class Worker:
 
     async def _poll(self, *, accepting: bool) -> None:
         consumer = self._require_consumer()
-        room = self._pending.room if accepting else 0
+        # While a job waits for device memory nothing more is fetched: the backlog stays in Kafka.
+        waiting = self._memory is not None and self._memory.waiting
+        room = self._pending.room if accepting and not waiting else 0
         assigned = consumer.assignment()
         now_ms = self._now_ms()
         self._delayed = {tp: until for tp, until in self._delayed.items() if until > now_ms and tp in assigned}
@@ -127,6 +136,7 @@ class Worker:
         batch = await consumer.getmany(timeout_ms=self._poll_timeout_ms(), max_records=max(room, 1))
         for tp, records in batch.items():
             for record in records:
+                self._metrics.records_fetched.inc()
                 if not self._intake(tp, record, now_ms):
                     break
         if accepting:
@@ -165,10 +175,10 @@ class Worker:
                 result = failed(job.request, error, timings=_timings(job), attempt=1, identity=self._identity)
                 self._spawn(job.tp, job.record, self._answer(job.record, result, job.received_at))
 
-    def _spawn(self, tp: TopicPartition, record: Record, work: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, tp: TopicPartition, record: Record, work: Coroutine[Any, Any, bool]) -> None:
         async def job() -> None:
-            await work
-            self._tracker.finish(tp, record.offset)
+            if await work:  # False: abandoned unanswered, so the offset must not be committed past it
+                self._tracker.finish(tp, record.offset)
             self._metrics.inflight.set(len(self._running))
 
         task = asyncio.create_task(job(), name=f"job-{tp.topic}-{tp.partition}-{record.offset}")
@@ -186,28 +196,46 @@ class Worker:
         self.crash = task.exception()
         log.critical("job %s crashed: %r; stopping the worker", task.get_name(), self.crash)
 
-    async def _run(self, job: Job) -> None:
+    async def _run(self, job: Job) -> bool:
         try:
             with self._span(job.record) as span:
-                result = await self._process_with_retries(job.request, job.record, job.received_at)
+                mode = None
+                if self._memory is not None:
+                    with self._tracer.start_as_current_span("admission wait"):
+                        admission = await self._memory.admit(job.request, stop=lambda: self._draining)
+                    if admission is None:
+                        return False
+                    if isinstance(admission, Reject):
+                        error = TooLargeForWorker(admission.message)
+                        refusal = failed(job.request, error, timings=_timings(job), attempt=1, identity=self._identity)
+                        await self._publish(span, refusal)
+                        return True
+                    mode = admission.mode
+                try:
+                    result = await self._process_with_retries(job.request, job.record, job.received_at, mode)
+                finally:
+                    if self._memory is not None:
+                        self._memory.release(job.request)
                 if result is not None:
                     await self._publish(span, result)
+                return True
         finally:
             self._pending.release(job)
 
     async def _answer(
         self, record: Record, outcome: DeadLetter | Rejection | VideoResult, received_at: datetime
-    ) -> None:
+    ) -> bool:
         """Records answered without rendering: dead letters, rejections, quota refusals."""
         with self._span(record) as span:
             if isinstance(outcome, DeadLetter):
                 _mark_error(span, outcome.code)
                 self._metrics.dead_letters.labels(code=outcome.code).inc()
                 await self._publisher.dead_letter(record, code=outcome.code, message=outcome.message)
-                return
+                return True
             if isinstance(outcome, Rejection):
                 outcome = rejected(outcome, received_at=received_at, identity=self._identity)
             await self._publish(span, outcome)
+            return True
 
     def _span(self, record: Record) -> contextlib.AbstractContextManager[Span]:
         span = self._tracer.start_as_current_span(
@@ -222,7 +250,7 @@ class Worker:
         await self._publisher.result(result)
 
     async def _process_with_retries(
-        self, request: VideoRequest, record: Record, received_at: datetime
+        self, request: VideoRequest, record: Record, received_at: datetime, mode: MemoryMode | None
     ) -> VideoResult | None:
         """Retry transient failures in process with backoff, then hand the request to the retry topic, and after
         the last round fail it for good (result `failed`, retryable) with a copy in the DLQ. None: handed on."""
@@ -237,6 +265,7 @@ class Worker:
                 record_time=datetime.fromtimestamp(record.timestamp / 1000, UTC),
                 attempt=attempt,
                 on_progress=progress,
+                memory_mode=mode,
             )
             if result.status != "failed" or result.error is None or not result.error.retryable:
                 return result
@@ -298,6 +327,7 @@ class Worker:
     async def _drain(self) -> None:
         """Shutdown: no new records; keep polling (paused) so the member stays alive while jobs finish."""
         deadline = time.monotonic() + self._settings.shutdown_grace_s
+        self._draining = True
         self._pending.drop()
         log.info("draining %d in-flight job(s)", len(self._running))
         while list(self._running) and time.monotonic() < deadline:

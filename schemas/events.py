@@ -134,3 +134,8 @@ class VideoResult(BaseModel):
     attempt: int = Field(1, ge=1, description="How many attempts this result took.")
     worker_id: str
     model: str = Field(description="Checkpoint id or path, or `tiny`.")
+    memory_mode: str | None = Field(
+        None,
+        description="How the render held the model: resident, vae_tiling, model_offload or sequential_offload "
+        "(null when nothing was rendered or modes are not managed).",
+    )

@@ -123,7 +123,7 @@ async def start_worker(
 ) -> AsyncIterator[Callable[..., Any]]:
     running: list[RunningWorker] = []
 
-    async def start(settings: Settings, *, renderer: Renderer | None = None) -> RunningWorker:
+    async def start(settings: Settings, *, renderer: Renderer | None = None, **serve_options: Any) -> RunningWorker:
         stop = asyncio.Event()
         port: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         progress: list[tuple[str, int, int]] = []
@@ -134,6 +134,7 @@ async def start_worker(
                 renderer=renderer or tiny_renderer,
                 on_http_port=port.set_result,
                 on_progress=lambda *event: progress.append(event),
+                **serve_options,
             )
         )
         done, _ = await asyncio.wait([port, task], timeout=30, return_when=asyncio.FIRST_COMPLETED)

@@ -23,7 +23,7 @@ SPEC = RenderSpec(
 
 async def _render(renderer: Renderer, spec: RenderSpec = SPEC, image: Image.Image | None = None) -> np.ndarray:
     await renderer.start()
-    return await renderer.render(spec, image, timeout_s=60)
+    return (await renderer.render(spec, image, timeout_s=60)).frames
 
 
 async def test_same_seed_same_frames_other_seed_other_frames(tiny_renderer: Renderer) -> None:

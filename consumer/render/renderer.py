@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
+import gc
 import logging
 import threading
 import time
@@ -19,8 +21,10 @@ from PIL import Image
 
 from consumer.errors import ModelUnavailable, RenderFailed, RenderTimeout, VidgenError
 from consumer.media import to_uint8
+from consumer.memory.modes import MemoryMode, apply_mode, current_mode, more_frugal, supported_modes
+from consumer.memory.profile import ModelMemoryProfile
 
-__all__ = ["ProgressFn", "RenderSpec", "Renderer", "RendererState"]
+__all__ = ["ProgressFn", "RenderSpec", "Rendered", "Renderer", "RendererState"]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +44,12 @@ class RenderSpec:
     seed: int
 
 
+@dataclass(frozen=True)
+class Rendered:
+    frames: NDArray[np.uint8]  # (F, H, W, 3)
+    mode: MemoryMode | None  # the memory mode it ran in (None: modes not managed, e.g. the stand-in)
+
+
 class _Abandoned(Exception):
     """Raised inside the pipeline's step callback when the waiting job was cancelled."""
 
@@ -47,8 +57,12 @@ class _Abandoned(Exception):
 class Renderer:
     """Load once, render many. `state` makes a broken model a visible failure instead of a hang."""
 
-    def __init__(self, load: Callable[[], Any]) -> None:
+    def __init__(
+        self, load: Callable[[], Any], *, device: torch.device | None = None, oom_downgrade: bool = True
+    ) -> None:
         self._load = load
+        self.device = device or torch.device("cpu")
+        self._oom_downgrade = oom_downgrade
         self._pipeline: Any = None
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="render")
         self._lock = asyncio.Lock()
@@ -70,6 +84,19 @@ class Renderer:
             raise ModelUnavailable(self.failure or "model load failed") from exc
         self.state = "ready"
 
+    def profile(self) -> ModelMemoryProfile:
+        """Weights and dimensions of the loaded pipeline, for memory estimates."""
+        return ModelMemoryProfile.for_pipeline(self._pipeline)
+
+    def held_bytes(self) -> int:
+        """Weights the device probe already counts as used: all of them while the model is resident on a GPU."""
+        if self.device.type != "cuda" or current_mode(self._pipeline) not in (
+            MemoryMode.RESIDENT,
+            MemoryMode.VAE_TILING,
+        ):
+            return 0
+        return self.profile().weights_bytes
+
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
@@ -80,8 +107,10 @@ class Renderer:
         *,
         timeout_s: float,
         on_progress: ProgressFn | None = None,
-    ) -> NDArray[np.uint8]:
-        """Frames (F, H, W, 3) uint8. Raises RenderTimeout past the deadline, RenderFailed on a crash."""
+        mode: MemoryMode | None = None,
+    ) -> Rendered:
+        """Render in `mode` (None: as the pipeline is). Raises RenderTimeout past the deadline, RenderFailed on a
+        crash; a CUDA out-of-memory error is retried once in a more frugal mode first."""
         if self.state == "failed":
             raise ModelUnavailable(f"renderer is broken: {self.failure}")
         loop = asyncio.get_running_loop()
@@ -95,26 +124,63 @@ class Renderer:
             self.state = "busy"
             future = loop.run_in_executor(
                 self._executor,
-                self._render_sync,
-                spec,
-                image,
-                time.monotonic() + timeout_s,
-                abandon,
-                progress,
+                functools.partial(
+                    self._render_sync,
+                    spec,
+                    image,
+                    deadline=time.monotonic() + timeout_s,
+                    abandon=abandon,
+                    progress=progress,
+                    mode=mode,
+                ),
             )
             try:
-                return await future
+                rendered: Rendered = await future
             except asyncio.CancelledError:
                 abandon.set()  # the thread stops at the next denoising step
                 raise
             finally:
                 if self.state == "busy":
                     self.state = "ready"
+        return rendered
 
     def _render_sync(
         self,
         spec: RenderSpec,
         image: Image.Image | None,
+        *,
+        deadline: float,
+        abandon: threading.Event,
+        progress: ProgressFn,
+        mode: MemoryMode | None,
+    ) -> Rendered:
+        if mode is not None and current_mode(self._pipeline) != mode:
+            apply_mode(self._pipeline, mode, self.device)
+        try:
+            frames = self._denoise(spec, image, deadline=deadline, abandon=abandon, progress=progress)
+        except torch.OutOfMemoryError as exc:
+            _free_device_memory()
+            frugal = more_frugal(mode or current_mode(self._pipeline)) if self._oom_downgrade else None
+            if frugal is None or frugal not in supported_modes(self.device):
+                raise RenderFailed(f"out of device memory: {exc}", code="out_of_memory") from exc
+            log.warning("out of memory in mode %s; retrying once in %s", mode, frugal.value)
+            apply_mode(self._pipeline, frugal, self.device)
+            try:
+                return Rendered(
+                    self._denoise(spec, image, deadline=deadline, abandon=abandon, progress=progress), frugal
+                )
+            except torch.OutOfMemoryError as again:
+                _free_device_memory()
+                raise RenderFailed(
+                    f"out of device memory even in {frugal.value}: {again}", code="out_of_memory"
+                ) from again
+        return Rendered(frames, mode)
+
+    def _denoise(
+        self,
+        spec: RenderSpec,
+        image: Image.Image | None,
+        *,
         deadline: float,
         abandon: threading.Event,
         progress: ProgressFn,
@@ -147,7 +213,7 @@ class Renderer:
                     output_type="np",
                     callback_on_step_end=on_step_end,
                 )
-        except (VidgenError, _Abandoned):
+        except (VidgenError, _Abandoned, torch.OutOfMemoryError):
             raise
         except Exception as exc:
             if _is_fatal(exc):
@@ -161,6 +227,12 @@ class Renderer:
         self.state = "failed"
         self.failure = reason
         log.error("renderer failed: %s", reason)
+
+
+def _free_device_memory() -> None:
+    gc.collect()  # the failed step's tensors are only unreachable once the traceback frames are gone
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _is_fatal(exc: Exception) -> bool:
