@@ -20,7 +20,8 @@ from consumer.memory.modes import MemoryMode, supported_modes
 from consumer.memory.probe import CpuBudgetProbe, CudaProbe, MemoryProbe
 from consumer.metrics import Metrics
 from consumer.policy import ContentPolicy
-from consumer.processing import Processor
+from consumer.processing import Processor, utc_now
+from consumer.progress import ProgressReporter
 from consumer.publisher import Publisher
 from consumer.render.loader import load_pipeline, resolve_device, resolve_dtype
 from consumer.render.renderer import Renderer
@@ -126,6 +127,7 @@ async def serve(
                         path=settings.banned_terms_file,
                         fields=("prompt", "negative_prompt") if settings.policy_check_negative_prompt else ("prompt",),
                     ),
+                    tracer=tracer,
                 )
                 probe = memory_probe or _default_probe(settings, renderer.device)
                 memory = None
@@ -149,6 +151,7 @@ async def serve(
                     tracer=tracer,
                     on_progress=on_progress,
                     memory=memory,
+                    progress=ProgressReporter(producer, settings, clock=utc_now) if settings.progress_events else None,
                 )
                 await _run_until_stop_or_broken(worker, renderer, stop)
             finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -21,11 +22,23 @@ log = logging.getLogger("consumer")
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] in (["submit"], ["watch"]):
+        # Client commands of the producer examples, with their own arguments and exit codes.
+        from producer_examples.publish_request import main as submit_main
+        from producer_examples.publish_request import watch_main
+
+        configure_logging(fmt="text", level="WARNING")
+        if argv[0] == "submit":
+            return submit_main(argv[1:], prog="vidgen submit")
+        return watch_main(argv[1:], prog="vidgen watch")
     parser = argparse.ArgumentParser(prog="vidgen", description="Kafka-driven EasyAnimate video worker.")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("run", help="run a worker in the consumer group (configured by VIDGEN_* variables)")
     demo = commands.add_parser("demo", help="render one product video end to end with embedded services")
     demo.add_argument("--output", type=Path, default=Path("demo-output"), help="where to save the files")
+    commands.add_parser("submit", help="publish one request (see `vidgen submit --help`)")
+    commands.add_parser("watch", help="follow one request's progress until its result (REQUEST_ID)")
     args = parser.parse_args(argv)
 
     try:
@@ -49,19 +62,26 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(settings: Settings) -> int:
     from consumer.app import serve
+    from consumer.telemetry import tracer_provider_from_env
+
+    provider = tracer_provider_from_env(os.environ, default_service_name="vidgen-worker")
+    tracer = provider.get_tracer("vidgen.worker") if provider is not None else None
 
     async def runner() -> int:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, _request_stop, stop, signum)
-        return await serve(settings, stop)
+        return await serve(settings, stop, tracer=tracer)
 
     try:
         return asyncio.run(runner())
     except VidgenError as exc:
         log.critical("worker cannot start: %s (%s)", exc.message, exc.code)
         return 1
+    finally:
+        if provider is not None:
+            provider.shutdown()  # flushes spans still in the batch
 
 
 def _request_stop(stop: asyncio.Event, signum: int) -> None:

@@ -68,7 +68,8 @@ def make_consumer(settings: Settings, listener: ConsumerRebalanceListener) -> AI
 
 
 def worker_topics(settings: Settings) -> list[str]:
-    return [settings.requests_topic, settings.retry_topic, settings.results_topic, settings.dlq_topic]
+    topics = [settings.requests_topic, settings.retry_topic, settings.results_topic, settings.dlq_topic]
+    return [*topics, settings.progress_topic] if settings.progress_events else topics
 
 
 async def ensure_topics(settings: Settings, topics: list[str]) -> None:

@@ -69,5 +69,8 @@ class Metrics:
             "vidgen_rebalances", "Partition assignments received (each rebalance counts once).", registry=r
         )
         self.consumer_lag = Gauge(
-            "vidgen_consumer_lag", "Records behind the end of the partition.", ["partition"], registry=r
+            "vidgen_consumer_lag",
+            "Records not yet fetched, per assigned partition.",
+            ["topic", "partition"],
+            registry=r,
         )

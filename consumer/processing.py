@@ -12,6 +12,8 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 from numpy.typing import NDArray
+from opentelemetry import trace
+from opentelemetry.trace import Tracer
 from PIL import Image
 
 from consumer.errors import VidgenError
@@ -77,9 +79,11 @@ class Processor:
         identity: Identity,
         metrics: Metrics,
         moderator: Moderator | None = None,
+        tracer: Tracer | None = None,
         clock: Clock = utc_now,
     ) -> None:
         self._moderator = moderator
+        self._tracer = tracer or trace.get_tracer(__name__)
         self._settings = settings
         self._store = store
         self._images = images
@@ -148,7 +152,8 @@ class Processor:
         )
 
         started = time.perf_counter()
-        mp4, poster = await asyncio.to_thread(self._encode, frames, request.fps)
+        with self._tracer.start_as_current_span("encode"):
+            mp4, poster = await asyncio.to_thread(self._encode, frames, request.fps)
         stages.encode_ms = _ms_since(started)
         self._metrics.encode_seconds.observe(stages.encode_ms / 1000)
 
@@ -164,9 +169,12 @@ class Processor:
             },
         )
         started = time.perf_counter()
-        # Poster first: a video object is the cache marker, so its poster must already exist.
-        await self._store.put(keys.poster, poster, content_type=POSTER_TYPES[self._settings.poster_format], metadata={})
-        await self._store.put(keys.video, mp4, content_type="video/mp4", metadata=stored.metadata)
+        with self._tracer.start_as_current_span("upload") as span:
+            span.set_attribute("vidgen.video.bytes", len(mp4))
+            # Poster first: a video object is the cache marker, so its poster must already exist.
+            poster_type = POSTER_TYPES[self._settings.poster_format]
+            await self._store.put(keys.poster, poster, content_type=poster_type, metadata={})
+            await self._store.put(keys.video, mp4, content_type="video/mp4", metadata=stored.metadata)
         stages.upload_ms = _ms_since(started)
         self._metrics.upload_seconds.observe(stages.upload_ms / 1000)
         self._metrics.video_bytes.observe(len(mp4))
@@ -184,8 +192,11 @@ class Processor:
     async def _start_image(self, request: VideoRequest) -> tuple[Image.Image | None, str | None]:
         if request.image_url is None:
             return None, None
-        data = await self._images.fetch(request.image_url)
-        image = await asyncio.to_thread(self._prepare_image, data, request.width, request.height)
+        with self._tracer.start_as_current_span("download image") as span:
+            span.set_attribute("vidgen.image.scheme", request.image_url.split(":", 1)[0])  # never the URL itself
+            data = await self._images.fetch(request.image_url)
+            span.set_attribute("vidgen.image.bytes", len(data))
+            image = await asyncio.to_thread(self._prepare_image, data, request.width, request.height)
         return image, hashlib.sha256(data).hexdigest()
 
     def _prepare_image(self, data: bytes, width: int, height: int) -> Image.Image:
@@ -215,9 +226,20 @@ class Processor:
         self._metrics.queue_wait_seconds.observe(max(0.0, (stages.render_started_at - record_time).total_seconds()))
         started = time.perf_counter()
         timeout_s = min(self._settings.render_timeout_s, request.render_timeout_s or self._settings.render_timeout_s)
-        rendered = await self._renderer.render(
-            spec, image, timeout_s=timeout_s, on_progress=on_progress, mode=stages.memory_mode
-        )
+        with self._tracer.start_as_current_span("render") as span:
+            span.set_attributes({"vidgen.width": spec.width, "vidgen.height": spec.height, "vidgen.steps": spec.steps})
+
+            def progress(step: int, total: int) -> None:
+                # One event per denoising step on the render span, rather than a span per step.
+                span.add_event("denoising step", {"step": step, "total": total})
+                if on_progress is not None:
+                    on_progress(step, total)
+
+            rendered = await self._renderer.render(
+                spec, image, timeout_s=timeout_s, on_progress=progress, mode=stages.memory_mode
+            )
+            if rendered.mode is not None:
+                span.set_attribute("vidgen.memory_mode", rendered.mode.value)
         frames = rendered.frames
         stages.memory_mode = rendered.mode
         self._metrics.renders.labels(memory_mode=rendered.mode.value if rendered.mode else "unmanaged").inc()

@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     retry_topic: str = Field(
         "video.requests.retry", description="Requests whose in-process retries ran out wait here for a later try."
     )
+    progress_topic: str = Field("video.progress", description="Where progress events go when enabled.")
+    progress_events: bool = Field(False, description="Publish `started` and `progress` events per request.")
+    progress_interval_s: float = Field(2.0, ge=0, description="At most one progress event per request this often.")
     create_topics: bool = Field(True, description="Create missing topics at start-up.")
     topic_partitions: int = Field(8, ge=1, description="Partitions of topics created at start-up.")
     topic_replication_factor: int = Field(1, ge=1)

@@ -18,6 +18,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 
 from consumer.errors import TooLargeForWorker
 from consumer.intake import DeadLetter, Rejection, parse_request
+from consumer.logs import job_context
 from consumer.memory.admission import Reject
 from consumer.memory.gate import MemoryGate
 from consumer.memory.modes import MemoryMode
@@ -25,6 +26,7 @@ from consumer.metrics import Metrics
 from consumer.offsets import OffsetTracker
 from consumer.pending import Job, PendingJobs
 from consumer.processing import Clock, Processor, utc_now
+from consumer.progress import ProgressReporter
 from consumer.publisher import Publisher
 from consumer.results import Identity, failed, rejected
 from consumer.retry_policy import Delivery, RetryPolicy
@@ -42,6 +44,7 @@ Record: TypeAlias = ConsumerRecord[bytes, bytes]
 
 _POLL_MS = 100
 _BROKER_CHECK_TIMEOUT_S = 3.0
+_LAG_REPORT_S = 5.0
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka ships no type hints
@@ -72,8 +75,11 @@ class Worker:
         clock: Clock = utc_now,
         on_progress: ProgressSink | None = None,
         memory: MemoryGate | None = None,
+        progress: ProgressReporter | None = None,
     ) -> None:
         self._memory = memory
+        self._progress = progress
+        self._next_lag_report = 0.0
         self._draining = False
         self._settings = settings
         self._consumer_factory = consumer_factory
@@ -142,6 +148,16 @@ class Worker:
         if accepting:
             self._start_admitted()
         await self._commit_ready()
+        if time.monotonic() >= self._next_lag_report:
+            self._next_lag_report = time.monotonic() + _LAG_REPORT_S
+            await self._report_lag(consumer)
+
+    async def _report_lag(self, consumer: AIOKafkaConsumer) -> None:
+        for tp in consumer.assignment():
+            end = consumer.highwater(tp)  # known after the partition's first fetch
+            if end is not None:
+                lag = max(0, end - await consumer.position(tp))
+                self._metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)
 
     def _poll_timeout_ms(self) -> int:
         wake = self._pending.wake_in_s
@@ -198,7 +214,7 @@ class Worker:
 
     async def _run(self, job: Job) -> bool:
         try:
-            with self._span(job.record) as span:
+            with self._span(job.record) as span, _job_logs(job.record, job.request.request_id, job.request.tenant_id):
                 mode = None
                 if self._memory is not None:
                     with self._tracer.start_as_current_span("admission wait"):
@@ -226,7 +242,9 @@ class Worker:
         self, record: Record, outcome: DeadLetter | Rejection | VideoResult, received_at: datetime
     ) -> bool:
         """Records answered without rendering: dead letters, rejections, quota refusals."""
-        with self._span(record) as span:
+        request_id = None if isinstance(outcome, DeadLetter) else outcome.request_id
+        tenant_id = None if isinstance(outcome, DeadLetter) else outcome.tenant_id
+        with self._span(record) as span, _job_logs(record, request_id, tenant_id):
             if isinstance(outcome, DeadLetter):
                 _mark_error(span, outcome.code)
                 self._metrics.dead_letters.labels(code=outcome.code).inc()
@@ -255,7 +273,7 @@ class Worker:
         """Retry transient failures in process with backoff, then hand the request to the retry topic, and after
         the last round fail it for good (result `failed`, retryable) with a copy in the DLQ. None: handed on."""
         delivery = Delivery.from_headers(record.headers)
-        progress = self._progress_for(request.request_id)
+        progress = self._progress_for(request, attempt=delivery.attempt)
         started = time.monotonic()
         attempt = delivery.attempt
         for retry in range(1, self._retry.attempts + 1):
@@ -286,11 +304,20 @@ class Worker:
         await self._publisher.dead_letter(record, code=failure.code, message=failure.message)
         return result
 
-    def _progress_for(self, request_id: str) -> Callable[[int, int], None] | None:
-        sink = self._on_progress
-        if sink is None:
+    def _progress_for(self, request: VideoRequest, *, attempt: int) -> Callable[[int, int], None] | None:
+        steps: list[Callable[[int, int], None]] = []
+        if self._progress is not None:
+            steps.append(self._progress.started(request, attempt=attempt))
+        if (sink := self._on_progress) is not None:
+            steps.append(lambda step, total: sink(request.request_id, step, total))
+        if not steps:
             return None
-        return lambda step, total: sink(request_id, step, total)
+
+        def each(step: int, total: int) -> None:
+            for call in steps:
+                call(step, total)
+
+        return each
 
     async def _commit_ready(self) -> None:
         ready = self._tracker.take_committable()
@@ -319,6 +346,8 @@ class Worker:
             await _finish_or_cancel(tasks, grace_s=self._settings.rebalance_grace_s)
         await self._commit_ready()
         for tp in revoked:
+            with contextlib.suppress(KeyError):  # never reported: nothing fetched yet
+                self._metrics.consumer_lag.remove(tp.topic, str(tp.partition))
             self._tracker.forget(tp)
             self._tasks.pop(tp, None)
             self._delayed.pop(tp, None)
@@ -368,6 +397,12 @@ def _describe(span: Span, record: Record, group: str) -> None:
     )
     if record.key is not None:
         span.set_attribute("messaging.kafka.message.key", record.key.decode("utf-8", "replace"))
+
+
+def _job_logs(record: Record, request_id: str | None, tenant_id: str | None) -> contextlib.AbstractContextManager[None]:
+    return job_context(
+        request_id=request_id, tenant_id=tenant_id, topic=record.topic, partition=record.partition, offset=record.offset
+    )
 
 
 def _timings(job: Job) -> Timings:

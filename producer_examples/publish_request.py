@@ -33,7 +33,7 @@ from producer_examples.telemetry import make_tracer_provider
 from producer_examples.waiting import ResultWatcher, render_progress
 from schemas.events import VideoRequest
 
-__all__ = ["EXIT_COMPLETED", "EXIT_FAILED", "EXIT_TIMEOUT", "build_request", "main", "upload_key"]
+__all__ = ["EXIT_COMPLETED", "EXIT_FAILED", "EXIT_TIMEOUT", "build_request", "main", "upload_key", "watch_main"]
 
 EXIT_COMPLETED, EXIT_FAILED, EXIT_TIMEOUT = 0, 1, 2
 EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_CONFIG = 64, 69, 78
@@ -193,6 +193,40 @@ async def _upload(path: Path, settings: Settings) -> str:
         if await store.head(key) is None:
             await store.put(key, data, content_type=content_type, metadata={})
         return store.uri(key)
+
+
+def watch_main(argv: list[str] | None = None, *, settings: Settings | None = None, prog: str = "vidgen watch") -> int:
+    """`vidgen watch REQUEST_ID`: a progress bar from `video.progress`, then the result. Same exit codes."""
+    parser = argparse.ArgumentParser(prog=prog, description="Follow one request until its result arrives.")
+    parser.add_argument("request_id")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the result")
+    args = parser.parse_args(argv)
+    try:
+        settings = settings or Settings()
+    except ValidationError as exc:
+        print(f"{prog}: invalid configuration:\n{exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+    async def follow() -> int:
+        watcher = ResultWatcher(settings, args.request_id, progress_topic=settings.progress_topic)
+        await watcher.start()
+        try:
+            bar = _Bar(sys.stderr)
+            result = await watcher.wait(timeout_s=args.timeout, on_tick=bar.draw)
+            bar.close()
+        finally:
+            await watcher.stop()
+        if result is None:
+            print(f"{prog}: no result for {args.request_id} within {args.timeout:g}s", file=sys.stderr)
+            return EXIT_TIMEOUT
+        print(result.model_dump_json(indent=2))
+        return EXIT_COMPLETED if result.status == "completed" else EXIT_FAILED
+
+    try:
+        return asyncio.run(follow())
+    except (KafkaError, OSError) as exc:
+        print(f"{prog}: cannot follow: {exc!r}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
 
 
 class _Bar:

@@ -5,8 +5,9 @@ from schemas.events import (
     ResultStatus,
     Timings,
     VideoInfo,
+    VideoProgress,
     VideoRequest,
     VideoResult,
 )
 
-__all__ = ["ErrorInfo", "ResultStatus", "Timings", "VideoInfo", "VideoRequest", "VideoResult"]
+__all__ = ["ErrorInfo", "ResultStatus", "Timings", "VideoInfo", "VideoProgress", "VideoRequest", "VideoResult"]

@@ -17,6 +17,7 @@ __all__ = [
     "ResultStatus",
     "Timings",
     "VideoInfo",
+    "VideoProgress",
     "VideoRequest",
     "VideoResult",
 ]
@@ -115,6 +116,25 @@ class Timings(BaseModel):
     render_ms: int | None = None
     encode_ms: int | None = None
     upload_ms: int | None = None
+
+
+class VideoProgress(BaseModel):
+    """Optional progress on `video.progress` (when the worker enables it). Key: `request_id`. At most one
+    `progress` event per request per interval; the terminal event is always the result on `video.results`."""
+
+    model_config = ConfigDict(frozen=True, title="VideoProgress")
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    request_id: str
+    tenant_id: str
+    event: Literal["started", "progress"]
+    step: int = Field(0, ge=0, description="Denoising steps done.")
+    total: int = Field(ge=1, description="Denoising steps in all.")
+    percent: float = Field(ge=0, le=100)
+    eta_s: float | None = Field(None, ge=0, description="Estimated seconds until the render is done.")
+    attempt: int = Field(1, ge=1)
+    worker_id: str
+    at: datetime
 
 
 class VideoResult(BaseModel):

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from schemas.events import VideoRequest, VideoResult
+from schemas.events import VideoProgress, VideoRequest, VideoResult
 
 __all__ = ["JSON_DIR", "render_all", "write_all"]
 
@@ -16,6 +16,7 @@ JSON_DIR = Path(__file__).parent / "json"
 _MODELS: dict[str, type[BaseModel]] = {
     "video-request.v1.schema.json": VideoRequest,
     "video-result.v1.schema.json": VideoResult,
+    "video-progress.v1.schema.json": VideoProgress,
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import functools
 import gc
 import logging
@@ -124,6 +125,8 @@ class Renderer:
             self.state = "busy"
             future = loop.run_in_executor(
                 self._executor,
+                # The job's log context and active span follow the work onto the render thread.
+                contextvars.copy_context().run,
                 functools.partial(
                     self._render_sync,
                     spec,
