@@ -16,7 +16,7 @@ from consumer.settings import Settings
 from consumer.tracing import Headers, inject_headers
 from schemas.events import VideoResult
 
-__all__ = ["Publisher"]
+__all__ = ["Publisher", "dead_letter_headers"]
 
 log = logging.getLogger(__name__)
 
@@ -48,15 +48,7 @@ class Publisher:
 
     async def dead_letter(self, record: ConsumerRecord[bytes, bytes], *, code: str, message: str) -> None:
         """The original key, value and headers, plus what went wrong and where the record came from."""
-        headers: Headers = [
-            *list(record.headers or ()),
-            ("vidgen-error-code", code.encode()),
-            ("vidgen-error-message", message.encode("utf-8")),
-            ("vidgen-original-topic", record.topic.encode("utf-8")),
-            ("vidgen-original-partition", str(record.partition).encode()),
-            ("vidgen-original-offset", str(record.offset).encode()),
-            ("vidgen-worker-id", self._settings.worker_id.encode("utf-8")),
-        ]
+        headers = dead_letter_headers(record, code=code, message=message, worker_id=self._settings.worker_id)
         await self._send(self._settings.dlq_topic, key=record.key, value=record.value, headers=headers)
         log.warning("record %s[%d]@%d dead-lettered: %s", record.topic, record.partition, record.offset, code)
 
@@ -71,6 +63,19 @@ class Publisher:
         ):
             with attempt:
                 await self._producer.send_and_wait(topic, value=value, key=key, headers=headers)
+
+
+def dead_letter_headers(record: ConsumerRecord[bytes, bytes], *, code: str, message: str, worker_id: str) -> Headers:
+    """A DLQ record's headers: the original ones, then the error and the record's origin (see the README)."""
+    return [
+        *list(record.headers or ()),
+        ("vidgen-error-code", code.encode()),
+        ("vidgen-error-message", message.encode("utf-8")),
+        ("vidgen-original-topic", record.topic.encode("utf-8")),
+        ("vidgen-original-partition", str(record.partition).encode()),
+        ("vidgen-original-offset", str(record.offset).encode()),
+        ("vidgen-worker-id", worker_id.encode("utf-8")),
+    ]
 
 
 def _log_retry(topic: str) -> Callable[[RetryCallState], None]:

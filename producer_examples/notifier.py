@@ -28,6 +28,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, w
 
 from consumer.kafka import client_options, ensure_topics, make_producer
 from consumer.logs import configure_logging
+from consumer.publisher import dead_letter_headers
 from consumer.settings import Settings
 from consumer.tracing import extract_context
 from producer_examples.dedupe import RecentKeys
@@ -191,13 +192,7 @@ class Notifier:
         self, record: ConsumerRecord[bytes, bytes], code: str, message: str, *, attempts: int = 0
     ) -> None:
         headers = [
-            *list(record.headers or ()),
-            ("vidgen-error-code", code.encode()),
-            ("vidgen-error-message", message.encode("utf-8")),
-            ("vidgen-original-topic", record.topic.encode("utf-8")),
-            ("vidgen-original-partition", str(record.partition).encode()),
-            ("vidgen-original-offset", str(record.offset).encode()),
-            ("vidgen-worker-id", self._settings.worker_id.encode("utf-8")),
+            *dead_letter_headers(record, code=code, message=message, worker_id=self._settings.worker_id),
             ("vidgen-delivery-attempts", str(attempts).encode()),
         ]
         topic = self._notifier.dlq_topic

@@ -157,27 +157,24 @@ class Renderer:
         progress: ProgressFn,
         mode: MemoryMode | None,
     ) -> Rendered:
-        if mode is not None and current_mode(self._pipeline) != mode:
-            apply_mode(self._pipeline, mode, self.device)
+        def attempt(in_mode: MemoryMode | None) -> Rendered:
+            if in_mode is not None and current_mode(self._pipeline) != in_mode:
+                apply_mode(self._pipeline, in_mode, self.device)
+            return Rendered(self._denoise(spec, image, deadline=deadline, abandon=abandon, progress=progress), in_mode)
+
         try:
-            frames = self._denoise(spec, image, deadline=deadline, abandon=abandon, progress=progress)
+            return attempt(mode)
         except torch.OutOfMemoryError as exc:
             _free_device_memory()
             frugal = more_frugal(mode or current_mode(self._pipeline)) if self._oom_downgrade else None
             if frugal is None or frugal not in supported_modes(self.device):
                 raise RenderFailed(f"out of device memory: {exc}", code="out_of_memory") from exc
             log.warning("out of memory in mode %s; retrying once in %s", mode, frugal.value)
-            apply_mode(self._pipeline, frugal, self.device)
-            try:
-                return Rendered(
-                    self._denoise(spec, image, deadline=deadline, abandon=abandon, progress=progress), frugal
-                )
-            except torch.OutOfMemoryError as again:
-                _free_device_memory()
-                raise RenderFailed(
-                    f"out of device memory even in {frugal.value}: {again}", code="out_of_memory"
-                ) from again
-        return Rendered(frames, mode)
+        try:
+            return attempt(frugal)
+        except torch.OutOfMemoryError as again:
+            _free_device_memory()
+            raise RenderFailed(f"out of device memory even in {frugal.value}: {again}", code="out_of_memory") from again
 
     def _denoise(
         self,
