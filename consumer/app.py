@@ -16,7 +16,7 @@ from consumer.http_server import bound_port, start_http
 from consumer.kafka import ensure_topics, make_consumer, make_producer, worker_topics
 from consumer.memory.admission import SafetyMargin
 from consumer.memory.gate import MemoryGate
-from consumer.memory.modes import MemoryMode, supported_modes
+from consumer.memory.modes import MemoryMode, ModeUnsupported, supported_modes
 from consumer.memory.probe import CpuBudgetProbe, CudaProbe, MemoryProbe
 from consumer.metrics import Metrics
 from consumer.policy import ContentPolicy
@@ -130,13 +130,16 @@ async def serve(
                     tracer=tracer,
                 )
                 probe = memory_probe or _default_probe(settings, renderer.device)
+                forced = None if settings.memory_mode == "auto" else MemoryMode(settings.memory_mode)
+                if forced is not None and forced not in supported_modes(renderer.device):
+                    raise ModeUnsupported(f"VIDGEN_MEMORY_MODE={forced.value} cannot run on {renderer.device}")
                 memory = None
                 if probe is not None and settings.model != "standin":
                     memory = MemoryGate(
                         probe,
                         renderer.profile,
                         margin=SafetyMargin(settings.memory_margin_bytes, settings.memory_margin_fraction),
-                        forced=None if settings.memory_mode == "auto" else MemoryMode(settings.memory_mode),
+                        forced=forced,
                         allowed=supported_modes(renderer.device),
                         held_bytes=renderer.held_bytes,
                         metrics=metrics,

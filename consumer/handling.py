@@ -1,0 +1,229 @@
+"""What happens to one record: admission, processing with retries, and its answer on Kafka, inside its trace
+span and log context. The consume loop (`consumer/worker.py`) decides when; this decides what."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import TypeAlias
+
+from aiokafka import ConsumerRecord
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
+
+from consumer.errors import TooLargeForWorker
+from consumer.intake import DeadLetter, Rejection
+from consumer.logs import job_context
+from consumer.memory.admission import Reject
+from consumer.memory.gate import MemoryGate
+from consumer.memory.modes import MemoryMode
+from consumer.metrics import Metrics
+from consumer.pending import Job
+from consumer.processing import Clock, Processor
+from consumer.progress import ProgressReporter
+from consumer.publisher import Publisher
+from consumer.quotas import Decision
+from consumer.results import Identity, failed, rejected
+from consumer.retry_policy import Delivery, RetryPolicy
+from consumer.settings import Settings
+from consumer.tracing import extract_context
+from schemas.events import Timings, VideoRequest, VideoResult
+
+__all__ = ["ProgressSink", "Record", "RecordHandler"]
+
+log = logging.getLogger(__name__)
+
+ProgressSink = Callable[[str, int, int], None]
+Record: TypeAlias = ConsumerRecord[bytes, bytes]
+
+
+class RecordHandler:
+    """Each method answers one record and returns True, or False when it was abandoned unanswered (shutdown while
+    waiting for memory): then its offset must not be committed past."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        publisher: Publisher,
+        processor: Processor,
+        identity: Identity,
+        metrics: Metrics,
+        tracer: Tracer | None,
+        clock: Clock,
+        on_progress: ProgressSink | None,
+        memory: MemoryGate | None,
+        progress: ProgressReporter | None,
+        release: Callable[[Job], None],
+    ) -> None:
+        self._settings = settings
+        self._publisher = publisher
+        self._processor = processor
+        self._identity = identity
+        self._metrics = metrics
+        self._tracer = tracer or trace.get_tracer(__name__)
+        self._clock = clock
+        self._on_progress = on_progress
+        self._memory = memory
+        self._progress = progress
+        self._release = release
+        self._retry = RetryPolicy.from_settings(settings)
+        self.draining = False
+
+    async def refuse(self, job: Job, decision: Decision) -> bool:
+        """A request its tenant's quota turned away."""
+        error = decision.error(job.request.tenant_id)
+        result = failed(job.request, error, timings=_timings(job), attempt=1, identity=self._identity)
+        return await self.answer(job.record, result, job.received_at)
+
+    async def run(self, job: Job) -> bool:
+        try:
+            with self._span(job.record) as span, _job_logs(job.record, job.request.request_id, job.request.tenant_id):
+                mode = None
+                if self._memory is not None:
+                    with self._tracer.start_as_current_span("admission wait"):
+                        admission = await self._memory.admit(job.request, stop=lambda: self.draining)
+                    if admission is None:
+                        return False
+                    if isinstance(admission, Reject):
+                        error = TooLargeForWorker(admission.message)
+                        refusal = failed(job.request, error, timings=_timings(job), attempt=1, identity=self._identity)
+                        await self._publish(span, refusal)
+                        return True
+                    mode = admission.mode
+                try:
+                    result = await self._process_with_retries(job.request, job.record, job.received_at, mode)
+                finally:
+                    if self._memory is not None:
+                        self._memory.release(job.request)
+                if result is not None:
+                    await self._publish(span, result)
+                return True
+        finally:
+            self._release(job)
+
+    async def answer(
+        self, record: Record, outcome: DeadLetter | Rejection | VideoResult, received_at: datetime
+    ) -> bool:
+        """Records answered without rendering: dead letters, rejections, quota refusals."""
+        request_id = None if isinstance(outcome, DeadLetter) else outcome.request_id
+        tenant_id = None if isinstance(outcome, DeadLetter) else outcome.tenant_id
+        with self._span(record) as span, _job_logs(record, request_id, tenant_id):
+            if isinstance(outcome, DeadLetter):
+                _mark_error(span, outcome.code)
+                self._metrics.dead_letters.labels(code=outcome.code).inc()
+                await self._publisher.dead_letter(record, code=outcome.code, message=outcome.message)
+                return True
+            if isinstance(outcome, Rejection):
+                outcome = rejected(outcome, received_at=received_at, identity=self._identity)
+            await self._publish(span, outcome)
+            return True
+
+    def _span(self, record: Record) -> contextlib.AbstractContextManager[Span]:
+        span = self._tracer.start_as_current_span(
+            f"process {record.topic}", context=extract_context(record.headers), kind=SpanKind.CONSUMER
+        )
+        return _described(span, record, self._settings.consumer_group)
+
+    async def _publish(self, span: Span, result: VideoResult) -> None:
+        if result.error is not None:
+            _mark_error(span, result.error.code)
+        self._metrics.jobs.labels(status=result.status, error_code=result.error.code if result.error else "").inc()
+        await self._publisher.result(result)
+
+    async def _process_with_retries(
+        self, request: VideoRequest, record: Record, received_at: datetime, mode: MemoryMode | None
+    ) -> VideoResult | None:
+        """Retry transient failures in process with backoff, then hand the request to the retry topic, and after
+        the last round fail it for good (result `failed`, retryable) with a copy in the DLQ. None: handed on."""
+        delivery = Delivery.from_headers(record.headers)
+        progress = self._progress_for(request, attempt=delivery.attempt)
+        started = time.monotonic()
+        attempt = delivery.attempt
+        for retry in range(1, self._retry.attempts + 1):
+            result = await self._processor.process(
+                request,
+                received_at=received_at,
+                record_time=datetime.fromtimestamp(record.timestamp / 1000, UTC),
+                attempt=attempt,
+                on_progress=progress,
+                memory_mode=mode,
+            )
+            if result.status != "failed" or result.error is None or not result.error.retryable:
+                return result
+            failure = result.error
+            pause = self._retry.backoff(retry)
+            if retry == self._retry.attempts or time.monotonic() - started + pause > self._retry.deadline_s:
+                break
+            log.warning("request %s attempt %d failed (%s); retrying", request.request_id, attempt, result.error.code)
+            await asyncio.sleep(pause)
+            attempt += 1
+        if delivery.round < self._retry.topic_rounds:
+            headers = delivery.next_round(
+                record.headers,
+                next_attempt=attempt + 1,
+                now_ms=int(self._clock().timestamp() * 1000),
+                delay_s=self._retry.topic_delay_s,
+            )
+            await self._publisher.retry_later(record, headers=headers)
+            log.warning("request %s moved to the retry topic after attempt %d", request.request_id, attempt)
+            return None
+        await self._publisher.dead_letter(record, code=failure.code, message=failure.message)
+        return result
+
+    def _progress_for(self, request: VideoRequest, *, attempt: int) -> Callable[[int, int], None] | None:
+        steps: list[Callable[[int, int], None]] = []
+        if self._progress is not None:
+            steps.append(self._progress.started(request, attempt=attempt))
+        if (sink := self._on_progress) is not None:
+            steps.append(lambda step, total: sink(request.request_id, step, total))
+        if not steps:
+            return None
+
+        def each(step: int, total: int) -> None:
+            for call in steps:
+                call(step, total)
+
+        return each
+
+
+@contextlib.contextmanager
+def _described(manager: contextlib.AbstractContextManager[Span], record: Record, group: str) -> Iterator[Span]:
+    """A process span with the OpenTelemetry messaging semantic conventions for a consumed Kafka record."""
+    with manager as span:
+        _describe(span, record, group)
+        yield span
+
+
+def _describe(span: Span, record: Record, group: str) -> None:
+    span.set_attributes(
+        {
+            "messaging.system": "kafka",
+            "messaging.operation.type": "process",
+            "messaging.destination.name": record.topic,
+            "messaging.consumer.group.name": group,
+            "messaging.destination.partition.id": str(record.partition),
+            "messaging.kafka.offset": record.offset,
+        }
+    )
+    if record.key is not None:
+        span.set_attribute("messaging.kafka.message.key", record.key.decode("utf-8", "replace"))
+
+
+def _job_logs(record: Record, request_id: str | None, tenant_id: str | None) -> contextlib.AbstractContextManager[None]:
+    return job_context(
+        request_id=request_id, tenant_id=tenant_id, topic=record.topic, partition=record.partition, offset=record.offset
+    )
+
+
+def _timings(job: Job) -> Timings:
+    return Timings(received_at=job.received_at, completed_at=job.received_at)
+
+
+def _mark_error(span: Span, code: str) -> None:
+    span.set_status(Status(StatusCode.ERROR, code))
+    span.set_attribute("error.type", code)
