@@ -36,10 +36,12 @@ from PIL import Image
 
 from consumer.memory import MemoryMode, ModelMemoryProfile, apply_mode, estimate_bytes, supported_modes
 from consumer.memory.profile import V51_7B_INP_TRANSFORMER_CONFIG, V51_VAE_CONFIG
+from consumer.render.flops import peak_tflops, transformer_step_flops
 from consumer.render.tiny import build_tiny_pipeline
 
 TEXT_SHAPE = (1, 256, 3584)  # Qwen2-VL-7B hidden states for one prompt padded to 256 tokens
 FULL_SIZES = ((512, 512, 25), (672, 384, 49))
+GUIDANCE = 6.0  # upstream default: CFG on, batch 2 through the transformer
 TINY_SIZES = ((256, 256, 5),)  # one small size keeps the smoke test well under a minute
 
 
@@ -85,7 +87,7 @@ def render(pipeline: Any, size: tuple[int, int, int], steps: int, prompts: dict[
             height=height,
             width=width,
             num_inference_steps=steps,
-            guidance_scale=6.0,  # upstream default: CFG on, batch 2 through the transformer
+            guidance_scale=GUIDANCE,
             generator=torch.Generator(device="cpu").manual_seed(0),
             output_type="pt",
         )
@@ -134,7 +136,7 @@ def run_modes(
                 continue
             apply_mode(pipeline, mode, device)
             runs.append({**row, **_timed(pipeline, device, size, steps, prompts)})
-            runs[-1]["estimate_bytes"] = estimate_bytes(*size, 6.0, mode, profile)
+            runs[-1]["estimate_bytes"] = estimate_bytes(*size, GUIDANCE, mode, profile)
     return runs
 
 
@@ -157,11 +159,21 @@ def _timed(
 ) -> dict[str, Any]:
     render(pipeline, size, 1, prompts)  # warm-up, untimed: lazy init, CUDA kernels, cuDNN autotuning, hooks
     seconds, peak = measure(lambda: render(pipeline, size, steps, prompts), device)
+    width, height, frames = size
+    flops = steps * transformer_step_flops(
+        pipeline.transformer, width=width, height=height, num_frames=frames, guidance_scale=GUIDANCE
+    )
+    achieved = flops / seconds / 1e12
+    peak_tf = peak_tflops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
     return {
         "steps": steps,
         "seconds": round(seconds, 3),
         "seconds_per_step": round(seconds / steps, 4),
         "peak_bytes": peak,
+        "transformer_tflop": round(flops / 1e12, 3),
+        # Over the whole render (VAE included), so a lower bound of what the transformer steps reach.
+        "achieved_tflops_per_s": round(achieved, 3),
+        "fraction_of_bf16_peak": round(achieved / peak_tf, 4) if peak_tf else None,
     }
 
 
@@ -196,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.machine()})",
         "torch": torch.__version__,
         "diffusers": diffusers.__version__,
-        "guidance_scale": 6.0,
+        "guidance_scale": GUIDANCE,
         "runs": runs,
     }
     print(json.dumps(report, indent=2))

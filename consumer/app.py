@@ -60,6 +60,7 @@ async def serve(
             device=device,
             dtype=resolve_dtype(settings.dtype, device),
             standin_render_s=settings.standin_render_s,
+            compile_backend=settings.torch_compile_backend if settings.torch_compile else None,
         ),
         device=device,
         oom_downgrade=settings.oom_downgrade,
@@ -99,26 +100,17 @@ async def serve(
                 await ensure_topics(settings, worker_topics(settings))
             # Load before joining the group: a member that cannot render yet would only hold partitions.
             await renderer.start()
+            if settings.warmup:
+                width, height, frames = (int(part) for part in settings.warmup.split("x"))
+                await renderer.warm_up(width, height, frames)
             producer = make_producer(settings)
             await producer.start()
             try:
                 identity = Identity(worker_id=settings.worker_id, model=settings.model)
-                images = StartImageSource(
-                    store=store,
-                    allowed_buckets=frozenset({settings.s3_bucket, *settings.s3_image_buckets}),
-                    policy=FetchPolicy(
-                        max_bytes=settings.image_max_bytes,
-                        connect_timeout_s=min(5.0, settings.image_timeout_s),
-                        read_timeout_s=settings.image_timeout_s,
-                        max_redirects=settings.image_max_redirects,
-                        host_allowlist=settings.image_host_allowlist,
-                    ),
-                    max_bytes=settings.image_max_bytes,
-                )
                 processor = Processor(
                     settings=settings,
                     store=store,
-                    images=images,
+                    images=_start_images(settings, store),
                     renderer=renderer,
                     identity=identity,
                     metrics=metrics,
@@ -129,21 +121,6 @@ async def serve(
                     ),
                     tracer=tracer,
                 )
-                probe = memory_probe or _default_probe(settings, renderer.device)
-                forced = None if settings.memory_mode == "auto" else MemoryMode(settings.memory_mode)
-                if forced is not None and forced not in supported_modes(renderer.device):
-                    raise ModeUnsupported(f"VIDGEN_MEMORY_MODE={forced.value} cannot run on {renderer.device}")
-                memory = None
-                if probe is not None and settings.model != "standin":
-                    memory = MemoryGate(
-                        probe,
-                        renderer.profile,
-                        margin=SafetyMargin(settings.memory_margin_bytes, settings.memory_margin_fraction),
-                        forced=forced,
-                        allowed=supported_modes(renderer.device),
-                        held_bytes=renderer.held_bytes,
-                        metrics=metrics,
-                    )
                 worker = Worker(
                     settings=settings,
                     consumer_factory=functools.partial(make_consumer, settings),
@@ -153,7 +130,7 @@ async def serve(
                     metrics=metrics,
                     tracer=tracer,
                     on_progress=on_progress,
-                    memory=memory,
+                    memory=_memory_gate(settings, renderer, memory_probe, metrics),
                     progress=ProgressReporter(producer, settings, clock=utc_now) if settings.progress_events else None,
                 )
                 await _run_until_stop_or_broken(worker, renderer, stop)
@@ -167,6 +144,42 @@ async def serve(
         log.error("exiting non-zero: %s", renderer.failure)
         return 1
     return 0
+
+
+def _start_images(settings: Settings, store: ObjectStore) -> StartImageSource:
+    return StartImageSource(
+        store=store,
+        allowed_buckets=frozenset({settings.s3_bucket, *settings.s3_image_buckets}),
+        policy=FetchPolicy(
+            max_bytes=settings.image_max_bytes,
+            connect_timeout_s=min(5.0, settings.image_timeout_s),
+            read_timeout_s=settings.image_timeout_s,
+            max_redirects=settings.image_max_redirects,
+            host_allowlist=settings.image_host_allowlist,
+        ),
+        max_bytes=settings.image_max_bytes,
+    )
+
+
+def _memory_gate(
+    settings: Settings, renderer: Renderer, probe: MemoryProbe | None, metrics: Metrics
+) -> MemoryGate | None:
+    """Admission by device memory; None where nothing measures memory (a CPU without a budget, the stand-in)."""
+    forced = None if settings.memory_mode == "auto" else MemoryMode(settings.memory_mode)
+    if forced is not None and forced not in supported_modes(renderer.device):
+        raise ModeUnsupported(f"VIDGEN_MEMORY_MODE={forced.value} cannot run on {renderer.device}")
+    probe = probe or _default_probe(settings, renderer.device)
+    if probe is None or settings.model == "standin":
+        return None
+    return MemoryGate(
+        probe,
+        renderer.profile,
+        margin=SafetyMargin(settings.memory_margin_bytes, settings.memory_margin_fraction),
+        forced=forced,
+        allowed=supported_modes(renderer.device),
+        held_bytes=renderer.held_bytes,
+        metrics=metrics,
+    )
 
 
 def _default_probe(settings: Settings, device: torch.device) -> MemoryProbe | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 from typing import Annotated, Literal
 
@@ -121,6 +122,11 @@ class Settings(BaseSettings):
     render_timeout_s: float = Field(
         1_800.0, gt=0, description="A render running longer is stopped; also the cap of a request's own deadline."
     )
+    torch_compile: bool = Field(False, description="torch.compile the transformer (GPU; pair with a warm-up).")
+    torch_compile_backend: str = Field("inductor", description="torch.compile backend (`eager` only checks wiring).")
+    warmup: str = Field(
+        "", description="`WxHxF`: render once at start-up (2 steps) so compilation and autotuning precede requests."
+    )
     standin_render_s: float = Field(
         1.0, ge=0, description="Only with VIDGEN_MODEL=standin (benchmarks, fault tests): seconds each render holds."
     )
@@ -145,6 +151,13 @@ class Settings(BaseSettings):
     log_format: Literal["json", "text"] = Field("json", description="JSON lines, or text for a terminal.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     shutdown_grace_s: float = Field(60.0, ge=0, description="Time an in-flight job gets to finish on SIGTERM.")
+
+    @field_validator("warmup")
+    @classmethod
+    def _warmup_size(cls, value: str) -> str:
+        if value and not re.fullmatch(r"\d+x\d+x\d+", value):
+            raise ValueError("warmup must look like 512x512x25 (width x height x frames)")
+        return value
 
     @field_validator("s3_image_buckets", "image_host_allowlist", "banned_terms", mode="before")
     @classmethod

@@ -88,3 +88,14 @@ async def test_progress_is_reported_on_the_event_loop(tiny_renderer: Renderer) -
     await tiny_renderer.render(SPEC, None, timeout_s=60, on_progress=on_progress)
     await asyncio.sleep(0)  # let the last call_soon_threadsafe callback run
     assert seen == [(1, 2, True), (2, 2, True)]
+
+
+async def test_compiled_transformer_and_warm_up(make_renderer) -> None:
+    """Wiring of VIDGEN_TORCH_COMPILE and VIDGEN_WARMUP; the eager backend keeps it fast on a CPU."""
+    pipeline = load_pipeline("tiny", device=CPU, dtype=torch.float32, compile_backend="eager")
+    assert isinstance(pipeline.transformer, torch._dynamo.eval_frame.OptimizedModule)
+    renderer: Renderer = make_renderer(pipeline)
+    await renderer.start()
+    await renderer.warm_up(256, 256, 5)
+    assert renderer.state == "ready"
+    assert (await renderer.render(SPEC, None, timeout_s=60)).frames.shape == (5, 256, 256, 3)

@@ -34,7 +34,14 @@ def resolve_dtype(setting: str, device: torch.device) -> torch.dtype:
     return _DTYPES[setting]
 
 
-def load_pipeline(model: str, *, device: torch.device, dtype: torch.dtype, standin_render_s: float = 1.0) -> Any:
+def load_pipeline(
+    model: str,
+    *,
+    device: torch.device,
+    dtype: torch.dtype,
+    standin_render_s: float = 1.0,
+    compile_backend: str | None = None,
+) -> Any:
     """Build or load the pipeline and move it to the device. Slow: call it from a worker thread."""
     if model == "standin":
         pipeline: Any = StandInPipeline(standin_render_s)
@@ -53,5 +60,8 @@ def load_pipeline(model: str, *, device: torch.device, dtype: torch.dtype, stand
             ) from exc
     pipeline.to(device)
     pipeline.set_progress_bar_config(disable=True)
+    if compile_backend is not None and model != "standin":
+        # Compiled lazily on the first call per input shape: the renderer's warm-up pays that before requests.
+        pipeline.transformer = torch.compile(pipeline.transformer, backend=compile_backend)
     log.info("model loaded", extra={"model": model, "device": str(device), "dtype": str(dtype)})
     return pipeline

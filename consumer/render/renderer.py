@@ -85,6 +85,22 @@ class Renderer:
             raise ModelUnavailable(self.failure or "model load failed") from exc
         self.state = "ready"
 
+    async def warm_up(self, width: int, height: int, num_frames: int) -> None:
+        """One short render so compilation, kernel autotuning and allocator growth happen before the first job."""
+        spec = RenderSpec(
+            prompt="warm-up",
+            negative_prompt="",
+            width=width,
+            height=height,
+            num_frames=num_frames,
+            steps=2,
+            guidance_scale=5.0,
+            seed=0,
+        )
+        started = time.monotonic()
+        await self.render(spec, None, timeout_s=3_600)
+        log.info("warm-up render %dx%dx%d took %.1fs", width, height, num_frames, time.monotonic() - started)
+
     def profile(self) -> ModelMemoryProfile:
         """Weights and dimensions of the loaded pipeline, for memory estimates."""
         return ModelMemoryProfile.for_pipeline(self._pipeline)
