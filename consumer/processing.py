@@ -222,9 +222,15 @@ class Processor:
             guidance_scale=request.guidance_scale,
             seed=seed,
         )
-        stages.render_started_at = self._clock()
-        self._metrics.queue_wait_seconds.observe(max(0.0, (stages.render_started_at - record_time).total_seconds()))
         started = time.perf_counter()
+
+        def on_start() -> None:
+            # The model is ours now: time spent waiting for the previous render is queue time, not render time.
+            nonlocal started
+            started = time.perf_counter()
+            stages.render_started_at = self._clock()
+            self._metrics.queue_wait_seconds.observe(max(0.0, (stages.render_started_at - record_time).total_seconds()))
+
         timeout_s = min(self._settings.render_timeout_s, request.render_timeout_s or self._settings.render_timeout_s)
         with self._tracer.start_as_current_span("render") as span:
             span.set_attributes({"vidgen.width": spec.width, "vidgen.height": spec.height, "vidgen.steps": spec.steps})
@@ -236,7 +242,7 @@ class Processor:
                     on_progress(step, total)
 
             rendered = await self._renderer.render(
-                spec, image, timeout_s=timeout_s, on_progress=progress, mode=stages.memory_mode
+                spec, image, timeout_s=timeout_s, on_progress=progress, on_start=on_start, mode=stages.memory_mode
             )
             if rendered.mode is not None:
                 span.set_attribute("vidgen.memory_mode", rendered.mode.value)

@@ -124,14 +124,20 @@ class Renderer:
         *,
         timeout_s: float,
         on_progress: ProgressFn | None = None,
+        on_start: Callable[[], None] | None = None,
         mode: MemoryMode | None = None,
     ) -> Rendered:
         """Render in `mode` (None: as the pipeline is). Raises RenderTimeout past the deadline, RenderFailed on a
-        crash; a CUDA out-of-memory error is retried once in a more frugal mode first."""
+        crash; a CUDA out-of-memory error is retried once in a more frugal mode first. `on_start` runs when the
+        model is actually taken (after any wait for the previous render)."""
         if self.state == "failed":
             raise ModelUnavailable(f"renderer is broken: {self.failure}")
         loop = asyncio.get_running_loop()
         abandon = threading.Event()
+        # CPU-side work stays outside the model's critical section, so it overlaps the previous render.
+        inputs = await asyncio.to_thread(
+            get_image_to_video_latent, image, None, spec.num_frames, (spec.height, spec.width)
+        )
 
         def progress(step: int, total: int) -> None:
             if on_progress is not None:
@@ -139,6 +145,8 @@ class Renderer:
 
         async with self._lock:
             self.state = "busy"
+            if on_start is not None:
+                on_start()
             future = loop.run_in_executor(
                 self._executor,
                 # The job's log context and active span follow the work onto the render thread.
@@ -146,7 +154,7 @@ class Renderer:
                 functools.partial(
                     self._render_sync,
                     spec,
-                    image,
+                    inputs,
                     deadline=time.monotonic() + timeout_s,
                     abandon=abandon,
                     progress=progress,
@@ -154,29 +162,31 @@ class Renderer:
                 ),
             )
             try:
-                rendered: Rendered = await future
+                raw, used = await future
             except asyncio.CancelledError:
                 abandon.set()  # the thread stops at the next denoising step
                 raise
             finally:
                 if self.state == "busy":
                     self.state = "ready"
-        return rendered
+        return Rendered(await asyncio.to_thread(to_uint8, raw), used)
 
     def _render_sync(
         self,
         spec: RenderSpec,
-        image: Image.Image | None,
+        inputs: tuple[torch.Tensor, torch.Tensor],
         *,
         deadline: float,
         abandon: threading.Event,
         progress: ProgressFn,
         mode: MemoryMode | None,
-    ) -> Rendered:
-        def attempt(in_mode: MemoryMode | None) -> Rendered:
+    ) -> tuple[NDArray[np.float32], MemoryMode | None]:
+        """Frames in [0, 1] and the memory mode they were rendered in."""
+
+        def attempt(in_mode: MemoryMode | None) -> tuple[NDArray[np.float32], MemoryMode | None]:
             if in_mode is not None and current_mode(self._pipeline) != in_mode:
                 apply_mode(self._pipeline, in_mode, self.device)
-            return Rendered(self._denoise(spec, image, deadline=deadline, abandon=abandon, progress=progress), in_mode)
+            return self._denoise(spec, inputs, deadline=deadline, abandon=abandon, progress=progress), in_mode
 
         try:
             return attempt(mode)
@@ -195,13 +205,13 @@ class Renderer:
     def _denoise(
         self,
         spec: RenderSpec,
-        image: Image.Image | None,
+        inputs: tuple[torch.Tensor, torch.Tensor],
         *,
         deadline: float,
         abandon: threading.Event,
         progress: ProgressFn,
-    ) -> NDArray[np.uint8]:
-        video, mask = get_image_to_video_latent(image, None, spec.num_frames, (spec.height, spec.width))
+    ) -> NDArray[np.float32]:
+        video, mask = inputs
 
         def on_step_end(_pipe: Any, step: int, _t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
             if abandon.is_set():
@@ -235,8 +245,8 @@ class Renderer:
             if _is_fatal(exc):
                 self._fail(f"device error while rendering: {exc!r}")
             raise RenderFailed(f"pipeline raised {type(exc).__name__}: {exc}") from exc
-        frames = to_uint8(output.frames[0])
         log.debug("render done in %.2fs", time.monotonic() - started)
+        frames: NDArray[np.float32] = output.frames[0]
         return frames
 
     def _fail(self, reason: str) -> None:

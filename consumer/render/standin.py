@@ -39,10 +39,17 @@ class StandInPipeline:
         callback_on_step_end: Any,
         **_: Any,
     ) -> SimpleNamespace:
+        started = time.monotonic()
         frames = (num_frames - 1) // 4 * 4 + 1  # the real VAE's 4x temporal grid
+        output = self._frames(video, generator, frames, height, width)
+        # The hold includes making the frames: the call takes hold_s in all, like a GPU render would.
         for step in range(num_inference_steps):
-            time.sleep(self.hold_s / num_inference_steps)
+            time.sleep(max(0.0, started + self.hold_s * (step + 1) / num_inference_steps - time.monotonic()))
             callback_on_step_end(self, step, None, {})
+        return SimpleNamespace(frames=output)
+
+    @staticmethod
+    def _frames(video: torch.Tensor, generator: torch.Generator, frames: int, height: int, width: int) -> Any:
         # (1, 3, F, H, W) in [0, 1]: the start frame, or zeros for text-to-video.
         start = video[0, :, 0].permute(1, 2, 0).numpy().astype(np.float32)
         if not start.any():
@@ -50,4 +57,4 @@ class StandInPipeline:
             start = np.broadcast_to(np.linspace(0, 1, width, dtype=np.float32)[None, :, None], (height, width, 3))
             start = (start + seed / 255) % 1.0
         shifts = [np.roll(start, 4 * index, axis=1) for index in range(frames)]
-        return SimpleNamespace(frames=np.stack(shifts)[None])
+        return np.stack(shifts)[None]
