@@ -1,0 +1,167 @@
+"""Benchmarks: the pure statistics they rest on, and every benchmark run once with tiny parameters against the
+session's broker and S3 server (the JSON shape is checked, never timings: this machine's speed is not the point)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import duty_cycle, overhead, resources, run_all, scale_out, soak, stats
+from bench.common import SMALL, Infra
+
+# --- statistics -------------------------------------------------------------------------------------------------
+
+
+def test_union_merges_overlapping_and_touching_intervals() -> None:
+    assert stats.union([(5, 6), (0, 2), (1, 3), (3, 4)]) == [(0, 4), (5, 6)]
+    assert stats.union([]) == []
+
+
+def test_union_rejects_an_interval_that_ends_before_it_starts() -> None:
+    with pytest.raises(ValueError, match="ends before"):
+        stats.union([(2, 1)])
+
+
+def test_covered_and_gaps() -> None:
+    intervals = [(0.0, 1.0), (0.5, 2.0), (2.5, 3.0), (4.0, 4.5)]
+    assert stats.covered(intervals) == pytest.approx(3.0)
+    assert stats.gaps(intervals) == pytest.approx([0.5, 1.0])
+    assert stats.gaps([(0, 1)]) == []
+
+
+def test_duty_cycle_is_busy_time_over_the_span() -> None:
+    duty = stats.duty_cycle([(10.0, 11.0), (11.2, 12.0), (12.0, 13.0)])
+    assert duty.span_s == pytest.approx(3.0)
+    assert duty.busy_s == pytest.approx(2.8)
+    assert duty.fraction == pytest.approx(2.8 / 3.0)
+    assert duty.largest_gap_s == pytest.approx(0.2)
+    assert duty.gaps_over_10ms == 1
+    assert stats.duty_cycle([(1.0, 1.0)]).fraction == 1.0
+    with pytest.raises(ValueError, match="no intervals"):
+        stats.duty_cycle([])
+
+
+def test_holds_start_when_the_model_is_taken() -> None:
+    assert stats.holds([2.5, 0.0], 0.5) == [(0.0, 0.5), (2.5, 3.0)]
+    duty = stats.duty_cycle(stats.holds([0.0, 1.2, 2.2], 1.0))
+    assert duty.fraction == pytest.approx(3.0 / 3.2)
+    assert duty.largest_gap_s == pytest.approx(0.2)
+
+
+def test_percentile_interpolates_like_numpy() -> None:
+    values = [4.0, 1.0, 3.0, 2.0]
+    assert stats.percentile(values, 0) == 1.0
+    assert stats.percentile(values, 50) == 2.5
+    assert stats.percentile(values, 100) == 4.0
+    assert stats.percentile(values, 99) == pytest.approx(3.97)
+    assert stats.percentile([7.0], 99) == 7.0
+    with pytest.raises(ValueError, match="no values"):
+        stats.percentile([], 50)
+    with pytest.raises(ValueError, match="out of range"):
+        stats.percentile([1.0], 101)
+
+
+def test_summary_scales_and_rounds() -> None:
+    assert stats.summary([0.001, 0.002, 0.003], scale=1000, digits=1) == {
+        "p50": 2.0,
+        "p90": 2.8,
+        "p99": 3.0,
+        "mean": 2.0,
+        "max": 3.0,
+    }
+
+
+def test_slope_is_least_squares() -> None:
+    assert stats.slope([0, 1, 2, 3], [1, 3, 5, 7]) == pytest.approx(2.0)
+    assert stats.slope([0, 1], [0, 1]) is None
+    assert stats.slope([1, 1, 1], [0, 1, 2]) is None
+
+
+def test_duty_cycle_summary_drops_the_warm_up_render_and_measures_model_idle() -> None:
+    # Renders of R = 1 s. The first (cold) is left out. Each reported interval ends 0.1 s after the model was
+    # released (the 8-bit conversion), so the reported intervals hide part of the model's idle time.
+    intervals = [(0.0, 1.6), (1.5, 2.6), (2.7, 3.8), (3.75, 4.85)]
+    figures = duty_cycle.summarise(intervals, hold_s=1.0, inflight=2, wall_s=6.0)
+    assert figures["renders"] == 3
+    assert figures["render_fraction"] == pytest.approx(round(3.25 / 3.35, 4))
+    assert figures["largest_gap_s"] == pytest.approx(0.1)
+    assert figures["hold_fraction"] == pytest.approx(round(3.0 / 3.25, 4))
+    assert figures["largest_idle_between_holds_s"] == pytest.approx(0.2)
+    assert figures["median_idle_between_holds_s"] == pytest.approx(0.125)
+    assert figures["idle_stretches_over_10ms"] == 2
+    assert figures["median_after_hold_ms"] == pytest.approx(100.0)
+    assert figures["timeline"]["hold"] == [[0.0, 1.0], [1.2, 2.2], [2.25, 3.25]]
+
+
+# --- every benchmark, tiny ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def bench_infra(broker: str, s3_endpoint: str, tmp_path: Path) -> Infra:
+    return Infra(bootstrap=broker, s3_endpoint=s3_endpoint, log_dir=tmp_path)
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(150)
+async def test_every_benchmark_runs_tiny_and_reports_its_shape(bench_infra: Infra, tmp_path: Path) -> None:
+    # Concurrently: each starts its own worker processes on its own topics, and most of the time is their start-up.
+    duty, over, scale, res, chaos = await asyncio.gather(
+        duty_cycle.measure(bench_infra, render_s=[0.2], requests=[4], video=SMALL),
+        overhead.measure(bench_infra, requests=8, latency_samples=3, warmup=2),
+        scale_out.measure(bench_infra, workers=(1, 2), render_s=0.1, requests=8),
+        resources.measure(bench_infra, requests=10, warmup=2),
+        soak.measure(
+            bench_infra,
+            requests=30,
+            workers=2,
+            render_s=0.01,
+            kill_every=(1.0, 1.5),
+            max_kills=1,
+            chaos_s=30,
+            settle_s=90,
+            rate_per_s=30,
+            seed=7,
+        ),
+    )
+
+    (run,) = duty["runs"]
+    for mode in ("pipelined", "sequential"):
+        figures = run[mode]
+        assert 0 < figures["hold_fraction"] <= 1
+        assert 0 < figures["render_fraction"] <= 1
+        assert figures["renders"] == 3  # 4 minus the warm-up render
+        assert len(figures["timeline"]["hold"]) == 3
+    assert set(run["idle_cut_by_pipelining"]) == {"hold_fraction_gain", "throughput_ratio"}
+
+    for name in ("worker", "floor", "floor_short_fetch_wait"):
+        assert over[name]["throughput_per_s"] > 0
+        assert set(over[name]["latency_ms"]) == {"p50", "p90", "p99", "mean", "max"}
+        assert over[name]["cpu_ms_per_request"] > 0
+    assert set(over["worker"]["latency_stages_p50_ms"]) == {"pickup", "processing", "delivery"}
+    assert set(over["ratio_to_floor"]) == {"throughput", "latency_p50", "latency_p99"}
+    assert over["object_bytes"] > 0
+
+    assert [point["workers"] for point in scale["points"]] == [1, 2]
+    assert scale["points"][0]["ratio_to_1_worker"] == 1.0
+    assert sum(scale["points"][1]["results_per_worker"].values()) == 8
+
+    assert res["statuses"] == ["completed"]
+    assert {"rss_mb", "open_fds"} <= set(res["after"])
+    assert isinstance(res["rss_growth_mb"], float)
+    assert isinstance(res["fd_growth"], int)
+
+    assert chaos["sent"] == 30
+    assert chaos["lost"] == 0
+    assert chaos["completed"] == 30
+    assert chaos["kills"] == 1
+    assert chaos["duplicated"] >= 0
+    assert chaos["worker_processes"] == 3
+    assert set(chaos["rss_growth_mb"]) == {"max", "busiest_worker"}
+
+    pytest.importorskip("matplotlib")
+    report: dict[str, Any] = {"duty_cycle": duty, "scale_out": scale}
+    run_all.plot(report, tmp_path / "report.png")
+    assert (tmp_path / "report.png").read_bytes().startswith(b"\x89PNG")
