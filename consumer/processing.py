@@ -231,6 +231,10 @@ class Processor:
             stages.render_started_at = self._clock()
             self._metrics.queue_wait_seconds.observe(max(0.0, (stages.render_started_at - record_time).total_seconds()))
 
+        def on_end() -> None:
+            stages.render_ms = _ms_since(started)
+            stages.render_finished_at = self._clock()
+
         timeout_s = min(self._settings.render_timeout_s, request.render_timeout_s or self._settings.render_timeout_s)
         with self._tracer.start_as_current_span("render") as span:
             span.set_attributes({"vidgen.width": spec.width, "vidgen.height": spec.height, "vidgen.steps": spec.steps})
@@ -242,18 +246,22 @@ class Processor:
                     on_progress(step, total)
 
             rendered = await self._renderer.render(
-                spec, image, timeout_s=timeout_s, on_progress=progress, on_start=on_start, mode=stages.memory_mode
+                spec,
+                image,
+                timeout_s=timeout_s,
+                on_progress=progress,
+                on_start=on_start,
+                on_end=on_end,
+                mode=stages.memory_mode,
             )
             if rendered.mode is not None:
                 span.set_attribute("vidgen.memory_mode", rendered.mode.value)
         frames = rendered.frames
         stages.memory_mode = rendered.mode
         self._metrics.renders.labels(memory_mode=rendered.mode.value if rendered.mode else "unmanaged").inc()
-        stages.render_ms = _ms_since(started)
-        stages.render_finished_at = self._clock()
         self._metrics.render_seconds.labels(
             resolution=resolution_label(request.width, request.height), frames=str(frames.shape[0])
-        ).observe(stages.render_ms / 1000)
+        ).observe((stages.render_ms or 0) / 1000)  # set by on_end whenever render() returned
         return frames
 
     def _encode(self, frames: NDArray[np.uint8], fps: int) -> tuple[bytes, bytes]:

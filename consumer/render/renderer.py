@@ -125,11 +125,12 @@ class Renderer:
         timeout_s: float,
         on_progress: ProgressFn | None = None,
         on_start: Callable[[], None] | None = None,
+        on_end: Callable[[], None] | None = None,
         mode: MemoryMode | None = None,
     ) -> Rendered:
         """Render in `mode` (None: as the pipeline is). Raises RenderTimeout past the deadline, RenderFailed on a
         crash; a CUDA out-of-memory error is retried once in a more frugal mode first. `on_start` runs when the
-        model is actually taken (after any wait for the previous render)."""
+        model is actually taken (after any wait for the previous render), `on_end` when it is released."""
         if self.state == "failed":
             raise ModelUnavailable(f"renderer is broken: {self.failure}")
         loop = asyncio.get_running_loop()
@@ -163,6 +164,8 @@ class Renderer:
             )
             try:
                 raw, used = await future
+                if on_end is not None:
+                    on_end()
             except asyncio.CancelledError:
                 abandon.set()  # the thread stops at the next denoising step
                 raise
