@@ -34,7 +34,11 @@ class Rejection:
     tenant_id: str | None
     metadata: dict[str, str]
     error: InvalidRequest
-    field: str | None = None
+
+    @property
+    def field(self) -> str | None:
+        """The request field at fault."""
+        return self.error.field
 
 
 def parse_request(  # noqa: PLR0911 - one early return per way a record can be unusable
@@ -72,7 +76,6 @@ def parse_request(  # noqa: PLR0911 - one early return per way a record can be u
             tenant_id=request.tenant_id,
             metadata={} if exc.field.startswith("metadata") else dict(request.metadata),
             error=exc,
-            field=exc.field,
         )
 
 
@@ -87,8 +90,7 @@ def _rejection(request_id: str, data: dict[str, Any], exc: ValidationError) -> R
         request_id=request_id,
         tenant_id=_echo_id(data.get("tenant_id")),
         metadata=_echo_metadata(data.get("metadata")),
-        error=InvalidRequest("; ".join(parts), code=code),
-        field=_loc(first["loc"]),
+        error=InvalidRequest("; ".join(parts), code=code, field=_loc(first["loc"])),
     )
 
 

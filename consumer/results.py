@@ -76,7 +76,7 @@ def rejected(rejection: Rejection, *, received_at: datetime, identity: Identity)
             code=rejection.error.code,
             message=rejection.error.message,
             retryable=False,
-            field=rejection.field,
+            field=rejection.error.field,
         ),
         metadata=rejection.metadata,
         timings=Timings(received_at=received_at, completed_at=received_at),

@@ -32,7 +32,7 @@ def test_request_fault_found_late_is_rejected() -> None:
 
 
 def test_rejection_names_the_field() -> None:
-    rejection = Rejection("r1", None, {}, InvalidRequest("width: bad", code="invalid_field"), field="width")
+    rejection = Rejection("r1", None, {}, InvalidRequest("width: bad", code="invalid_field", field="width"))
     result = rejected(rejection, received_at=NOW, identity=ME)
     assert result.status == "rejected" and result.tenant_id is None
     assert result.error is not None and (result.error.code, result.error.field) == ("invalid_field", "width")
