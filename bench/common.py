@@ -122,34 +122,25 @@ def worker_env(
     extra: dict[str, str] | None = None,
 ) -> dict[str, str]:
     """The environment of one worker subprocess: the run's topics and bucket, the stand-in model."""
-    env = {name: value for name, value in os.environ.items() if not name.startswith("VIDGEN_")}
-    env.update(
-        {
-            "PYTHONUNBUFFERED": "1",
-            "VIDGEN_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-            "VIDGEN_KAFKA_ENABLE_IDEMPOTENCE": "false",  # tansu has no idempotent producer
-            "VIDGEN_S3_ENDPOINT_URL": settings.s3_endpoint_url,
-            "VIDGEN_S3_BUCKET": settings.s3_bucket,
-            "VIDGEN_S3_CREATE_BUCKET": "true",
-            "VIDGEN_MODEL": "standin",
-            "VIDGEN_STANDIN_RENDER_S": str(render_s),
-            "VIDGEN_HTTP_HOST": "127.0.0.1",
-            "VIDGEN_HTTP_PORT": str(http_port),
-            "VIDGEN_WORKER_ID": worker_id,
-            "VIDGEN_LOG_LEVEL": "WARNING",
-            "VIDGEN_TOPIC_PARTITIONS": str(settings.topic_partitions),
-            "VIDGEN_MAX_INFLIGHT_JOBS": str(max_inflight),
-            "VIDGEN_SESSION_TIMEOUT_MS": "6000",
-            "VIDGEN_HEARTBEAT_INTERVAL_MS": "500",
-            "VIDGEN_REQUESTS_TOPIC": settings.requests_topic,
-            "VIDGEN_RESULTS_TOPIC": settings.results_topic,
-            "VIDGEN_DLQ_TOPIC": settings.dlq_topic,
-            "VIDGEN_RETRY_TOPIC": settings.retry_topic,
-            "VIDGEN_PROGRESS_TOPIC": settings.progress_topic,
-            "VIDGEN_CONSUMER_GROUP": settings.consumer_group,
-            "VIDGEN_SHUTDOWN_GRACE_S": "10",
+    worker = settings.model_copy(
+        update={
+            "kafka_enable_idempotence": False,  # tansu has no idempotent producer
+            "s3_create_bucket": True,
+            "model": "standin",
+            "standin_render_s": render_s,
+            "http_host": "127.0.0.1",
+            "http_port": http_port,
+            "worker_id": worker_id,
+            "log_level": "WARNING",
+            "max_inflight_jobs": max_inflight,
+            "session_timeout_ms": 6000,
+            "heartbeat_interval_ms": 500,
+            "shutdown_grace_s": 10,
         }
     )
+    env = {name: value for name, value in os.environ.items() if not name.startswith("VIDGEN_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(worker.as_environment())
     env.setdefault("AWS_ACCESS_KEY_ID", "bench")
     env.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
     env.update(extra or {})

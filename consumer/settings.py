@@ -152,6 +152,23 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     shutdown_grace_s: float = Field(60.0, ge=0, description="Time an in-flight job gets to finish on SIGTERM.")
 
+    def as_environment(self) -> dict[str, str]:
+        """The `VIDGEN_*` variables that rebuild these settings in another process (unset fields left out).
+        Secrets are revealed here on purpose: a child worker needs them; never log the result."""
+        environment = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            elif isinstance(value, bool):
+                value = str(value).lower()
+            elif isinstance(value, tuple):
+                value = ",".join(value)
+            environment[f"VIDGEN_{name.upper()}"] = str(value)
+        return environment
+
     @field_validator("warmup")
     @classmethod
     def _warmup_size(cls, value: str) -> str:

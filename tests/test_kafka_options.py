@@ -66,3 +66,20 @@ def test_a_missing_certificate_file_fails_at_start_up(tmp_path: Path) -> None:
     settings = Settings(kafka_security_protocol="SSL", kafka_ssl_cafile=str(tmp_path / "missing.pem"))
     with pytest.raises(FileNotFoundError):
         client_options(settings)
+
+
+def test_settings_round_trip_through_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`as_environment` (how tests and benchmarks configure worker processes) rebuilds the same settings."""
+    original = Settings(
+        kafka_sasl_mechanism="PLAIN",
+        kafka_sasl_password="s3cr3t-Value-123",
+        s3_image_buckets=("a", "b"),
+        create_topics=False,
+        render_timeout_s=12.5,
+    )
+    for name, value in original.as_environment().items():
+        monkeypatch.setenv(name, value)
+    rebuilt = Settings()
+    assert rebuilt == original
+    assert rebuilt.kafka_sasl_password is not None
+    assert rebuilt.kafka_sasl_password.get_secret_value() == "s3cr3t-Value-123"

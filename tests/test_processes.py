@@ -24,18 +24,7 @@ pytestmark = pytest.mark.integration
 
 def _env(settings: Settings, **overrides: object) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("VIDGEN_")}
-    for name, value in {**settings.model_dump(), **overrides}.items():
-        if value is not None:
-            env[f"VIDGEN_{name.upper()}"] = _env_value(value)
-    return env
-
-
-def _env_value(value: object) -> str:
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, tuple):
-        return ",".join(value)
-    return str(value)
+    return env | settings.model_copy(update=overrides).as_environment()
 
 
 @pytest.fixture
