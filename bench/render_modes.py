@@ -1,4 +1,5 @@
-"""Seconds per video and peak memory of each memory mode, with the seed design (fp16 + model offload) as baseline.
+"""Seconds per video and peak memory of each memory mode, with the seed design (fp16 + model offload) as baseline,
+and each render optimisation that changes the output (step caching) against the exact path on the same seed.
 
 On a GPU it builds the full-size EasyAnimate V5.1-7B InP transformer and MagVIT VAE from their published configs
 with random weights (speed and memory do not depend on weight values) and renders 512x512x25 and 672x384x49 at 30
@@ -7,7 +8,11 @@ steps in bf16. The Qwen2-VL-7B text encoder is left out: random prompt embedding
 timings and the peaks. With `--tiny` (the default without CUDA) the same code runs the built-in tiny model at tiny
 sizes, where the offload modes and the seed design are reported as skipped on a CPU.
 
-    python bench/render_modes.py [--tiny] [--steps N] [--size WxHxF ...] [--output report.json]
+Optimisation rows run resident at max(steps, 10) steps (a step cache has nothing to skip in two steps): seconds per
+video, speed-up over the exact path timed in the same section, steps computed and reused, and the drift of the
+decoded frames from the exact path (mean absolute difference in 8-bit levels, PSNR).
+
+    python -m bench.render_modes [--tiny] [--steps N] [--size WxHxF ...] [--step-cache-threshold T] [--output F]
 
 Prints one JSON report. Peaks: torch.cuda.max_memory_allocated on CUDA; on a CPU, the torch allocator's
 high-water mark reconstructed from torch.profiler memory events (allocations made by torch only).
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import time
 from collections.abc import Callable, Sequence
@@ -37,12 +43,15 @@ from PIL import Image
 from consumer.memory import MemoryMode, ModelMemoryProfile, apply_mode, estimate_bytes, supported_modes
 from consumer.memory.profile import V51_7B_INP_TRANSFORMER_CONFIG, V51_VAE_CONFIG
 from consumer.render.flops import peak_tflops, transformer_step_flops
+from consumer.render.step_cache import apply_step_cache, remove_step_cache, step_cache_stats
 from consumer.render.tiny import build_tiny_pipeline
 
 TEXT_SHAPE = (1, 256, 3584)  # Qwen2-VL-7B hidden states for one prompt padded to 256 tokens
 FULL_SIZES = ((512, 512, 25), (672, 384, 49))
 GUIDANCE = 6.0  # upstream default: CFG on, batch 2 through the transformer
 TINY_SIZES = ((256, 256, 5),)  # one small size keeps the smoke test well under a minute
+STEP_CACHE_THRESHOLD = 0.1  # upstream suggests 0.08-0.1 for V5.1-7B
+MIN_OPTIMISATION_STEPS = 10
 
 
 def build_full_pipeline(device: torch.device, dtype: torch.dtype) -> EasyAnimateInpaintPipeline:
@@ -74,12 +83,13 @@ def prompt_kwargs(pipeline: Any, device: torch.device, *, tiny: bool) -> dict[st
     }
 
 
-def render(pipeline: Any, size: tuple[int, int, int], steps: int, prompts: dict[str, Any]) -> None:
+def render(pipeline: Any, size: tuple[int, int, int], steps: int, prompts: dict[str, Any]) -> torch.Tensor:
+    """Decoded frames in [0, 1]."""
     width, height, frames = size
     start = Image.new("RGB", (width, height), (200, 40, 40))
     video, mask = get_image_to_video_latent(start, None, frames, (height, width))
     with torch.inference_mode():
-        pipeline(
+        output = pipeline(
             **prompts,
             num_frames=frames,
             video=video,
@@ -91,9 +101,11 @@ def render(pipeline: Any, size: tuple[int, int, int], steps: int, prompts: dict[
             generator=torch.Generator(device="cpu").manual_seed(0),
             output_type="pt",
         )
+    frames: torch.Tensor = output.frames
+    return frames
 
 
-def measure(fn: Callable[[], None], device: torch.device) -> tuple[float, int]:
+def measure(fn: Callable[[], object], device: torch.device) -> tuple[float, int]:
     """(seconds, peak bytes) of one call."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -108,7 +120,7 @@ def measure(fn: Callable[[], None], device: torch.device) -> tuple[float, int]:
     return seconds, cpu_peak_bytes(fn)  # a second, profiled call: the profiler would distort the timing
 
 
-def cpu_peak_bytes(fn: Callable[[], None]) -> int:
+def cpu_peak_bytes(fn: Callable[[], object]) -> int:
     """High-water mark of torch's CPU allocations during fn, replayed from the profiler's memory events."""
     from torch.profiler import ProfilerActivity, profile
 
@@ -154,11 +166,87 @@ def run_seed_design(
     return [{**row, **_timed(pipeline, device, size, steps, prompts)} for row, size in zip(rows, sizes, strict=True)]
 
 
+def run_optimisations(
+    pipeline: Any,
+    device: torch.device,
+    sizes: Sequence[tuple[int, int, int]],
+    steps: int,
+    prompts: dict[str, Any],
+    *,
+    dtype: torch.dtype,
+    step_cache_threshold: float,
+) -> list[dict[str, Any]]:
+    """The exact path, then each optimisation on the same seed, resident in the pipeline's working dtype."""
+    apply_mode(pipeline, MemoryMode.RESIDENT, device)  # removes the hooks the seed design left behind
+    pipeline.to(dtype=dtype)
+    steps = max(steps, MIN_OPTIMISATION_STEPS)
+    runs: list[dict[str, Any]] = []
+    for size in sizes:
+        exact_frames: list[torch.Tensor] = []
+        exact = _timed(pipeline, device, size, steps, prompts, keep=exact_frames)
+        runs.append({**_row("optimisation", "exact", str(dtype), size), **exact})
+        name = f"step_cache(threshold={step_cache_threshold})"
+        apply_step_cache(pipeline, step_cache_threshold)
+        frames: list[torch.Tensor] = []
+        try:
+            cached = _timed(pipeline, device, size, steps, prompts, keep=frames)
+            stats = step_cache_stats(pipeline)
+        finally:
+            remove_step_cache(pipeline)
+        if stats is None:
+            raise RuntimeError("the step cache hooks went missing during the render")
+        runs.append(
+            {
+                **_row("optimisation", name, str(dtype), size),
+                **cached,
+                **_scaled_flops(cached, stats.computed / steps),  # reused steps run no transformer blocks
+                "speedup_vs_exact": round(exact["seconds"] / cached["seconds"], 3),
+                "steps_computed": stats.computed,
+                "steps_reused": stats.reused,
+                **drift(frames[0], exact_frames[0]),
+            }
+        )
+    return runs
+
+
+def _scaled_flops(timed: dict[str, Any], fraction: float) -> dict[str, Any]:
+    """The FLOP figures of a render that ran only `fraction` of its steps' transformer work."""
+    fraction_of_peak = timed["fraction_of_bf16_peak"]
+    return {
+        "transformer_tflop": round(timed["transformer_tflop"] * fraction, 3),
+        "achieved_tflops_per_s": round(timed["achieved_tflops_per_s"] * fraction, 3),
+        "fraction_of_bf16_peak": round(fraction_of_peak * fraction, 4) if fraction_of_peak else None,
+    }
+
+
+def drift(frames: torch.Tensor, exact: torch.Tensor) -> dict[str, float]:
+    """How far decoded frames in [0, 1] are from the exact path's: mean absolute difference in 8-bit levels, PSNR."""
+    difference = frames.float() - exact.float()
+    mse = float(difference.square().mean())
+    return {
+        "drift_mean_abs_8bit": round(float(difference.abs().mean()) * 255, 4),
+        "drift_psnr_db": round(10 * math.log10(1 / mse), 2) if mse > 0 else math.inf,
+    }
+
+
 def _timed(
-    pipeline: Any, device: torch.device, size: tuple[int, int, int], steps: int, prompts: dict[str, Any]
+    pipeline: Any,
+    device: torch.device,
+    size: tuple[int, int, int],
+    steps: int,
+    prompts: dict[str, Any],
+    *,
+    keep: list[torch.Tensor] | None = None,
 ) -> dict[str, Any]:
+    """Timings of one render; `keep` receives its frames (on the CPU)."""
     render(pipeline, size, 1, prompts)  # warm-up, untimed: lazy init, CUDA kernels, cuDNN autotuning, hooks
-    seconds, peak = measure(lambda: render(pipeline, size, steps, prompts), device)
+
+    def timed_render() -> None:
+        frames = render(pipeline, size, steps, prompts)
+        if keep is not None:
+            keep[:] = [frames.cpu()]
+
+    seconds, peak = measure(timed_render, device)
     width, height, frames = size
     flops = steps * transformer_step_flops(
         pipeline.transformer, width=width, height=height, num_frames=frames, guidance_scale=GUIDANCE
@@ -187,6 +275,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--tiny", action="store_true", help="the tiny model at tiny sizes (default without CUDA)")
     parser.add_argument("--steps", type=int, help="denoising steps (30 full size, 2 tiny)")
     parser.add_argument("--size", action="append", help="WxHxF, repeatable")
+    parser.add_argument("--step-cache-threshold", type=float, default=STEP_CACHE_THRESHOLD, help="step cache row")
     parser.add_argument("--output", type=Path, help="also write the report here")
     args = parser.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -200,8 +289,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     else:
         pipeline = build_full_pipeline(device, torch.bfloat16)
     prompts = prompt_kwargs(pipeline, device, tiny=tiny)
+    dtype = pipeline.transformer.dtype
     runs = run_modes(pipeline, device, sizes, steps, prompts)
     runs += run_seed_design(pipeline, device, sizes, steps, prompts)
+    runs += run_optimisations(
+        pipeline, device, sizes, steps, prompts, dtype=dtype, step_cache_threshold=args.step_cache_threshold
+    )
     report = {
         "model": "tiny" if tiny else "easyanimate-v5.1-7b-inp, random weights",
         "text_encoder": "tiny Qwen2-VL" if tiny else f"excluded: random prompt embeds {list(TEXT_SHAPE)}",

@@ -61,6 +61,7 @@ async def serve(
             dtype=resolve_dtype(settings.dtype, device),
             standin_render_s=settings.standin_render_s,
             compile_backend=settings.torch_compile_backend if settings.torch_compile else None,
+            step_cache_threshold=settings.step_cache_threshold,
         ),
         device=device,
         oom_downgrade=settings.oom_downgrade,

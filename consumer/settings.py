@@ -124,6 +124,12 @@ class Settings(BaseSettings):
     )
     torch_compile: bool = Field(False, description="torch.compile the transformer (GPU; pair with a warm-up).")
     torch_compile_backend: str = Field("inductor", description="torch.compile backend (`eager` only checks wiring).")
+    step_cache_threshold: float = Field(
+        0.0,
+        ge=0,
+        description="Step caching (TeaCache): skip the transformer on denoising steps whose accumulated input change "
+        "stays under this; 0 = off. Upstream suggests 0.08-0.1 for V5.1-7B. Changes the output.",
+    )
     warmup: str = Field(
         "", description="`WxHxF`: render once at start-up (2 steps) so compilation and autotuning precede requests."
     )

@@ -419,13 +419,19 @@ def test_render_modes_bench_runs_tiny_and_prints_json() -> None:
     assert {"device", "torch", "diffusers", "text_encoder", "guidance_scale"} <= report.keys()
     runs = report["runs"]
     assert {(r["design"], r["mode"]) for r in runs} == {("mode", m.value) for m in MODES} | {
-        ("seed", "fp16+model_cpu_offload")
+        ("seed", "fp16+model_cpu_offload"),
+        ("optimisation", "exact"),
+        ("optimisation", "step_cache(threshold=0.1)"),
     }
     measured = [r for r in runs if "skipped" not in r]
     assert {r["mode"] for r in measured} >= {"resident", "vae_tiling"}
     for run in measured:
-        assert run["seconds"] > 0 and run["seconds_per_step"] > 0 and run["steps"] == 2
+        assert run["seconds"] > 0 and run["seconds_per_step"] > 0
+        assert run["steps"] == (10 if run["design"] == "optimisation" else 2)
         assert run["peak_bytes"] > 0
         if run["design"] == "mode":
             # The estimator, calibrated on the full-size VAE, must not promise less than the tiny model takes.
             assert run["peak_bytes"] <= run["estimate_bytes"] <= 2 * run["peak_bytes"], run
+    cached = next(r for r in runs if r["mode"].startswith("step_cache"))
+    assert cached["steps_computed"] + cached["steps_reused"] == 10 and cached["steps_reused"] > 0
+    assert 0 < cached["drift_mean_abs_8bit"] < 2 and cached["drift_psnr_db"] > 40

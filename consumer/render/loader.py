@@ -10,6 +10,7 @@ from diffusers import EasyAnimateInpaintPipeline
 
 from consumer.errors import ModelUnavailable
 from consumer.render.standin import StandInPipeline
+from consumer.render.step_cache import apply_step_cache
 from consumer.render.tiny import build_tiny_pipeline
 
 __all__ = ["load_pipeline", "resolve_device", "resolve_dtype"]
@@ -41,8 +42,11 @@ def load_pipeline(
     dtype: torch.dtype,
     standin_render_s: float = 1.0,
     compile_backend: str | None = None,
+    step_cache_threshold: float = 0.0,
 ) -> Any:
-    """Build or load the pipeline and move it to the device. Slow: call it from a worker thread."""
+    """Build or load the pipeline and move it to the device. Slow: call it from a worker thread.
+
+    `step_cache_threshold` > 0 turns on step caching (consumer/render/step_cache.py); it changes the output."""
     if model == "standin":
         pipeline: Any = StandInPipeline(standin_render_s)
     elif model == "tiny":
@@ -60,6 +64,8 @@ def load_pipeline(
             ) from exc
     pipeline.to(device)
     pipeline.set_progress_bar_config(disable=True)
+    if step_cache_threshold > 0 and model != "standin":
+        apply_step_cache(pipeline, step_cache_threshold)
     if compile_backend is not None and model != "standin":
         # Compiled lazily on the first call per input shape: the renderer's warm-up pays that before requests.
         pipeline.transformer = torch.compile(pipeline.transformer, backend=compile_backend)
