@@ -1,4 +1,8 @@
-"""Benchmark 1: how busy one worker keeps its model on a backlog, pipelined (2 jobs in flight) vs sequential (1).
+"""Benchmark 1: how busy one worker keeps its model on a backlog, pipelined vs sequential.
+
+Pipelined: the worker's defaults (two jobs before their render ends, so the next is prepared while one renders,
+and up to four past it encoding and uploading). Sequential: one job at a time from fetch to answer
+(VIDGEN_MAX_INFLIGHT_JOBS=1, VIDGEN_MAX_FINISHING_JOBS=0), the design without pipelining.
 
 One worker with the stand-in renderer (holds R seconds per render), real H.264 encoding of 512x512x25 videos and
 real uploads to the S3 server; the whole backlog is produced before the worker starts. From the result events'
@@ -45,7 +49,7 @@ from bench.stats import DutyCycle
 
 __all__ = ["main", "measure"]
 
-MODES = {"pipelined": 2, "sequential": 1}
+MODES = {"pipelined": (2, 4), "sequential": (1, 0)}  # (max_inflight_jobs, max_finishing_jobs)
 DEFAULT_RENDER_S = (1.0, 3.0)
 DEFAULT_REQUESTS = (40, 10)  # ~4 minutes for both modes at both R on 2 cores; raise to 100 for the full spec
 WARMUP_RENDERS = 1
@@ -66,8 +70,10 @@ async def measure(
     runs = []
     for hold_s, count in zip(render_s, requests, strict=True):
         run: dict[str, Any] = {"render_s": hold_s, "requests": count}
-        for mode, inflight in MODES.items():
-            run[mode] = await _one_mode(infra, hold_s=hold_s, count=count, inflight=inflight, video=video)
+        for mode, (inflight, finishing) in MODES.items():
+            run[mode] = await _one_mode(
+                infra, hold_s=hold_s, count=count, inflight=inflight, finishing=finishing, video=video
+            )
             if not timeline:
                 run[mode].pop("timeline")
         run["idle_cut_by_pipelining"] = _compare(run["pipelined"], run["sequential"])
@@ -80,14 +86,17 @@ async def measure(
     }
 
 
-async def _one_mode(infra: Infra, *, hold_s: float, count: int, inflight: int, video: dict[str, int]) -> dict[str, Any]:
+async def _one_mode(
+    infra: Infra, *, hold_s: float, count: int, inflight: int, finishing: int, video: dict[str, int]
+) -> dict[str, Any]:
     settings = new_run(infra, f"duty-{inflight}")
     bodies = make_requests("duty", count, video=video)
     ids = [body["request_id"] for body in bodies]
     async with Client(settings) as client:
         await client.send(bodies)  # the whole backlog waits before the worker starts
         started = time.monotonic()
-        async with running_workers(infra, settings, 1, render_s=hold_s, max_inflight=inflight):
+        stages = {"VIDGEN_MAX_FINISHING_JOBS": str(finishing)}
+        async with running_workers(infra, settings, 1, render_s=hold_s, max_inflight=inflight, extra=stages):
             if not await client.wait_for(ids, timeout_s=120 + count * (hold_s + 5)):
                 raise TimeoutError(f"{len(set(ids) - client.answered())} of {count} requests unanswered")
         wall = time.monotonic() - started
@@ -96,7 +105,8 @@ async def _one_mode(infra: Infra, *, hold_s: float, count: int, inflight: int, v
     if statuses != {"completed"}:
         raise RuntimeError(f"unexpected result statuses {statuses}")
     (intervals,) = render_intervals(results).values()  # one worker
-    return summarise(intervals, hold_s=hold_s, inflight=inflight, wall_s=wall, results=results)
+    summary = summarise(intervals, hold_s=hold_s, inflight=inflight, wall_s=wall, results=results)
+    return {"max_finishing_jobs": finishing, **summary}
 
 
 def summarise(

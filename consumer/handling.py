@@ -30,6 +30,7 @@ from consumer.quotas import Decision
 from consumer.results import Identity, failed, rejected
 from consumer.retry_policy import Delivery, RetryPolicy
 from consumer.settings import Settings
+from consumer.slots import Slot
 from consumer.tracing import extract_context
 from schemas.events import Timings, VideoRequest, VideoResult
 
@@ -39,6 +40,13 @@ log = logging.getLogger(__name__)
 
 ProgressSink = Callable[[str, int, int], None]
 Record: TypeAlias = ConsumerRecord[bytes, bytes]
+
+
+class _Abandoned:
+    """Marks a job given up unanswered: shut down or revoked while it waited for memory."""
+
+
+_ABANDONED = _Abandoned()
 
 
 class RecordHandler:
@@ -80,28 +88,14 @@ class RecordHandler:
         result = failed(job.request, error, timings=_timings(job), attempt=1, identity=self._identity)
         return await self.answer(job.record, result, job.received_at)
 
-    async def run(self, job: Job) -> bool:
+    async def run(self, job: Job, slot: Slot) -> bool:
         try:
             with self._span(job.record) as span, _job_logs(job.record, job.request.request_id, job.request.tenant_id):
-                mode = None
-                if self._memory is not None:
-                    with self._tracer.start_as_current_span("admission wait"):
-                        admission = await self._memory.admit(job.request, stop=lambda: self.draining)
-                    if admission is None:
-                        return False
-                    if isinstance(admission, Reject):
-                        error = TooLargeForWorker(admission.message)
-                        refusal = failed(job.request, error, timings=_timings(job), attempt=1, identity=self._identity)
-                        await self._publish(span, refusal)
-                        return True
-                    mode = admission.mode
-                try:
-                    result = await self._process_with_retries(job.request, job.record, job.received_at, mode)
-                finally:
-                    if self._memory is not None:
-                        self._memory.release(job.request)
-                if result is not None:
-                    await self._publish(span, result)
+                outcome = await self._process_with_retries(job, slot)
+                if outcome is _ABANDONED:
+                    return False
+                if isinstance(outcome, VideoResult):
+                    await self._publish(span, outcome)
                 return True
         finally:
             self._release(job)
@@ -135,24 +129,51 @@ class RecordHandler:
         self._metrics.jobs.labels(status=result.status, error_code=result.error.code if result.error else "").inc()
         await self._publisher.result(result)
 
-    async def _process_with_retries(
-        self, request: VideoRequest, record: Record, received_at: datetime, mode: MemoryMode | None
-    ) -> VideoResult | None:
+    async def _admit(self, request: VideoRequest) -> MemoryMode | Reject | _Abandoned | None:
+        """Wait until the render fits in device memory: the mode to render in (None: memory not managed)."""
+        if self._memory is None:
+            return None
+        with self._tracer.start_as_current_span("admission wait"):
+            admission = await self._memory.admit(request, stop=lambda: self.draining)
+        if admission is None:
+            return _ABANDONED
+        return admission if isinstance(admission, Reject) else admission.mode
+
+    async def _process_with_retries(self, job: Job, slot: Slot) -> VideoResult | _Abandoned | None:
         """Retry transient failures in process with backoff, then hand the request to the retry topic, and after
-        the last round fail it for good (result `failed`, retryable) with a copy in the DLQ. None: handed on."""
+        the last round fail it for good (result `failed`, retryable) with a copy in the DLQ. None: handed on.
+
+        Each attempt is admitted by device memory first; the reservation and the job's render slot are given up
+        as soon as its render ends, so the next request renders while this one encodes and uploads."""
+        request, record = job.request, job.record
         delivery = Delivery.from_headers(record.headers)
         progress = self._progress_for(request, attempt=delivery.attempt)
         started = time.monotonic()
         attempt = delivery.attempt
         for retry in range(1, self._retry.attempts + 1):
-            result = await self._processor.process(
-                request,
-                received_at=received_at,
-                record_time=datetime.fromtimestamp(record.timestamp / 1000, UTC),
-                attempt=attempt,
-                on_progress=progress,
-                memory_mode=mode,
-            )
+            mode = await self._admit(request)
+            if isinstance(mode, _Abandoned):
+                return _ABANDONED
+            if isinstance(mode, Reject):
+                error = TooLargeForWorker(mode.message)
+                return failed(request, error, timings=_timings(job), attempt=attempt, identity=self._identity)
+
+            def rendered() -> None:
+                self._release_memory(request)
+                slot.rendered()
+
+            try:
+                result = await self._processor.process(
+                    request,
+                    received_at=job.received_at,
+                    record_time=datetime.fromtimestamp(record.timestamp / 1000, UTC),
+                    attempt=attempt,
+                    on_progress=progress,
+                    on_rendered=rendered,
+                    memory_mode=mode,
+                )
+            finally:
+                self._release_memory(request)
             if result.status != "failed" or result.error is None or not result.error.retryable:
                 return result
             failure = result.error
@@ -174,6 +195,10 @@ class RecordHandler:
             return None
         await self._publisher.dead_letter(record, code=failure.code, message=failure.message)
         return result
+
+    def _release_memory(self, request: VideoRequest) -> None:
+        if self._memory is not None:
+            self._memory.release(request)  # idempotent
 
     def _progress_for(self, request: VideoRequest, *, attempt: int) -> Callable[[int, int], None] | None:
         steps: list[Callable[[int, int], None]] = []

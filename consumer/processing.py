@@ -100,11 +100,20 @@ class Processor:
         record_time: datetime | None = None,
         attempt: int = 1,
         on_progress: ProgressFn | None = None,
+        on_rendered: Callable[[], None] | None = None,
         memory_mode: MemoryMode | None = None,
     ) -> VideoResult:
+        """`on_rendered` runs once the model is no longer needed: its render ended, or a cache hit skipped it."""
         stages = _Stages(received_at=received_at, memory_mode=memory_mode)
         try:
-            return await self._process(request, stages, record_time or received_at, attempt, on_progress)
+            return await self._process(
+                request,
+                stages,
+                record_time=record_time or received_at,
+                attempt=attempt,
+                on_progress=on_progress,
+                on_rendered=on_rendered or _nothing,
+            )
         except VidgenError as exc:
             log.warning("request %s %s: %s", request.request_id, exc.code, exc.message)
             error = exc
@@ -117,9 +126,11 @@ class Processor:
         self,
         request: VideoRequest,
         stages: _Stages,
+        *,
         record_time: datetime,
         attempt: int,
         on_progress: ProgressFn | None,
+        on_rendered: Callable[[], None],
     ) -> VideoResult:
         if self._moderator is not None:
             # Before the cache lookup, so a video rendered before a policy change is not handed out after it.
@@ -136,6 +147,7 @@ class Processor:
 
         cached = await self._store.head(keys.video)
         if cached is not None and all(name in cached.metadata for name in _META_FIELDS):
+            on_rendered()
             self._metrics.cache_hits.inc()
             video = await self._video_info(keys, cached)
             return completed(
@@ -148,7 +160,13 @@ class Processor:
             )
 
         frames = await self._render(
-            request, image=image, seed=seed, stages=stages, record_time=record_time, on_progress=on_progress
+            request,
+            image=image,
+            seed=seed,
+            stages=stages,
+            record_time=record_time,
+            on_progress=on_progress,
+            on_rendered=on_rendered,
         )
 
         started = time.perf_counter()
@@ -211,6 +229,7 @@ class Processor:
         stages: _Stages,
         record_time: datetime,
         on_progress: ProgressFn | None,
+        on_rendered: Callable[[], None],
     ) -> NDArray[np.uint8]:
         spec = RenderSpec(
             prompt=request.prompt,
@@ -234,6 +253,7 @@ class Processor:
         def on_end() -> None:
             stages.render_ms = _ms_since(started)
             stages.render_finished_at = self._clock()
+            on_rendered()
 
         timeout_s = min(self._settings.render_timeout_s, request.render_timeout_s or self._settings.render_timeout_s)
         with self._tracer.start_as_current_span("render") as span:
@@ -285,6 +305,10 @@ class Processor:
             fps=fps,
             duration_s=round(frames / fps, 3),
         )
+
+
+def _nothing() -> None:
+    pass
 
 
 def _ms_since(started: float) -> int:

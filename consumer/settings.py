@@ -70,7 +70,16 @@ class Settings(BaseSettings):
         2, ge=0, description="Trips through the retry topic before the request fails for good (and is dead-lettered)."
     )
     max_inflight_jobs: int = Field(
-        2, ge=1, description="Jobs in progress at once: one renders while the next is prepared and the last uploads."
+        2,
+        ge=1,
+        description="Jobs before their render ends (start image, memory admission, render): one renders while the "
+        "next is prepared. Bounded further by free device memory.",
+    )
+    max_finishing_jobs: int = Field(
+        4,
+        ge=0,
+        description="Jobs past their render (encode, upload, publish) at once; new jobs start only while fewer are. "
+        "0: a job keeps its render slot until it is answered (the sequential design).",
     )
     max_pending_jobs: int = Field(
         16, ge=1, description="Fetched requests waiting for a slot; while full, partitions are paused."
@@ -129,6 +138,11 @@ class Settings(BaseSettings):
         ge=0,
         description="Step caching (TeaCache): skip the transformer on denoising steps whose accumulated input change "
         "stays under this; 0 = off. Upstream suggests 0.08-0.1 for V5.1-7B. Changes the output.",
+    )
+    fp8: bool = Field(
+        False,
+        description="FP8 matmuls (torchao float8 dynamic activations and weights, per row) in the transformer blocks. "
+        "Needs a CUDA GPU of compute capability 8.9+ (Ada, Hopper), bfloat16 and the `fp8` extra. Changes the output.",
     )
     warmup: str = Field(
         "", description="`WxHxF`: render once at start-up (2 steps) so compilation and autotuning precede requests."

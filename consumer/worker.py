@@ -26,6 +26,7 @@ from consumer.publisher import Publisher
 from consumer.results import Identity
 from consumer.retry_policy import Delivery
 from consumer.settings import Settings
+from consumer.slots import StageSlots
 from schemas.events import VideoRequest
 
 __all__ = ["ConsumerFactory", "ProgressSink", "Record", "Worker"]
@@ -79,6 +80,12 @@ class Worker:
         self._tasks: dict[TopicPartition, set[asyncio.Task[None]]] = {}
         self._running: set[asyncio.Task[None]] = set()
         self._pending = PendingJobs(settings)
+        self._slots = StageSlots(
+            rendering=settings.max_inflight_jobs,
+            finishing=settings.max_finishing_jobs,
+            on_change=self._start_admitted,
+        )
+        self._accepting = True
         self._handler = RecordHandler(
             settings=settings,
             publisher=publisher,
@@ -178,16 +185,30 @@ class Worker:
         return True
 
     def _start_admitted(self) -> None:
-        """Start queued requests while job slots are free, in the order the tenant quotas allow."""
-        while len(self._running) < self._settings.max_inflight_jobs and (taken := self._pending.take()) is not None:
+        """Start queued requests while job slots are free, in the order the tenant quotas allow. Runs after each
+        fetch and whenever a slot frees up, so a finished render hands its slot on without waiting for a poll."""
+        while self._accepting and self._slots.free and (taken := self._pending.take()) is not None:
             job, decision = taken
-            work = self._handler.run(job) if decision.admitted else self._handler.refuse(job, decision)
-            self._spawn(job.tp, job.record, work)
+            if not decision.admitted:
+                self._spawn(job.tp, job.record, self._handler.refuse(job, decision))
+                continue
+            slot = self._slots.take()
+            self._spawn(job.tp, job.record, self._handler.run(job, slot), on_done=slot.done)
 
-    def _spawn(self, tp: TopicPartition, record: Record, work: Coroutine[Any, Any, bool]) -> None:
+    def _spawn(
+        self,
+        tp: TopicPartition,
+        record: Record,
+        work: Coroutine[Any, Any, bool],
+        on_done: Callable[[], None] | None = None,
+    ) -> None:
         async def job() -> None:
-            if await work:  # False: abandoned unanswered, so the offset must not be committed past it
-                self._tracker.finish(tp, record.offset)
+            try:
+                if await work:  # False: abandoned unanswered, so the offset must not be committed past it
+                    self._tracker.finish(tp, record.offset)
+            finally:
+                if on_done is not None:
+                    on_done()
             self._metrics.inflight.set(len(self._running))
 
         task = asyncio.create_task(job(), name=f"job-{tp.topic}-{tp.partition}-{record.offset}")
@@ -243,6 +264,7 @@ class Worker:
         """Shutdown: no new records; keep polling (paused) so the member stays alive while jobs finish."""
         deadline = time.monotonic() + self._settings.shutdown_grace_s
         self._handler.draining = True
+        self._accepting = False
         self._pending.drop()
         log.info("draining %d in-flight job(s)", len(self._running))
         while list(self._running) and time.monotonic() < deadline:

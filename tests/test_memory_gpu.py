@@ -67,6 +67,19 @@ def test_cuda_probe_reads_the_device() -> None:
     assert reading.total_bytes == torch.cuda.get_device_properties(0).total_memory
 
 
+def test_cuda_probe_counts_blocks_torch_keeps_cached_as_free() -> None:
+    """After a render its activations stay in torch's cache: used to the driver, yet free for the next render."""
+    probe = CudaProbe(0)
+    size = 256 << 20
+    block = torch.empty(size, dtype=torch.uint8, device=CUDA)
+    while_held = probe.read().free_bytes
+    del block
+    driver_free, _ = torch.cuda.mem_get_info(0)
+    assert probe.read().free_bytes - while_held >= 0.9 * size
+    assert probe.read().free_bytes > driver_free  # the driver alone still counts the cached block as used
+    torch.cuda.empty_cache()
+
+
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("size", [(256, 256, 9), (512, 512, 9), (768, 512, 5)])
 def test_estimate_bounds_the_measured_peak(pipeline: Any, mode: MemoryMode, size: tuple[int, int, int]) -> None:

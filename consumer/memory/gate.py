@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -25,7 +26,7 @@ _RECHECK_S = 0.25
 class MemoryGate:
     """Admission by free device memory. While a job waits, `waiting` is true and the worker fetches nothing.
 
-    `reserved` counts the estimates of admitted jobs until they finish, so two jobs admitted back to back cannot
+    `reserved` counts the estimates of admitted jobs until their renders end, so two jobs admitted back to back cannot
     both plan on the same free bytes. `held_bytes` reports weights the probe already sees as used (a resident
     model on the GPU), which every estimate also includes.
     """
@@ -50,6 +51,7 @@ class MemoryGate:
         self._metrics = metrics
         self._reserved: dict[int, int] = {}
         self._waiters = 0
+        self._freed = asyncio.Event()  # set (and replaced) whenever a reservation ends
 
     @property
     def waiting(self) -> bool:
@@ -88,7 +90,10 @@ class MemoryGate:
                     log.info("request %s waits for memory: %s", request.request_id, decision.reason)
                 if stop():
                     return None
-                await asyncio.sleep(_RECHECK_S)
+                # Re-read when a reservation ends (the job before rendered), or after a while for other changes.
+                freed = self._freed
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(freed.wait(), _RECHECK_S)
                 now = time.monotonic()
                 self._metrics.admission_wait_seconds.inc(now - last)  # counted as it accrues, for live dashboards
                 last = now
@@ -105,5 +110,9 @@ class MemoryGate:
         self._metrics.memory_waiting.set(self._waiters)
 
     def release(self, request: VideoRequest) -> None:
-        self._reserved.pop(id(request), None)
+        """End a job's reservation (idempotent): called when its render ends, not when its result is out."""
+        if self._reserved.pop(id(request), None) is None:
+            return
         self._metrics.job_estimate_bytes.set(sum(self._reserved.values()))
+        self._freed.set()
+        self._freed = asyncio.Event()

@@ -26,7 +26,8 @@ class MemoryProbe(Protocol):
 
 
 class CudaProbe:
-    """Free and total memory of one CUDA device, as the driver sees it (all processes, not only this one).
+    """Free and total memory of one CUDA device, as the driver sees it (all processes, not only this one), plus
+    what this process's caching allocator holds unused, which our next render reuses.
 
     `backend="torch"` uses torch.cuda.mem_get_info (creates a CUDA context on first use; MIG-aware).
     `backend="nvml"` uses nvidia-ml-py if installed: no CUDA context, so it works before the model loads, but it
@@ -46,9 +47,16 @@ class CudaProbe:
         device = f"cuda:{self._index}"
         if self._nvml is not None:
             info = self._nvml.nvmlDeviceGetMemoryInfo(self._nvml.nvmlDeviceGetHandleByIndex(self._index))
-            return MemoryReading(int(info.free), int(info.total), device)
-        free, total = torch.cuda.mem_get_info(self._index)
-        return MemoryReading(free, total, device)
+            free, total = int(info.free), int(info.total)
+        else:
+            free, total = torch.cuda.mem_get_info(self._index)
+        return MemoryReading(free + self._cached_unused(), total, device)
+
+    def _cached_unused(self) -> int:
+        """Blocks torch's caching allocator keeps after a render: used to the driver, free to our next render."""
+        if not torch.cuda.is_initialized():  # type: ignore[no-untyped-call]  # nvml probes must not create a context
+            return 0
+        return max(0, torch.cuda.memory_reserved(self._index) - torch.cuda.memory_allocated(self._index))
 
 
 class CpuBudgetProbe:
