@@ -1,5 +1,5 @@
 """Seconds per video and peak memory of each memory mode, with the seed design (fp16 + model offload) as baseline,
-and each render optimisation that changes the output (step caching) against the exact path on the same seed.
+and each render optimisation that changes the output (step caching, FP8) against the exact path on the same seed.
 
 On a GPU it builds the full-size EasyAnimate V5.1-7B InP transformer and MagVIT VAE from their published configs
 with random weights (speed and memory do not depend on weight values) and renders 512x512x25 and 672x384x49 at 30
@@ -10,7 +10,8 @@ sizes, where the offload modes and the seed design are reported as skipped on a 
 
 Optimisation rows run resident at max(steps, 10) steps (a step cache has nothing to skip in two steps): seconds per
 video, speed-up over the exact path timed in the same section, steps computed and reused, and the drift of the
-decoded frames from the exact path (mean absolute difference in 8-bit levels, PSNR).
+decoded frames from the exact path (mean absolute difference in 8-bit levels, PSNR). FP8 needs an Ada or Hopper GPU
+and torchao (the `fp8` extra); elsewhere its row says why it was skipped.
 
     python -m bench.render_modes [--tiny] [--steps N] [--size WxHxF ...] [--step-cache-threshold T] [--output F]
 
@@ -21,6 +22,7 @@ high-water mark reconstructed from torch.profiler memory events (allocations mad
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import platform
@@ -43,6 +45,7 @@ from PIL import Image
 from consumer.memory import MemoryMode, ModelMemoryProfile, apply_mode, estimate_bytes, supported_modes
 from consumer.memory.profile import V51_7B_INP_TRANSFORMER_CONFIG, V51_VAE_CONFIG
 from consumer.render.flops import peak_tflops, transformer_step_flops
+from consumer.render.fp8 import fp8_unsupported_reason, quantize_fp8
 from consumer.render.step_cache import apply_step_cache, remove_step_cache, step_cache_stats
 from consumer.render.tiny import build_tiny_pipeline
 
@@ -176,20 +179,21 @@ def run_optimisations(
     dtype: torch.dtype,
     step_cache_threshold: float,
 ) -> list[dict[str, Any]]:
-    """The exact path, then each optimisation on the same seed, resident in the pipeline's working dtype."""
+    """The exact path, then each optimisation on the same seed, resident in the pipeline's working dtype. FP8 comes
+    last: quantizing cannot be undone."""
     apply_mode(pipeline, MemoryMode.RESIDENT, device)  # removes the hooks the seed design left behind
     pipeline.to(dtype=dtype)
     steps = max(steps, MIN_OPTIMISATION_STEPS)
     runs: list[dict[str, Any]] = []
+    exact: dict[tuple[int, int, int], tuple[dict[str, Any], torch.Tensor]] = {}
     for size in sizes:
-        exact_frames: list[torch.Tensor] = []
-        exact = _timed(pipeline, device, size, steps, prompts, keep=exact_frames)
-        runs.append({**_row("optimisation", "exact", str(dtype), size), **exact})
-        name = f"step_cache(threshold={step_cache_threshold})"
-        apply_step_cache(pipeline, step_cache_threshold)
         frames: list[torch.Tensor] = []
+        timed = _timed(pipeline, device, size, steps, prompts, keep=frames)
+        exact[size] = timed, frames[0]
+        runs.append({**_row("optimisation", "exact", str(dtype), size), **timed})
+        apply_step_cache(pipeline, step_cache_threshold)
         try:
-            cached = _timed(pipeline, device, size, steps, prompts, keep=frames)
+            timed = _timed(pipeline, device, size, steps, prompts, keep=frames)
             stats = step_cache_stats(pipeline)
         finally:
             remove_step_cache(pipeline)
@@ -197,16 +201,33 @@ def run_optimisations(
             raise RuntimeError("the step cache hooks went missing during the render")
         runs.append(
             {
-                **_row("optimisation", name, str(dtype), size),
-                **cached,
-                **_scaled_flops(cached, stats.computed / steps),  # reused steps run no transformer blocks
-                "speedup_vs_exact": round(exact["seconds"] / cached["seconds"], 3),
+                **_row("optimisation", f"step_cache(threshold={step_cache_threshold})", str(dtype), size),
+                **timed,
+                **_scaled_flops(timed, stats.computed / steps),  # reused steps run no transformer blocks
+                **_against(exact[size], timed, frames[0]),
                 "steps_computed": stats.computed,
                 "steps_reused": stats.reused,
-                **drift(frames[0], exact_frames[0]),
             }
         )
+    capability = torch.cuda.get_device_capability(device) if device.type == "cuda" else None
+    installed = importlib.util.find_spec("torchao") is not None
+    unsupported = fp8_unsupported_reason(device, capability, dtype, torchao_installed=installed)
+    if unsupported is None:
+        quantize_fp8(pipeline.transformer)
+    for size in sizes:
+        row = _row("optimisation", "fp8", "float8_e4m3fn", size)
+        if unsupported is not None:
+            runs.append({**row, "skipped": unsupported})
+            continue
+        frames = []
+        timed = _timed(pipeline, device, size, steps, prompts, keep=frames)
+        runs.append({**row, **timed, **_against(exact[size], timed, frames[0])})
     return runs
+
+
+def _against(exact: tuple[dict[str, Any], torch.Tensor], timed: dict[str, Any], frames: torch.Tensor) -> dict[str, Any]:
+    exact_timed, exact_frames = exact
+    return {"speedup_vs_exact": round(exact_timed["seconds"] / timed["seconds"], 3), **drift(frames, exact_frames)}
 
 
 def _scaled_flops(timed: dict[str, Any], fraction: float) -> dict[str, Any]:

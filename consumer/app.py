@@ -62,6 +62,7 @@ async def serve(
             standin_render_s=settings.standin_render_s,
             compile_backend=settings.torch_compile_backend if settings.torch_compile else None,
             step_cache_threshold=settings.step_cache_threshold,
+            fp8=settings.fp8,
         ),
         device=device,
         oom_downgrade=settings.oom_downgrade,

@@ -422,6 +422,7 @@ def test_render_modes_bench_runs_tiny_and_prints_json() -> None:
         ("seed", "fp16+model_cpu_offload"),
         ("optimisation", "exact"),
         ("optimisation", "step_cache(threshold=0.1)"),
+        ("optimisation", "fp8"),
     }
     measured = [r for r in runs if "skipped" not in r]
     assert {r["mode"] for r in measured} >= {"resident", "vae_tiling"}

@@ -9,6 +9,7 @@ import torch
 from diffusers import EasyAnimateInpaintPipeline
 
 from consumer.errors import ModelUnavailable
+from consumer.render.fp8 import check_fp8, quantize_fp8
 from consumer.render.standin import StandInPipeline
 from consumer.render.step_cache import apply_step_cache
 from consumer.render.tiny import build_tiny_pipeline
@@ -43,10 +44,14 @@ def load_pipeline(
     standin_render_s: float = 1.0,
     compile_backend: str | None = None,
     step_cache_threshold: float = 0.0,
+    fp8: bool = False,
 ) -> Any:
     """Build or load the pipeline and move it to the device. Slow: call it from a worker thread.
 
-    `step_cache_threshold` > 0 turns on step caching (consumer/render/step_cache.py); it changes the output."""
+    `step_cache_threshold` > 0 turns on step caching (consumer/render/step_cache.py) and `fp8` FP8 matmuls
+    (consumer/render/fp8.py); both change the output. FP8 is checked against the device before anything loads."""
+    if fp8 and model != "standin":
+        check_fp8(device, dtype)
     if model == "standin":
         pipeline: Any = StandInPipeline(standin_render_s)
     elif model == "tiny":
@@ -64,6 +69,8 @@ def load_pipeline(
             ) from exc
     pipeline.to(device)
     pipeline.set_progress_bar_config(disable=True)
+    if fp8 and model != "standin":
+        quantize_fp8(pipeline.transformer)
     if step_cache_threshold > 0 and model != "standin":
         apply_step_cache(pipeline, step_cache_threshold)
     if compile_backend is not None and model != "standin":
