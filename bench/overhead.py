@@ -3,8 +3,10 @@
 Worker path: one worker with the stand-in renderer at R = 0 and small frames (256x256x5): produce a request,
 the worker fetches it, looks the content key up in S3, "renders", encodes the MP4 and poster, uploads both,
 presigns, publishes the result (acks=all) and commits. Floor: a minimal loop in this process doing only the same
-produce, one S3 PUT of an object the size of the worker's MP4, and a produce/consume of a record the size of the
-worker's result, with the same two jobs in flight. Both are measured through the same real broker and S3 server:
+I/O: consume the request, PUT two objects the sizes of the worker's poster and MP4 (poster first, as the worker
+does), and produce a record the size of the worker's result, with as many jobs in flight as the worker may have
+(its render plus finishing slots). What the worker adds is its own work: the cache lookup, encoding, presigning,
+validation, telemetry and commits. Both are measured through the same real broker and S3 server:
 
 - throughput: a backlog of N requests produced at once, N / (last result - first send);
 - latency: one request at a time (closed loop, after a random 0-0.5 s pause so requests land at random points
@@ -54,7 +56,8 @@ __all__ = ["main", "measure"]
 
 WARMUP = 20
 WORKER_FETCH_WAIT_MS = 500  # aiokafka's default, which the worker's consumer keeps
-INFLIGHT = 2  # the worker's default VIDGEN_MAX_INFLIGHT_JOBS; the floor gets the same
+_DEFAULTS = Settings()
+INFLIGHT = _DEFAULTS.max_inflight_jobs + _DEFAULTS.max_finishing_jobs  # the most jobs the worker has in flight
 THINK_MAX_S = 0.5  # the longest random pause before each latency sample
 
 
@@ -75,13 +78,19 @@ async def measure(
     sizes = [result.video.bytes for result in arrivals if result.video is not None]
     template = arrivals[-1]
     object_bytes = int(statistics.median(sizes))
+    poster_bytes = await _object_size(settings, template)
 
     floors = {}
     for name, fetch_wait_ms in (("floor", WORKER_FETCH_WAIT_MS), ("floor_short_fetch_wait", 10)):
         settings = new_run(infra, "floor")
         async with (
             Client(settings) as client,
-            _floor(settings, template=template, object_bytes=object_bytes, fetch_wait_ms=fetch_wait_ms),
+            _floor(
+                settings,
+                template=template,
+                sizes=(poster_bytes, object_bytes),
+                fetch_wait_ms=fetch_wait_ms,
+            ),
         ):
             # The floor's CPU is this whole process: the floor loop plus the producer and the result collector.
             floors[name] = await _phases(
@@ -97,6 +106,8 @@ async def measure(
         "requests": requests,
         "latency_samples": latency_samples,
         "object_bytes": object_bytes,
+        "poster_bytes": poster_bytes,
+        "floor_inflight": INFLIGHT,
         "result_record_bytes": len(template.model_dump_json().encode()),
         "worker": worker,
         **floors,
@@ -131,15 +142,19 @@ async def _phases(
             )
         )
     process = psutil.Process(cpu_of)
-    before = process.cpu_times()
+    before, machine_before = process.cpu_times(), psutil.cpu_times()
     throughput = await _backlog(client, make_requests("tput", requests, video=video))
-    after = process.cpu_times()
+    after, machine_after = process.cpu_times(), psutil.cpu_times()
     cpu_s = (after.user + after.system) - (before.user + before.system)
+    machine_s = _busy_s(machine_after) - _busy_s(machine_before)
     return {
         "throughput_per_s": round(throughput, 2),
         # CPU time per request in the throughput phase, and the share of one core it kept busy.
         "cpu_ms_per_request": round(1000 * cpu_s / requests, 1),
         "cpu_percent_of_one_core": round(100 * cpu_s * throughput / requests, 1),
+        # Every process on the machine (worker, broker, S3 server, this client): what the cores had to give.
+        "machine_cpu_ms_per_request": round(1000 * machine_s / requests, 1),
+        "machine_cpu_percent": round(100 * machine_s * throughput / requests / (psutil.cpu_count() or 1), 1),
         "latency_ms": stats.summary(latencies, scale=1000, digits=1),
         # Split by the result's own timings: produce -> worker received, received -> result built, -> seen.
         "latency_stages_p50_ms": {
@@ -166,7 +181,7 @@ async def _wait(client: Client, ids: list[str], *, timeout_s: float) -> None:
 
 @contextlib.asynccontextmanager
 async def _floor(
-    settings: Settings, *, template: VideoResult, object_bytes: int, fetch_wait_ms: int
+    settings: Settings, *, template: VideoResult, sizes: tuple[int, int], fetch_wait_ms: int
 ) -> AsyncIterator[None]:
     """The minimal request -> S3 PUT -> result loop, running until the block ends."""
     consumer = AIOKafkaConsumer(
@@ -181,9 +196,7 @@ async def _floor(
         async with open_s3_client(settings) as s3:
             await s3.create_bucket(Bucket=settings.s3_bucket)
             loop = asyncio.create_task(
-                _floor_loop(
-                    consumer, producer=producer, s3=s3, settings=settings, template=template, object_bytes=object_bytes
-                )
+                _floor_loop(consumer, producer=producer, s3=s3, settings=settings, template=template, sizes=sizes)
             )
             try:
                 yield
@@ -203,9 +216,9 @@ async def _floor_loop(
     s3: Any,
     settings: Settings,
     template: VideoResult,
-    object_bytes: int,
+    sizes: tuple[int, int],
 ) -> None:
-    payload = os.urandom(object_bytes)
+    poster, video = (os.urandom(size) for size in sizes)
     result_json = template.model_dump_json()
     slots = asyncio.Semaphore(INFLIGHT)
     jobs: set[asyncio.Task[None]] = set()
@@ -213,7 +226,8 @@ async def _floor_loop(
     async def handle(key: bytes) -> None:
         try:
             request_id = key.decode()
-            await s3.put_object(Bucket=settings.s3_bucket, Key=f"floor/{request_id}.mp4", Body=payload)
+            await s3.put_object(Bucket=settings.s3_bucket, Key=f"floor/{request_id}.jpg", Body=poster)
+            await s3.put_object(Bucket=settings.s3_bucket, Key=f"floor/{request_id}.mp4", Body=video)
             value = result_json.replace(template.request_id, request_id).encode()
             await producer.send_and_wait(settings.results_topic, value=value, key=key)
         finally:
@@ -231,6 +245,20 @@ async def _floor_loop(
     finally:
         for job in list(jobs):
             job.cancel()
+
+
+async def _object_size(settings: Settings, result: VideoResult) -> int:
+    """Size of the worker's poster of this result, for the floor's second object."""
+    if result.video is None:
+        raise RuntimeError(f"result {result.request_id} has no video")
+    key = result.video.poster_uri.removeprefix(f"s3://{settings.s3_bucket}/")
+    async with open_s3_client(settings) as s3:
+        head = await s3.head_object(Bucket=settings.s3_bucket, Key=key)
+    return int(head["ContentLength"])
+
+
+def _busy_s(times: Any) -> float:
+    return float(times.user + times.nice + times.system + times.irq + times.softirq)
 
 
 def _ratio(value: float, floor: float) -> float | None:
