@@ -274,6 +274,14 @@ def test_dockerfile_is_multi_stage_non_root_with_healthcheck() -> None:
     assert "TORCH_VARIANT" in declared
 
 
+def test_cuda_images_get_the_fp8_extra() -> None:
+    """VIDGEN_FP8 needs torchao in the GPU image; the extra's list comes from pyproject, not a copy."""
+    requirements = "/tmp/requirements.txt"  # noqa: S108 - a path inside the image build, not on this machine
+    [install] = [args for instr, args in _dockerfile() if instr == "RUN" and requirements in args]
+    assert re.search(r'case "\$\{TORCH_VARIANT\}" in cu\*\).*\[\'optional-dependencies\'\]\[\'fp8\'\]', install)
+    assert install.rstrip().endswith(f"pip install -r {requirements}")
+
+
 def test_dockerfile_bakes_in_no_weights() -> None:
     weights = re.compile(r"(^|/)(models?|weights)(/|$)|\.(safetensors|bin|ckpt|pth?|gguf)$", re.IGNORECASE)
     for instr, args in _dockerfile():
