@@ -34,18 +34,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from bench import stats
-from bench.common import (
-    VIDEO_512,
-    Arrival,
-    Client,
-    Infra,
-    embedded_infra,
-    make_requests,
-    new_run,
-    render_intervals,
-    running_workers,
-)
+from bench.client import VIDEO_512, Arrival, Client, make_requests, render_intervals
+from bench.infra import Infra, embedded_infra, new_run
 from bench.stats import DutyCycle
+from bench.workers import running_workers
 
 __all__ = ["main", "measure"]
 

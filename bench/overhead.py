@@ -37,16 +37,9 @@ import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bench import stats
-from bench.common import (
-    SMALL,
-    Client,
-    Infra,
-    embedded_infra,
-    make_requests,
-    new_run,
-    partitions_of,
-    running_workers,
-)
+from bench.client import SMALL, Client, make_requests, partitions_of
+from bench.infra import Infra, embedded_infra, new_run
+from bench.workers import running_workers
 from consumer.kafka import client_options
 from consumer.settings import Settings
 from consumer.storage import open_s3_client

@@ -15,16 +15,9 @@ import time
 from typing import Any
 
 from bench import stats
-from bench.common import (
-    SMALL,
-    Client,
-    Infra,
-    WorkerProcess,
-    embedded_infra,
-    make_requests,
-    new_run,
-    running_workers,
-)
+from bench.client import SMALL, Client, make_requests
+from bench.infra import Infra, embedded_infra, new_run
+from bench.workers import WorkerProcess, running_workers
 
 __all__ = ["main", "measure"]
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import duty_cycle, overhead, resources, scale_out
-from bench.common import REPO_ROOT, Infra, embedded_infra, machine_info
+from bench.infra import REPO_ROOT, Infra, embedded_infra, machine_info
 
 __all__ = ["main", "plot"]
 

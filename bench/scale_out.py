@@ -18,16 +18,9 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from bench.common import (
-    SMALL,
-    Client,
-    Infra,
-    embedded_infra,
-    make_requests,
-    new_run,
-    running_workers,
-    settle_group,
-)
+from bench.client import SMALL, Client, make_requests
+from bench.infra import Infra, embedded_infra, new_run
+from bench.workers import running_workers, settle_group
 
 __all__ = ["main", "measure"]
 

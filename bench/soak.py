@@ -23,17 +23,9 @@ from typing import Any
 
 import psutil
 
-from bench.common import (
-    SMALL,
-    Client,
-    Infra,
-    WorkerProcess,
-    embedded_infra,
-    make_requests,
-    new_run,
-    stop_workers,
-    worker_env,
-)
+from bench.client import SMALL, Client, make_requests
+from bench.infra import Infra, embedded_infra, new_run
+from bench.workers import WorkerProcess, stop_workers, worker_env
 from consumer.embedded import free_port
 from consumer.settings import Settings
 

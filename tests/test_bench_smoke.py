@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from bench import duty_cycle, overhead, resources, run_all, scale_out, soak, stats
-from bench.common import SMALL, Infra
+from bench.client import SMALL
+from bench.infra import Infra
 
 # --- statistics -------------------------------------------------------------------------------------------------
 
