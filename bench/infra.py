@@ -24,6 +24,7 @@ __all__ = [
     "REPO_ROOT",
     "Infra",
     "embedded_infra",
+    "end_group",
     "machine_info",
     "new_run",
 ]
@@ -65,10 +66,10 @@ def _moto_process(log_dir: Path) -> Iterator[str]:
             wait_for_port(port, timeout_s=60)
             yield f"http://127.0.0.1:{port}"
         finally:
-            _end_group(process, grace_s=5)
+            end_group(process, grace_s=5)
 
 
-def _end_group(process: subprocess.Popen[bytes], *, grace_s: float) -> None:
+def end_group(process: subprocess.Popen[bytes], *, grace_s: float) -> None:
     if process.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM if grace_s > 0 else signal.SIGKILL)

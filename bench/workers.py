@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 import psutil
 
-from bench.infra import REPO_ROOT, Infra, _end_group
+from bench.infra import REPO_ROOT, Infra, end_group
 from consumer.embedded import free_port
 from consumer.settings import Settings
 
@@ -135,12 +135,12 @@ class WorkerProcess:
     def kill(self) -> None:
         """kill -9 of the whole process group, as an OOM killer or a lost node would."""
         if self.process is not None:
-            _end_group(self.process, grace_s=0)
+            end_group(self.process, grace_s=0)
 
     def stop(self, *, grace_s: float = 15.0) -> None:
         """SIGTERM (the worker drains), SIGKILL after `grace_s`."""
         if self.process is not None:
-            _end_group(self.process, grace_s=grace_s)
+            end_group(self.process, grace_s=grace_s)
 
     def log_tail(self, chars: int = 3000) -> str:
         try:
