@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import subprocess
@@ -42,7 +43,9 @@ from consumer.memory import (
     supported_modes,
     usable_bytes,
 )
+from consumer.memory.estimate import STEP_CACHE_FACTOR, latent_tokens
 from consumer.memory.profile import V51_7B_INP_TRANSFORMER_CONFIG, V51_VAE_CONFIG
+from consumer.render.step_cache import apply_step_cache
 from consumer.render.tiny import build_tiny_pipeline
 
 GIB = 1 << 30
@@ -79,6 +82,23 @@ def test_classifier_free_guidance_doubles_transformer_activations() -> None:
     assert abs(with_cfg.transformer_activation_bytes - 2 * without.transformer_activation_bytes) <= 1
     assert with_cfg.denoise_bytes - without.denoise_bytes == pytest.approx(without.transformer_activation_bytes, abs=1)
     assert with_cfg.decode_bytes == without.decode_bytes  # the VAE never sees the guidance batch
+
+
+def test_the_step_cache_adds_what_it_carries_between_steps() -> None:
+    cached_profile = dataclasses.replace(V51, step_cache=True)
+    exact = estimate(672, 384, 49, 6.0, MemoryMode.RESIDENT, V51)
+    cached = estimate(672, 384, 49, 6.0, MemoryMode.RESIDENT, cached_profile)
+    tokens = latent_tokens(672, 384, 49, V51) + V51.text_tokens
+    carried = STEP_CACHE_FACTOR * 2 * tokens * V51.hidden_size * V51.activation_bytes  # CFG: batch of 2
+    assert cached.denoise_bytes - exact.denoise_bytes == pytest.approx(carried, abs=1)
+    assert cached.decode_bytes == exact.decode_bytes  # freed after the last step, before the VAE decodes
+
+
+def test_the_profile_knows_whether_the_step_cache_is_on() -> None:
+    pipeline = build_tiny_pipeline()
+    assert not ModelMemoryProfile.for_pipeline(pipeline).step_cache
+    apply_step_cache(pipeline, 0.1)
+    assert ModelMemoryProfile.for_pipeline(pipeline).step_cache
 
 
 def test_modes_are_ordered_by_memory(tiny_profile: ModelMemoryProfile) -> None:

@@ -127,6 +127,22 @@ async def test_a_positive_threshold_reuses_steps_and_drifts_boundedly(
     assert _psnr(cached, exact) > 40
 
 
+async def test_nothing_is_carried_past_the_last_step(make_renderer: Callable) -> None:
+    """The residual and the previous input are freed before the VAE decodes, not kept until the next render."""
+    renderer = make_renderer(load_pipeline("tiny", device=CPU, dtype=torch.float32, step_cache_threshold=THRESHOLD))
+    held: list[int] = []
+
+    def watch(_step: int, _total: int) -> None:
+        stats = step_cache_stats(renderer._pipeline)
+        held.append(stats.held_bytes if stats is not None else -1)
+
+    await renderer.start()
+    await renderer.render(SPEC, None, timeout_s=120, on_progress=watch)
+    assert max(held[:-1]) > 0  # carried between steps
+    stats = step_cache_stats(renderer._pipeline)
+    assert stats is not None and stats.held_bytes == 0
+
+
 async def test_removing_the_cache_restores_the_exact_path(tiny_renderer: Renderer, make_renderer: Callable) -> None:
     pipeline = load_pipeline("tiny", device=CPU, dtype=torch.float32, step_cache_threshold=THRESHOLD)
     remove_step_cache(pipeline)

@@ -13,6 +13,8 @@ Activations (element size e = the profile's activation dtype, 2 for bf16):
     N      = F_lat * (H // (8p)) * (W // (8p))     8x spatial compression, then p x p patches (p = 2)
     B      = 2 if guidance_scale > 1 else 1        classifier-free guidance runs cond + uncond as one batch
     A_dit  = 13 * B * (N + 256) * D * e            D = hidden size (3072); the 256 text tokens join the sequence
+             + 3 * B * (N + 256) * D * e           with the step cache on: the residual, the previous step's
+                                                   modulated input and the stack's input, kept across the block stack
     A_dec  = 21.5 * C * 4 * P * e                  C = VAE width (128); it decodes one latent frame (4 frames)
     A_enc  = 12 * C * 4 * P * e                    at a time, encodes 4 frames at a time
     P      = H * W, or min(H, 512) * min(W, 512) when the VAE tiles (every mode but `resident`)
@@ -52,6 +54,7 @@ from consumer.memory.profile import ModelMemoryProfile
 __all__ = ["MemoryEstimate", "estimate", "estimate_bytes", "estimate_per_mode", "latent_tokens"]
 
 DIT_FACTOR = 13.0
+STEP_CACHE_FACTOR = 3.0  # step-cache tensors carried between denoising steps (consumer/render/step_cache.py)
 VAE_DECODE_FACTOR = 21.5
 VAE_ENCODE_FACTOR = 12.0
 FRAME_BUFFER_BYTES = 48  # per pixel per frame
@@ -85,7 +88,8 @@ def estimate(  # noqa: PLR0917 - the agreed signature: the request's numbers, th
 ) -> MemoryEstimate:
     batch = 2 if guidance_scale > 1 else 1
     tokens = latent_tokens(width, height, num_frames, model) + model.text_tokens
-    a_dit = int(DIT_FACTOR * batch * tokens * model.hidden_size * model.activation_bytes)
+    dit_factor = DIT_FACTOR + (STEP_CACHE_FACTOR if model.step_cache else 0.0)
+    a_dit = int(dit_factor * batch * tokens * model.hidden_size * model.activation_bytes)
     pixels = width * height
     if mode != MemoryMode.RESIDENT:  # every other mode tiles the VAE
         pixels = min(width, model.vae_tile) * min(height, model.vae_tile)

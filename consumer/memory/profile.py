@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from consumer.render.step_cache import step_cache_stats
+
 __all__ = [
     "EASYANIMATE_V51_7B",
     "TEXT_TOKENS",
@@ -44,6 +46,7 @@ class ModelMemoryProfile:
     temporal_compression: int = 4
     text_tokens: int = TEXT_TOKENS
     text_activation_bytes: int = 0  # one prompt through the text encoder (logits and hidden states)
+    step_cache: bool = False  # step caching hooked in: tensors carried between denoising steps
 
     @property
     def weights_bytes(self) -> int:
@@ -70,6 +73,7 @@ class ModelMemoryProfile:
             spatial_compression=int(getattr(vae, "spatial_compression_ratio", 8)),
             temporal_compression=int(getattr(vae, "temporal_compression_ratio", 4)),
             text_activation_bytes=_text_activation_bytes(text_encoder),
+            step_cache=step_cache_stats(pipeline) is not None,
         )
 
 

@@ -87,6 +87,7 @@ def decide(
 class StepCacheStats:
     computed: int  # steps whose block stack ran, in the current or last render
     reused: int  # steps that added the cached residual instead
+    held_bytes: int = 0  # tensors carried to the next step now (none once a render has finished)
 
 
 # The wiring: diffusers hooks on the transformer blocks (the pattern of diffusers.hooks.first_block_cache).
@@ -104,6 +105,7 @@ class _RenderState:
         self.stack_input: tuple[torch.Tensor, torch.Tensor] | None = None
         self.residual: tuple[torch.Tensor, torch.Tensor] | None = None
         self.skipping = False
+        self.final = False  # the render's last step: nothing to carry past it
         self.computed = 0
         self.reused = 0
 
@@ -111,8 +113,12 @@ class _RenderState:
         inputs = self.stack_input
         if inputs is None:  # the head block sets it on every computed step
             raise RuntimeError("step cache: the block stack ran without its first block")
-        self.residual = (output[0] - inputs[0], output[1] - inputs[1])
         self.stack_input = None
+        if self.final:
+            # Nothing reuses them: free the step's tensors before the VAE decodes and between renders.
+            self.residual = self.previous_modulated = None
+            return
+        self.residual = (output[0] - inputs[0], output[1] - inputs[1])
 
 
 class _HeadBlockHook(ModelHook):  # type: ignore[misc]  # diffusers is untyped
@@ -146,6 +152,7 @@ class _HeadBlockHook(ModelHook):  # type: ignore[misc]  # diffusers is untyped
         modulated = module.norm1(hidden_states, encoder_hidden_states, temb)[0]
         decision = self._decide(step, total, modulated)
         state.previous_modulated = modulated
+        state.final = step >= total - 1
         state.accumulated = decision.accumulated
         residual = None if decision.compute else state.residual
         state.skipping = residual is not None
@@ -232,7 +239,10 @@ def step_cache_stats(pipeline: Any) -> StepCacheStats | None:
     head = registry.get_hook(_HEAD_HOOK) if registry is not None else None
     if head is None:
         return None
-    return StepCacheStats(computed=head.state.computed, reused=head.state.reused)
+    state = head.state
+    carried = [state.previous_modulated, *(state.residual or ()), *(state.stack_input or ())]
+    held = sum(tensor.numel() * tensor.element_size() for tensor in carried if tensor is not None)
+    return StepCacheStats(computed=state.computed, reused=state.reused, held_bytes=held)
 
 
 def _position(scheduler: Any) -> tuple[int, int]:
