@@ -17,7 +17,7 @@ from typing import Any
 
 import psutil
 
-from consumer.embedded import free_port, kafka_broker, wait_for_port
+from consumer.embedded import free_port, isolated_settings, kafka_broker, wait_for_port
 from consumer.settings import Settings
 
 __all__ = [
@@ -84,20 +84,8 @@ def end_group(process: subprocess.Popen[bytes], *, grace_s: float) -> None:
 def new_run(infra: Infra, label: str) -> Settings:
     """Settings naming fresh topics, group and bucket, so runs on one broker never see each other."""
     run = f"{label}-{uuid.uuid4().hex[:6]}"
-    return Settings(
-        kafka_bootstrap_servers=infra.bootstrap,
-        kafka_enable_idempotence=False,
-        s3_endpoint_url=infra.s3_endpoint,
-        s3_bucket=f"bench-{run}".lower(),
-        s3_create_bucket=True,
-        requests_topic=f"{run}.requests",
-        results_topic=f"{run}.results",
-        dlq_topic=f"{run}.dlq",
-        retry_topic=f"{run}.retry",
-        progress_topic=f"{run}.progress",
-        consumer_group=f"{run}.group",
-        topic_partitions=8,
-        worker_id=f"bench-client-{run}",
+    return isolated_settings(
+        infra.bootstrap, infra.s3_endpoint, run, topic_partitions=8, worker_id=f"bench-client-{run}"
     )
 
 

@@ -49,8 +49,8 @@ __all__ = ["main", "measure"]
 
 WARMUP = 20
 WORKER_FETCH_WAIT_MS = 500  # aiokafka's default, which the worker's consumer keeps
-_DEFAULTS = Settings()
-INFLIGHT = _DEFAULTS.max_inflight_jobs + _DEFAULTS.max_finishing_jobs  # the most jobs the worker has in flight
+# The most jobs the worker has in flight: its default render plus finishing slots (defaults, not the environment).
+INFLIGHT = sum(Settings.model_fields[name].default for name in ("max_inflight_jobs", "max_finishing_jobs"))
 THINK_MAX_S = 0.5  # the longest random pause before each latency sample
 
 

@@ -10,8 +10,11 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-__all__ = ["TcpProxy", "free_port", "kafka_broker", "s3_server", "wait_for_port"]
+from consumer.settings import Settings
+
+__all__ = ["TcpProxy", "free_port", "isolated_settings", "kafka_broker", "s3_server", "wait_for_port"]
 
 
 def free_port() -> int:
@@ -83,6 +86,25 @@ def s3_server(port: int | None = None) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.stop()
+
+
+def isolated_settings(bootstrap: str, s3_endpoint: str, run: str, **overrides: Any) -> Settings:
+    """Settings for the embedded broker and S3 server with every topic, the group and the bucket named after
+    `run`, so runs sharing one broker (tests, benchmark phases) never read each other's records."""
+    return Settings(
+        kafka_bootstrap_servers=bootstrap,
+        kafka_enable_idempotence=False,  # tansu has no idempotent producer
+        s3_endpoint_url=s3_endpoint,
+        s3_bucket=f"vidgen-{run}".lower(),
+        s3_create_bucket=True,
+        requests_topic=f"{run}.requests",
+        results_topic=f"{run}.results",
+        dlq_topic=f"{run}.dlq",
+        retry_topic=f"{run}.retry",
+        progress_topic=f"{run}.progress",
+        consumer_group=f"{run}.group",
+        **overrides,
+    )
 
 
 class TcpProxy:

@@ -169,14 +169,19 @@ async def _submit(args: argparse.Namespace, settings: Settings, tracer: Tracer, 
         print(request.request_id, flush=True)
         if watcher is None:
             return EXIT_COMPLETED
-        bar = _Bar(sys.stderr)
-        result = await watcher.wait(timeout_s=args.timeout, on_tick=bar.draw)
-        bar.close()
+        return await _report(watcher, request.request_id, timeout_s=args.timeout, prog=prog)
     finally:
         if watcher is not None:
             await watcher.stop()
+
+
+async def _report(watcher: ResultWatcher, request_id: str, *, timeout_s: float, prog: str) -> int:
+    """Wait for the result with a progress bar on stderr, print it, and answer with its exit code."""
+    bar = _Bar(sys.stderr)
+    result = await watcher.wait(timeout_s=timeout_s, on_tick=bar.draw)
+    bar.close()
     if result is None:
-        print(f"{prog}: no result for {request.request_id} within {args.timeout:g}s", file=sys.stderr)
+        print(f"{prog}: no result for {request_id} within {timeout_s:g}s", file=sys.stderr)
         return EXIT_TIMEOUT
     print(result.model_dump_json(indent=2))
     return EXIT_COMPLETED if result.status == "completed" else EXIT_FAILED
@@ -211,16 +216,9 @@ def watch_main(argv: list[str] | None = None, *, settings: Settings | None = Non
         watcher = ResultWatcher(settings, args.request_id, progress_topic=settings.progress_topic)
         await watcher.start()
         try:
-            bar = _Bar(sys.stderr)
-            result = await watcher.wait(timeout_s=args.timeout, on_tick=bar.draw)
-            bar.close()
+            return await _report(watcher, args.request_id, timeout_s=args.timeout, prog=prog)
         finally:
             await watcher.stop()
-        if result is None:
-            print(f"{prog}: no result for {args.request_id} within {args.timeout:g}s", file=sys.stderr)
-            return EXIT_TIMEOUT
-        print(result.model_dump_json(indent=2))
-        return EXIT_COMPLETED if result.status == "completed" else EXIT_FAILED
 
     try:
         return asyncio.run(follow())

@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from consumer.app import serve
-from consumer.embedded import kafka_broker, s3_server
+from consumer.embedded import isolated_settings, kafka_broker, s3_server
 from consumer.kafka import client_options, ensure_topics, worker_topics
 from consumer.render.loader import load_pipeline
 from consumer.render.renderer import Renderer
@@ -74,17 +74,10 @@ def s3_endpoint() -> Iterator[str]:
 def settings(broker: str, s3_endpoint: str) -> Settings:
     """Fresh topics, group and bucket per test, so tests on the shared broker never see each other."""
     run = uuid.uuid4().hex[:8]
-    return Settings(
-        kafka_bootstrap_servers=broker,
-        kafka_enable_idempotence=False,
-        s3_endpoint_url=s3_endpoint,
-        s3_bucket=f"videos-{run}",
-        s3_create_bucket=True,
-        requests_topic=f"requests-{run}",
-        results_topic=f"results-{run}",
-        dlq_topic=f"dlq-{run}",
-        retry_topic=f"retry-{run}",
-        consumer_group=f"renderers-{run}",
+    return isolated_settings(
+        broker,
+        s3_endpoint,
+        run,
         topic_partitions=2,
         http_host="127.0.0.1",
         http_port=0,
