@@ -200,6 +200,12 @@ def _report(
     sent = set(ids)
     per_id = collections.Counter(arrival.request_id for arrival in client.arrivals if arrival.request_id in sent)
     first = client.first_results(ids)
+    # A duplicate must say the same thing: same status and the same video object (content-addressed key).
+    answers: dict[str, set[tuple[str, str | None]]] = collections.defaultdict(set)
+    for arrival in client.arrivals:
+        if arrival.request_id in sent:
+            video = arrival.result.video
+            answers[arrival.request_id].add((arrival.result.status, video.uri if video else None))
     statuses = collections.Counter(arrival.result.status for arrival in first.values())
     errors = collections.Counter(arrival.result.error.code for arrival in first.values() if arrival.result.error)
     incarnations = [*pool.ended, *pool.slots]
@@ -215,6 +221,7 @@ def _report(
         "error_codes": dict(errors),
         "duplicated": sum(count - 1 for count in per_id.values()),
         "requests_with_duplicates": sum(1 for count in per_id.values() if count > 1),
+        "duplicates_differing": sum(1 for seen in answers.values() if len(seen) > 1),
         "cache_hits": sum(1 for arrival in client.arrivals if arrival.result.cache_hit),
         "lost": len(sent - set(first)),
         "settled": settled,

@@ -13,6 +13,7 @@ from consumer.errors import ModelUnavailable
 from consumer.render.fp8 import fp8_unsupported_reason
 from consumer.render.loader import load_pipeline
 from consumer.render.renderer import Renderer, RenderSpec
+from consumer.render.standin import StandInPipeline
 
 CPU = torch.device("cpu")
 CUDA = torch.device("cuda")
@@ -53,7 +54,8 @@ async def test_fp8_on_a_cpu_fails_the_renderer_at_start_up() -> None:
 
 
 def test_the_stand_in_ignores_fp8() -> None:
-    assert load_pipeline("standin", device=CPU, dtype=torch.float32, standin_render_s=0, fp8=True) is not None
+    pipeline = load_pipeline("standin", device=CPU, dtype=torch.float32, standin_render_s=0, fp8=True)
+    assert isinstance(pipeline, StandInPipeline)
 
 
 @pytest.mark.gpu
