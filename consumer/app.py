@@ -27,7 +27,7 @@ from consumer.render.loader import load_pipeline, resolve_device, resolve_dtype
 from consumer.render.renderer import Renderer
 from consumer.results import Identity
 from consumer.settings import Settings
-from consumer.start_image import StartImageSource
+from consumer.start_image import S3Sources, StartImageSource
 from consumer.storage import ObjectStore, open_s3_client
 from consumer.worker import ProgressSink, Worker
 
@@ -151,7 +151,11 @@ async def serve(
 def _start_images(settings: Settings, store: ObjectStore) -> StartImageSource:
     return StartImageSource(
         store=store,
-        allowed_buckets=frozenset({settings.s3_bucket, *settings.s3_image_buckets}),
+        sources=S3Sources(
+            output_bucket=settings.s3_bucket,
+            key_prefix=settings.s3_key_prefix,
+            shared_buckets=frozenset(settings.s3_image_buckets),
+        ),
         policy=FetchPolicy(
             max_bytes=settings.image_max_bytes,
             connect_timeout_s=min(5.0, settings.image_timeout_s),

@@ -25,6 +25,7 @@ from PIL import Image, ImageDraw
 from consumer.app import serve
 from consumer.embedded import kafka_broker, s3_server
 from consumer.kafka import client_options, ensure_topics, worker_topics
+from consumer.keys import upload_key
 from consumer.settings import Settings
 from consumer.storage import ObjectStore, open_s3_client
 from schemas.events import VideoRequest, VideoResult
@@ -104,14 +105,16 @@ async def _demo(settings: Settings, output_dir: Path) -> int:
 
 async def _submit(settings: Settings) -> VideoRequest:
     await ensure_topics(settings, worker_topics(settings))
+    tenant_id = "demo-shop"
+    image = product_image()
+    image_key = upload_key(image, "product.png", prefix=settings.s3_key_prefix, tenant_id=tenant_id)
     async with open_s3_client(settings) as s3:
         store = ObjectStore(s3, bucket=settings.s3_bucket, presign_ttl_s=settings.presign_ttl_s)
         await store.ensure_bucket()
-        image_key = f"demo/product-{uuid.uuid4().hex[:8]}.png"
-        await s3.put_object(Bucket=settings.s3_bucket, Key=image_key, Body=product_image(), ContentType="image/png")
+        await store.put(image_key, image, content_type="image/png", metadata={})
     request = VideoRequest(
         request_id=f"demo-{uuid.uuid4().hex[:12]}",
-        tenant_id="demo-shop",
+        tenant_id=tenant_id,
         prompt="A red sneaker slowly turning on a white studio table, soft light, product shot",
         negative_prompt="blurry, low quality, text, watermark",
         image_url=f"s3://{settings.s3_bucket}/{image_key}",

@@ -4,11 +4,23 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 
 from schemas.events import VideoRequest
 
-__all__ = ["RENDER_VERSION", "ObjectKeys", "content_key", "derive_seed", "object_keys"]
+__all__ = [
+    "RENDER_VERSION",
+    "ObjectKeys",
+    "content_key",
+    "derive_seed",
+    "is_plain_key",
+    "object_keys",
+    "tenant_may_read",
+    "upload_key",
+    "upload_prefix",
+]
 
 # Bump when rendering or encoding changes what bytes a request produces, so old cache entries are not reused.
 RENDER_VERSION = 1
@@ -61,8 +73,44 @@ class ObjectKeys:
     poster: str
 
 
+def _tenant_digest(tenant_id: str) -> str:
+    # Unkeyed on purpose: access is decided by the request's own tenant_id, never by a prefix being unguessable.
+    return hashlib.sha256(tenant_id.encode("utf-8")).hexdigest()
+
+
 def object_keys(*, prefix: str, tenant_id: str, key: str, poster_ext: str) -> ObjectKeys:
     """Per-tenant, content-addressed keys. No user input appears verbatim: the tenant is hashed too."""
-    tenant = hashlib.sha256(tenant_id.encode("utf-8")).hexdigest()[:16]
-    base = f"{prefix}videos/{tenant}/{key[:2]}/{key}"
+    base = f"{prefix}videos/{_tenant_digest(tenant_id)[:16]}/{key[:2]}/{key}"
     return ObjectKeys(video=f"{base}.mp4", poster=f"{base}.poster.{poster_ext}")
+
+
+_UPLOAD_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif"})
+_PLAIN_SEGMENT = re.compile(r"[A-Za-z0-9._-]+")
+
+
+def upload_prefix(*, prefix: str, tenant_id: str) -> str:
+    """The tenant's folder for start images in the output bucket, the only part of it its requests may read.
+    128 bits of the tenant's hash, so no two tenants share a folder."""
+    return f"{prefix}uploads/{_tenant_digest(tenant_id)[:32]}/"
+
+
+def upload_key(data: bytes, filename: str, *, prefix: str, tenant_id: str) -> str:
+    """Where a tenant's start image is uploaded: content-addressed, so the same image uploaded twice is one
+    object (and the worker's cache matches). Only the file name's suffix is kept, and only a known image one."""
+    suffix = PurePosixPath(filename).suffix.lower()
+    name = hashlib.sha256(data).hexdigest()[:32] + (suffix if suffix in _UPLOAD_SUFFIXES else "")
+    return upload_prefix(prefix=prefix, tenant_id=tenant_id) + name
+
+
+def is_plain_key(key: str) -> bool:
+    """A key of `/`-separated segments of letters, digits, `.`, `_` and `-`, none empty and none only dots.
+    S3 keys are literal, but anything a path normaliser, a proxy or a person could read another way (`..`,
+    `//`, a leading `/`, `%2e`, `\\`, `?`, control or non-ASCII characters) is refused rather than interpreted."""
+    return all(_PLAIN_SEGMENT.fullmatch(segment) and segment.strip(".") for segment in key.split("/"))
+
+
+def tenant_may_read(key: str, *, prefix: str, tenant_id: str) -> bool:
+    """Whether a request of `tenant_id` may read `key` from the output bucket: a plain key inside the tenant's
+    own upload folder, nothing else (never `videos/`, never another tenant's folder)."""
+    own = upload_prefix(prefix=prefix, tenant_id=tenant_id)
+    return key.startswith(own) and is_plain_key(key.removeprefix(own))

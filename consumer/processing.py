@@ -212,7 +212,7 @@ class Processor:
             return None, None
         with self._tracer.start_as_current_span("download image") as span:
             span.set_attribute("vidgen.image.scheme", request.image_url.split(":", 1)[0])  # never the URL itself
-            data = await self._images.fetch(request.image_url)
+            data = await self._images.fetch(request.image_url, tenant_id=request.tenant_id)
             span.set_attribute("vidgen.image.bytes", len(data))
             image = await asyncio.to_thread(self._prepare_image, data, request.width, request.height)
         return image, hashlib.sha256(data).hexdigest()

@@ -11,7 +11,7 @@ import aioboto3
 from aiobotocore.config import AioConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
-from consumer.errors import ImageNotFound, ImageTooLarge, StorageError
+from consumer.errors import ImageTooLarge, StorageError
 from consumer.settings import Settings
 
 __all__ = ["ObjectStore", "StoredObject", "open_s3_client"]
@@ -82,20 +82,20 @@ class ObjectStore:
                 Bucket=self.bucket, Key=key, Body=body, ContentType=content_type, Metadata=metadata
             )
 
-    async def get(self, bucket: str, key: str, *, max_bytes: int) -> bytes:
-        """Download a start image, refusing objects over the byte limit before reading them."""
-        uri = f"s3://{bucket}/{key}"
-        with _storage_errors(f"download {uri}"):
+    async def get(self, bucket: str, key: str, *, max_bytes: int) -> bytes | None:
+        """Download a start image (None: no such object), refusing objects over the byte limit before reading
+        them. Messages name the bucket, never the key (it comes from a request)."""
+        with _storage_errors(f"download a start image from bucket {bucket}"):
             try:
                 response = await self._client.get_object(Bucket=bucket, Key=key)
             except ClientError as exc:
                 if _error_code(exc) in _NOT_FOUND:
-                    raise ImageNotFound(f"image_url {uri} does not exist") from exc
+                    return None
                 raise
             size = int(response["ContentLength"])
             if size > max_bytes:
                 response["Body"].close()
-                raise ImageTooLarge(f"image_url {uri} is {size} bytes; the limit is {max_bytes}")
+                raise ImageTooLarge(f"image_url names an object of {size} bytes; the limit is {max_bytes}")
             async with response["Body"] as body:
                 data: bytes = await body.read()
                 return data

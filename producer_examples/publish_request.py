@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import mimetypes
 import sys
 import time
@@ -26,6 +25,7 @@ from pydantic import ValidationError
 
 from consumer.errors import VidgenError
 from consumer.kafka import ensure_topics, make_producer
+from consumer.keys import upload_key
 from consumer.settings import Settings
 from consumer.storage import ObjectStore, open_s3_client
 from producer_examples.publishing import RequestPublisher
@@ -33,11 +33,10 @@ from producer_examples.telemetry import make_tracer_provider
 from producer_examples.waiting import ResultWatcher, render_progress
 from schemas.events import VideoRequest
 
-__all__ = ["EXIT_COMPLETED", "EXIT_FAILED", "EXIT_TIMEOUT", "build_request", "main", "upload_key", "watch_main"]
+__all__ = ["EXIT_COMPLETED", "EXIT_FAILED", "EXIT_TIMEOUT", "build_request", "main", "watch_main"]
 
 EXIT_COMPLETED, EXIT_FAILED, EXIT_TIMEOUT = 0, 1, 2
 EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_CONFIG = 64, 69, 78
-_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif"}
 
 
 class _UsageError(Exception):
@@ -54,7 +53,7 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--prompt", required=True, help="what the video shows")
     parser.add_argument("--negative-prompt", help="what the video should avoid")
     image = parser.add_mutually_exclusive_group()
-    image.add_argument("--image", type=Path, help="local start image, uploaded to the bucket under uploads/")
+    image.add_argument("--image", type=Path, help="local start image, uploaded to the tenant's folder under uploads/")
     image.add_argument("--image-url", help="start image already reachable: s3://bucket/key or https://...")
     parser.add_argument("--tenant", default="cli", help="tenant id (default: cli)")
     parser.add_argument("--request-id", help="idempotency key (default: generated)")
@@ -97,12 +96,6 @@ def build_request(args: argparse.Namespace, *, image_url: str | None) -> VideoRe
         "metadata": metadata,
     }
     return VideoRequest.model_validate(fields)
-
-
-def upload_key(data: bytes, filename: str, *, prefix: str = "") -> str:
-    """Content-addressed, so the same image uploaded twice is one object (and the worker's cache matches)."""
-    suffix = Path(filename).suffix.lower()
-    return f"{prefix}uploads/{hashlib.sha256(data).hexdigest()[:32]}{suffix if suffix in _IMAGE_SUFFIXES else ''}"
 
 
 def main(
@@ -152,7 +145,7 @@ def _parse_args(prog: str, argv: list[str] | None) -> argparse.Namespace:
 async def _submit(args: argparse.Namespace, settings: Settings, tracer: Tracer, *, prog: str) -> int:
     image_url = args.image_url
     if args.image is not None:
-        image_url = await _upload(args.image, settings)
+        image_url = await _upload(args.image, args.tenant, settings)
     request = build_request(args, image_url=image_url)
     if settings.create_topics:
         await ensure_topics(settings, [settings.requests_topic, settings.results_topic])
@@ -187,11 +180,12 @@ async def _report(watcher: ResultWatcher, request_id: str, *, timeout_s: float, 
     return EXIT_COMPLETED if result.status == "completed" else EXIT_FAILED
 
 
-async def _upload(path: Path, settings: Settings) -> str:
+async def _upload(path: Path, tenant_id: str, settings: Settings) -> str:
+    """Into the tenant's own upload folder: the only part of the bucket the worker reads for this tenant."""
     data = await asyncio.to_thread(path.read_bytes)
     if len(data) > settings.image_max_bytes:
         raise _UsageError(f"--image is {len(data)} bytes; the worker accepts at most {settings.image_max_bytes}")
-    key = upload_key(data, path.name, prefix=settings.s3_key_prefix)
+    key = upload_key(data, path.name, prefix=settings.s3_key_prefix, tenant_id=tenant_id)
     content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     async with open_s3_client(settings) as s3:
         store = ObjectStore(s3, bucket=settings.s3_bucket, presign_ttl_s=settings.presign_ttl_s)

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from consumer.demo import product_image
+from consumer.keys import upload_key
 from consumer.settings import Settings
 from consumer.storage import ObjectStore
 from schemas.events import VideoResult
@@ -76,8 +77,10 @@ async def test_image_to_video_from_s3_and_cache_hit_for_identical_request(
     settings: Settings, kafka: KafkaClient, store: ObjectStore, start_worker
 ) -> None:
     worker = await start_worker(settings)
-    await store.put("uploads/shoe.png", product_image(320, 200), content_type="image/png", metadata={})
-    first = request_body(image_url=f"s3://{settings.s3_bucket}/uploads/shoe.png", width=320, height=256)
+    shoe = product_image(320, 200)
+    key = upload_key(shoe, "shoe.png", prefix=settings.s3_key_prefix, tenant_id="shop-1")
+    await store.put(key, shoe, content_type="image/png", metadata={})
+    first = request_body(image_url=f"s3://{settings.s3_bucket}/{key}", width=320, height=256)
     second = {**first, "request_id": first["request_id"] + "-again", "metadata": {"retry": "1"}}
     await kafka.send(first)
     results = await kafka.results(1)

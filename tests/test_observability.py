@@ -17,6 +17,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from consumer.demo import product_image
 from consumer.embedded import free_port
+from consumer.keys import upload_key
 from consumer.logs import configure_logging
 from consumer.memory import MemoryReading, ScriptedProbe
 from consumer.settings import Settings
@@ -56,8 +57,10 @@ async def test_one_trace_from_request_to_result_with_conventional_attributes(
     provider, exporter = spans
     probe = ScriptedProbe(MemoryReading(free_bytes=8 * GIB, total_bytes=8 * GIB, device="scripted"))
     await start_worker(settings, tracer=provider.get_tracer("test"), memory_probe=probe)
-    await store.put("in/shoe.png", product_image(256, 256), content_type="image/png", metadata={})
-    body = request_body("traced-1", image_url=f"s3://{settings.s3_bucket}/in/shoe.png")
+    shoe = product_image(256, 256)
+    key = upload_key(shoe, "shoe.png", prefix=settings.s3_key_prefix, tenant_id="shop-1")
+    await store.put(key, shoe, content_type="image/png", metadata={})
+    body = request_body("traced-1", image_url=f"s3://{settings.s3_bucket}/{key}")
     await kafka.send(body, headers=[("traceparent", TRACEPARENT)])
     [record] = await kafka.read(settings.results_topic, 1)
 

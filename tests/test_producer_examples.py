@@ -29,6 +29,7 @@ from opentelemetry.trace import SpanKind
 from consumer.demo import product_image
 from consumer.embedded import free_port
 from consumer.kafka import client_options, ensure_topics
+from consumer.keys import upload_key
 from consumer.settings import Settings
 from consumer.storage import ObjectStore
 from producer_examples import publish_request
@@ -187,9 +188,9 @@ def test_request_ids_are_deterministic_and_follow_the_contract() -> None:
 def test_progress_line_and_upload_keys() -> None:
     assert render_progress(3, 6, elapsed_s=1.5, tick=0).startswith("[############............] step 3/6")
     assert render_progress(None, None, elapsed_s=2.0, tick=1) == "/ waiting for the result    2.0s"
-    key = publish_request.upload_key(b"png-bytes", "Shoe.PNG", prefix="tenant-a/")
-    assert re.fullmatch(r"tenant-a/uploads/[0-9a-f]{32}\.png", key)
-    assert key == publish_request.upload_key(b"png-bytes", "other.png", prefix="tenant-a/")
+    key = upload_key(b"png-bytes", "Shoe.PNG", prefix="env-a/", tenant_id="shop-1")
+    assert re.fullmatch(r"env-a/uploads/[0-9a-f]{32}/[0-9a-f]{32}\.png", key)
+    assert key == upload_key(b"png-bytes", "other.png", prefix="env-a/", tenant_id="shop-1")
 
 
 # ------------------------------------------------------------------------------ product hook over real HTTP
@@ -497,7 +498,7 @@ async def test_publish_request_uploads_the_image_and_publishes_a_valid_traced_re
     assert await _run_cli(argv, settings, provider) == 0
     assert capsys.readouterr().out.strip() == "cli-up-1"
 
-    key = publish_request.upload_key(image.read_bytes(), image.name)
+    key = upload_key(image.read_bytes(), image.name, prefix=settings.s3_key_prefix, tenant_id="shop-7")
     stored = await store.head(key)
     assert stored is not None and stored.size == image.stat().st_size
     [record] = await kafka.read(settings.requests_topic, 1)
