@@ -8,6 +8,9 @@ that changes between our check and aiohttp's connect (rebinding) cannot steer it
 Numeric IPv4 hosts are normalised the way browsers and `inet_aton` read them (`2130706433`, `0177.0.0.1`,
 `0x7f.1`, `127.1` all mean 127.0.0.1) and judged as that address; a non-canonical spelling of a *public*
 address is refused too, since other layers (proxies, TLS, logs) may read it differently.
+
+`vet_url` and `pinned_session` are public so that other outbound callers (the result notifier's webhooks) get
+the same rules; `UrlRules` says how their refusals are worded and which errors they raise.
 """
 
 from __future__ import annotations
@@ -25,9 +28,9 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
-from consumer.errors import ImageFetchError, ImageNotFound, ImageTooLarge, ImageUrlForbidden
+from consumer.errors import ImageFetchError, ImageNotFound, ImageTooLarge, ImageUrlForbidden, VidgenError
 
-__all__ = ["FetchPolicy", "IPNetwork", "Resolve", "fetch_https"]
+__all__ = ["FetchPolicy", "IPNetwork", "Resolve", "UrlRules", "Vetted", "fetch_https", "pinned_session", "vet_url"]
 
 _log = logging.getLogger(__name__)
 
@@ -49,6 +52,27 @@ _IPV4_PART = re.compile(r"0x(?P<hex>[0-9a-f]*)|0(?P<oct>[0-7]+)|(?P<dec>0|[1-9][
 
 
 @dataclass(frozen=True)
+class UrlRules:
+    """What a URL must satisfy before any socket opens, and how a refusal is reported."""
+
+    resolve_timeout_s: float
+    host_allowlist: tuple[str, ...] = ()  # empty = any host; "a.b" exact, ".b" any subdomain of b
+    internal_hosts: tuple[str, ...] = ()  # named hosts (same syntax) that may resolve to non-public addresses
+    trusted_networks: tuple[IPNetwork, ...] = ()  # ONLY tests/private deployments: exempt from the ban
+    subject: str = "image_url"  # how refusals name the URL
+    forbidden: type[VidgenError] = ImageUrlForbidden  # the URL breaks a rule: not retriable
+    unresolved: type[VidgenError] = ImageFetchError  # DNS failed or timed out: retriable
+
+
+@dataclass(frozen=True)
+class Vetted:
+    """A URL that passed `vet_url`, with the only addresses a connection to it may use."""
+
+    url: URL
+    addresses: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class FetchPolicy:
     """Limits and trust for one download; built from `Settings` by the caller."""
 
@@ -67,6 +91,14 @@ class FetchPolicy:
             return self.total_timeout_s
         return self.connect_timeout_s + 3 * self.read_timeout_s
 
+    @property
+    def rules(self) -> UrlRules:
+        return UrlRules(
+            resolve_timeout_s=self.connect_timeout_s,
+            host_allowlist=self.host_allowlist,
+            trusted_networks=self.trusted_networks,
+        )
+
 
 async def fetch_https(url: str, policy: FetchPolicy, *, resolver: Resolve | None = None) -> bytes:
     """Download `url` under `policy` and return the body.
@@ -75,15 +107,15 @@ async def fetch_https(url: str, policy: FetchPolicy, *, resolver: Resolve | None
     `ImageNotFound` (404, 410), `ImageTooLarge` (over `max_bytes`) or the retriable `ImageFetchError`
     (DNS, connect, TLS, timeouts, 5xx, 408, 429).
     """
-    resolve = resolver or _system_resolve
+    rules = policy.rules
     deadline = policy.deadline_s
     try:
         async with asyncio.timeout(deadline):
-            current = _parse(url)
+            current = _parse(url, rules)
             for hop in range(policy.max_redirects + 1):
-                addresses = await _vet(current, policy, resolve)
-                _log.debug("image fetch hop %d: host %s pinned to %s", hop, current.raw_host, addresses)
-                outcome = await _get(current, addresses, policy)
+                vetted = await vet_url(current, rules, resolver)
+                _log.debug("image fetch hop %d: host %s pinned to %s", hop, current.raw_host, vetted.addresses)
+                outcome = await _get(vetted, policy)
                 if isinstance(outcome, bytes):
                     return outcome
                 current = outcome
@@ -92,47 +124,54 @@ async def fetch_https(url: str, policy: FetchPolicy, *, resolver: Resolve | None
     raise ImageUrlForbidden(f"image_url redirected more than {policy.max_redirects} times")
 
 
-def _parse(url: str) -> URL:
+def _parse(url: str, rules: UrlRules) -> URL:
     try:
         return URL(url)
     except (ValueError, TypeError) as exc:
-        raise ImageUrlForbidden(f"image_url is not a valid URL: {exc}") from exc
+        raise rules.forbidden(f"{rules.subject} is not a valid URL: {exc}") from exc
 
 
-async def _vet(url: URL, policy: FetchPolicy, resolve: Resolve) -> tuple[str, ...]:
-    """Apply every policy rule to one hop; return the addresses the connection may use."""
+async def vet_url(url: str | URL, rules: UrlRules, resolver: Resolve | None = None) -> Vetted:
+    """Apply every rule to one hop, resolving the host with `resolver` (default: the system resolver).
+
+    Raises `rules.forbidden` when the URL breaks a rule and `rules.unresolved` when DNS fails. A connection
+    must then use only the returned addresses: `pinned_session`."""
+    url = _parse(url, rules) if isinstance(url, str) else url
+    forbidden, subject = rules.forbidden, rules.subject
     if url.scheme != "https":
-        raise ImageUrlForbidden(f"image_url scheme {url.scheme or '(none)'!r} is not allowed; only https")
+        raise forbidden(f"{subject} scheme {url.scheme or '(none)'!r} is not allowed; only https")
     if url.raw_user is not None or url.raw_password is not None:
-        raise ImageUrlForbidden("image_url must not carry credentials (user:pass@host)")
+        raise forbidden(f"{subject} must not carry credentials (user:pass@host)")
     host = (url.raw_host or "").lower()
     if not host:
-        raise ImageUrlForbidden("image_url has no host")
-    if policy.host_allowlist and not _allowed(host.rstrip("."), policy.host_allowlist):
-        raise ImageUrlForbidden(f"image_url host {host} is not in the host allowlist")
+        raise forbidden(f"{subject} has no host")
+    if rules.host_allowlist and not _allowed(host.rstrip("."), rules.host_allowlist):
+        raise forbidden(f"{subject} host {host} is not in the host allowlist")
+    internal = _allowed(host.rstrip("."), rules.internal_hosts)  # named explicitly: any address goes
 
-    literal = _ip_literal(host)
+    literal = _ip_literal(host, rules)
     if literal is not None:
-        _judge(host, literal, policy)
+        if not internal:
+            _judge(host, literal, rules)
         if ":" not in host and host != str(literal):
-            raise ImageUrlForbidden(f"image_url host {host} is a non-canonical spelling of {literal}")
-        return (str(literal),)
+            raise forbidden(f"{subject} host {host} is a non-canonical spelling of {literal}")
+        return Vetted(url, (str(literal),))
 
     if len(host) > 253 or not _HOSTNAME.fullmatch(host):
-        raise ImageUrlForbidden(f"image_url host {host!r} is not a valid hostname")
+        raise forbidden(f"{subject} host {host!r} is not a valid hostname")
     try:
-        async with asyncio.timeout(policy.connect_timeout_s):
-            answers = await resolve(host, url.port or 443)
+        async with asyncio.timeout(rules.resolve_timeout_s):
+            answers = await (resolver or _system_resolve)(host, url.port or 443)
         addresses = [ipaddress.ip_address(answer) for answer in answers]
     except TimeoutError as exc:
-        raise ImageFetchError(f"image_url host {host} did not resolve in time") from exc
+        raise rules.unresolved(f"{subject} host {host} did not resolve in time") from exc
     except (OSError, ValueError) as exc:  # gaierror, or a resolver answering garbage
-        raise ImageFetchError(f"image_url host {host} did not resolve: {exc}") from exc
+        raise rules.unresolved(f"{subject} host {host} did not resolve: {exc}") from exc
     if not addresses:
-        raise ImageFetchError(f"image_url host {host} resolved to no address")
-    for address in addresses:  # every answer, not just the first: the connection may try any of them
-        _judge(host, address, policy)
-    return tuple(dict.fromkeys(str(address) for address in addresses))
+        raise rules.unresolved(f"{subject} host {host} resolved to no address")
+    for address in () if internal else addresses:  # every answer: the connection may try any of them
+        _judge(host, address, rules)
+    return Vetted(url, tuple(dict.fromkeys(str(address) for address in addresses)))
 
 
 def _allowed(host: str, allowlist: tuple[str, ...]) -> bool:
@@ -140,13 +179,13 @@ def _allowed(host: str, allowlist: tuple[str, ...]) -> bool:
     return any((entry.startswith(".") and host.endswith(entry)) or host == entry for entry in entries)
 
 
-def _ip_literal(host: str) -> _IPAddress | None:
+def _ip_literal(host: str, rules: UrlRules) -> _IPAddress | None:
     """The address a numeric host denotes (WHATWG IPv4 parsing), None for a DNS name."""
     if ":" in host:
         try:
             return ipaddress.IPv6Address(host)  # scoped (%zone) forms are link-local and refused later
         except ValueError as exc:
-            raise ImageUrlForbidden(f"image_url host {host!r} is not a valid IPv6 address") from exc
+            raise rules.forbidden(f"{rules.subject} host {host!r} is not a valid IPv6 address") from exc
     parts = host.split(".")
     if len(parts) > 1 and parts[-1] == "":
         parts.pop()  # a trailing dot does not change the address
@@ -154,11 +193,11 @@ def _ip_literal(host: str) -> _IPAddress | None:
         return None
     numbers = [_ipv4_part(part) for part in parts]
     if None in numbers or len(numbers) > 4:
-        raise ImageUrlForbidden(f"image_url host {host} is not a valid IPv4 address")
+        raise rules.forbidden(f"{rules.subject} host {host} is not a valid IPv4 address")
     values = [number for number in numbers if number is not None]
     *head, last = values
     if any(value > 255 for value in head) or last >= 256 ** (5 - len(values)):
-        raise ImageUrlForbidden(f"image_url host {host} is not a valid IPv4 address")
+        raise rules.forbidden(f"{rules.subject} host {host} is not a valid IPv4 address")
     return ipaddress.IPv4Address(last + sum(value << 8 * (3 - i) for i, value in enumerate(head)))
 
 
@@ -173,16 +212,16 @@ def _ipv4_part(part: str) -> int | None:
     return int(match["dec"])
 
 
-def _judge(host: str, address: _IPAddress, policy: FetchPolicy) -> None:
+def _judge(host: str, address: _IPAddress, rules: UrlRules) -> None:
     """Refuse `address` unless it is public (or trusted); IPv6 forms embedding IPv4 are judged by the IPv4."""
     effective = _embedded_ipv4(address) if isinstance(address, ipaddress.IPv6Address) else None
     judged: _IPAddress = effective or address
-    if any(judged in network or address in network for network in policy.trusted_networks):
+    if any(judged in network or address in network for network in rules.trusted_networks):
         return
     reason = _forbidden_reason(judged)
     if reason is not None:
         shown = f"{address} (IPv4 {effective})" if effective is not None else str(address)
-        raise ImageUrlForbidden(f"image_url host {host} resolves to {shown}, {reason}")
+        raise rules.forbidden(f"{rules.subject} host {host} resolves to {shown}, {reason}")
 
 
 def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
@@ -212,25 +251,36 @@ def _forbidden_reason(address: _IPAddress) -> str | None:
     return next((reason for failed, reason in checks if failed), None)
 
 
-async def _get(url: URL, addresses: tuple[str, ...], policy: FetchPolicy) -> bytes | URL:
-    """One pinned request: the body of a 2xx, or the next URL of a redirect."""
+def pinned_session(
+    vetted: Vetted, *, timeout: aiohttp.ClientTimeout, ssl_context: ssl.SSLContext | None = None
+) -> aiohttp.ClientSession:
+    """A session that reaches only `vetted.url`'s host, and only at the vetted addresses (no DNS rebinding).
+
+    One connection per request (force_close), no proxy from the environment (it would bypass the pinning), no
+    cookies, no transparent decompression (no zip bombs); `ssl_context` None = the system trust store."""
     connector = aiohttp.TCPConnector(
-        resolver=_PinnedResolver(url.raw_host or "", addresses),
+        resolver=_PinnedResolver(vetted.url.raw_host or "", vetted.addresses),
         use_dns_cache=False,
-        ssl=policy.ssl_context or True,
+        ssl=ssl_context or True,
         force_close=True,
     )
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=timeout,
+        trust_env=False,
+        auto_decompress=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
+    )
+
+
+async def _get(vetted: Vetted, policy: FetchPolicy) -> bytes | URL:
+    """One pinned request: the body of a 2xx, or the next URL of a redirect."""
+    url = vetted.url
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=policy.connect_timeout_s, sock_read=policy.read_timeout_s)
     headers = {"Accept": "image/*", "Accept-Encoding": "identity"}  # no transparent gunzip: no zip bombs
     try:
         async with (
-            aiohttp.ClientSession(
-                connector=connector,
-                timeout=timeout,
-                trust_env=False,  # a proxy from the environment would bypass the pinning
-                auto_decompress=False,
-                cookie_jar=aiohttp.DummyCookieJar(),
-            ) as session,
+            pinned_session(vetted, timeout=timeout, ssl_context=policy.ssl_context) as session,
             session.get(url, allow_redirects=False, headers=headers) as response,
         ):
             if response.status in _REDIRECTS:

@@ -1,4 +1,4 @@
-"""A bounded, insertion-ordered set of recently seen keys (LRU). Pure.
+"""Delivery keys, and a bounded, insertion-ordered set of recently seen ones (LRU). Pure.
 
 In-memory on purpose, to keep the examples small: it forgets on restart and is not shared between replicas.
 In production the "already delivered" fact belongs in a durable store shared by every replica (a table with a
@@ -7,9 +7,21 @@ unique key, or Redis `SET key NX EX <ttl>`), written in the same step that recor
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import OrderedDict
 
-__all__ = ["RecentKeys"]
+__all__ = ["RecentKeys", "delivery_key"]
+
+
+def delivery_key(tenant_id: str | None, request_id: str, status: str) -> str:
+    """What identifies one delivery: the tenant, the request and the status, hashed together.
+
+    The parts are JSON-encoded as a list before hashing, so no choice of ids (`:` is legal in both) can make two
+    different triples collide, and a result claiming another tenant's request id gets a key of its own. 32 hex
+    digits (128 bits): fixed length whatever the ids, safe in a header and in logs."""
+    parts = json.dumps([tenant_id, request_id, status], ensure_ascii=True, separators=(",", ":"))
+    return hashlib.sha256(parts.encode("ascii")).hexdigest()[:32]
 
 
 class RecentKeys:

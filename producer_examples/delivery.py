@@ -1,22 +1,40 @@
-"""Signed webhook delivery with retries: one CLIENT span per attempt, traceparent in the HTTP headers."""
+"""Signed webhook delivery with retries: one CLIENT span per attempt, traceparent in the HTTP headers.
+
+Every attempt vets the URL again (DNS can change between deliveries) with the start-image fetcher's rules
+(`consumer.fetching`: https only, public addresses only unless the host is allowed to be internal) and
+connects only to the addresses it vetted; redirects are not followed. The answer's body is never read: the
+status line and headers decide, and the connection is closed, so an endpoint answering gigabytes costs no more
+than aiohttp's read buffer. A tenant's circuit breaker is asked before each attempt and told how it went.
+"""
 
 from __future__ import annotations
 
 import logging
+import ssl
 import time
 from dataclasses import dataclass
 from typing import Literal
-from urllib.parse import urlsplit
 
 import aiohttp
 from opentelemetry import propagate
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential, wait_random
 
+from consumer.errors import VidgenError
+from consumer.fetching import Resolve, UrlRules, pinned_session, vet_url
+from producer_examples.breaker import CircuitBreaker
+from producer_examples.notifier_settings import Webhook
 from producer_examples.ratelimit import Clock
 from producer_examples.signing import SIGNATURE_HEADER, sign
 
-__all__ = ["DELIVERY_HEADER", "EVENT_HEADER", "Outcome", "WebhookDelivery"]
+__all__ = [
+    "DELIVERY_HEADER",
+    "EVENT_HEADER",
+    "Outcome",
+    "WebhookDelivery",
+    "WebhookUnresolved",
+    "WebhookUrlForbidden",
+]
 
 log = logging.getLogger(__name__)
 
@@ -24,10 +42,27 @@ EVENT_HEADER = "X-Vidgen-Event"
 DELIVERY_HEADER = "X-Vidgen-Delivery"  # stable across retries and redeliveries: receivers dedupe on it
 _RETRIABLE_STATUS = frozenset({408, 425, 429})
 
+OutcomeCode = Literal[
+    "delivered", "delivery_failed", "delivery_rejected", "webhook_url_forbidden", "endpoint_unavailable"
+]
+
+
+class WebhookUrlForbidden(VidgenError):
+    """The webhook URL breaks the outbound rules (scheme, credentials, a non-public address...)."""
+
+    code = "webhook_url_forbidden"
+
+
+class WebhookUnresolved(VidgenError):
+    """The webhook's host did not resolve; DNS may come back."""
+
+    code = "delivery_failed"
+    retriable = True
+
 
 @dataclass(frozen=True)
 class Outcome:
-    code: Literal["delivered", "delivery_failed", "delivery_rejected"]
+    code: OutcomeCode
     attempts: int
     message: str = ""
 
@@ -37,37 +72,51 @@ class Outcome:
 
 
 class _Retriable(Exception):
-    """Worth another attempt: a timeout, a connection error, 408/425/429 or 5xx."""
+    """Worth another attempt: a timeout, a connection or DNS error, 408/425/429 or 5xx."""
 
 
 class _Rejected(Exception):
     """Not worth another attempt: the receiver answered with another 3xx/4xx."""
 
 
+class _Unavailable(Exception):
+    """The tenant's breaker is open: no attempt went out."""
+
+
 class WebhookDelivery:
     def __init__(
         self,
-        http: aiohttp.ClientSession,
         *,
-        secret: str,
+        rules: UrlRules,
         tracer: Tracer,
         max_attempts: int,
         backoff_initial_s: float,
         backoff_max_s: float,
         timeout_s: float,
+        ssl_context: ssl.SSLContext | None = None,
+        resolver: Resolve | None = None,
         wall_clock: Clock = time.time,
     ) -> None:
-        self._http = http
-        self._secret = secret
+        self._rules = rules
         self._tracer = tracer
         self._max_attempts = max_attempts
         self._backoff_initial_s = backoff_initial_s
         self._backoff_max_s = backoff_max_s
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._ssl_context = ssl_context
+        self._resolver = resolver
         self._wall_clock = wall_clock
 
-    async def deliver(self, url: str, body: bytes, *, delivery_id: str, event: str = "video.result") -> Outcome:
-        """POST `body` until a 2xx, a permanent refusal, or `max_attempts` attempts; never raises for HTTP."""
+    async def deliver(
+        self,
+        webhook: Webhook,
+        body: bytes,
+        *,
+        delivery_id: str,
+        breaker: CircuitBreaker,
+        event: str = "video.result",
+    ) -> Outcome:
+        """POST `body` until a 2xx, a refusal, an open breaker or `max_attempts` attempts; never raises for HTTP."""
         attempts = 0
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self._max_attempts),
@@ -81,52 +130,84 @@ class WebhookDelivery:
             async for attempt in retrying:
                 with attempt:
                     attempts = attempt.retry_state.attempt_number
-                    await self._post(url, body, delivery_id=delivery_id, event=event, resend_count=attempts - 1)
+                    await self._attempt(webhook, body, breaker, delivery_id=delivery_id, event=event, number=attempts)
+        except _Unavailable:
+            return Outcome("endpoint_unavailable", attempts - 1, "the endpoint's circuit breaker is open")
         except _Retriable as exc:
             return Outcome("delivery_failed", attempts, f"gave up after {attempts} attempt(s): {exc}")
         except _Rejected as exc:
             return Outcome("delivery_rejected", attempts, str(exc))
+        except WebhookUrlForbidden as exc:
+            return Outcome("webhook_url_forbidden", attempts, exc.message)
         return Outcome("delivered", attempts)
 
-    async def _post(self, url: str, body: bytes, *, delivery_id: str, event: str, resend_count: int) -> None:
-        parts = urlsplit(url)
+    async def _attempt(
+        self, webhook: Webhook, body: bytes, breaker: CircuitBreaker, *, delivery_id: str, event: str, number: int
+    ) -> None:
+        """One POST if the breaker allows it; tells the breaker whether the endpoint answered."""
+        if not breaker.allow():
+            raise _Unavailable
+        try:
+            await self._post(webhook, body, delivery_id=delivery_id, event=event, number=number)
+        except _Retriable:
+            breaker.failed()
+            raise
+        except _Rejected:
+            breaker.succeeded()  # it answered: alive, whatever it thinks of this delivery
+            raise
+        breaker.succeeded()  # a refused URL (WebhookUrlForbidden) passes through: nothing was learnt
+
+    async def _post(self, webhook: Webhook, body: bytes, *, delivery_id: str, event: str, number: int) -> None:
         with self._tracer.start_as_current_span("POST", kind=SpanKind.CLIENT) as span:
+            url = webhook.url
             span.set_attributes(
                 {
                     "http.request.method": "POST",
                     # Scheme, host and path only: a query string may carry a receiver's token.
-                    "url.full": f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}",
-                    "server.address": parts.hostname or "",
-                    "server.port": parts.port or (443 if parts.scheme == "https" else 80),
+                    "url.full": f"{url.scheme}://{url.host}{url.path or ''}",
+                    "server.address": url.host or "",
+                    "server.port": url.port or 443,
                 }
             )
-            if resend_count:
-                span.set_attribute("http.request.resend_count", resend_count)
+            if number > 1:
+                span.set_attribute("http.request.resend_count", number - 1)
+            try:
+                vetted = await vet_url(str(url), self._rules, self._resolver)
+            except WebhookUrlForbidden as exc:
+                span.set_status(Status(StatusCode.ERROR, exc.code))
+                span.set_attribute("error.type", exc.code)
+                log.warning("webhook of %s refused: %s", url.host, exc.message)
+                raise
+            except WebhookUnresolved as exc:
+                span.set_status(Status(StatusCode.ERROR, exc.code))
+                span.set_attribute("error.type", exc.code)
+                log.warning("webhook host %s (attempt %d): %s", url.host, number, exc.message)
+                raise _Retriable(exc.message) from exc
             headers = {
                 "Content-Type": "application/json",
                 "User-Agent": "vidgen-notifier/1",
-                SIGNATURE_HEADER: sign(body, self._secret, timestamp=int(self._wall_clock())),
+                SIGNATURE_HEADER: sign(body, *webhook.secrets, timestamp=int(self._wall_clock())),
                 EVENT_HEADER: event,
                 DELIVERY_HEADER: delivery_id,
             }
             propagate.inject(headers)  # the receiver's server span joins the trace
             try:
-                async with self._http.post(
-                    url, data=body, headers=headers, timeout=self._timeout, allow_redirects=False
-                ) as response:
-                    status = response.status
-                    await response.read()
+                async with (
+                    pinned_session(vetted, timeout=self._timeout, ssl_context=self._ssl_context) as http,
+                    http.post(vetted.url, data=body, headers=headers, allow_redirects=False) as response,
+                ):
+                    status = response.status  # the body is never read; leaving the block closes the connection
             except (aiohttp.ClientError, TimeoutError) as exc:
                 span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
                 span.set_attribute("error.type", type(exc).__name__)
-                log.warning("POST to %s (attempt %d) failed: %r", parts.hostname, resend_count + 1, exc)
-                raise _Retriable(f"{type(exc).__name__}: {exc}") from exc
+                log.warning("POST to %s (attempt %d) failed: %s", url.host, number, type(exc).__name__)
+                raise _Retriable(type(exc).__name__) from exc
             span.set_attribute("http.response.status_code", status)
             if 200 <= status < 300:
                 return
             span.set_status(Status(StatusCode.ERROR, str(status)))
             span.set_attribute("error.type", str(status))
             if status >= 500 or status in _RETRIABLE_STATUS:
-                log.warning("POST to %s (attempt %d) answered %d", parts.hostname, resend_count + 1, status)
+                log.warning("POST to %s (attempt %d) answered %d", url.host, number, status)
                 raise _Retriable(f"HTTP {status}")
             raise _Rejected(f"HTTP {status}: the receiver refused the delivery")

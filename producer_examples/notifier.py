@@ -1,76 +1,54 @@
 """Result notifications: consumer group `video-notifier` on video.results -> a signed POST to each tenant's webhook.
 
-At least once, in partition order: an offset is committed only after its result was delivered, skipped (a
-duplicate, or a tenant without a webhook) or dead-lettered to `video.results.notifier-dlq`. Duplicates are
-recognised by `<request_id>:<status>` in a bounded in-memory LRU (see `dedupe.py` for what production needs);
-receivers get the same key in `X-Vidgen-Delivery` to dedupe on their side too.
+At least once: an offset is committed only after its result was delivered, skipped (a duplicate, or a tenant
+without a webhook) or dead-lettered to `video.results.notifier-dlq`, and only as part of the contiguous finished
+prefix of its partition (`consumer.offsets.OffsetTracker`). Deliveries run concurrently, at most
+`tenant_concurrency` per tenant and `max_concurrency` in all, so a slow tenant delays only itself; a tenant whose
+endpoint keeps failing has its breaker opened, and its results go straight to the DLQ with
+`endpoint_unavailable` (replay them by producing the DLQ records back to video.results). Deliveries to one tenant
+may arrive out of order. Duplicates are recognised by a key of tenant, request id and status
+(`dedupe.delivery_key`) in a bounded in-memory LRU (see `dedupe.py` for what production needs); receivers get
+the same key in `X-Vidgen-Delivery` to dedupe on their side too.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import logging
 import signal
+import ssl
 import sys
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Callable
 
-import aiohttp
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
-from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
-from pydantic import AliasChoices, Field, HttpUrl, SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
+from consumer.fetching import IPNetwork, Resolve, UrlRules
 from consumer.kafka import client_options, ensure_topics, make_producer
 from consumer.logs import configure_logging
+from consumer.offsets import OffsetTracker
 from consumer.publisher import dead_letter_headers
 from consumer.settings import Settings
 from consumer.tracing import extract_context
-from producer_examples.dedupe import RecentKeys
-from producer_examples.delivery import WebhookDelivery
+from producer_examples.dedupe import RecentKeys, delivery_key
+from producer_examples.delivery import Outcome, WebhookDelivery, WebhookUnresolved, WebhookUrlForbidden
+from producer_examples.lanes import TenantLanes
+from producer_examples.notifier_settings import NotifierSettings, describe_errors
 from producer_examples.telemetry import make_tracer_provider
 from schemas.events import VideoResult
 
-__all__ = ["Notifier", "NotifierSettings", "main", "serve"]
+__all__ = ["Notifier", "main", "serve"]
 
 log = logging.getLogger(__name__)
 
 _POLL_MS = 100
-
-
-class NotifierSettings(BaseSettings):
-    """`VIDGEN_NOTIFIER_*`. Kafka connection and the results topic come from the worker's `VIDGEN_*` Settings."""
-
-    model_config = SettingsConfigDict(env_prefix="VIDGEN_NOTIFIER_", extra="ignore", frozen=True, populate_by_name=True)
-
-    group: str = "video-notifier"
-    dlq_topic: str = "video.results.notifier-dlq"
-    webhooks: dict[str, HttpUrl] = Field(default_factory=dict, description="JSON map tenant_id -> webhook URL.")
-    secret: SecretStr | None = Field(None, description="HMAC secret signing every POST; required with webhooks.")
-    max_attempts: int = Field(5, ge=1, le=20)
-    backoff_initial_s: float = Field(0.5, gt=0)
-    backoff_max_s: float = Field(30.0, gt=0)
-    timeout_s: float = Field(10.0, gt=0, description="Per attempt.")
-    dedupe_capacity: int = Field(100_000, ge=1)
-    host: str = "0.0.0.0"  # noqa: S104 - probes reach the notifier from outside the pod
-    port: int = Field(8082, ge=0, le=65_535)
-    shutdown_grace_s: float = Field(30.0, ge=0, description="Time an in-flight delivery gets on SIGTERM.")
-    otlp_endpoint: str | None = Field(
-        None,
-        validation_alias=AliasChoices("VIDGEN_NOTIFIER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"),
-        description="OTLP/HTTP collector, e.g. http://jaeger:4318; unset: spans are recorded, not exported.",
-    )
-
-    @model_validator(mode="after")
-    def _secret_with_webhooks(self) -> NotifierSettings:
-        if self.webhooks and (self.secret is None or len(self.secret.get_secret_value()) < 16):
-            raise ValueError("webhooks need a secret of at least 16 characters")
-        return self
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka ships no type hints
@@ -79,6 +57,7 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka sh
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         self._notifier.joined = False
+        await self._notifier.revoke(revoked)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         self._notifier.joined = True
@@ -103,48 +82,74 @@ class Notifier:
         self._delivery = delivery
         self._tracer = tracer
         self._delivered = RecentKeys(notifier.dedupe_capacity)
+        self._lanes = TenantLanes(
+            max_concurrency=notifier.max_concurrency,
+            tenant_concurrency=notifier.tenant_concurrency,
+            breaker_failures=notifier.breaker_failures,
+            breaker_open_s=notifier.breaker_open_s,
+        )
+        self._offsets = OffsetTracker()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._under_way: dict[str, asyncio.Event] = {}  # delivery key -> set when that delivery is over
+        self._failure: BaseException | None = None
         self.joined = False
 
     def listener(self) -> ConsumerRebalanceListener:
         return _Listener(self)
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Consume until `stop`; an in-flight delivery gets `shutdown_grace_s`, then stays uncommitted."""
-        while not stop.is_set():
-            batch = await self._consumer.getmany(timeout_ms=_POLL_MS)
-            for tp, records in batch.items():
-                for record in records:
-                    if tp not in self._consumer.assignment():
-                        break  # revoked meanwhile: its new owner reads it from the last commit
-                    if stop.is_set() or not await self._while_polling(self._handle(record), stop):
-                        return  # the rest of the batch is re-read by whoever owns the partition next
-                    await self._commit(tp, record.offset + 1)
+    def health(self) -> dict[str, object]:
+        return {"in_flight": self._offsets.in_flight(), "open_breakers": self._lanes.open_breakers()}
 
-    async def _while_polling(self, job: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:
-        """Run `job` while calling getmany() with partitions paused, so retries longer than
-        max_poll_interval_ms do not cost the group membership. False when abandoned on shutdown."""
-        task = asyncio.create_task(job)
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until `stop`; in-flight deliveries then get `shutdown_grace_s`, after which they are abandoned
+        uncommitted. Raises what a delivery task could not survive (a DLQ the broker never acknowledged)."""
         try:
-            while not task.done():
-                if stop.is_set():
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(asyncio.shield(task), self._notifier.shutdown_grace_s)
-                    break
-                await asyncio.wait({task}, timeout=_POLL_MS / 1000)
-                self._consumer.pause(*self._consumer.assignment())  # again: a rebalance may have added some
-                for tp, records in (await self._consumer.getmany(timeout_ms=0)).items():
-                    self._consumer.seek(tp, records[0].offset)  # fetched before the pause took: read them later
+            while not stop.is_set() and self._failure is None:
+                room = self._notifier.max_pending - self._offsets.in_flight()
+                assigned = self._consumer.assignment()
+                # Paused partitions keep the group membership (getmany goes on) while nothing more is read.
+                (self._consumer.resume if room > 0 else self._consumer.pause)(*assigned)
+                batch = await self._consumer.getmany(timeout_ms=_POLL_MS, max_records=max(room, 1))
+                for tp, records in batch.items():
+                    for record in records:
+                        if tp in self._consumer.assignment():  # else revoked meanwhile: its new owner reads it
+                            self._start(tp, record)
+                await self._commit()
         finally:
-            if not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            self._consumer.resume(*self._consumer.assignment())
+            await self._drain()
+        if self._failure is not None:
+            raise self._failure
+
+    async def revoke(self, revoked: set[TopicPartition]) -> None:
+        """Commit what the revoked partitions finished; what is still in flight is re-read by their next owner."""
+        await self._commit()
+        for tp in revoked:
+            self._offsets.forget(tp)
+
+    def _start(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
+        self._offsets.start(tp, record.offset)
+        task = asyncio.create_task(self._handle(record))
+        self._tasks.add(task)
+        task.add_done_callback(functools.partial(self._finished, tp, record.offset))
+
+    def _finished(self, tp: TopicPartition, offset: int, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
         if task.cancelled():
-            log.warning("delivery abandoned on shutdown; its result will be re-read")
-            return False
-        task.result()  # a DLQ publish that never succeeded stops the notifier uncommitted
-        return True
+            return  # abandoned on shutdown: stays uncommitted
+        if (error := task.exception()) is not None:
+            self._failure = self._failure or error
+            return
+        self._offsets.finish(tp, offset)
+
+    async def _drain(self) -> None:
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=self._notifier.shutdown_grace_s)
+        if self._tasks:
+            log.warning("%d delivery(ies) abandoned on shutdown; their results will be re-read", len(self._tasks))
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._commit()
 
     async def _handle(self, record: ConsumerRecord[bytes, bytes]) -> None:
         with self._tracer.start_as_current_span(
@@ -168,25 +173,45 @@ class Notifier:
                 span.set_status(Status(StatusCode.ERROR, "invalid_result"))
                 await self._dead_letter(record, "invalid_result", f"not a v1 VideoResult: {exc.error_count()} error(s)")
                 return
-            delivery_id = f"{result.request_id}:{result.status}"
-            extra = {"request_id": result.request_id, "tenant_id": result.tenant_id, "status": result.status}
-            if delivery_id in self._delivered:
+            key = delivery_key(result.tenant_id, result.request_id, result.status)
+            span.set_attribute("vidgen.delivery", key)
+            if key in self._delivered:
                 span.set_attribute("vidgen.duplicate", True)
-                log.info("result %s already delivered; skipped", delivery_id, extra=extra)
+                log.info("delivery %s already done; skipped", key)
                 return
-            url = self._notifier.webhooks.get(result.tenant_id or "")
-            if url is None:
-                log.info("no webhook for tenant %s; result %s logged only", result.tenant_id, delivery_id, extra=extra)
-                self._delivered.add(delivery_id)
+            earlier = self._under_way.get(key)
+            if earlier is not None:  # the same delivery is under way: its outcome answers for this copy too
+                span.set_attribute("vidgen.duplicate", True)
+                await earlier.wait()
+                log.info("delivery %s was under way; skipped", key)
                 return
-            outcome = await self._delivery.deliver(str(url), record.value, delivery_id=delivery_id)
-            if outcome.delivered:
-                self._delivered.add(delivery_id)
-                log.info("result %s delivered (%d attempt(s))", delivery_id, outcome.attempts, extra=extra)
-                return
-            span.set_status(Status(StatusCode.ERROR, outcome.code))
-            span.set_attribute("error.type", outcome.code)
-            await self._dead_letter(record, outcome.code, outcome.message, attempts=outcome.attempts)
+            done = self._under_way[key] = asyncio.Event()
+            try:
+                await self._deliver(record, result, key, span)
+            finally:
+                del self._under_way[key]
+                done.set()
+
+    async def _deliver(self, record: ConsumerRecord[bytes, bytes], result: VideoResult, key: str, span: Span) -> None:
+        tenant = result.tenant_id or ""
+        webhook = self._notifier.webhooks.get(tenant)
+        if webhook is None:
+            log.info("delivery %s: no webhook for its tenant; logged only", key)
+            self._delivered.add(key)
+            return
+        breaker = self._lanes.breaker(tenant)
+        if breaker.is_open:  # no need to wait for a slot only to be refused
+            outcome = Outcome("endpoint_unavailable", 0, "the endpoint's circuit breaker is open")
+        else:
+            async with self._lanes.slot(tenant):
+                outcome = await self._delivery.deliver(webhook, record.value or b"", delivery_id=key, breaker=breaker)
+        if outcome.delivered:
+            self._delivered.add(key)
+            log.info("delivery %s to %s done (%d attempt(s))", key, tenant, outcome.attempts)
+            return
+        span.set_status(Status(StatusCode.ERROR, outcome.code))
+        span.set_attribute("error.type", outcome.code)
+        await self._dead_letter(record, outcome.code, outcome.message, attempts=outcome.attempts)
 
     async def _dead_letter(
         self, record: ConsumerRecord[bytes, bytes], code: str, message: str, *, attempts: int = 0
@@ -206,12 +231,15 @@ class Notifier:
                 await self._producer.send_and_wait(topic, key=record.key, value=record.value, headers=headers)
         log.warning("result %s[%d]@%d dead-lettered: %s", record.topic, record.partition, record.offset, code)
 
-    async def _commit(self, tp: TopicPartition, offset: int) -> None:
+    async def _commit(self) -> None:
+        offsets = self._offsets.take_committable()
+        if not offsets:
+            return
         try:
-            await self._consumer.commit({tp: offset})
+            await self._consumer.commit(offsets)
         except (CommitFailedError, IllegalStateError) as exc:
-            # The group moved on: the partition's new owner re-reads from the last commit (a duplicate POST).
-            log.warning("commit of %s[%d]@%d failed: %r", tp.topic, tp.partition, offset, exc)
+            # The group moved on: the partitions' new owners re-read from the last commit (duplicate POSTs).
+            log.warning("commit of %s failed: %r", offsets, exc)
 
 
 async def serve(
@@ -221,12 +249,19 @@ async def serve(
     *,
     tracer: Tracer,
     on_http_port: Callable[[int], None] | None = None,
+    trusted_networks: tuple[IPNetwork, ...] = (),
+    ssl_context: ssl.SSLContext | None = None,
+    resolver: Resolve | None = None,
 ) -> int:
-    """Run until `stop` is set; returns the exit code."""
+    """Run until `stop` is set; returns the exit code.
+
+    `trusted_networks`, `ssl_context` and `resolver` exist for tests and private deployments: networks exempt
+    from the public-address rule, the CA bundle webhooks are verified against, and the DNS resolver."""
     running: Notifier | None = None
 
     async def healthz(_: web.Request) -> web.Response:
-        return web.json_response({"status": "ok", "consumer_group": bool(running and running.joined)})
+        state = running.health() if running else {}
+        return web.json_response({"status": "ok", "consumer_group": bool(running and running.joined), **state})
 
     app = web.Application()
     app.router.add_get("/healthz", healthz)
@@ -248,35 +283,41 @@ async def serve(
             max_poll_interval_ms=settings.max_poll_interval_ms,
         )
         producer = make_producer(settings)
-        secret = notifier.secret.get_secret_value() if notifier.secret else ""
-        async with aiohttp.ClientSession() as http:
-            delivery = WebhookDelivery(
-                http,
-                secret=secret,
-                tracer=tracer,
-                max_attempts=notifier.max_attempts,
-                backoff_initial_s=notifier.backoff_initial_s,
-                backoff_max_s=notifier.backoff_max_s,
-                timeout_s=notifier.timeout_s,
-            )
-            running = Notifier(
-                settings=settings,
-                notifier=notifier,
-                consumer=consumer,
-                producer=producer,
-                delivery=delivery,
-                tracer=tracer,
-            )
-            consumer.subscribe([settings.results_topic], listener=running.listener())
-            await producer.start()
+        delivery = WebhookDelivery(
+            rules=UrlRules(
+                resolve_timeout_s=notifier.timeout_s,
+                internal_hosts=notifier.allow_hosts,
+                trusted_networks=trusted_networks,
+                subject="webhook url",
+                forbidden=WebhookUrlForbidden,
+                unresolved=WebhookUnresolved,
+            ),
+            tracer=tracer,
+            max_attempts=notifier.max_attempts,
+            backoff_initial_s=notifier.backoff_initial_s,
+            backoff_max_s=notifier.backoff_max_s,
+            timeout_s=notifier.timeout_s,
+            ssl_context=ssl_context,
+            resolver=resolver,
+        )
+        running = Notifier(
+            settings=settings,
+            notifier=notifier,
+            consumer=consumer,
+            producer=producer,
+            delivery=delivery,
+            tracer=tracer,
+        )
+        consumer.subscribe([settings.results_topic], listener=running.listener())
+        await producer.start()
+        try:
+            await consumer.start()
             try:
-                await consumer.start()
-                try:
-                    await running.run(stop)
-                finally:
-                    await consumer.stop()
+                await running.run(stop)
             finally:
-                await producer.stop()
+                await consumer.stop()
+        finally:
+            await producer.stop()
     finally:
         await runner.cleanup()
     return 0
@@ -288,7 +329,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings, notifier = Settings(), NotifierSettings()
     except ValidationError as exc:
-        print(f"notifier: invalid configuration:\n{exc}", file=sys.stderr)
+        print(f"notifier: invalid configuration:\n{describe_errors(exc)}", file=sys.stderr)
+        return 2
+    except SettingsError as exc:  # a variable that is not valid JSON; the message names it, not its value
+        print(f"notifier: invalid configuration: {exc}", file=sys.stderr)
         return 2
     configure_logging(fmt=settings.log_format, level=settings.log_level)
     provider = make_tracer_provider("vidgen-notifier", notifier.otlp_endpoint)

@@ -30,9 +30,12 @@ def _digest(secret: str, timestamp: int, body: bytes) -> str:
     return hmac.new(secret.encode("utf-8"), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
 
 
-def sign(body: bytes, secret: str, *, timestamp: int) -> str:
-    """The header value for `body` signed at `timestamp` (unix seconds)."""
-    return f"t={timestamp},v1={_digest(secret, timestamp, body)}"
+def sign(body: bytes, *secrets: str, timestamp: int) -> str:
+    """The header value for `body` signed at `timestamp` (unix seconds): one `v1=` per secret, so a sender in
+    the middle of a rotation signs with the new and the old one."""
+    if not secrets:
+        raise ValueError("sign needs at least one secret")
+    return f"t={timestamp}," + ",".join(f"v1={_digest(secret, timestamp, body)}" for secret in secrets)
 
 
 def verify(header: str | None, body: bytes, secrets: Sequence[str], *, now: float, tolerance_s: float) -> int:

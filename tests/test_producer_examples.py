@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import re
 import time
@@ -33,9 +34,10 @@ from consumer.keys import upload_key
 from consumer.settings import Settings
 from consumer.storage import ObjectStore
 from producer_examples import publish_request
-from producer_examples.dedupe import RecentKeys
+from producer_examples.dedupe import RecentKeys, delivery_key
 from producer_examples.delivery import DELIVERY_HEADER
-from producer_examples.notifier import NotifierSettings, serve
+from producer_examples.notifier import serve
+from producer_examples.notifier_settings import NotifierSettings
 from producer_examples.product_hook import ROUTE, HookSettings, make_app
 from producer_examples.products import (
     DEFAULT_TEMPLATE,
@@ -50,6 +52,7 @@ from producer_examples.signing import SIGNATURE_HEADER, SignatureError, sign, ve
 from producer_examples.waiting import render_progress
 from schemas.events import ID_PATTERN, Timings, VideoRequest, VideoResult
 from tests.conftest import KafkaClient
+from tests.loopback_tls import Tls, loopback_tls
 
 SECRET = "s3cret-for-tests-only"
 NOW = 1_800_000_000
@@ -309,7 +312,15 @@ async def test_a_retried_webhook_gets_the_same_request_id_and_is_not_republished
     assert sorted(r.key.decode() for r in records) == sorted([first["request_id"], other["request_id"]])
 
 
-# ---------------------------------------------------------------------------- notifier: real broker, real HTTP
+# --------------------------------------------------------------------------- notifier: real broker, real HTTPS
+
+NOTIFIER_SECRET = "notifier-secret-of-shop-1-for-tests"  # each tenant has its own; these two share one
+LOOPBACK = (ipaddress.ip_network("127.0.0.1/32"),)
+
+
+@pytest.fixture(scope="module")
+def tls() -> Tls:
+    return loopback_tls("127.0.0.1")
 
 
 @dataclass
@@ -325,7 +336,7 @@ class Receiver:
 
 
 @pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
+async def receiver(tls: Tls) -> AsyncIterator[Receiver]:
     holder: list[Receiver] = []
 
     async def hook(request: web.Request) -> web.Response:
@@ -341,9 +352,9 @@ async def receiver() -> AsyncIterator[Receiver]:
     app.router.add_post("/hooks/{tenant}", hook)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls.server)
     await site.start()
-    holder.append(Receiver(base=f"http://127.0.0.1:{runner.addresses[0][1]}", statuses={}))
+    holder.append(Receiver(base=f"https://127.0.0.1:{runner.addresses[0][1]}", statuses={}))
     yield holder[0]
     await runner.cleanup()
 
@@ -357,14 +368,18 @@ class RunningNotifier:
 
 
 @pytest.fixture
-async def notifier(settings: Settings, kafka: KafkaClient, receiver: Receiver, spans: Any) -> AsyncIterator[Any]:
+async def notifier(
+    settings: Settings, kafka: KafkaClient, receiver: Receiver, spans: Any, tls: Tls
+) -> AsyncIterator[Any]:
     provider, _ = spans
     run = uuid.uuid4().hex[:8]
     notifier_settings = NotifierSettings(
         group=f"notifier-{run}",
         dlq_topic=f"notifier-dlq-{run}",
-        webhooks={tenant: f"{receiver.base}/hooks/{tenant}" for tenant in ("shop-1", "shop-down")},
-        secret=SECRET,
+        webhooks={
+            tenant: {"url": f"{receiver.base}/hooks/{tenant}", "secret": NOTIFIER_SECRET}
+            for tenant in ("shop-1", "shop-down")
+        },
         max_attempts=3,
         backoff_initial_s=0.01,
         backoff_max_s=0.05,
@@ -378,7 +393,15 @@ async def notifier(settings: Settings, kafka: KafkaClient, receiver: Receiver, s
     stop = asyncio.Event()
     port: asyncio.Future[int] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(
-        serve(settings, notifier_settings, stop, tracer=provider.get_tracer("test"), on_http_port=port.set_result)
+        serve(
+            settings,
+            notifier_settings,
+            stop,
+            tracer=provider.get_tracer("test"),
+            on_http_port=port.set_result,
+            trusted_networks=LOOPBACK,
+            ssl_context=tls.client,
+        )
     )
     await asyncio.wait([port, task], timeout=30, return_when=asyncio.FIRST_COMPLETED)
     if task.done():
@@ -436,8 +459,8 @@ async def test_notifier_delivers_each_result_once_signed_and_traced(
     assert delivered == ["req-a", "req-b"]
     tenant, headers, body = receiver.received[0]
     assert tenant == "shop-1" and body == value
-    verify(headers[SIGNATURE_HEADER], body, [SECRET], now=time.time(), tolerance_s=300)
-    assert headers[DELIVERY_HEADER] == "req-a:completed"
+    verify(headers[SIGNATURE_HEADER], body, [NOTIFIER_SECRET], now=time.time(), tolerance_s=300)
+    assert headers[DELIVERY_HEADER] == delivery_key("shop-1", "req-a", "completed")
     assert _trace_id(headers["traceparent"]) == _trace_id(TRACEPARENT)  # the result's trace continues
 
     async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{notifier.port}/healthz") as health:
