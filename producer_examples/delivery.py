@@ -19,6 +19,7 @@ import aiohttp
 from opentelemetry import propagate
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential, wait_random
+from yarl import URL
 
 from consumer.errors import VidgenError
 from consumer.fetching import Resolve, UrlRules, pinned_session, vet_url
@@ -159,12 +160,12 @@ class WebhookDelivery:
 
     async def _post(self, webhook: Webhook, body: bytes, *, delivery_id: str, event: str, number: int) -> None:
         with self._tracer.start_as_current_span("POST", kind=SpanKind.CLIENT) as span:
-            url = webhook.url
+            url = URL(str(webhook.url))
             span.set_attributes(
                 {
                     "http.request.method": "POST",
-                    # Scheme, host and path only: a query string may carry a receiver's token.
-                    "url.full": f"{url.scheme}://{url.host}{url.path or ''}",
+                    # Scheme, host, port and path only: a query string may carry a receiver's token.
+                    "url.full": str(url.with_query(None).with_fragment(None)),
                     "server.address": url.host or "",
                     "server.port": url.port or 443,
                 }
@@ -172,7 +173,7 @@ class WebhookDelivery:
             if number > 1:
                 span.set_attribute("http.request.resend_count", number - 1)
             try:
-                vetted = await vet_url(str(url), self._rules, self._resolver)
+                vetted = await vet_url(url, self._rules, self._resolver)
             except WebhookUrlForbidden as exc:
                 span.set_status(Status(StatusCode.ERROR, exc.code))
                 span.set_attribute("error.type", exc.code)

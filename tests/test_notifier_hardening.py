@@ -33,7 +33,7 @@ from producer_examples.breaker import CircuitBreaker
 from producer_examples.dedupe import delivery_key
 from producer_examples.delivery import DELIVERY_HEADER
 from producer_examples.lanes import TenantLanes
-from producer_examples.notifier import serve
+from producer_examples.notifier import main, serve
 from producer_examples.notifier_settings import NotifierSettings, describe_errors
 from producer_examples.signing import SIGNATURE_HEADER, SignatureError, sign, verify
 from schemas.events import Timings, VideoResult
@@ -150,6 +150,17 @@ def test_start_up_refuses_a_webhook_without_its_own_strong_secret(webhook: Any, 
     assert "too-short" not in described and SECRET_A not in described and "pw@" not in described
 
 
+def test_start_up_error_names_the_setting_but_never_the_secret(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hooks = {"shop-a": {"url": "https://hooks.example.com/a?token=tok-123", "secret": "short-but-secret"}}
+    monkeypatch.setenv("VIDGEN_NOTIFIER_WEBHOOKS", json.dumps(hooks))
+    assert main([]) == 2
+    error = capsys.readouterr().err
+    assert "webhooks.shop-a.secret" in error
+    assert "short-but-secret" not in error and "tok-123" not in error
+
+
 def test_webhooks_and_allowed_hosts_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     hooks = {"shop-a": {"url": "https://hooks.example.com/a", "secret": SECRET_A}}
     monkeypatch.setenv("VIDGEN_NOTIFIER_WEBHOOKS", json.dumps(hooks))
@@ -235,10 +246,14 @@ def _receiver_app(state: Receiver) -> web.Application:
                 state.changed.notify_all()
         return response
 
+    async def redirect(_: web.Request) -> web.Response:
+        raise web.HTTPTemporaryRedirect("/hooks/redirected")
+
     app = web.Application()
     app.router.add_post("/hooks/{tenant}", hook)
     app.router.add_post("/hang/{tenant}", hang)
     app.router.add_post("/huge", huge)
+    app.router.add_post("/redirect", redirect)
     return app
 
 
@@ -454,15 +469,17 @@ async def test_internal_webhook_addresses_are_refused_at_delivery_time(
     }
     webhooks = {tenant: _hook(url) for tenant, (url, _) in refused.items()}
     webhooks["allowed"] = _hook(receiver.url("/hooks/allowed", "internal.example.test"))
+    webhooks["moved"] = _hook(receiver.url("/redirect", "internal.example.test"))
     running = await start_notifier(
         webhooks, trusted_networks=(), resolver=resolve, allow_hosts=("internal.example.test",)
     )
     for tenant in webhooks:
         await _publish(kafka, tenant, f"req-{tenant}")
 
-    dead = _dead_letters(await kafka.read(running.settings.dlq_topic, len(refused), timeout_s=30))
+    dead = _dead_letters(await kafka.read(running.settings.dlq_topic, len(refused) + 1, timeout_s=30))
     await receiver.until(lambda r: "allowed" in r.tenants())  # named in allow_hosts: delivered
-    assert sorted(dead) == sorted(f"req-{tenant}" for tenant in refused)
+    assert sorted(dead) == sorted(f"req-{tenant}" for tenant in [*refused, "moved"])
+    assert dead["req-moved"] == ("delivery_rejected", "HTTP 307: the receiver refused the delivery")  # not followed
     for tenant, (_, reason) in refused.items():
         code, message = dead[f"req-{tenant}"]
         assert code == "webhook_url_forbidden"
