@@ -1,8 +1,9 @@
 """E-commerce "product created" webhook -> one video request per product version.
 
 `python -m producer_examples.product_hook` serves `POST /webhooks/product-created` and `GET /healthz`.
-Checks, in order: signature (401), payload (422), tenant rate limit (429); then publishes (202, or 503 when
-Kafka does not acknowledge in time, so the platform retries).
+Checks, in order: signature (401), payload and the worker's own request rules (422), tenant rate limit (429);
+then publishes (202, or 503 when Kafka does not acknowledge in time, so the platform retries). Connections go
+through `consumer.http_limits`: header and body deadlines and a bound on open connections (408 / 503).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,8 +24,11 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from consumer.errors import VidgenError
+from consumer.http_limits import ConnectionGuard, GuardedSite, HttpLimits
 from consumer.kafka import ensure_topics, make_producer
 from consumer.logs import configure_logging
+from consumer.policy import ContentPolicy
 from consumer.settings import Settings
 from producer_examples.dedupe import RecentKeys
 from producer_examples.products import DEFAULT_TEMPLATE, ProductCreated, build_request, check_template
@@ -33,11 +38,13 @@ from producer_examples.signing import SIGNATURE_HEADER, SignatureError, verify
 from producer_examples.telemetry import make_tracer_provider
 from schemas.events import VideoRequest
 
-__all__ = ["ROUTE", "HookSettings", "main", "make_app"]
+__all__ = ["GUARD", "ROUTE", "HookSettings", "main", "make_app", "serve"]
 
 log = logging.getLogger(__name__)
 
 ROUTE = "/webhooks/product-created"
+GUARD = web.AppKey("connection_guard", ConnectionGuard)
+_ID_KEY_MIN = 32
 
 
 class HookSettings(BaseSettings):
@@ -49,6 +56,11 @@ class HookSettings(BaseSettings):
     port: int = Field(8081, ge=0, le=65_535)
     secret: SecretStr = Field(description="Shared HMAC secret of the shop platform.")
     previous_secret: SecretStr | None = Field(None, description="Also accepted during a secret rotation.")
+    id_key: SecretStr = Field(
+        description="The hook's own HMAC key for request ids (at least 32 characters). Never shared: unlike the "
+        "signing secrets, the shop platform does not know it, so no shop can predict another's request ids. "
+        "Keep it stable: a new key gives every product a new id."
+    )
     tolerance_s: float = Field(300.0, gt=0, description="Largest allowed distance of `t=` from now.")
     templates: dict[str, str] = Field(default_factory=dict, description="JSON map shop_id -> prompt template.")
     default_template: str = DEFAULT_TEMPLATE
@@ -59,6 +71,21 @@ class HookSettings(BaseSettings):
     num_frames: int = Field(25, ge=1, le=49)
     num_inference_steps: int = Field(30, ge=1, le=100)
     max_body_bytes: int = Field(64 * 1024, ge=1_024)
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="A client must complete a request's headers this long after connecting (or after "
+        "the previous response on a keep-alive connection), else the connection is closed.",
+    )
+    body_timeout_s: float = Field(
+        10.0, gt=0, description="The whole body must arrive this long after the headers, else 408 and closed."
+    )
+    max_connections: int = Field(
+        256,
+        ge=1,
+        description="Open connections at most; at the bound the slowest client waiting to send makes "
+        "room, or, when every connection is being served, the newcomer gets 503. Keep under the descriptor limit.",
+    )
     publish_timeout_s: float = Field(10.0, gt=0)
     recent_capacity: int = Field(10_000, ge=1, description="Recently published request ids not republished.")
     otlp_endpoint: str | None = Field(
@@ -78,9 +105,14 @@ class HookSettings(BaseSettings):
         return {shop: check_template(template) for shop, template in value.items()}
 
     @model_validator(mode="after")
-    def _check_secret(self) -> HookSettings:
+    def _check_secrets(self) -> HookSettings:
         if len(self.secret.get_secret_value()) < 16:
             raise ValueError("secret must be at least 16 characters")
+        id_key = self.id_key.get_secret_value()
+        if len(id_key) < _ID_KEY_MIN:
+            raise ValueError(f"id_key must be at least {_ID_KEY_MIN} characters")
+        if any(s is not None and s.get_secret_value() == id_key for s in (self.secret, self.previous_secret)):
+            raise ValueError("id_key must differ from the signing secrets (the shop platform knows those)")
         return self
 
     def render_options(self) -> dict[str, Any]:
@@ -91,13 +123,26 @@ class HookSettings(BaseSettings):
             "num_inference_steps": self.num_inference_steps,
         }
 
+    def http_limits(self) -> HttpLimits:
+        return HttpLimits(
+            header_timeout_s=self.header_timeout_s,
+            body_timeout_s=self.body_timeout_s,
+            max_connections=self.max_connections,
+        )
+
 
 class _Hook:
-    def __init__(self, hook: HookSettings, *, tracer: Tracer, wall_clock: Clock, monotonic: Clock) -> None:
+    def __init__(
+        self, hook: HookSettings, settings: Settings, *, tracer: Tracer, wall_clock: Clock, monotonic: Clock
+    ) -> None:
         self._hook = hook
         self._tracer = tracer
         self._wall_clock = wall_clock
         self._secrets = [s.get_secret_value() for s in (hook.secret, hook.previous_secret) if s is not None]
+        self._id_key = hook.id_key.get_secret_value().encode("utf-8")
+        # The worker's banned terms, checked on the prompt as the worker checks it (the hook sends no negative_prompt).
+        self._policy = ContentPolicy.from_sources(terms=settings.banned_terms, path=settings.banned_terms_file)
+        self._max_record_bytes = settings.max_record_bytes
         self._limiter = TenantLimiter(rate=hook.rate_per_s, burst=hook.burst, clock=monotonic)
         self._recent = RecentKeys(hook.recent_capacity)
         self.publisher: RequestPublisher | None = None
@@ -117,10 +162,21 @@ class _Hook:
             return web.json_response({"error": "invalid_signature", "reason": exc.reason}, status=401)
         try:
             product = ProductCreated.model_validate_json(body)
-            template = self._hook.templates.get(product.shop_id, self._hook.default_template)
-            video_request = build_request(product, template=template, render=self._hook.render_options())
         except ValidationError as exc:
             return web.json_response({"error": "invalid_payload", "fields": _field_errors(exc)}, status=422)
+        try:
+            video_request = build_request(
+                product,
+                template=self._hook.templates.get(product.shop_id, self._hook.default_template),
+                render=self._hook.render_options(),
+                id_key=self._id_key,
+                policy=self._policy,
+                max_record_bytes=self._max_record_bytes,
+            )
+        except VidgenError as exc:  # what the worker would reject the request with, told to the shop now
+            log.info("webhook refused: %s on %s", exc.code, exc.field or "the request")
+            field = {"field": exc.field or "(request)", "message": exc.message, "type": exc.code}
+            return web.json_response({"error": "invalid_payload", "fields": [field]}, status=422)
         if video_request.request_id in self._recent:
             return web.json_response({"request_id": video_request.request_id, "duplicate": True}, status=202)
         wait_s = self._limiter.try_take(product.shop_id)
@@ -183,8 +239,10 @@ def make_app(
     wall_clock: Clock = time.time,
     monotonic: Clock = time.monotonic,
 ) -> web.Application:
-    """The web application; its Kafka producer starts with the app and stops after the last request."""
-    state = _Hook(hook, tracer=tracer, wall_clock=wall_clock, monotonic=monotonic)
+    """The web application; its Kafka producer starts with the app and stops after the last request. Its
+    `ConnectionGuard` (`app[GUARD]`) enforces the body deadline here; `serve` adds the rest of the limits."""
+    state = _Hook(hook, settings, tracer=tracer, wall_clock=wall_clock, monotonic=monotonic)
+    guard = ConnectionGuard(hook.http_limits())
 
     async def kafka_producer(_: web.Application) -> AsyncIterator[None]:
         if settings.create_topics:
@@ -198,26 +256,60 @@ def make_app(
             state.publisher = None
             await producer.stop()
 
-    app = web.Application(client_max_size=hook.max_body_bytes, middlewares=[state.server_span])
+    app = web.Application(client_max_size=hook.max_body_bytes, middlewares=[guard.middleware, state.server_span])
+    app[GUARD] = guard
     app.cleanup_ctx.append(kafka_producer)
     app.router.add_post(ROUTE, state.product_created)
     app.router.add_get("/healthz", _healthz)
     return app
 
 
+async def serve(
+    hook: HookSettings,
+    settings: Settings,
+    stop: asyncio.Event,
+    *,
+    tracer: Tracer,
+    on_port: Callable[[int], None] | None = None,
+) -> None:
+    """Serve behind the connection guard until `stop` is set, then drain in-flight requests (15 s at most)."""
+    app = make_app(hook, settings, tracer=tracer)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=15)
+    await runner.setup()
+    try:
+        site = GuardedSite(runner, hook.host, hook.port, guard=app[GUARD])
+        await site.start()
+        log.info("product hook listening on %s", site.name)
+        if on_port is not None:
+            on_port(site.port)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Serve until SIGTERM or SIGINT (aiohttp drains in-flight requests first)."""
+    """Serve until SIGTERM or SIGINT."""
     del argv  # configured by environment variables only
     try:
-        hook, settings = HookSettings(), Settings()  # the secret comes from the environment
+        hook, settings = HookSettings(), Settings()  # the secrets come from the environment
     except ValidationError as exc:
         print(f"product_hook: invalid configuration:\n{exc}", file=sys.stderr)
         return 2
     configure_logging(fmt=settings.log_format, level=settings.log_level)
     provider = make_tracer_provider("vidgen-product-hook", hook.otlp_endpoint)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await serve(hook, settings, stop, tracer=provider.get_tracer(__name__))
+
     try:
-        app = make_app(hook, settings, tracer=provider.get_tracer(__name__))
-        web.run_app(app, host=hook.host, port=hook.port, access_log=None, print=None, shutdown_timeout=15)
+        asyncio.run(run())
+    except KafkaError as exc:
+        log.critical("product hook stopped: %r", exc)
+        return 1
     finally:
         provider.shutdown()
     return 0

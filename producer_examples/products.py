@@ -1,15 +1,29 @@
-"""From a "product created" webhook to a video request: payload model, prompt templates, request ids. Pure."""
+"""From a "product created" webhook to a video request: payload model, prompt templates, request ids, and the
+worker's own checks applied before the shop is answered. Pure.
+
+The shop's text goes through the worker's code, not a copy of its rules: `consumer.sanitize.clean_text` on the
+title and the description as they arrive (so an invisible or bidirectional character is refused naming the field
+the shop sent), then the finished request through `consumer.intake.parse_request` on the exact JSON the worker will
+read, then the worker's content policy. Whatever the hook accepts, the worker's intake accepts.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import string
-from collections.abc import Mapping
+import unicodedata
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic_core import PydanticCustomError
 
+from consumer.errors import InvalidRequest
+from consumer.intake import DeadLetter, Rejection, parse_request
+from consumer.policy import ContentPolicy, ContentPolicyViolation
+from consumer.sanitize import UnsafeText, clean_text
 from schemas.events import ID_PATTERN, VideoRequest
 
 __all__ = [
@@ -28,6 +42,35 @@ DEFAULT_TEMPLATE = (
 )
 TEMPLATE_FIELDS = frozenset({"title", "description", "product_id", "shop_id"})
 _PROMPT_MAX = 1000  # the contract's limit on `prompt`
+_TITLE_MAX = 200
+_PRODUCT_ID_MAX = 40
+_SHOP_ID_MAX = 64
+# The most a field can put into a prompt. The description takes whatever room is left, so it counts for nothing.
+_FIELD_ROOM = {"title": _TITLE_MAX, "product_id": _PRODUCT_ID_MAX, "shop_id": _SHOP_ID_MAX, "description": 0}
+_ID_PURPOSE = "vidgen product-hook request id v1"  # binds the HMAC to this use of the key
+# A trimmed description ends at a space when there is one this close to the cut (not in CJK or Thai text).
+_WORD_BACKOFF = 32
+_JOINERS = frozenset("\u200c\u200d")
+
+
+def _cleaned(field: str, *, max_length: int | None = None) -> Callable[[str], str]:
+    """The worker's text rule (`clean_text`: controls removed, invisible and bidi characters refused, NFC), then
+    whitespace collapsed; lengths count after normalisation, which can make text longer (U+FB2C becomes 3)."""
+
+    def clean(value: str) -> str:
+        try:
+            cleaned = _squash(clean_text(value, field))
+        except UnsafeText as exc:
+            raise PydanticCustomError("invalid_field", "{reason}", {"reason": exc.message}) from None
+        if max_length is not None and not 1 <= len(cleaned) <= max_length:
+            raise PydanticCustomError(
+                "invalid_field",
+                "{field} must be 1-{max_length} characters after removing control characters and NFC normalisation",
+                {"field": field, "max_length": max_length},
+            )
+        return cleaned
+
+    return clean
 
 
 class ProductCreated(BaseModel):
@@ -35,62 +78,140 @@ class ProductCreated(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    # 5 + 64 + 1 + 40 + 1 + 16 characters: the derived request id stays within the contract's 128.
-    product_id: Annotated[str, StringConstraints(min_length=1, max_length=40, pattern=ID_PATTERN)]
-    shop_id: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=ID_PATTERN)] = Field(
+    product_id: Annotated[str, StringConstraints(min_length=1, max_length=_PRODUCT_ID_MAX, pattern=ID_PATTERN)]
+    shop_id: Annotated[str, StringConstraints(min_length=1, max_length=_SHOP_ID_MAX, pattern=ID_PATTERN)] = Field(
         description="The tenant."
     )
-    title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-    description: Annotated[str, StringConstraints(strip_whitespace=True, max_length=5000)] = ""
+    title: Annotated[
+        str,
+        StringConstraints(strip_whitespace=True, min_length=1, max_length=_TITLE_MAX),
+        AfterValidator(_cleaned("title", max_length=_TITLE_MAX)),
+    ]
+    description: Annotated[
+        str, StringConstraints(strip_whitespace=True, max_length=5000), AfterValidator(_cleaned("description"))
+    ] = ""
     image_url: Annotated[str, StringConstraints(max_length=2048, pattern=r"^https://\S+$")] | None = None
 
 
 def check_template(template: str) -> str:
-    """Refuse templates with fields other than TEMPLATE_FIELDS, attribute or index lookups, or conversions,
-    so a template can only ever interpolate plain product text."""
-    for _, name, spec, conversion in string.Formatter().parse(template):
+    """Refuse templates with fields other than TEMPLATE_FIELDS, attribute or index lookups, or conversions (a
+    template can only ever interpolate plain product text), characters the worker refuses, and templates whose
+    own text with the longest title and ids would not leave the description any room in the prompt."""
+    literal = ""
+    needed = 0
+    for text, name, spec, conversion in string.Formatter().parse(template):
+        literal += text
         if name is None:
             continue
         if name not in TEMPLATE_FIELDS or spec or conversion:
             raise ValueError(f"template field {{{name}}} is not one of {sorted(TEMPLATE_FIELDS)} (plain, no format)")
+        needed += _FIELD_ROOM[name]
+    try:
+        clean_text(literal, "template")
+    except UnsafeText as exc:
+        raise ValueError(exc.message) from None
+    needed += len(literal)
+    if needed > _PROMPT_MAX:
+        raise ValueError(
+            f"template text with the longest title and ids takes {needed} of the prompt's {_PROMPT_MAX} characters"
+        )
     return template
 
 
 def render_prompt(template: str, product: ProductCreated) -> str:
-    """The template filled in, whitespace collapsed, cut to the contract's 1000 characters at a word boundary."""
-    values = {
-        "title": _squash(product.title),
-        "description": _squash(product.description),
-        "product_id": product.product_id,
-        "shop_id": product.shop_id,
-    }
-    prompt = _squash(check_template(template).format_map(values))
-    if len(prompt) > _PROMPT_MAX:
-        prompt = prompt[: _PROMPT_MAX + 1].rsplit(" ", 1)[0][:_PROMPT_MAX].rstrip()
-    return prompt
+    """The template filled in, put through the worker's text rule and whitespace collapsed, within the contract's
+    1000 characters. The template's own text, the title and the ids are kept whole; only the description is
+    trimmed: never between a character and its combining marks or around a joiner, so the cut stays valid (and the
+    length stays put) under NFC, and at a space when there is one within the last few characters."""
+    check_template(template)
+
+    def fill(description: str) -> str:
+        values = {
+            "title": product.title,
+            "description": description,
+            "product_id": product.product_id,
+            "shop_id": product.shop_id,
+        }
+        return _squash(clean_text(template.format_map(values), "prompt"))
+
+    description = product.description
+    prompt = fill(description)
+    if len(prompt) <= _PROMPT_MAX:
+        return prompt
+    # Longest description prefix that fits; the length after NFC grows with the prefix, so bisection finds it.
+    fits, too_long = 0, len(description)
+    while too_long - fits > 1:
+        middle = (fits + too_long) // 2
+        if len(fill(description[:middle])) <= _PROMPT_MAX:
+            fits = middle
+        else:
+            too_long = middle
+    return fill(description[: _cut_point(description, fits)])
 
 
-def derive_request_id(shop_id: str, product_id: str, content: Mapping[str, Any]) -> str:
-    """`hook:<shop>:<product>:<16 hex of sha256(content)>`: the same product with the same render inputs always
-    gets the same id, so a retried webhook is recognisable downstream; an edited product gets a new one."""
-    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    digest = hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
-    return f"hook:{shop_id}:{product_id}:{digest}"
-
-
-def build_request(product: ProductCreated, *, template: str, render: Mapping[str, Any]) -> VideoRequest:
-    """The request for a product. `render` holds the fixed render options (width, height, num_frames, ...)."""
-    content: dict[str, Any] = {
-        "prompt": render_prompt(template, product),
-        "image_url": product.image_url,
-        **render,
-    }
-    return VideoRequest(
-        request_id=derive_request_id(product.shop_id, product.product_id, content),
-        tenant_id=product.shop_id,
-        metadata={"product_id": product.product_id, "source": "product-created-hook"},
-        **content,
+def derive_request_id(key: bytes, shop_id: str, product_id: str, content: Mapping[str, Any]) -> str:
+    """`hook:` and 32 hex digits (128 bits) of HMAC-SHA256 under the hook's own key over a canonical JSON array
+    of the shop, the product and the render inputs. The same product with the same inputs always gets the same id
+    (a retried webhook is recognised downstream), an edited product a new one; without the key nobody can predict
+    an id, and since the parts are JSON-encoded, no two (shop, product) pairs share one (`acme` + `shoes:42` vs
+    `acme:shoes` + `42`)."""
+    canonical = json.dumps(
+        [_ID_PURPOSE, shop_id, product_id, content], sort_keys=True, separators=(",", ":"), ensure_ascii=False
     )
+    return "hook:" + hmac.new(key, canonical.encode("utf-8"), hashlib.sha256).hexdigest()[:32]
+
+
+def build_request(
+    product: ProductCreated,
+    *,
+    template: str,
+    render: Mapping[str, Any],
+    id_key: bytes,
+    policy: ContentPolicy,
+    max_record_bytes: int,
+) -> VideoRequest:
+    """The request for a product, exactly as the worker's intake will read it. `render` holds the fixed render
+    options (width, height, num_frames, ...).
+
+    Raises what the worker would reject it with: `InvalidRequest` (a broken contract rule or record limit) or
+    `ContentPolicyViolation`; a policy violation names the payload field that holds the term (`title`,
+    `description`) when one does on its own, else `prompt`."""
+    content: dict[str, Any] = {"prompt": render_prompt(template, product), "image_url": product.image_url, **render}
+    record = {
+        "request_id": derive_request_id(id_key, product.shop_id, product.product_id, content),
+        "tenant_id": product.shop_id,
+        "metadata": {"product_id": product.product_id, "source": "product-created-hook"},
+        **content,
+    }
+    outcome = parse_request(json.dumps(record, ensure_ascii=False).encode("utf-8"), max_bytes=max_record_bytes)
+    if isinstance(outcome, DeadLetter):  # only a record over the worker's size limit gets here
+        raise InvalidRequest(outcome.message, code=outcome.code)
+    if isinstance(outcome, Rejection):
+        raise outcome.error
+    violation = policy.violation(outcome)
+    if violation is not None:
+        field = next(
+            (name for name in ("title", "description") if policy.find(getattr(product, name)) is not None), "prompt"
+        )
+        raise ContentPolicyViolation(f"{field}: violates the content policy", field=field, rule=violation.rule)
+    return outcome
+
+
+def _cut_point(text: str, limit: int) -> int:
+    """Where to cut `text` at or before `limit`: not before a combining mark and not next to a joiner; then back to
+    a space if one is within `_WORD_BACKOFF` characters."""
+    cut = limit
+    while cut > 0 and _joined(text, cut):
+        cut -= 1
+    space = text.rfind(" ", max(0, cut - _WORD_BACKOFF), cut + 1)
+    return space if space > 0 else cut
+
+
+def _joined(text: str, index: int) -> bool:
+    """Whether cutting between text[index - 1] and text[index] would split a character from its marks or a joined
+    sequence (emoji ZWJ sequences, Indic conjuncts)."""
+    after = text[index]
+    return unicodedata.category(after).startswith("M") or after in _JOINERS or text[index - 1] in _JOINERS
 
 
 def _squash(text: str) -> str:

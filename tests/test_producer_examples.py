@@ -31,6 +31,7 @@ from consumer.demo import product_image
 from consumer.embedded import free_port
 from consumer.kafka import client_options, ensure_topics
 from consumer.keys import upload_key
+from consumer.policy import ContentPolicy
 from consumer.settings import Settings
 from consumer.storage import ObjectStore
 from producer_examples import publish_request
@@ -55,6 +56,7 @@ from tests.conftest import KafkaClient
 from tests.loopback_tls import Tls, loopback_tls
 
 SECRET = "s3cret-for-tests-only"
+ID_KEY = "request-id-key-for-tests-only-0123456789"
 NOW = 1_800_000_000
 TRACEPARENT = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
@@ -170,21 +172,22 @@ def test_prompt_templates() -> None:
         with pytest.raises(ValueError, match="template field"):
             check_template(bad)
     with pytest.raises(ValueError, match="template field"):
-        HookSettings(secret=SECRET, templates={"shop-1": "{title.__init__}"})
+        HookSettings(secret=SECRET, id_key=ID_KEY, templates={"shop-1": "{title.__init__}"})
 
 
 def test_request_ids_are_deterministic_and_follow_the_contract() -> None:
     render = {"width": 256, "height": 256, "num_frames": 5, "num_inference_steps": 2}
-    first = build_request(_product(), template=DEFAULT_TEMPLATE, render=render)
-    again = build_request(_product(extra_field="ignored"), template=DEFAULT_TEMPLATE, render=render)
-    edited = build_request(_product(title="Blue Sneaker"), template=DEFAULT_TEMPLATE, render=render)
-    other_template = build_request(_product(), template="{title}", render=render)
+    rules: dict[str, Any] = {"id_key": ID_KEY.encode(), "policy": ContentPolicy(()), "max_record_bytes": 1 << 20}
+    first = build_request(_product(), template=DEFAULT_TEMPLATE, render=render, **rules)
+    again = build_request(_product(extra_field="ignored"), template=DEFAULT_TEMPLATE, render=render, **rules)
+    edited = build_request(_product(title="Blue Sneaker"), template=DEFAULT_TEMPLATE, render=render, **rules)
+    other_template = build_request(_product(), template="{title}", render=render, **rules)
     assert first.request_id == again.request_id
     assert len({first.request_id, edited.request_id, other_template.request_id}) == 3
-    assert re.fullmatch(r"hook:shop-1:p-1:[0-9a-f]{16}", first.request_id)
+    assert re.fullmatch(r"hook:[0-9a-f]{32}", first.request_id)
     assert (first.tenant_id, first.image_url, first.width) == ("shop-1", "https://cdn.example.com/p-1.png", 256)
     assert first.metadata == {"product_id": "p-1", "source": "product-created-hook"}
-    longest = derive_request_id("s" * 64, "p" * 40, {"prompt": "x"})
+    longest = derive_request_id(ID_KEY.encode(), "s" * 64, "p" * 40, {"prompt": "x"})
     assert len(longest) <= 128 and re.fullmatch(ID_PATTERN, longest)
 
 
@@ -222,6 +225,7 @@ async def hook(settings: Settings, kafka: KafkaClient, spans: Any) -> AsyncItera
     provider, exporter = spans
     hook_settings = HookSettings(
         secret=SECRET,
+        id_key=ID_KEY,
         rate_per_s=0.01,
         burst=2,
         templates={"shop-2": "Showcase of {title}"},
