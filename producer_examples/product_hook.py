@@ -48,7 +48,8 @@ _ID_KEY_MIN = 32
 
 
 class HookSettings(BaseSettings):
-    """`VIDGEN_HOOK_*`. Kafka and S3 connection settings come from the worker's `VIDGEN_*` Settings."""
+    """`VIDGEN_HOOK_*`. Kafka connection settings, the record size limit and the banned terms come from the worker's
+    `VIDGEN_*` Settings, so the hook checks a request exactly as the worker will."""
 
     model_config = SettingsConfigDict(env_prefix="VIDGEN_HOOK_", extra="ignore", frozen=True, populate_by_name=True)
 
