@@ -12,6 +12,7 @@ __all__ = [
     "ImageUrlForbidden",
     "InvalidRequest",
     "ModelUnavailable",
+    "PublishRefused",
     "RenderFailed",
     "RenderTimeout",
     "StorageError",
@@ -112,3 +113,10 @@ class ModelUnavailable(VidgenError):
 
     code = "model_unavailable"
     retriable = True
+
+
+class PublishRefused(VidgenError):
+    """The broker, or the producer's own size check, refused a record for good (too large, not authorised...):
+    retrying cannot help. In a result it stands in for the result that was refused."""
+
+    code = "publish_refused"

@@ -15,8 +15,8 @@ from aiokafka import ConsumerRecord
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 
-from consumer.errors import TooLargeForWorker
-from consumer.intake import DeadLetter, Rejection
+from consumer.errors import PublishRefused, TooLargeForWorker
+from consumer.intake import DeadLetter, Rejection, usable_id
 from consumer.logs import job_context
 from consumer.memory.admission import Reject
 from consumer.memory.gate import MemoryGate
@@ -141,7 +141,8 @@ class RecordHandler:
 
     async def _process_with_retries(self, job: Job, slot: Slot) -> VideoResult | _Abandoned | None:
         """Retry transient failures in process with backoff, then hand the request to the retry topic, and after
-        the last round fail it for good (result `failed`, retryable) with a copy in the DLQ. None: handed on.
+        the last round (or when the retry topic refuses the copy for good) fail it for good (result `failed`,
+        retryable) with a copy in the DLQ. None: handed on.
 
         Each attempt is admitted by device memory first; the reservation and the job's render slot are given up
         as soon as its render ends, so the next request renders while this one encodes and uploads."""
@@ -190,9 +191,13 @@ class RecordHandler:
                 now_ms=int(self._clock().timestamp() * 1000),
                 delay_s=self._retry.topic_delay_s,
             )
-            await self._publisher.retry_later(record, headers=headers)
-            log.warning("request %s moved to the retry topic after attempt %d", request.request_id, attempt)
-            return None
+            try:
+                await self._publisher.retry_later(record, headers=headers)
+            except PublishRefused:
+                log.exception("request %s cannot go to the retry topic; it fails now", request.request_id)
+            else:
+                log.warning("request %s moved to the retry topic after attempt %d", request.request_id, attempt)
+                return None
         await self._publisher.dead_letter(record, code=failure.code, message=failure.message)
         return result
 
@@ -235,8 +240,10 @@ def _describe(span: Span, record: Record, group: str) -> None:
             "messaging.kafka.offset": record.offset,
         }
     )
-    if record.key is not None:
-        span.set_attribute("messaging.kafka.message.key", record.key.decode("utf-8", "replace"))
+    # Only a well-formed request id: a key is client bytes (any length, any characters) and is never echoed raw.
+    key = None if record.key is None else usable_id(record.key.decode("ascii", "replace"))
+    if key is not None:
+        span.set_attribute("messaging.kafka.message.key", key)
 
 
 def _job_logs(record: Record, request_id: str | None, tenant_id: str | None) -> contextlib.AbstractContextManager[None]:

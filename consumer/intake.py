@@ -10,12 +10,14 @@ from typing import Any
 from pydantic import ValidationError
 
 from consumer.errors import InvalidRequest
-from consumer.sanitize import UnsafeText, sanitize_request
+from consumer.sanitize import UnsafeText, name_safely, sanitize_request
 from schemas.events import ID_PATTERN, VideoRequest
 
-__all__ = ["DeadLetter", "Rejection", "parse_request"]
+__all__ = ["DeadLetter", "Rejection", "parse_request", "usable_id"]
 
 _ID = re.compile(ID_PATTERN)
+_FIELDS = frozenset(VideoRequest.model_fields)
+_PYDANTIC_KEY = "[key]"  # the loc part pydantic adds for an error in a dict key rather than its value
 
 
 @dataclass(frozen=True)
@@ -60,8 +62,8 @@ def parse_request(  # noqa: PLR0911 - one early return per way a record can be u
     if not isinstance(data, dict):
         return DeadLetter("not_json_object", f"record value is a JSON {type(data).__name__}, not an object")
 
-    request_id = data.get("request_id")
-    if not isinstance(request_id, str) or not 1 <= len(request_id) <= 128 or not _ID.fullmatch(request_id):
+    request_id = usable_id(data.get("request_id"))
+    if request_id is None:
         return DeadLetter("missing_request_id", "request_id is missing or not 1-128 characters of [A-Za-z0-9._:-]")
     try:
         request = VideoRequest.model_validate(data)
@@ -83,14 +85,14 @@ def _rejection(request_id: str, data: dict[str, Any], exc: ValidationError) -> R
     errors = exc.errors(include_url=False, include_input=False)
     first = errors[0]
     code = _code_for(first["type"], first["loc"])
-    parts = [f"{_loc(err['loc'])}: {err['msg']}" for err in errors[:5]]
+    parts = [f"{_loc(err['loc'], data)}: {err['msg']}" for err in errors[:5]]
     if len(errors) > 5:
         parts.append(f"and {len(errors) - 5} more")
     return Rejection(
         request_id=request_id,
-        tenant_id=_echo_id(data.get("tenant_id")),
+        tenant_id=usable_id(data.get("tenant_id"), max_length=64),
         metadata=_echo_metadata(data.get("metadata")),
-        error=InvalidRequest("; ".join(parts), code=code, field=_loc(first["loc"])),
+        error=InvalidRequest("; ".join(parts), code=code, field=_loc(first["loc"], data)),
     )
 
 
@@ -104,23 +106,35 @@ def _code_for(error_type: str, loc: tuple[int | str, ...]) -> str:
     return "invalid_field"
 
 
-def _loc(loc: tuple[int | str, ...]) -> str:
-    return ".".join(str(part) for part in loc) or "(record)"
+def _loc(loc: tuple[int | str, ...], data: dict[str, Any]) -> str:
+    """The path of an error, with every name the client chose (an unknown field, a metadata key) named safely."""
+    parts: list[str] = []
+    node: object = data
+    for depth, part in enumerate(loc):
+        if isinstance(part, int) or part == _PYDANTIC_KEY or (depth == 0 and part in _FIELDS):
+            parts.append(str(part))
+        else:
+            siblings = node if isinstance(node, dict) else {}
+            position = next((index for index, key in enumerate(siblings, start=1) if key == part), None)
+            parts.append(name_safely(part, kind="unknown field" if depth == 0 else "key", position=position))
+        node = node.get(part) if isinstance(node, dict) else None
+    return ".".join(parts) or "(record)"
 
 
-def _echo_id(value: object) -> str | None:
-    if isinstance(value, str) and 1 <= len(value) <= 64 and _ID.fullmatch(value):
+def usable_id(value: object, *, max_length: int = 128) -> str | None:
+    """`value` when it is a well-formed id (1 to `max_length` characters of [A-Za-z0-9._:-]), else None."""
+    if isinstance(value, str) and 1 <= len(value) <= max_length and _ID.fullmatch(value):
         return value
     return None
 
 
 def _echo_metadata(value: object) -> dict[str, str]:
-    """Echo metadata on rejections only when it is itself valid, so results never carry junk."""
+    """Echo metadata on rejections only when it is itself valid and passes the sanitising rule, as the metadata of
+    an accepted request must, so results never carry junk, control or invisible characters."""
     if not isinstance(value, dict):
         return {}
     try:
-        return VideoRequest.model_validate(
-            {"request_id": "x", "tenant_id": "x", "prompt": "x", "metadata": value}
-        ).metadata
-    except ValidationError:
+        probe = VideoRequest.model_validate({"request_id": "x", "tenant_id": "x", "prompt": "x", "metadata": value})
+        return dict(sanitize_request(probe).metadata)
+    except (ValidationError, UnsafeText):
         return {}

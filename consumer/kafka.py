@@ -44,7 +44,8 @@ def make_producer(settings: Settings) -> AIOKafkaProducer:
         acks="all",
         enable_idempotence=settings.kafka_enable_idempotence,
         linger_ms=5,
-        max_request_size=max(settings.max_record_bytes * 2, 1_048_576),
+        # The bound on every record the worker writes; consumer/event_bounds.py measures records the same way.
+        max_request_size=settings.max_event_bytes,
     )
 
 
@@ -60,8 +61,10 @@ def make_consumer(settings: Settings, listener: ConsumerRebalanceListener) -> AI
         max_poll_interval_ms=settings.max_poll_interval_ms,
         # Long enough for revoked partitions' in-flight jobs to finish and commit before the group moves on.
         rebalance_timeout_ms=int((settings.rebalance_grace_s + 10) * 1000),
-        # Fetch a little past the record limit so oversized records arrive and can be dead-lettered.
-        max_partition_fetch_bytes=max(settings.max_record_bytes * 2, 1_048_576),
+        # Room for a request at the record limit plus its headers, and for the worker's own retry-topic copies (at
+        # most max_event_bytes). A larger record still arrives (brokers return the first batch whatever its size)
+        # and is dead-lettered.
+        max_partition_fetch_bytes=max(settings.max_record_bytes * 2, settings.max_event_bytes),
     )
     consumer.subscribe([settings.requests_topic, settings.retry_topic], listener=listener)
     return consumer

@@ -1,15 +1,19 @@
-"""Build result events from outcomes. Pure: no clock, no I/O; times come in as arguments."""
+"""Build result events from outcomes. Pure: no clock, no I/O; times come in as arguments.
+
+Error text is cut and made visible here (`consumer.event_bounds.shown`), so a result never carries more than
+`MAX_ERROR_MESSAGE_CHARS` of message, whatever an exception said."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
 
-from consumer.errors import VidgenError
+from consumer.errors import PublishRefused, VidgenError
+from consumer.event_bounds import MAX_ERROR_FIELD_CHARS, MAX_ERROR_MESSAGE_CHARS, shown
 from consumer.intake import Rejection
 from schemas.events import ErrorInfo, Timings, VideoInfo, VideoRequest, VideoResult
 
-__all__ = ["Identity", "completed", "failed", "rejected"]
+__all__ = ["Identity", "completed", "failed", "rejected", "undeliverable"]
 
 
 @dataclass(frozen=True)
@@ -58,7 +62,7 @@ def failed(
         request_id=request.request_id,
         tenant_id=request.tenant_id,
         status="rejected" if error.rejects else "failed",
-        error=ErrorInfo(code=error.code, message=error.message, retryable=error.retriable, field=error.field),
+        error=_error_info(error, retryable=error.retriable),
         metadata=dict(request.metadata),
         timings=timings,
         attempt=attempt,
@@ -72,14 +76,34 @@ def rejected(rejection: Rejection, *, received_at: datetime, identity: Identity)
         request_id=rejection.request_id,
         tenant_id=rejection.tenant_id,
         status="rejected",
-        error=ErrorInfo(
-            code=rejection.error.code,
-            message=rejection.error.message,
-            retryable=False,
-            field=rejection.error.field,
-        ),
+        error=_error_info(rejection.error, retryable=False),
         metadata=rejection.metadata,
         timings=Timings(received_at=received_at, completed_at=received_at),
         worker_id=identity.worker_id,
         model=identity.model,
+    )
+
+
+def undeliverable(result: VideoResult, refusal: PublishRefused) -> VideoResult:
+    """The minimal `failed` result that stands in for one the broker refused for good: who, when, and why, without
+    the metadata or the video (whatever made the original too large), so it fits wherever results fit at all."""
+    error = PublishRefused(f"the {result.status} result of this request could not be published: {refusal.message}")
+    return VideoResult(
+        request_id=result.request_id,
+        tenant_id=result.tenant_id,
+        status="failed",
+        error=_error_info(error, retryable=False),
+        timings=result.timings,
+        attempt=result.attempt,
+        worker_id=result.worker_id,
+        model=result.model,
+    )
+
+
+def _error_info(error: VidgenError, *, retryable: bool) -> ErrorInfo:
+    return ErrorInfo(
+        code=error.code,
+        message=shown(error.message, MAX_ERROR_MESSAGE_CHARS),
+        retryable=retryable,
+        field=None if error.field is None else shown(error.field, MAX_ERROR_FIELD_CHARS),
     )

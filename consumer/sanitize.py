@@ -25,7 +25,15 @@ The rule, applied after the request passed the v1 contract:
 **metadata keys and values** are echoed back unchanged in the result, so they are never rewritten: they are
 rejected if they contain any control character (TAB and LF included), U+2028/U+2029, a lone surrogate, or any
 Cf character other than ZWNJ/ZWJ. They are not NFC-normalised: producers match them byte for byte. A bad key is
-reported as field `metadata` (the key itself is not echoed); a bad value as `metadata.<key>`.
+reported as field `metadata` (the key itself is not echoed); a bad value as `metadata.<key>`, the key named as
+below.
+
+**Names a client chose** (unknown fields, metadata keys) are never echoed raw in errors: a short plain identifier
+(`[A-Za-z0-9_.-]{1,64}`) is named as it is, anything else by its position and length, e.g.
+`unknown field #2 (a 1048000-character name)` or `metadata.key #3 (a 9-character name)` (`name_safely`).
+
+**Free text that reaches an event** (error messages built from exceptions, which may quote a URL or a host) has
+every character the metadata rule rejects written out as its code point, e.g. `<U+202E>` (`visible`).
 """
 
 from __future__ import annotations
@@ -39,13 +47,15 @@ from pydantic import ValidationError
 from consumer.errors import InvalidRequest
 from schemas.events import VideoRequest
 
-__all__ = ["UnsafeText", "check_opaque_text", "clean_text", "sanitize_request"]
+__all__ = ["UnsafeText", "check_opaque_text", "clean_text", "name_safely", "sanitize_request", "visible"]
 
 # Needed by emoji ZWJ sequences and by Persian, Indic and other scripts' ordinary spelling.
 _ALLOWED_FORMAT = frozenset("\u200c\u200d")
 _LINE_BREAKS = re.compile("\r\n|[\n\v\f\r\x1c-\x1e\x85\u2028\u2029]")
 # C0 and C1 controls and DEL, minus TAB and LF (kept) and the line breaks mapped to LF above.
 _CONTROLS = re.compile("[\x00-\x08\x0e-\x1b\x1f\x7f-\x84\x86-\x9f]")
+# Client-chosen names short and plain enough to quote in an error as they are.
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 class UnsafeText(InvalidRequest):
@@ -74,15 +84,32 @@ def check_opaque_text(value: str, field: str) -> None:
         raise UnsafeText(f"{field}: {_describe(value, bad)}", field=field)
 
 
+def name_safely(name: str, *, kind: str, position: int | None) -> str:
+    """How an error refers to a name the client chose (an unknown field, a metadata key): the name itself when it is
+    a short plain identifier, else `kind`, its 1-based position among its siblings and its length."""
+    if _PLAIN_NAME.fullmatch(name):
+        return name
+    where = "" if position is None else f" #{position}"
+    return f"{kind}{where} (a {len(name)}-character name)"
+
+
+def visible(text: str) -> str:
+    """`text` with each character the metadata rule rejects (controls, U+2028/U+2029, lone surrogates, invisible
+    format characters) written out as `<U+XXXX>`: safe in an event or a log line, and still says what was there."""
+    if _first_forbidden(text, opaque=True) is None:
+        return text
+    return "".join(f"<U+{ord(char):04X}>" if _forbidden(char, opaque=True) else char for char in text)
+
+
 def sanitize_request(request: VideoRequest) -> VideoRequest:
     """The request with cleaned prompts; the same object when nothing changed. Raises `UnsafeText`.
 
     Metadata is checked first, so an error on a prompt means the metadata is safe to echo in the rejection."""
-    for key, value in request.metadata.items():
+    for position, (key, value) in enumerate(request.metadata.items(), start=1):
         if _first_forbidden(key, opaque=True) is not None:
             # The key is the unsafe part: name the field, never echo the key.
             raise UnsafeText("metadata: a key contains a control or invisible format character", field="metadata")
-        check_opaque_text(value, f"metadata.{key}")
+        check_opaque_text(value, f"metadata.{name_safely(key, kind='key', position=position)}")
     updates: dict[str, Any] = {}
     prompt = clean_text(request.prompt, "prompt")
     if prompt != request.prompt:
@@ -105,12 +132,16 @@ def sanitize_request(request: VideoRequest) -> VideoRequest:
 def _first_forbidden(value: str, *, opaque: bool) -> int | None:
     """Index of the first character the rule rejects, or None."""
     for index, char in enumerate(value):
-        category = unicodedata.category(char)
-        if char == "\x00" or category == "Cs" or (category == "Cf" and char not in _ALLOWED_FORMAT):
-            return index
-        if opaque and (category == "Cc" or char in "\u2028\u2029"):
+        if _forbidden(char, opaque=opaque):
             return index
     return None
+
+
+def _forbidden(char: str, *, opaque: bool) -> bool:
+    category = unicodedata.category(char)
+    if char == "\x00" or category == "Cs" or (category == "Cf" and char not in _ALLOWED_FORMAT):
+        return True
+    return opaque and (category == "Cc" or char in "\u2028\u2029")
 
 
 def _describe(value: str, index: int) -> str:

@@ -59,6 +59,12 @@ class Settings(BaseSettings):
         300_000, ge=1_000, description="Renders may take longer: the worker keeps polling with partitions paused."
     )
     max_record_bytes: int = Field(1_048_576, ge=1_024, description="Records larger than this go to the DLQ unparsed.")
+    max_event_bytes: int = Field(
+        1_048_576,
+        ge=262_144,
+        description="Largest record the worker publishes, counted as the producer does (key, value, headers, batch "
+        "overhead); at most the brokers' `message.max.bytes`. A DLQ copy that would be larger carries a stub instead.",
+    )
 
     # Retries of transient failures (storage, image download, render crash, broker)
     retry_attempts: int = Field(3, ge=1, description="Attempts in process before a request moves to the retry topic.")
