@@ -22,6 +22,13 @@ class Job:
     record: Any  # aiokafka ConsumerRecord[bytes, bytes]
     request: VideoRequest
     received_at: datetime
+    # When the request first waited for its tenant's quota, if before this delivery (a deferral brought it back).
+    waiting_since: datetime | None = None
+
+    @property
+    def first_asked_at(self) -> datetime:
+        """What `VIDGEN_TENANT_MAX_WAIT_S` is measured from."""
+        return self.received_at if self.waiting_since is None else min(self.waiting_since, self.received_at)
 
 
 class PendingJobs:
@@ -50,11 +57,19 @@ class PendingJobs:
         return self._queue.wake_in_s
 
     def push(self, job: Job) -> None:
-        self._queue.push(job.request.tenant_id, job)
+        waited = (job.received_at - job.first_asked_at).total_seconds()
+        self._queue.push(job.request.tenant_id, job, since=self.quotas.now() - waited)
 
     def take(self) -> tuple[Job, Decision] | None:
         taken = self._queue.take()
         return None if taken is None else (taken[1], taken[2])
+
+    def overflow(self) -> list[tuple[Job, Decision]]:
+        """Deferred jobs given up so that fetching never stops for them (see `FairQueue.overflow`): the worker
+        refuses the rejected ones and hands the others to the retry topic. Known waits come first, shortest first,
+        so the retry topic stays in not-before order as far as it can (a partition waits for its head record)."""
+        given_up = [(job, decision) for _, job, decision in self._queue.overflow(self.limit)]
+        return sorted(given_up, key=lambda item: _due_order(item[1]))
 
     def release(self, job: Job) -> None:
         self.quotas.release(job.request.tenant_id)
@@ -62,3 +77,8 @@ class PendingJobs:
     def drop(self, partitions: set[TopicPartition] | None = None) -> list[Job]:
         """Forget pending jobs (of these partitions, or all): their offsets stay uncommitted and are re-read."""
         return self._queue.remove(lambda job: partitions is None or job.tp in partitions)
+
+
+def _due_order(decision: Decision) -> tuple[int, float]:
+    wait = decision.retry_after_s
+    return (0, wait) if wait is not None else (1, 0.0)

@@ -13,6 +13,12 @@ Policy:
   Without it, records wait as long as it takes.
 - `FairQueue.take` offers the head record of each tenant in turn (round-robin), so one tenant with 1000
   queued requests delays a tenant with one by at most one record per other tenant, not 1000.
+- Deferred records never fill the queue: once it is full, `FairQueue.overflow` gives up deferred records (the
+  newest of the tenant with the most deferred records first) until half of it is free, each with when its turn
+  in its tenant's budget comes, or rejected if that is past `max_wait_s`. The worker hands them to the retry
+  topic, so fetching goes on and other tenants' records are still read and started.
+- A tenant's records wait in the order they first asked (`since`), so a record that comes back from a
+  deferral goes ahead of the tenant's newer ones and the newest are the ones given up.
 - Memory is bounded by the active tenants: a tenant with nothing in flight and a full bucket is the same as an
   unknown tenant and is forgotten (at once on release, otherwise in an amortised sweep).
 
@@ -21,6 +27,8 @@ The clock is injected: `time.monotonic` in the worker, a counter in tests.
 
 from __future__ import annotations
 
+import bisect
+import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -113,20 +121,32 @@ class TenantQuotas:
         now = self._clock()
         self._maybe_sweep(now)
         state = self._tenants.get(tenant)
+        decision = self._decide(now, state, 0, waiting_since)
+        if not decision.admitted:
+            return decision
         tokens = self._tokens(state, now)
-        inflight = state.inflight if state else 0
-        if self._max_inflight is not None and inflight >= self._max_inflight:
-            reason = f"{inflight} requests in flight (limit {self._max_inflight})"
-            return self._blocked(now, waiting_since, None, reason)
-        if self._capacity is not None and tokens < 1.0:
-            wait = (1.0 - tokens) / self._rate
-            return self._blocked(now, waiting_since, wait, f"over {int(self._capacity)} requests per minute")
         if state is None:
             state = self._tenants[tenant] = _Tenant(tokens, now)
         state.inflight += 1
         state.tokens = tokens - 1.0 if self._capacity is not None else tokens
         state.updated = now
         return Decision("admit")
+
+    def decide(self, tenant: str, *, position: int, waiting_since: float | None = None) -> Decision:
+        """What `try_acquire` would say to the record `position` places back in the tenant's line, once those
+        ahead of it were admitted; takes nothing. A deferral's `retry_after_s` is when the budget reaches it."""
+        return self._decide(self._clock(), self._tenants.get(tenant), position, waiting_since)
+
+    def headroom(self, tenant: str) -> float:
+        """How many more of the tenant's records would be admitted now (`math.inf` when no limit applies)."""
+        now = self._clock()
+        state = self._tenants.get(tenant)
+        room = math.inf
+        if self._max_inflight is not None:
+            room = max(0, self._max_inflight - (state.inflight if state else 0))
+        if self._capacity is not None:
+            room = min(room, math.floor(self._tokens(state, now)))
+        return room
 
     def release(self, tenant: str) -> None:
         """End of an admitted job (completed, failed or cancelled)."""
@@ -136,6 +156,17 @@ class TenantQuotas:
         state.inflight -= 1
         if self._is_idle(state, self._clock()):
             del self._tenants[tenant]
+
+    def _decide(self, now: float, state: _Tenant | None, position: int, waiting_since: float | None) -> Decision:
+        inflight = state.inflight if state else 0
+        if self._max_inflight is not None and inflight + position >= self._max_inflight:
+            reason = f"at its limit of {self._max_inflight} requests in flight"
+            return self._blocked(now, waiting_since, None, reason)
+        tokens = self._tokens(state, now)
+        if self._capacity is not None and tokens < position + 1:
+            wait = (position + 1 - tokens) / self._rate
+            return self._blocked(now, waiting_since, wait, f"over {int(self._capacity)} requests per minute")
+        return Decision("admit")
 
     def _blocked(self, now: float, waiting_since: float | None, wait: float | None, reason: str) -> Decision:
         if self._max_wait_s is not None:
@@ -178,12 +209,18 @@ class FairQueue(Generic[Job]):
     def __len__(self) -> int:
         return self._size
 
-    def push(self, tenant: str, job: Job) -> None:
+    def push(self, tenant: str, job: Job, *, since: float | None = None) -> None:
+        """Queue a job behind the tenant's jobs that asked earlier. `since`: the clock time it first asked (now
+        when None; earlier for a record a deferral brings back, which then goes ahead of the tenant's newer ones)."""
         queue = self._queues.get(tenant)
         if queue is None:
             queue = self._queues[tenant] = deque()
             self._order.append(tenant)
-        queue.append((self._quotas.now(), job))
+        item = (self._quotas.now() if since is None else since, job)
+        if queue and item[0] < queue[-1][0]:
+            queue.insert(bisect.bisect_right(queue, item[0], key=_since), item)
+        else:
+            queue.append(item)
         self._size += 1
 
     def take(self) -> tuple[str, Job, Decision] | None:
@@ -209,6 +246,33 @@ class FairQueue(Generic[Job]):
             return tenant, job, decision
         return None
 
+    def overflow(self, limit: int) -> list[tuple[str, Job, Decision]]:
+        """Deferred jobs to give up so that deferred jobs never keep the queue full: none while it holds fewer than
+        `limit`, else the newest of the tenant with the most deferred jobs, one at a time, until half of `limit` is
+        free or no deferred job is left. Jobs the quotas would admit now stay (they only wait for a slot). Each comes
+        with its decision: `defer` with `retry_after_s` when its turn in the tenant's budget comes (None: when a
+        release frees a slot), or `reject` when that is past the quotas' `max_wait_s`."""
+        if self._size < limit:
+            return []
+        keep = limit - max(1, limit // 2)
+        deferred = {
+            tenant: max(0.0, len(self._queues[tenant]) - self._quotas.headroom(tenant)) for tenant in self._order
+        }
+        given_up: list[tuple[str, Job, Decision]] = []
+        while self._size > keep:
+            tenant = max(deferred, key=deferred.__getitem__, default=None)
+            if tenant is None or not deferred[tenant]:
+                break
+            queue = self._queues[tenant]
+            since, job = queue.pop()
+            given_up.append((tenant, job, self._quotas.decide(tenant, position=len(queue), waiting_since=since)))
+            self._size -= 1
+            deferred[tenant] -= 1
+            if not queue:
+                del self._queues[tenant], deferred[tenant]
+                self._order.remove(tenant)
+        return given_up
+
     def remove(self, predicate: Callable[[Job], bool]) -> list[Job]:
         """Take out the jobs matching `predicate` (e.g. of revoked partitions), keeping the others' order."""
         removed: list[tuple[float, Job]] = []
@@ -223,3 +287,7 @@ class FairQueue(Generic[Job]):
                 self._order.remove(tenant)
         self._size -= len(removed)
         return [job for _, job in removed]
+
+
+def _since(item: tuple[float, object]) -> float:
+    return item[0]

@@ -7,15 +7,19 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from opentelemetry import trace
 from opentelemetry.trace import Tracer
 
+from consumer.errors import VidgenError
 from consumer.handling import ProgressSink, Record, RecordHandler
 from consumer.intake import parse_request
+from consumer.logs import job_context
 from consumer.memory.gate import MemoryGate
 from consumer.metrics import Metrics
 from consumer.offsets import OffsetTracker
@@ -23,10 +27,12 @@ from consumer.pending import Job, PendingJobs
 from consumer.processing import Clock, Processor, utc_now
 from consumer.progress import ProgressReporter
 from consumer.publisher import Publisher
+from consumer.quotas import Decision
 from consumer.results import Identity
-from consumer.retry_policy import Delivery
+from consumer.retry_policy import Delivery, RetryPolicy
 from consumer.settings import Settings
 from consumer.slots import StageSlots
+from consumer.tracing import extract_context
 from schemas.events import VideoRequest
 
 __all__ = ["ConsumerFactory", "ProgressSink", "Record", "Worker"]
@@ -72,6 +78,9 @@ class Worker:
     ) -> None:
         self._settings = settings
         self._consumer_factory = consumer_factory
+        self._publisher = publisher
+        self._retry = RetryPolicy.from_settings(settings)
+        self._tracer = tracer or trace.get_tracer(__name__)
         self._metrics = metrics
         self._memory = memory
         self._clock = clock
@@ -151,6 +160,7 @@ class Worker:
                     break
         if accepting:
             self._start_admitted()
+            self._give_up_deferred()
         await self._commit_ready()
         if time.monotonic() >= self._next_lag_report:
             self._next_lag_report = time.monotonic() + _LAG_REPORT_S
@@ -170,7 +180,8 @@ class Worker:
     def _intake(self, tp: TopicPartition, record: Record, now_ms: int) -> bool:
         """Answer an unusable record at once, queue a request, or (a retry not yet due) rewind to it and hold
         its partition until it is due. False: the rest of this partition's batch is re-fetched later."""
-        not_before = Delivery.from_headers(record.headers).not_before_ms
+        delivery = self._delivery(tp, record)
+        not_before = delivery.not_before_ms
         if not_before is not None and not_before > now_ms:
             self._require_consumer().seek(tp, record.offset)
             self._delayed[tp] = not_before
@@ -179,7 +190,9 @@ class Worker:
         received_at = self._clock()
         outcome = parse_request(record.value, max_bytes=self._settings.max_record_bytes)
         if isinstance(outcome, VideoRequest):
-            self._pending.push(Job(tp, record, outcome, received_at))
+            since = delivery.waiting_since_ms
+            waiting_since = None if since is None else datetime.fromtimestamp(since / 1000, UTC)
+            self._pending.push(Job(tp, record, outcome, received_at, waiting_since))
         else:
             self._spawn(tp, record, self._handler.answer(record, outcome, received_at))
         return True
@@ -194,6 +207,47 @@ class Worker:
                 continue
             slot = self._slots.take()
             self._spawn(job.tp, job.record, self._handler.run(job, slot), on_done=slot.done)
+
+    def _delivery(self, tp: TopicPartition, record: Record) -> Delivery:
+        """The retry state of a record. Only the workers write the retry topic; on any other topic these headers
+        are whatever a client sent, and a forged not-before time would hold every tenant's records behind it."""
+        return Delivery.from_headers(record.headers) if tp.topic == self._settings.retry_topic else Delivery()
+
+    def _give_up_deferred(self) -> None:
+        """Deferred jobs never keep the pending queue full, so a tenant over its quota cannot stop other tenants'
+        records from being fetched: those the queue gives up are refused (past the tenant's max wait) or handed to
+        the retry topic until their turn in the tenant's budget."""
+        for job, decision in self._pending.overflow():
+            work = self._handler.refuse(job, decision) if decision.action == "reject" else self._defer(job, decision)
+            self._spawn(job.tp, job.record, work)
+
+    async def _defer(self, job: Job, decision: Decision) -> bool:
+        """Hand a deferred job to the retry topic until its turn comes (attempt, round and trace context kept);
+        refuse it (`rate_limited`) instead if the topic will not take the copy."""
+        record, request = job.record, job.request
+        delay_s = self._retry.deferral_delay(decision.retry_after_s)
+        headers = self._delivery(job.tp, record).deferred(
+            record.headers,
+            waiting_since_ms=int(job.first_asked_at.timestamp() * 1000),
+            now_ms=self._now_ms(),
+            delay_s=delay_s,
+        )
+        context = job_context(
+            request_id=request.request_id,
+            tenant_id=request.tenant_id,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+        )
+        with self._tracer.start_as_current_span("quota deferral", context=extract_context(record.headers)), context:
+            try:
+                await self._publisher.retry_later(record, headers=headers)
+            except VidgenError as exc:  # refused for good (e.g. too large for the topic): answer it now instead
+                log.warning("request %s cannot be deferred (%s); refusing it", request.request_id, exc.code)
+                refusal = Decision("reject", reason=f"{decision.reason}; cannot be deferred")
+                return await self._handler.refuse(job, refusal)
+            log.info("request %s deferred by its tenant's quota for %.1f s", request.request_id, delay_s)
+        return True
 
     def _spawn(
         self,

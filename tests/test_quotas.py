@@ -277,3 +277,138 @@ def test_every_job_comes_out_exactly_once_within_the_inflight_limit(ops: list[tu
         quotas.release(item[0])
     assert sorted(seen) == list(range(len(ops)))
     assert len(queue) == 0
+
+
+# --- Deferred jobs never keep the queue full (hardening finding 9) ------------------------------------------
+
+
+def test_decide_gives_each_place_in_line_its_turn_and_takes_nothing(clock: FakeClock) -> None:
+    quotas = _quotas(clock, per_minute=12)  # a token every 5 s
+    for _ in range(10):
+        assert quotas.try_acquire("a").admitted
+        quotas.release("a")
+    assert quotas.headroom("a") == 2
+    assert quotas.decide("a", position=1).admitted
+    waits = [quotas.decide("a", position=position).retry_after_s for position in (2, 3, 7)]
+    assert waits == pytest.approx([5.0, 10.0, 30.0])
+    assert quotas.headroom("a") == 2  # nothing was taken
+    assert quotas.headroom("new") == 12
+
+
+def test_headroom_is_the_tighter_of_the_limits(clock: FakeClock) -> None:
+    quotas = _quotas(clock, max_inflight_per_tenant=2, per_minute=60)
+    assert quotas.headroom("a") == 2
+    assert quotas.try_acquire("a").admitted
+    assert quotas.headroom("a") == 1
+    decision = quotas.decide("a", position=1)
+    assert (decision.action, decision.retry_after_s) == ("defer", None)  # only a release frees that turn
+    assert _quotas(clock).headroom("a") == float("inf")
+
+
+def test_a_job_that_asked_earlier_goes_ahead_of_its_tenant_s_newer_ones(clock: FakeClock) -> None:
+    quotas = _quotas(clock)
+    queue: FairQueue[str] = FairQueue(quotas)
+    queue.push("a", "a-new-1")
+    clock.advance(1.0)
+    queue.push("a", "a-new-2")
+    queue.push("a", "a-back-from-a-deferral", since=clock() - 60.0)
+    queue.push("a", "a-asked-between", since=clock() - 0.5)
+    assert _drain(queue, quotas) == ["a-back-from-a-deferral", "a-new-1", "a-asked-between", "a-new-2"]
+
+
+def test_no_overflow_below_the_limit_or_while_every_job_may_start(clock: FakeClock) -> None:
+    quotas = _quotas(clock, per_minute=12)
+    queue: FairQueue[str] = FairQueue(quotas)
+    for index in range(12):
+        queue.push("a", f"a{index}")
+    assert queue.overflow(13) == []  # not full
+    assert queue.overflow(12) == []  # full, but all 12 have a token: they only wait for a slot
+    assert len(queue) == 12
+
+
+def test_overflow_gives_up_the_newest_deferred_jobs_of_the_largest_tenant_until_half_is_free(
+    clock: FakeClock,
+) -> None:
+    quotas = _quotas(clock, per_minute=12)
+    for _ in range(12):  # "flood" used its burst
+        assert quotas.try_acquire("flood").admitted
+        quotas.release("flood")
+    queue: FairQueue[str] = FairQueue(quotas)
+    for index in range(12):
+        queue.push("flood", f"flood{index}")
+    for index in range(3):
+        queue.push("small", f"small{index}")  # a full bucket: all three may start
+    queue.push("slow", "slow0")
+    for _ in range(12):
+        quotas.try_acquire("slow")
+    given_up = queue.overflow(16)
+    assert len(queue) == 8
+    assert [(tenant, job) for tenant, job, _ in given_up] == [("flood", f"flood{index}") for index in range(11, 3, -1)]
+    assert [decision.retry_after_s for _, _, decision in given_up] == pytest.approx([60.0 - 5 * i for i in range(8)])
+    assert all(decision.action == "defer" for _, _, decision in given_up)
+    left = []
+    while (item := queue.take()) is not None:
+        left.append(item[1])
+    assert sorted(left) == ["small0", "small1", "small2"]  # the others wait for tokens
+    assert len(queue) == 5  # flood0-3 and slow0, deferred
+
+
+def test_overflow_spreads_over_the_tenants_with_the_most_deferred_jobs(clock: FakeClock) -> None:
+    quotas = _quotas(clock, max_inflight_per_tenant=1)
+    queue: FairQueue[str] = FairQueue(quotas)
+    for tenant, count in (("a", 5), ("b", 4), ("c", 1)):
+        assert quotas.try_acquire(tenant).admitted  # one in flight each: every queued job is deferred
+        for index in range(count):
+            queue.push(tenant, f"{tenant}{index}")
+    given_up = queue.overflow(10)
+    assert len(queue) == 5
+    assert sorted(job for _, job, _ in given_up) == ["a2", "a3", "a4", "b2", "b3"]
+    assert {(decision.action, decision.retry_after_s) for _, _, decision in given_up} == {("defer", None)}
+
+
+def test_overflow_rejects_jobs_whose_turn_is_past_the_max_wait(clock: FakeClock) -> None:
+    quotas = _quotas(clock, per_minute=12, max_wait_s=30.0)
+    for _ in range(12):
+        assert quotas.try_acquire("a").admitted
+        quotas.release("a")
+    queue: FairQueue[str] = FairQueue(quotas)
+    for index in range(8):
+        queue.push("a", f"a{index}", since=clock() - 10.0)  # waited 10 s already (first deferred then)
+    given_up = queue.overflow(8)
+    decisions = {job: decision for _, job, decision in given_up}
+    assert sorted(decisions) == ["a4", "a5", "a6", "a7"]
+    assert decisions["a4"].action == "reject"  # its turn is in 25 s: 35 s after it first asked
+    assert decisions["a4"].error("a").code == "rate_limited"
+    assert all(decision.action == "reject" for decision in decisions.values())
+    clock.advance(5.0)
+    taken = queue.take()
+    assert taken is not None
+    assert taken[1:] == ("a0", Decision("admit"))
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from("abcd"), st.integers(0, 3)), min_size=1, max_size=40),
+    st.integers(1, 20),
+    st.integers(0, 6),
+)
+def test_overflow_leaves_room_or_only_jobs_that_may_start(
+    pushes: list[tuple[str, int]], limit: int, inflight: int
+) -> None:
+    clock = FakeClock()
+    quotas = TenantQuotas(max_inflight_per_tenant=3, per_minute=6, clock=clock)
+    for _ in range(inflight):
+        quotas.try_acquire("a")
+    queue: FairQueue[int] = FairQueue(quotas)
+    for number, (tenant, age) in enumerate(pushes):
+        queue.push(tenant, number, since=clock() - age)
+    before = len(queue)
+    given_up = queue.overflow(limit)
+    assert all(not decision.admitted for _, _, decision in given_up)
+    assert len(queue) + len(given_up) == before
+    if before < limit:
+        assert given_up == []
+    elif len(queue) > limit - max(1, limit // 2):  # still more than half full: nothing deferred is left
+        while (item := queue.take()) is not None:
+            assert item[2].admitted
+        assert len(queue) == 0, "a deferred job stayed although the queue was more than half full"
