@@ -42,7 +42,9 @@ class Settings(BaseSettings):
     results_topic: str = "video.results"
     dlq_topic: str = "video.requests.dlq"
     retry_topic: str = Field(
-        "video.requests.retry", description="Requests whose in-process retries ran out wait here for a later try."
+        "video.requests.retry",
+        description="Requests whose in-process retries ran out, and requests their tenant's quota deferred, wait "
+        "here for a later try.",
     )
     progress_topic: str = Field("video.progress", description="Where progress events go when enabled.")
     progress_events: bool = Field(False, description="Publish `started` and `progress` events per request.")
@@ -88,7 +90,10 @@ class Settings(BaseSettings):
         "0: a job keeps its render slot until it is answered (the sequential design).",
     )
     max_pending_jobs: int = Field(
-        16, ge=1, description="Fetched requests waiting for a slot; while full, partitions are paused."
+        16,
+        ge=1,
+        description="Fetched requests waiting for a slot; while full, partitions are paused. Requests deferred by "
+        "their tenant's quota never keep it full: they move to the retry topic.",
     )
 
     # Content policy and tenant quotas
