@@ -6,8 +6,8 @@ import asyncio
 import functools
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
-import torch
 from opentelemetry.trace import Tracer
 
 from consumer.errors import VidgenError
@@ -17,7 +17,14 @@ from consumer.kafka import ensure_topics, make_consumer, make_producer, worker_t
 from consumer.memory.admission import SafetyMargin
 from consumer.memory.gate import MemoryGate
 from consumer.memory.modes import MemoryMode, ModeUnsupported, supported_modes
-from consumer.memory.probe import CpuBudgetProbe, CudaProbe, MemoryProbe
+from consumer.memory.probe import (
+    CpuBudgetProbe,
+    CudaProbe,
+    MemoryProbe,
+    cpu_budget_bytes,
+    memory_limit_bytes,
+    process_rss_bytes,
+)
 from consumer.metrics import Metrics
 from consumer.policy import ContentPolicy
 from consumer.processing import Processor, utc_now
@@ -170,15 +177,15 @@ def _start_images(settings: Settings, store: ObjectStore) -> StartImageSource:
 def _memory_gate(
     settings: Settings, renderer: Renderer, probe: MemoryProbe | None, metrics: Metrics
 ) -> MemoryGate | None:
-    """Admission by device memory; None where nothing measures memory (a CPU without a budget, the stand-in)."""
+    """Admission by device memory; None where nothing measures memory (the stand-in). Built once the model is
+    loaded: a CPU worker's default budget starts from what the process holds then."""
     forced = None if settings.memory_mode == "auto" else MemoryMode(settings.memory_mode)
     if forced is not None and forced not in supported_modes(renderer.device):
         raise ModeUnsupported(f"VIDGEN_MEMORY_MODE={forced.value} cannot run on {renderer.device}")
-    probe = probe or _default_probe(settings, renderer.device)
-    if probe is None or settings.model == "standin":
+    if settings.model == "standin":
         return None
     return MemoryGate(
-        probe,
+        probe or _default_probe(settings, renderer),
         renderer.profile,
         margin=SafetyMargin(settings.memory_margin_bytes, settings.memory_margin_fraction),
         forced=forced,
@@ -188,13 +195,34 @@ def _memory_gate(
     )
 
 
-def _default_probe(settings: Settings, device: torch.device) -> MemoryProbe | None:
-    """The GPU's own free memory; on a CPU worker, the configured budget (no budget: no admission)."""
-    if device.type == "cuda":
-        return CudaProbe(device.index or 0, backend=settings.memory_probe)
+def _default_probe(settings: Settings, renderer: Renderer) -> MemoryProbe:
+    """The GPU's own free memory; on a CPU worker the configured budget, else one derived from the memory limit.
+
+    Derived: the cgroup limit (or total memory) less the process's RSS now, after the model loaded, except the
+    weights (every estimate counts them), less the memory start-image decodes may take beside a render: render
+    slots hold jobs that decode and jobs admitted to render, so at most VIDGEN_MAX_INFLIGHT_JOBS - 1 decodes
+    run while a render is admitted (and while all of them decode, nothing renders).
+    """
+    if renderer.device.type == "cuda":
+        return CudaProbe(renderer.device.index or 0, backend=settings.memory_probe)
     if settings.cpu_memory_budget_bytes is not None:
         return CpuBudgetProbe(settings.cpu_memory_budget_bytes)
-    return None
+    limit = memory_limit_bytes(Path(settings.cgroup_root))
+    decodes = (settings.max_inflight_jobs - 1) * settings.image_decode_memory_bytes
+    budget = cpu_budget_bytes(
+        limit,
+        resident_bytes=process_rss_bytes(),
+        weights_bytes=renderer.profile().weights_bytes,
+        reserved_bytes=decodes,
+    )
+    log.info(
+        "CPU memory budget %d MiB: limit %d MiB, less the worker's resident memory beyond its weights and %d MiB "
+        "for start-image decodes (VIDGEN_CPU_MEMORY_BUDGET_BYTES overrides)",
+        budget >> 20,
+        limit >> 20,
+        decodes >> 20,
+    )
+    return CpuBudgetProbe(budget)
 
 
 async def _run_until_stop_or_broken(worker: Worker, renderer: Renderer, stop: asyncio.Event) -> None:

@@ -17,7 +17,7 @@ from opentelemetry.trace import Tracer
 from PIL import Image
 
 from consumer.errors import VidgenError
-from consumer.imaging import decode_image, fit_image
+from consumer.image_sandbox import DecodeLimits, decode_in_sandbox
 from consumer.keys import ObjectKeys, content_key, derive_seed, object_keys
 from consumer.media import POSTER_TYPES, encode_mp4, encode_poster
 from consumer.memory.modes import MemoryMode
@@ -218,7 +218,13 @@ class Processor:
         return image, hashlib.sha256(data).hexdigest()
 
     def _prepare_image(self, data: bytes, width: int, height: int) -> Image.Image:
-        return fit_image(decode_image(data, max_pixels=self._settings.image_max_pixels), width, height)
+        limits = DecodeLimits(
+            max_pixels=self._settings.image_max_pixels,
+            max_decoded_bytes=self._settings.image_max_decoded_bytes,
+            memory_bytes=self._settings.image_decode_memory_bytes,
+            cpu_s=self._settings.image_decode_cpu_s,
+        )
+        return decode_in_sandbox(data, width, height, limits)
 
     async def _render(
         self,

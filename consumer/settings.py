@@ -20,7 +20,7 @@ def _default_worker_id() -> str:
 class Settings(BaseSettings):
     """Every knob of the worker. Built once in the entry point and passed down; never read elsewhere."""
 
-    model_config = SettingsConfigDict(env_prefix="VIDGEN_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="VIDGEN_", extra="ignore", frozen=True, hide_input_in_errors=True)
 
     # Kafka
     kafka_bootstrap_servers: str = Field("localhost:9092", description="Comma-separated host:port list.")
@@ -124,6 +124,24 @@ class Settings(BaseSettings):
     # Start images
     image_max_bytes: int = Field(20 * 1024 * 1024, ge=1_024, description="Largest start image download.")
     image_max_pixels: int = Field(40_000_000, ge=1, description="Largest decoded start image (bomb guard).")
+    image_max_decoded_bytes: int = Field(
+        160_000_000,
+        ge=1,
+        description="Largest decoded start image in bytes (pixels x bands x bytes per sample), checked before "
+        "decoding.",
+    )
+    image_decode_memory_bytes: int = Field(
+        768 * 1024 * 1024,
+        ge=64 * 1024 * 1024,
+        description="Memory one start-image decode may add; decoding runs in a child process that is stopped past "
+        "it (`image_too_large`).",
+    )
+    image_decode_cpu_s: int = Field(
+        5,
+        ge=1,
+        description="CPU seconds one start-image decode may use (`image_too_large` past them); its wall-clock limit "
+        "is twice this plus 1 s.",
+    )
     image_timeout_s: float = Field(20.0, gt=0, description="Read timeout of start-image downloads.")
     image_max_redirects: int = Field(3, ge=0, le=10)
     image_host_allowlist: Annotated[tuple[str, ...], NoDecode] = Field(
@@ -170,8 +188,13 @@ class Settings(BaseSettings):
     )
     memory_probe: Literal["torch", "nvml"] = Field("torch", description="How free GPU memory is read.")
     cpu_memory_budget_bytes: int | None = Field(
-        None, ge=1, description="On a CPU-only worker, admit renders against this budget; unset: no admission."
+        None,
+        ge=1,
+        description="On a CPU-only worker, admit renders against this budget. Unset: the memory limit (cgroup, else "
+        "total memory) less what the worker holds once its model is loaded and less the memory start-image decodes "
+        "may take beside a render.",
     )
+    cgroup_root: str = Field("/sys/fs/cgroup", description="Where cgroups are mounted (the CPU memory budget's limit).")
     oom_downgrade: bool = Field(True, description="On CUDA out-of-memory, retry once in a more frugal memory mode.")
     poster_format: Literal["jpeg", "webp"] = Field("jpeg", description="Poster image (first frame) format.")
 

@@ -63,7 +63,9 @@ class Webhook(BaseModel):
 class NotifierSettings(BaseSettings):
     """`VIDGEN_NOTIFIER_*`. Kafka connection and the results topic come from the worker's `VIDGEN_*` Settings."""
 
-    model_config = SettingsConfigDict(env_prefix="VIDGEN_NOTIFIER_", extra="ignore", frozen=True, populate_by_name=True)
+    model_config = SettingsConfigDict(
+        env_prefix="VIDGEN_NOTIFIER_", extra="ignore", frozen=True, populate_by_name=True, hide_input_in_errors=True
+    )
 
     group: str = "video-notifier"
     dlq_topic: str = "video.results.notifier-dlq"

@@ -51,7 +51,9 @@ class HookSettings(BaseSettings):
     """`VIDGEN_HOOK_*`. Kafka connection settings, the record size limit and the banned terms come from the worker's
     `VIDGEN_*` Settings, so the hook checks a request exactly as the worker will."""
 
-    model_config = SettingsConfigDict(env_prefix="VIDGEN_HOOK_", extra="ignore", frozen=True, populate_by_name=True)
+    model_config = SettingsConfigDict(
+        env_prefix="VIDGEN_HOOK_", extra="ignore", frozen=True, populate_by_name=True, hide_input_in_errors=True
+    )
 
     host: str = "0.0.0.0"  # noqa: S104 - the shop platform reaches the hook from outside the pod
     port: int = Field(8081, ge=0, le=65_535)

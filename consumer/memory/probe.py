@@ -1,5 +1,6 @@
 """How much memory the device has: one reading per call, behind a small protocol so admission never knows where
-the numbers come from (CUDA, a configured budget on a CPU machine, or a script in tests)."""
+the numbers come from (CUDA, a budget on a CPU machine, or a script in tests). On a CPU machine the budget is
+configured or derived from the memory limit the kernel enforces (`memory_limit_bytes`, `cpu_budget_bytes`)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,21 @@ import importlib
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 
-__all__ = ["CpuBudgetProbe", "CudaProbe", "MemoryProbe", "MemoryReading", "ScriptedProbe", "process_rss_bytes"]
+__all__ = [
+    "CpuBudgetProbe",
+    "CudaProbe",
+    "MemoryProbe",
+    "MemoryReading",
+    "ScriptedProbe",
+    "cpu_budget_bytes",
+    "memory_limit_bytes",
+    "process_rss_bytes",
+]
 
 
 @dataclass(frozen=True)
@@ -108,3 +119,57 @@ def process_rss_bytes() -> int:
             return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return 0
+
+
+def memory_limit_bytes(cgroup_root: Path, proc_root: Path = Path("/proc")) -> int:
+    """The memory this process may use before the kernel kills it: the tightest cgroup limit on its path (v2
+    `memory.max`, v1 `memory.limit_in_bytes`, each cgroup up to the root), else total memory; never more than
+    total memory, so "max" and v1's unlimited 2^63 - 4096 count as no limit."""
+    total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")  # what /proc/meminfo calls MemTotal
+    try:
+        own = (proc_root / "self" / "cgroup").read_text(encoding="utf-8")
+    except OSError:  # not Linux: no cgroups
+        return total
+    candidates = [
+        *_limits_up_from(cgroup_root, _cgroup_path(own, None), "memory.max"),
+        *_limits_up_from(cgroup_root / "memory", _cgroup_path(own, "memory"), "memory.limit_in_bytes"),
+    ]
+    return min([total, *candidates])
+
+
+def cpu_budget_bytes(limit_bytes: int, *, resident_bytes: int, weights_bytes: int, reserved_bytes: int) -> int:
+    """What renders may plan on under a memory limit: the limit less what the process holds once its model is
+    loaded (`resident_bytes`, RSS) except the weights, which every estimate counts again, less `reserved_bytes`
+    set aside for other work. At least one byte: a worker already over its limit admits nothing."""
+    held_beyond_weights = max(resident_bytes - weights_bytes, 0)
+    return max(limit_bytes - held_beyond_weights - reserved_bytes, 1)
+
+
+def _cgroup_path(text: str, controller: str | None) -> str | None:
+    """This process's cgroup (from /proc/self/cgroup) in the v1 hierarchy of `controller`, or with None in the
+    v2 hierarchy (the line "0::/path")."""
+    for line in text.splitlines():
+        number, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        if (controller is None and number == "0" and not controllers) or controller in controllers.split(","):
+            return path
+    return None
+
+
+def _limits_up_from(root: Path, path: str | None, filename: str) -> list[int]:
+    """Limits of the cgroup at `path` under `root` and of each of its ancestors that exists there. A container
+    sees its own cgroup at the root while its path may still name the host's: walking up finds it either way."""
+    if path is None:
+        return []
+    limits = []
+    directory = root / path.lstrip("/")
+    for candidate in (directory, *directory.parents):
+        if not candidate.is_relative_to(root):
+            break
+        try:
+            value = (candidate / filename).read_text(encoding="ascii").strip()
+        except OSError:
+            continue
+        if value.isdigit():  # not "max", v2's no limit
+            limits.append(int(value))
+    return limits
