@@ -37,8 +37,8 @@ ALLOWED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 # or tile an entry of the decode list. A 19 MB file can declare millions of either (seconds of CPU, ~1 GiB).
 # Legitimate images stay far below these: a 40-megapixel TIFF written one row per strip has ~6,300 strips.
 TIFF_MAX_TAGS = 1_000  # entries of one directory
-TIFF_MAX_VALUES = 131_072  # numeric values of one directory, all tags together (2 per strip: offset and size)
 TIFF_MAX_STRIPS = 65_536  # strips or tiles of one image
+TIFF_MAX_VALUES = 2 * TIFF_MAX_STRIPS + 8_192  # numeric values of one directory: offset and size per strip, + the rest
 
 _TIFF_HEADERS = {  # magic -> (byte order, BigTIFF)
     b"II*\0": ("<", False),

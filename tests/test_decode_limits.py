@@ -14,7 +14,7 @@ from PIL import Image
 
 from consumer.errors import ImageError, ImageTooLarge
 from consumer.image_sandbox import DecodeLimits, child_command, decode_in_sandbox
-from consumer.imaging import decode_image, fit_image
+from consumer.imaging import TIFF_MAX_STRIPS, check_tiff_directory, decode_image, fit_image
 from consumer.keys import upload_key
 from consumer.settings import Settings
 from consumer.storage import ObjectStore
@@ -92,7 +92,7 @@ def test_a_tiff_tag_with_millions_of_values_is_refused_before_pillow_reads_it() 
 
     assert time.monotonic() - started < 5  # was 17 s and 0.56 GiB, in Pillow's tag parser
     assert caught.value.code == "image_too_large"
-    assert caught.value.message == "TIFF directory holds 2400009 numeric values, over the limit of 131072"
+    assert caught.value.message == "TIFF directory holds 2400009 numeric values, over the limit of 139264"
 
 
 def test_a_tiff_of_millions_of_strips_is_refused_before_pillow_lists_them() -> None:
@@ -116,7 +116,14 @@ def test_exif_inside_another_format_is_checked_before_it_is_parsed() -> None:
     with pytest.raises(ImageTooLarge) as caught:
         decode_image(data, max_pixels=DEFAULTS.max_pixels)
 
-    assert caught.value.message == "EXIF directory holds 300009 numeric values, over the limit of 131072"
+    assert caught.value.message == "EXIF directory holds 300009 numeric values, over the limit of 139264"
+
+
+def test_the_strip_limit_is_exact_and_its_offsets_and_sizes_fit_the_value_limit() -> None:
+    check_tiff_directory(_tiff(16, TIFF_MAX_STRIPS, strips=TIFF_MAX_STRIPS))
+
+    with pytest.raises(ImageTooLarge):
+        check_tiff_directory(_tiff(16, TIFF_MAX_STRIPS + 1, strips=TIFF_MAX_STRIPS + 1))
 
 
 def test_ordinary_tiffs_pass_the_structure_checks() -> None:
