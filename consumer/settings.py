@@ -117,7 +117,9 @@ class Settings(BaseSettings):
     s3_create_bucket: bool = Field(False, description="Create the bucket at start-up if it is missing.")
     s3_key_prefix: str = Field("", description="Prefix of every object key the worker writes.")
     s3_image_buckets: Annotated[tuple[str, ...], NoDecode] = Field(
-        (), description="Extra buckets start images may come from (the output bucket is always allowed)."
+        (),
+        description="Shared buckets start images may come from, readable by every tenant; from the output bucket a "
+        "request reads only its tenant's upload folder.",
     )
     presign_ttl_s: int = Field(3_600, ge=60, le=604_800, description="Lifetime of presigned URLs.")
 

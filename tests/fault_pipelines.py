@@ -10,7 +10,16 @@ from consumer.render.tiny import build_tiny_pipeline
 __all__ = ["CrashingPipeline", "SlowPipeline"]
 
 
-class SlowPipeline:
+class _Wrapped:
+    """Everything but the call is the inner tiny pipeline's, so memory profiling and admission see a real model."""
+
+    _inner: Any
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class SlowPipeline(_Wrapped):
     """The tiny pipeline, with each denoising step held for `step_s` seconds: a long render in miniature."""
 
     def __init__(self, step_s: float) -> None:
@@ -27,7 +36,7 @@ class SlowPipeline:
         return self._inner(**{**kwargs, "callback_on_step_end": slow_step})
 
 
-class CrashingPipeline:
+class CrashingPipeline(_Wrapped):
     """Raises for prompts containing `crash` (a plain bug) or `cuda` (a device error that breaks the process)."""
 
     def __init__(self) -> None:
