@@ -10,11 +10,9 @@ import signal
 import sys
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from consumer.errors import VidgenError
 from consumer.logs import configure_logging
-from consumer.settings import Settings
+from consumer.settings import ConfigurationError, Settings, describe_config_error
 
 __all__ = ["main"]
 
@@ -43,8 +41,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         settings = Settings()
-    except ValidationError as exc:
-        print(f"vidgen: invalid configuration:\n{exc}", file=sys.stderr)  # noqa: T201 - CLI
+    except ConfigurationError as exc:
+        print(f"vidgen: invalid configuration:\n{describe_config_error(exc)}", file=sys.stderr)  # noqa: T201 - CLI
         return 2
 
     if args.command == "demo":

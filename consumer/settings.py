@@ -7,10 +7,13 @@ import re
 import socket
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
-__all__ = ["Settings"]
+__all__ = ["ConfigurationError", "Settings", "describe_config_error"]
+
+ConfigurationError = (ValidationError, SettingsError)
+"""What building a settings object from the environment raises: a rule broken, or a value that is not valid JSON."""
 
 
 def _default_worker_id() -> str:
@@ -238,3 +241,13 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
+
+
+def describe_config_error(error: ValidationError | SettingsError) -> str:
+    """Where and why, one line each, never the input: it may hold a secret or a URL with a token."""
+    if isinstance(error, SettingsError):  # a variable that is not valid JSON; the message names it, not its value
+        return f"  {error}"
+    return "\n".join(
+        f"  {'.'.join(str(part) for part in item['loc']) or '(settings)'}: {item['msg']}"
+        for item in error.errors(include_input=False, include_url=False)
+    )

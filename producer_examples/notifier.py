@@ -24,16 +24,14 @@ from aiohttp import web
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 from opentelemetry.trace import Tracer
-from pydantic import ValidationError
-from pydantic_settings import SettingsError
 
 from consumer.fetching import IPNetwork, Resolve, UrlRules
 from consumer.kafka import client_options, ensure_topics, make_producer
 from consumer.logs import configure_logging
-from consumer.settings import Settings
+from consumer.settings import ConfigurationError, Settings, describe_config_error
 from producer_examples.delivery import WebhookDelivery, WebhookUnresolved, WebhookUrlForbidden
 from producer_examples.notifier_loop import Notifier
-from producer_examples.notifier_settings import NotifierSettings, describe_errors
+from producer_examples.notifier_settings import NotifierSettings
 from producer_examples.telemetry import make_tracer_provider
 
 __all__ = ["main", "serve"]
@@ -127,11 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     del argv
     try:
         settings, notifier = Settings(), NotifierSettings()
-    except ValidationError as exc:
-        print(f"notifier: invalid configuration:\n{describe_errors(exc)}", file=sys.stderr)
-        return 2
-    except SettingsError as exc:  # a variable that is not valid JSON; the message names it, not its value
-        print(f"notifier: invalid configuration: {exc}", file=sys.stderr)
+    except ConfigurationError as exc:
+        print(f"notifier: invalid configuration:\n{describe_config_error(exc)}", file=sys.stderr)
         return 2
     configure_logging(fmt=settings.log_format, level=settings.log_level)
     provider = make_tracer_provider("vidgen-notifier", notifier.otlp_endpoint)

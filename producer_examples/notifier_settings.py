@@ -12,13 +12,12 @@ from pydantic import (
     Field,
     HttpUrl,
     SecretStr,
-    ValidationError,
     field_validator,
     model_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["MIN_SECRET_CHARS", "NotifierSettings", "Webhook", "describe_errors"]
+__all__ = ["MIN_SECRET_CHARS", "NotifierSettings", "Webhook"]
 
 MIN_SECRET_CHARS = 32
 
@@ -106,11 +105,3 @@ class NotifierSettings(BaseSettings):
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
-
-
-def describe_errors(error: ValidationError) -> str:
-    """Where and why, one line each, never the input: it may hold a secret or a URL with a token."""
-    return "\n".join(
-        f"  {'.'.join(str(part) for part in item['loc']) or '(settings)'}: {item['msg']}"
-        for item in error.errors(include_input=False, include_url=False)
-    )

@@ -29,7 +29,7 @@ from consumer.http_limits import ConnectionGuard, GuardedSite, HttpLimits
 from consumer.kafka import ensure_topics, make_producer
 from consumer.logs import configure_logging
 from consumer.policy import ContentPolicy
-from consumer.settings import Settings
+from consumer.settings import ConfigurationError, Settings, describe_config_error
 from producer_examples.dedupe import RecentKeys
 from producer_examples.products import DEFAULT_TEMPLATE, ProductCreated, build_request, check_template
 from producer_examples.publishing import RequestPublisher
@@ -295,8 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     del argv  # configured by environment variables only
     try:
         hook, settings = HookSettings(), Settings()  # the secrets come from the environment
-    except ValidationError as exc:
-        print(f"product_hook: invalid configuration:\n{exc}", file=sys.stderr)
+    except ConfigurationError as exc:
+        print(f"product_hook: invalid configuration:\n{describe_config_error(exc)}", file=sys.stderr)
         return 2
     configure_logging(fmt=settings.log_format, level=settings.log_level)
     provider = make_tracer_provider("vidgen-product-hook", hook.otlp_endpoint)

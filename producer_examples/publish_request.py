@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from consumer.errors import VidgenError
 from consumer.kafka import ensure_topics, make_producer
 from consumer.keys import upload_key
-from consumer.settings import Settings
+from consumer.settings import ConfigurationError, Settings, describe_config_error
 from consumer.storage import ObjectStore, open_s3_client
 from producer_examples.publishing import RequestPublisher
 from producer_examples.telemetry import make_tracer_provider
@@ -117,8 +117,8 @@ def main(
         return EXIT_USAGE
     try:
         settings = settings or Settings()
-    except ValidationError as exc:
-        print(f"{prog}: invalid configuration:\n{exc}", file=sys.stderr)
+    except ConfigurationError as exc:
+        print(f"{prog}: invalid configuration:\n{describe_config_error(exc)}", file=sys.stderr)
         return EXIT_CONFIG
     provider = tracer_provider or make_tracer_provider("vidgen-submit", args.otlp_endpoint)
     try:
@@ -202,8 +202,8 @@ def watch_main(argv: list[str] | None = None, *, settings: Settings | None = Non
     args = parser.parse_args(argv)
     try:
         settings = settings or Settings()
-    except ValidationError as exc:
-        print(f"{prog}: invalid configuration:\n{exc}", file=sys.stderr)
+    except ConfigurationError as exc:
+        print(f"{prog}: invalid configuration:\n{describe_config_error(exc)}", file=sys.stderr)
         return EXIT_CONFIG
 
     async def follow() -> int:

@@ -28,13 +28,13 @@ from pydantic import ValidationError
 
 from consumer.fetching import IPNetwork, Resolve
 from consumer.kafka import client_options, ensure_topics
-from consumer.settings import Settings
+from consumer.settings import Settings, describe_config_error
 from producer_examples.breaker import CircuitBreaker
 from producer_examples.dedupe import delivery_key
 from producer_examples.delivery import DELIVERY_HEADER
 from producer_examples.lanes import TenantLanes
 from producer_examples.notifier import main, serve
-from producer_examples.notifier_settings import NotifierSettings, describe_errors
+from producer_examples.notifier_settings import NotifierSettings
 from producer_examples.signing import SIGNATURE_HEADER, SignatureError, sign, verify
 from schemas.events import Timings, VideoResult
 from tests.conftest import KafkaClient
@@ -145,7 +145,7 @@ def test_signing_with_a_previous_secret_adds_a_second_v1() -> None:
 def test_start_up_refuses_a_webhook_without_its_own_strong_secret(webhook: Any, problem: str) -> None:
     with pytest.raises(ValidationError) as caught:
         NotifierSettings(webhooks={"shop-a": webhook})
-    described = describe_errors(caught.value)
+    described = describe_config_error(caught.value)
     assert problem in described and "webhooks.shop-a" in described
     assert "too-short" not in described and SECRET_A not in described and "pw@" not in described
 

@@ -35,6 +35,15 @@ CASES = {
         {"VIDGEN_KAFKA_SASL_MECHANISM": SECRET},  # e.g. a shifted line in an env file
         "consumer",
     ),
+    # A JSON setting that is not JSON: pydantic-settings raises SettingsError, not ValidationError.
+    "hook-templates-not-json": (
+        {"VIDGEN_HOOK_SECRET": "x" * 32, "VIDGEN_HOOK_TEMPLATES": f'{{"shop": "{SECRET}'},
+        "producer_examples.product_hook",
+    ),
+    "notifier-webhooks-not-json": (
+        {"VIDGEN_NOTIFIER_WEBHOOKS": f'{{"shop-1": {{"secret": "{SECRET}"'},
+        "producer_examples.notifier",
+    ),
 }
 
 
@@ -63,6 +72,7 @@ def test_start_up_refusal_names_the_setting_but_never_prints_its_value(case: str
     assert "invalid configuration" in done.stderr
     assert SECRET not in done.stderr and SECRET not in done.stdout
     assert "token=" not in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 @pytest.mark.parametrize(
