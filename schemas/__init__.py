@@ -4,10 +4,20 @@ from schemas.events import (
     ErrorInfo,
     ResultStatus,
     Timings,
+    VideoControl,
     VideoInfo,
     VideoProgress,
     VideoRequest,
     VideoResult,
 )
 
-__all__ = ["ErrorInfo", "ResultStatus", "Timings", "VideoInfo", "VideoProgress", "VideoRequest", "VideoResult"]
+__all__ = [
+    "ErrorInfo",
+    "ResultStatus",
+    "Timings",
+    "VideoControl",
+    "VideoInfo",
+    "VideoProgress",
+    "VideoRequest",
+    "VideoResult",
+]

@@ -9,13 +9,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 __all__ = [
     "ID_PATTERN",
     "ErrorInfo",
     "ResultStatus",
     "Timings",
+    "VideoControl",
     "VideoInfo",
     "VideoProgress",
     "VideoRequest",
@@ -71,6 +72,24 @@ class VideoRequest(BaseModel):
     render_timeout_s: float | None = Field(
         None, gt=0, le=86_400, description="This request's render deadline; capped by the worker's own setting."
     )
+    deadline: AwareDatetime | None = Field(
+        None,
+        description="ISO 8601 with a UTC offset. If the request has not started rendering by then it fails with "
+        "`expired` without rendering or uploading anything; a render already running is not stopped by it.",
+    )
+
+
+class VideoControl(BaseModel):
+    """A command on `video.control` (compacted). Key: `request_id` (UTF-8). Workers follow every partition of it from
+    start-up; a command whose `tenant_id` is not the request's is ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, title="VideoControl")
+
+    schema_version: Literal[1] = Field(SCHEMA_VERSION, description="Contract version; always 1.")
+    action: Literal["cancel"] = Field(description="`cancel`: answer the request `failed` with `error.code: cancelled`.")
+    request_id: RequestId = Field(description="The request it applies to; also the record key.")
+    tenant_id: TenantId = Field(description="Must be the request's own tenant, else the command is ignored.")
+    requested_at: AwareDatetime = Field(description="When it was issued (ISO 8601 UTC).")
 
 
 class VideoInfo(BaseModel):

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from schemas.events import VideoProgress, VideoRequest, VideoResult
+from schemas.events import VideoControl, VideoProgress, VideoRequest, VideoResult
 
 __all__ = ["JSON_DIR", "render_all", "write_all"]
 
@@ -17,6 +17,7 @@ _MODELS: dict[str, type[BaseModel]] = {
     "video-request.v1.schema.json": VideoRequest,
     "video-result.v1.schema.json": VideoResult,
     "video-progress.v1.schema.json": VideoProgress,
+    "video-control.v1.schema.json": VideoControl,
 }
 
 
@@ -25,7 +26,9 @@ def render_all() -> dict[str, str]:
     out = {}
     for name, model in _MODELS.items():
         # Producers validate what they send; consumers read what the worker sends.
-        mode: Literal["validation", "serialization"] = "validation" if model is VideoRequest else "serialization"
+        mode: Literal["validation", "serialization"] = (
+            "validation" if model in (VideoRequest, VideoControl) else "serialization"
+        )
         schema = model.model_json_schema(mode=mode)
         schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": name, **schema}
         out[name] = json.dumps(schema, indent=2, sort_keys=True) + "\n"
