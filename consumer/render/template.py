@@ -18,7 +18,9 @@ Same arguments and seed, same frames. Cost: a few milliseconds of one core per 5
 from __future__ import annotations
 
 import colorsys
+import functools
 import math
+import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -28,7 +30,17 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-__all__ = ["MAX_ZOOM", "Move", "TemplatePipeline", "crop_boxes", "ease", "plan_move", "source_size", "wrap_words"]
+__all__ = [
+    "MAX_ZOOM",
+    "Move",
+    "TemplatePipeline",
+    "crop_boxes",
+    "ease",
+    "plan_move",
+    "source_size",
+    "title_words",
+    "wrap_words",
+]
 
 MAX_ZOOM = 1.25  # the tightest crop is the frame at 1/MAX_ZOOM of the start image's cover crop, per side
 _ZOOM_PER_FRAME = (0.005, 0.0075)  # seeded: 25 frames end between 1.12x and 1.18x
@@ -37,6 +49,16 @@ _EASE_SHARE = 0.6  # smoothstep's share of the easing; the rest is linear, so no
 _TEXT_AREA = 0.8  # the title's share of the frame's width and height at the tightest crop
 _LINE_SPACING = 1.25
 _MIN_FONT_PX = 12
+# Pillow's bundled font (Aileron) draws ASCII only. Letters it lacks are written with the ones it has where a plain
+# spelling exists (NFKD base letters, this table); anything else is left out rather than drawn as a box.
+_PLAIN_SPELLING = str.maketrans(
+    {
+        "\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2013": "-", "\u2014": "-", "\u2026": "...",
+        "\u00df": "ss", "\u00e6": "ae", "\u00c6": "AE", "\u0153": "oe", "\u0152": "OE", "\u00f8": "o", "\u00d8": "O",
+        "\u0142": "l", "\u0141": "L", "\u0111": "d", "\u0110": "D", "\u00f0": "d", "\u00d0": "D", "\u00fe": "th",
+        "\u00de": "Th", "\u0131": "i",
+    }
+)  # fmt: skip
 
 Box = tuple[float, float, float, float]  # left, top, right, bottom
 StepCallback = Callable[[Any, int, Any, dict[str, Any]], Any]
@@ -96,6 +118,21 @@ def wrap_words(words: list[str], fits: Callable[[str], bool]) -> list[str]:
             piece += char
         lines.append(piece)
     return lines
+
+
+def title_words(prompt: str, drawable: Callable[[str], bool] | None = None) -> list[str]:
+    """The prompt's words as the title card can draw them: each character the font lacks replaced by its plain
+    spelling (curly quotes and dashes by ASCII ones, accented letters by their base letters, ß by ss...) or, when
+    there is none (other scripts, emoji, joiners), by a space. `drawable` defaults to the bundled font's coverage."""
+    drawable = drawable or _bundled_font_draws
+    kept = []
+    for char in prompt.translate(_PLAIN_SPELLING):
+        if char.isspace() or drawable(char):
+            kept.append(char)
+            continue
+        bases = [base for base in unicodedata.normalize("NFKD", char) if not unicodedata.combining(base)]
+        kept.append("".join(bases) if bases and all(map(drawable, bases)) else " ")
+    return "".join(kept).split()
 
 
 class TemplatePipeline:
@@ -185,7 +222,9 @@ def _title_card(prompt: str, width: int, height: int, seed: int) -> Image.Image:
     ramp = (np.linspace(0, 0.5, card_width)[None, :] + np.linspace(0, 0.5, card_height)[:, None])[..., None]
     pixels = np.rint(light * (1 - ramp) + dark * ramp).astype(np.uint8)
     card = Image.fromarray(pixels, mode="RGB")
-    _draw_title(ImageDraw.Draw(card), prompt.split(), centre=(card_width / 2, card_height / 2), frame=(width, height))
+    _draw_title(
+        ImageDraw.Draw(card), title_words(prompt), centre=(card_width / 2, card_height / 2), frame=(width, height)
+    )
     return card
 
 
@@ -218,3 +257,11 @@ def _draw_title(
         x, y = centre[0] - draw.textlength(line, font=font) / 2, top + row * line_height
         draw.text((x + shadow, y + shadow), line, font=font, fill=(0, 0, 0))
         draw.text((x, y), line, font=font, fill=(246, 244, 238))
+
+
+@functools.cache
+def _bundled_font_draws(char: str) -> bool:
+    """Whether Pillow's bundled font has a glyph for `char`: a missing one renders as the font's .notdef box."""
+    font = ImageFont.load_default(size=16)
+    glyph, missing = font.getmask(char), font.getmask("\uffff")
+    return glyph.size != missing.size or bytes(glyph) != bytes(missing)

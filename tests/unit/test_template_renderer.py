@@ -34,6 +34,7 @@ from consumer.render.template import (
     ease,
     plan_move,
     source_size,
+    title_words,
     wrap_words,
 )
 
@@ -110,8 +111,9 @@ def to_uint8(frames: NDArray[np.float32]) -> Frames:
 
 def watch(frames: Frames) -> Frames:
     """What a viewer gets: the frames through the worker's H.264 encoder, decoded again."""
-    with av.open(io.BytesIO(encode_mp4(frames, fps=FPS))) as container:
-        return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
+    with av.open(io.BytesIO(encode_mp4(frames, fps=FPS)), mode="r") as container:
+        decoded = np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
+    return decoded.astype(np.uint8, copy=False)
 
 
 def psnr(a: NDArray[Any], b: NDArray[Any]) -> float:
@@ -273,6 +275,16 @@ def test_title_card_of_a_very_long_prompt_stays_inside_a_small_frame() -> None:
     assert cols.min() > 0.05 * 256 and cols.max() < 0.95 * 256 and rows.min() > 0.05 * 256 and rows.max() < 0.95 * 256
 
 
+def test_title_card_draws_no_missing_glyph_boxes() -> None:
+    """The bundled font draws ASCII only: accents fall back to base letters, other scripts are left out."""
+    accented, plain = (
+        to_uint8(render(None, prompt=text, size=(256, 256, 2))) for text in ("Crème brûlée", "Creme brulee")
+    )
+    assert np.array_equal(accented, plain)
+    chinese = to_uint8(render(None, prompt="红色运动鞋", size=(256, 256, 2)))
+    assert not text_mask(chinese[0]).any()
+
+
 def test_title_card_colours_follow_the_seed() -> None:
     first, again, other = (to_uint8(render(None, seed=seed, size=(256, 256, 3))) for seed in (1, 1, 2))
     assert np.array_equal(first, again)
@@ -296,13 +308,15 @@ def test_a_callback_that_raises_stops_the_render() -> None:
     class Stop(Exception):
         pass
 
-    def stop_at(step: int) -> None:
+    steps: list[int] = []
+
+    def on_step(step: int) -> None:
+        steps.append(step)
         if step == 1:
             raise Stop
 
-    steps: list[int] = []
     with pytest.raises(Stop):
-        render(None, size=(256, 256, 9), steps=4, on_step=lambda step: (steps.append(step), stop_at(step)))
+        render(None, size=(256, 256, 9), steps=4, on_step=on_step)
     assert steps == [0, 1]
 
 
@@ -375,6 +389,12 @@ def test_the_title_card_zooms_to_its_centre() -> None:
     assert plan_move(3, 25, pan=True).pan != (0.0, 0.0)
 
 
+def test_title_words_spell_plainly_what_the_font_lacks() -> None:
+    assert title_words("Café  Straße — “naïve” œuvre") == ["Cafe", "Strasse", "-", '"naive"', "oeuvre"]
+    assert title_words("红色运动鞋 red 👟 shoe") == ["red", "shoe"]
+    assert title_words("ab", drawable=lambda char: char == "a") == ["a"]
+
+
 def test_wrapping_fills_lines_and_cuts_words_too_long_for_one() -> None:
     def fits(line: str) -> bool:
         return len(line) <= 10
@@ -398,14 +418,15 @@ def test_the_smoothness_check_catches_whole_pixel_cropping(original: Image.Image
     """The same move cropped on whole pixels (ffmpeg zoompan's way) jitters, and the check says so."""
     source = fit_image(original, *source_size(WIDTH, HEIGHT))
     boxes = crop_boxes(plan_move(7, FRAMES, pan=True), FRAMES)
+    width, height = source.size
     jittery = np.stack(
         [
             np.asarray(
-                source.crop(tuple(round(v * s) for v, s in zip(box, source.size * 2, strict=True))).resize(
+                source.crop((round(x0 * width), round(y0 * height), round(x1 * width), round(y1 * height))).resize(
                     (WIDTH, HEIGHT), Image.Resampling.BICUBIC
                 )
             )
-            for box in boxes
+            for x0, y0, x1, y1 in boxes
         ]
     )
     with pytest.raises(AssertionError):
