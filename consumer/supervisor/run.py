@@ -103,8 +103,12 @@ async def _supervise(
             outcomes = await _run_children(children, stop)
         finally:
             await node.cleanup()
-    if any(not outcome.clean for outcome in outcomes):
-        log.error("exiting 1: not every worker stopped cleanly")
+    if any(outcome.failure for outcome in outcomes):
+        log.error("exiting 1: a worker never managed to start")
+        return 1
+    unclean = [child.plan.describe() for child, outcome in zip(children, outcomes, strict=True) if not outcome.clean]
+    if unclean:
+        log.error("exiting 1: %s did not stop cleanly", ", ".join(unclean))
         return 1
     log.info("every worker drained and exited 0")
     return 0

@@ -168,11 +168,11 @@ async def test_a_worker_that_never_starts_stops_the_node_with_a_clear_message(
 ) -> None:
     no_model = tmp_path / "no-model"  # a folder without model_index.json: every start fails loading it
     no_model.mkdir()
-    node = start_node(settings.model_copy(update={"model": str(no_model)}), startup_attempts=2)
+    node = start_node(settings.model_copy(update={"model": str(no_model)}), "1", startup_attempts=2)
     status = await asyncio.to_thread(node.process.wait, 240)
     log = node.log()
     assert status == 1, log[-3000:]
-    assert re.search(r"worker [01] \(CPU\) died at start-up 2 times in a row without ever becoming ready", log), log
-    assert "Stopping every worker of the node" in log
+    assert "worker 0 (CPU) died at start-up 2 times in a row without ever becoming ready" in log, log
+    assert "Stopping every worker of the node" in log and "exiting 1: a worker never managed to start" in log
     with pytest.raises(ProcessLookupError):  # no child left behind in the node's process group
         os.killpg(node.process.pid, 0)
