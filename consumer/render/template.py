@@ -10,7 +10,9 @@ callback once per step (so progress, deadlines and cancellation behave as with a
   motion has no jitter. The image is resampled at the resolution the tightest crop needs (`source_size`), not from
   the frame-sized tensor, when the renderer passes it as `source_image`; otherwise the frame is zoomed.
 - Without a start image, a title card: the prompt wrapped and centred on a gradient drawn from the seed, with the
-  same zoom towards its centre so the text stays whole and centred in every frame.
+  same zoom towards its centre so the text stays whole and centred in every frame. Pillow's bundled font draws
+  ASCII only: other characters are spelled plainly (é as e, ß as ss, curly quotes as straight ones) or
+  left out, never drawn as boxes (`title_words`).
 
 Same arguments and seed, same frames. Cost: a few milliseconds of one core per 512x512 frame.
 """
@@ -259,9 +261,17 @@ def _draw_title(
         draw.text((x, y), line, font=font, fill=(246, 244, 238))
 
 
-@functools.cache
+@functools.lru_cache(maxsize=4096)  # bounded: prompts may bring any of Unicode's code points
 def _bundled_font_draws(char: str) -> bool:
     """Whether Pillow's bundled font has a glyph for `char`: a missing one renders as the font's .notdef box."""
+    font, missing = _notdef()
+    glyph = font.getmask(char)
+    return (glyph.size, bytes(glyph)) != missing
+
+
+@functools.cache
+def _notdef() -> tuple[ImageFont.FreeTypeFont | ImageFont.ImageFont, tuple[tuple[int, int], bytes]]:
+    """The bundled font at a probing size, and how it draws a code point it has no glyph for."""
     font = ImageFont.load_default(size=16)
-    glyph, missing = font.getmask(char), font.getmask("\uffff")
-    return glyph.size != missing.size or bytes(glyph) != bytes(missing)
+    box = font.getmask("\uffff")
+    return font, (box.size, bytes(box))

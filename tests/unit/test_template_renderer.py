@@ -176,6 +176,11 @@ def watched(rendered: NDArray[np.float32]) -> Frames:
     return watch(to_uint8(rendered))
 
 
+@pytest.fixture(scope="module")
+def speeds(watched: Frames) -> NDArray[np.float64]:
+    return motion(watched)
+
+
 # --- what a person sees -----------------------------------------------------------------------------------------------
 
 
@@ -190,8 +195,7 @@ def test_every_frame_moves(watched: Frames) -> None:
     assert min(changes) > 0.5, f"mean absolute change per frame (8-bit levels): {np.round(changes, 2).tolist()}"
 
 
-def test_motion_is_smooth_and_never_reverses(watched: Frames) -> None:
-    speeds = motion(watched)
+def test_motion_is_smooth_and_never_reverses(speeds: NDArray[np.float64]) -> None:
     assert_smooth(speeds)
     assert speeds.sum() > 10  # a move a viewer notices: pixels of pan over the video
 
@@ -202,8 +206,7 @@ def test_motion_is_smooth_whatever_the_seed(original: Image.Image, seed: int) ->
     assert_smooth(motion(watch(to_uint8(render(fit_image(original, WIDTH, HEIGHT), source_image=source, seed=seed)))))
 
 
-def test_eased_in_and_out(watched: Frames) -> None:
-    speeds = motion(watched)
+def test_eased_in_and_out(speeds: NDArray[np.float64]) -> None:
     middle = speeds[len(speeds) // 3 : 2 * len(speeds) // 3].mean()
     assert speeds[0] < 0.7 * middle and speeds[-1] < 0.7 * middle
 
