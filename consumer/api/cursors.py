@@ -1,0 +1,59 @@
+"""Pagination of `GET /v1/videos?limit=N&after=ID`. Pure.
+
+Jobs are listed newest first, ordered by (created_at, id) descending, so the order is total and stable while jobs
+are added: a page after job X holds the jobs strictly older than X in that order. The store fetches one row more
+than asked, which tells whether there is a next page without counting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from consumer.intake import usable_id
+
+__all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "PageQuery", "QueryError", "page", "parse_page_query"]
+
+DEFAULT_LIMIT = 20
+MAX_LIMIT = 100
+T = TypeVar("T")
+
+
+class QueryError(ValueError):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class PageQuery:
+    limit: int
+    after: str | None
+
+    @property
+    def fetch(self) -> int:
+        """Rows to read: one more than the page, to learn whether another follows."""
+        return self.limit + 1
+
+
+def parse_page_query(query: Mapping[str, str]) -> PageQuery:
+    raw_limit = query.get("limit")
+    limit = DEFAULT_LIMIT
+    if raw_limit is not None:
+        if not raw_limit.isascii() or not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
+            raise QueryError("limit", f"limit must be a whole number from 1 to {MAX_LIMIT}")
+        limit = int(raw_limit)
+    raw_after = query.get("after")
+    after = None
+    if raw_after is not None:
+        after = usable_id(raw_after)
+        if after is None:
+            raise QueryError("after", "after must be the id of a job in the previous page")
+    return PageQuery(limit=limit, after=after)
+
+
+def page(rows: Sequence[T], query: PageQuery) -> tuple[list[T], bool]:
+    """The page and whether more follow, from up to `query.fetch` rows in list order."""
+    return list(rows[: query.limit]), len(rows) > query.limit

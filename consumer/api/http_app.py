@@ -1,0 +1,162 @@
+"""The aiohttp application: routes, and the middlewares every request passes, outermost first:
+
+1. errors: every failure as `{"error": {...}}`, aiohttp's own (404, 405, 413) included;
+2. the connection guard: the body read under its deadline, up to `VIDGEN_API_MAX_BODY_BYTES`;
+3. telemetry: a SERVER span (a root: callers are outside the trust boundary) and the request metrics;
+4. the `/v1` gate: 503 until the view has caught up, 401 without a valid credential, 429 past the tenant's rate.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Awaitable, Callable, Mapping
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+from opentelemetry.context import Context
+from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from consumer.api.auth import Authenticator, AuthFailure
+from consumer.api.errors import ApiFailure, error_middleware
+from consumer.api.events_stream import EventStreams
+from consumer.api.handlers import CALLER, Handlers
+from consumer.api.metrics import ApiMetrics
+from consumer.http_limits import ConnectionGuard
+from producer_examples.ratelimit import TenantLimiter
+
+__all__ = ["GUARD", "ReadinessCheck", "make_app"]
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+ReadinessCheck = Callable[[], Awaitable[str | None]]
+GUARD = web.AppKey("connection_guard", ConnectionGuard)
+
+
+def make_app(
+    handlers: Handlers,
+    *,
+    authenticator: Authenticator,
+    limiter: TenantLimiter,
+    guard: ConnectionGuard,
+    tracer: Tracer,
+    checks: Mapping[str, ReadinessCheck],
+    view_ready: Callable[[], bool],
+    openapi: dict[str, object],
+) -> web.Application:
+    streams = EventStreams(handlers, keepalive_s=handlers.api.sse_keepalive_s)
+
+    async def close_streams(_: web.Application) -> None:
+        streams.close()
+
+    app = web.Application(
+        client_max_size=handlers.api.max_body_bytes,
+        middlewares=[
+            error_middleware,
+            guard.middleware,
+            _telemetry(tracer, handlers.metrics),
+            _gate(authenticator, limiter, handlers.metrics, view_ready),
+        ],
+    )
+    app[GUARD] = guard
+    app.on_shutdown.append(close_streams)
+    app.router.add_post("/v1/videos", handlers.submit)
+    app.router.add_get("/v1/videos", handlers.list, allow_head=False)
+    app.router.add_get("/v1/videos/{id}", handlers.get, allow_head=False)
+    app.router.add_delete("/v1/videos/{id}", handlers.cancel)
+    app.router.add_get("/v1/videos/{id}/content", handlers.content, allow_head=False)
+    app.router.add_get("/v1/videos/{id}/events", streams.stream, allow_head=False)
+    app.router.add_get("/v1/queue", handlers.queue, allow_head=False)
+    _add_service_routes(app, checks=checks, registry=handlers.metrics.registry, openapi=openapi)
+    return app
+
+
+def _telemetry(tracer: Tracer, metrics: ApiMetrics) -> Middleware:
+    @web.middleware
+    async def telemetry(request: web.Request, handler: Handler) -> web.StreamResponse:
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "(unmatched)"
+        started = time.perf_counter()
+        status = 500
+        with tracer.start_as_current_span(f"{request.method} {route}", context=Context(), kind=SpanKind.SERVER) as span:
+            span.set_attributes({"http.request.method": request.method, "http.route": route, "url.path": request.path})
+            try:
+                response = await handler(request)
+            except (ApiFailure, web.HTTPException) as exc:
+                status = exc.status
+                raise
+            else:
+                status = response.status
+                return response
+            finally:
+                if CALLER in request:
+                    span.set_attribute("vidgen.tenant_id", request[CALLER].tenant_id)
+                span.set_attribute("http.response.status_code", status)
+                if status >= 500:
+                    span.set_status(Status(StatusCode.ERROR))
+                metrics.requests.labels(method=request.method, route=route, status=str(status)).inc()
+                elapsed = time.perf_counter() - started
+                metrics.request_seconds.labels(method=request.method, route=route).observe(elapsed)
+
+    return telemetry
+
+
+def _gate(
+    authenticator: Authenticator, limiter: TenantLimiter, metrics: ApiMetrics, view_ready: Callable[[], bool]
+) -> Middleware:
+    @web.middleware
+    async def gate(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not request.path.startswith("/v1/"):
+            return await handler(request)
+        if not view_ready():
+            raise ApiFailure(503, "starting", "the API is catching up with the topics", headers={"Retry-After": "1"})
+        try:
+            caller = await authenticator.authenticate(request.headers)
+        except AuthFailure as exc:
+            metrics.auth_failures.labels(reason=exc.reason).inc()
+            raise
+        request[CALLER] = caller
+        wait_s = limiter.try_take(caller.tenant_id)
+        if wait_s > 0:
+            metrics.rate_limited.inc()
+            retry_after = str(max(1, math.ceil(wait_s)))
+            raise ApiFailure(
+                429, "rate_limited", "too many calls for this tenant; slow down", headers={"Retry-After": retry_after}
+            )
+        return await handler(request)
+
+    return gate
+
+
+def _add_service_routes(
+    app: web.Application,
+    *,
+    checks: Mapping[str, ReadinessCheck],
+    registry: CollectorRegistry,
+    openapi: dict[str, object],
+) -> None:
+    openapi_text = json.dumps(openapi)
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(_: web.Request) -> web.Response:
+        results = {name: await check() for name, check in checks.items()}
+        ready = all(problem is None for problem in results.values())
+        body = {
+            "status": "ready" if ready else "not ready",
+            "checks": {name: problem or "ok" for name, problem in results.items()},
+        }
+        return web.json_response(body, status=200 if ready else 503)
+
+    async def metrics_view(_: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def openapi_view(_: web.Request) -> web.Response:
+        return web.json_response(text=openapi_text)
+
+    app.router.add_get("/healthz", healthz, allow_head=False)
+    app.router.add_get("/readyz", readyz, allow_head=False)
+    app.router.add_get("/metrics", metrics_view, allow_head=False)
+    app.router.add_get("/openapi.json", openapi_view, allow_head=False)

@@ -1,0 +1,52 @@
+"""Prometheus metrics of one API process, on a registry of its own."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["ApiMetrics"]
+
+_SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class ApiMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "vidgen_api_requests",
+            "HTTP requests answered, by route and status.",
+            ["method", "route", "status"],
+            registry=r,
+        )
+        self.request_seconds = Histogram(
+            "vidgen_api_request_seconds",
+            "Time to answer (headers of an event stream).",
+            ["method", "route"],
+            buckets=_SECONDS,
+            registry=r,
+        )
+        self.submitted = Counter("vidgen_api_jobs_submitted", "Jobs published to the requests topic.", registry=r)
+        self.idempotent_replays = Counter(
+            "vidgen_api_idempotent_replays",
+            "Submissions answered with the job of an earlier Idempotency-Key.",
+            registry=r,
+        )
+        self.cancels = Counter("vidgen_api_cancels", "Cancel commands published.", registry=r)
+        self.shed = Counter("vidgen_api_shed", "Submissions refused with 503, by reason.", ["reason"], registry=r)
+        self.rate_limited = Counter("vidgen_api_rate_limited", "Calls refused with 429.", registry=r)
+        self.auth_failures = Counter(
+            "vidgen_api_auth_failures", "Calls refused with 401, by reason.", ["reason"], registry=r
+        )
+        self.uploads = Counter("vidgen_api_uploads", "Start images uploaded.", registry=r)
+        self.view_records = Counter(
+            "vidgen_api_view_records", "Records the view read, by topic.", ["topic"], registry=r
+        )
+        self.view_ignored = Counter(
+            "vidgen_api_view_ignored",
+            "Events that changed nothing: duplicate_result, conflicting_result (a different terminal result after "
+            "the first), after_terminal, tenant_mismatch, unknown_job, unreadable.",
+            ["reason"],
+            registry=r,
+        )
+        self.event_streams = Gauge("vidgen_api_event_streams", "Open event streams.", registry=r)

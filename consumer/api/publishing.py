@@ -1,0 +1,44 @@
+"""Records the API writes: requests and cancel commands, each in a PRODUCER span whose context travels in the
+record's `traceparent` header, so the worker continues the caller's trace."""
+
+from __future__ import annotations
+
+import logging
+
+from aiokafka import AIOKafkaProducer
+from opentelemetry.trace import SpanKind, Tracer
+from pydantic import BaseModel
+
+from consumer.tracing import inject_headers
+
+__all__ = ["Publisher"]
+
+log = logging.getLogger(__name__)
+
+
+class Publisher:
+    def __init__(self, producer: AIOKafkaProducer, *, tracer: Tracer) -> None:
+        self._producer = producer
+        self._tracer = tracer
+
+    async def publish(self, topic: str, key: str, value: BaseModel) -> None:
+        """Send `value` as JSON keyed by `key` and wait for the broker's acknowledgement."""
+        with self._tracer.start_as_current_span(f"send {topic}", kind=SpanKind.PRODUCER) as span:
+            span.set_attributes(
+                {
+                    "messaging.system": "kafka",
+                    "messaging.operation.type": "send",
+                    "messaging.operation.name": "send",
+                    "messaging.destination.name": topic,
+                    "messaging.kafka.message.key": key,
+                }
+            )
+            metadata = await self._producer.send_and_wait(
+                topic,
+                key=key.encode("utf-8"),
+                value=value.model_dump_json(exclude_none=True).encode("utf-8"),
+                headers=inject_headers(),
+            )
+            span.set_attribute("messaging.destination.partition.id", str(metadata.partition))
+            span.set_attribute("messaging.kafka.offset", metadata.offset)
+        log.info("published %s to %s[%d]@%d", key, topic, metadata.partition, metadata.offset)

@@ -1,0 +1,74 @@
+"""The job API against the real broker, S3 server and a real worker with the tiny model: submit (JSON and with an
+image), status, the event stream to the end, the content redirect, the list, the queue, cancel and idempotency."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from consumer.settings import Settings
+from consumer.storage import ObjectStore
+from tests.conftest import SMALL
+from tests.integration.api_helpers import (
+    IdentityProvider,
+    api_settings,
+    bearer,
+    identity,  # noqa: F401 - fixture
+    new_key,
+    png,
+    running_api,
+    sse_messages,
+    with_control_topic,
+)
+
+pytestmark = pytest.mark.integration
+
+
+async def test_submit_follow_and_fetch_a_video_with_a_start_image(
+    settings: Settings, start_worker: Callable[..., Any], store: ObjectStore, tmp_path: Path, identity: IdentityProvider
+) -> None:
+    settings = with_control_topic(settings)
+    api = api_settings(tmp_path, identity.url)
+    key = new_key(api, "shop-1")
+    async with running_api(settings, api) as server, aiohttp.ClientSession(headers=bearer(key)) as http:
+        await start_worker(settings)
+        form = aiohttp.FormData()
+        form.add_field("prompt", "a red sneaker turning")
+        for name, value in SMALL.items():
+            form.add_field(name, str(value))
+        form.add_field("metadata", '{"sku": "42"}')
+        form.add_field("image", png(), filename="../../evil.exe", content_type="text/plain")
+        async with http.post(f"{server.url}/v1/videos", data=form) as response:
+            assert response.status == 202, await response.text()
+            job = await response.json()
+            assert response.headers["Location"] == f"/v1/videos/{job['id']}"
+        assert job["status"] == "queued" and job["object"] == "video" and job["metadata"] == {"sku": "42"}
+        image_url = job["request"]["image_url"]
+        assert image_url.startswith(f"s3://{settings.s3_bucket}/uploads/") and image_url.endswith(".png")
+
+        async with http.get(f"{server.url}/v1/videos/{job['id']}/events") as response:
+            assert response.headers["Content-Type"].startswith("text/event-stream")
+            messages = sse_messages(await asyncio.wait_for(response.text(), 120))
+        statuses = [(m["event"], __import__("json").loads(m["data"])["status"]) for m in messages]
+        assert statuses[-1] == ("status", "completed")
+        assert ("status", "in_progress") in statuses
+        versions = [int(m["id"]) for m in messages]
+        assert versions == sorted(set(versions))
+
+        async with http.get(f"{server.url}/v1/videos/{job['id']}") as response:
+            done = await response.json()
+        assert done["status"] == "completed" and done["progress"] == 100 and done["video"]["width"] == 256
+        async with http.get(f"{server.url}/v1/videos/{job['id']}/content", allow_redirects=False) as response:
+            assert response.status == 302
+            location = response.headers["Location"]
+        async with aiohttp.ClientSession() as anonymous, anonymous.get(location) as video:
+            assert video.status == 200 and (await video.read())[4:8] == b"ftyp"
+
+        async with http.delete(f"{server.url}/v1/videos/{job['id']}") as response:
+            assert response.status == 409
+            assert (await response.json())["error"]["code"] == "already_terminal"

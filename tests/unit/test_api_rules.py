@@ -1,0 +1,96 @@
+"""The API's other pure rules: shedding, ids, JWT claims, pagination, the keys file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from consumer.api.api_keys import ApiKeys, create_key, hash_key, parse_keys
+from consumer.api.claims import ClaimError, check_algorithms, check_header, tenant_from_claims
+from consumer.api.cursors import MAX_LIMIT, PageQuery, QueryError, page, parse_page_query
+from consumer.api.ids import idempotent_id, random_id
+from consumer.api.shedding import QueueStats, estimated_wait_s, shed
+
+
+def test_shedding_refuses_at_the_queue_limit_and_past_the_wait_limit() -> None:
+    calm = QueueStats(queued=3, in_progress=2, workers_active=2, service_s=10)
+    assert estimated_wait_s(calm) == 25.0
+    assert shed(calm, max_queued=10, max_wait_s=60) is None
+    full = shed(QueueStats(queued=10, in_progress=2, workers_active=2, service_s=10), max_queued=10, max_wait_s=1e9)
+    assert full is not None and full.reason == "queue_full" and full.retry_after_s == 5
+    slow = shed(QueueStats(queued=8, in_progress=2, workers_active=1, service_s=10), max_queued=100, max_wait_s=60)
+    assert slow is not None and slow.reason == "wait_too_long" and slow.retry_after_s == 40
+
+
+def test_no_worker_seen_means_no_wait_estimate_and_only_the_queue_limit() -> None:
+    idle = QueueStats(queued=5, in_progress=0, workers_active=0, service_s=60)
+    assert estimated_wait_s(idle) is None
+    assert shed(idle, max_queued=10, max_wait_s=1) is None
+    refused = shed(idle, max_queued=5, max_wait_s=1)
+    assert refused is not None and refused.retry_after_s == 60
+
+
+def test_ids_are_random_or_keyed_per_tenant_without_collisions() -> None:
+    key = b"k" * 32
+    assert random_id(bytes(16)) == "vid-" + "00" * 16
+    assert idempotent_id(key, "shop-1", "order-7") == idempotent_id(key, "shop-1", "order-7")
+    assert idempotent_id(key, "a", "b:c") != idempotent_id(key, "a:b", "c")
+    assert idempotent_id(key, "shop-1", "x") != idempotent_id(key, "shop-2", "x")
+    assert idempotent_id(key, "shop-1", "x") != idempotent_id(b"j" * 32, "shop-1", "x")
+    with pytest.raises(ValueError, match="entropy"):
+        random_id(b"short")
+
+
+@pytest.mark.parametrize("algorithms", [("HS256",), ("none",), ("RS256", "HS512"), ()])
+def test_only_asymmetric_algorithms_may_be_configured(algorithms: tuple[str, ...]) -> None:
+    with pytest.raises(ValueError, match="asymmetric"):
+        check_algorithms(algorithms)
+
+
+def test_header_and_tenant_claim_checks() -> None:
+    assert check_header({"alg": "ES256", "kid": "k1"}, ["ES256"]) == "k1"
+    assert check_header({"alg": "RS256"}, ["RS256"]) is None
+    for header in ({"alg": "HS256"}, {"alg": "none"}, {}, {"alg": "RS256", "kid": 7}):
+        with pytest.raises(ClaimError):
+            check_header(header, ["RS256"])
+    assert tenant_from_claims({"tenant_id": "shop-1"}, "tenant_id") == "shop-1"
+    for payload in ({}, {"tenant_id": "no spaces allowed"}, {"tenant_id": 5}, {"org": "shop-1"}):
+        with pytest.raises(ClaimError):
+            tenant_from_claims(payload, "tenant_id")
+
+
+def test_page_queries_and_pages() -> None:
+    assert parse_page_query({}) == PageQuery(limit=20, after=None)
+    assert parse_page_query({"limit": "5", "after": "vid-1"}) == PageQuery(limit=5, after="vid-1")
+    for bad in ({"limit": "0"}, {"limit": str(MAX_LIMIT + 1)}, {"limit": "x"}, {"limit": "٣"}, {"after": "a b"}):
+        with pytest.raises(QueryError):
+            parse_page_query(bad)
+    query = PageQuery(limit=2, after=None)
+    assert page([1, 2, 3], query) == ([1, 2], True)
+    assert page([1, 2], query) == ([1, 2], False)
+
+
+async def test_keys_file_round_trip_reload_and_revocation(tmp_path: Path) -> None:
+    path = tmp_path / "keys"
+    now = [0.0]
+    keys = ApiKeys(path, monotonic=lambda: now[0])
+    assert await keys.tenant_for("vgk_nothing") is None  # no file yet: nothing accepted
+    first = create_key(path, "shop-1")
+    now[0] += 2
+    assert first.startswith("vgk_") and len(first) == 47
+    assert await keys.tenant_for(first) == "shop-1"
+    assert first not in path.read_text() and hash_key(first) in path.read_text()
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    second = create_key(path, "shop-2")
+    path.write_text(path.read_text().replace(hash_key(first), "# revoked"))  # revoke the first
+    now[0] += 2
+    assert await keys.tenant_for(first) is None
+    assert await keys.tenant_for(second) == "shop-2"
+    with pytest.raises(ValueError, match="tenant"):
+        create_key(path, "bad tenant")
+
+
+def test_malformed_key_lines_are_skipped() -> None:
+    text = f"# comment\n\n{'a' * 64} shop-1\nnot-a-hash shop-2\n{'b' * 64}\n{'c' * 64} bad tenant\n"
+    assert parse_keys(text) == [("a" * 64, "shop-1")]
