@@ -65,14 +65,19 @@ class Child:
     def ready(self) -> bool:
         return self.state == "ready"
 
+    @property
+    def running(self) -> asyncio.subprocess.Process | None:
+        """The child's process while it runs."""
+        return self.process if self.process is not None and self.process.returncode is None else None
+
     def view(self) -> dict[str, Any]:
         """This child in the node's /readyz body."""
-        running = self.process is not None and self.process.returncode is None
+        running = self.running
         return {
             "state": self.state,
             "worker_id": self.plan.worker_id,
             "gpu": self.plan.gpu,
-            "pid": self.process.pid if running and self.process is not None else None,
+            "pid": running.pid if running else None,
             "http_port": self.port if running else None,
             "restarts": self.history.restarts,
             "checks": self.checks,
@@ -83,7 +88,7 @@ class Child:
 
     async def metrics_page(self) -> str | None:
         """The child's own /metrics text, or None while it does not answer."""
-        if self.port is None or self.process is None or self.process.returncode is not None:
+        if self.port is None or self.running is None:
             return None
         try:
             async with self._http.get(f"http://127.0.0.1:{self.port}/metrics", timeout=_HTTP_TIMEOUT) as response:
@@ -118,10 +123,10 @@ class Child:
                     return ChildOutcome(clean=True)
         finally:
             stopping.cancel()
-            if self.process is not None and self.process.returncode is None:  # cancelled or failed: leave no orphan
+            if (process := self.running) is not None:  # cancelled or failed: leave no orphan
                 with contextlib.suppress(ProcessLookupError):
-                    self.process.kill()
-                await self.process.wait()
+                    process.kill()
+                await process.wait()
 
     async def _run_once(self, stopping: asyncio.Task[Any]) -> ChildExit:
         self.port = self._options.child_port(self.plan.slot) or _free_loopback_port()

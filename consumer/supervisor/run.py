@@ -65,9 +65,10 @@ def _plan(
     visible = () if settings.device == "cpu" else visible_devices(environ.get("CUDA_VISIBLE_DEVICES"), gpu_count())
     plans = plan_children(settings, select_devices(request, device=settings.device, visible=visible))
     fixed = {port for plan in plans if (port := options.child_port(plan.slot)) is not None}
-    if settings.http_port in fixed:
+    if fixed and (settings.http_port in fixed or max(fixed) > 65_535):
         raise VidgenError(
-            f"the child ports {min(fixed)}-{max(fixed)} include the node's VIDGEN_HTTP_PORT {settings.http_port}",
+            f"the child ports {min(fixed)}-{max(fixed)} must be valid ports that leave the node's VIDGEN_HTTP_PORT "
+            f"{settings.http_port} free",
             code="invalid_port_layout",
         )
     return plans

@@ -176,3 +176,20 @@ async def test_a_worker_that_never_starts_stops_the_node_with_a_clear_message(
     assert "Stopping every worker of the node" in log and "exiting 1: a worker never managed to start" in log
     with pytest.raises(ProcessLookupError):  # no child left behind in the node's process group
         os.killpg(node.process.pid, 0)
+
+
+async def test_sigterm_while_the_workers_still_start_exits_zero(
+    settings: Settings, start_node: Callable[..., Node]
+) -> None:
+    node = start_node(settings.model_copy(update={"model": "standin"}))
+
+    async def started() -> bool:
+        with contextlib.suppress(OSError, ValueError):
+            workers = (await node.readyz())["workers"].values()
+            return all(w["state"] == "starting" and w["pid"] for w in workers)
+        return False
+
+    await _until(started, timeout_s=60)
+    node.process.send_signal(signal.SIGTERM)  # before any of them holds work: stopped at once, not a failure
+    assert await asyncio.to_thread(node.process.wait, 90) == 0, node.log()[-3000:]
+    assert "every worker drained and exited 0" in node.log()

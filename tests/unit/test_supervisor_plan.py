@@ -148,8 +148,13 @@ def test_run_supervisor_refuses_what_the_node_cannot_run_before_starting_anythin
     assert message in caplog.text
 
 
-def test_fixed_child_ports_must_leave_the_nodes_port_free(caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize(("base", "ports"), [(8080, "8080-8081"), (65_535, "65535-65536")])
+def test_fixed_child_ports_must_be_ports_and_leave_the_nodes_port_free(
+    caplog: pytest.LogCaptureFixture, base: int, ports: str
+) -> None:
     settings = Settings(device="cpu", http_port=8081)
     with caplog.at_level(logging.CRITICAL, logger="consumer.supervisor"):
-        assert run_supervisor(settings, "2", environ={}, options=SupervisorOptions(child_port_base=8080)) == 2
-    assert "the child ports 8080-8081 include the node's VIDGEN_HTTP_PORT 8081" in caplog.text
+        assert run_supervisor(settings, "2", environ={}, options=SupervisorOptions(child_port_base=base)) == 2
+    assert (
+        f"the child ports {ports} must be valid ports that leave the node's VIDGEN_HTTP_PORT 8081 free" in caplog.text
+    )
