@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import aiohttp
 import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from consumer.api.api_keys import KEY_PREFIX, ApiKeys
@@ -129,8 +130,10 @@ class Authenticator:
         self._keys = keys
         self._jwks = jwks
         self._pem: Any = None
+        self._algorithms = api.jwt_algorithms
         if api.jwt_public_key_file:
             self._pem = load_pem_public_key(Path(api.jwt_public_key_file).read_bytes())
+            self._algorithms = tuple(name for name in api.jwt_algorithms if name in _fitting_algorithms(self._pem))
 
     async def authenticate(self, headers: Mapping[str, str]) -> Caller:
         scheme, _, credential = headers.get("Authorization", "").partition(" ")
@@ -155,7 +158,7 @@ class Authenticator:
             raise AuthFailure("jwt_disabled", "this API accepts API keys only")
         try:
             header = jwt.get_unverified_header(token)
-            kid = check_header(header, api.jwt_algorithms)
+            kid = check_header(header, self._algorithms)
             algorithm = str(header["alg"])
             key = self._pem if self._jwks is None else await self._jwks.key(kid, algorithm)
             payload = jwt.decode(
@@ -173,6 +176,20 @@ class Authenticator:
         except jwt.PyJWTError as exc:
             reason, message = _describe(exc)
             raise AuthFailure(reason, message) from exc
+
+
+def _fitting_algorithms(key: Any) -> frozenset[str]:
+    """The algorithms a PEM public key can verify (a token naming another is refused before PyJWT sees it)."""
+    if isinstance(key, rsa.RSAPublicKey):
+        return frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return frozenset({_EC_ALGORITHMS.get(key.curve.name, "")})
+    if isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+        return frozenset({"EdDSA"})
+    raise ValueError("the JWT public key must be an RSA, EC (P-256/384/521) or Ed25519/Ed448 key")
+
+
+_EC_ALGORITHMS = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}
 
 
 # A fixed reason and message per failure, most specific first; PyJWT's own messages may quote the token's claims.

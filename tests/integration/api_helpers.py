@@ -14,16 +14,16 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import jwt
-import pytest
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from PIL import Image
 
 from consumer.api.api_keys import create_key
@@ -205,21 +205,17 @@ def process_env(settings: Settings, api: ApiSettings, **overrides: Any) -> dict[
     return env
 
 
-@pytest.fixture
-async def identity() -> AsyncIterator[IdentityProvider]:
-    provider = IdentityProvider()
-    await provider.start()
-    yield provider
-    await provider.stop()
+@dataclass
+class ApiStack:
+    settings: Settings
+    api: ApiSettings
+    server: RunningApi
+    keys: dict[str, str]  # tenant -> API key
+    spans: InMemorySpanExporter
 
-
-@pytest.fixture
-def api_processes(tmp_path: Path) -> Iterator[list[ApiProcess]]:
-    """Processes the test starts go in here; all are killed at the end."""
-    started: list[ApiProcess] = []
-    yield started
-    for process in started:
-        process.stop(kill=True)
+    @property
+    def url(self) -> str:
+        return self.server.url
 
 
 def new_key(api: ApiSettings, tenant: str) -> str:

@@ -18,7 +18,6 @@ from tests.integration.api_helpers import (
     IdentityProvider,
     api_settings,
     bearer,
-    identity,  # noqa: F401 - fixture
     new_key,
     png,
     running_api,
@@ -27,6 +26,7 @@ from tests.integration.api_helpers import (
 )
 
 pytestmark = pytest.mark.integration
+pytest_plugins = ["tests.integration.api_fixtures"]  # the identity provider fixture
 
 
 async def test_submit_follow_and_fetch_a_video_with_a_start_image(
