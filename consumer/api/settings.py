@@ -106,6 +106,21 @@ class ApiSettings(KeysFileSettings):
             raise ValueError("no way to authenticate callers: set keys_file, jwt_jwks_url or jwt_public_key_file")
         return self
 
+    def as_environment(self) -> dict[str, str]:
+        """The `VIDGEN_API_*` variables that rebuild these settings in another process (unset fields left out).
+        The id key is revealed on purpose: a child process needs it; never log the result."""
+        environment = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            elif isinstance(value, tuple):
+                value = ",".join(value)
+            environment[f"VIDGEN_API_{name.upper()}"] = str(value)
+        return environment
+
     @property
     def jwt_enabled(self) -> bool:
         return bool(self.jwt_jwks_url or self.jwt_public_key_file)

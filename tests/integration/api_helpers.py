@@ -198,9 +198,7 @@ class ApiProcess:
 def process_env(settings: Settings, api: ApiSettings, **overrides: Any) -> dict[str, str]:
     env = {name: value for name, value in os.environ.items() if not name.startswith("VIDGEN_")}
     env.update(settings.model_copy(update={"log_format": "text"}).as_environment())
-    for name, value in api.model_dump(exclude_none=True).items():
-        raw = value.get_secret_value() if hasattr(value, "get_secret_value") else value
-        env[f"VIDGEN_API_{name.upper()}"] = ",".join(raw) if isinstance(raw, tuple) else str(raw)
+    env.update(api.as_environment())
     env.update({key: str(value) for key, value in overrides.items()})
     return env
 

@@ -1,0 +1,230 @@
+"""Benchmark: the job API (`vidgen api` in its own process) against the embedded broker and S3 server.
+
+- POST /v1/videos (JSON, an API key) from 50 concurrent clients: p50/p99 latency and requests/s, next to the floor
+  in the same run: 50 concurrent bare produces of the same record (acks=all) from this process, which is the one
+  thing a submission must wait for;
+- GET /v1/videos/{id} of those jobs from 50 concurrent clients: p50/p99 and requests/s;
+- view freshness: a result published straight to the results topic -> the first GET that shows it, p50/p99
+  (GETs every 2 ms; the view fetches with a 100 ms wait, which on tansu is when a fetch is answered).
+
+    python -m bench.api [--posts 1000] [--gets 3000] [--concurrency 50] [--freshness 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiokafka import AIOKafkaProducer
+
+from bench import stats
+from bench.infra import REPO_ROOT, Infra, embedded_infra, end_group, machine_info, new_run
+from consumer.api.api_keys import create_key
+from consumer.api.settings import ApiSettings
+from consumer.embedded import free_port
+from consumer.kafka import client_options, ensure_topics, worker_topics
+from consumer.settings import Settings
+from schemas.events import VideoRequest, VideoResult
+
+__all__ = ["main", "measure"]
+
+_BODY = {"prompt": "a red sneaker on a white table", "width": 256, "height": 256, "num_frames": 5}
+_WARMUP = 50
+
+
+def _spawn(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "consumer", "api"],
+            env=env,
+            cwd=REPO_ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+@contextlib.asynccontextmanager
+async def _api_process(infra: Infra, settings: Settings, tmp: Path) -> AsyncIterator[tuple[str, str]]:
+    """`python -m consumer api` for the run; yields its URL and an API key."""
+    api = ApiSettings(
+        host="127.0.0.1",
+        port=free_port(),
+        state_path=str(tmp / "view.sqlite3"),
+        id_key="bench-" + uuid.uuid4().hex * 2,
+        keys_file=str(tmp / "keys"),
+        rate_per_s=1e6,
+        burst=1_000_000,
+        max_queued=1_000_000,
+    )
+    key = create_key(Path(str(api.keys_file)), "bench-shop")
+    env = {name: value for name, value in os.environ.items() if not name.startswith("VIDGEN_")}
+    env |= settings.model_copy(update={"log_level": "WARNING"}).as_environment() | api.as_environment()
+    process = await asyncio.to_thread(_spawn, env, infra.log_dir / "api.log")
+    url = f"http://127.0.0.1:{api.port}"
+    try:
+        async with aiohttp.ClientSession() as http, asyncio.timeout(120):
+            while True:
+                if process.poll() is not None:
+                    raise RuntimeError(f"the API exited: {(infra.log_dir / 'api.log').read_text()[-2000:]}")
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with http.get(f"{url}/readyz") as response:
+                        if response.status == 200:
+                            break
+                await asyncio.sleep(0.1)
+        yield url, key
+    finally:
+        end_group(process, grace_s=10)
+
+
+async def _concurrently(count: int, concurrency: int, call: Callable[[int], Awaitable[None]]) -> dict[str, Any]:
+    """`count` calls from `concurrency` clients: latency summary (ms) and calls per second."""
+    latencies: list[float] = []
+    queue = iter(range(count))
+
+    async def client() -> None:
+        for index in queue:
+            started = time.perf_counter()
+            await call(index)
+            latencies.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    return {"count": count, "per_s": round(count / elapsed, 1), "latency_ms": stats.summary(latencies, scale=1000)}
+
+
+async def measure(infra: Infra, *, posts: int, gets: int, concurrency: int, freshness: int) -> dict[str, Any]:
+    settings = new_run(infra, "api").model_copy(update={"progress_events": True})
+    floor_topic = settings.requests_topic + ".floor"
+    await ensure_topics(settings, [*worker_topics(settings), floor_topic])
+    producer = AIOKafkaProducer(**client_options(settings), acks="all", enable_idempotence=False, linger_ms=0)
+    await producer.start()
+    record = VideoRequest.model_validate({**_BODY, "request_id": "vid-" + "0" * 32, "tenant_id": "bench-shop"})
+    value = record.model_dump_json(exclude_none=True).encode()
+
+    async def produce(index: int) -> None:
+        await producer.send_and_wait(floor_topic, key=f"floor-{index}".encode(), value=value)
+
+    try:
+        await _concurrently(_WARMUP, concurrency, produce)
+        floor = await _concurrently(posts, concurrency, produce)
+        with tempfile.TemporaryDirectory(prefix="vidgen-api-bench-") as tmp:
+            async with _api_process(infra, settings, Path(tmp)) as (url, key):
+                api = await _against_api(
+                    url=url,
+                    key=key,
+                    settings=settings,
+                    producer=producer,
+                    posts=posts,
+                    gets=gets,
+                    concurrency=concurrency,
+                    freshness=freshness,
+                )
+    finally:
+        await producer.stop()
+    post = api["post"]
+    return {
+        "machine": machine_info(),
+        "concurrency": concurrency,
+        "produce_floor": floor,
+        **api,
+        "post_vs_floor": {
+            "p50": round(post["latency_ms"]["p50"] / floor["latency_ms"]["p50"], 2),
+            "p99": round(post["latency_ms"]["p99"] / floor["latency_ms"]["p99"], 2),
+            "throughput": round(post["per_s"] / floor["per_s"], 2),
+        },
+    }
+
+
+async def _against_api(
+    *,
+    url: str,
+    key: str,
+    settings: Settings,
+    producer: AIOKafkaProducer,
+    posts: int,
+    gets: int,
+    concurrency: int,
+    freshness: int,
+) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {key}"}
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    ids: list[str] = []
+    async with aiohttp.ClientSession(headers=headers, connector=connector) as http:
+
+        async def post(_: int) -> None:
+            async with http.post(f"{url}/v1/videos", json=_BODY) as response:
+                if response.status != 202:
+                    raise RuntimeError(f"POST answered {response.status}: {await response.text()}")
+                ids.append((await response.json())["id"])
+
+        async def get(index: int) -> None:
+            async with http.get(f"{url}/v1/videos/{ids[index % len(ids)]}") as response:
+                if response.status != 200:
+                    raise RuntimeError(f"GET answered {response.status}")
+                await response.read()
+
+        await _concurrently(_WARMUP, concurrency, post)
+        submitted = await _concurrently(posts, concurrency, post)
+        await _concurrently(_WARMUP, concurrency, get)
+        read = await _concurrently(gets, concurrency, get)
+        delays = [await _freshness(http, url, settings, producer, job_id) for job_id in ids[:freshness]]
+    return {"post": submitted, "get": read, "view_freshness_ms": stats.summary(delays, scale=1000)}
+
+
+async def _freshness(
+    http: aiohttp.ClientSession, url: str, settings: Settings, producer: AIOKafkaProducer, job_id: str
+) -> float:
+    now = datetime.now(UTC)
+    result = VideoResult.model_validate(
+        {
+            "request_id": job_id,
+            "tenant_id": "bench-shop",
+            "status": "failed",
+            "error": {"code": "render_failed", "message": "bench", "retryable": False},
+            "timings": {"received_at": now, "completed_at": now},
+            "worker_id": "bench",
+            "model": "standin",
+        }
+    )
+    started = time.perf_counter()
+    await producer.send_and_wait(settings.results_topic, key=job_id.encode(), value=result.model_dump_json().encode())
+    while True:
+        async with http.get(f"{url}/v1/videos/{job_id}") as response:
+            if (await response.json())["status"] == "failed":
+                return time.perf_counter() - started
+        await asyncio.sleep(0.002)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.api", description=__doc__)
+    parser.add_argument("--posts", type=int, default=1000)
+    parser.add_argument("--gets", type=int, default=3000)
+    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--freshness", type=int, default=50)
+    args = parser.parse_args(argv)
+    with embedded_infra() as infra:
+        report = asyncio.run(
+            measure(infra, posts=args.posts, gets=args.gets, concurrency=args.concurrency, freshness=args.freshness)
+        )
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
