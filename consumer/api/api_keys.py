@@ -84,13 +84,14 @@ class ApiKeys:
         return found
 
     async def _refresh(self) -> None:
-        if self._monotonic() - self._checked < _RECHECK_S:
+        # While a reread is under way every caller waits for it (a first burst of calls must not find no keys).
+        if self._monotonic() - self._checked < _RECHECK_S and not self._lock.locked():
             return
         async with self._lock:
             if self._monotonic() - self._checked < _RECHECK_S:
                 return
-            self._checked = self._monotonic()
             loaded = await asyncio.to_thread(self._load_if_changed)
+            self._checked = self._monotonic()
             if loaded is not None:
                 self._entries = loaded
                 log.info("API keys file read: %d keys", len(loaded))

@@ -117,7 +117,7 @@ class Handlers:
             raise ApiFailure(_IMAGE_STATUS.get(exc.code, 422), exc.code, exc.message, field="image") from exc
 
     async def _refuse_when_busy(self) -> None:
-        verdict = shed(await self._queue_stats(), max_queued=self.api.max_queued, max_wait_s=self.api.max_wait_s)
+        verdict = shed(self._queue_stats(), max_queued=self.api.max_queued, max_wait_s=self.api.max_wait_s)
         if verdict is not None:
             self.metrics.shed.labels(reason=verdict.reason).inc()
             raise ApiFailure(503, verdict.reason, verdict.message, headers={"Retry-After": str(verdict.retry_after_s)})
@@ -187,7 +187,7 @@ class Handlers:
         return web.json_response(text=body.model_dump_json(exclude_none=True))
 
     async def queue(self, _: web.Request) -> web.Response:
-        stats = await self._queue_stats()
+        stats = self._queue_stats()
         body = QueueInfo(
             queued=stats.queued,
             in_progress=stats.in_progress,
@@ -196,8 +196,8 @@ class Handlers:
         )
         return web.json_response(text=body.model_dump_json())
 
-    async def _queue_stats(self) -> QueueStats:
-        return await self.store.queue_stats(
+    def _queue_stats(self) -> QueueStats:
+        return self.store.queue_stats(
             now=self.clock(), active_s=self.api.worker_active_s, default_service_s=self.api.default_service_s
         )
 
