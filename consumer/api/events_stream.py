@@ -1,7 +1,9 @@
 """`GET /v1/videos/{id}/events`: the job as server-sent events.
 
 One `event: status` per change, `id:` the job's version and `data:` the job object, ending after the terminal one.
-A client that reconnects with `Last-Event-ID` gets only what changed since. Between changes the stream waits on the
+A client that reconnects with `Last-Event-ID` gets only what changed since, and `204` once it has seen the end (which
+is what stops a browser's EventSource from reconnecting). Versions are counted by each replica's own view: after
+switching replicas a client may see a change twice. Between changes the stream waits on the
 view's notification (no polling) and sends a comment line every `VIDGEN_API_SSE_KEEPALIVE_S` so proxies keep it.
 """
 
@@ -51,6 +53,9 @@ class EventStreams:
             state = await handlers.store.get(tenant, job_id)
             if state is None:
                 raise ApiFailure(404, "not_found", "no such video job")
+            if state.terminal and state.version <= sent:
+                # The client saw the end already (EventSource reconnects after every close): 204 stops it.
+                return web.Response(status=204)
             response = web.StreamResponse(
                 headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
             )

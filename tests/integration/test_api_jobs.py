@@ -4,6 +4,7 @@ image), status, the event stream to the end, the content redirect, the list, the
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -54,11 +55,16 @@ async def test_submit_follow_and_fetch_a_video_with_a_start_image(
         async with http.get(f"{server.url}/v1/videos/{job['id']}/events") as response:
             assert response.headers["Content-Type"].startswith("text/event-stream")
             messages = sse_messages(await asyncio.wait_for(response.text(), 120))
-        statuses = [(m["event"], __import__("json").loads(m["data"])["status"]) for m in messages]
+        statuses = [(m["event"], json.loads(m["data"])["status"]) for m in messages]
         assert statuses[-1] == ("status", "completed")
         assert ("status", "in_progress") in statuses
         versions = [int(m["id"]) for m in messages]
         assert versions == sorted(set(versions))
+        events_url = f"{server.url}/v1/videos/{job['id']}/events"
+        async with http.get(events_url, headers={"Last-Event-ID": str(versions[-2])}) as response:
+            assert [int(m["id"]) for m in sse_messages(await response.text())] == versions[-1:]
+        async with http.get(events_url, headers={"Last-Event-ID": str(versions[-1])}) as response:
+            assert response.status == 204  # seen the end: an EventSource stops reconnecting
 
         async with http.get(f"{server.url}/v1/videos/{job['id']}") as response:
             done = await response.json()
