@@ -11,10 +11,12 @@ from typing import Any
 
 import aiohttp
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from consumer.settings import Settings
 from consumer.storage import ObjectStore
-from tests.conftest import SMALL
+from tests.conftest import SMALL, KafkaClient
 from tests.integration.api_helpers import (
     IdentityProvider,
     api_settings,
@@ -31,13 +33,24 @@ pytest_plugins = ["tests.integration.api_fixtures"]  # the identity provider fix
 
 
 async def test_submit_follow_and_fetch_a_video_with_a_start_image(
-    settings: Settings, start_worker: Callable[..., Any], store: ObjectStore, tmp_path: Path, identity: IdentityProvider
+    settings: Settings,
+    start_worker: Callable[..., Any],
+    kafka: KafkaClient,
+    store: ObjectStore,
+    tmp_path: Path,
+    identity: IdentityProvider,
+    spans: tuple[TracerProvider, InMemorySpanExporter],
 ) -> None:
     settings = with_control_topic(settings)
     api = api_settings(tmp_path, identity.url)
     key = new_key(api, "shop-1")
-    async with running_api(settings, api) as server, aiohttp.ClientSession(headers=bearer(key)) as http:
-        await start_worker(settings)
+    provider, exporter = spans
+    tracer = provider.get_tracer("test")
+    async with (
+        running_api(settings, api, tracer=tracer) as server,
+        aiohttp.ClientSession(headers=bearer(key)) as http,
+    ):
+        await start_worker(settings, tracer=tracer)
         form = aiohttp.FormData()
         form.add_field("prompt", "a red sneaker turning")
         for name, value in SMALL.items():
@@ -78,3 +91,11 @@ async def test_submit_follow_and_fetch_a_video_with_a_start_image(
         async with http.delete(f"{server.url}/v1/videos/{job['id']}") as response:
             assert response.status == 409
             assert (await response.json())["error"]["code"] == "already_terminal"
+
+    # One trace from the POST to the result: SERVER span, PRODUCER span, then the worker's spans.
+    by_name = {span.name: span for span in exporter.get_finished_spans()}
+    post, send = by_name["POST /v1/videos"], by_name[f"send {settings.requests_topic}"]
+    assert send.parent is not None and send.parent.span_id == post.context.span_id
+    [record] = await kafka.read(settings.results_topic, 1)
+    traceparent = dict(record.headers)["traceparent"].decode()
+    assert traceparent.split("-")[1] == format(post.context.trace_id, "032x")
