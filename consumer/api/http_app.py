@@ -12,6 +12,7 @@ import json
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -25,6 +26,7 @@ from consumer.api.events_stream import EventStreams
 from consumer.api.handlers import CALLER, Handlers
 from consumer.api.metrics import ApiMetrics
 from consumer.http_limits import ConnectionGuard
+from consumer.sanitize import name_safely
 from producer_examples.ratelimit import TenantLimiter
 
 __all__ = ["GUARD", "ReadinessCheck", "make_app"]
@@ -43,7 +45,7 @@ def make_app(
     tracer: Tracer,
     checks: Mapping[str, ReadinessCheck],
     view_ready: Callable[[], bool],
-    openapi: dict[str, object],
+    openapi: dict[str, Any],
 ) -> web.Application:
     streams = EventStreams(handlers, keepalive_s=handlers.api.sse_keepalive_s)
 
@@ -56,7 +58,7 @@ def make_app(
             error_middleware,
             guard.middleware,
             _telemetry(tracer, handlers.metrics),
-            _gate(authenticator, limiter, handlers.metrics, view_ready),
+            _gate(authenticator, limiter, handlers.metrics, view_ready, _query_parameters(openapi)),
         ],
     )
     app[GUARD] = guard
@@ -102,13 +104,26 @@ def _telemetry(tracer: Tracer, metrics: ApiMetrics) -> Middleware:
     return telemetry
 
 
+def _query_parameters(openapi: Mapping[str, Any]) -> dict[tuple[str, str], frozenset[str]]:
+    """(method, route) -> the query parameters the document declares: the only ones accepted."""
+    return {
+        (method.upper(), path): frozenset(p["name"] for p in operation.get("parameters", ()) if p["in"] == "query")
+        for path, operations in openapi["paths"].items()
+        for method, operation in operations.items()
+    }
+
+
 def _gate(
-    authenticator: Authenticator, limiter: TenantLimiter, metrics: ApiMetrics, view_ready: Callable[[], bool]
+    authenticator: Authenticator,
+    limiter: TenantLimiter,
+    metrics: ApiMetrics,
+    view_ready: Callable[[], bool],
+    query_parameters: Mapping[tuple[str, str], frozenset[str]],
 ) -> Middleware:
     @web.middleware
     async def gate(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not request.path.startswith("/v1/"):
-            return await handler(request)
+        if not request.path.startswith("/v1/") or request.match_info.http_exception is not None:
+            return await handler(request)  # not the API's, or an unknown route or method: 404 / 405
         if not view_ready():
             raise ApiFailure(503, "starting", "the API is catching up with the topics", headers={"Retry-After": "1"})
         try:
@@ -124,6 +139,12 @@ def _gate(
             raise ApiFailure(
                 429, "rate_limited", "too many calls for this tenant; slow down", headers={"Retry-After": retry_after}
             )
+        resource = request.match_info.route.resource
+        allowed = query_parameters.get((request.method, resource.canonical if resource else ""), frozenset())
+        for position, name in enumerate(request.query, start=1):
+            if name not in allowed:
+                field = name_safely(name, kind="query parameter", position=position)
+                raise ApiFailure(422, "unknown_parameter", "this endpoint takes no such query parameter", field=field)
         return await handler(request)
 
     return gate

@@ -25,7 +25,7 @@ _ERRORS = {
     409: "The job is not in a state that allows this.",
     413: "The body, the image or the resulting record is too large.",
     415: "Not JSON or multipart, or the image is not an allowed image type.",
-    422: "A field, query parameter or header breaks a rule; `field` names it.",
+    422: "A field, header or query parameter breaks a rule, or is not one this operation takes; `field` names it.",
     429: "The tenant's rate limit; see `Retry-After`.",
     503: "Starting, busy (load shedding) or a dependency is down; see `Retry-After`.",
 }
@@ -41,7 +41,7 @@ def _json(name: str) -> dict[str, Any]:
 
 def _responses(success: dict[int, dict[str, Any]], *errors: int) -> dict[str, Any]:
     answers = {str(status): response for status, response in success.items()}
-    for status in (401, 429, 503, *errors):
+    for status in (401, 422, 429, 503, *errors):
         answers[str(status)] = {"description": _ERRORS[status], "content": _json("ApiErrorBody")}
     return dict(sorted(answers.items()))
 

@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from aiohttp import BodyPartReader, MultipartReader, StreamReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from consumer.api.errors import ApiFailure
 from consumer.intake import DeadLetter, Rejection, parse_request
@@ -64,7 +65,7 @@ async def _form_fields(request: web.Request, *, max_image_bytes: int) -> tuple[d
             else:
                 text = (await _read_part(part, max_image_bytes)).decode("utf-8")
                 fields[part.name] = _form_value(part.name, text)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, HttpProcessingError) as exc:  # bad boundaries, part headers, text
         raise ApiFailure(400, "invalid_body", "the multipart body could not be read") from exc
     return fields, image
 

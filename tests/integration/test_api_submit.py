@@ -113,6 +113,11 @@ async def test_bodies_of_the_wrong_type_size_or_syntax(api_stack: ApiStack) -> N
             assert response.status == 415 and (await response.json())["error"]["code"] == "unsupported_media_type"
         async with http.post(url, data=b"{not json", headers={"Content-Type": "application/json"}) as response:
             assert response.status == 400 and (await response.json())["error"]["code"] == "invalid_json"
+        boundary = "b0undary"
+        broken = f"--{boundary}\r\nnot a header line--{boundary}--\r\n".encode()  # found by the fuzzer: was a 500
+        headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+        async with http.post(url, data=broken, headers=headers) as response:
+            assert response.status == 400 and (await response.json())["error"]["code"] == "invalid_body"
         big = io.BytesIO(b"x" * (api_stack.api.max_body_bytes + 1))
         async with http.post(url, data=big, headers={"Content-Type": "application/json"}) as response:
             assert response.status == 413 and "error" in await response.json()
@@ -167,6 +172,10 @@ async def test_list_pages_newest_first_and_the_queue(api_stack: ApiStack) -> Non
     assert queue["estimated_wait_s"] is None  # no worker seen: nothing to estimate with
     status, _ = await _get(api_stack, "/v1/videos?limit=1000")
     assert status == 422
+    status, answer = await _get(api_stack, "/v1/queue?limit=1")
+    assert (status, answer["error"]["code"], answer["error"]["field"]) == (422, "unknown_parameter", "limit")
+    status, answer = await _get(api_stack, "/v1/videos?%E2%80%AEevil=1")
+    assert status == 422 and answer["error"]["field"] == "query parameter #1 (a 5-character name)"
 
 
 async def test_cancel_publishes_one_control_record_and_content_waits_for_completion(api_stack: ApiStack) -> None:
