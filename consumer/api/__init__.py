@@ -3,7 +3,8 @@
 It publishes requests (and cancels) and answers from a view it materialises from `video.requests`,
 `video.progress`, `video.results` and `video.control` into SQLite, so it holds no state that Kafka does not.
 
-Pure: `jobs` (state transitions from events), `shedding`, `ids`, `claims`, `cursors`. I/O: `store` (SQLite),
-`view` (the group-less consumer), `auth`, `api_keys`, `uploads`, `publishing`; HTTP: `errors`, `handlers`,
-`events_stream`, `http_app`; wiring: `server`.
+Pure: `jobs` (state transitions from events), `shedding`, `ids`, `claims`, `cursors`, `uploads` (header checks),
+`submission.build_request`. I/O: `store` (SQLite), `view` (the group-less consumer), `auth` and `api_keys`,
+`publishing`. HTTP: `errors`, `handlers`, `events_stream`, `rendering`, `http_app`, `openapi`. Wiring: `settings`,
+`metrics`, `server`, `cli`.
 """

@@ -144,7 +144,7 @@ class Handlers:
                 503, "unavailable", "Kafka did not acknowledge in time; try again", headers={"Retry-After": "5"}
             ) from exc
 
-    async def get(self, request: web.Request) -> web.Response:
+    async def status(self, request: web.Request) -> web.Response:
         state = await self._require(request[CALLER].tenant_id, request.match_info["id"])
         return await self._job_response(state)
 
@@ -172,7 +172,7 @@ class Handlers:
         self.metrics.cancels.inc()
         return await self._job_response(state, status=202)
 
-    async def list(self, request: web.Request) -> web.Response:
+    async def list_jobs(self, request: web.Request) -> web.Response:
         tenant = request[CALLER].tenant_id
         try:
             query = parse_page_query(request.query)

@@ -64,8 +64,8 @@ def make_app(
     app[GUARD] = guard
     app.on_shutdown.append(close_streams)
     app.router.add_post("/v1/videos", handlers.submit)
-    app.router.add_get("/v1/videos", handlers.list, allow_head=False)
-    app.router.add_get("/v1/videos/{id}", handlers.get, allow_head=False)
+    app.router.add_get("/v1/videos", handlers.list_jobs, allow_head=False)
+    app.router.add_get("/v1/videos/{id}", handlers.status, allow_head=False)
     app.router.add_delete("/v1/videos/{id}", handlers.cancel)
     app.router.add_get("/v1/videos/{id}/content", handlers.content, allow_head=False)
     app.router.add_get("/v1/videos/{id}/events", streams.stream, allow_head=False)
