@@ -3,21 +3,24 @@ and how, idempotency, load shedding before anything is published, uploads, the l
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from PIL import Image
 
 from consumer.embedded import isolated_settings
 from consumer.kafka import client_options
 from consumer.settings import Settings
 from consumer.storage import open_s3_client
+from schemas.events import VideoResult
 from tests.integration.api_helpers import (
     ApiStack,
     IdentityProvider,
@@ -26,6 +29,7 @@ from tests.integration.api_helpers import (
     new_key,
     png,
     running_api,
+    sse_messages,
     with_control_topic,
 )
 
@@ -218,3 +222,45 @@ async def test_load_shedding_refuses_before_anything_is_published(
     async with open_s3_client(settings) as s3:
         listed = await s3.list_objects_v2(Bucket=settings.s3_bucket, Prefix="uploads/")
     assert len(listed.get("Contents", [])) == 2  # the refused image was not uploaded either
+
+
+async def test_duplicate_and_conflicting_results_never_regress_a_job(api_stack: ApiStack) -> None:
+    _, _, job = await _post(api_stack, body=_BODY)
+    now = datetime.now(UTC)
+
+    def result(status: str) -> bytes:
+        body: dict[str, Any] = {
+            "request_id": job["id"],
+            "tenant_id": "shop-1",
+            "status": status,
+            "timings": {"received_at": now, "completed_at": now},
+            "worker_id": "w-test",
+            "model": "tiny",
+        }
+        if status == "failed":
+            body["error"] = {"code": "render_failed", "message": "late duplicate", "retryable": False}
+        return VideoResult.model_validate(body).model_dump_json().encode()
+
+    producer = AIOKafkaProducer(**client_options(api_stack.settings))
+    await producer.start()
+    try:
+        for status in ("completed", "completed", "failed"):  # at-least-once: a duplicate, then a contradiction
+            await producer.send_and_wait(api_stack.settings.results_topic, result(status), key=job["id"].encode())
+    finally:
+        await producer.stop()
+    url = f"/v1/videos/{job['id']}/events"
+    async with (
+        aiohttp.ClientSession(headers=bearer(api_stack.keys["shop-1"])) as http,
+        http.get(api_stack.url + url) as r,
+    ):
+        last = json.loads(sse_messages(await asyncio.wait_for(r.text(), 30))[-1]["data"])
+    assert last["status"] == "completed"
+    async with asyncio.timeout(10):
+        while True:  # the contradicting result may be read just after the stream ended
+            async with aiohttp.ClientSession() as http, http.get(f"{api_stack.url}/metrics") as r:
+                metrics = await r.text()
+            if 'vidgen_api_view_ignored_total{reason="conflicting_result"} 1.0' in metrics:
+                break
+            await asyncio.sleep(0.05)
+    assert 'vidgen_api_view_ignored_total{reason="duplicate_result"} 1.0' in metrics
+    assert (await _get(api_stack, f"/v1/videos/{job['id']}"))[1]["status"] == "completed"
