@@ -10,13 +10,13 @@ from pathlib import Path
 
 from opentelemetry.trace import Tracer
 
-from consumer.errors import VidgenError
+from consumer.errors import ModeUnsupported, VidgenError
 from consumer.fetching import FetchPolicy
 from consumer.http_server import bound_port, start_http
 from consumer.kafka import ensure_topics, make_consumer, make_producer, worker_topics
 from consumer.memory.admission import SafetyMargin
 from consumer.memory.gate import MemoryGate
-from consumer.memory.modes import MemoryMode, ModeUnsupported, supported_modes
+from consumer.memory.modes import MemoryMode, supported_modes
 from consumer.memory.probe import (
     CpuBudgetProbe,
     CudaProbe,

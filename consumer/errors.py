@@ -5,18 +5,22 @@ from __future__ import annotations
 from typing import ClassVar
 
 __all__ = [
+    "ContentPolicyViolation",
     "ImageError",
     "ImageFetchError",
     "ImageNotFound",
     "ImageTooLarge",
     "ImageUrlForbidden",
     "InvalidRequest",
+    "ModeUnsupported",
     "ModelUnavailable",
     "PublishRefused",
+    "RateLimited",
     "RenderFailed",
     "RenderTimeout",
     "StorageError",
     "TooLargeForWorker",
+    "UnsafeText",
     "VidgenError",
 ]
 
@@ -45,6 +49,38 @@ class InvalidRequest(VidgenError):
 
     code = "invalid_field"
     rejects = True
+
+
+class UnsafeText(InvalidRequest):
+    """A text field holds characters the sanitising rule rejects. An `InvalidRequest` with `field` set."""
+
+    code = "invalid_field"
+
+    def __init__(self, message: str, *, field: str) -> None:
+        super().__init__(message, field=field)
+        self.field: str = field
+
+
+class ContentPolicyViolation(VidgenError):
+    """The request asks for content the policy forbids. Rejected, not retriable: the same request fails again.
+    `rule` is the index of the rule it broke, for operators; messages never name it."""
+
+    code = "content_policy"
+    rejects = True
+    retriable = False
+
+    def __init__(self, message: str, *, field: str, rule: int | None = None) -> None:
+        super().__init__(message, field=field)
+        self.field: str = field
+        self.rule = rule
+
+
+class RateLimited(VidgenError):
+    """The tenant's request waited longer than its quota allows. Retriable: resubmitting later can succeed."""
+
+    code = "rate_limited"
+    retriable = True
+    rejects = False
 
 
 class ImageError(VidgenError):
@@ -106,6 +142,12 @@ class TooLargeForWorker(VidgenError):
     """The render cannot fit this worker's device memory even in its most frugal memory mode."""
 
     code = "too_large_for_worker"
+
+
+class ModeUnsupported(VidgenError):
+    """The memory mode cannot be applied on this device (offload needs an accelerator)."""
+
+    code = "memory_mode_unsupported"
 
 
 class ModelUnavailable(VidgenError):

@@ -35,10 +35,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
-from consumer.errors import VidgenError
+from consumer.errors import ContentPolicyViolation
 from schemas.events import VideoRequest
 
-__all__ = ["AllOf", "ContentPolicy", "ContentPolicyViolation", "Moderator", "fold"]
+__all__ = ["AllOf", "ContentPolicy", "Moderator", "fold"]
 
 CheckedField = Literal["prompt", "negative_prompt"]
 
@@ -54,19 +54,6 @@ _TERM_WORD = re.compile(r"([^\W_]+)(\*?)")
 _UNSPACED = re.compile(
     "[\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]"
 )
-
-
-class ContentPolicyViolation(VidgenError):
-    """The request asks for content the policy forbids. Rejected, not retriable: the same request fails again."""
-
-    code = "content_policy"
-    rejects = True
-    retriable = False
-
-    def __init__(self, message: str, *, field: str, rule: int | None = None) -> None:
-        super().__init__(message, field=field)
-        self.field: str = field
-        self.rule = rule
 
 
 class Moderator(Protocol):

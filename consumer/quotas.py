@@ -34,23 +34,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, Literal, TypeVar
 
-from consumer.errors import VidgenError
+from consumer.errors import RateLimited
 
-__all__ = ["Clock", "Decision", "FairQueue", "RateLimited", "TenantQuotas"]
+__all__ = ["Clock", "Decision", "FairQueue", "TenantQuotas"]
 
 Clock = Callable[[], float]
 Job = TypeVar("Job")
 
 # The sweep of idle tenants runs when this many operations, or as many as there are tenants, have passed.
 _MIN_SWEEP_INTERVAL = 64
-
-
-class RateLimited(VidgenError):
-    """The tenant's request waited longer than the quota allows. Retriable: resubmitting later can succeed."""
-
-    code = "rate_limited"
-    retriable = True
-    rejects = False
 
 
 @dataclass(frozen=True)

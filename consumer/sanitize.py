@@ -44,10 +44,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from consumer.errors import InvalidRequest
+from consumer.errors import UnsafeText
 from schemas.events import VideoRequest
 
-__all__ = ["UnsafeText", "check_opaque_text", "clean_text", "name_safely", "sanitize_request", "visible"]
+__all__ = ["check_opaque_text", "clean_text", "name_safely", "sanitize_request", "visible"]
 
 # Needed by emoji ZWJ sequences and by Persian, Indic and other scripts' ordinary spelling.
 _ALLOWED_FORMAT = frozenset("\u200c\u200d")
@@ -56,16 +56,6 @@ _LINE_BREAKS = re.compile("\r\n|[\n\v\f\r\x1c-\x1e\x85\u2028\u2029]")
 _CONTROLS = re.compile("[\x00-\x08\x0e-\x1b\x1f\x7f-\x84\x86-\x9f]")
 # Client-chosen names short and plain enough to quote in an error as they are.
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-
-
-class UnsafeText(InvalidRequest):
-    """A text field holds characters the sanitising rule rejects. An `InvalidRequest` with `field` set."""
-
-    code = "invalid_field"
-
-    def __init__(self, message: str, *, field: str) -> None:
-        super().__init__(message, field=field)
-        self.field: str = field
 
 
 def clean_text(value: str, field: str) -> str:

@@ -20,10 +20,10 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 from pydantic_core import PydanticCustomError
 
-from consumer.errors import InvalidRequest
+from consumer.errors import ContentPolicyViolation, InvalidRequest, UnsafeText
 from consumer.intake import DeadLetter, Rejection, parse_request
-from consumer.policy import ContentPolicy, ContentPolicyViolation
-from consumer.sanitize import UnsafeText, clean_text
+from consumer.policy import ContentPolicy
+from consumer.sanitize import clean_text
 from schemas.events import ID_PATTERN, VideoRequest
 
 __all__ = [

@@ -17,6 +17,7 @@ from diffusers.pipelines.easyanimate.pipeline_easyanimate_inpaint import get_ima
 from PIL import Image
 from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
+from consumer.errors import ModeUnsupported
 from consumer.memory import (
     EASYANIMATE_V51_7B,
     MODES,
@@ -26,7 +27,6 @@ from consumer.memory import (
     MemoryMode,
     MemoryReading,
     ModelMemoryProfile,
-    ModeUnsupported,
     Reject,
     SafetyMargin,
     ScriptedProbe,

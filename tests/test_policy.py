@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumer.errors import InvalidRequest, VidgenError
-from consumer.policy import AllOf, ContentPolicy, ContentPolicyViolation, Moderator, fold
-from consumer.sanitize import UnsafeText, clean_text, sanitize_request
+from consumer.errors import ContentPolicyViolation, InvalidRequest, UnsafeText, VidgenError
+from consumer.policy import AllOf, ContentPolicy, Moderator, fold
+from consumer.sanitize import clean_text, sanitize_request
 from schemas.events import VideoRequest
 
 

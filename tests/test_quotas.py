@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumer.errors import VidgenError
-from consumer.quotas import Decision, FairQueue, RateLimited, TenantQuotas
+from consumer.errors import RateLimited, VidgenError
+from consumer.quotas import Decision, FairQueue, TenantQuotas
 
 
 class FakeClock:

@@ -9,7 +9,6 @@ from consumer.memory.estimate import MemoryEstimate, estimate, estimate_bytes, e
 from consumer.memory.modes import (
     MODES,
     MemoryMode,
-    ModeUnsupported,
     apply_mode,
     current_mode,
     more_frugal,
@@ -36,7 +35,6 @@ __all__ = [
     "MemoryMode",
     "MemoryProbe",
     "MemoryReading",
-    "ModeUnsupported",
     "ModelMemoryProfile",
     "Reject",
     "SafetyMargin",

@@ -20,7 +20,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from consumer.memory.modes import MODES, MemoryMode, ModeUnsupported
+from consumer.errors import ModeUnsupported
+from consumer.memory.modes import MODES, MemoryMode
 from consumer.memory.probe import MemoryReading
 
 __all__ = ["Admit", "Decision", "Reject", "SafetyMargin", "Wait", "decide", "usable_bytes"]

@@ -21,12 +21,11 @@ from typing import Any
 
 import torch
 
-from consumer.errors import VidgenError
+from consumer.errors import ModeUnsupported
 
 __all__ = [
     "MODES",
     "MemoryMode",
-    "ModeUnsupported",
     "apply_mode",
     "current_mode",
     "more_frugal",
@@ -45,12 +44,6 @@ class MemoryMode(enum.StrEnum):
 
 MODES: tuple[MemoryMode, ...] = tuple(MemoryMode)  # definition order is the hunger order
 _OFFLOAD = frozenset({MemoryMode.MODEL_OFFLOAD, MemoryMode.SEQUENTIAL_OFFLOAD})
-
-
-class ModeUnsupported(VidgenError):
-    """The memory mode cannot be applied on this device (offload needs an accelerator)."""
-
-    code = "memory_mode_unsupported"
 
 
 def more_frugal(mode: MemoryMode) -> MemoryMode | None:
