@@ -42,10 +42,13 @@ from diffusers import (
 from diffusers.pipelines.easyanimate.pipeline_easyanimate_inpaint import get_image_to_video_latent
 from PIL import Image
 
-from consumer.memory import MemoryMode, ModelMemoryProfile, apply_mode, estimate_bytes, supported_modes
+from consumer.memory.estimate import estimate_bytes
+from consumer.memory.modes import MemoryMode, supported_modes
 from consumer.memory.profile import V51_7B_INP_TRANSFORMER_CONFIG, V51_VAE_CONFIG
 from consumer.render.flops import peak_tflops, transformer_step_flops
 from consumer.render.fp8 import fp8_unsupported_reason, quantize_fp8
+from consumer.render.memory_modes import apply_mode
+from consumer.render.profiling import profile_pipeline
 from consumer.render.step_cache import apply_step_cache, remove_step_cache, step_cache_stats
 from consumer.render.tiny import build_tiny_pipeline
 
@@ -141,12 +144,12 @@ def cpu_peak_bytes(fn: Callable[[], object]) -> int:
 def run_modes(
     pipeline: Any, device: torch.device, sizes: Sequence[tuple[int, int, int]], steps: int, prompts: dict[str, Any]
 ) -> list[dict[str, Any]]:
-    profile = ModelMemoryProfile.for_pipeline(pipeline)
+    profile = profile_pipeline(pipeline)
     runs: list[dict[str, Any]] = []
     for mode in MemoryMode:
         for size in sizes:
             row = _row("mode", mode.value, str(pipeline.transformer.dtype), size)
-            if mode not in supported_modes(device):
+            if mode not in supported_modes(device.type):
                 runs.append({**row, "skipped": "offload needs an accelerator"})
                 continue
             apply_mode(pipeline, mode, device)

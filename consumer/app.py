@@ -180,7 +180,7 @@ def _memory_gate(
     """Admission by device memory; None where nothing measures memory (the stand-in). Built once the model is
     loaded: a CPU worker's default budget starts from what the process holds then."""
     forced = None if settings.memory_mode == "auto" else MemoryMode(settings.memory_mode)
-    if forced is not None and forced not in supported_modes(renderer.device):
+    if forced is not None and forced not in supported_modes(renderer.device.type):
         raise ModeUnsupported(f"VIDGEN_MEMORY_MODE={forced.value} cannot run on {renderer.device}")
     if settings.model == "standin":
         return None
@@ -189,7 +189,7 @@ def _memory_gate(
         renderer.profile,
         margin=SafetyMargin(settings.memory_margin_bytes, settings.memory_margin_fraction),
         forced=forced,
-        allowed=supported_modes(renderer.device),
+        allowed=supported_modes(renderer.device.type),
         held_bytes=renderer.held_bytes,
         metrics=metrics,
     )

@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from consumer.errors import RenderFailed
-from consumer.memory import MemoryMode, MemoryReading, ScriptedProbe
+from consumer.memory.admission import MemoryReading
+from consumer.memory.modes import MemoryMode
+from consumer.memory.probe import ScriptedProbe
 from consumer.render.renderer import Renderer, RenderSpec
 from consumer.render.tiny import build_tiny_pipeline
 from consumer.settings import Settings

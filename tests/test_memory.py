@@ -18,33 +18,18 @@ from PIL import Image
 from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
 from consumer.errors import ModeUnsupported
-from consumer.memory import (
+from consumer.memory.admission import Admit, MemoryReading, Reject, SafetyMargin, Wait, decide, usable_bytes
+from consumer.memory.estimate import STEP_CACHE_FACTOR, estimate, estimate_bytes, estimate_per_mode, latent_tokens
+from consumer.memory.modes import MODES, MemoryMode, more_frugal, supported_modes
+from consumer.memory.probe import CpuBudgetProbe, CudaProbe, ScriptedProbe, process_rss_bytes
+from consumer.memory.profile import (
     EASYANIMATE_V51_7B,
-    MODES,
-    Admit,
-    CpuBudgetProbe,
-    CudaProbe,
-    MemoryMode,
-    MemoryReading,
+    V51_7B_INP_TRANSFORMER_CONFIG,
+    V51_VAE_CONFIG,
     ModelMemoryProfile,
-    Reject,
-    SafetyMargin,
-    ScriptedProbe,
-    Wait,
-    apply_mode,
-    current_mode,
-    decide,
-    estimate,
-    estimate_bytes,
-    estimate_per_mode,
-    module_bytes,
-    more_frugal,
-    process_rss_bytes,
-    supported_modes,
-    usable_bytes,
 )
-from consumer.memory.estimate import STEP_CACHE_FACTOR, latent_tokens
-from consumer.memory.profile import V51_7B_INP_TRANSFORMER_CONFIG, V51_VAE_CONFIG
+from consumer.render.memory_modes import apply_mode, current_mode
+from consumer.render.profiling import module_bytes, profile_pipeline
 from consumer.render.step_cache import apply_step_cache
 from consumer.render.tiny import build_tiny_pipeline
 
@@ -60,7 +45,7 @@ CPU = torch.device("cpu")
 
 @pytest.fixture(scope="module")
 def tiny_profile() -> ModelMemoryProfile:
-    return ModelMemoryProfile.for_pipeline(build_tiny_pipeline(), name="tiny")
+    return profile_pipeline(build_tiny_pipeline(), name="tiny")
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -96,9 +81,9 @@ def test_the_step_cache_adds_what_it_carries_between_steps() -> None:
 
 def test_the_profile_knows_whether_the_step_cache_is_on() -> None:
     pipeline = build_tiny_pipeline()
-    assert not ModelMemoryProfile.for_pipeline(pipeline).step_cache
+    assert not profile_pipeline(pipeline).step_cache
     apply_step_cache(pipeline, 0.1)
-    assert ModelMemoryProfile.for_pipeline(pipeline).step_cache
+    assert profile_pipeline(pipeline).step_cache
 
 
 def test_modes_are_ordered_by_memory(tiny_profile: ModelMemoryProfile) -> None:
@@ -199,7 +184,7 @@ def test_profile_for_pipeline_weighs_the_loaded_modules(tiny_profile: ModelMemor
     assert tiny_profile.hidden_size == 32 and tiny_profile.vae_channels == 8 and tiny_profile.activation_bytes == 4
     assert 0 < tiny_profile.largest_layer_bytes < tiny_profile.weights_bytes
     assert tiny_profile.text_activation_bytes > 0
-    halved = ModelMemoryProfile.for_pipeline(pipeline.to(dtype=torch.bfloat16))
+    halved = profile_pipeline(pipeline.to(dtype=torch.bfloat16))
     assert halved.transformer_bytes == tiny_profile.transformer_bytes // 2
     assert halved.activation_bytes == 2
 
@@ -357,7 +342,7 @@ def test_more_frugal_walks_down_to_sequential_offload_then_stops() -> None:
 
 def test_supported_modes_per_device() -> None:
     assert supported_modes("cpu") == (MemoryMode.RESIDENT, MemoryMode.VAE_TILING)
-    assert supported_modes(torch.device("cuda", 1)) == MODES
+    assert supported_modes(torch.device("cuda", 1).type) == MODES
 
 
 def test_apply_mode_toggles_vae_tiling_on_the_tiny_pipeline() -> None:

@@ -13,15 +13,11 @@ import torch
 from diffusers.pipelines.easyanimate.pipeline_easyanimate_inpaint import get_image_to_video_latent
 from PIL import Image
 
-from consumer.memory import (
-    MODES,
-    CudaProbe,
-    MemoryMode,
-    ModelMemoryProfile,
-    apply_mode,
-    current_mode,
-    estimate_bytes,
-)
+from consumer.memory.estimate import estimate_bytes
+from consumer.memory.modes import MODES, MemoryMode
+from consumer.memory.probe import CudaProbe
+from consumer.render.memory_modes import apply_mode, current_mode
+from consumer.render.profiling import profile_pipeline
 from consumer.render.tiny import build_tiny_pipeline
 
 pytestmark = pytest.mark.gpu
@@ -85,7 +81,7 @@ def test_cuda_probe_counts_blocks_torch_keeps_cached_as_free() -> None:
 def test_estimate_bounds_the_measured_peak(pipeline: Any, mode: MemoryMode, size: tuple[int, int, int]) -> None:
     """The estimate must not promise less than the render takes (admission trusts it) and should not waste more
     than 2x. Allocated bytes only: the caching allocator's slack is the safety margin's job."""
-    profile = ModelMemoryProfile.for_pipeline(pipeline, name="tiny")
+    profile = profile_pipeline(pipeline, name="tiny")
     apply_mode(pipeline, mode, CUDA)
     _render(pipeline, *size)  # warm-up: cuDNN picks its algorithms (and workspaces) on the first call
     torch.cuda.synchronize()

@@ -19,7 +19,8 @@ from consumer.demo import product_image
 from consumer.embedded import free_port
 from consumer.keys import upload_key
 from consumer.logs import configure_logging
-from consumer.memory import MemoryReading, ScriptedProbe
+from consumer.memory.admission import MemoryReading
+from consumer.memory.probe import ScriptedProbe
 from consumer.settings import Settings
 from consumer.storage import ObjectStore
 from consumer.telemetry import tracer_provider_from_env

@@ -8,9 +8,10 @@ from datetime import datetime
 
 import pytest
 
-from consumer.memory import MemoryReading, ScriptedProbe
+from consumer.memory.admission import MemoryReading
 from consumer.memory.estimate import estimate_per_mode
 from consumer.memory.modes import MemoryMode
+from consumer.memory.probe import ScriptedProbe
 from consumer.render.renderer import Renderer
 from consumer.settings import Settings
 from schemas.events import VideoResult

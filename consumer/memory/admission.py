@@ -22,11 +22,19 @@ from dataclasses import dataclass
 
 from consumer.errors import ModeUnsupported
 from consumer.memory.modes import MODES, MemoryMode
-from consumer.memory.probe import MemoryReading
 
-__all__ = ["Admit", "Decision", "Reject", "SafetyMargin", "Wait", "decide", "usable_bytes"]
+__all__ = ["Admission", "Admit", "MemoryReading", "Reject", "SafetyMargin", "Wait", "decide", "usable_bytes"]
 
 TOO_LARGE = "too_large_for_worker"
+
+
+@dataclass(frozen=True)
+class MemoryReading:
+    """What a probe (`consumer/memory/probe.py`) read from the device."""
+
+    free_bytes: int
+    total_bytes: int
+    device: str
 
 
 @dataclass(frozen=True)
@@ -60,7 +68,7 @@ class Reject:
     code: str = TOO_LARGE
 
 
-Decision = Admit | Wait | Reject
+Admission = Admit | Wait | Reject
 
 
 def usable_bytes(total_bytes: int, margin: SafetyMargin) -> int:
@@ -76,7 +84,7 @@ def decide(
     margin: SafetyMargin = SafetyMargin(),
     forced: MemoryMode | None = None,
     allowed: Iterable[MemoryMode] = MODES,
-) -> Decision:
+) -> Admission:
     """Decide for one request. `forced` pins the mode (VIDGEN_MEMORY_MODE); `allowed` is what the device supports.
 
     Raises ModeUnsupported when the forced mode is not allowed here: a configuration error, not the request's.

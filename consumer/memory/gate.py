@@ -8,10 +8,10 @@ import logging
 import time
 from collections.abc import Callable
 
-from consumer.memory.admission import Admit, Reject, SafetyMargin, Wait, decide
+from consumer.memory.admission import Admit, MemoryReading, Reject, SafetyMargin, Wait, decide
 from consumer.memory.estimate import estimate_per_mode
 from consumer.memory.modes import MemoryMode
-from consumer.memory.probe import MemoryProbe, MemoryReading
+from consumer.memory.probe import MemoryProbe
 from consumer.memory.profile import ModelMemoryProfile
 from consumer.metrics import Metrics
 from schemas.events import VideoRequest

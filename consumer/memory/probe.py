@@ -7,29 +7,23 @@ from __future__ import annotations
 import importlib
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 
+from consumer.memory.admission import MemoryReading
+
 __all__ = [
     "CpuBudgetProbe",
     "CudaProbe",
     "MemoryProbe",
-    "MemoryReading",
     "ScriptedProbe",
     "cpu_budget_bytes",
     "memory_limit_bytes",
     "process_rss_bytes",
 ]
-
-
-@dataclass(frozen=True)
-class MemoryReading:
-    free_bytes: int
-    total_bytes: int
-    device: str
 
 
 class MemoryProbe(Protocol):

@@ -1,19 +1,15 @@
-"""What a loaded pipeline weighs and the shape facts the estimator needs, read from the modules or from configs.
+"""What a pipeline weighs and the shape facts the estimator needs. Pure.
 
-`ModelMemoryProfile.for_pipeline` measures a real pipeline (parameters and buffers, numel x element size, per
-component), so the tiny model and any checkpoint get exact weight bytes. `EASYANIMATE_V51_7B` is the same
-computation done ahead of time for the published V5.1-7B InP configs (tests rebuild the modules on the meta device
-and check these numbers), so a worker can estimate before the 30 GB of weights are downloaded.
+`consumer/render/profiling.py` measures a loaded pipeline into a `ModelMemoryProfile` (parameters and buffers,
+numel x element size, per component), so the tiny model and any checkpoint get exact weight bytes.
+`EASYANIMATE_V51_7B` is the same computation done ahead of time for the published V5.1-7B InP configs (tests rebuild
+the modules on the meta device and check these numbers), so a worker can estimate before the 30 GB of weights are
+downloaded.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
-import torch
-
-from consumer.render.step_cache import step_cache_stats
 
 __all__ = [
     "EASYANIMATE_V51_7B",
@@ -21,7 +17,7 @@ __all__ = [
     "V51_7B_INP_TRANSFORMER_CONFIG",
     "V51_VAE_CONFIG",
     "ModelMemoryProfile",
-    "module_bytes",
+    "text_activation_bytes",
 ]
 
 # The inpaint pipeline pads every prompt to `max_sequence_length` (default 256) tokens.
@@ -52,30 +48,6 @@ class ModelMemoryProfile:
     def weights_bytes(self) -> int:
         return self.transformer_bytes + self.text_encoder_bytes + self.vae_bytes
 
-    @classmethod
-    def for_pipeline(cls, pipeline: Any, *, name: str = "loaded") -> ModelMemoryProfile:
-        """Profile of an EasyAnimate pipeline as loaded (any dtype, on any device, even offloaded to meta)."""
-        transformer, vae, text_encoder = pipeline.transformer, pipeline.vae, pipeline.text_encoder
-        config = transformer.config
-        modules = [m for m in (transformer, vae, text_encoder) if m is not None]
-        return cls(
-            name=name,
-            transformer_bytes=module_bytes(transformer),
-            # None when prompts arrive as precomputed embeddings (the benchmark does that).
-            text_encoder_bytes=module_bytes(text_encoder) if text_encoder is not None else 0,
-            vae_bytes=module_bytes(vae),
-            largest_layer_bytes=max(_largest_layer_bytes(m) for m in modules),
-            hidden_size=config.num_attention_heads * config.attention_head_dim,
-            patch_size=config.patch_size,
-            activation_bytes=_element_size(transformer),
-            vae_channels=vae.config.block_out_channels[0],
-            vae_tile=int(getattr(vae, "tile_sample_min_height", 512)),
-            spatial_compression=int(getattr(vae, "spatial_compression_ratio", 8)),
-            temporal_compression=int(getattr(vae, "temporal_compression_ratio", 4)),
-            text_activation_bytes=_text_activation_bytes(text_encoder),
-            step_cache=step_cache_stats(pipeline) is not None,
-        )
-
 
 def text_activation_bytes(
     *, hidden_size: int, intermediate_size: int, num_layers: int, vocab_size: int, element: int
@@ -83,37 +55,6 @@ def text_activation_bytes(
     """One padded prompt: fp32 logits (the LM head runs), every layer's hidden state kept, one MLP in flight."""
     per_token = vocab_size * 4 + (num_layers + 1) * hidden_size * element + 3 * intermediate_size * element
     return TEXT_TOKENS * per_token
-
-
-def _text_activation_bytes(text_encoder: Any) -> int:
-    if text_encoder is None:
-        return 0
-    # Qwen2-VL nests the language model's dimensions under text_config; plain decoders keep them at the top.
-    text = getattr(text_encoder.config, "text_config", None) or text_encoder.config
-    return text_activation_bytes(
-        hidden_size=text.hidden_size,
-        intermediate_size=text.intermediate_size,
-        num_layers=text.num_hidden_layers,
-        vocab_size=text.vocab_size,
-        element=_element_size(text_encoder),
-    )
-
-
-def module_bytes(module: torch.nn.Module) -> int:
-    """Parameters and buffers, numel x element size (works on meta tensors too)."""
-    tensors = [*module.parameters(), *module.buffers()]
-    return sum(t.numel() * t.element_size() for t in tensors)
-
-
-def _largest_layer_bytes(module: torch.nn.Module) -> int:
-    # accelerate's sequential offload hooks every module that owns parameters directly and loads one at a time.
-    sizes = (sum(p.numel() * p.element_size() for p in m.parameters(recurse=False)) for m in module.modules())
-    return max(sizes, default=0)
-
-
-def _element_size(module: Any) -> int:
-    dtype: torch.dtype = module.dtype
-    return dtype.itemsize
 
 
 # EasyAnimateTransformer3DModel kwargs of V5.1-7B from the hub transformer/config.json of the 7B V5.1 repos (read

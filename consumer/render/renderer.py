@@ -22,8 +22,10 @@ from PIL import Image
 
 from consumer.errors import ModelUnavailable, RenderFailed, RenderTimeout, VidgenError
 from consumer.media import to_uint8
-from consumer.memory.modes import MemoryMode, apply_mode, current_mode, more_frugal, supported_modes
+from consumer.memory.modes import MemoryMode, more_frugal, supported_modes
 from consumer.memory.profile import ModelMemoryProfile
+from consumer.render.memory_modes import apply_mode, current_mode
+from consumer.render.profiling import profile_pipeline
 
 __all__ = ["ProgressFn", "RenderSpec", "Rendered", "Renderer", "RendererState"]
 
@@ -51,8 +53,8 @@ class Rendered:
     mode: MemoryMode | None  # the memory mode it ran in (None: modes not managed, e.g. the stand-in)
 
 
-class _Abandoned(Exception):
-    """Raised inside the pipeline's step callback when the waiting job was cancelled."""
+class _RenderStopped(Exception):
+    """Raised inside the pipeline's step callback when the job waiting for the render was cancelled."""
 
 
 class Renderer:
@@ -103,7 +105,7 @@ class Renderer:
 
     def profile(self) -> ModelMemoryProfile:
         """Weights and dimensions of the loaded pipeline, for memory estimates."""
-        return ModelMemoryProfile.for_pipeline(self._pipeline)
+        return profile_pipeline(self._pipeline)
 
     def held_bytes(self) -> int:
         """Weights the device probe already counts as used: all of them while the model is resident on a GPU."""
@@ -196,7 +198,7 @@ class Renderer:
         except torch.OutOfMemoryError as exc:
             _free_device_memory()
             frugal = more_frugal(mode or current_mode(self._pipeline)) if self._oom_downgrade else None
-            if frugal is None or frugal not in supported_modes(self.device):
+            if frugal is None or frugal not in supported_modes(self.device.type):
                 raise RenderFailed(f"out of device memory: {exc}", code="out_of_memory") from exc
             log.warning("out of memory in mode %s; retrying once in %s", mode, frugal.value)
         try:
@@ -218,7 +220,7 @@ class Renderer:
 
         def on_step_end(_pipe: Any, step: int, _t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
             if abandon.is_set():
-                raise _Abandoned
+                raise _RenderStopped
             if time.monotonic() > deadline:
                 raise RenderTimeout(f"render stopped after step {step + 1} of {spec.steps}: deadline passed")
             progress(step + 1, spec.steps)
@@ -242,7 +244,7 @@ class Renderer:
                     output_type="np",
                     callback_on_step_end=on_step_end,
                 )
-        except (VidgenError, _Abandoned, torch.OutOfMemoryError):
+        except (VidgenError, _RenderStopped, torch.OutOfMemoryError):
             raise
         except Exception as exc:
             if _is_fatal(exc):

@@ -27,8 +27,8 @@ from diffusers.hooks import HookRegistry, ModelHook
 
 __all__ = [
     "V51_7B_COEFFICIENTS",
-    "Decision",
     "StepCacheStats",
+    "StepDecision",
     "apply_step_cache",
     "decide",
     "remove_step_cache",
@@ -51,7 +51,7 @@ _BLOCK_HOOK = "vidgen_step_cache_block"
 
 
 @dataclass(frozen=True)
-class Decision:
+class StepDecision:
     compute: bool
     accumulated: float  # the rescaled change summed since the last computed step
 
@@ -72,15 +72,15 @@ def decide(
     *,
     threshold: float,
     coefficients: Sequence[float] = V51_7B_COEFFICIENTS,
-) -> Decision:
+) -> StepDecision:
     """Compute step `step` of `total`, or reuse the cached residual? `change` is the relative L1 change of the
     modulated input since the previous step (None when there is no previous step)."""
     if step == 0 or step >= total - 1 or change is None:
-        return Decision(compute=True, accumulated=0.0)
+        return StepDecision(compute=True, accumulated=0.0)
     accumulated += rescale(change, coefficients)
     if accumulated < threshold:
-        return Decision(compute=False, accumulated=accumulated)
-    return Decision(compute=True, accumulated=0.0)
+        return StepDecision(compute=False, accumulated=accumulated)
+    return StepDecision(compute=True, accumulated=0.0)
 
 
 @dataclass(frozen=True)
@@ -170,7 +170,7 @@ class _HeadBlockHook(ModelHook):  # type: ignore[misc]  # diffusers is untyped
         return output
 
     @torch.compiler.disable  # type: ignore[untyped-decorator]  # a host-side decision: .item() breaks the graph
-    def _decide(self, step: int, total: int, modulated: torch.Tensor) -> Decision:
+    def _decide(self, step: int, total: int, modulated: torch.Tensor) -> StepDecision:
         previous = self.state.previous_modulated
         change = None
         if previous is not None and previous.shape == modulated.shape:
