@@ -12,7 +12,6 @@ from opentelemetry.trace import Tracer
 
 from consumer.errors import ModeUnsupported, VidgenError
 from consumer.fetching import FetchPolicy
-from consumer.http_server import bound_port, start_http
 from consumer.kafka import ensure_topics, make_consumer, make_producer, worker_topics
 from consumer.memory.admission import SafetyMargin
 from consumer.memory.gate import MemoryGate
@@ -25,7 +24,6 @@ from consumer.memory.probe import (
     memory_limit_bytes,
     process_rss_bytes,
 )
-from consumer.metrics import Metrics
 from consumer.policy import ContentPolicy
 from consumer.processing import Processor, utc_now
 from consumer.progress import ProgressReporter
@@ -36,6 +34,8 @@ from consumer.results import Identity
 from consumer.settings import Settings
 from consumer.start_image import S3Sources, StartImageSource
 from consumer.storage import ObjectStore, open_s3_client
+from consumer.telemetry.metrics import Metrics
+from consumer.telemetry.probes import bound_port, start_http
 from consumer.worker import ProgressSink, Worker
 
 __all__ = ["serve"]

@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 from consumer.errors import VidgenError
-from consumer.logs import configure_logging
 from consumer.settings import ConfigurationError, Settings, describe_config_error
+from consumer.telemetry.logs import configure_logging
 
 __all__ = ["main"]
 
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(settings: Settings) -> int:
     from consumer.app import serve
-    from consumer.telemetry import tracer_provider_from_env
+    from consumer.telemetry.otlp import tracer_provider_from_env
 
     provider = tracer_provider_from_env(os.environ, default_service_name="vidgen-worker")
     tracer = provider.get_tracer("vidgen.worker") if provider is not None else None

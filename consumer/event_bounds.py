@@ -18,7 +18,7 @@ from aiokafka import ConsumerRecord
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from consumer.sanitize import visible
-from consumer.tracing import Headers
+from consumer.telemetry.tracing import Headers
 
 __all__ = [
     "MAX_ERROR_FIELD_CHARS",

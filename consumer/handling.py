@@ -17,11 +17,9 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 
 from consumer.errors import PublishRefused, TooLargeForWorker
 from consumer.intake import DeadLetter, Rejection, usable_id
-from consumer.logs import job_context
 from consumer.memory.admission import Reject
 from consumer.memory.gate import MemoryGate
 from consumer.memory.modes import MemoryMode
-from consumer.metrics import Metrics
 from consumer.pending import Job
 from consumer.processing import Clock, Processor
 from consumer.progress import ProgressReporter
@@ -31,7 +29,9 @@ from consumer.results import Identity, failed, rejected
 from consumer.retry_policy import Delivery, RetryPolicy
 from consumer.settings import Settings
 from consumer.slots import Slot
-from consumer.tracing import extract_context
+from consumer.telemetry.logs import job_context
+from consumer.telemetry.metrics import Metrics
+from consumer.telemetry.tracing import extract_context
 from schemas.events import Timings, VideoRequest, VideoResult
 
 __all__ = ["ProgressSink", "Record", "RecordHandler"]

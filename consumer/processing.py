@@ -21,13 +21,13 @@ from consumer.image_sandbox import DecodeLimits, decode_in_sandbox
 from consumer.keys import ObjectKeys, content_key, derive_seed, object_keys
 from consumer.media import POSTER_TYPES, encode_mp4, encode_poster
 from consumer.memory.modes import MemoryMode
-from consumer.metrics import Metrics, resolution_label
 from consumer.policy import Moderator
 from consumer.render.renderer import ProgressFn, Renderer, RenderSpec
 from consumer.results import Identity, completed, failed
 from consumer.settings import Settings
 from consumer.start_image import StartImageSource
 from consumer.storage import ObjectStore, StoredObject
+from consumer.telemetry.metrics import Metrics, resolution_label
 from schemas.events import Timings, VideoInfo, VideoRequest, VideoResult
 
 __all__ = ["Clock", "Processor", "utc_now"]

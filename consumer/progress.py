@@ -17,7 +17,7 @@ from aiokafka.errors import KafkaError
 
 from consumer.processing import Clock
 from consumer.settings import Settings
-from consumer.tracing import inject_headers
+from consumer.telemetry.tracing import inject_headers
 from schemas.events import VideoProgress, VideoRequest
 
 __all__ = ["ProgressReporter"]

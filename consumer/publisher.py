@@ -25,7 +25,7 @@ from consumer.errors import PublishRefused
 from consumer.event_bounds import MAX_ERROR_MESSAGE_CHARS, Outgoing, dead_letter_copy, shown
 from consumer.results import undeliverable
 from consumer.settings import Settings
-from consumer.tracing import Headers, inject_headers
+from consumer.telemetry.tracing import Headers, inject_headers
 from schemas.events import VideoResult
 
 __all__ = ["Publisher", "dead_letter_headers", "is_transient"]

@@ -19,9 +19,7 @@ from opentelemetry.trace import Tracer
 from consumer.errors import VidgenError
 from consumer.handling import ProgressSink, Record, RecordHandler
 from consumer.intake import parse_request
-from consumer.logs import job_context
 from consumer.memory.gate import MemoryGate
-from consumer.metrics import Metrics
 from consumer.offsets import OffsetTracker
 from consumer.pending import Job, PendingJobs
 from consumer.processing import Clock, Processor, utc_now
@@ -32,7 +30,9 @@ from consumer.results import Identity
 from consumer.retry_policy import Delivery, RetryPolicy
 from consumer.settings import Settings
 from consumer.slots import StageSlots
-from consumer.tracing import extract_context
+from consumer.telemetry.logs import job_context
+from consumer.telemetry.metrics import Metrics
+from consumer.telemetry.tracing import extract_context
 from schemas.events import VideoRequest
 
 __all__ = ["ConsumerFactory", "ProgressSink", "Record", "Worker"]

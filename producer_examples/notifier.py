@@ -27,8 +27,8 @@ from opentelemetry.trace import Tracer
 
 from consumer.fetching import IPNetwork, Resolve, UrlRules
 from consumer.kafka import client_options, ensure_topics, make_producer
-from consumer.logs import configure_logging
 from consumer.settings import ConfigurationError, Settings, describe_config_error
+from consumer.telemetry.logs import configure_logging
 from producer_examples.delivery import WebhookDelivery, WebhookUnresolved, WebhookUrlForbidden
 from producer_examples.notifier_loop import Notifier
 from producer_examples.notifier_settings import NotifierSettings

@@ -22,7 +22,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, w
 from consumer.offsets import OffsetTracker
 from consumer.publisher import dead_letter_headers
 from consumer.settings import Settings
-from consumer.tracing import extract_context
+from consumer.telemetry.tracing import extract_context
 from producer_examples.dedupe import RecentKeys, delivery_key
 from producer_examples.delivery import Outcome, WebhookDelivery
 from producer_examples.lanes import TenantLanes

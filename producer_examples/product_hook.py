@@ -27,9 +27,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from consumer.errors import VidgenError
 from consumer.http_limits import ConnectionGuard, GuardedSite, HttpLimits
 from consumer.kafka import ensure_topics, make_producer
-from consumer.logs import configure_logging
 from consumer.policy import ContentPolicy
 from consumer.settings import ConfigurationError, Settings, describe_config_error
+from consumer.telemetry.logs import configure_logging
 from producer_examples.dedupe import RecentKeys
 from producer_examples.products import DEFAULT_TEMPLATE, ProductCreated, build_request, check_template
 from producer_examples.publishing import RequestPublisher

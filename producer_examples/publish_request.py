@@ -244,7 +244,7 @@ class _Bar:
 
 
 if __name__ == "__main__":
-    from consumer.logs import configure_logging
+    from consumer.telemetry.logs import configure_logging
 
     configure_logging(fmt="text", level="WARNING")
     sys.exit(main())

@@ -9,7 +9,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from opentelemetry.trace import SpanKind, Tracer
 
-from consumer.tracing import Headers, inject_headers
+from consumer.telemetry.tracing import Headers, inject_headers
 from schemas.events import VideoRequest
 
 __all__ = ["RequestPublisher", "messaging_attributes"]

@@ -18,12 +18,12 @@ from opentelemetry.trace import SpanKind, StatusCode
 from consumer.demo import product_image
 from consumer.embedded import free_port
 from consumer.keys import upload_key
-from consumer.logs import configure_logging
 from consumer.memory.admission import MemoryReading
 from consumer.memory.probe import ScriptedProbe
 from consumer.settings import Settings
 from consumer.storage import ObjectStore
-from consumer.telemetry import tracer_provider_from_env
+from consumer.telemetry.logs import configure_logging
+from consumer.telemetry.otlp import tracer_provider_from_env
 from producer_examples.publish_request import watch_main
 from schemas.events import VideoProgress
 from tests.conftest import KafkaClient, request_body

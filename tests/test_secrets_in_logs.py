@@ -13,9 +13,9 @@ from aiokafka.errors import KafkaConnectionError
 from pydantic import ValidationError
 
 from consumer.kafka import client_options, make_producer
-from consumer.logs import configure_logging
 from consumer.settings import Settings
 from consumer.storage import ObjectStore, open_s3_client
+from consumer.telemetry.logs import configure_logging
 
 SASL_PASSWORD = "s3cr3t-Value-123"
 AWS_SECRET = "aws-S3cret-Key-456/xyz"

@@ -14,7 +14,6 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from consumer.errors import VidgenError
 from consumer.kafka import client_options
-from consumer.metrics import Metrics
 from consumer.pending import Job, PendingJobs
 from consumer.quotas import Decision
 from consumer.render.renderer import Renderer
@@ -22,6 +21,7 @@ from consumer.render.standin import StandInPipeline
 from consumer.results import Identity
 from consumer.retry_policy import Delivery, RetryPolicy
 from consumer.settings import Settings
+from consumer.telemetry.metrics import Metrics
 from consumer.worker import Worker
 from schemas.events import VideoRequest, VideoResult
 from tests.conftest import KafkaClient, request_body

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from consumer.metrics import Metrics
+from consumer.telemetry.metrics import Metrics
 
 __all__ = ["ReadinessCheck", "bound_port", "start_http"]
 
