@@ -17,7 +17,7 @@ from typing import Any
 
 import psutil
 
-from consumer.embedded import free_port, isolated_settings, kafka_broker, wait_for_port
+from consumer.dev.embedded import free_port, isolated_settings, kafka_broker, wait_for_port
 from consumer.settings import Settings
 
 __all__ = [

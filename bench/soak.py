@@ -26,7 +26,7 @@ import psutil
 from bench.client import SMALL, Client, make_requests
 from bench.infra import Infra, embedded_infra, new_run
 from bench.workers import WorkerProcess, stop_workers, worker_env
-from consumer.embedded import free_port
+from consumer.dev.embedded import free_port
 from consumer.settings import Settings
 
 __all__ = ["main", "measure"]

@@ -17,7 +17,7 @@ import aiohttp
 import psutil
 
 from bench.infra import REPO_ROOT, Infra, end_group
-from consumer.embedded import free_port
+from consumer.dev.embedded import free_port
 from consumer.settings import Settings
 
 __all__ = [

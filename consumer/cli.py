@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     if args.command == "demo":
-        from consumer.demo import run_demo  # imports the embedded broker and S3 server only when asked
+        from consumer.dev.demo import run_demo  # imports the embedded broker and S3 server only when asked
 
         # A terminal user wants readable lines and no INFO chatter next to the progress bar.
         configure_logging(

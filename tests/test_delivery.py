@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from consumer.embedded import TcpProxy, free_port, kafka_broker
+from consumer.dev.embedded import TcpProxy, free_port, kafka_broker
 from consumer.settings import Settings
 from consumer.storage import ObjectStore
 from tests.conftest import KafkaClient, request_body

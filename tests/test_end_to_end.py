@@ -11,7 +11,7 @@ import av
 import pytest
 from PIL import Image
 
-from consumer.demo import product_image
+from consumer.dev.demo import product_image
 from consumer.keys import upload_key
 from consumer.settings import Settings
 from consumer.storage import ObjectStore

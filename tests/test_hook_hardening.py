@@ -26,7 +26,7 @@ from aiohttp.test_utils import TestServer
 from opentelemetry.trace import NoOpTracer
 from pydantic import ValidationError
 
-from consumer.embedded import free_port
+from consumer.dev.embedded import free_port
 from consumer.intake import parse_request
 from consumer.settings import Settings
 from producer_examples.product_hook import ROUTE, HookSettings, make_app

@@ -13,7 +13,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from consumer.embedded import free_port
+from consumer.dev.embedded import free_port
 from consumer.settings import Settings
 from schemas.events import VideoResult
 from tests.conftest import KafkaClient, request_body

@@ -27,8 +27,8 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from consumer.demo import product_image
-from consumer.embedded import free_port
+from consumer.dev.demo import product_image
+from consumer.dev.embedded import free_port
 from consumer.kafka import client_options, ensure_topics
 from consumer.keys import upload_key
 from consumer.policy import ContentPolicy

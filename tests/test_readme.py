@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from consumer import errors
-from consumer.docs import SETTINGS_END, SETTINGS_START, settings_table
+from consumer.dev.docs import SETTINGS_END, SETTINGS_START, settings_table
 
 README = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
 

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumer.demo import _demo, product_image
+from consumer.dev.demo import _demo, product_image
 from consumer.errors import ImageNotFound, ImageUrlForbidden
 from consumer.fetching import FetchPolicy
 from consumer.keys import is_plain_key, object_keys, tenant_may_read, upload_key, upload_prefix

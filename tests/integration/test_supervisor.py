@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from consumer.embedded import free_port
+from consumer.dev.embedded import free_port
 from consumer.settings import Settings
 from schemas.events import VideoResult
 from tests.conftest import KafkaClient, request_body
