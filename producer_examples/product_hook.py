@@ -3,7 +3,7 @@
 `python -m producer_examples.product_hook` serves `POST /webhooks/product-created` and `GET /healthz`.
 Checks, in order: signature (401), payload and the worker's own request rules (422), tenant rate limit (429);
 then publishes (202, or 503 when Kafka does not acknowledge in time, so the platform retries). Connections go
-through `consumer.http_limits`: header and body deadlines and a bound on open connections (408 / 503).
+through `consumer.http.limits`: header and body deadlines and a bound on open connections (408 / 503).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from consumer.errors import VidgenError
-from consumer.http_limits import ConnectionGuard, GuardedSite, HttpLimits
+from consumer.http.limits import ConnectionGuard, GuardedSite, HttpLimits
 from consumer.kafka import ensure_topics, make_producer
 from consumer.policy import ContentPolicy
 from consumer.settings import ConfigurationError, Settings, describe_config_error
