@@ -10,6 +10,9 @@ from pathlib import Path
 
 from opentelemetry.trace import Tracer
 
+from consumer.core.clock import utc_now
+from consumer.core.moderation import ContentPolicy
+from consumer.core.results import Identity
 from consumer.errors import ModeUnsupported, VidgenError
 from consumer.fetching import FetchPolicy
 from consumer.kafka import ensure_topics, make_consumer, make_producer, worker_topics
@@ -24,13 +27,11 @@ from consumer.memory.probe import (
     memory_limit_bytes,
     process_rss_bytes,
 )
-from consumer.policy import ContentPolicy
-from consumer.processing import Processor, utc_now
+from consumer.processing import Processor
 from consumer.progress import ProgressReporter
 from consumer.publisher import Publisher
 from consumer.render.loader import load_pipeline, resolve_device, resolve_dtype
 from consumer.render.renderer import Renderer
-from consumer.results import Identity
 from consumer.settings import Settings
 from consumer.start_image import S3Sources, StartImageSource
 from consumer.storage import ObjectStore, open_s3_client

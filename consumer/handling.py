@@ -9,37 +9,34 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from typing import TypeAlias
 
-from aiokafka import ConsumerRecord
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 
+from consumer.core.clock import WallClock
+from consumer.core.intake import DeadLetter, Rejection, usable_id
+from consumer.core.job import Job, Record
+from consumer.core.quotas import QuotaDecision
+from consumer.core.results import Identity, failed, not_started, rejected
+from consumer.core.retries import RetryPolicy
 from consumer.errors import PublishRefused, TooLargeForWorker
-from consumer.intake import DeadLetter, Rejection, usable_id
 from consumer.memory.admission import Reject
 from consumer.memory.gate import MemoryGate
 from consumer.memory.modes import MemoryMode
-from consumer.pending import Job
-from consumer.processing import Clock, Processor
+from consumer.processing import Processor
 from consumer.progress import ProgressReporter
 from consumer.publisher import Publisher
-from consumer.quotas import Decision
-from consumer.results import Identity, failed, rejected
-from consumer.retry_policy import Delivery, RetryPolicy
 from consumer.settings import Settings
-from consumer.slots import Slot
 from consumer.telemetry.logs import job_context
 from consumer.telemetry.metrics import Metrics
 from consumer.telemetry.tracing import extract_context
-from schemas.events import Timings, VideoRequest, VideoResult
+from schemas.events import VideoRequest, VideoResult
 
-__all__ = ["ProgressSink", "Record", "RecordHandler"]
+__all__ = ["ProgressSink", "RecordHandler"]
 
 log = logging.getLogger(__name__)
 
 ProgressSink = Callable[[str, int, int], None]
-Record: TypeAlias = ConsumerRecord[bytes, bytes]
 
 
 class _Abandoned:
@@ -62,7 +59,7 @@ class RecordHandler:
         identity: Identity,
         metrics: Metrics,
         tracer: Tracer | None,
-        clock: Clock,
+        clock: WallClock,
         on_progress: ProgressSink | None,
         memory: MemoryGate | None,
         progress: ProgressReporter | None,
@@ -82,16 +79,16 @@ class RecordHandler:
         self._retry = RetryPolicy.from_settings(settings)
         self.draining = False
 
-    async def refuse(self, job: Job, decision: Decision) -> bool:
+    async def refuse(self, job: Job, decision: QuotaDecision) -> bool:
         """A request its tenant's quota turned away."""
         error = decision.error(job.request.tenant_id)
-        result = failed(job.request, error, timings=_timings(job), attempt=1, identity=self._identity)
+        result = failed(job.request, error, timings=not_started(job.received_at), attempt=1, identity=self._identity)
         return await self.answer(job.record, result, job.received_at)
 
-    async def run(self, job: Job, slot: Slot) -> bool:
+    async def run(self, job: Job, on_rendered: Callable[[], None]) -> bool:
         try:
             with self._span(job.record) as span, _job_logs(job.record, job.request.request_id, job.request.tenant_id):
-                outcome = await self._process_with_retries(job, slot)
+                outcome = await self._process_with_retries(job, on_rendered)
                 if outcome is _ABANDONED:
                     return False
                 if isinstance(outcome, VideoResult):
@@ -139,15 +136,14 @@ class RecordHandler:
             return _ABANDONED
         return admission if isinstance(admission, Reject) else admission.mode
 
-    async def _process_with_retries(self, job: Job, slot: Slot) -> VideoResult | _Abandoned | None:
+    async def _process_with_retries(self, job: Job, on_rendered: Callable[[], None]) -> VideoResult | _Abandoned | None:
         """Retry transient failures in process with backoff, then hand the request to the retry topic, and after
         the last round (or when the retry topic refuses the copy for good) fail it for good (result `failed`,
         retryable) with a copy in the DLQ. None: handed on.
 
         Each attempt is admitted by device memory first; the reservation and the job's render slot are given up
         as soon as its render ends, so the next request renders while this one encodes and uploads."""
-        request, record = job.request, job.record
-        delivery = Delivery.from_headers(record.headers)
+        request, record, delivery = job.request, job.record, job.delivery
         progress = self._progress_for(request, attempt=delivery.attempt)
         started = time.monotonic()
         attempt = delivery.attempt
@@ -157,11 +153,13 @@ class RecordHandler:
                 return _ABANDONED
             if isinstance(mode, Reject):
                 error = TooLargeForWorker(mode.message)
-                return failed(request, error, timings=_timings(job), attempt=attempt, identity=self._identity)
+                return failed(
+                    request, error, timings=not_started(job.received_at), attempt=attempt, identity=self._identity
+                )
 
             def rendered() -> None:
                 self._release_memory(request)
-                slot.rendered()
+                on_rendered()
 
             try:
                 result = await self._processor.process(
@@ -250,10 +248,6 @@ def _job_logs(record: Record, request_id: str | None, tenant_id: str | None) -> 
     return job_context(
         request_id=request_id, tenant_id=tenant_id, topic=record.topic, partition=record.partition, offset=record.offset
     )
-
-
-def _timings(job: Job) -> Timings:
-    return Timings(received_at=job.received_at, completed_at=job.received_at)
 
 
 def _mark_error(span: Span, code: str) -> None:

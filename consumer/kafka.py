@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.helpers import create_ssl_context
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from consumer.settings import Settings
 
-__all__ = ["client_options", "ensure_topics", "make_consumer", "make_producer", "worker_topics"]
+__all__ = ["client_options", "ensure_topics", "make_consumer", "make_producer", "record_bytes", "worker_topics"]
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +46,14 @@ def make_producer(settings: Settings) -> AIOKafkaProducer:
         acks="all",
         enable_idempotence=settings.kafka_enable_idempotence,
         linger_ms=5,
-        # The bound on every record the worker writes; consumer/event_bounds.py measures records the same way.
+        # The bound on every record the worker writes; `record_bytes` measures records the same way.
         max_request_size=settings.max_event_bytes,
     )
+
+
+def record_bytes(key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]]) -> int:
+    """Size of a one-record batch exactly as the producer checks it against `max_request_size`."""
+    return int(DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, list(headers)))
 
 
 def make_consumer(settings: Settings, listener: ConsumerRebalanceListener) -> AIOKafkaConsumer:

@@ -7,8 +7,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import numpy as np
 from numpy.typing import NDArray
@@ -16,54 +15,27 @@ from opentelemetry import trace
 from opentelemetry.trace import Tracer
 from PIL import Image
 
+from consumer.core.clock import WallClock, utc_now
+from consumer.core.keys import ObjectKeys, content_key, derive_seed, object_keys
+from consumer.core.moderation import Moderator
+from consumer.core.results import Identity, StageTimes, completed, failed
 from consumer.errors import VidgenError
 from consumer.image_sandbox import DecodeLimits, decode_in_sandbox
-from consumer.keys import ObjectKeys, content_key, derive_seed, object_keys
 from consumer.media import POSTER_TYPES, encode_mp4, encode_poster
 from consumer.memory.modes import MemoryMode
-from consumer.policy import Moderator
 from consumer.render.renderer import ProgressFn, Renderer, RenderSpec
-from consumer.results import Identity, completed, failed
 from consumer.settings import Settings
 from consumer.start_image import StartImageSource
 from consumer.storage import ObjectStore, StoredObject
 from consumer.telemetry.metrics import Metrics, resolution_label
-from schemas.events import Timings, VideoInfo, VideoRequest, VideoResult
+from schemas.events import VideoInfo, VideoRequest, VideoResult
 
-__all__ = ["Clock", "Processor", "utc_now"]
+__all__ = ["Processor"]
 
 log = logging.getLogger(__name__)
 
-Clock = Callable[[], datetime]
-
 # Object metadata that lets a cache hit answer without downloading the video.
 _META_FIELDS = ("sha256", "width", "height", "num_frames", "fps")
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-@dataclass
-class _Stages:
-    received_at: datetime
-    render_started_at: datetime | None = None
-    render_finished_at: datetime | None = None
-    render_ms: int | None = None
-    encode_ms: int | None = None
-    upload_ms: int | None = None
-    memory_mode: MemoryMode | None = None
-
-    def timings(self, completed_at: datetime) -> Timings:
-        return Timings(
-            received_at=self.received_at,
-            render_started_at=self.render_started_at,
-            render_finished_at=self.render_finished_at,
-            completed_at=completed_at,
-            render_ms=self.render_ms,
-            encode_ms=self.encode_ms,
-            upload_ms=self.upload_ms,
-        )
 
 
 class Processor:
@@ -80,7 +52,7 @@ class Processor:
         metrics: Metrics,
         moderator: Moderator | None = None,
         tracer: Tracer | None = None,
-        clock: Clock = utc_now,
+        clock: WallClock = utc_now,
     ) -> None:
         self._moderator = moderator
         self._tracer = tracer or trace.get_tracer(__name__)
@@ -104,11 +76,12 @@ class Processor:
         memory_mode: MemoryMode | None = None,
     ) -> VideoResult:
         """`on_rendered` runs once the model is no longer needed: its render ended, or a cache hit skipped it."""
-        stages = _Stages(received_at=received_at, memory_mode=memory_mode)
+        stages = StageTimes(received_at=received_at)
         try:
             return await self._process(
                 request,
                 stages,
+                memory_mode=memory_mode,
                 record_time=record_time or received_at,
                 attempt=attempt,
                 on_progress=on_progress,
@@ -125,8 +98,9 @@ class Processor:
     async def _process(
         self,
         request: VideoRequest,
-        stages: _Stages,
+        stages: StageTimes,
         *,
+        memory_mode: MemoryMode | None,
         record_time: datetime,
         attempt: int,
         on_progress: ProgressFn | None,
@@ -159,11 +133,12 @@ class Processor:
                 identity=self._identity,
             )
 
-        frames = await self._render(
+        frames, memory_mode = await self._render(
             request,
             image=image,
             seed=seed,
             stages=stages,
+            memory_mode=memory_mode,
             record_time=record_time,
             on_progress=on_progress,
             on_rendered=on_rendered,
@@ -204,7 +179,7 @@ class Processor:
             timings=stages.timings(self._clock()),
             attempt=attempt,
             identity=self._identity,
-            memory_mode=stages.memory_mode.value if stages.memory_mode else None,
+            memory_mode=memory_mode.value if memory_mode else None,
         )
 
     async def _start_image(self, request: VideoRequest) -> tuple[Image.Image | None, str | None]:
@@ -232,11 +207,12 @@ class Processor:
         *,
         image: Image.Image | None,
         seed: int,
-        stages: _Stages,
+        stages: StageTimes,
+        memory_mode: MemoryMode | None,
         record_time: datetime,
         on_progress: ProgressFn | None,
         on_rendered: Callable[[], None],
-    ) -> NDArray[np.uint8]:
+    ) -> tuple[NDArray[np.uint8], MemoryMode | None]:
         spec = RenderSpec(
             prompt=request.prompt,
             negative_prompt=request.negative_prompt or "",
@@ -278,17 +254,16 @@ class Processor:
                 on_progress=progress,
                 on_start=on_start,
                 on_end=on_end,
-                mode=stages.memory_mode,
+                mode=memory_mode,
             )
             if rendered.mode is not None:
                 span.set_attribute("vidgen.memory_mode", rendered.mode.value)
         frames = rendered.frames
-        stages.memory_mode = rendered.mode
         self._metrics.renders.labels(memory_mode=rendered.mode.value if rendered.mode else "unmanaged").inc()
         self._metrics.render_seconds.labels(
             resolution=resolution_label(request.width, request.height), frames=str(frames.shape[0])
         ).observe((stages.render_ms or 0) / 1000)  # set by on_end whenever render() returned
-        return frames
+        return frames, rendered.mode
 
     def _encode(self, frames: NDArray[np.uint8], fps: int) -> tuple[bytes, bytes]:
         return encode_mp4(frames, fps=fps), encode_poster(frames[0], fmt=self._settings.poster_format)

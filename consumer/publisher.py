@@ -4,7 +4,7 @@ stays uncommitted. An error retrying cannot fix (a record too large, a topic not
 `PublishRefused` instead, and each kind of record has a smaller fallback, so there is always an end:
 
 - a refused result is replaced by a minimal `failed` result (`publish_refused`, no metadata, no video);
-- a refused dead letter is sent again as a stub (`consumer.event_bounds.dead_letter_copy`);
+- a refused dead letter is sent again as a stub (`consumer.core.dlq.dead_letter_copy`);
 - a refused retry-topic copy makes the request fail for good at once (`consumer/handling.py`).
 
 If a fallback is refused too, the topic takes nothing from this worker: `PublishRefused` propagates, the job
@@ -15,20 +15,22 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from aiokafka import AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Tracer
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential, wait_random
 
+from consumer.core.dlq import Outgoing, dead_letter_copy, provenance_headers
+from consumer.core.job import Headers, Record
+from consumer.core.results import undeliverable
 from consumer.errors import PublishRefused
-from consumer.event_bounds import MAX_ERROR_MESSAGE_CHARS, Outgoing, dead_letter_copy, shown
-from consumer.results import undeliverable
+from consumer.kafka import record_bytes
 from consumer.settings import Settings
-from consumer.telemetry.tracing import Headers, inject_headers
+from consumer.telemetry.tracing import inject_headers
 from schemas.events import VideoResult
 
-__all__ = ["Publisher", "dead_letter_headers", "is_transient"]
+__all__ = ["Publisher", "is_transient"]
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +60,11 @@ class Publisher:
                 await self._send_result(topic, result)
         log.info("request %s %s", result.request_id, result.status)
 
-    async def dead_letter(self, record: ConsumerRecord[bytes, bytes], *, code: str, message: str) -> None:
+    async def dead_letter(self, record: Record, *, code: str, message: str) -> None:
         """The original key, value and headers, plus what went wrong and where the record came from; a stub when
         that would exceed `VIDGEN_MAX_EVENT_BYTES` or the broker refuses it."""
-        provenance = _provenance(record, code=code, message=message, worker_id=self._settings.worker_id)
-        copy = dead_letter_copy(record, provenance, max_bytes=self._settings.max_event_bytes)
+        provenance = provenance_headers(record, code=code, message=message, worker_id=self._settings.worker_id)
+        copy = dead_letter_copy(record, provenance, max_bytes=self._settings.max_event_bytes, measure=record_bytes)
         try:
             await self._send_copy(self._settings.dlq_topic, copy)
         except PublishRefused:
@@ -71,12 +73,14 @@ class Publisher:
             log.exception(
                 "dead letter of %s[%d]@%d refused; sending a stub", record.topic, record.partition, record.offset
             )
-            copy = dead_letter_copy(record, provenance, max_bytes=self._settings.max_event_bytes, stub=True)
+            copy = dead_letter_copy(
+                record, provenance, max_bytes=self._settings.max_event_bytes, measure=record_bytes, stub=True
+            )
             await self._send_copy(self._settings.dlq_topic, copy)
         stub = f" (a stub: {', '.join(copy.omitted)} left out)" if copy.omitted else ""
         log.warning("record %s[%d]@%d dead-lettered: %s%s", record.topic, record.partition, record.offset, code, stub)
 
-    async def retry_later(self, record: ConsumerRecord[bytes, bytes], *, headers: Headers) -> None:
+    async def retry_later(self, record: Record, *, headers: Headers) -> None:
         """A copy for the retry topic. Raises `PublishRefused` when it cannot be written (e.g. too large)."""
         await self._send(self._settings.retry_topic, key=record.key, value=record.value, headers=headers)
 
@@ -111,23 +115,6 @@ def is_transient(error: BaseException) -> bool:
     moved, request timed out...) and `KafkaTimeoutError` (the producer could not hand the record to a broker in
     time, as in an outage), which aiokafka leaves unmarked. Anything else is refused for good."""
     return isinstance(error, KafkaError) and (error.retriable or isinstance(error, KafkaTimeoutError))
-
-
-def dead_letter_headers(record: ConsumerRecord[bytes, bytes], *, code: str, message: str, worker_id: str) -> Headers:
-    """A DLQ record's headers: the original ones, then the error and the record's origin (see the README)."""
-    return [*list(record.headers or ()), *_provenance(record, code=code, message=message, worker_id=worker_id)]
-
-
-def _provenance(record: ConsumerRecord[bytes, bytes], *, code: str, message: str, worker_id: str) -> Headers:
-    """What went wrong and where the record came from; the message cut and made visible like a result's."""
-    return [
-        ("vidgen-error-code", code.encode()),
-        ("vidgen-error-message", shown(message, MAX_ERROR_MESSAGE_CHARS).encode("utf-8")),
-        ("vidgen-original-topic", record.topic.encode("utf-8")),
-        ("vidgen-original-partition", str(record.partition).encode()),
-        ("vidgen-original-offset", str(record.offset).encode()),
-        ("vidgen-worker-id", worker_id.encode("utf-8")),
-    ]
 
 
 def _log_retry(topic: str) -> Callable[[RetryCallState], None]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from consumer.core.keys import is_plain_key, tenant_may_read
 from consumer.errors import ImageNotFound, ImageUrlForbidden
 from consumer.fetching import FetchPolicy, fetch_https
-from consumer.keys import is_plain_key, tenant_may_read
 from consumer.storage import ObjectStore
 
 __all__ = ["S3Sources", "StartImageSource"]

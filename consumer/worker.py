@@ -7,7 +7,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine
-from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -16,20 +15,22 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from opentelemetry import trace
 from opentelemetry.trace import Tracer
 
+from consumer.core.clock import WallClock, utc_now
+from consumer.core.intake import parse_request
+from consumer.core.job import Job, Record
+from consumer.core.offsets import OffsetTracker
+from consumer.core.pending import PendingJobs
+from consumer.core.quotas import QuotaDecision
+from consumer.core.results import Identity
+from consumer.core.retries import Delivery, RetryPolicy
+from consumer.core.slots import Slot, StageSlots
 from consumer.errors import VidgenError
-from consumer.handling import ProgressSink, Record, RecordHandler
-from consumer.intake import parse_request
+from consumer.handling import ProgressSink, RecordHandler
 from consumer.memory.gate import MemoryGate
-from consumer.offsets import OffsetTracker
-from consumer.pending import Job, PendingJobs
-from consumer.processing import Clock, Processor, utc_now
+from consumer.processing import Processor
 from consumer.progress import ProgressReporter
 from consumer.publisher import Publisher
-from consumer.quotas import Decision
-from consumer.results import Identity
-from consumer.retry_policy import Delivery, RetryPolicy
 from consumer.settings import Settings
-from consumer.slots import StageSlots
 from consumer.telemetry.logs import job_context
 from consumer.telemetry.metrics import Metrics
 from consumer.telemetry.tracing import extract_context
@@ -71,7 +72,7 @@ class Worker:
         identity: Identity,
         metrics: Metrics,
         tracer: Tracer | None = None,
-        clock: Clock = utc_now,
+        clock: WallClock = utc_now,
         on_progress: ProgressSink | None = None,
         memory: MemoryGate | None = None,
         progress: ProgressReporter | None = None,
@@ -88,12 +89,8 @@ class Worker:
         self._tracker = OffsetTracker()
         self._tasks: dict[TopicPartition, set[asyncio.Task[None]]] = {}
         self._running: set[asyncio.Task[None]] = set()
-        self._pending = PendingJobs(settings)
-        self._slots = StageSlots(
-            rendering=settings.max_inflight_jobs,
-            finishing=settings.max_finishing_jobs,
-            on_change=self._start_admitted,
-        )
+        self._pending = PendingJobs(settings, clock=time.monotonic)
+        self._slots = StageSlots(rendering=settings.max_inflight_jobs, finishing=settings.max_finishing_jobs)
         self._accepting = True
         self._handler = RecordHandler(
             settings=settings,
@@ -190,9 +187,7 @@ class Worker:
         received_at = self._clock()
         outcome = parse_request(record.value, max_bytes=self._settings.max_record_bytes)
         if isinstance(outcome, VideoRequest):
-            since = delivery.waiting_since_ms
-            waiting_since = None if since is None else datetime.fromtimestamp(since / 1000, UTC)
-            self._pending.push(Job(tp, record, outcome, received_at, waiting_since))
+            self._pending.push(Job(tp, record, outcome, received_at, delivery))
         else:
             self._spawn(tp, record, self._handler.answer(record, outcome, received_at))
         return True
@@ -206,7 +201,16 @@ class Worker:
                 self._spawn(job.tp, job.record, self._handler.refuse(job, decision))
                 continue
             slot = self._slots.take()
-            self._spawn(job.tp, job.record, self._handler.run(job, slot), on_done=slot.done)
+
+            def rendered(slot: Slot = slot) -> None:
+                if self._slots.advance(slot):
+                    self._start_admitted()
+
+            def done(slot: Slot = slot) -> None:
+                if self._slots.release(slot):
+                    self._start_admitted()
+
+            self._spawn(job.tp, job.record, self._handler.run(job, rendered), on_done=done)
 
     def _delivery(self, tp: TopicPartition, record: Record) -> Delivery:
         """The retry state of a record. Only the workers write the retry topic; on any other topic these headers
@@ -221,12 +225,12 @@ class Worker:
             work = self._handler.refuse(job, decision) if decision.action == "reject" else self._defer(job, decision)
             self._spawn(job.tp, job.record, work)
 
-    async def _defer(self, job: Job, decision: Decision) -> bool:
+    async def _defer(self, job: Job, decision: QuotaDecision) -> bool:
         """Hand a deferred job to the retry topic until its turn comes (attempt, round and trace context kept);
         refuse it (`rate_limited`) instead if the topic will not take the copy."""
         record, request = job.record, job.request
         delay_s = self._retry.deferral_delay(decision.retry_after_s)
-        headers = self._delivery(job.tp, record).deferred(
+        headers = job.delivery.deferred(
             record.headers,
             waiting_since_ms=int(job.first_asked_at.timestamp() * 1000),
             now_ms=self._now_ms(),
@@ -244,7 +248,7 @@ class Worker:
                 await self._publisher.retry_later(record, headers=headers)
             except VidgenError as exc:  # refused for good (e.g. too large for the topic): answer it now instead
                 log.warning("request %s cannot be deferred (%s); refusing it", request.request_id, exc.code)
-                refusal = Decision("reject", reason=f"{decision.reason}; cannot be deferred")
+                refusal = QuotaDecision("reject", reason=f"{decision.reason}; cannot be deferred")
                 return await self._handler.refuse(job, refusal)
             log.info("request %s deferred by its tenant's quota for %.1f s", request.request_id, delay_s)
         return True

@@ -2,7 +2,7 @@
 
 At least once: an offset is committed only after its result was delivered, skipped (a duplicate, or a tenant
 without a webhook) or dead-lettered to `video.results.notifier-dlq`, and only as part of the contiguous finished
-prefix of its partition (`consumer.offsets.OffsetTracker`). Deliveries run concurrently, at most
+prefix of its partition (`consumer.core.offsets.OffsetTracker`). Deliveries run concurrently, at most
 `tenant_concurrency` per tenant and `max_concurrency` in all, so a slow tenant delays only itself; a tenant whose
 endpoint keeps failing has its breaker opened, and its results go straight to the DLQ with
 `endpoint_unavailable` (replay them by producing the DLQ records back to video.results). Deliveries to one tenant

@@ -2,7 +2,7 @@
 
 At least once: an offset is committed only after its result was delivered, skipped (a duplicate, or a tenant
 without a webhook) or dead-lettered, and only as part of the contiguous finished prefix of its partition
-(`consumer.offsets.OffsetTracker`). Deliveries run concurrently (`lanes.TenantLanes`); while `max_pending`
+(`consumer.core.offsets.OffsetTracker`). Deliveries run concurrently (`lanes.TenantLanes`); while `max_pending`
 results are read and unanswered, the partitions are paused and polling goes on, so the group membership holds.
 """
 
@@ -19,8 +19,8 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from pydantic import ValidationError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from consumer.offsets import OffsetTracker
-from consumer.publisher import dead_letter_headers
+from consumer.core.dlq import dead_letter_headers
+from consumer.core.offsets import OffsetTracker
 from consumer.settings import Settings
 from consumer.telemetry.tracing import extract_context
 from producer_examples.dedupe import RecentKeys, delivery_key

@@ -24,10 +24,10 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from consumer.core.moderation import ContentPolicy
 from consumer.errors import VidgenError
 from consumer.http.limits import ConnectionGuard, GuardedSite, HttpLimits
 from consumer.kafka import ensure_topics, make_producer
-from consumer.policy import ContentPolicy
 from consumer.settings import ConfigurationError, Settings, describe_config_error
 from consumer.telemetry.logs import configure_logging
 from producer_examples.dedupe import RecentKeys

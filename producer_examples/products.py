@@ -1,9 +1,9 @@
 """From a "product created" webhook to a video request: payload model, prompt templates, request ids, and the
 worker's own checks applied before the shop is answered. Pure.
 
-The shop's text goes through the worker's code, not a copy of its rules: `consumer.sanitize.clean_text` on the
+The shop's text goes through the worker's code, not a copy of its rules: `consumer.core.sanitize.clean_text` on the
 title and the description as they arrive (so an invisible or bidirectional character is refused naming the field
-the shop sent), then the finished request through `consumer.intake.parse_request` on the exact JSON the worker will
+the shop sent), then the finished request through `consumer.core.intake.parse_request` on the exact JSON the worker will
 read, then the worker's content policy. Whatever the hook accepts, the worker's intake accepts.
 """
 
@@ -20,10 +20,10 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 from pydantic_core import PydanticCustomError
 
+from consumer.core.intake import DeadLetter, Rejection, parse_request
+from consumer.core.moderation import ContentPolicy
+from consumer.core.sanitize import clean_text
 from consumer.errors import ContentPolicyViolation, InvalidRequest, UnsafeText
-from consumer.intake import DeadLetter, Rejection, parse_request
-from consumer.policy import ContentPolicy
-from consumer.sanitize import clean_text
 from schemas.events import ID_PATTERN, VideoRequest
 
 __all__ = [

@@ -9,7 +9,8 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from opentelemetry.trace import SpanKind, Tracer
 
-from consumer.telemetry.tracing import Headers, inject_headers
+from consumer.core.job import Headers
+from consumer.telemetry.tracing import inject_headers
 from schemas.events import VideoRequest
 
 __all__ = ["RequestPublisher", "messaging_attributes"]

@@ -14,9 +14,9 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
+from consumer.core.intake import DeadLetter, parse_request
+from consumer.core.retries import ATTEMPT, NOT_BEFORE, ROUND
 from consumer.errors import VidgenError
-from consumer.intake import DeadLetter, parse_request
-from consumer.retry_policy import ATTEMPT, NOT_BEFORE, ROUND
 from schemas.events import ID_PATTERN, VideoRequest, VideoResult
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"

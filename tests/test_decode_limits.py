@@ -12,10 +12,10 @@ import time
 import pytest
 from PIL import Image
 
+from consumer.core.keys import upload_key
 from consumer.errors import ImageError, ImageTooLarge
 from consumer.image_sandbox import DecodeLimits, child_command, decode_in_sandbox
 from consumer.imaging import TIFF_MAX_STRIPS, check_tiff_directory, decode_image, fit_image
-from consumer.keys import upload_key
 from consumer.settings import Settings
 from consumer.storage import ObjectStore
 from tests.conftest import KafkaClient, request_body

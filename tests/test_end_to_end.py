@@ -11,8 +11,8 @@ import av
 import pytest
 from PIL import Image
 
+from consumer.core.keys import upload_key
 from consumer.dev.demo import product_image
-from consumer.keys import upload_key
 from consumer.settings import Settings
 from consumer.storage import ObjectStore
 from schemas.events import VideoResult

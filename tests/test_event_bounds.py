@@ -27,21 +27,14 @@ from hypothesis import strategies as st
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from consumer.core.dlq import MAX_KEPT_HEADERS_BYTES, MAX_KEPT_KEY_BYTES, dead_letter_copy
+from consumer.core.event_bounds import MAX_ERROR_FIELD_CHARS, MAX_ERROR_MESSAGE_CHARS, shown
+from consumer.core.intake import Rejection, parse_request
+from consumer.core.results import Identity, completed, failed, rejected, undeliverable
+from consumer.core.sanitize import visible
 from consumer.errors import InvalidRequest, PublishRefused, StorageError
-from consumer.event_bounds import (
-    MAX_ERROR_FIELD_CHARS,
-    MAX_ERROR_MESSAGE_CHARS,
-    MAX_KEPT_HEADERS_BYTES,
-    MAX_KEPT_KEY_BYTES,
-    dead_letter_copy,
-    record_bytes,
-    shown,
-)
-from consumer.intake import Rejection, parse_request
-from consumer.kafka import client_options
+from consumer.kafka import client_options, record_bytes
 from consumer.publisher import Publisher, is_transient
-from consumer.results import Identity, completed, failed, rejected, undeliverable
-from consumer.sanitize import visible
 from consumer.settings import Settings
 from schemas.events import Timings, VideoInfo, VideoRequest, VideoResult
 from tests.conftest import KafkaClient, request_body
@@ -258,17 +251,21 @@ def _consumed(value: bytes | None, *, key: bytes | None = b"k", headers: list[tu
 
 
 def test_a_dead_letter_that_fits_is_the_whole_original_plus_provenance() -> None:
-    copy = dead_letter_copy(_consumed(b"[1]", headers=[("origin", b"x")]), PROVENANCE, max_bytes=LIMIT)
+    copy = dead_letter_copy(
+        _consumed(b"[1]", headers=[("origin", b"x")]), PROVENANCE, max_bytes=LIMIT, measure=record_bytes
+    )
     assert (copy.key, copy.value, copy.omitted) == (b"k", b"[1]", ())
     assert copy.headers == [("origin", b"x"), *PROVENANCE]
 
 
 def test_a_dead_letter_is_whole_up_to_the_bound_and_a_stub_one_byte_past_it() -> None:
     empty = record_bytes(b"k", b"", PROVENANCE)
-    at_bound = dead_letter_copy(_consumed(b"x" * (LIMIT - empty - 3)), PROVENANCE, max_bytes=LIMIT)
+    at_bound = dead_letter_copy(
+        _consumed(b"x" * (LIMIT - empty - 3)), PROVENANCE, max_bytes=LIMIT, measure=record_bytes
+    )
     assert record_bytes(at_bound.key, at_bound.value, at_bound.headers) <= LIMIT
     assert at_bound.omitted == ()
-    past = dead_letter_copy(_consumed(b"x" * (LIMIT - empty + 3)), PROVENANCE, max_bytes=LIMIT)
+    past = dead_letter_copy(_consumed(b"x" * (LIMIT - empty + 3)), PROVENANCE, max_bytes=LIMIT, measure=record_bytes)
     assert past.omitted == ("value",)
     assert json.loads(past.value or b"") == {"omitted": ["value"], "original_bytes": 1 + LIMIT - empty + 3}
 
@@ -286,7 +283,9 @@ def test_a_stub_keeps_the_key_and_headers_only_within_their_own_bounds(
     key_bytes: int, header_bytes: int, omitted: tuple[str, ...]
 ) -> None:
     key, headers = b"k" * key_bytes, [("h", b"v" * (header_bytes - 1))]
-    copy = dead_letter_copy(_consumed(b"x" * LIMIT, key=key, headers=headers), PROVENANCE, max_bytes=LIMIT)
+    copy = dead_letter_copy(
+        _consumed(b"x" * LIMIT, key=key, headers=headers), PROVENANCE, max_bytes=LIMIT, measure=record_bytes
+    )
     assert copy.omitted == omitted
     assert copy.key == (None if "key" in omitted else key)
     kept = [] if "headers" in omitted else headers
@@ -301,7 +300,7 @@ def test_a_stub_keeps_the_key_and_headers_only_within_their_own_bounds(
 
 
 def test_a_stub_can_be_asked_for_when_the_broker_refused_a_copy_that_fit() -> None:
-    copy = dead_letter_copy(_consumed(b"[1]", key=None), PROVENANCE, max_bytes=LIMIT, stub=True)
+    copy = dead_letter_copy(_consumed(b"[1]", key=None), PROVENANCE, max_bytes=LIMIT, measure=record_bytes, stub=True)
     assert (copy.key, copy.omitted) == (None, ("value",))
 
 

@@ -26,8 +26,8 @@ from aiohttp.test_utils import TestServer
 from opentelemetry.trace import NoOpTracer
 from pydantic import ValidationError
 
+from consumer.core.intake import parse_request
 from consumer.dev.embedded import free_port
-from consumer.intake import parse_request
 from consumer.settings import Settings
 from producer_examples.product_hook import ROUTE, HookSettings, make_app
 from producer_examples.products import (

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from consumer.core.intake import DeadLetter, Rejection, parse_request
 from consumer.errors import InvalidRequest
-from consumer.intake import DeadLetter, Rejection, parse_request
 from schemas.events import VideoRequest
 
 LIMIT = 1_048_576

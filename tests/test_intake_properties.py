@@ -12,10 +12,10 @@ from typing import Any
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
+from consumer.core.intake import DeadLetter, Rejection, parse_request
+from consumer.core.moderation import ContentPolicy
+from consumer.core.sanitize import check_opaque_text, clean_text, sanitize_request
 from consumer.errors import ContentPolicyViolation, InvalidRequest, UnsafeText
-from consumer.intake import DeadLetter, Rejection, parse_request
-from consumer.policy import ContentPolicy
-from consumer.sanitize import check_opaque_text, clean_text, sanitize_request
 from schemas.events import ID_PATTERN, VideoRequest
 
 LIMIT = 1_048_576

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from consumer.keys import content_key, derive_seed, object_keys
+from consumer.core.keys import content_key, derive_seed, object_keys
 from schemas.events import VideoRequest
 
 

@@ -15,9 +15,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
+from consumer.core.keys import upload_key
 from consumer.dev.demo import product_image
 from consumer.dev.embedded import free_port
-from consumer.keys import upload_key
 from consumer.memory.admission import MemoryReading
 from consumer.memory.probe import ScriptedProbe
 from consumer.settings import Settings

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from consumer.offsets import OffsetTracker
+from consumer.core.offsets import OffsetTracker
 
 
 def test_out_of_order_finish_commits_only_the_contiguous_prefix() -> None:

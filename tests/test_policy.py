@@ -1,5 +1,5 @@
-"""Content rules on request text: control-character sanitising (consumer.sanitize) and the banned-terms policy
-(consumer.policy). Both pure; no broker, no model."""
+"""Content rules on request text: control-character sanitising (consumer.core.sanitize) and the banned-terms policy
+(consumer.core.moderation). Both pure; no broker, no model."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from consumer.core.moderation import AllOf, ContentPolicy, Moderator, fold
+from consumer.core.sanitize import clean_text, sanitize_request
 from consumer.errors import ContentPolicyViolation, InvalidRequest, UnsafeText, VidgenError
-from consumer.policy import AllOf, ContentPolicy, Moderator, fold
-from consumer.sanitize import clean_text, sanitize_request
 from schemas.events import VideoRequest
 
 

@@ -27,11 +27,11 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
+from consumer.core.keys import upload_key
+from consumer.core.moderation import ContentPolicy
 from consumer.dev.demo import product_image
 from consumer.dev.embedded import free_port
 from consumer.kafka import client_options, ensure_topics
-from consumer.keys import upload_key
-from consumer.policy import ContentPolicy
 from consumer.settings import Settings
 from consumer.storage import ObjectStore
 from producer_examples import publish_request

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from consumer.core.quotas import FairQueue, QuotaDecision, TenantQuotas
 from consumer.errors import RateLimited, VidgenError
-from consumer.quotas import Decision, FairQueue, TenantQuotas
 
 
 class FakeClock:
@@ -266,7 +266,7 @@ def test_every_job_comes_out_exactly_once_within_the_inflight_limit(ops: list[tu
         running = running[releases:]
         while (item := queue.take()) is not None:
             tenant, job, decision = item
-            assert decision == Decision("admit")
+            assert decision == QuotaDecision("admit")
             assert tenant not in running  # the in-flight limit of 1 holds
             running.append(tenant)
             seen.append(job)
@@ -383,7 +383,7 @@ def test_overflow_rejects_jobs_whose_turn_is_past_the_max_wait(clock: FakeClock)
     clock.advance(5.0)
     taken = queue.take()
     assert taken is not None
-    assert taken[1:] == ("a0", Decision("admit"))
+    assert taken[1:] == ("a0", QuotaDecision("admit"))
 
 
 @settings(max_examples=80, deadline=None)

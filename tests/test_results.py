@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from consumer.core.intake import Rejection
+from consumer.core.results import Identity, failed, rejected
 from consumer.errors import ImageUrlForbidden, InvalidRequest, StorageError
-from consumer.intake import Rejection
-from consumer.results import Identity, failed, rejected
 from schemas.events import Timings, VideoRequest
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)

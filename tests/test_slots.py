@@ -4,60 +4,52 @@ from __future__ import annotations
 
 import pytest
 
-from consumer.slots import StageSlots
-
-
-def _slots(rendering: int, finishing: int) -> tuple[StageSlots, list[str]]:
-    changes: list[str] = []
-    return StageSlots(rendering=rendering, finishing=finishing, on_change=lambda: changes.append("change")), changes
+from consumer.core.slots import StageSlots
 
 
 def test_a_finished_render_hands_its_slot_to_the_next_job() -> None:
-    slots, changes = _slots(1, 2)
+    slots = StageSlots(rendering=1, finishing=2)
     first = slots.take()
     assert not slots.free
-    first.rendered()
+    assert slots.advance(first)
     assert (slots.rendering, slots.finishing, slots.free) == (0, 1, True)
-    assert changes == ["change"]
     second = slots.take()
-    second.rendered()
+    slots.advance(second)
     assert slots.finishing == 2
     assert not slots.free  # two results still uploading: no new render starts
-    first.done()
+    assert slots.release(first)
     assert slots.free
     assert (slots.rendering, slots.finishing) == (0, 1)
 
 
 def test_moves_are_idempotent() -> None:
-    slots, changes = _slots(2, 2)
+    slots = StageSlots(rendering=2, finishing=2)
     slot = slots.take()
-    slot.rendered()
-    slot.rendered()  # a retried job renders again
-    slot.done()
-    slot.done()
-    slot.rendered()
+    assert slots.advance(slot)
+    assert not slots.advance(slot)  # a retried job renders again
+    assert slots.release(slot)
+    assert not slots.release(slot)
+    assert not slots.advance(slot)
     assert (slots.rendering, slots.finishing) == (0, 0)
-    assert changes == ["change", "change"]
 
 
 def test_a_job_that_never_rendered_frees_its_render_slot() -> None:
-    slots, _ = _slots(1, 1)
-    slots.take().done()  # rejected, failed before its render, abandoned
+    slots = StageSlots(rendering=1, finishing=1)
+    slots.release(slots.take())  # rejected, failed before its render, abandoned
     assert (slots.rendering, slots.finishing, slots.free) == (0, 0, True)
 
 
 def test_no_finishing_stage_is_the_sequential_design() -> None:
-    slots, changes = _slots(1, 0)
+    slots = StageSlots(rendering=1, finishing=0)
     slot = slots.take()
-    slot.rendered()
+    assert not slots.advance(slot)
     assert not slots.free  # still its slot until it is answered
-    assert changes == []
-    slot.done()
+    slots.release(slot)
     assert slots.free
 
 
 def test_taking_without_a_free_slot_is_a_bug() -> None:
-    slots, _ = _slots(1, 1)
+    slots = StageSlots(rendering=1, finishing=1)
     slots.take()
     with pytest.raises(RuntimeError, match="no free slot"):
         slots.take()
@@ -66,4 +58,4 @@ def test_taking_without_a_free_slot_is_a_bug() -> None:
 @pytest.mark.parametrize(("rendering", "finishing"), [(0, 1), (1, -1)])
 def test_limits_are_checked(rendering: int, finishing: int) -> None:
     with pytest.raises(ValueError, match="need rendering"):
-        StageSlots(rendering=rendering, finishing=finishing, on_change=lambda: None)
+        StageSlots(rendering=rendering, finishing=finishing)

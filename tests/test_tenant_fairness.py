@@ -12,14 +12,15 @@ import aiohttp
 import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
+from consumer.core.job import Job
+from consumer.core.pending import PendingJobs
+from consumer.core.quotas import QuotaDecision
+from consumer.core.results import Identity
+from consumer.core.retries import Delivery, RetryPolicy
 from consumer.errors import VidgenError
 from consumer.kafka import client_options
-from consumer.pending import Job, PendingJobs
-from consumer.quotas import Decision
 from consumer.render.renderer import Renderer
 from consumer.render.standin import StandInPipeline
-from consumer.results import Identity
-from consumer.retry_policy import Delivery, RetryPolicy
 from consumer.settings import Settings
 from consumer.telemetry.metrics import Metrics
 from consumer.worker import Worker
@@ -38,11 +39,15 @@ MakeRenderer = Callable[[object], Renderer]
 
 def _job(offset: int, tenant: str, *, waiting_since: datetime | None = None) -> Job:
     request = VideoRequest.model_validate(request_body(f"r{offset}", tenant_id=tenant))
-    return Job(TP, offset, request, datetime.now(UTC), waiting_since)  # the record itself plays no part here
+    since = None if waiting_since is None else int(waiting_since.timestamp() * 1000)
+    # The record itself plays no part here: the offset stands in for it.
+    return Job(TP, offset, request, datetime.now(UTC), Delivery(waiting_since_ms=since))
 
 
 def test_max_wait_counts_from_the_first_time_a_request_waited() -> None:
-    pending = PendingJobs(Settings(tenant_max_inflight=1, tenant_max_wait_s=30.0, max_pending_jobs=8))
+    pending = PendingJobs(
+        Settings(tenant_max_inflight=1, tenant_max_wait_s=30.0, max_pending_jobs=8), clock=time.monotonic
+    )
     assert pending.quotas.try_acquire("a").admitted  # "a" is at its in-flight limit from now on
     pending.push(_job(1, "a", waiting_since=datetime.now(UTC) - timedelta(seconds=31)))  # back from a deferral
     pending.push(_job(2, "a"))
@@ -56,7 +61,7 @@ def test_max_wait_counts_from_the_first_time_a_request_waited() -> None:
 
 
 def test_pending_jobs_give_up_deferred_jobs_soonest_due_first_and_make_room() -> None:
-    pending = PendingJobs(Settings(tenant_requests_per_minute=12, max_pending_jobs=4))
+    pending = PendingJobs(Settings(tenant_requests_per_minute=12, max_pending_jobs=4), clock=time.monotonic)
     for _ in range(12):
         assert pending.quotas.try_acquire("flood").admitted
         pending.quotas.release("flood")
@@ -124,7 +129,7 @@ async def test_a_deferral_the_retry_topic_refuses_is_answered_rate_limited() -> 
     )
     request = VideoRequest.model_validate(request_body("r1", tenant_id="flooder"))
     record = ConsumerRecord(TP.topic, TP.partition, 7, 0, 0, b"r1", b"{}", None, 2, 2, [])
-    decision = Decision("defer", 5.0, "over 12 requests per minute")
+    decision = QuotaDecision("defer", 5.0, "over 12 requests per minute")
     assert await worker._defer(Job(TP, record, request, datetime.now(UTC)), decision)  # answered: committable
     [result] = publisher.results
     assert result.status == "failed" and result.error is not None

@@ -15,10 +15,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from consumer.core.keys import is_plain_key, object_keys, tenant_may_read, upload_key, upload_prefix
 from consumer.dev.demo import _demo, product_image
 from consumer.errors import ImageNotFound, ImageUrlForbidden
 from consumer.fetching import FetchPolicy
-from consumer.keys import is_plain_key, object_keys, tenant_may_read, upload_key, upload_prefix
 from consumer.settings import Settings
 from consumer.start_image import S3Sources, StartImageSource
 from consumer.storage import ObjectStore, open_s3_client

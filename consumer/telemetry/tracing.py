@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from opentelemetry import propagate
 from opentelemetry.context import Context
 
-__all__ = ["Headers", "extract_context", "inject_headers"]
+from consumer.core.job import Headers
 
-Headers = list[tuple[str, bytes]]
+__all__ = ["extract_context", "inject_headers"]
 
 
 def extract_context(headers: Sequence[tuple[str, bytes]] | None) -> Context:

@@ -1,6 +1,7 @@
-"""Build result events from outcomes. Pure: no clock, no I/O; times come in as arguments.
+"""Build result events, and their timings, from outcomes. The one place results are made. Pure: no clock, no I/O;
+times come in as arguments.
 
-Error text is cut and made visible here (`consumer.event_bounds.shown`), so a result never carries more than
+Error text is cut and made visible here (`consumer.core.event_bounds.shown`), so a result never carries more than
 `MAX_ERROR_MESSAGE_CHARS` of message, whatever an exception said."""
 
 from __future__ import annotations
@@ -8,12 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from consumer.core.event_bounds import MAX_ERROR_FIELD_CHARS, MAX_ERROR_MESSAGE_CHARS, shown
+from consumer.core.intake import Rejection
 from consumer.errors import PublishRefused, VidgenError
-from consumer.event_bounds import MAX_ERROR_FIELD_CHARS, MAX_ERROR_MESSAGE_CHARS, shown
-from consumer.intake import Rejection
 from schemas.events import ErrorInfo, Timings, VideoInfo, VideoRequest, VideoResult
 
-__all__ = ["Identity", "completed", "failed", "rejected", "undeliverable"]
+__all__ = ["Identity", "StageTimes", "completed", "failed", "not_started", "rejected", "undeliverable"]
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,34 @@ class Identity:
 
     worker_id: str
     model: str
+
+
+@dataclass
+class StageTimes:
+    """When one attempt's stages ran, filled in as they do; `timings` is what its result reports."""
+
+    received_at: datetime
+    render_started_at: datetime | None = None  # the model was taken (after any wait for the previous render)
+    render_finished_at: datetime | None = None  # the model was released
+    render_ms: int | None = None
+    encode_ms: int | None = None
+    upload_ms: int | None = None
+
+    def timings(self, completed_at: datetime) -> Timings:
+        return Timings(
+            received_at=self.received_at,
+            render_started_at=self.render_started_at,
+            render_finished_at=self.render_finished_at,
+            completed_at=completed_at,
+            render_ms=self.render_ms,
+            encode_ms=self.encode_ms,
+            upload_ms=self.upload_ms,
+        )
+
+
+def not_started(received_at: datetime) -> Timings:
+    """Timings of a request answered without starting its work (a rejection, a quota refusal, too large)."""
+    return StageTimes(received_at).timings(completed_at=received_at)
 
 
 def completed(
@@ -78,7 +107,7 @@ def rejected(rejection: Rejection, *, received_at: datetime, identity: Identity)
         status="rejected",
         error=_error_info(rejection.error, retryable=False),
         metadata=rejection.metadata,
-        timings=Timings(received_at=received_at, completed_at=received_at),
+        timings=not_started(received_at),
         worker_id=identity.worker_id,
         model=identity.model,
     )

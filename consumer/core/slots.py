@@ -1,25 +1,27 @@
 """Job slots by stage. A job holds a render slot from its start until its render ends (start image, admission,
 waiting for the model, rendering), then a finishing slot while it encodes, uploads and publishes. So the next
-request is prepared while one renders and earlier results upload meanwhile, each stage bounded on its own."""
+request is prepared while one renders and earlier results upload meanwhile, each stage bounded on its own. Pure:
+whoever frees a slot (the job scheduler, `consumer/job/scheduler.py`) starts the next job itself."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Literal
 
 __all__ = ["Slot", "StageSlots"]
+
+Stage = Literal["rendering", "finishing", "done"]
 
 
 class StageSlots:
     """`rendering` bounds jobs before their render ends; new jobs start only while fewer than `finishing` are past
     it (slow uploads hold frames in memory, so they hold back new renders too). `finishing=0` keeps a job in its
-    render slot until it is done: the sequential design. `on_change` runs whenever a slot frees up."""
+    render slot until it is done: the sequential design."""
 
-    def __init__(self, *, rendering: int, finishing: int, on_change: Callable[[], None]) -> None:
+    def __init__(self, *, rendering: int, finishing: int) -> None:
         if rendering < 1 or finishing < 0:
             raise ValueError(f"need rendering >= 1 and finishing >= 0, got {rendering} and {finishing}")
         self.rendering_limit = rendering
         self.finishing_limit = finishing
-        self._on_change = on_change
         self.rendering = 0
         self.finishing = 0
 
@@ -33,38 +35,32 @@ class StageSlots:
         if not self.free:
             raise RuntimeError("no free slot")
         self.rendering += 1
-        return Slot(self)
+        return Slot()
 
-    def advance(self, slot: Slot) -> None:
-        """Move a rendering slot to finishing (a no-op without a finishing stage)."""
+    def advance(self, slot: Slot) -> bool:
+        """Move a rendering slot to finishing (a no-op without a finishing stage, or once moved: a retried job may
+        report its render twice). True when that freed a render slot."""
         if slot.stage != "rendering" or self.finishing_limit == 0:
-            return
+            return False
         self.rendering -= 1
         self.finishing += 1
         slot.stage = "finishing"
-        self._on_change()
+        return True
 
-    def release(self, slot: Slot) -> None:
+    def release(self, slot: Slot) -> bool:
+        """The job ended: give back whichever slot it holds (idempotent). True when that freed one."""
         if slot.stage == "rendering":
             self.rendering -= 1
         elif slot.stage == "finishing":
             self.finishing -= 1
         else:
-            return
+            return False
         slot.stage = "done"
-        self._on_change()
+        return True
 
 
 class Slot:
-    """One job's hold on its stage. Both moves are idempotent: a retried job may report its render twice."""
+    """One job's hold on its stage."""
 
-    def __init__(self, slots: StageSlots) -> None:
-        self._slots = slots
-        self.stage = "rendering"
-
-    def rendered(self) -> None:
-        """The render ended (or a cache hit made it unnecessary): hand the render slot to the next job."""
-        self._slots.advance(self)
-
-    def done(self) -> None:
-        self._slots.release(self)
+    def __init__(self) -> None:
+        self.stage: Stage = "rendering"

@@ -1,46 +1,27 @@
-"""Parsed requests waiting for a slot: per-tenant quotas, handed out round-robin across tenants."""
+"""Parsed requests waiting for a slot: per-tenant quotas, handed out round-robin across tenants. Pure."""
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from collections.abc import Collection, Hashable
 
-from aiokafka import TopicPartition
-
-from consumer.quotas import Decision, FairQueue, TenantQuotas
+from consumer.core.clock import Monotonic
+from consumer.core.job import Job
+from consumer.core.quotas import FairQueue, QuotaDecision, TenantQuotas
 from consumer.settings import Settings
-from schemas.events import VideoRequest
 
-__all__ = ["Job", "PendingJobs"]
-
-
-@dataclass(frozen=True)
-class Job:
-    tp: TopicPartition
-    record: Any  # aiokafka ConsumerRecord[bytes, bytes]
-    request: VideoRequest
-    received_at: datetime
-    # When the request first waited for its tenant's quota, if before this delivery (a deferral brought it back).
-    waiting_since: datetime | None = None
-
-    @property
-    def first_asked_at(self) -> datetime:
-        """What `VIDGEN_TENANT_MAX_WAIT_S` is measured from."""
-        return self.received_at if self.waiting_since is None else min(self.waiting_since, self.received_at)
+__all__ = ["PendingJobs"]
 
 
 class PendingJobs:
     """A bounded local queue between fetching and processing. While it is full the worker fetches nothing."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, clock: Monotonic) -> None:
         self.limit = settings.max_pending_jobs
         self.quotas = TenantQuotas(
             max_inflight_per_tenant=settings.tenant_max_inflight,
             per_minute=settings.tenant_requests_per_minute,
             max_wait_s=settings.tenant_max_wait_s,
-            clock=time.monotonic,
+            clock=clock,
         )
         self._queue: FairQueue[Job] = FairQueue(self.quotas)
 
@@ -60,11 +41,11 @@ class PendingJobs:
         waited = (job.received_at - job.first_asked_at).total_seconds()
         self._queue.push(job.request.tenant_id, job, since=self.quotas.now() - waited)
 
-    def take(self) -> tuple[Job, Decision] | None:
+    def take(self) -> tuple[Job, QuotaDecision] | None:
         taken = self._queue.take()
         return None if taken is None else (taken[1], taken[2])
 
-    def overflow(self) -> list[tuple[Job, Decision]]:
+    def overflow(self) -> list[tuple[Job, QuotaDecision]]:
         """Deferred jobs given up so that fetching never stops for them (see `FairQueue.overflow`): the worker
         refuses the rejected ones and hands the others to the retry topic. Known waits come first, shortest first,
         so the retry topic stays in not-before order as far as it can (a partition waits for its head record)."""
@@ -74,11 +55,11 @@ class PendingJobs:
     def release(self, job: Job) -> None:
         self.quotas.release(job.request.tenant_id)
 
-    def drop(self, partitions: set[TopicPartition] | None = None) -> list[Job]:
+    def drop(self, partitions: Collection[Hashable] | None = None) -> list[Job]:
         """Forget pending jobs (of these partitions, or all): their offsets stay uncommitted and are re-read."""
         return self._queue.remove(lambda job: partitions is None or job.tp in partitions)
 
 
-def _due_order(decision: Decision) -> tuple[int, float]:
+def _due_order(decision: QuotaDecision) -> tuple[int, float]:
     wait = decision.retry_after_s
     return (0, wait) if wait is not None else (1, 0.0)

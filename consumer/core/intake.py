@@ -9,8 +9,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from consumer.core.sanitize import name_safely, sanitize_request
 from consumer.errors import InvalidRequest, UnsafeText
-from consumer.sanitize import name_safely, sanitize_request
 from schemas.events import ID_PATTERN, VideoRequest
 
 __all__ = ["DeadLetter", "Rejection", "parse_request", "usable_id"]

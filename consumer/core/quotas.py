@@ -34,11 +34,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, Literal, TypeVar
 
+from consumer.core.clock import Monotonic
 from consumer.errors import RateLimited
 
-__all__ = ["Clock", "Decision", "FairQueue", "TenantQuotas"]
+__all__ = ["FairQueue", "QuotaDecision", "TenantQuotas"]
 
-Clock = Callable[[], float]
 Job = TypeVar("Job")
 
 # The sweep of idle tenants runs when this many operations, or as many as there are tenants, have passed.
@@ -46,7 +46,7 @@ _MIN_SWEEP_INTERVAL = 64
 
 
 @dataclass(frozen=True)
-class Decision:
+class QuotaDecision:
     """What to do with a tenant's next record now."""
 
     action: Literal["admit", "defer", "reject"]
@@ -79,7 +79,7 @@ class TenantQuotas:
         *,
         max_inflight_per_tenant: int | None,
         per_minute: int | None,
-        clock: Clock,
+        clock: Monotonic,
         max_wait_s: float | None = None,
     ) -> None:
         if max_inflight_per_tenant is not None and max_inflight_per_tenant < 1:
@@ -107,7 +107,7 @@ class TenantQuotas:
         state = self._tenants.get(tenant)
         return state.inflight if state else 0
 
-    def try_acquire(self, tenant: str, *, waiting_since: float | None = None) -> Decision:
+    def try_acquire(self, tenant: str, *, waiting_since: float | None = None) -> QuotaDecision:
         """Admit (taking an in-flight slot and a token), defer, or reject. `waiting_since` is the clock time the
         record first asked; it drives the `max_wait_s` rejection."""
         now = self._clock()
@@ -122,9 +122,9 @@ class TenantQuotas:
         state.inflight += 1
         state.tokens = tokens - 1.0 if self._capacity is not None else tokens
         state.updated = now
-        return Decision("admit")
+        return QuotaDecision("admit")
 
-    def decide(self, tenant: str, *, position: int, waiting_since: float | None = None) -> Decision:
+    def decide(self, tenant: str, *, position: int, waiting_since: float | None = None) -> QuotaDecision:
         """What `try_acquire` would say to the record `position` places back in the tenant's line, once those
         ahead of it were admitted; takes nothing. A deferral's `retry_after_s` is when the budget reaches it."""
         return self._decide(self._clock(), self._tenants.get(tenant), position, waiting_since)
@@ -149,7 +149,7 @@ class TenantQuotas:
         if self._is_idle(state, self._clock()):
             del self._tenants[tenant]
 
-    def _decide(self, now: float, state: _Tenant | None, position: int, waiting_since: float | None) -> Decision:
+    def _decide(self, now: float, state: _Tenant | None, position: int, waiting_since: float | None) -> QuotaDecision:
         inflight = state.inflight if state else 0
         if self._max_inflight is not None and inflight + position >= self._max_inflight:
             reason = f"at its limit of {self._max_inflight} requests in flight"
@@ -158,14 +158,14 @@ class TenantQuotas:
         if self._capacity is not None and tokens < position + 1:
             wait = (position + 1 - tokens) / self._rate
             return self._blocked(now, waiting_since, wait, f"over {int(self._capacity)} requests per minute")
-        return Decision("admit")
+        return QuotaDecision("admit")
 
-    def _blocked(self, now: float, waiting_since: float | None, wait: float | None, reason: str) -> Decision:
+    def _blocked(self, now: float, waiting_since: float | None, wait: float | None, reason: str) -> QuotaDecision:
         if self._max_wait_s is not None:
             waited = max(0.0, now - waiting_since) if waiting_since is not None else 0.0
             if waited >= self._max_wait_s or (wait is not None and waited + wait > self._max_wait_s):
-                return Decision("reject", None, f"{reason}; would wait more than {self._max_wait_s:g} s")
-        return Decision("defer", wait, reason)
+                return QuotaDecision("reject", None, f"{reason}; would wait more than {self._max_wait_s:g} s")
+        return QuotaDecision("defer", wait, reason)
 
     def _tokens(self, state: _Tenant | None, now: float) -> float:
         if self._capacity is None:
@@ -215,7 +215,7 @@ class FairQueue(Generic[Job]):
             queue.append(item)
         self._size += 1
 
-    def take(self) -> tuple[str, Job, Decision] | None:
+    def take(self) -> tuple[str, Job, QuotaDecision] | None:
         """The next job to admit or reject, or None when every tenant is deferred. An admitted job holds a
         quota slot: call `quotas.release(tenant)` when it ends. A rejected one holds nothing."""
         self.wake_in_s = None
@@ -238,7 +238,7 @@ class FairQueue(Generic[Job]):
             return tenant, job, decision
         return None
 
-    def overflow(self, limit: int) -> list[tuple[str, Job, Decision]]:
+    def overflow(self, limit: int) -> list[tuple[str, Job, QuotaDecision]]:
         """Deferred jobs to give up so that deferred jobs never keep the queue full: none while it holds fewer than
         `limit`, else the newest of the tenant with the most deferred jobs, one at a time, until half of `limit` is
         free or no deferred job is left. Jobs the quotas would admit now stay (they only wait for a slot). Each comes
@@ -250,7 +250,7 @@ class FairQueue(Generic[Job]):
         deferred = {
             tenant: max(0.0, len(self._queues[tenant]) - self._quotas.headroom(tenant)) for tenant in self._order
         }
-        given_up: list[tuple[str, Job, Decision]] = []
+        given_up: list[tuple[str, Job, QuotaDecision]] = []
         while self._size > keep:
             tenant = max(deferred, key=deferred.__getitem__, default=None)
             if tenant is None or not deferred[tenant]:
