@@ -33,8 +33,9 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from bench.infra import machine_info
-from consumer.imaging import fit_image
-from consumer.media import encode_mp4, to_uint8
+from consumer.job.image_decoding import fit_image
+from consumer.job.video_encoding import encode_mp4
+from consumer.render.renderer import to_uint8
 from consumer.render.template import TemplatePipeline, source_size
 
 __all__ = ["main", "measure"]

@@ -14,7 +14,9 @@ from consumer.core.clock import utc_now
 from consumer.core.moderation import ContentPolicy
 from consumer.core.results import Identity
 from consumer.errors import ModeUnsupported, VidgenError
-from consumer.fetching import FetchPolicy
+from consumer.job.https_download import FetchPolicy
+from consumer.job.pipeline import JobPipeline
+from consumer.job.start_image import S3Sources, StartImageSource
 from consumer.kafka import ensure_topics, make_consumer, make_producer, worker_topics
 from consumer.memory.admission import SafetyMargin
 from consumer.memory.gate import MemoryGate
@@ -27,13 +29,11 @@ from consumer.memory.probe import (
     memory_limit_bytes,
     process_rss_bytes,
 )
-from consumer.processing import Processor
 from consumer.progress import ProgressReporter
 from consumer.publisher import Publisher
 from consumer.render.loader import load_pipeline, resolve_device, resolve_dtype
 from consumer.render.renderer import Renderer
 from consumer.settings import Settings
-from consumer.start_image import S3Sources, StartImageSource
 from consumer.storage import ObjectStore, open_s3_client
 from consumer.telemetry.metrics import Metrics
 from consumer.telemetry.probes import bound_port, start_http
@@ -117,7 +117,7 @@ async def serve(
             await producer.start()
             try:
                 identity = Identity(worker_id=settings.worker_id, model=settings.model)
-                processor = Processor(
+                pipeline = JobPipeline(
                     settings=settings,
                     store=store,
                     images=_start_images(settings, store),
@@ -135,7 +135,7 @@ async def serve(
                     settings=settings,
                     consumer_factory=functools.partial(make_consumer, settings),
                     publisher=Publisher(producer, settings, tracer=tracer),
-                    processor=processor,
+                    pipeline=pipeline,
                     identity=identity,
                     metrics=metrics,
                     tracer=tracer,

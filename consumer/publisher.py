@@ -5,7 +5,7 @@ stays uncommitted. An error retrying cannot fix (a record too large, a topic not
 
 - a refused result is replaced by a minimal `failed` result (`publish_refused`, no metadata, no video);
 - a refused dead letter is sent again as a stub (`consumer.core.dlq.dead_letter_copy`);
-- a refused retry-topic copy makes the request fail for good at once (`consumer/handling.py`).
+- a refused retry-topic copy makes the request fail for good at once (`consumer/job/runner.py`).
 
 If a fallback is refused too, the topic takes nothing from this worker: `PublishRefused` propagates, the job
 crashes and the worker stops rather than skip answers (a configuration error for an operator, not a data error)."""

@@ -25,9 +25,9 @@ from consumer.core.results import Identity
 from consumer.core.retries import Delivery, RetryPolicy
 from consumer.core.slots import Slot, StageSlots
 from consumer.errors import VidgenError
-from consumer.handling import ProgressSink, RecordHandler
+from consumer.job.pipeline import JobPipeline
+from consumer.job.runner import JobRunner, ProgressSink
 from consumer.memory.gate import MemoryGate
-from consumer.processing import Processor
 from consumer.progress import ProgressReporter
 from consumer.publisher import Publisher
 from consumer.settings import Settings
@@ -68,7 +68,7 @@ class Worker:
         settings: Settings,
         consumer_factory: ConsumerFactory,
         publisher: Publisher,
-        processor: Processor,
+        pipeline: JobPipeline,
         identity: Identity,
         metrics: Metrics,
         tracer: Tracer | None = None,
@@ -92,10 +92,10 @@ class Worker:
         self._pending = PendingJobs(settings, clock=time.monotonic)
         self._slots = StageSlots(rendering=settings.max_inflight_jobs, finishing=settings.max_finishing_jobs)
         self._accepting = True
-        self._handler = RecordHandler(
+        self._runner = JobRunner(
             settings=settings,
             publisher=publisher,
-            processor=processor,
+            pipeline=pipeline,
             identity=identity,
             metrics=metrics,
             tracer=tracer,
@@ -189,7 +189,7 @@ class Worker:
         if isinstance(outcome, VideoRequest):
             self._pending.push(Job(tp, record, outcome, received_at, delivery))
         else:
-            self._spawn(tp, record, self._handler.answer(record, outcome, received_at))
+            self._spawn(tp, record, self._runner.answer(record, outcome, received_at))
         return True
 
     def _start_admitted(self) -> None:
@@ -198,7 +198,7 @@ class Worker:
         while self._accepting and self._slots.free and (taken := self._pending.take()) is not None:
             job, decision = taken
             if not decision.admitted:
-                self._spawn(job.tp, job.record, self._handler.refuse(job, decision))
+                self._spawn(job.tp, job.record, self._runner.refuse(job, decision))
                 continue
             slot = self._slots.take()
 
@@ -210,7 +210,7 @@ class Worker:
                 if self._slots.release(slot):
                     self._start_admitted()
 
-            self._spawn(job.tp, job.record, self._handler.run(job, rendered), on_done=done)
+            self._spawn(job.tp, job.record, self._runner.run(job, rendered), on_done=done)
 
     def _delivery(self, tp: TopicPartition, record: Record) -> Delivery:
         """The retry state of a record. Only the workers write the retry topic; on any other topic these headers
@@ -222,7 +222,7 @@ class Worker:
         records from being fetched: those the queue gives up are refused (past the tenant's max wait) or handed to
         the retry topic until their turn in the tenant's budget."""
         for job, decision in self._pending.overflow():
-            work = self._handler.refuse(job, decision) if decision.action == "reject" else self._defer(job, decision)
+            work = self._runner.refuse(job, decision) if decision.action == "reject" else self._defer(job, decision)
             self._spawn(job.tp, job.record, work)
 
     async def _defer(self, job: Job, decision: QuotaDecision) -> bool:
@@ -249,7 +249,7 @@ class Worker:
             except VidgenError as exc:  # refused for good (e.g. too large for the topic): answer it now instead
                 log.warning("request %s cannot be deferred (%s); refusing it", request.request_id, exc.code)
                 refusal = QuotaDecision("reject", reason=f"{decision.reason}; cannot be deferred")
-                return await self._handler.refuse(job, refusal)
+                return await self._runner.refuse(job, refusal)
             log.info("request %s deferred by its tenant's quota for %.1f s", request.request_id, delay_s)
         return True
 
@@ -321,7 +321,7 @@ class Worker:
     async def _drain(self) -> None:
         """Shutdown: no new records; keep polling (paused) so the member stays alive while jobs finish."""
         deadline = time.monotonic() + self._settings.shutdown_grace_s
-        self._handler.draining = True
+        self._runner.draining = True
         self._accepting = False
         self._pending.drop()
         log.info("draining %d in-flight job(s)", len(self._running))

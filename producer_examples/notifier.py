@@ -25,7 +25,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 from opentelemetry.trace import Tracer
 
-from consumer.fetching import IPNetwork, Resolve, UrlRules
+from consumer.job.https_download import IPNetwork, Resolve, UrlRules
 from consumer.kafka import client_options, ensure_topics, make_producer
 from consumer.settings import ConfigurationError, Settings, describe_config_error
 from consumer.telemetry.logs import configure_logging

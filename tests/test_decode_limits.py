@@ -14,8 +14,8 @@ from PIL import Image
 
 from consumer.core.keys import upload_key
 from consumer.errors import ImageError, ImageTooLarge
-from consumer.image_sandbox import DecodeLimits, child_command, decode_in_sandbox
-from consumer.imaging import TIFF_MAX_STRIPS, check_tiff_directory, decode_image, fit_image
+from consumer.job.image_decoding import TIFF_MAX_STRIPS, check_tiff_directory, decode_image, fit_image
+from consumer.job.image_sandbox import DecodeLimits, child_command, decode_in_sandbox
 from consumer.settings import Settings
 from consumer.storage import ObjectStore
 from tests.conftest import KafkaClient, request_body

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from consumer.errors import ImageError, ImageTooLarge
-from consumer.imaging import decode_image, fit_image
+from consumer.job.image_decoding import decode_image, fit_image
 
 RED, BLUE, WHITE = (255, 0, 0), (0, 0, 255), (255, 255, 255)
 

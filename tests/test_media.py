@@ -1,10 +1,10 @@
-"""Pure conversions of consumer/media.py: pipeline floats to 8-bit frames."""
+"""Pure conversions of consumer/render/renderer.py: pipeline floats to 8-bit frames."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from consumer.media import to_uint8
+from consumer.render.renderer import to_uint8
 
 
 def test_to_uint8_rounds_to_nearest_and_clips_out_of_range_values() -> None:

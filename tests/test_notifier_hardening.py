@@ -26,7 +26,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from opentelemetry.sdk.trace import TracerProvider
 from pydantic import ValidationError
 
-from consumer.fetching import IPNetwork, Resolve
+from consumer.job.https_download import IPNetwork, Resolve
 from consumer.kafka import client_options, ensure_topics
 from consumer.settings import Settings, describe_config_error
 from producer_examples.breaker import CircuitBreaker

@@ -123,7 +123,7 @@ async def test_a_deferral_the_retry_topic_refuses_is_answered_rate_limited() -> 
         settings=Settings(),
         consumer_factory=lambda listener: None,  # never started
         publisher=publisher,  # type: ignore[arg-type]
-        processor=None,  # type: ignore[arg-type]  # nothing renders
+        pipeline=None,  # type: ignore[arg-type]  # nothing renders
         identity=Identity(worker_id="w", model="standin"),
         metrics=Metrics(),
     )

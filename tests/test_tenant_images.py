@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 from consumer.core.keys import is_plain_key, object_keys, tenant_may_read, upload_key, upload_prefix
 from consumer.dev.demo import _demo, product_image
 from consumer.errors import ImageNotFound, ImageUrlForbidden
-from consumer.fetching import FetchPolicy
+from consumer.job.https_download import FetchPolicy
+from consumer.job.start_image import S3Sources, StartImageSource
 from consumer.settings import Settings
-from consumer.start_image import S3Sources, StartImageSource
 from consumer.storage import ObjectStore, open_s3_client
 from producer_examples import publish_request
 from schemas.events import VideoRequest, VideoResult

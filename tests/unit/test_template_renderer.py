@@ -24,8 +24,8 @@ from numpy.typing import NDArray
 from PIL import Image, ImageDraw, ImageFilter
 
 from consumer.errors import RenderTimeout
-from consumer.imaging import fit_image
-from consumer.media import encode_mp4
+from consumer.job.image_decoding import fit_image
+from consumer.job.video_encoding import encode_mp4
 from consumer.render.renderer import Renderer, RenderSpec
 from consumer.render.template import (
     MAX_ZOOM,

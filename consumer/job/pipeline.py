@@ -20,17 +20,17 @@ from consumer.core.keys import ObjectKeys, content_key, derive_seed, object_keys
 from consumer.core.moderation import Moderator
 from consumer.core.results import Identity, StageTimes, completed, failed
 from consumer.errors import VidgenError
-from consumer.image_sandbox import DecodeLimits, decode_in_sandbox
-from consumer.media import POSTER_TYPES, encode_mp4, encode_poster
+from consumer.job.image_sandbox import DecodeLimits, decode_in_sandbox
+from consumer.job.start_image import StartImageSource
+from consumer.job.video_encoding import POSTER_TYPES, encode_mp4, encode_poster
 from consumer.memory.modes import MemoryMode
 from consumer.render.renderer import ProgressFn, Renderer, RenderSpec
 from consumer.settings import Settings
-from consumer.start_image import StartImageSource
 from consumer.storage import ObjectStore, StoredObject
 from consumer.telemetry.metrics import Metrics, resolution_label
 from schemas.events import VideoInfo, VideoRequest, VideoResult
 
-__all__ = ["Processor"]
+__all__ = ["JobPipeline"]
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 _META_FIELDS = ("sha256", "width", "height", "num_frames", "fps")
 
 
-class Processor:
+class JobPipeline:
     """Turns a validated request into its result event. Errors become `failed`/`rejected` results here."""
 
     def __init__(

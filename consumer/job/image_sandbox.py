@@ -1,9 +1,9 @@
 """Decode an untrusted start image in a throwaway child process with hard limits, and get back only the frame.
 
-The child is a fresh interpreter (`python -m consumer.image_sandbox`, never a fork of the worker: no model, no
-clients, no credentials in its environment) that imports Pillow and `consumer.imaging`, nothing heavier. Before it
-reads the image it caps its own address space at what it holds plus `memory_bytes` (RLIMIT_AS), its CPU time at
-`cpu_s` (RLIMIT_CPU) and core dumps at zero; the worker kills it past a wall-clock limit of 2 x `cpu_s` + 1 s.
+The child is a fresh interpreter (`python -m consumer.job.image_sandbox`, never a fork of the worker: no model, no
+clients, no credentials in its environment) that imports Pillow and `consumer.job.image_decoding`, nothing heavier.
+Before it reads the image it caps its own address space at what it holds plus `memory_bytes` (RLIMIT_AS), its CPU
+time at `cpu_s` (RLIMIT_CPU) and core dumps at zero; the worker kills it past a wall-clock limit of 2 x `cpu_s` + 1 s.
 It answers one JSON status line, then the fitted frame's raw RGB bytes: nothing of the source's metadata can come
 back. One child per decode: a decode never inherits another's heap, and the worker's render slots
 (VIDGEN_MAX_INFLIGHT_JOBS) bound how many run at once, so that many times `memory_bytes` is what decodes can take.
@@ -25,14 +25,14 @@ from pathlib import Path
 from PIL import Image
 
 from consumer.errors import ImageError, ImageTooLarge, VidgenError
-from consumer.imaging import decode_image, fit_image
+from consumer.job.image_decoding import decode_image, fit_image
 
 __all__ = ["DecodeLimits", "child_command", "decode_in_sandbox"]
 
 log = logging.getLogger(__name__)
 
-_MODULE = "consumer.image_sandbox"
-_PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)  # the child imports this very copy of `consumer`
+_MODULE = "consumer.job.image_sandbox"
+_PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])  # the child imports this very copy of `consumer`
 _CPU_SIGNALS = frozenset({signal.SIGXCPU, signal.SIGKILL})  # RLIMIT_CPU: SIGXCPU at the soft limit, then SIGKILL
 _MIB = 1 << 20
 

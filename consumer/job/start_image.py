@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from consumer.core.keys import is_plain_key, tenant_may_read
 from consumer.errors import ImageNotFound, ImageUrlForbidden
-from consumer.fetching import FetchPolicy, fetch_https
+from consumer.job.https_download import FetchPolicy, fetch_https
 from consumer.storage import ObjectStore
 
 __all__ = ["S3Sources", "StartImageSource"]

@@ -1,7 +1,7 @@
 """Safe decoding of an untrusted start image, and fitting it to the video frame.
 
 Pure and CPU-bound: the worker runs it in a child process with hard memory and CPU limits
-(`consumer/image_sandbox.py`). The format is sniffed from the bytes against an allowlist (never from a file name
+(`consumer/job/image_sandbox.py`). The format is sniffed from the bytes against an allowlist (never from a file name
 or Content-Type); before any pixel is decoded, TIFF directories (TIFF files and EXIF blocks) are checked for tag,
 value and strip/tile counts and the header's size for pixels and decoded bytes; the result is a fresh RGB image with
 no metadata left on it.

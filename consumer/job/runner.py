@@ -20,10 +20,10 @@ from consumer.core.quotas import QuotaDecision
 from consumer.core.results import Identity, failed, not_started, rejected
 from consumer.core.retries import RetryPolicy
 from consumer.errors import PublishRefused, TooLargeForWorker
+from consumer.job.pipeline import JobPipeline
 from consumer.memory.admission import Reject
 from consumer.memory.gate import MemoryGate
 from consumer.memory.modes import MemoryMode
-from consumer.processing import Processor
 from consumer.progress import ProgressReporter
 from consumer.publisher import Publisher
 from consumer.settings import Settings
@@ -32,7 +32,7 @@ from consumer.telemetry.metrics import Metrics
 from consumer.telemetry.tracing import extract_context
 from schemas.events import VideoRequest, VideoResult
 
-__all__ = ["ProgressSink", "RecordHandler"]
+__all__ = ["JobRunner", "ProgressSink"]
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class _Abandoned:
 _ABANDONED = _Abandoned()
 
 
-class RecordHandler:
+class JobRunner:
     """Each method answers one record and returns True, or False when it was abandoned unanswered (shutdown while
     waiting for memory): then its offset must not be committed past."""
 
@@ -55,7 +55,7 @@ class RecordHandler:
         *,
         settings: Settings,
         publisher: Publisher,
-        processor: Processor,
+        pipeline: JobPipeline,
         identity: Identity,
         metrics: Metrics,
         tracer: Tracer | None,
@@ -67,7 +67,7 @@ class RecordHandler:
     ) -> None:
         self._settings = settings
         self._publisher = publisher
-        self._processor = processor
+        self._pipeline = pipeline
         self._identity = identity
         self._metrics = metrics
         self._tracer = tracer or trace.get_tracer(__name__)
@@ -162,7 +162,7 @@ class RecordHandler:
                 on_rendered()
 
             try:
-                result = await self._processor.process(
+                result = await self._pipeline.process(
                     request,
                     received_at=job.received_at,
                     record_time=datetime.fromtimestamp(record.timestamp / 1000, UTC),
