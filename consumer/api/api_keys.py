@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from consumer.intake import usable_id
+from consumer.core.intake import usable_id
 
 __all__ = ["KEY_PREFIX", "ApiKeys", "create_key", "hash_key", "parse_keys"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from consumer.intake import usable_id
+from consumer.core.intake import usable_id
 
 __all__ = ["ASYMMETRIC_ALGORITHMS", "ClaimError", "check_algorithms", "check_header", "tenant_from_claims"]
 

@@ -17,9 +17,9 @@ from pydantic_settings import SettingsError
 from consumer.api.api_keys import create_key
 from consumer.api.settings import ApiSettings, KeysFileSettings
 from consumer.errors import VidgenError
-from consumer.logs import configure_logging
 from consumer.settings import ConfigurationError, Settings, describe_config_error
-from consumer.telemetry import tracer_provider_from_env
+from consumer.telemetry.logs import configure_logging
+from consumer.telemetry.otlp import tracer_provider_from_env
 
 __all__ = ["api_key_main", "serve_main"]
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from consumer.intake import usable_id
+from consumer.core.intake import usable_id
 
 __all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "PageQuery", "QueryError", "page", "parse_page_query"]
 

@@ -27,8 +27,8 @@ from consumer.api.store import JobStore
 from consumer.api.submission import build_request, read_submission
 from consumer.api.uploads import CheckedImage, check_upload
 from consumer.api.view import Listeners
+from consumer.core.moderation import ContentPolicy
 from consumer.errors import ImageError, ImageTooLarge, StorageError
-from consumer.policy import ContentPolicy
 from consumer.settings import Settings
 from consumer.storage import ObjectStore
 from schemas.api import Job, JobList, QueueInfo

@@ -9,7 +9,7 @@ from aiokafka import AIOKafkaProducer
 from opentelemetry.trace import SpanKind, Tracer
 from pydantic import BaseModel
 
-from consumer.tracing import inject_headers
+from consumer.telemetry.tracing import inject_headers
 
 __all__ = ["Publisher"]
 

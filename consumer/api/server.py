@@ -25,10 +25,10 @@ from consumer.api.publishing import Publisher
 from consumer.api.settings import ApiSettings
 from consumer.api.store import JobStore
 from consumer.api.view import Listeners, ViewFollower, view_topics
+from consumer.core.moderation import ContentPolicy
 from consumer.errors import VidgenError
-from consumer.http_limits import ConnectionGuard, GuardedSite
+from consumer.http.limits import ConnectionGuard, GuardedSite
 from consumer.kafka import ensure_topics, make_producer, worker_topics
-from consumer.policy import ContentPolicy
 from consumer.settings import Settings
 from consumer.storage import ObjectStore, open_s3_client
 from producer_examples.ratelimit import TenantLimiter

@@ -9,7 +9,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from consumer.api.claims import ASYMMETRIC_ALGORITHMS, check_algorithms
-from consumer.http_limits import HttpLimits
+from consumer.http.limits import HttpLimits
 
 __all__ = ["ApiSettings", "KeysFileSettings"]
 

@@ -14,8 +14,8 @@ from aiohttp import BodyPartReader, MultipartReader, StreamReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from consumer.api.errors import ApiFailure
-from consumer.intake import DeadLetter, Rejection, parse_request
-from consumer.policy import ContentPolicy
+from consumer.core.intake import DeadLetter, Rejection, parse_request
+from consumer.core.moderation import ContentPolicy
 from schemas.api import API_FILLED_FIELDS
 from schemas.events import VideoRequest
 

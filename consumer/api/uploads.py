@@ -13,10 +13,9 @@ from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
 
+from consumer.core.keys import upload_key
 from consumer.errors import ImageError, ImageTooLarge
-from consumer.imaging import ALLOWED_FORMATS, check_tiff_directory
-from consumer.imaging import _check_size as check_size  # TODO: public once existing files may be edited
-from consumer.keys import upload_key
+from consumer.job.image_decoding import ALLOWED_FORMATS, check_size, check_tiff_directory
 
 __all__ = ["CheckedImage", "check_upload"]
 

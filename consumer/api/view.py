@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from consumer.api.jobs import Answered, CancelRequested, Event, JobState, Progressed, Submitted
 from consumer.api.metrics import ApiMetrics
 from consumer.api.store import JobStore, Partition
-from consumer.intake import parse_request
+from consumer.core.intake import parse_request
 from consumer.kafka import client_options
 from consumer.settings import Settings
 from schemas.events import VideoControl, VideoProgress, VideoRequest, VideoResult

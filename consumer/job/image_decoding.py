@@ -23,6 +23,7 @@ __all__ = [
     "TIFF_MAX_STRIPS",
     "TIFF_MAX_TAGS",
     "TIFF_MAX_VALUES",
+    "check_size",
     "check_tiff_directory",
     "decode_image",
     "fit_image",
@@ -93,7 +94,7 @@ def decode_image(data: bytes, *, max_pixels: int, max_decoded_bytes: int | None 
     check_tiff_directory(data)
     try:
         with Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS) as image:
-            _check_size(image, max_pixels=max_pixels, max_decoded_bytes=max_decoded_bytes)
+            check_size(image, max_pixels=max_pixels, max_decoded_bytes=max_decoded_bytes)
             image.load()  # the first frame only, for GIF/WEBP/TIFF
             return _fresh_rgb(_apply_orientation(image))
     # Pillow's own bomb guard (global MAX_IMAGE_PIXELS) may fire first; its warning counts where warnings
@@ -138,7 +139,7 @@ def check_tiff_directory(data: bytes, *, what: str = "TIFF") -> None:
         raise ImageTooLarge(f"{what} directory holds {values} numeric values, over the limit of {TIFF_MAX_VALUES}")
 
 
-def _check_size(image: Image.Image, *, max_pixels: int, max_decoded_bytes: int | None) -> None:
+def check_size(image: Image.Image, *, max_pixels: int, max_decoded_bytes: int | None) -> None:
     """From the header alone: a non-empty size within the pixel and decoded-byte limits."""
     width, height = image.size
     if width < 1 or height < 1:

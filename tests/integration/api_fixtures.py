@@ -10,7 +10,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from consumer.embedded import isolated_settings
+from consumer.dev.embedded import isolated_settings
 from tests.integration.api_helpers import (
     ApiProcess,
     ApiStack,

@@ -29,7 +29,7 @@ from PIL import Image
 from consumer.api.api_keys import create_key
 from consumer.api.server import serve
 from consumer.api.settings import ApiSettings
-from consumer.embedded import free_port
+from consumer.dev.embedded import free_port
 from consumer.settings import Settings
 
 ISSUER = "https://id.shop.test/"

@@ -17,7 +17,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from consumer.embedded import isolated_settings
+from consumer.dev.embedded import isolated_settings
 from tests.integration.api_helpers import (
     AUDIENCE,
     ISSUER,

@@ -17,7 +17,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from consumer.api.openapi import build_openapi
 from consumer.api.server import serve
-from consumer.embedded import isolated_settings
+from consumer.dev.embedded import isolated_settings
 from tests.integration.api_helpers import api_settings, bearer, new_key, with_control_topic
 
 pytestmark = pytest.mark.integration

@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from consumer.embedded import free_port
+from consumer.dev.embedded import free_port
 from consumer.settings import Settings
 from tests.conftest import SMALL
 from tests.integration.api_helpers import (

@@ -16,7 +16,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from PIL import Image
 
-from consumer.embedded import isolated_settings
+from consumer.dev.embedded import isolated_settings
 from consumer.kafka import client_options
 from consumer.settings import Settings
 from consumer.storage import open_s3_client
