@@ -35,7 +35,7 @@ from bench.infra import REPO_ROOT, Infra, embedded_infra, end_group, machine_inf
 from consumer.api.api_keys import create_key
 from consumer.api.settings import ApiSettings
 from consumer.dev.embedded import free_port
-from consumer.kafka import client_options, ensure_topics, worker_topics
+from consumer.kafka.clients import client_options, ensure_topics, worker_topics
 from consumer.settings import Settings
 from schemas.events import VideoRequest, VideoResult
 

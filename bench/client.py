@@ -14,7 +14,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from consumer.kafka import client_options, ensure_topics, worker_topics
+from consumer.kafka.clients import client_options, ensure_topics, worker_topics
 from consumer.settings import Settings
 from schemas.events import VideoResult
 

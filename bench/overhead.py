@@ -40,7 +40,7 @@ from bench import stats
 from bench.client import SMALL, Client, make_requests, partitions_of
 from bench.infra import Infra, embedded_infra, new_run
 from bench.workers import running_workers
-from consumer.kafka import client_options
+from consumer.kafka.clients import client_options
 from consumer.settings import Settings
 from consumer.storage import open_s3_client
 from schemas.events import VideoResult

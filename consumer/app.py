@@ -17,7 +17,10 @@ from consumer.errors import ModeUnsupported, VidgenError
 from consumer.job.https_download import FetchPolicy
 from consumer.job.pipeline import JobPipeline
 from consumer.job.start_image import S3Sources, StartImageSource
-from consumer.kafka import ensure_topics, make_consumer, make_producer, worker_topics
+from consumer.kafka.clients import ensure_topics, make_consumer, make_producer, worker_topics
+from consumer.kafka.consume_loop import ProgressSink, Worker
+from consumer.kafka.progress import ProgressReporter
+from consumer.kafka.publisher import Publisher
 from consumer.memory.admission import SafetyMargin
 from consumer.memory.gate import MemoryGate
 from consumer.memory.modes import MemoryMode, supported_modes
@@ -29,15 +32,12 @@ from consumer.memory.probe import (
     memory_limit_bytes,
     process_rss_bytes,
 )
-from consumer.progress import ProgressReporter
-from consumer.publisher import Publisher
 from consumer.render.loader import load_pipeline, resolve_device, resolve_dtype
 from consumer.render.renderer import Renderer
 from consumer.settings import Settings
 from consumer.storage import ObjectStore, open_s3_client
 from consumer.telemetry.metrics import Metrics
 from consumer.telemetry.probes import bound_port, start_http
-from consumer.worker import ProgressSink, Worker
 
 __all__ = ["serve"]
 

@@ -26,7 +26,7 @@ from aiokafka.errors import KafkaError
 from opentelemetry.trace import Tracer
 
 from consumer.job.https_download import IPNetwork, Resolve, UrlRules
-from consumer.kafka import client_options, ensure_topics, make_producer
+from consumer.kafka.clients import client_options, ensure_topics, make_producer
 from consumer.settings import ConfigurationError, Settings, describe_config_error
 from consumer.telemetry.logs import configure_logging
 from producer_examples.delivery import WebhookDelivery, WebhookUnresolved, WebhookUrlForbidden

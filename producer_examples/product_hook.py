@@ -27,7 +27,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from consumer.core.moderation import ContentPolicy
 from consumer.errors import VidgenError
 from consumer.http.limits import ConnectionGuard, GuardedSite, HttpLimits
-from consumer.kafka import ensure_topics, make_producer
+from consumer.kafka.clients import ensure_topics, make_producer
 from consumer.settings import ConfigurationError, Settings, describe_config_error
 from consumer.telemetry.logs import configure_logging
 from producer_examples.dedupe import RecentKeys

@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from consumer.core.keys import upload_key
 from consumer.errors import VidgenError
-from consumer.kafka import ensure_topics, make_producer
+from consumer.kafka.clients import ensure_topics, make_producer
 from consumer.settings import ConfigurationError, Settings, describe_config_error
 from consumer.storage import ObjectStore, open_s3_client
 from producer_examples.publishing import RequestPublisher

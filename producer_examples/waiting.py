@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import UnknownTopicOrPartitionError
 from pydantic import ValidationError
 
-from consumer.kafka import client_options
+from consumer.kafka.clients import client_options
 from consumer.settings import Settings
 from schemas.events import VideoResult
 

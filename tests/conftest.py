@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from consumer.app import serve
 from consumer.dev.embedded import isolated_settings, kafka_broker, s3_server
-from consumer.kafka import client_options, ensure_topics, worker_topics
+from consumer.kafka.clients import client_options, ensure_topics, worker_topics
 from consumer.render.loader import load_pipeline
 from consumer.render.renderer import Renderer
 from consumer.settings import Settings

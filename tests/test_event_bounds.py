@@ -33,8 +33,8 @@ from consumer.core.intake import Rejection, parse_request
 from consumer.core.results import Identity, completed, failed, rejected, undeliverable
 from consumer.core.sanitize import visible
 from consumer.errors import InvalidRequest, PublishRefused, StorageError
-from consumer.kafka import client_options, record_bytes
-from consumer.publisher import Publisher, is_transient
+from consumer.kafka.clients import client_options, record_bytes
+from consumer.kafka.publisher import Publisher, is_transient
 from consumer.settings import Settings
 from schemas.events import Timings, VideoInfo, VideoRequest, VideoResult
 from tests.conftest import KafkaClient, request_body

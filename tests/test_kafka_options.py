@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import trustme
 
-from consumer.kafka import client_options
+from consumer.kafka.clients import client_options
 from consumer.settings import Settings
 
 

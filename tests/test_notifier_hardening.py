@@ -27,7 +27,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from pydantic import ValidationError
 
 from consumer.job.https_download import IPNetwork, Resolve
-from consumer.kafka import client_options, ensure_topics
+from consumer.kafka.clients import client_options, ensure_topics
 from consumer.settings import Settings, describe_config_error
 from producer_examples.breaker import CircuitBreaker
 from producer_examples.dedupe import delivery_key

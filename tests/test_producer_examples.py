@@ -31,7 +31,7 @@ from consumer.core.keys import upload_key
 from consumer.core.moderation import ContentPolicy
 from consumer.dev.demo import product_image
 from consumer.dev.embedded import free_port
-from consumer.kafka import client_options, ensure_topics
+from consumer.kafka.clients import client_options, ensure_topics
 from consumer.settings import Settings
 from consumer.storage import ObjectStore
 from producer_examples import publish_request

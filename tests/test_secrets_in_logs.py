@@ -12,7 +12,7 @@ import pytest
 from aiokafka.errors import KafkaConnectionError
 from pydantic import ValidationError
 
-from consumer.kafka import client_options, make_producer
+from consumer.kafka.clients import client_options, make_producer
 from consumer.settings import Settings
 from consumer.storage import ObjectStore, open_s3_client
 from consumer.telemetry.logs import configure_logging

@@ -18,12 +18,12 @@ from consumer.core.quotas import QuotaDecision
 from consumer.core.results import Identity
 from consumer.core.retries import Delivery, RetryPolicy
 from consumer.errors import VidgenError
-from consumer.kafka import client_options
+from consumer.kafka.clients import client_options
+from consumer.kafka.consume_loop import Worker
 from consumer.render.renderer import Renderer
 from consumer.render.standin import StandInPipeline
 from consumer.settings import Settings
 from consumer.telemetry.metrics import Metrics
-from consumer.worker import Worker
 from schemas.events import VideoRequest, VideoResult
 from tests.conftest import KafkaClient, request_body
 

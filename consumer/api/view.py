@@ -21,7 +21,7 @@ from consumer.api.jobs import Answered, CancelRequested, Event, JobState, Progre
 from consumer.api.metrics import ApiMetrics
 from consumer.api.store import JobStore, Partition
 from consumer.core.intake import parse_request
-from consumer.kafka import client_options
+from consumer.kafka.clients import client_options
 from consumer.settings import Settings
 from schemas.events import VideoControl, VideoProgress, VideoRequest, VideoResult
 

@@ -25,7 +25,7 @@ from PIL import Image, ImageDraw
 from consumer.app import serve
 from consumer.core.keys import upload_key
 from consumer.dev.embedded import kafka_broker, s3_server
-from consumer.kafka import client_options, ensure_topics, worker_topics
+from consumer.kafka.clients import client_options, ensure_topics, worker_topics
 from consumer.settings import Settings
 from consumer.storage import ObjectStore, open_s3_client
 from schemas.events import VideoRequest, VideoResult

@@ -1,5 +1,5 @@
 """What happens to one record: admission, processing with retries, and its answer on Kafka, inside its trace
-span and log context. The consume loop (`consumer/worker.py`) decides when; this decides what."""
+span and log context. The consume loop (`consumer/kafka/consume_loop.py`) decides when; this decides what."""
 
 from __future__ import annotations
 
@@ -21,11 +21,11 @@ from consumer.core.results import Identity, failed, not_started, rejected
 from consumer.core.retries import RetryPolicy
 from consumer.errors import PublishRefused, TooLargeForWorker
 from consumer.job.pipeline import JobPipeline
+from consumer.kafka.progress import ProgressReporter
+from consumer.kafka.publisher import Publisher
 from consumer.memory.admission import Reject
 from consumer.memory.gate import MemoryGate
 from consumer.memory.modes import MemoryMode
-from consumer.progress import ProgressReporter
-from consumer.publisher import Publisher
 from consumer.settings import Settings
 from consumer.telemetry.logs import job_context
 from consumer.telemetry.metrics import Metrics

@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from PIL import Image
 
 from consumer.dev.embedded import isolated_settings
-from consumer.kafka import client_options
+from consumer.kafka.clients import client_options
 from consumer.settings import Settings
 from consumer.storage import open_s3_client
 from schemas.events import VideoResult

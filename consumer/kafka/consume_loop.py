@@ -27,9 +27,9 @@ from consumer.core.slots import Slot, StageSlots
 from consumer.errors import VidgenError
 from consumer.job.pipeline import JobPipeline
 from consumer.job.runner import JobRunner, ProgressSink
+from consumer.kafka.progress import ProgressReporter
+from consumer.kafka.publisher import Publisher
 from consumer.memory.gate import MemoryGate
-from consumer.progress import ProgressReporter
-from consumer.publisher import Publisher
 from consumer.settings import Settings
 from consumer.telemetry.logs import job_context
 from consumer.telemetry.metrics import Metrics

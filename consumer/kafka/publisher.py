@@ -25,7 +25,7 @@ from consumer.core.dlq import Outgoing, dead_letter_copy, provenance_headers
 from consumer.core.job import Headers, Record
 from consumer.core.results import undeliverable
 from consumer.errors import PublishRefused
-from consumer.kafka import record_bytes
+from consumer.kafka.clients import record_bytes
 from consumer.settings import Settings
 from consumer.telemetry.tracing import inject_headers
 from schemas.events import VideoResult
