@@ -1,24 +1,31 @@
-"""Wire the worker together from settings: HTTP, model, S3, Kafka. The one place that owns their lifetimes."""
+"""Wire the worker together from settings: S3, HTTP probes, model, Kafka. The one place that owns their lifetimes.
+
+`serve` runs the named steps below in order, each an async context manager on one exit stack, so whatever started
+is stopped in reverse order however the run ends: the S3 client, the probes, the renderer, the producer, then the
+worker itself until it is told to stop (or its model breaks).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+from aiokafka import AIOKafkaProducer
 from opentelemetry.trace import Tracer
 
-from consumer.core.clock import utc_now
 from consumer.core.moderation import ContentPolicy
 from consumer.core.results import Identity
 from consumer.errors import ModeUnsupported, VidgenError
 from consumer.job.https_download import FetchPolicy
 from consumer.job.pipeline import JobPipeline
+from consumer.job.runner import JobRunner, ProgressListener, StepFn
 from consumer.job.start_image import S3Sources, StartImageSource
 from consumer.kafka.clients import ensure_topics, make_consumer, make_producer, worker_topics
-from consumer.kafka.consume_loop import ProgressSink, Worker
+from consumer.kafka.consume_loop import Worker
 from consumer.kafka.progress import ProgressReporter
 from consumer.kafka.publisher import Publisher
 from consumer.memory.admission import SafetyMargin
@@ -37,11 +44,15 @@ from consumer.render.renderer import Renderer
 from consumer.settings import Settings
 from consumer.storage import ObjectStore, open_s3_client
 from consumer.telemetry.metrics import Metrics
-from consumer.telemetry.probes import bound_port, start_http
+from consumer.telemetry.probes import ReadinessCheck, bound_port, start_http
+from schemas.events import VideoRequest
 
-__all__ = ["serve"]
+__all__ = ["ProgressSink", "serve"]
 
 log = logging.getLogger(__name__)
+
+ProgressSink = Callable[[str, int, int], None]
+"""(request_id, step, total) after each denoising step: the demo's progress bar, the tests' record of steps."""
 
 _S3_CHECK_TIMEOUT_S = 3.0
 
@@ -55,105 +66,177 @@ async def serve(
     tracer: Tracer | None = None,
     renderer: Renderer | None = None,
     memory_probe: MemoryProbe | None = None,
+    burst: bool = False,
 ) -> int:
-    """Run one worker until `stop` is set. Returns the process exit code: 0 after a clean drain, 1 when the
-    model is unusable (the orchestrator should restart the process)."""
+    """Run one worker until `stop` is set (with `burst`, also until everything there was is answered). Returns the
+    process exit code: 0 after a clean drain, 1 when the model is unusable (the orchestrator should restart the
+    process). A `renderer` passed in is started here but never closed: it may serve several workers."""
     metrics = Metrics()
-    owns_renderer = renderer is None
-    device = resolve_device(settings.device)
-    renderer = renderer or Renderer(
-        functools.partial(
-            load_pipeline,
-            settings.model,
-            device=device,
-            dtype=resolve_dtype(settings.dtype, device),
-            standin_render_s=settings.standin_render_s,
-            compile_backend=settings.torch_compile_backend if settings.torch_compile else None,
-            step_cache_threshold=settings.step_cache_threshold,
-            fp8=settings.fp8,
-        ),
-        device=device,
-        oom_downgrade=settings.oom_downgrade,
-    )
-    worker: Worker | None = None
-
-    async with open_s3_client(settings) as s3:
-        store = ObjectStore(s3, bucket=settings.s3_bucket, presign_ttl_s=settings.presign_ttl_s)
-
-        async def model_check() -> str | None:
-            return None if renderer.state in ("ready", "busy") else f"model is {renderer.state}"
-
-        async def group_check() -> str | None:
-            if worker is None or not worker.joined:
-                return "not a member of the consumer group yet"
-            return await worker.check_broker()
-
-        async def s3_check() -> str | None:
-            try:
-                await asyncio.wait_for(store.ping(), _S3_CHECK_TIMEOUT_S)
-            except (VidgenError, TimeoutError) as exc:
-                return f"object storage unreachable: {exc}"
-            return None
-
-        http = await start_http(
-            host=settings.http_host,
-            port=settings.http_port,
-            metrics=metrics,
-            checks={"model": model_check, "consumer_group": group_check, "s3": s3_check},
+    model = renderer or _renderer(settings)
+    async with contextlib.AsyncExitStack() as stack:
+        store = await stack.enter_async_context(_object_store(settings))
+        readiness = _Readiness(model, store)
+        await stack.enter_async_context(_probes(settings, metrics, readiness, on_http_port))
+        if renderer is None:
+            stack.callback(model.close)
+        await _prepare_infrastructure(settings, store)
+        await _load(model, settings)
+        producer = await stack.enter_async_context(_producer(settings))
+        readiness.worker = _worker(
+            settings, model, store, producer, metrics, tracer=tracer, on_progress=on_progress, probe=memory_probe
         )
-        if on_http_port is not None:
-            on_http_port(bound_port(http))
-        try:
-            if settings.s3_create_bucket:
-                await store.ensure_bucket()
-            if settings.create_topics:
-                await ensure_topics(settings, worker_topics(settings))
-            # Load before joining the group: a member that cannot render yet would only hold partitions.
-            await renderer.start()
-            if settings.warmup:
-                width, height, frames = (int(part) for part in settings.warmup.split("x"))
-                await renderer.warm_up(width, height, frames)
-            producer = make_producer(settings)
-            await producer.start()
-            try:
-                identity = Identity(worker_id=settings.worker_id, model=settings.model)
-                pipeline = JobPipeline(
-                    settings=settings,
-                    store=store,
-                    images=_start_images(settings, store),
-                    renderer=renderer,
-                    identity=identity,
-                    metrics=metrics,
-                    moderator=ContentPolicy.from_sources(
-                        terms=settings.banned_terms,
-                        path=settings.banned_terms_file,
-                        fields=("prompt", "negative_prompt") if settings.policy_check_negative_prompt else ("prompt",),
-                    ),
-                    tracer=tracer,
-                )
-                worker = Worker(
-                    settings=settings,
-                    consumer_factory=functools.partial(make_consumer, settings),
-                    publisher=Publisher(producer, settings, tracer=tracer),
-                    pipeline=pipeline,
-                    identity=identity,
-                    metrics=metrics,
-                    tracer=tracer,
-                    on_progress=on_progress,
-                    memory=_memory_gate(settings, renderer, memory_probe, metrics),
-                    progress=ProgressReporter(producer, settings, clock=utc_now) if settings.progress_events else None,
-                )
-                await _run_until_stop_or_broken(worker, renderer, stop)
-            finally:
-                await producer.stop()
-        finally:
-            if owns_renderer:
-                renderer.close()
-            await http.cleanup()
-    if renderer.state == "failed":
-        log.error("exiting non-zero: %s", renderer.failure)
+        await _run_until_stop_or_broken(readiness.worker, model, stop, burst=burst)
+    if model.state == "failed":
+        log.error("exiting non-zero: %s", model.failure)
         return 1
     return 0
+
+
+def _renderer(settings: Settings) -> Renderer:
+    device = resolve_device(settings.device)
+    load = functools.partial(
+        load_pipeline,
+        settings.model,
+        device=device,
+        dtype=resolve_dtype(settings.dtype, device),
+        standin_render_s=settings.standin_render_s,
+        compile_backend=settings.torch_compile_backend if settings.torch_compile else None,
+        step_cache_threshold=settings.step_cache_threshold,
+        fp8=settings.fp8,
+    )
+    return Renderer(load, device=device, oom_downgrade=settings.oom_downgrade)
+
+
+@contextlib.asynccontextmanager
+async def _object_store(settings: Settings) -> AsyncIterator[ObjectStore]:
+    async with open_s3_client(settings) as s3:
+        yield ObjectStore(s3, bucket=settings.s3_bucket, presign_ttl_s=settings.presign_ttl_s)
+
+
+class _Readiness:
+    """What /readyz asks: the model is warm, the worker is in its group with brokers answering, S3 answers."""
+
+    def __init__(self, renderer: Renderer, store: ObjectStore) -> None:
+        self._renderer = renderer
+        self._store = store
+        self.worker: Worker | None = None
+
+    def checks(self) -> dict[str, ReadinessCheck]:
+        return {"model": self._model, "consumer_group": self._group, "s3": self._s3}
+
+    async def _model(self) -> str | None:
+        return None if self._renderer.state in ("ready", "busy") else f"model is {self._renderer.state}"
+
+    async def _group(self) -> str | None:
+        if self.worker is None or not self.worker.joined:
+            return "not a member of the consumer group yet"
+        return await self.worker.check_broker()
+
+    async def _s3(self) -> str | None:
+        try:
+            await asyncio.wait_for(self._store.ping(), _S3_CHECK_TIMEOUT_S)
+        except (VidgenError, TimeoutError) as exc:
+            return f"object storage unreachable: {exc}"
+        return None
+
+
+@contextlib.asynccontextmanager
+async def _probes(
+    settings: Settings, metrics: Metrics, readiness: _Readiness, on_http_port: Callable[[int], None] | None
+) -> AsyncIterator[None]:
+    """/healthz, /readyz and /metrics, from before the model loads until the worker has stopped."""
+    http = await start_http(
+        host=settings.http_host, port=settings.http_port, metrics=metrics, checks=readiness.checks()
+    )
+    try:
+        if on_http_port is not None:
+            on_http_port(bound_port(http))
+        yield
+    finally:
+        await http.cleanup()
+
+
+async def _prepare_infrastructure(settings: Settings, store: ObjectStore) -> None:
+    if settings.s3_create_bucket:
+        await store.ensure_bucket()
+    if settings.create_topics:
+        await ensure_topics(settings, worker_topics(settings))
+
+
+async def _load(renderer: Renderer, settings: Settings) -> None:
+    """The model loaded (and warmed up) before the worker joins its group: a member that cannot render yet would
+    only hold partitions."""
+    await renderer.start()
+    if settings.warmup:
+        width, height, frames = (int(part) for part in settings.warmup.split("x"))
+        await renderer.warm_up(width, height, frames)
+
+
+@contextlib.asynccontextmanager
+async def _producer(settings: Settings) -> AsyncIterator[AIOKafkaProducer]:
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        yield producer
+    finally:
+        await producer.stop()
+
+
+def _worker(
+    settings: Settings,
+    renderer: Renderer,
+    store: ObjectStore,
+    producer: AIOKafkaProducer,
+    metrics: Metrics,
+    *,
+    tracer: Tracer | None,
+    on_progress: ProgressSink | None,
+    probe: MemoryProbe | None,
+) -> Worker:
+    """The worker and the collaborators it is built from."""
+    identity = Identity(worker_id=settings.worker_id, model=settings.model)
+    pipeline = JobPipeline(
+        settings=settings,
+        store=store,
+        images=_start_images(settings, store),
+        renderer=renderer,
+        identity=identity,
+        metrics=metrics,
+        moderator=ContentPolicy.from_sources(
+            terms=settings.banned_terms,
+            path=settings.banned_terms_file,
+            fields=("prompt", "negative_prompt") if settings.policy_check_negative_prompt else ("prompt",),
+        ),
+        tracer=tracer,
+    )
+    progress: list[ProgressListener] = []
+    if settings.progress_events:
+        progress.append(ProgressReporter(producer, settings))
+    if on_progress is not None:
+        progress.append(_SinkProgress(on_progress))
+    memory = _memory_gate(settings, renderer, probe, metrics)
+    runner = JobRunner(
+        settings=settings,
+        publisher=Publisher(producer, settings, tracer=tracer),
+        pipeline=pipeline,
+        identity=identity,
+        metrics=metrics,
+        tracer=tracer,
+        memory=memory,
+        progress=progress,
+    )
+    consumer_factory = functools.partial(make_consumer, settings)
+    return Worker(settings=settings, consumer_factory=consumer_factory, runner=runner, metrics=metrics, memory=memory)
+
+
+class _SinkProgress:
+    """A `ProgressSink` as a `ProgressListener`."""
+
+    def __init__(self, sink: ProgressSink) -> None:
+        self._sink = sink
+
+    def started(self, request: VideoRequest, *, attempt: int) -> StepFn:
+        return functools.partial(self._sink, request.request_id)
 
 
 def _start_images(settings: Settings, store: ObjectStore) -> StartImageSource:
@@ -180,8 +263,9 @@ def _memory_gate(
 ) -> MemoryGate | None:
     """Admission by device memory; None where nothing measures memory (the stand-in). Built once the model is
     loaded: a CPU worker's default budget starts from what the process holds then."""
+    allowed = supported_modes(renderer.device.type)
     forced = None if settings.memory_mode == "auto" else MemoryMode(settings.memory_mode)
-    if forced is not None and forced not in supported_modes(renderer.device.type):
+    if forced is not None and forced not in allowed:
         raise ModeUnsupported(f"VIDGEN_MEMORY_MODE={forced.value} cannot run on {renderer.device}")
     if settings.model == "standin":
         return None
@@ -190,7 +274,7 @@ def _memory_gate(
         renderer.profile,
         margin=SafetyMargin(settings.memory_margin_bytes, settings.memory_margin_fraction),
         forced=forced,
-        allowed=supported_modes(renderer.device.type),
+        allowed=allowed,
         held_bytes=renderer.held_bytes,
         metrics=metrics,
     )
@@ -226,7 +310,7 @@ def _default_probe(settings: Settings, renderer: Renderer) -> MemoryProbe:
     return CpuBudgetProbe(budget)
 
 
-async def _run_until_stop_or_broken(worker: Worker, renderer: Renderer, stop: asyncio.Event) -> None:
+async def _run_until_stop_or_broken(worker: Worker, renderer: Renderer, stop: asyncio.Event, *, burst: bool) -> None:
     """A renderer that broke (device error) cannot recover in-process: stop consuming so a restart can."""
 
     async def watch_renderer() -> None:
@@ -237,6 +321,6 @@ async def _run_until_stop_or_broken(worker: Worker, renderer: Renderer, stop: as
 
     watcher = asyncio.create_task(watch_renderer())
     try:
-        await worker.run(stop)
+        await worker.run(stop, burst=burst)
     finally:
         watcher.cancel()

@@ -22,7 +22,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, w
 from consumer.core.dlq import dead_letter_headers
 from consumer.core.offsets import OffsetTracker
 from consumer.settings import Settings
-from consumer.telemetry.tracing import extract_context
+from consumer.telemetry.tracing import extract_context, messaging_attributes
 from producer_examples.dedupe import RecentKeys, delivery_key
 from producer_examples.delivery import Outcome, WebhookDelivery
 from producer_examples.lanes import TenantLanes
@@ -141,17 +141,15 @@ class Notifier:
             f"process {record.topic}", context=extract_context(record.headers), kind=SpanKind.CONSUMER
         ) as span:
             span.set_attributes(
-                {
-                    "messaging.system": "kafka",
-                    "messaging.operation.type": "process",
-                    "messaging.destination.name": record.topic,
-                    "messaging.consumer.group.name": self._notifier.group,
-                    "messaging.destination.partition.id": str(record.partition),
-                    "messaging.kafka.offset": record.offset,
-                }
+                messaging_attributes(
+                    "process",
+                    record.topic,
+                    key=None if record.key is None else record.key.decode("utf-8", "replace"),
+                    group=self._notifier.group,
+                    partition=record.partition,
+                    offset=record.offset,
+                )
             )
-            if record.key is not None:
-                span.set_attribute("messaging.kafka.message.key", record.key.decode("utf-8", "replace"))
             try:
                 result = VideoResult.model_validate_json(record.value or b"")
             except ValidationError as exc:

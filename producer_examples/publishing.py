@@ -4,28 +4,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from opentelemetry.trace import SpanKind, Tracer
 
 from consumer.core.job import Headers
-from consumer.telemetry.tracing import inject_headers
+from consumer.telemetry.tracing import inject_headers, messaging_attributes
 from schemas.events import VideoRequest
 
-__all__ = ["RequestPublisher", "messaging_attributes"]
+__all__ = ["RequestPublisher"]
 
 log = logging.getLogger(__name__)
-
-
-def messaging_attributes(topic: str, key: str, *, operation: str) -> dict[str, Any]:
-    return {
-        "messaging.system": "kafka",
-        "messaging.operation.type": operation,
-        "messaging.operation.name": operation,
-        "messaging.destination.name": topic,
-        "messaging.kafka.message.key": key,
-    }
 
 
 class RequestPublisher:
@@ -39,7 +28,7 @@ class RequestPublisher:
     async def publish(self, request: VideoRequest, *, extra_headers: Sequence[tuple[str, bytes]] = ()) -> Headers:
         """Publish one request; returns the headers sent (traceparent included)."""
         with self._tracer.start_as_current_span(f"send {self._topic}", kind=SpanKind.PRODUCER) as span:
-            span.set_attributes(messaging_attributes(self._topic, request.request_id, operation="send"))
+            span.set_attributes(messaging_attributes("send", self._topic, key=request.request_id))
             span.set_attribute("vidgen.tenant_id", request.tenant_id)
             headers = [*extra_headers, *inject_headers()]
             metadata = await self._producer.send_and_wait(
@@ -48,8 +37,11 @@ class RequestPublisher:
                 value=request.model_dump_json(exclude_none=True).encode("utf-8"),
                 headers=headers,
             )
-            span.set_attribute("messaging.destination.partition.id", str(metadata.partition))
-            span.set_attribute("messaging.kafka.offset", metadata.offset)
+            span.set_attributes(
+                messaging_attributes(
+                    "send", self._topic, key=request.request_id, partition=metadata.partition, offset=metadata.offset
+                )
+            )
         log.info(
             "published request %s to %s[%d]@%d",
             request.request_id,

@@ -18,8 +18,8 @@ from consumer.core.quotas import QuotaDecision
 from consumer.core.results import Identity
 from consumer.core.retries import Delivery, RetryPolicy
 from consumer.errors import VidgenError
+from consumer.job.runner import JobRunner
 from consumer.kafka.clients import client_options
-from consumer.kafka.consume_loop import Worker
 from consumer.render.renderer import Renderer
 from consumer.render.standin import StandInPipeline
 from consumer.settings import Settings
@@ -119,9 +119,8 @@ class _RefusingRetryTopic:
 
 async def test_a_deferral_the_retry_topic_refuses_is_answered_rate_limited() -> None:
     publisher = _RefusingRetryTopic()
-    worker = Worker(
+    runner = JobRunner(
         settings=Settings(),
-        consumer_factory=lambda listener: None,  # never started
         publisher=publisher,  # type: ignore[arg-type]
         pipeline=None,  # type: ignore[arg-type]  # nothing renders
         identity=Identity(worker_id="w", model="standin"),
@@ -130,7 +129,7 @@ async def test_a_deferral_the_retry_topic_refuses_is_answered_rate_limited() -> 
     request = VideoRequest.model_validate(request_body("r1", tenant_id="flooder"))
     record = ConsumerRecord(TP.topic, TP.partition, 7, 0, 0, b"r1", b"{}", None, 2, 2, [])
     decision = QuotaDecision("defer", 5.0, "over 12 requests per minute")
-    assert await worker._defer(Job(TP, record, request, datetime.now(UTC)), decision)  # answered: committable
+    assert await runner.defer(Job(TP, record, request, datetime.now(UTC)), decision)  # answered: committable
     [result] = publisher.results
     assert result.status == "failed" and result.error is not None
     assert (result.error.code, result.error.retryable) == ("rate_limited", True)

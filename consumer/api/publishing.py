@@ -9,7 +9,7 @@ from aiokafka import AIOKafkaProducer
 from opentelemetry.trace import SpanKind, Tracer
 from pydantic import BaseModel
 
-from consumer.telemetry.tracing import inject_headers
+from consumer.telemetry.tracing import inject_headers, messaging_attributes
 
 __all__ = ["Publisher"]
 
@@ -24,21 +24,14 @@ class Publisher:
     async def publish(self, topic: str, key: str, value: BaseModel) -> None:
         """Send `value` as JSON keyed by `key` and wait for the broker's acknowledgement."""
         with self._tracer.start_as_current_span(f"send {topic}", kind=SpanKind.PRODUCER) as span:
-            span.set_attributes(
-                {
-                    "messaging.system": "kafka",
-                    "messaging.operation.type": "send",
-                    "messaging.operation.name": "send",
-                    "messaging.destination.name": topic,
-                    "messaging.kafka.message.key": key,
-                }
-            )
+            span.set_attributes(messaging_attributes("send", topic, key=key))
             metadata = await self._producer.send_and_wait(
                 topic,
                 key=key.encode("utf-8"),
                 value=value.model_dump_json(exclude_none=True).encode("utf-8"),
                 headers=inject_headers(),
             )
-            span.set_attribute("messaging.destination.partition.id", str(metadata.partition))
-            span.set_attribute("messaging.kafka.offset", metadata.offset)
+            span.set_attributes(
+                messaging_attributes("send", topic, key=key, partition=metadata.partition, offset=metadata.offset)
+            )
         log.info("published %s to %s[%d]@%d", key, topic, metadata.partition, metadata.offset)

@@ -11,7 +11,7 @@ from typing import Protocol
 from consumer.core.retries import Delivery
 from schemas.events import VideoRequest
 
-__all__ = ["Headers", "Job", "Record"]
+__all__ = ["Headers", "Job", "Record", "RenderEnded"]
 
 Headers = list[tuple[str, bytes]]
 
@@ -54,3 +54,11 @@ class Job:
         if since is None:
             return self.received_at
         return min(datetime.fromtimestamp(since / 1000, UTC), self.received_at)
+
+
+@dataclass(frozen=True)
+class RenderEnded:
+    """A job no longer needs the model: its render ended, or a cache hit made it unnecessary. The job runner posts
+    it; the scheduler reacts by handing the job's render slot to the next job."""
+
+    job: Job

@@ -24,7 +24,7 @@ from consumer.job.image_sandbox import DecodeLimits, decode_in_sandbox
 from consumer.job.start_image import StartImageSource
 from consumer.job.video_encoding import POSTER_TYPES, encode_mp4, encode_poster
 from consumer.memory.modes import MemoryMode
-from consumer.render.renderer import ProgressFn, Renderer, RenderSpec
+from consumer.render.renderer import ModelHold, ProgressFn, Rendered, Renderer, RenderSpec, to_uint8
 from consumer.settings import Settings
 from consumer.storage import ObjectStore, StoredObject
 from consumer.telemetry.metrics import Metrics, resolution_label
@@ -72,10 +72,11 @@ class JobPipeline:
         record_time: datetime | None = None,
         attempt: int = 1,
         on_progress: ProgressFn | None = None,
-        on_rendered: Callable[[], None] | None = None,
+        render_ended: Callable[[], None] | None = None,
         memory_mode: MemoryMode | None = None,
     ) -> VideoResult:
-        """`on_rendered` runs once the model is no longer needed: its render ended, or a cache hit skipped it."""
+        """`render_ended` is told once the model is no longer needed: its render ended (the model is released),
+        or a cache hit made it unnecessary. It is not told when the attempt fails before that."""
         stages = StageTimes(received_at=received_at)
         try:
             return await self._process(
@@ -85,7 +86,7 @@ class JobPipeline:
                 record_time=record_time or received_at,
                 attempt=attempt,
                 on_progress=on_progress,
-                on_rendered=on_rendered or _nothing,
+                render_ended=render_ended or _nothing,
             )
         except VidgenError as exc:
             log.warning("request %s %s: %s", request.request_id, exc.code, exc.message)
@@ -104,7 +105,7 @@ class JobPipeline:
         record_time: datetime,
         attempt: int,
         on_progress: ProgressFn | None,
-        on_rendered: Callable[[], None],
+        render_ended: Callable[[], None],
     ) -> VideoResult:
         if self._moderator is not None:
             # Before the cache lookup, so a video rendered before a policy change is not handed out after it.
@@ -121,7 +122,7 @@ class JobPipeline:
 
         cached = await self._store.head(keys.video)
         if cached is not None and all(name in cached.metadata for name in _META_FIELDS):
-            on_rendered()
+            render_ended()
             self._metrics.cache_hits.inc()
             video = await self._video_info(keys, cached)
             return completed(
@@ -133,7 +134,7 @@ class JobPipeline:
                 identity=self._identity,
             )
 
-        frames, memory_mode = await self._render(
+        rendered = await self._render(
             request,
             image=image,
             seed=seed,
@@ -141,8 +142,10 @@ class JobPipeline:
             memory_mode=memory_mode,
             record_time=record_time,
             on_progress=on_progress,
-            on_rendered=on_rendered,
         )
+        render_ended()
+        memory_mode = rendered.mode
+        frames = await asyncio.to_thread(to_uint8, rendered.frames)
 
         started = time.perf_counter()
         with self._tracer.start_as_current_span("encode"):
@@ -211,8 +214,8 @@ class JobPipeline:
         memory_mode: MemoryMode | None,
         record_time: datetime,
         on_progress: ProgressFn | None,
-        on_rendered: Callable[[], None],
-    ) -> tuple[NDArray[np.uint8], MemoryMode | None]:
+    ) -> Rendered[NDArray[np.float32]]:
+        """Returns once the model is released, with the frames still in floats."""
         spec = RenderSpec(
             prompt=request.prompt,
             negative_prompt=request.negative_prompt or "",
@@ -223,20 +226,7 @@ class JobPipeline:
             guidance_scale=request.guidance_scale,
             seed=seed,
         )
-        started = time.perf_counter()
-
-        def on_start() -> None:
-            # The model is ours now: time spent waiting for the previous render is queue time, not render time.
-            nonlocal started
-            started = time.perf_counter()
-            stages.render_started_at = self._clock()
-            self._metrics.queue_wait_seconds.observe(max(0.0, (stages.render_started_at - record_time).total_seconds()))
-
-        def on_end() -> None:
-            stages.render_ms = _ms_since(started)
-            stages.render_finished_at = self._clock()
-            on_rendered()
-
+        hold = ModelHold()
         timeout_s = min(self._settings.render_timeout_s, request.render_timeout_s or self._settings.render_timeout_s)
         with self._tracer.start_as_current_span("render") as span:
             span.set_attributes({"vidgen.width": spec.width, "vidgen.height": spec.height, "vidgen.steps": spec.steps})
@@ -247,23 +237,25 @@ class JobPipeline:
                 if on_progress is not None:
                     on_progress(step, total)
 
-            rendered = await self._renderer.render(
-                spec,
-                image,
-                timeout_s=timeout_s,
-                on_progress=progress,
-                on_start=on_start,
-                on_end=on_end,
-                mode=memory_mode,
-            )
+            try:
+                rendered = await self._renderer.render_float(
+                    spec, image, timeout_s=timeout_s, on_progress=progress, mode=memory_mode, hold=hold
+                )
+            finally:
+                if hold.taken_at is not None:
+                    # Time spent waiting for the previous render is queue time, not render time.
+                    stages.render_started_at = hold.taken_at
+                    queued_s = (hold.taken_at - record_time).total_seconds()
+                    self._metrics.queue_wait_seconds.observe(max(0.0, queued_s))
             if rendered.mode is not None:
                 span.set_attribute("vidgen.memory_mode", rendered.mode.value)
-        frames = rendered.frames
+        stages.render_finished_at = hold.released_at
+        stages.render_ms = round((hold.seconds or 0.0) * 1000)
         self._metrics.renders.labels(memory_mode=rendered.mode.value if rendered.mode else "unmanaged").inc()
         self._metrics.render_seconds.labels(
-            resolution=resolution_label(request.width, request.height), frames=str(frames.shape[0])
-        ).observe((stages.render_ms or 0) / 1000)  # set by on_end whenever render() returned
-        return frames, rendered.mode
+            resolution=resolution_label(request.width, request.height), frames=str(rendered.frames.shape[0])
+        ).observe(stages.render_ms / 1000)
+        return rendered
 
     def _encode(self, frames: NDArray[np.uint8], fps: int) -> tuple[bytes, bytes]:
         return encode_mp4(frames, fps=fps), encode_poster(frames[0], fmt=self._settings.poster_format)

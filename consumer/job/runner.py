@@ -1,5 +1,6 @@
-"""What happens to one record: admission, processing with retries, and its answer on Kafka, inside its trace
-span and log context. The consume loop (`consumer/kafka/consume_loop.py`) decides when; this decides what."""
+"""What happens to one record: admission, processing with retries, and its answer on Kafka (result, dead letter or
+retry-topic copy), inside its trace span and log context. The scheduler (`consumer/job/scheduler.py`) decides when;
+this decides what. A job's render ending is posted to the scheduler as a `RenderEnded` event."""
 
 from __future__ import annotations
 
@@ -7,21 +8,21 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
+from typing import Protocol
 
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 
-from consumer.core.clock import WallClock
+from consumer.core.clock import WallClock, utc_now
 from consumer.core.intake import DeadLetter, Rejection, usable_id
-from consumer.core.job import Job, Record
+from consumer.core.job import Job, Record, RenderEnded
 from consumer.core.quotas import QuotaDecision
 from consumer.core.results import Identity, failed, not_started, rejected
 from consumer.core.retries import RetryPolicy
-from consumer.errors import PublishRefused, TooLargeForWorker
+from consumer.errors import PublishRefused, TooLargeForWorker, VidgenError
 from consumer.job.pipeline import JobPipeline
-from consumer.kafka.progress import ProgressReporter
 from consumer.kafka.publisher import Publisher
 from consumer.memory.admission import Reject
 from consumer.memory.gate import MemoryGate
@@ -29,14 +30,22 @@ from consumer.memory.modes import MemoryMode
 from consumer.settings import Settings
 from consumer.telemetry.logs import job_context
 from consumer.telemetry.metrics import Metrics
-from consumer.telemetry.tracing import extract_context
+from consumer.telemetry.tracing import extract_context, messaging_attributes
 from schemas.events import VideoRequest, VideoResult
 
-__all__ = ["JobRunner", "ProgressSink"]
+__all__ = ["JobRunner", "ProgressListener", "StepFn"]
 
 log = logging.getLogger(__name__)
 
-ProgressSink = Callable[[str, int, int], None]
+StepFn = Callable[[int, int], None]
+"""Called with (step, total) after each denoising step."""
+
+
+class ProgressListener(Protocol):
+    """Told when an attempt at a request starts; answers with what to call after each denoising step
+    (`consumer.kafka.progress.ProgressReporter` is one)."""
+
+    def started(self, request: VideoRequest, *, attempt: int) -> StepFn: ...
 
 
 class _Abandoned:
@@ -58,12 +67,10 @@ class JobRunner:
         pipeline: JobPipeline,
         identity: Identity,
         metrics: Metrics,
-        tracer: Tracer | None,
-        clock: WallClock,
-        on_progress: ProgressSink | None,
-        memory: MemoryGate | None,
-        progress: ProgressReporter | None,
-        release: Callable[[Job], None],
+        tracer: Tracer | None = None,
+        clock: WallClock = utc_now,
+        memory: MemoryGate | None = None,
+        progress: Sequence[ProgressListener] = (),
     ) -> None:
         self._settings = settings
         self._publisher = publisher
@@ -72,30 +79,22 @@ class JobRunner:
         self._metrics = metrics
         self._tracer = tracer or trace.get_tracer(__name__)
         self._clock = clock
-        self._on_progress = on_progress
         self._memory = memory
         self._progress = progress
-        self._release = release
         self._retry = RetryPolicy.from_settings(settings)
-        self.draining = False
+        self.draining = False  # set by the scheduler at shutdown: jobs waiting for memory give up
 
-    async def refuse(self, job: Job, decision: QuotaDecision) -> bool:
-        """A request its tenant's quota turned away."""
-        error = decision.error(job.request.tenant_id)
-        result = failed(job.request, error, timings=not_started(job.received_at), attempt=1, identity=self._identity)
-        return await self.answer(job.record, result, job.received_at)
-
-    async def run(self, job: Job, on_rendered: Callable[[], None]) -> bool:
-        try:
-            with self._span(job.record) as span, _job_logs(job.record, job.request.request_id, job.request.tenant_id):
-                outcome = await self._process_with_retries(job, on_rendered)
-                if outcome is _ABANDONED:
-                    return False
-                if isinstance(outcome, VideoResult):
-                    await self._publish(span, outcome)
-                return True
-        finally:
-            self._release(job)
+    async def run(self, job: Job, events: asyncio.Queue[RenderEnded]) -> bool:
+        """Render and answer an admitted job. When its render ends (or a cache hit makes it unnecessary), its
+        memory reservation ends and `RenderEnded(job)` goes on `events`, for the scheduler to hand its render slot
+        to the next job."""
+        with self._span(job.record) as span, _job_logs(job.record, job.request.request_id, job.request.tenant_id):
+            outcome = await self._process_with_retries(job, events)
+            if outcome is _ABANDONED:
+                return False
+            if isinstance(outcome, VideoResult):
+                await self._publish(span, outcome)
+            return True
 
     async def answer(
         self, record: Record, outcome: DeadLetter | Rejection | VideoResult, received_at: datetime
@@ -113,6 +112,34 @@ class JobRunner:
                 outcome = rejected(outcome, received_at=received_at, identity=self._identity)
             await self._publish(span, outcome)
             return True
+
+    async def refuse(self, job: Job, decision: QuotaDecision) -> bool:
+        """A request its tenant's quota turned away."""
+        error = decision.error(job.request.tenant_id)
+        result = failed(job.request, error, timings=not_started(job.received_at), attempt=1, identity=self._identity)
+        return await self.answer(job.record, result, job.received_at)
+
+    async def defer(self, job: Job, decision: QuotaDecision) -> bool:
+        """Hand a job its tenant's quota deferred to the retry topic until its turn comes (attempt, round and trace
+        context kept); refuse it (`rate_limited`) instead if the topic will not take the copy."""
+        record, request = job.record, job.request
+        delay_s = self._retry.deferral_delay(decision.retry_after_s)
+        headers = job.delivery.deferred(
+            record.headers,
+            waiting_since_ms=int(job.first_asked_at.timestamp() * 1000),
+            now_ms=self._now_ms(),
+            delay_s=delay_s,
+        )
+        context = _job_logs(record, request.request_id, request.tenant_id)
+        with self._tracer.start_as_current_span("quota deferral", context=extract_context(record.headers)), context:
+            try:
+                await self._publisher.retry_later(record, headers=headers)
+            except VidgenError as exc:  # refused for good (e.g. too large for the topic): answer it now instead
+                log.warning("request %s cannot be deferred (%s); refusing it", request.request_id, exc.code)
+                refusal = QuotaDecision("reject", reason=f"{decision.reason}; cannot be deferred")
+                return await self.refuse(job, refusal)
+            log.info("request %s deferred by its tenant's quota for %.1f s", request.request_id, delay_s)
+        return True
 
     def _span(self, record: Record) -> contextlib.AbstractContextManager[Span]:
         span = self._tracer.start_as_current_span(
@@ -136,31 +163,32 @@ class JobRunner:
             return _ABANDONED
         return admission if isinstance(admission, Reject) else admission.mode
 
-    async def _process_with_retries(self, job: Job, on_rendered: Callable[[], None]) -> VideoResult | _Abandoned | None:
+    async def _process_with_retries(
+        self, job: Job, events: asyncio.Queue[RenderEnded]
+    ) -> VideoResult | _Abandoned | None:
         """Retry transient failures in process with backoff, then hand the request to the retry topic, and after
         the last round (or when the retry topic refuses the copy for good) fail it for good (result `failed`,
         retryable) with a copy in the DLQ. None: handed on.
 
-        Each attempt is admitted by device memory first; the reservation and the job's render slot are given up
-        as soon as its render ends, so the next request renders while this one encodes and uploads."""
+        Each attempt is admitted by device memory first; the reservation ends as soon as its render does, and the
+        scheduler hears of it, so the next request renders while this one encodes and uploads."""
         request, record, delivery = job.request, job.record, job.delivery
         progress = self._progress_for(request, attempt=delivery.attempt)
         started = time.monotonic()
         attempt = delivery.attempt
+
+        def render_ended() -> None:
+            self._release_memory(request)
+            events.put_nowait(RenderEnded(job))
+
         for retry in range(1, self._retry.attempts + 1):
             mode = await self._admit(request)
             if isinstance(mode, _Abandoned):
                 return _ABANDONED
             if isinstance(mode, Reject):
                 error = TooLargeForWorker(mode.message)
-                return failed(
-                    request, error, timings=not_started(job.received_at), attempt=attempt, identity=self._identity
-                )
-
-            def rendered() -> None:
-                self._release_memory(request)
-                on_rendered()
-
+                timings = not_started(job.received_at)
+                return failed(request, error, timings=timings, attempt=attempt, identity=self._identity)
             try:
                 result = await self._pipeline.process(
                     request,
@@ -168,26 +196,23 @@ class JobRunner:
                     record_time=datetime.fromtimestamp(record.timestamp / 1000, UTC),
                     attempt=attempt,
                     on_progress=progress,
-                    on_rendered=rendered,
+                    render_ended=render_ended,
                     memory_mode=mode,
                 )
             finally:
-                self._release_memory(request)
+                self._release_memory(request)  # an attempt that failed before its render ended
             if result.status != "failed" or result.error is None or not result.error.retryable:
                 return result
             failure = result.error
             pause = self._retry.backoff(retry)
             if retry == self._retry.attempts or time.monotonic() - started + pause > self._retry.deadline_s:
                 break
-            log.warning("request %s attempt %d failed (%s); retrying", request.request_id, attempt, result.error.code)
+            log.warning("request %s attempt %d failed (%s); retrying", request.request_id, attempt, failure.code)
             await asyncio.sleep(pause)
             attempt += 1
         if delivery.round < self._retry.topic_rounds:
             headers = delivery.next_round(
-                record.headers,
-                next_attempt=attempt + 1,
-                now_ms=int(self._clock().timestamp() * 1000),
-                delay_s=self._retry.topic_delay_s,
+                record.headers, next_attempt=attempt + 1, now_ms=self._now_ms(), delay_s=self._retry.topic_delay_s
             )
             try:
                 await self._publisher.retry_later(record, headers=headers)
@@ -203,12 +228,8 @@ class JobRunner:
         if self._memory is not None:
             self._memory.release(request)  # idempotent
 
-    def _progress_for(self, request: VideoRequest, *, attempt: int) -> Callable[[int, int], None] | None:
-        steps: list[Callable[[int, int], None]] = []
-        if self._progress is not None:
-            steps.append(self._progress.started(request, attempt=attempt))
-        if (sink := self._on_progress) is not None:
-            steps.append(lambda step, total: sink(request.request_id, step, total))
+    def _progress_for(self, request: VideoRequest, *, attempt: int) -> StepFn | None:
+        steps = [listener.started(request, attempt=attempt) for listener in self._progress]
         if not steps:
             return None
 
@@ -218,30 +239,22 @@ class JobRunner:
 
         return each
 
+    def _now_ms(self) -> int:
+        return int(self._clock().timestamp() * 1000)
+
 
 @contextlib.contextmanager
 def _described(manager: contextlib.AbstractContextManager[Span], record: Record, group: str) -> Iterator[Span]:
     """A process span with the OpenTelemetry messaging semantic conventions for a consumed Kafka record."""
     with manager as span:
-        _describe(span, record, group)
+        # Only a well-formed request id: a key is client bytes (any length, any characters) and is never echoed raw.
+        key = None if record.key is None else usable_id(record.key.decode("ascii", "replace"))
+        span.set_attributes(
+            messaging_attributes(
+                "process", record.topic, key=key, group=group, partition=record.partition, offset=record.offset
+            )
+        )
         yield span
-
-
-def _describe(span: Span, record: Record, group: str) -> None:
-    span.set_attributes(
-        {
-            "messaging.system": "kafka",
-            "messaging.operation.type": "process",
-            "messaging.destination.name": record.topic,
-            "messaging.consumer.group.name": group,
-            "messaging.destination.partition.id": str(record.partition),
-            "messaging.kafka.offset": record.offset,
-        }
-    )
-    # Only a well-formed request id: a key is client bytes (any length, any characters) and is never echoed raw.
-    key = None if record.key is None else usable_id(record.key.decode("ascii", "replace"))
-    if key is not None:
-        span.set_attribute("messaging.kafka.message.key", key)
 
 
 def _job_logs(record: Record, request_id: str | None, tenant_id: str | None) -> contextlib.AbstractContextManager[None]:

@@ -15,7 +15,7 @@ from typing import Literal
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from consumer.core.clock import WallClock
+from consumer.core.clock import WallClock, utc_now
 from consumer.settings import Settings
 from consumer.telemetry.tracing import inject_headers
 from schemas.events import VideoProgress, VideoRequest
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 
 class ProgressReporter:
-    def __init__(self, producer: AIOKafkaProducer, settings: Settings, *, clock: WallClock) -> None:
+    def __init__(self, producer: AIOKafkaProducer, settings: Settings, *, clock: WallClock = utc_now) -> None:
         self._producer = producer
         self._topic = settings.progress_topic
         self._interval_s = settings.progress_interval_s

@@ -27,7 +27,7 @@ from consumer.core.results import undeliverable
 from consumer.errors import PublishRefused
 from consumer.kafka.clients import record_bytes
 from consumer.settings import Settings
-from consumer.telemetry.tracing import inject_headers
+from consumer.telemetry.tracing import inject_headers, messaging_attributes
 from schemas.events import VideoResult
 
 __all__ = ["Publisher", "is_transient"]
@@ -44,14 +44,7 @@ class Publisher:
     async def result(self, result: VideoResult) -> None:
         topic = self._settings.results_topic
         with self._tracer.start_as_current_span(f"send {topic}", kind=SpanKind.PRODUCER) as span:
-            span.set_attributes(
-                {
-                    "messaging.system": "kafka",
-                    "messaging.operation.type": "send",
-                    "messaging.destination.name": topic,
-                    "messaging.kafka.message.key": result.request_id,
-                }
-            )
+            span.set_attributes(messaging_attributes("send", topic, key=result.request_id))
             try:
                 await self._send_result(topic, result)
             except PublishRefused as refused:

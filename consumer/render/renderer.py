@@ -12,7 +12,8 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from datetime import datetime
+from typing import Any, Generic, Literal, TypeVar
 
 import numpy as np
 import torch
@@ -20,18 +21,20 @@ from diffusers.pipelines.easyanimate.pipeline_easyanimate_inpaint import get_ima
 from numpy.typing import NDArray
 from PIL import Image
 
+from consumer.core.clock import WallClock, utc_now
 from consumer.errors import ModelUnavailable, RenderFailed, RenderTimeout, VidgenError
 from consumer.memory.modes import MemoryMode, more_frugal, supported_modes
 from consumer.memory.profile import ModelMemoryProfile
 from consumer.render.memory_modes import apply_mode, current_mode
 from consumer.render.profiling import profile_pipeline
 
-__all__ = ["ProgressFn", "RenderSpec", "Rendered", "Renderer", "RendererState", "to_uint8"]
+__all__ = ["ModelHold", "ProgressFn", "RenderSpec", "Rendered", "Renderer", "RendererState", "to_uint8"]
 
 log = logging.getLogger(__name__)
 
 RendererState = Literal["starting", "ready", "busy", "failed"]
 ProgressFn = Callable[[int, int], None]
+_Frames = TypeVar("_Frames", NDArray[np.float32], NDArray[np.uint8])
 
 
 @dataclass(frozen=True)
@@ -47,9 +50,20 @@ class RenderSpec:
 
 
 @dataclass(frozen=True)
-class Rendered:
-    frames: NDArray[np.uint8]  # (F, H, W, 3)
+class Rendered(Generic[_Frames]):
+    frames: _Frames  # (F, H, W, 3): floats in [0, 1] from `render_float`, 8-bit RGB from `render`
     mode: MemoryMode | None  # the memory mode it ran in (None: modes not managed, e.g. the stand-in)
+
+
+@dataclass
+class ModelHold:
+    """When one render held the model, written by the renderer as it happens: `taken_at` once the model is taken
+    (after any wait for the previous render; set even if the render then fails), `released_at` and `seconds` once
+    a render that succeeded gives it back."""
+
+    taken_at: datetime | None = None
+    released_at: datetime | None = None
+    seconds: float | None = None
 
 
 class _RenderStopped(Exception):
@@ -60,9 +74,15 @@ class Renderer:
     """Load once, render many. `state` makes a broken model a visible failure instead of a hang."""
 
     def __init__(
-        self, load: Callable[[], Any], *, device: torch.device | None = None, oom_downgrade: bool = True
+        self,
+        load: Callable[[], Any],
+        *,
+        device: torch.device | None = None,
+        oom_downgrade: bool = True,
+        clock: WallClock = utc_now,
     ) -> None:
         self._load = load
+        self._clock = clock
         self.device = device or torch.device("cpu")
         self._oom_downgrade = oom_downgrade
         self._pipeline: Any = None
@@ -125,15 +145,29 @@ class Renderer:
         *,
         timeout_s: float,
         on_progress: ProgressFn | None = None,
-        on_start: Callable[[], None] | None = None,
-        on_end: Callable[[], None] | None = None,
         mode: MemoryMode | None = None,
-    ) -> Rendered:
-        """Render in `mode` (None: as the pipeline is). Raises RenderTimeout past the deadline, RenderFailed on a
-        crash; a CUDA out-of-memory error is retried once in a more frugal mode first. `on_start` runs when the
-        model is actually taken (after any wait for the previous render), `on_end` when it is released."""
+    ) -> Rendered[NDArray[np.uint8]]:
+        """`render_float`, converted to 8-bit RGB frames (off the event loop, after the model is released)."""
+        rendered = await self.render_float(spec, image, timeout_s=timeout_s, on_progress=on_progress, mode=mode)
+        return Rendered(await asyncio.to_thread(to_uint8, rendered.frames), rendered.mode)
+
+    async def render_float(
+        self,
+        spec: RenderSpec,
+        image: Image.Image | None,
+        *,
+        timeout_s: float,
+        on_progress: ProgressFn | None = None,
+        mode: MemoryMode | None = None,
+        hold: ModelHold | None = None,
+    ) -> Rendered[NDArray[np.float32]]:
+        """Render in `mode` (None: as the pipeline is) and return as soon as the model is released, with the
+        pipeline's frames in [0, 1]. Raises RenderTimeout past the deadline, RenderFailed on a crash; a CUDA
+        out-of-memory error is retried once in a more frugal mode first. When the model was taken and released is
+        written to `hold`; the renderer calls nothing back but `on_progress` (once per denoising step)."""
         if self.state == "failed":
             raise ModelUnavailable(f"renderer is broken: {self.failure}")
+        hold = hold or ModelHold()
         loop = asyncio.get_running_loop()
         abandon = threading.Event()
         # CPU-side work stays outside the model's critical section, so it overlaps the previous render.
@@ -147,8 +181,8 @@ class Renderer:
 
         async with self._lock:
             self.state = "busy"
-            if on_start is not None:
-                on_start()
+            hold.taken_at = self._clock()
+            started = time.perf_counter()
             future = loop.run_in_executor(
                 self._executor,
                 # The job's log context and active span follow the work onto the render thread.
@@ -164,16 +198,16 @@ class Renderer:
                 ),
             )
             try:
-                raw, used = await future
-                if on_end is not None:
-                    on_end()
+                frames, used = await future
+                hold.seconds = time.perf_counter() - started
+                hold.released_at = self._clock()
             except asyncio.CancelledError:
                 abandon.set()  # the thread stops at the next denoising step
                 raise
             finally:
                 if self.state == "busy":
                     self.state = "ready"
-        return Rendered(await asyncio.to_thread(to_uint8, raw), used)
+        return Rendered(frames, used)
 
     def _render_sync(
         self,

@@ -1,0 +1,153 @@
+"""The one owner of which job runs when. The consume loop hands it every fetched record; it queues requests by
+tenant (`PendingJobs`), starts them while render slots are free (`StageSlots`), runs each as a task through the job
+runner and keeps the offsets finished so far (`OffsetTracker`).
+
+Scheduling flows one way. Jobs never call back into it: a job whose render ended posts `RenderEnded` on the
+scheduler's queue, and `react` (a task of its own, beside the consume loop) hands that job's render slot on and starts
+the next queued job at once, without waiting for the next fetch. When a job's task ends, the scheduler frees its slot
+and its tenant's quota and starts the next job the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Collection, Coroutine, Hashable
+from typing import Any
+
+from consumer.core.clock import Monotonic
+from consumer.core.job import Job, Record, RenderEnded
+from consumer.core.offsets import OffsetTracker
+from consumer.core.pending import PendingJobs
+from consumer.core.slots import Slot, StageSlots
+from consumer.job.runner import JobRunner
+from consumer.settings import Settings
+from consumer.telemetry.metrics import Metrics
+
+__all__ = ["JobScheduler"]
+
+log = logging.getLogger(__name__)
+
+
+class JobScheduler:
+    """Jobs from their fetch to their end. `crash` is set when a job dies outside the result path: its offset can
+    never be committed, so the consume loop stops rather than wedge."""
+
+    def __init__(
+        self, settings: Settings, runner: JobRunner, metrics: Metrics, *, clock: Monotonic = time.monotonic
+    ) -> None:
+        self._runner = runner
+        self._metrics = metrics
+        self.pending = PendingJobs(settings, clock=clock)
+        self._slots = StageSlots(rendering=settings.max_inflight_jobs, finishing=settings.max_finishing_jobs)
+        self._slot_of: dict[int, Slot] = {}  # by id() of the running job
+        self._events: asyncio.Queue[RenderEnded] = asyncio.Queue()
+        self.offsets = OffsetTracker()
+        self._tasks: dict[Hashable, set[asyncio.Task[None]]] = {}
+        self._running: set[asyncio.Task[None]] = set()
+        self._accepting = True
+        self.crash: BaseException | None = None
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and nothing running."""
+        return not self._running and not len(self.pending)
+
+    async def react(self) -> None:
+        """Forever: a render ended, so its render slot goes to the next job. Runs as its own task."""
+        while True:
+            ended = await self._events.get()
+            slot = self._slot_of.get(id(ended.job))
+            if slot is not None and self._slots.advance(slot):
+                self.start_admitted()
+
+    def queue(self, job: Job) -> None:
+        """A parsed request: it waits for a slot and its tenant's turn (`start_admitted`)."""
+        self.offsets.start(job.tp, job.record.offset)
+        self.pending.push(job)
+
+    def answer(self, tp: Hashable, record: Record, work: Coroutine[Any, Any, bool]) -> None:
+        """A record answered without a slot (a dead letter, a rejection)."""
+        self.offsets.start(tp, record.offset)
+        self._spawn(tp, record, work)
+
+    def start_admitted(self) -> None:
+        """Start queued requests while job slots are free, in the order the tenant quotas allow; refuse those the
+        quotas reject. Runs after each fetch and whenever a slot frees up."""
+        while self._accepting and self._slots.free and (taken := self.pending.take()) is not None:
+            job, decision = taken
+            if not decision.admitted:
+                self._spawn(job.tp, job.record, self._runner.refuse(job, decision))
+                continue
+            self._slot_of[id(job)] = self._slots.take()
+            self._spawn(job.tp, job.record, self._runner.run(job, self._events), job=job)
+
+    def give_up_deferred(self) -> None:
+        """Deferred jobs never keep the pending queue full, so a tenant over its quota cannot stop other tenants'
+        records from being fetched: those the queue gives up are refused (past the tenant's max wait) or handed to
+        the retry topic until their turn in the tenant's budget."""
+        for job, decision in self.pending.overflow():
+            if decision.action == "reject":
+                work = self._runner.refuse(job, decision)
+            else:
+                work = self._runner.defer(job, decision)
+            self._spawn(job.tp, job.record, work)
+
+    def tasks_of(self, partitions: Collection[Hashable]) -> list[asyncio.Task[None]]:
+        return [task for tp in partitions for task in self._tasks.get(tp, ())]
+
+    def running_tasks(self) -> list[asyncio.Task[None]]:
+        return list(self._running)
+
+    def drop(self, partitions: Collection[Hashable]) -> None:
+        """Revoked partitions: forget their queued jobs (re-read by the next owner)."""
+        self.pending.drop(partitions)
+
+    def forget(self, partitions: Collection[Hashable]) -> None:
+        """Revoked partitions, once their jobs finished or were cancelled: nothing of them may be committed by us."""
+        for tp in partitions:
+            self.offsets.forget(tp)
+            self._tasks.pop(tp, None)
+        self._metrics.inflight.set(len(self._running))
+
+    def stop_accepting(self) -> None:
+        """Shutdown: start nothing more, forget what is queued, and let jobs waiting for memory give up."""
+        self._accepting = False
+        self._runner.draining = True
+        self.pending.drop()
+
+    def _spawn(self, tp: Hashable, record: Record, work: Coroutine[Any, Any, bool], *, job: Job | None = None) -> None:
+        async def run() -> None:
+            try:
+                if await work:  # False: abandoned unanswered, so the offset must not be committed past it
+                    self.offsets.finish(tp, record.offset)
+            finally:
+                if job is not None:
+                    self._end(job)
+            self._metrics.inflight.set(len(self._running))
+
+        task = asyncio.create_task(run(), name=f"job-{record.topic}-{record.partition}-{record.offset}")
+        tasks = self._tasks.setdefault(tp, set())
+        for bucket in (tasks, self._running):
+            bucket.add(task)
+            task.add_done_callback(bucket.discard)
+        task.add_done_callback(self._check_crash)
+        self._metrics.inflight.set(len(self._running))
+
+    def _end(self, job: Job) -> None:
+        """An admitted job's task ended: its slot and its tenant's quota go to the next job."""
+        self.pending.release(job)
+        slot = self._slot_of.pop(id(job))
+        if self._slots.release(slot):
+            self.start_admitted()
+
+    def _check_crash(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        self.crash = task.exception()
+        log.critical("job %s crashed: %r; stopping the worker", task.get_name(), self.crash)
