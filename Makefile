@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup demo test lint typecheck unit schemas docs bench clean
+.PHONY: setup demo test lint typecheck tests unit integration schemas docs bench clean
 
 $(STAMP): pyproject.toml .ci/constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,7 @@ setup: $(STAMP)
 demo: setup  ## render one product video end to end with an embedded broker and S3 server
 	$(BIN)/vidgen demo
 
-test: lint typecheck unit  ## everything CI runs
+test: lint typecheck tests  ## everything CI runs
 
 lint: setup
 	$(BIN)/ruff check .
@@ -25,8 +25,14 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
-unit: setup
+tests: setup  ## every test tier: unit, integration, and gpu where there is a CUDA device
 	$(BIN)/pytest -q
+
+unit: setup  ## the unit tier: no broker, no S3 server, no worker process; under a minute
+	$(BIN)/pytest -q tests/unit
+
+integration: setup  ## against a real broker and S3 server, worker processes and the tiny model
+	$(BIN)/pytest -q tests/integration
 
 schemas: setup  ## regenerate schemas/json after changing schemas/events.py
 	$(BIN)/python -m schemas

@@ -15,6 +15,7 @@ import mimetypes
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
@@ -194,8 +195,15 @@ async def _upload(path: Path, tenant_id: str, settings: Settings) -> str:
         return store.uri(key)
 
 
-def watch_main(argv: list[str] | None = None, *, settings: Settings | None = None, prog: str = "vidgen watch") -> int:
-    """`vidgen watch REQUEST_ID`: a progress bar from `video.progress`, then the result. Same exit codes."""
+def watch_main(
+    argv: list[str] | None = None,
+    *,
+    settings: Settings | None = None,
+    prog: str = "vidgen watch",
+    on_positioned: Callable[[], None] | None = None,
+) -> int:
+    """`vidgen watch REQUEST_ID`: a progress bar from `video.progress`, then the result. Same exit codes.
+    `on_positioned` is told once the watcher reads from the topics' ends: what is published after that is seen."""
     parser = argparse.ArgumentParser(prog=prog, description="Follow one request until its result arrives.")
     parser.add_argument("request_id")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the result")
@@ -209,6 +217,8 @@ def watch_main(argv: list[str] | None = None, *, settings: Settings | None = Non
     async def follow() -> int:
         watcher = ResultWatcher(settings, args.request_id, progress_topic=settings.progress_topic)
         await watcher.start()
+        if on_positioned is not None:
+            on_positioned()
         try:
             return await _report(watcher, args.request_id, timeout_s=args.timeout, prog=prog)
         finally:

@@ -16,7 +16,6 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from consumer.settings import Settings
 from consumer.storage import ObjectStore
-from tests.conftest import SMALL, KafkaClient
 from tests.integration.api_helpers import (
     IdentityProvider,
     api_settings,
@@ -27,6 +26,7 @@ from tests.integration.api_helpers import (
     sse_messages,
     with_control_topic,
 )
+from tests.support import SMALL, KafkaClient
 
 pytestmark = pytest.mark.integration
 pytest_plugins = ["tests.integration.api_fixtures"]  # the identity provider fixture

@@ -22,8 +22,7 @@ import pytest
 from consumer.dev.embedded import free_port
 from consumer.settings import Settings
 from schemas.events import VideoResult
-from tests.conftest import KafkaClient, request_body
-from tests.test_delivery import _http, _until
+from tests.support import KafkaClient, http_get, request_body, until
 
 pytestmark = pytest.mark.integration
 
@@ -46,12 +45,12 @@ class Node:
     log_path: Path
 
     async def readyz(self) -> dict[str, Any]:
-        _, text = await _http(self.port, "/readyz")
+        _, text = await http_get(self.port, "/readyz")
         body: dict[str, Any] = json.loads(text)
         return body
 
     async def metric(self, name: str, worker: int) -> float:
-        _, text = await _http(self.port, "/metrics")
+        _, text = await http_get(self.port, "/metrics")
         match = re.search(rf'^{name}\{{[^}}]*worker="{worker}"[^}}]*\}} ([0-9.e+-]+)$', text, flags=re.MULTILINE)
         return float(match.group(1)) if match else 0.0
 
@@ -119,7 +118,7 @@ async def test_two_cpu_workers_one_killed_and_restarted_then_all_drained_by_sigt
             return body if body["ready_workers"] == 2 else None
         return None
 
-    body = await _until(both_ready, timeout_s=120)
+    body = await until(both_ready, timeout_s=120)
     workers = body["workers"]
     assert {slot: w["state"] for slot, w in workers.items()} == {"0": "ready", "1": "ready"}
     assert {w["worker_id"] for w in workers.values()} == {f"{settings.worker_id}-0", f"{settings.worker_id}-1"}
@@ -129,7 +128,7 @@ async def test_two_cpu_workers_one_killed_and_restarted_then_all_drained_by_sigt
     sent = [f"sup-{index}" for index in range(8)]
     for request_id in sent:
         await kafka.send(request_body(request_id, prompt=f"shoe {request_id}"))
-    await _until(lambda: node.metric("vidgen_inflight_jobs", worker=0), timeout_s=60)  # merged from child 0
+    await until(lambda: node.metric("vidgen_inflight_jobs", worker=0), timeout_s=60)  # merged from child 0
     victim = workers["0"]["pid"]
     os.kill(victim, signal.SIGKILL)  # mid-render: nothing of its in-flight work was published or committed
 
@@ -137,7 +136,7 @@ async def test_two_cpu_workers_one_killed_and_restarted_then_all_drained_by_sigt
         worker = (await node.readyz())["workers"]["0"]
         return worker if worker["restarts"] == 1 and worker["state"] == "ready" else None
 
-    again = await _until(restarted, timeout_s=120)
+    again = await until(restarted, timeout_s=120)
     assert again["pid"] != victim and _gone(victim)
     assert "worker 0 (CPU)" in node.log() and "killed by SIGKILL" in node.log()
 
@@ -153,7 +152,7 @@ async def test_two_cpu_workers_one_killed_and_restarted_then_all_drained_by_sigt
     async def rendering() -> bool:
         return any([await node.metric("vidgen_inflight_jobs", worker=slot) for slot in (0, 1)])
 
-    await _until(rendering, timeout_s=60)
+    await until(rendering, timeout_s=60)
     children = [w["pid"] for w in (await node.readyz())["workers"].values()]
     node.process.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(node.process.wait, 90) == 0, node.log()[-3000:]
@@ -189,7 +188,7 @@ async def test_sigterm_while_the_workers_still_start_exits_zero(
             return all(w["state"] == "starting" and w["pid"] for w in workers)
         return False
 
-    await _until(started, timeout_s=60)
+    await until(started, timeout_s=60)
     node.process.send_signal(signal.SIGTERM)  # before any of them holds work: stopped at once, not a failure
     assert await asyncio.to_thread(node.process.wait, 90) == 0, node.log()[-3000:]
     assert "every worker drained and exited 0" in node.log()

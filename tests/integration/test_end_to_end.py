@@ -16,9 +16,7 @@ from consumer.dev.demo import product_image
 from consumer.settings import Settings
 from consumer.storage import ObjectStore
 from schemas.events import VideoResult
-from tests.conftest import KafkaClient, request_body
-
-pytestmark = pytest.mark.integration
+from tests.support import KafkaClient, request_body
 
 
 async def _fetch(url: str) -> bytes:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -15,8 +14,8 @@ from pydantic_settings import BaseSettings
 from consumer.settings import Settings
 from producer_examples.notifier_settings import NotifierSettings
 from producer_examples.product_hook import HookSettings
+from tests.support import REPO
 
-ROOT = Path(__file__).resolve().parent.parent
 SECRET = "s3cr3t-Zq8Xw1-pq"  # short: pydantic shortens long values in the middle, which would hide a leak
 TOKEN_URL = f"http://h.example/?token={SECRET}"  # http: refused, so the whole URL is in error
 
@@ -61,7 +60,7 @@ def test_start_up_refusal_names_the_setting_but_never_prints_its_value(case: str
     done = subprocess.run(
         [sys.executable, "-m", module, *arguments],
         env=_environment(variables),
-        cwd=ROOT,
+        cwd=REPO,
         capture_output=True,
         text=True,
         timeout=120,

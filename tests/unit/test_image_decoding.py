@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import struct
 import zlib
 from typing import Any
@@ -14,14 +13,9 @@ from PIL import Image
 
 from consumer.errors import ImageError, ImageTooLarge
 from consumer.job.image_decoding import decode_image, fit_image
+from tests.support import encoded
 
 RED, BLUE, WHITE = (255, 0, 0), (0, 0, 255), (255, 255, 255)
-
-
-def _encode(image: Image.Image, fmt: str, **options: Any) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **options)
-    return buffer.getvalue()
 
 
 def _png_header(width: int, height: int) -> bytes:
@@ -42,7 +36,7 @@ def _close(pixel: Any, expected: tuple[int, int, int], tolerance: int = 12) -> b
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"])
 def test_each_allowed_format_decodes_to_rgb(fmt: str) -> None:
-    data = _encode(Image.new("RGB", (48, 32), RED), fmt)
+    data = encoded(Image.new("RGB", (48, 32), RED), fmt)
 
     image = decode_image(data, max_pixels=10_000)
 
@@ -52,7 +46,7 @@ def test_each_allowed_format_decodes_to_rgb(fmt: str) -> None:
 
 @pytest.mark.parametrize("fmt", ["PPM", "TGA", "PCX", "ICO"])
 def test_real_images_outside_the_allowlist_are_refused(fmt: str) -> None:
-    data = _encode(Image.new("RGB", (16, 16), RED), fmt)
+    data = encoded(Image.new("RGB", (16, 16), RED), fmt)
 
     with pytest.raises(ImageError) as caught:
         decode_image(data, max_pixels=10_000)
@@ -78,7 +72,7 @@ def test_non_images_raise_invalid_image(data: bytes) -> None:
 
 
 def test_truncated_jpeg_is_invalid() -> None:
-    data = _encode(Image.effect_noise((64, 64), 60).convert("RGB"), "JPEG", quality=90)
+    data = encoded(Image.effect_noise((64, 64), 60).convert("RGB"), "JPEG", quality=90)
 
     with pytest.raises(ImageError) as caught:
         decode_image(data[: len(data) // 2], max_pixels=10_000)
@@ -90,7 +84,7 @@ def test_truncated_jpeg_is_invalid() -> None:
     [
         (_png_header(20_000, 20_000), 40_000_000),  # Pillow's own guard fires while parsing the header
         (_png_header(5_000, 5_000), 1_000_000),  # under Pillow's guard, over ours
-        (_encode(Image.new("RGB", (64, 64)), "PNG"), 4_000),  # a real tiny image over a tiny limit
+        (encoded(Image.new("RGB", (64, 64)), "PNG"), 4_000),  # a real tiny image over a tiny limit
     ],
     ids=["20000x20000-header", "5000x5000-header", "64x64-over-4000"],
 )
@@ -109,7 +103,7 @@ def test_alpha_is_flattened_onto_white() -> None:
     source.putpixel((1, 0), (*RED, 255))
     source.putpixel((2, 0), (*RED, 128))
 
-    image = decode_image(_encode(source, "PNG"), max_pixels=100)
+    image = decode_image(encoded(source, "PNG"), max_pixels=100)
 
     assert image.mode == "RGB"
     assert image.getpixel((0, 0)) == WHITE
@@ -123,7 +117,7 @@ def test_palette_transparency_is_flattened_and_gif_yields_its_first_frame() -> N
     second = first.copy()
     second.paste(1, (0, 0, 8, 8))
     first.putpixel((0, 0), 2)
-    data = _encode(first, "GIF", save_all=True, append_images=[second], transparency=2, duration=100)
+    data = encoded(first, "GIF", save_all=True, append_images=[second], transparency=2, duration=100)
 
     image = decode_image(data, max_pixels=100)
 
@@ -139,7 +133,7 @@ def test_exif_orientation_is_applied_and_all_metadata_dropped() -> None:
     exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
     exif[0x010F] = "SecretCam"  # Make
     exif[0x013B] = "Jane Doe"  # Artist
-    data = _encode(source, "JPEG", exif=exif, quality=95, comment=b"internal note")
+    data = encoded(source, "JPEG", exif=exif, quality=95, comment=b"internal note")
 
     image = decode_image(data, max_pixels=10_000)
 
@@ -151,7 +145,7 @@ def test_exif_orientation_is_applied_and_all_metadata_dropped() -> None:
 
 
 def test_sixteen_bit_grey_is_scaled_not_clipped() -> None:
-    data = _encode(Image.new("I;16", (4, 4), 32_768), "PNG")
+    data = encoded(Image.new("I;16", (4, 4), 32_768), "PNG")
 
     image = decode_image(data, max_pixels=100)
 
@@ -186,7 +180,7 @@ def test_fit_image_rejects_an_empty_frame() -> None:
 
 
 _SEEDS = [
-    _encode(Image.effect_noise((12, 9), 40).convert(mode), fmt)
+    encoded(Image.effect_noise((12, 9), 40).convert(mode), fmt)
     for fmt, mode in [
         ("JPEG", "RGB"),
         ("PNG", "RGBA"),

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 from consumer import errors
 from consumer.dev.docs import SETTINGS_END, SETTINGS_START, settings_table
+from tests.support import REPO
 
-README = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+README = (REPO / "README.md").read_text(encoding="utf-8")
 
 
 def test_settings_table_is_current() -> None:
@@ -26,3 +26,4 @@ def test_every_error_code_is_documented() -> None:
     codes = {cls.code for cls in _all_subclasses(errors.VidgenError)}
     documented = set(re.findall(r"^\| `([a-z_]+)` \|", README, flags=re.MULTILINE))
     assert codes <= documented, f"README error table lacks: {sorted(codes - documented)}"
+

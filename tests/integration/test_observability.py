@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import json
 import logging
+import threading
 from collections.abc import AsyncIterator, Iterator
 
 import aiohttp
@@ -26,10 +28,7 @@ from consumer.telemetry.logs import configure_logging
 from consumer.telemetry.otlp import tracer_provider_from_env
 from producer_examples.publish_request import watch_main
 from schemas.events import VideoProgress
-from tests.conftest import KafkaClient, request_body
-from tests.test_delivery import _metric
-
-pytestmark = pytest.mark.integration
+from tests.support import KafkaClient, metric, request_body
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
@@ -109,11 +108,11 @@ async def test_failures_set_span_status_and_error_type_and_metrics_follow(
     worker = await start_worker(settings, tracer=provider.get_tracer("test"))
     await kafka.send(request_body("ok-1"))
     await kafka.results(1)
-    assert await _metric(worker.http_port, 'vidgen_jobs_total{error_code="",status="completed"}') == 1
+    assert await metric(worker.http_port, 'vidgen_jobs_total{error_code="",status="completed"}') == 1
     await kafka.send(request_body("bad-1", fps=99))
     await kafka.results(2)
     rejected = 'vidgen_jobs_total{error_code="invalid_field",status="rejected"}'
-    assert await _metric(worker.http_port, rejected) == 1
+    assert await metric(worker.http_port, rejected) == 1
     process = [s for s in exporter.get_finished_spans() if s.name.startswith("process ")]
     failed = [s for s in process if s.attributes and s.attributes.get("messaging.kafka.message.key") == "bad-1"]
     assert failed[0].status.status_code == StatusCode.ERROR
@@ -131,8 +130,12 @@ async def _http_metrics(port: int) -> tuple[int, str]:
 async def test_progress_events_and_vidgen_watch(settings: Settings, kafka: KafkaClient, start_worker) -> None:
     chatty = settings.model_copy(update={"progress_events": True, "progress_interval_s": 0})
     await start_worker(chatty)
-    watching = asyncio.create_task(asyncio.to_thread(watch_main, ["watched-1", "--timeout", "60"], settings=chatty))
-    await asyncio.sleep(3)  # the watcher positions itself at the topics' ends before the request exists
+    positioned = threading.Event()
+    argv = ["watched-1", "--timeout", "60"]
+    watch = functools.partial(watch_main, argv, settings=chatty, on_positioned=positioned.set)
+    watching = asyncio.create_task(asyncio.to_thread(watch))
+    # The request is published only once the watcher reads from the topics' ends, so it cannot slip past.
+    assert await asyncio.to_thread(positioned.wait, 30)
     await kafka.send(request_body("watched-1", num_inference_steps=3), headers=[("traceparent", TRACEPARENT)])
     assert await watching == 0
     records = await kafka.read(chatty.progress_topic, 4)

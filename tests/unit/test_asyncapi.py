@@ -7,7 +7,6 @@ specification the document relies on), plus the examples validated against the c
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,8 +17,9 @@ from consumer.core.intake import DeadLetter, parse_request
 from consumer.core.retries import ATTEMPT, NOT_BEFORE, ROUND
 from consumer.errors import VidgenError
 from schemas.events import ID_PATTERN, VideoRequest, VideoResult
+from tests.support import REPO
 
-SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
+SCHEMAS = REPO / "schemas"
 DOC_PATH = SCHEMAS / "asyncapi.yaml"
 DLQ_HEADERS = {
     "vidgen-error-code",

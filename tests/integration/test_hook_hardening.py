@@ -1,7 +1,6 @@
-"""Hardening of the product-created hook: request ids nobody else can predict and no two products can share,
-text checked with the worker's own rules before the shop is answered, and slow clients that cannot hold the
-hook's connections. Real aiohttp servers (in process, and the real entry point as a subprocess), the real
-broker and, where the worker's verdict matters, a real worker with the tiny model."""
+"""Hardening of the product-created hook over real HTTP: ids published to the real broker, text the worker would reject
+refused before the shop is answered (and, where the worker's verdict matters, a real worker with the tiny model), and
+slow clients that cannot hold the hook's connections (the real entry point as a subprocess)."""
 
 from __future__ import annotations
 
@@ -13,7 +12,6 @@ import re
 import subprocess
 import sys
 import time
-import unicodedata
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +19,8 @@ from typing import Any
 
 import aiohttp
 import pytest
-import yaml
 from aiohttp.test_utils import TestServer
 from opentelemetry.trace import NoOpTracer
-from pydantic import ValidationError
 
 from consumer.core.intake import parse_request
 from consumer.dev.embedded import free_port
@@ -32,16 +28,11 @@ from consumer.settings import Settings
 from producer_examples.product_hook import ROUTE, HookSettings, make_app
 from producer_examples.products import (
     DEFAULT_TEMPLATE,
-    ProductCreated,
-    check_template,
-    derive_request_id,
-    render_prompt,
 )
 from producer_examples.signing import SIGNATURE_HEADER, sign
 from schemas.events import ID_PATTERN, VideoRequest, VideoResult
-from tests.conftest import SMALL, KafkaClient
+from tests.support import REPO, SMALL, KafkaClient, product_payload
 
-ROOT = Path(__file__).resolve().parents[1]
 SECRET = "hook-signing-secret-for-tests"
 ID_KEY = "request-id-key-for-tests-only-0123456789abcdef"
 OTHER_ID_KEY = "another-request-id-key-for-tests-0123456789ab"
@@ -58,16 +49,6 @@ def _hook_settings(**overrides: Any) -> HookSettings:
         **overrides,
     }
     return HookSettings(**fields)
-
-
-def _payload(product_id: str = "p-1", **overrides: Any) -> dict[str, Any]:
-    return {
-        "product_id": product_id,
-        "shop_id": "shop-1",
-        "title": "Red sneaker",
-        "description": "Breathable mesh, white sole.",
-        **overrides,
-    }
 
 
 def _signed(payload: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
@@ -105,75 +86,18 @@ async def _in_process_hook(settings: Settings, **overrides: Any) -> AsyncIterato
         await server.close()
 
 
-# ---------------------------------------------------------------------------------------------- pure parts
-
-
-def _product(**overrides: Any) -> ProductCreated:
-    return ProductCreated.model_validate(_payload(**overrides))
-
-
-def test_ids_depend_on_the_key_and_encode_shop_and_product_unambiguously() -> None:
-    key, content = ID_KEY.encode(), {"prompt": "a red sneaker", "width": 256}
-    first = derive_request_id(key, "acme", "shoes:42", content)
-    assert derive_request_id(key, "acme", "shoes:42", dict(reversed(content.items()))) == first  # canonical
-    assert derive_request_id(key, "acme:shoes", "42", content) != first
-    assert derive_request_id(OTHER_ID_KEY.encode(), "acme", "shoes:42", content) != first
-    assert re.fullmatch(r"hook:[0-9a-f]{32}", first)
-
-
-def test_a_trimmed_description_keeps_the_template_and_never_splits_a_character_from_its_marks() -> None:
-    # "x" has no precomposed form with an acute accent: under NFC each pair stays two code points.
-    prompt = render_prompt(DEFAULT_TEMPLATE, _product(description="x\u0301" * 600))
-    assert len(prompt) <= 1000 and unicodedata.is_normalized("NFC", prompt)
-    kept = prompt.removeprefix("A short product video of Red sneaker. ").removesuffix(" " + SUFFIX)
-    assert prompt.endswith(SUFFIX) and kept and kept == "x\u0301" * (len(kept) // 2)
-    # With words, the cut falls between two of them.
-    worded = render_prompt(DEFAULT_TEMPLATE, _product(description="breathable mesh " * 200))
-    assert re.search(r"(breathable|mesh) " + re.escape(SUFFIX) + "$", worded) and len(worded) <= 1000
-
-
-def test_titles_follow_the_worker_text_rule_and_count_after_normalisation() -> None:
-    assert _product(title="Red\x1b[31m  sneaker\r\n").title == "Red[31m sneaker"  # controls removed, as the worker does
-    for title in ("Red \u202esneaker", "\ufb2c" * 100):  # a bidi override; 100 characters that NFC makes 300
-        with pytest.raises(ValidationError) as caught:
-            _product(title=title)
-        [error] = caught.value.errors(include_input=False)
-        assert (error["loc"], error["type"]) == (("title",), "invalid_field")
-
-
-def test_templates_must_leave_the_description_room_and_hold_only_visible_text() -> None:
-    check_template("x" * 800 + "{title}")  # 800 + the longest title: exactly the prompt's 1000
-    with pytest.raises(ValueError, match="takes 1001 of the prompt's 1000"):
-        check_template("x" * 801 + "{title}")
-    with pytest.raises(ValueError, match="U\\+202E"):
-        check_template("Video of {title}\u202e")
-
-
-def test_the_compose_hook_service_has_every_required_setting() -> None:
-    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
-    environment = compose["services"]["product-hook"]["environment"]
-    defaults = {
-        name.removeprefix("VIDGEN_HOOK_").lower(): re.sub(r"^\$\{\w+:-(.*)\}$", r"\1", str(value))
-        for name, value in environment.items()
-        if name.startswith("VIDGEN_HOOK_")
-    }
-    assert {"secret", "id_key"} <= defaults.keys()
-    HookSettings(**defaults)
-
-
 # ---------------------------------------------------------------------------------- findings 3 and 4: ids
 
 
-@pytest.mark.integration
 async def test_request_ids_are_keyed_so_they_cannot_be_predicted_yet_repeat_for_a_retried_webhook(
     settings: Settings, kafka: KafkaClient
 ) -> None:
     async with _in_process_hook(settings) as hook, _in_process_hook(settings, id_key=OTHER_ID_KEY) as other:
-        first = await hook.post(_payload())
-        retried = await hook.post(_payload())
-        elsewhere = await other.post(_payload())
+        first = await hook.post(product_payload())
+        retried = await hook.post(product_payload())
+        elsewhere = await other.post(product_payload())
     async with _in_process_hook(settings) as restarted:
-        after_restart = await restarted.post(_payload())
+        after_restart = await restarted.post(product_payload())
 
     request_id = first.body["request_id"]
     assert first.status == 202 and retried.body == {"request_id": request_id, "duplicate": True}
@@ -184,13 +108,12 @@ async def test_request_ids_are_keyed_so_they_cannot_be_predicted_yet_repeat_for_
     assert len(request_id) <= 128 and re.fullmatch(ID_PATTERN, request_id)
 
 
-@pytest.mark.integration
 async def test_products_whose_ids_used_to_collide_get_distinct_ids_and_are_both_published(
     settings: Settings, kafka: KafkaClient
 ) -> None:
     async with _in_process_hook(settings) as hook:
-        first = await hook.post(_payload("shoes:42", shop_id="acme"))
-        second = await hook.post(_payload("42", shop_id="acme:shoes"))
+        first = await hook.post(product_payload("shoes:42", shop_id="acme"))
+        second = await hook.post(product_payload("42", shop_id="acme:shoes"))
 
     assert (first.status, first.body["duplicate"]) == (202, False)
     assert (second.status, second.body["duplicate"]) == (202, False), second.body
@@ -206,22 +129,21 @@ async def test_products_whose_ids_used_to_collide_get_distinct_ids_and_are_both_
 # ------------------------------------------------------------------- finding 14: the worker's rules at the hook
 
 
-@pytest.mark.integration
 async def test_text_the_worker_would_reject_is_refused_with_422_naming_the_field(
     settings: Settings, kafka: KafkaClient
 ) -> None:
     banned = settings.model_copy(update={"banned_terms": ("contraband",)})
     cases = [
-        (_payload(title="Red \u202esneaker"), "title", "invalid_field"),  # RIGHT-TO-LEFT OVERRIDE
-        (_payload(title="Red\u200bsneaker"), "title", "invalid_field"),  # ZERO WIDTH SPACE
-        (_payload(description="Mesh \u2066upper\u2069."), "description", "invalid_field"),  # bidi isolates
-        (_payload(description="Soft\x00sole"), "description", "invalid_field"),  # NUL
-        (_payload(description="Ships with contraband inside."), "description", "content_policy"),
-        (_payload(title="Contraband sneaker"), "title", "content_policy"),
+        (product_payload(title="Red \u202esneaker"), "title", "invalid_field"),  # RIGHT-TO-LEFT OVERRIDE
+        (product_payload(title="Red\u200bsneaker"), "title", "invalid_field"),  # ZERO WIDTH SPACE
+        (product_payload(description="Mesh \u2066upper\u2069."), "description", "invalid_field"),  # bidi isolates
+        (product_payload(description="Soft\x00sole"), "description", "invalid_field"),  # NUL
+        (product_payload(description="Ships with contraband inside."), "description", "content_policy"),
+        (product_payload(title="Contraband sneaker"), "title", "content_policy"),
     ]
     async with _in_process_hook(banned) as hook:
         answers = [await hook.post(payload) for payload, _, _ in cases]
-        fine = await hook.post(_payload("p-ok"))
+        fine = await hook.post(product_payload("p-ok"))
 
     for (payload, field, code), answer in zip(cases, answers, strict=True):
         assert answer.status == 422, (payload, answer.body)
@@ -235,7 +157,6 @@ async def test_text_the_worker_would_reject_is_refused_with_422_naming_the_field
     assert record.key.decode() == fine.body["request_id"]
 
 
-@pytest.mark.integration
 async def test_long_cjk_and_nfc_growing_descriptions_are_trimmed_so_the_worker_renders_them(
     settings: Settings, kafka: KafkaClient, store: Any, start_worker: Any
 ) -> None:
@@ -243,8 +164,8 @@ async def test_long_cjk_and_nfc_growing_descriptions_are_trimmed_so_the_worker_r
     growing = "\ufb2c" * 400  # 400 characters that NFC turns into 1,200 (U+05E9 U+05BC U+05C1 each)
     async with _in_process_hook(settings) as hook:
         answers = [
-            await hook.post(_payload("p-cjk", description=cjk)),
-            await hook.post(_payload("p-nfc", description=growing)),
+            await hook.post(product_payload("p-cjk", description=cjk)),
+            await hook.post(product_payload("p-nfc", description=growing)),
         ]
     assert [answer.status for answer in answers] == [202, 202], [answer.body for answer in answers]
 
@@ -287,7 +208,7 @@ async def _healthy(port: int) -> bool:
 
 def _spawn(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with open(log, "wb") as out:
-        return subprocess.Popen(command, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(command, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
 
 
 @pytest.fixture
@@ -348,7 +269,6 @@ async def _drip(writers: list[asyncio.StreamWriter], *, every_s: float) -> None:
         await asyncio.sleep(every_s)
 
 
-@pytest.mark.integration
 async def test_a_client_announcing_a_body_and_sending_nothing_is_cut_off_within_the_body_timeout(
     hook_process: Any,
 ) -> None:
@@ -365,7 +285,6 @@ async def test_a_client_announcing_a_body_and_sending_nothing_is_cut_off_within_
     assert elapsed < 1.0 + 2.0, elapsed
 
 
-@pytest.mark.integration
 async def test_a_client_dripping_its_headers_is_cut_off_within_the_header_timeout(hook_process: Any) -> None:
     hook = await hook_process(body_timeout_s=1.0, header_timeout_s=1.0)
     reader, writer = await asyncio.open_connection("127.0.0.1", hook.port)
@@ -381,7 +300,6 @@ async def test_a_client_dripping_its_headers_is_cut_off_within_the_header_timeou
     assert elapsed < 1.0 + 2.0, elapsed
 
 
-@pytest.mark.integration
 async def test_dripping_connections_do_not_keep_a_signed_request_waiting(hook_process: Any, kafka: KafkaClient) -> None:
     """300 slowloris connections against a hook allowed 256 file descriptors (a tight but real container limit):
     the connection bound keeps descriptors free and the longest-waiting drippers make room for the real request."""
@@ -394,7 +312,7 @@ async def test_dripping_connections_do_not_keep_a_signed_request_waiting(hook_pr
         writers.append(writer)
     drip = asyncio.create_task(_drip(writers, every_s=0.5))
     try:
-        body, headers = _signed(_payload("p-under-attack"))
+        body, headers = _signed(product_payload("p-under-attack"))
         started = time.monotonic()
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as http,

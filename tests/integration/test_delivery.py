@@ -4,38 +4,15 @@ S3 server. Each test ends on its own."""
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import AsyncIterator
 
-import aiohttp
 import pytest
 
 from consumer.dev.embedded import TcpProxy, free_port, kafka_broker
 from consumer.settings import Settings
 from consumer.storage import ObjectStore
-from tests.conftest import KafkaClient, request_body
-from tests.fault_pipelines import CrashingPipeline, SlowPipeline
-
-pytestmark = pytest.mark.integration
-
-
-async def _http(port: int, path: str) -> tuple[int, str]:
-    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}{path}") as response:
-        return response.status, await response.text()
-
-
-async def _metric(port: int, name: str) -> float:
-    _, text = await _http(port, "/metrics")
-    match = re.search(rf"^{re.escape(name)} ([0-9.e+-]+)$", text, flags=re.MULTILINE)
-    return float(match.group(1)) if match else 0.0
-
-
-async def _until(predicate_coro, *, timeout_s: float = 30, every_s: float = 0.2):  # type: ignore[no-untyped-def]
-    async with asyncio.timeout(timeout_s):
-        while not (value := await predicate_coro()):  # noqa: ASYNC110 - watching another component's state
-            await asyncio.sleep(every_s)
-        return value
+from tests.support import CrashingPipeline, KafkaClient, SlowPipeline, http_get, metric, ready, request_body, until
 
 
 async def test_render_longer_than_max_poll_interval_causes_no_rebalance(
@@ -49,9 +26,10 @@ async def test_render_longer_than_max_poll_interval_causes_no_rebalance(
     results = await kafka.results(1)
     assert time.monotonic() - started > 6
     assert results["long-1"].status == "completed" and results["long-1"].attempt == 1
-    assert await _metric(worker.http_port, "vidgen_rebalances_total") == 1  # the initial assignment only
-    await asyncio.sleep(1)
-    assert len(await kafka.read(settings.results_topic, 1)) == 1
+    assert await metric(worker.http_port, "vidgen_rebalances_total") == 1  # the initial assignment only
+    assert await worker.shutdown() == 0  # drained: nothing more can be published
+    records, _ = await kafka.read_to_end(settings.results_topic)
+    assert [record.key for record in records] == [b"long-1"]
 
 
 async def test_revocation_mid_render_finishes_and_commits_before_handing_over(
@@ -60,15 +38,19 @@ async def test_revocation_mid_render_finishes_and_commits_before_handing_over(
     slow = make_renderer(SlowPipeline(step_s=1.0))
     other = make_renderer(SlowPipeline(step_s=1.0))
     first = await start_worker(settings, renderer=slow)
-    await _until(lambda: _metric(first.http_port, "vidgen_rebalances_total"))
+    await until(lambda: metric(first.http_port, "vidgen_rebalances_total"))
     await kafka.send(request_body("revoked-1", num_inference_steps=5))
-    await _until(lambda: _metric(first.http_port, "vidgen_inflight_jobs"))
-    await start_worker(settings.model_copy(update={"worker_id": "second"}), renderer=other)  # forces a rebalance
+    await until(lambda: metric(first.http_port, "vidgen_inflight_jobs"))
+    # The newcomer forces a rebalance. It runs in burst mode: it stops once it has read every partition it was given
+    # to the end and answered what it found, so its end proves it did not redo the committed request.
+    second = await start_worker(settings.model_copy(update={"worker_id": "second"}), renderer=other, burst=True)
     results = await kafka.results(1)
     assert results["revoked-1"].worker_id == settings.worker_id
     assert await kafka.wait_committed(1) == 1
-    await asyncio.sleep(3)  # the second worker now owns partitions; it must not redo the committed request
-    assert len(await kafka.read(settings.results_topic, 1)) == 1
+    assert await second.finished() == 0
+    assert await first.shutdown() == 0
+    records, _ = await kafka.read_to_end(settings.results_topic)
+    assert [record.key for record in records] == [b"revoked-1"]
 
 
 async def test_revocation_past_the_grace_abandons_without_commit_and_the_new_owner_renders(
@@ -78,17 +60,19 @@ async def test_revocation_past_the_grace_abandons_without_commit_and_the_new_own
     slow = make_renderer(SlowPipeline(step_s=1.0))
     quick = make_renderer(SlowPipeline(step_s=0.1))
     first = await start_worker(impatient, renderer=slow)
-    await _until(lambda: _metric(first.http_port, "vidgen_rebalances_total"))
+    await until(lambda: metric(first.http_port, "vidgen_rebalances_total"))
     await kafka.send(request_body("abandoned-1", num_inference_steps=8))
-    await _until(lambda: _metric(first.http_port, "vidgen_inflight_jobs"))
+    await until(lambda: metric(first.http_port, "vidgen_inflight_jobs"))
     # The newcomer forces a rebalance; eager rebalancing revokes every partition of the first worker, which
     # waits 0.5 s for its render, then abandons it without publishing or committing.
-    await start_worker(impatient.model_copy(update={"worker_id": "second"}), renderer=quick)
+    second = await start_worker(impatient.model_copy(update={"worker_id": "second"}), renderer=quick)
     results = await kafka.results(1)
     assert results["abandoned-1"].status == "completed"
     assert await kafka.wait_committed(1) == 1
-    await asyncio.sleep(3)
-    assert len(await kafka.read(settings.results_topic, 1)) == 1  # the abandoned render never published
+    assert await first.shutdown() == 0  # once it is gone it can publish nothing more
+    assert await second.shutdown() == 0
+    records, _ = await kafka.read_to_end(settings.results_topic)
+    assert [record.key for record in records] == [b"abandoned-1"]  # the abandoned render never published
 
 
 async def test_a_crashing_render_fails_that_request_and_the_worker_goes_on(
@@ -154,19 +138,21 @@ async def test_s3_outage_makes_the_worker_unready_and_every_request_completes_af
         }
     )
     worker = await start_worker(via_proxy)
-    await _until(lambda: _metric(worker.http_port, "vidgen_rebalances_total"))
+    await until(lambda: metric(worker.http_port, "vidgen_rebalances_total"))
     s3_proxy.cut()
     outage_started = time.monotonic()
     for index in range(3):
         await kafka.send(request_body(f"outage-{index}"))
-    status, body = await _http(worker.http_port, "/readyz")
+    status, body = await http_get(worker.http_port, "/readyz")
     assert status == 503 and "object storage unreachable" in body
-    await asyncio.sleep(30 - (time.monotonic() - outage_started))  # S3 down for 30 s
+    # A deliberate duration, not a wait for anything: S3 stays down for 30 s, long enough for in-process retries to
+    # run out and the requests to go round the retry topic, as in the README's outage figure.
+    await asyncio.sleep(30 - (time.monotonic() - outage_started))
     s3_proxy.restore()
     results = await kafka.results(3, timeout_s=120)
     assert all(result.status == "completed" for result in results.values())
     assert max(result.attempt for result in results.values()) > 1
-    assert (await _http(worker.http_port, "/readyz"))[0] == 200
+    assert (await http_get(worker.http_port, "/readyz"))[0] == 200
 
 
 async def test_transient_failures_go_through_the_retry_topic_then_fail_for_good(
@@ -182,7 +168,7 @@ async def test_transient_failures_go_through_the_retry_topic_then_fail_for_good(
         }
     )
     worker = await start_worker(via_proxy)
-    await _until(lambda: _metric(worker.http_port, "vidgen_rebalances_total"))
+    await until(lambda: metric(worker.http_port, "vidgen_rebalances_total"))
     s3_proxy.cut()
     await kafka.send(
         request_body("doomed-1"), headers=[("traceparent", b"00-" + b"1" * 32 + b"-" + b"2" * 16 + b"-01")]
@@ -211,24 +197,26 @@ async def test_broker_cut_makes_the_worker_unready_and_it_completes_after(
             await client.start()
             slow = make_renderer(SlowPipeline(step_s=1.0))
             worker = await start_worker(cut_settings, renderer=slow)
-            await _until(lambda: _metric(worker.http_port, "vidgen_rebalances_total"))
+            await until(lambda: metric(worker.http_port, "vidgen_rebalances_total"))
             await client.send(request_body("cut-1", num_inference_steps=4))
-            await _until(lambda: _metric(worker.http_port, "vidgen_inflight_jobs"))
+            await until(lambda: metric(worker.http_port, "vidgen_inflight_jobs"))
             proxy.cut()  # the render finishes during the outage; publishing has to wait it out
-            await asyncio.sleep(5)
-            status, body = await _http(worker.http_port, "/readyz")
-            assert status == 503 and "Kafka brokers unreachable" in body
-            await asyncio.sleep(25)  # broker unreachable for 30 s
+            cut_at = time.monotonic()
+            await until(lambda: _unready_because(worker.http_port, "Kafka brokers unreachable"))
+            # A deliberate duration, not a wait for anything: the brokers stay unreachable for 30 s, longer than the
+            # session timeout, as in the README's outage figure.
+            await asyncio.sleep(30 - (time.monotonic() - cut_at))
             proxy.restore()
             results = await client.results(1, timeout_s=90)
             assert results["cut-1"].status == "completed"
             assert await client.wait_committed(1, timeout_s=60) == 1
-            await _until(lambda: _http_ok(worker.http_port), timeout_s=30)
+            await until(lambda: ready(worker.http_port), timeout_s=30)
             assert await worker.shutdown() == 0  # while its broker still exists
             await client.stop()
         finally:
             await proxy.close()
 
 
-async def _http_ok(port: int) -> bool:
-    return (await _http(port, "/readyz"))[0] == 200
+async def _unready_because(port: int, reason: str) -> bool:
+    status, body = await http_get(port, "/readyz")
+    return status == 503 and reason in body

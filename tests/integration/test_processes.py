@@ -16,10 +16,7 @@ import pytest
 from consumer.dev.embedded import free_port
 from consumer.settings import Settings
 from schemas.events import VideoResult
-from tests.conftest import KafkaClient, request_body
-from tests.test_delivery import _metric, _until
-
-pytestmark = pytest.mark.integration
+from tests.support import KafkaClient, metric, request_body, until
 
 
 def _env(settings: Settings, **overrides: object) -> dict[str, str]:
@@ -58,9 +55,9 @@ async def test_sigterm_lets_the_render_finish_publishes_commits_and_exits_zero(
     settings: Settings, kafka: KafkaClient, spawn
 ) -> None:
     worker, port = spawn(settings, "drained", standin_render_s=4)
-    await _until(lambda: _ready(port), timeout_s=60)
+    await until(lambda: _ready(port), timeout_s=60)
     await kafka.send(request_body("drain-1"))
-    await _until(lambda: _metric(port, "vidgen_inflight_jobs"))
+    await until(lambda: metric(port, "vidgen_inflight_jobs"))
     worker.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(worker.wait, 30) == 0
     results = await kafka.results(1)
@@ -70,13 +67,13 @@ async def test_sigterm_lets_the_render_finish_publishes_commits_and_exits_zero(
 
 async def test_kill_minus_nine_mid_render_loses_nothing(settings: Settings, kafka: KafkaClient, spawn) -> None:
     first, first_port = spawn(settings, "victim", standin_render_s=2)
-    await _until(lambda: _ready(first_port), timeout_s=60)
+    await until(lambda: _ready(first_port), timeout_s=60)
     second, second_port = spawn(settings, "survivor", standin_render_s=2)
-    await _until(lambda: _ready(second_port), timeout_s=60)
+    await until(lambda: _ready(second_port), timeout_s=60)
     sent = [f"kill-{index}" for index in range(8)]
     for request_id in sent:
         await kafka.send(request_body(request_id, prompt=f"shoe {request_id}"))
-    await _until(lambda: _metric(first_port, "vidgen_inflight_jobs"), timeout_s=30)
+    await until(lambda: metric(first_port, "vidgen_inflight_jobs"), timeout_s=30)
     first.kill()  # SIGKILL mid-render: nothing published, nothing committed for its in-flight work
     first.wait()
 

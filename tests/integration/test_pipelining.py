@@ -6,8 +6,6 @@ from __future__ import annotations
 import itertools
 from datetime import datetime
 
-import pytest
-
 from consumer.memory.admission import MemoryReading
 from consumer.memory.estimate import estimate_per_mode
 from consumer.memory.modes import MemoryMode
@@ -15,9 +13,7 @@ from consumer.memory.probe import ScriptedProbe
 from consumer.render.renderer import Renderer
 from consumer.settings import Settings
 from schemas.events import VideoResult
-from tests.conftest import KafkaClient, request_body
-
-pytestmark = pytest.mark.integration
+from tests.support import KafkaClient, request_body
 
 SIZE = {"width": 256, "height": 256, "num_frames": 13, "num_inference_steps": 2}
 

@@ -14,10 +14,7 @@ from consumer.memory.probe import ScriptedProbe
 from consumer.render.renderer import Renderer, RenderSpec
 from consumer.render.tiny import build_tiny_pipeline
 from consumer.settings import Settings
-from tests.conftest import KafkaClient, request_body
-from tests.test_delivery import _metric, _until
-
-pytestmark = pytest.mark.integration
+from tests.support import KafkaClient, metric, request_body, until
 
 GIB = 1 << 30
 
@@ -29,24 +26,26 @@ async def test_short_memory_pauses_fetching_keeps_membership_and_resumes_when_fr
     strict = settings.model_copy(update={"max_poll_interval_ms": 2_000})
     worker = await start_worker(strict, memory_probe=probe)
     port = worker.http_port
-    await _until(lambda: _metric(port, "vidgen_rebalances_total"))
+    await until(lambda: metric(port, "vidgen_rebalances_total"))
     await kafka.send(request_body("mem-0"))
-    await _until(lambda: _metric(port, "vidgen_memory_waiting_jobs"))
-    fetched = await _metric(port, "vidgen_records_fetched_total")
+    await until(lambda: metric(port, "vidgen_memory_waiting_jobs"))
+    fetched = await metric(port, "vidgen_records_fetched_total")
     for index in range(1, 5):
         await kafka.send(request_body(f"mem-{index}", prompt=f"shoe {index}"))
-    await asyncio.sleep(8)  # longer than the session timeout and the max poll interval
-    assert await _metric(port, "vidgen_records_fetched_total") == fetched  # nothing fetched past the budget
-    assert await _metric(port, "vidgen_partitions_paused") == 4  # every assigned one: 2 request + 2 retry
-    assert await _metric(port, "vidgen_rebalances_total") == 1  # still in the group
+    # A deliberate duration, not a wait for anything: the point is what a worker does while memory stays short for
+    # longer than its session timeout (6 s) and its max poll interval (2 s). Then the conditions below are checked.
+    await asyncio.sleep(8)
+    assert await metric(port, "vidgen_records_fetched_total") == fetched  # nothing fetched past the budget
+    assert await metric(port, "vidgen_partitions_paused") == 4  # every assigned one: 2 request + 2 retry
+    assert await metric(port, "vidgen_rebalances_total") == 1  # still in the group
     assert await kafka.committed() == {0: None, 1: None}
 
     probe.set(free_bytes=6 * GIB)
     results = await kafka.results(5)
     assert {result.status for result in results.values()} == {"completed"}
     assert {result.memory_mode for result in results.values()} == {"resident"}
-    assert await _metric(port, "vidgen_admission_wait_seconds_total") > 8
-    assert await _metric(port, "vidgen_vram_free_bytes") == 6 * GIB
+    assert await metric(port, "vidgen_admission_wait_seconds_total") > 8
+    assert await metric(port, "vidgen_vram_free_bytes") == 6 * GIB
 
 
 async def test_a_request_that_can_never_fit_fails_with_too_large_for_worker(

@@ -4,6 +4,9 @@ session's broker and S3 server (the JSON shape is checked, never timings: this m
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +15,8 @@ import pytest
 from bench import duty_cycle, overhead, resources, run_all, scale_out, soak, stats
 from bench.client import SMALL
 from bench.infra import Infra
+from consumer.memory.modes import MODES
+from tests.support import REPO
 
 # --- statistics -------------------------------------------------------------------------------------------------
 
@@ -105,7 +110,6 @@ def bench_infra(broker: str, s3_endpoint: str, tmp_path: Path) -> Infra:
     return Infra(bootstrap=broker, s3_endpoint=s3_endpoint, log_dir=tmp_path)
 
 
-@pytest.mark.integration
 @pytest.mark.timeout(150)
 async def test_every_benchmark_runs_tiny_and_reports_its_shape(bench_infra: Infra, tmp_path: Path) -> None:
     # Concurrently: each starts its own worker processes on its own topics, and most of the time is their start-up.
@@ -168,3 +172,39 @@ async def test_every_benchmark_runs_tiny_and_reports_its_shape(bench_infra: Infr
     report: dict[str, Any] = {"duty_cycle": duty, "scale_out": scale}
     run_all.plot(report, tmp_path / "report.png")
     assert (tmp_path / "report.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_render_modes_bench_runs_tiny_and_prints_json() -> None:
+    done = subprocess.run(
+        # 128x128x5 runs the same code as the default tiny size in a fraction of the time: ~8 s on an idle 2-core
+        # runner, ~50 s on one busy with other test runs, so the limit only catches a hang.
+        [sys.executable, "bench/render_modes.py", "--tiny", "--size", "128x128x5"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout)
+    assert report["model"] == "tiny"
+    assert {"device", "torch", "diffusers", "text_encoder", "guidance_scale"} <= report.keys()
+    runs = report["runs"]
+    assert {(r["design"], r["mode"]) for r in runs} == {("mode", m.value) for m in MODES} | {
+        ("seed", "fp16+model_cpu_offload"),
+        ("optimisation", "exact"),
+        ("optimisation", "step_cache(threshold=0.1)"),
+        ("optimisation", "fp8"),
+    }
+    measured = [r for r in runs if "skipped" not in r]
+    assert {r["mode"] for r in measured} >= {"resident", "vae_tiling"}
+    for run in measured:
+        assert run["seconds"] > 0 and run["seconds_per_step"] > 0
+        assert run["steps"] == (10 if run["design"] == "optimisation" else 2)
+        assert run["peak_bytes"] > 0
+        if run["design"] == "mode":
+            # The estimator, calibrated on the full-size VAE, must not promise less than the tiny model takes.
+            assert run["peak_bytes"] <= run["estimate_bytes"] <= 2 * run["peak_bytes"], run
+    cached = next(r for r in runs if r["mode"].startswith("step_cache"))
+    assert cached["steps_computed"] + cached["steps_reused"] == 10 and cached["steps_reused"] > 0
+    assert 0 < cached["drift_mean_abs_8bit"] < 2 and cached["drift_psnr_db"] > 40

@@ -1,25 +1,18 @@
-"""FP8 matmuls: refused clearly where they cannot run (any CPU), and bounded drift on a real GPU."""
+"""FP8 matmuls are refused clearly where they cannot run (any CPU); the drift on a real GPU is in tests/gpu/."""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
-
-import numpy as np
 import pytest
 import torch
 
 from consumer.errors import ModelUnavailable
 from consumer.render.fp8 import fp8_unsupported_reason
 from consumer.render.loader import load_pipeline
-from consumer.render.renderer import Renderer, RenderSpec
+from consumer.render.renderer import Renderer
 from consumer.render.standin import StandInPipeline
 
 CPU = torch.device("cpu")
 CUDA = torch.device("cuda")
-SPEC = RenderSpec(
-    prompt="a red shoe", negative_prompt="", width=256, height=256, num_frames=5, steps=10, guidance_scale=5.0, seed=3
-)
 
 
 @pytest.mark.parametrize(
@@ -56,21 +49,3 @@ async def test_fp8_on_a_cpu_fails_the_renderer_at_start_up() -> None:
 def test_the_stand_in_ignores_fp8() -> None:
     pipeline = load_pipeline("standin", device=CPU, dtype=torch.float32, standin_render_s=0, fp8=True)
     assert isinstance(pipeline, StandInPipeline)
-
-
-@pytest.mark.gpu
-async def test_fp8_renders_close_to_the_exact_bf16_path(make_renderer: Callable) -> None:
-    pytest.importorskip("torchao", reason="the `fp8` extra is not installed")
-    if fp8_unsupported_reason(CUDA, torch.cuda.get_device_capability(), torch.bfloat16, torchao_installed=True):
-        pytest.skip("this GPU has no FP8 tensor cores (compute capability < 8.9)")
-    quantized = load_pipeline("tiny", device=CUDA, dtype=torch.bfloat16, fp8=True)
-    linears = [m for m in quantized.transformer.transformer_blocks.modules() if isinstance(m, torch.nn.Linear)]
-    assert "Float8Tensor" in {type(m.weight).__name__ for m in linears}  # the blocks really multiply in float8
-    frames = []
-    for renderer in (make_renderer(load_pipeline("tiny", device=CUDA, dtype=torch.bfloat16)), make_renderer(quantized)):
-        await renderer.start()
-        frames.append((await renderer.render(SPEC, None, timeout_s=120)).frames.astype(np.float64))
-    mse = float(np.mean((frames[0] - frames[1]) ** 2))
-    psnr = math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
-    assert float(np.abs(frames[0] - frames[1]).mean()) < 4.0
-    assert psnr > 30

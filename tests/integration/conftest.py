@@ -1,0 +1,136 @@
+"""Session fixtures of the integration tier: a real Kafka-protocol broker (tansu) and a real S3 server (moto) on
+loopback, the tiny model loaded once, and a helper that runs a worker until the test is done with it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import torch
+
+from consumer.app import serve
+from consumer.dev.embedded import isolated_settings, kafka_broker, s3_server
+from consumer.kafka.clients import ensure_topics, worker_topics
+from consumer.render.loader import load_pipeline
+from consumer.render.renderer import Renderer
+from consumer.settings import Settings
+from consumer.storage import ObjectStore, open_s3_client
+from tests.support import KafkaClient
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with kafka_broker(log_path=tmp_path_factory.mktemp("tansu") / "tansu.log") as bootstrap:
+        yield bootstrap
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    saved = {name: os.environ.get(name) for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    os.environ["AWS_ACCESS_KEY_ID"] = "testing"
+    os.environ["AWS_SECRET_ACCESS_KEY"] = "testing"  # moto accepts any credentials
+    with s3_server() as endpoint:
+        yield endpoint
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+@pytest.fixture
+def settings(broker: str, s3_endpoint: str) -> Settings:
+    """Fresh topics, group and bucket per test, so tests on the shared broker never see each other."""
+    run = uuid.uuid4().hex[:8]
+    return isolated_settings(
+        broker,
+        s3_endpoint,
+        run,
+        topic_partitions=2,
+        http_host="127.0.0.1",
+        http_port=0,
+        session_timeout_ms=6_000,
+        heartbeat_interval_ms=500,
+        shutdown_grace_s=10,
+        worker_id=f"test-worker-{run}",
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_renderer() -> Iterator[Renderer]:
+    """The tiny pipeline loaded once for the session; each worker shares it (renders are serialised)."""
+    renderer = Renderer(lambda: load_pipeline("tiny", device=torch.device("cpu"), dtype=torch.float32))
+    yield renderer
+    renderer.close()
+
+
+@dataclass
+class RunningWorker:
+    settings: Settings
+    http_port: int
+    task: asyncio.Task[int]
+    stop: asyncio.Event
+    progress: list[tuple[str, int, int]] = field(default_factory=list)
+
+    async def shutdown(self) -> int:
+        self.stop.set()
+        return await asyncio.wait_for(self.task, 60)
+
+    async def finished(self, *, timeout_s: float = 60) -> int:
+        """The exit code of a worker started with `burst=True`, once it answered everything and left its group."""
+        return await asyncio.wait_for(asyncio.shield(self.task), timeout_s)
+
+
+@pytest.fixture
+async def start_worker(
+    tiny_renderer: Renderer, make_renderer: Callable[[object], Renderer]
+) -> AsyncIterator[Callable[..., Any]]:
+    running: list[RunningWorker] = []
+
+    async def start(settings: Settings, *, renderer: Renderer | None = None, **serve_options: Any) -> RunningWorker:
+        stop = asyncio.Event()
+        port: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        progress: list[tuple[str, int, int]] = []
+        task = asyncio.create_task(
+            serve(
+                settings,
+                stop,
+                renderer=renderer or tiny_renderer,
+                on_http_port=port.set_result,
+                on_progress=lambda *event: progress.append(event),
+                **serve_options,
+            )
+        )
+        done, _ = await asyncio.wait([port, task], timeout=30, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            task.result()  # raises what went wrong at start-up
+        handle = RunningWorker(settings, port.result(), task, stop, progress)
+        running.append(handle)
+        return handle
+
+    yield start
+    for handle in running:
+        if not handle.task.done():
+            await handle.shutdown()
+
+
+@pytest.fixture
+async def kafka(settings: Settings) -> AsyncIterator[KafkaClient]:
+    await ensure_topics(settings, worker_topics(settings))
+    client = KafkaClient(settings)
+    await client.start()
+    yield client
+    await client.stop()
+
+
+@pytest.fixture
+async def store(settings: Settings) -> AsyncIterator[ObjectStore]:
+    async with open_s3_client(settings) as client:
+        store = ObjectStore(client, bucket=settings.s3_bucket, presign_ttl_s=settings.presign_ttl_s)
+        await store.ensure_bucket()
+        yield store
