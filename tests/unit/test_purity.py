@@ -1,0 +1,84 @@
+"""The pure core is pure and the layers point one way, checked on what Python actually imports.
+
+Each group of modules is imported in a fresh interpreter, which then reports every module loaded, directly or
+transitively. The pure core (`consumer/core/`, memory estimates, admission, modes and profiles, `schemas/`) must load
+no Kafka, S3, GPU or image library; `schemas/` must load nothing of `consumer/`; `memory/` must not load `render/`.
+And only the entry points configure logging and tracing (a text check of the calls).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+IO_LIBRARIES = ("aiokafka", "aioboto3", "aiobotocore", "botocore", "torch", "diffusers", "transformers", "PIL")
+PURE = sorted(
+    [
+        *(f"consumer.core.{path.stem}" for path in (REPO / "consumer" / "core").glob("*.py")),
+        "consumer.memory.admission",
+        "consumer.memory.estimate",
+        "consumer.memory.modes",
+        "consumer.memory.profile",
+    ]
+)
+SCHEMAS = sorted(f"schemas.{path.stem}" for path in (REPO / "schemas").glob("*.py") if path.stem != "__main__")
+
+
+def _loaded_by(modules: list[str]) -> set[str]:
+    """Top-level and package names of every module importing `modules` loads, in a fresh interpreter."""
+    probe = "; ".join(
+        [
+            "import importlib, json, sys",
+            f"[importlib.import_module(name) for name in {modules!r}]",
+            "print(json.dumps(sorted(sys.modules)))",
+        ]
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return set(json.loads(done.stdout))
+
+
+def _offenders(loaded: set[str], roots: tuple[str, ...]) -> list[str]:
+    return sorted(name for name in loaded if name.split(".")[0] in roots)
+
+
+@pytest.fixture(scope="module")
+def pure_loads() -> set[str]:
+    return _loaded_by(PURE)
+
+
+def test_the_pure_core_imports_no_io_library(pure_loads: set[str]) -> None:
+    assert "consumer.core.intake" in pure_loads  # the probe did import what it checks
+    assert _offenders(pure_loads, IO_LIBRARIES) == []
+
+
+def test_memory_estimates_do_not_import_the_renderer(pure_loads: set[str]) -> None:
+    assert sorted(name for name in pure_loads if name.startswith("consumer.render")) == []
+
+
+def test_schemas_import_nothing_of_the_worker_and_no_io_library() -> None:
+    loaded = _loaded_by(SCHEMAS)
+    assert "schemas.events" in loaded
+    assert _offenders(loaded, ("consumer", *IO_LIBRARIES)) == []
+
+
+def test_only_entry_points_configure_logging_and_tracing() -> None:
+    """Library modules ask for loggers and tracers; configuring them is the job of an entry point."""
+    entry_points = {"consumer/cli.py", "consumer/api/cli.py"}
+    configures = re.compile(
+        r"(?<!def )\b(configure_logging|basicConfig|set_tracer_provider|tracer_provider_from_env)\("
+    )
+    offenders = [
+        path.relative_to(REPO).as_posix()
+        for path in sorted((REPO / "consumer").rglob("*.py"))
+        if path.relative_to(REPO).as_posix() not in entry_points and configures.search(path.read_text(encoding="utf-8"))
+    ]
+    assert offenders == []
