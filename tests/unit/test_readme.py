@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import re
 
 from consumer import errors
@@ -27,3 +28,24 @@ def test_every_error_code_is_documented() -> None:
     documented = set(re.findall(r"^\| `([a-z_]+)` \|", README, flags=re.MULTILINE))
     assert codes <= documented, f"README error table lacks: {sorted(codes - documented)}"
 
+
+def test_every_path_and_module_the_readme_names_exists() -> None:
+    """Paths in backticks or links, relative to the repository or (as in the Architecture section) to `consumer/`,
+    and dotted names of modules and their attributes."""
+    quoted = re.findall(r"`([\w./-]+/[\w./-]*)`", README) + re.findall(r"\]\(((?!https?:)[\w./-]+)\)", README)
+    roots = [REPO, REPO / "consumer"]
+    # Files (a suffix) and folders (a trailing slash) under a folder of ours: not MIME types or protocol names.
+    ours = {
+        path
+        for path in quoted
+        if ("." in path.rsplit("/", 1)[-1] or path.endswith("/"))
+        and any((root / path.split("/")[0]).is_dir() for root in roots)
+    }
+    missing = [path for path in sorted(ours - {"./demo-output/"}) if not any((root / path).exists() for root in roots)]
+    assert missing == []
+    for dotted in set(re.findall(r"`((?:consumer|schemas|producer_examples|bench)(?:\.\w+)+)`", README)):
+        module, _, attribute = dotted.rpartition(".")
+        try:
+            importlib.import_module(dotted)
+        except ModuleNotFoundError:
+            assert hasattr(importlib.import_module(module), attribute), dotted
