@@ -14,8 +14,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from consumer.dev.embedded import free_port
+from consumer.embedded import free_port
 from consumer.settings import Settings
+from tests.conftest import SMALL
 from tests.integration.api_helpers import (
     ApiProcess,
     IdentityProvider,
@@ -26,7 +27,6 @@ from tests.integration.api_helpers import (
     sse_messages,
     with_control_topic,
 )
-from tests.support import SMALL
 
 pytestmark = pytest.mark.integration
 pytest_plugins = ["tests.integration.api_fixtures"]
@@ -52,7 +52,7 @@ async def _until_job(http: aiohttp.ClientSession, url: str, *, status: str | Non
             await asyncio.sleep(0.1)
 
 
-async def metric(url: str, name: str, labels: str = "") -> float:
+async def _metric(url: str, name: str, labels: str = "") -> float:
     async with aiohttp.ClientSession() as http, http.get(f"{url}/metrics") as response:
         text = await response.text()
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + labels))
@@ -119,7 +119,7 @@ async def test_a_replica_killed_mid_job_resumes_from_its_stored_offsets(
         await _until_job(http, url, status="in_progress", timeout_s=90)
         async with asyncio.timeout(30):
             # Another process's metric: polling is the only way to watch it.
-            while not await metric(replica.url, "vidgen_api_view_records_total", '{topic="requests"}'):  # noqa: ASYNC110
+            while not await _metric(replica.url, "vidgen_api_view_records_total", '{topic="requests"}'):  # noqa: ASYNC110
                 await asyncio.sleep(0.1)
         replica.stop(kill=True)  # SIGKILL mid-job: nothing flushed on the way out
 
@@ -132,7 +132,7 @@ async def test_a_replica_killed_mid_job_resumes_from_its_stored_offsets(
         assert json.loads(messages[-1]["data"])["status"] == "completed"
         assert all(int(message["id"]) > 1 for message in messages)  # only what changed after version 1
         # Resumed where its rows ended: the request record was not read again.
-        assert await metric(restarted.url, "vidgen_api_view_records_total", '{topic="requests"}') == 0
+        assert await _metric(restarted.url, "vidgen_api_view_records_total", '{topic="requests"}') == 0
     assert restarted.stop() == 0
 
 

@@ -11,8 +11,8 @@ from PIL import Image
 from consumer.api.errors import ApiFailure
 from consumer.api.submission import build_request
 from consumer.api.uploads import check_upload
+from consumer.core.moderation import ContentPolicy
 from consumer.errors import ImageError, ImageTooLarge
-from consumer.policy import ContentPolicy
 
 _LIMITS = {"key_prefix": "p/", "max_bytes": 1 << 20, "max_pixels": 1_000_000, "max_decoded_bytes": 4_000_000}
 
