@@ -8,7 +8,7 @@ only its own tenant's deliveries, and only until the breaker opens.
 
 from __future__ import annotations
 
-from producer_examples.ratelimit import Clock
+from consumer.core.rate_limit import Clock
 
 __all__ = ["CircuitBreaker"]
 

@@ -21,11 +21,11 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential, wait_random
 from yarl import URL
 
+from consumer.core.rate_limit import Clock
 from consumer.errors import VidgenError
 from consumer.job.https_download import Resolve, UrlRules, pinned_session, vet_url
 from producer_examples.breaker import CircuitBreaker
 from producer_examples.notifier_settings import Webhook
-from producer_examples.ratelimit import Clock
 from producer_examples.signing import SIGNATURE_HEADER, sign
 
 __all__ = [

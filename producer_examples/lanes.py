@@ -8,8 +8,8 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 
+from consumer.core.rate_limit import Clock
 from producer_examples.breaker import CircuitBreaker
-from producer_examples.ratelimit import Clock
 
 __all__ = ["TenantLanes"]
 

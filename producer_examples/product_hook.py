@@ -25,6 +25,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from consumer.core.moderation import ContentPolicy
+from consumer.core.rate_limit import Clock, TenantLimiter
 from consumer.errors import VidgenError
 from consumer.http.limits import ConnectionGuard, GuardedSite, HttpLimits
 from consumer.kafka.clients import ensure_topics, make_producer
@@ -33,7 +34,6 @@ from consumer.telemetry.logs import configure_logging
 from producer_examples.dedupe import RecentKeys
 from producer_examples.products import DEFAULT_TEMPLATE, ProductCreated, build_request, check_template
 from producer_examples.publishing import RequestPublisher
-from producer_examples.ratelimit import Clock, TenantLimiter
 from producer_examples.signing import SIGNATURE_HEADER, SignatureError, verify
 from producer_examples.telemetry import make_tracer_provider
 from schemas.events import VideoRequest

@@ -25,9 +25,9 @@ from consumer.api.errors import ApiFailure, error_middleware
 from consumer.api.events_stream import EventStreams
 from consumer.api.handlers import CALLER, Handlers
 from consumer.api.metrics import ApiMetrics
+from consumer.core.rate_limit import TenantLimiter
 from consumer.core.sanitize import name_safely
 from consumer.http.limits import ConnectionGuard
-from producer_examples.ratelimit import TenantLimiter
 
 __all__ = ["GUARD", "ReadinessCheck", "make_app"]
 

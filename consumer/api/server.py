@@ -26,12 +26,12 @@ from consumer.api.settings import ApiSettings
 from consumer.api.store import JobStore
 from consumer.api.view import Listeners, ViewFollower, view_topics
 from consumer.core.moderation import ContentPolicy
+from consumer.core.rate_limit import TenantLimiter
 from consumer.errors import VidgenError
 from consumer.http.limits import ConnectionGuard, GuardedSite
 from consumer.kafka.clients import ensure_topics, make_producer, worker_topics
 from consumer.settings import Settings
 from consumer.storage import ObjectStore, open_s3_client
-from producer_examples.ratelimit import TenantLimiter
 
 __all__ = ["serve"]
 

@@ -1,4 +1,4 @@
-"""Token buckets per tenant. Pure: time comes from an injected monotonic clock."""
+"""Token buckets per tenant (the job API and the product hook). Pure: time comes from an injected monotonic clock."""
 
 from __future__ import annotations
 
