@@ -1,4 +1,5 @@
-"""`vidgen` command line: `run` (the worker), `demo` (everything embedded, one video)."""
+"""`vidgen` command line: `run` (the worker), `demo` (everything embedded, one video), `api` (the job API) and
+`api-key` (its keys)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,10 @@ def main(argv: list[str] | None = None) -> int:
         if argv[0] == "submit":
             return submit_main(argv[1:], prog="vidgen submit")
         return watch_main(argv[1:], prog="vidgen watch")
+    if argv[:1] in (["api"], ["api-key"]):
+        from consumer.api.cli import api_key_main, serve_main  # the job API's own arguments and settings
+
+        return serve_main(argv[1:]) if argv[0] == "api" else api_key_main(argv[1:])
     parser = argparse.ArgumentParser(prog="vidgen", description="Kafka-driven EasyAnimate video worker.")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("run", help="run a worker in the consumer group (configured by VIDGEN_* variables)")
@@ -37,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--output", type=Path, default=Path("demo-output"), help="where to save the files")
     commands.add_parser("submit", help="publish one request (see `vidgen submit --help`)")
     commands.add_parser("watch", help="follow one request's progress until its result (REQUEST_ID)")
+    commands.add_parser("api", help="serve the job API (configured by VIDGEN_* and VIDGEN_API_* variables)")
+    commands.add_parser("api-key", help="add an API key for a tenant: `vidgen api-key create --tenant T`")
     args = parser.parse_args(argv)
 
     try:

@@ -50,8 +50,13 @@ class Settings(BaseSettings):
         "here for a later try.",
     )
     progress_topic: str = Field("video.progress", description="Where progress events go when enabled.")
-    progress_events: bool = Field(False, description="Publish `started` and `progress` events per request.")
+    progress_events: bool = Field(
+        True, description="Publish `started` and `progress` events per request (the job API shows them)."
+    )
     progress_interval_s: float = Field(2.0, ge=0, description="At most one progress event per request this often.")
+    control_topic: str = Field(
+        "video.control", description="Cancel commands (`VideoControl`, keyed by request id); the job API writes them."
+    )
     create_topics: bool = Field(True, description="Create missing topics at start-up.")
     topic_partitions: int = Field(8, ge=1, description="Partitions of topics created at start-up.")
     topic_replication_factor: int = Field(1, ge=1)

@@ -102,6 +102,7 @@ def isolated_settings(bootstrap: str, s3_endpoint: str, run: str, **overrides: A
         dlq_topic=f"{run}.dlq",
         retry_topic=f"{run}.retry",
         progress_topic=f"{run}.progress",
+        control_topic=f"{run}.control",
         consumer_group=f"{run}.group",
         **overrides,
     )
