@@ -406,16 +406,10 @@ class FakePipeline:
         self.attempts: list[tuple[str, int]] = []
 
     async def process(
-        self,
-        request: VideoRequest,
-        *,
-        received_at: datetime,
-        record_time: datetime | None = None,
-        attempt: int = 1,
-        on_progress: Callable[[int, int], None] | None = None,
-        render_ended: Callable[[], None] | None = None,
-        memory_mode: object = None,
+        self, request: VideoRequest, *, received_at: datetime, attempt: int = 1, **rest: Any
     ) -> VideoResult:
+        """`JobPipeline.process`, of which it reads `render_ended` besides the request."""
+        render_ended: Callable[[], None] | None = rest.get("render_ended")
         self.attempts.append((request.request_id, attempt))
         if render_ended is not None:
             render_ended()

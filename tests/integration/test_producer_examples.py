@@ -37,7 +37,7 @@ from producer_examples.notifier_settings import NotifierSettings
 from producer_examples.product_hook import ROUTE, HookSettings, make_app
 from producer_examples.signing import SIGNATURE_HEADER, sign, verify
 from schemas.events import Timings, VideoRequest, VideoResult
-from tests.support import KafkaClient, Tls, loopback_tls
+from tests.support import KafkaClient, Tls, loopback_tls, product_payload
 
 SECRET = "s3cret-for-tests-only"
 ID_KEY = "request-id-key-for-tests-only-0123456789"
@@ -96,15 +96,10 @@ async def hook(settings: Settings, kafka: KafkaClient, spans: Any) -> AsyncItera
 
 
 def _payload(product_id: str = "p-1", **overrides: Any) -> dict[str, Any]:
-    return {
-        "product_id": product_id,
-        "shop_id": "shop-1",
-        "title": "Red sneaker",
-        "description": "Breathable mesh, white sole.",
-        "image_url": "https://cdn.example.com/p-1.png",
-        "price": "89.00",  # platforms send more than a video needs
-        **overrides,
-    }
+    # Platforms send more than a video needs.
+    return product_payload(
+        product_id, **{"image_url": "https://cdn.example.com/p-1.png", "price": "89.00", **overrides}
+    )
 
 
 async def test_hook_accepts_a_signed_webhook_and_publishes_a_traced_request(
