@@ -18,7 +18,6 @@ from tests.integration.api_helpers import (
     api_settings,
     new_key,
     running_api,
-    with_control_topic,
 )
 
 
@@ -50,10 +49,8 @@ async def api_stack(
     """One API for the whole module, on topics of its own; the module's API_OVERRIDES and SETTINGS_OVERRIDES
     (dicts) adjust its settings. No worker: jobs stay queued unless a test starts one."""
     run = uuid.uuid4().hex[:8]
-    settings = with_control_topic(
-        isolated_settings(
-            broker, s3_endpoint, run, topic_partitions=2, **getattr(request.module, "SETTINGS_OVERRIDES", {})
-        )
+    settings = isolated_settings(
+        broker, s3_endpoint, run, topic_partitions=2, **getattr(request.module, "SETTINGS_OVERRIDES", {})
     )
     api = api_settings(tmp_path_factory.mktemp("api"), identity.url, **getattr(request.module, "API_OVERRIDES", {}))
     keys = {tenant: new_key(api, tenant) for tenant in ("shop-1", "shop-2")}

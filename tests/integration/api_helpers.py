@@ -113,13 +113,6 @@ def api_settings(tmp_path: Path, jwks_url: str | None, **overrides: Any) -> ApiS
     return ApiSettings(**values)
 
 
-def with_control_topic(settings: Settings, **overrides: Any) -> Settings:
-    """The run's settings with progress events on (the API shows progress) and a control topic of its own."""
-    return settings.model_copy(
-        update={"progress_events": True, "control_topic": f"{settings.requests_topic}.control", **overrides}
-    )
-
-
 @dataclass
 class RunningApi:
     url: str

@@ -8,6 +8,7 @@ import hmac
 import json
 import logging
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,6 @@ from tests.integration.api_helpers import (
     bearer,
     new_key,
     running_api,
-    with_control_topic,
 )
 
 pytestmark = pytest.mark.integration
@@ -175,9 +175,7 @@ async def test_a_pem_public_key_instead_of_a_jwks(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
     )
-    settings = with_control_topic(
-        isolated_settings(broker, s3_endpoint, "pem" + str(int(time.time())), topic_partitions=1)
-    )
+    settings = isolated_settings(broker, s3_endpoint, "pem" + uuid.uuid4().hex[:8], topic_partitions=1)
     api = api_settings(tmp_path, None, jwt_public_key_file=str(pem))
     async with running_api(settings, api) as server, aiohttp.ClientSession() as http:
         for token, expected in ((identity.token(kid="ec-1", algorithm="ES256"), 200), (identity.token(), 401)):

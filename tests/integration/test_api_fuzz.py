@@ -18,7 +18,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from consumer.api.openapi import build_openapi
 from consumer.api.server import serve
 from consumer.dev.embedded import isolated_settings
-from tests.integration.api_helpers import api_settings, bearer, new_key, with_control_topic
+from tests.integration.api_helpers import api_settings, bearer, new_key
 
 pytestmark = pytest.mark.integration
 
@@ -34,9 +34,7 @@ class _Served:
 @pytest.fixture(scope="module")
 def served(broker: str, s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Served]:
     """The API on an event loop of its own in a thread: Schemathesis calls it synchronously."""
-    vidgen = with_control_topic(
-        isolated_settings(broker, s3_endpoint, "fuzz" + uuid.uuid4().hex[:8], topic_partitions=1)
-    )
+    vidgen = isolated_settings(broker, s3_endpoint, "fuzz" + uuid.uuid4().hex[:8], topic_partitions=1)
     api = api_settings(tmp_path_factory.mktemp("fuzz"), None, rate_per_s=10_000.0, burst=10_000, max_queued=100_000)
     key = new_key(api, "shop-1")
     loop = asyncio.new_event_loop()

@@ -30,7 +30,6 @@ from tests.integration.api_helpers import (
     png,
     running_api,
     sse_messages,
-    with_control_topic,
 )
 
 pytestmark = pytest.mark.integration
@@ -202,9 +201,7 @@ async def test_cancel_publishes_one_control_record_and_content_waits_for_complet
 async def test_load_shedding_refuses_before_anything_is_published(
     broker: str, s3_endpoint: str, tmp_path: Path, identity: IdentityProvider
 ) -> None:
-    settings = with_control_topic(
-        isolated_settings(broker, s3_endpoint, "shed" + uuid.uuid4().hex[:8], topic_partitions=1)
-    )
+    settings = isolated_settings(broker, s3_endpoint, "shed" + uuid.uuid4().hex[:8], topic_partitions=1)
     api = api_settings(tmp_path, identity.url, max_queued=2)
     key = new_key(api, "shop-1")
     async with running_api(settings, api) as server, aiohttp.ClientSession(headers=bearer(key)) as http:
