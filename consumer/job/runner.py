@@ -17,13 +17,12 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 
 from consumer.core.clock import WallClock, utc_now
 from consumer.core.intake import DeadLetter, Rejection, usable_id
-from consumer.core.job import Job, Record, RenderEnded
+from consumer.core.job import Headers, Job, Record, RenderEnded
 from consumer.core.quotas import QuotaDecision
 from consumer.core.results import Identity, failed, not_started, rejected
 from consumer.core.retries import RetryPolicy
 from consumer.errors import PublishRefused, TooLargeForWorker, VidgenError
 from consumer.job.pipeline import JobPipeline
-from consumer.kafka.publisher import Publisher
 from consumer.memory.admission import Reject
 from consumer.memory.gate import MemoryGate
 from consumer.memory.modes import MemoryMode
@@ -33,12 +32,21 @@ from consumer.telemetry.metrics import Metrics
 from consumer.telemetry.tracing import extract_context, messaging_attributes
 from schemas.events import VideoRequest, VideoResult
 
-__all__ = ["JobRunner", "ProgressListener", "StepFn"]
+__all__ = ["JobRunner", "Outbox", "ProgressListener", "StepFn"]
 
 log = logging.getLogger(__name__)
 
 StepFn = Callable[[int, int], None]
 """Called with (step, total) after each denoising step."""
+
+
+class Outbox(Protocol):
+    """Where a job's answers go, each acknowledged before the call returns (`consumer.kafka.publisher.Publisher`
+    sends them to Kafka). A copy the destination refuses for good raises `PublishRefused`."""
+
+    async def result(self, result: VideoResult) -> None: ...
+    async def dead_letter(self, record: Record, *, code: str, message: str) -> None: ...
+    async def retry_later(self, record: Record, *, headers: Headers) -> None: ...
 
 
 class ProgressListener(Protocol):
@@ -63,7 +71,7 @@ class JobRunner:
         self,
         *,
         settings: Settings,
-        publisher: Publisher,
+        publisher: Outbox,
         pipeline: JobPipeline,
         identity: Identity,
         metrics: Metrics,
