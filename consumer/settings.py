@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
-__all__ = ["ConfigurationError", "Settings", "describe_config_error"]
+__all__ = ["ConfigurationError", "Settings", "describe_config_error", "environment_of"]
 
 ConfigurationError = (ValidationError, SettingsError)
 """What building a settings object from the environment raises: a rule broken, or a value that is not valid JSON."""
@@ -219,19 +219,7 @@ class Settings(BaseSettings):
     def as_environment(self) -> dict[str, str]:
         """The `VIDGEN_*` variables that rebuild these settings in another process (unset fields left out).
         Secrets are revealed here on purpose: a child worker needs them; never log the result."""
-        environment = {}
-        for name in type(self).model_fields:
-            value = getattr(self, name)
-            if value is None:
-                continue
-            if isinstance(value, SecretStr):
-                value = value.get_secret_value()
-            elif isinstance(value, bool):
-                value = str(value).lower()
-            elif isinstance(value, tuple):
-                value = ",".join(value)
-            environment[f"VIDGEN_{name.upper()}"] = str(value)
-        return environment
+        return environment_of(self, "VIDGEN_")
 
     @field_validator("warmup")
     @classmethod
@@ -246,6 +234,24 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
+
+
+def environment_of(settings: BaseSettings, prefix: str) -> dict[str, str]:
+    """The environment variables (`prefix` + field name) that rebuild `settings` in another process; unset fields
+    are left out and secrets revealed (never log the result)."""
+    environment = {}
+    for name in type(settings).model_fields:
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        elif isinstance(value, bool):
+            value = str(value).lower()
+        elif isinstance(value, tuple):
+            value = ",".join(value)
+        environment[f"{prefix}{name.upper()}"] = str(value)
+    return environment
 
 
 def describe_config_error(error: ValidationError | SettingsError) -> str:

@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from consumer.api.claims import ASYMMETRIC_ALGORITHMS, check_algorithms
 from consumer.http.limits import HttpLimits
+from consumer.settings import environment_of
 
 __all__ = ["ApiSettings", "KeysFileSettings"]
 
@@ -107,19 +108,9 @@ class ApiSettings(KeysFileSettings):
         return self
 
     def as_environment(self) -> dict[str, str]:
-        """The `VIDGEN_API_*` variables that rebuild these settings in another process (unset fields left out).
-        The id key is revealed on purpose: a child process needs it; never log the result."""
-        environment = {}
-        for name in type(self).model_fields:
-            value = getattr(self, name)
-            if value is None:
-                continue
-            if isinstance(value, SecretStr):
-                value = value.get_secret_value()
-            elif isinstance(value, tuple):
-                value = ",".join(value)
-            environment[f"VIDGEN_API_{name.upper()}"] = str(value)
-        return environment
+        """The `VIDGEN_API_*` variables that rebuild these settings in another process (the id key revealed on
+        purpose: a child process needs it; never log the result)."""
+        return environment_of(self, "VIDGEN_API_")
 
     @property
     def jwt_enabled(self) -> bool:
