@@ -25,6 +25,12 @@ PURE = sorted(
         "consumer.memory.estimate",
         "consumer.memory.modes",
         "consumer.memory.profile",
+        # The job API's rules: job state from events, shedding, ids, JWT claim checks, pagination.
+        "consumer.api.claims",
+        "consumer.api.cursors",
+        "consumer.api.ids",
+        "consumer.api.jobs",
+        "consumer.api.shedding",
     ]
 )
 SCHEMAS = sorted(f"schemas.{path.stem}" for path in (REPO / "schemas").glob("*.py") if path.stem != "__main__")
