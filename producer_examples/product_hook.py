@@ -14,13 +14,12 @@ import math
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from aiohttp import web
 from aiokafka.errors import KafkaError
-from opentelemetry.context import Context
-from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace import Tracer
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -28,6 +27,7 @@ from consumer.core.moderation import ContentPolicy
 from consumer.core.rate_limit import Clock, TenantLimiter
 from consumer.errors import VidgenError
 from consumer.http.limits import ConnectionGuard, GuardedSite, HttpLimits
+from consumer.http.spans import server_spans
 from consumer.kafka.clients import ensure_topics, make_producer
 from consumer.settings import ConfigurationError, Settings, describe_config_error
 from consumer.telemetry.logs import configure_logging
@@ -135,11 +135,8 @@ class HookSettings(BaseSettings):
 
 
 class _Hook:
-    def __init__(
-        self, hook: HookSettings, settings: Settings, *, tracer: Tracer, wall_clock: Clock, monotonic: Clock
-    ) -> None:
+    def __init__(self, hook: HookSettings, settings: Settings, *, wall_clock: Clock, monotonic: Clock) -> None:
         self._hook = hook
-        self._tracer = tracer
         self._wall_clock = wall_clock
         self._secrets = [s.get_secret_value() for s in (hook.secret, hook.previous_secret) if s is not None]
         self._id_key = hook.id_key.get_secret_value().encode("utf-8")
@@ -201,27 +198,6 @@ class _Hook:
         self._recent.add(video_request.request_id)
         return web.json_response({"request_id": video_request.request_id, "duplicate": False}, status=202)
 
-    @web.middleware
-    async def server_span(
-        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-    ) -> web.StreamResponse:
-        """A SERVER span per request. It is a root span: the caller is outside our trust boundary, so a
-        traceparent it sends is not continued."""
-        route = request.match_info.route.resource.canonical if request.match_info.route.resource else request.path
-        with self._tracer.start_as_current_span(
-            f"{request.method} {route}", context=Context(), kind=SpanKind.SERVER
-        ) as span:
-            span.set_attributes({"http.request.method": request.method, "http.route": route, "url.path": request.path})
-            try:
-                response = await handler(request)
-            except web.HTTPException as exc:
-                span.set_attribute("http.response.status_code", exc.status)
-                raise
-            span.set_attribute("http.response.status_code", response.status)
-            if response.status >= 500:
-                span.set_status(Status(StatusCode.ERROR))
-            return response
-
 
 def _field_errors(exc: ValidationError) -> list[dict[str, str]]:
     return [
@@ -244,7 +220,7 @@ def make_app(
 ) -> web.Application:
     """The web application; its Kafka producer starts with the app and stops after the last request. Its
     `ConnectionGuard` (`app[GUARD]`) enforces the body deadline here; `serve` adds the rest of the limits."""
-    state = _Hook(hook, settings, tracer=tracer, wall_clock=wall_clock, monotonic=monotonic)
+    state = _Hook(hook, settings, wall_clock=wall_clock, monotonic=monotonic)
     guard = ConnectionGuard(hook.http_limits())
 
     async def kafka_producer(_: web.Application) -> AsyncIterator[None]:
@@ -259,7 +235,7 @@ def make_app(
             state.publisher = None
             await producer.stop()
 
-    app = web.Application(client_max_size=hook.max_body_bytes, middlewares=[guard.middleware, state.server_span])
+    app = web.Application(client_max_size=hook.max_body_bytes, middlewares=[server_spans(tracer), guard.middleware])
     app[GUARD] = guard
     app.cleanup_ctx.append(kafka_producer)
     app.router.add_post(ROUTE, state.product_created)

@@ -1,9 +1,11 @@
 """The aiohttp application: routes, and the middlewares every request passes, outermost first:
 
-1. errors: every failure as `{"error": {...}}`, aiohttp's own (404, 405, 413) included;
-2. the connection guard: the body read under its deadline, up to `VIDGEN_API_MAX_BODY_BYTES`;
-3. telemetry: a SERVER span (a root: callers are outside the trust boundary) and the request metrics;
-4. the `/v1` gate: 503 until the view has caught up, 401 without a valid credential, 429 past the tenant's rate.
+1. the SERVER span (`consumer.http.spans`: a root span, callers are outside the trust boundary);
+2. the request metrics, by route and the status the client got;
+3. errors: every failure as `{"error": {...}}`, aiohttp's own (404, 405, 413) included;
+4. the connection guard: the body read under its deadline, up to `VIDGEN_API_MAX_BODY_BYTES`;
+5. the `/v1` gate: 503 until the view has caught up, 401 without a valid credential, 429 past the tenant's rate,
+   422 for a query parameter the operation does not take.
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
-from aiohttp.typedefs import Middleware
-from opentelemetry.context import Context
-from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
+from aiohttp.typedefs import Handler, Middleware
+from opentelemetry import trace
+from opentelemetry.trace import Tracer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from consumer.api.auth import Authenticator, AuthFailure
@@ -28,10 +30,10 @@ from consumer.api.metrics import ApiMetrics
 from consumer.core.rate_limit import TenantLimiter
 from consumer.core.sanitize import name_safely
 from consumer.http.limits import ConnectionGuard
+from consumer.http.spans import route_of, server_spans
 
 __all__ = ["GUARD", "ReadinessCheck", "make_app"]
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ReadinessCheck = Callable[[], Awaitable[str | None]]
 GUARD = web.AppKey("connection_guard", ConnectionGuard)
 
@@ -55,9 +57,10 @@ def make_app(
     app = web.Application(
         client_max_size=handlers.api.max_body_bytes,
         middlewares=[
+            server_spans(tracer),
+            _measured(handlers.metrics),
             error_middleware,
             guard.middleware,
-            _telemetry(tracer, handlers.metrics),
             _gate(authenticator, limiter, handlers.metrics, view_ready, _query_parameters(openapi)),
         ],
     )
@@ -74,34 +77,27 @@ def make_app(
     return app
 
 
-def _telemetry(tracer: Tracer, metrics: ApiMetrics) -> Middleware:
+def _measured(metrics: ApiMetrics) -> Middleware:
+    """Requests and their latency by route and the status the client got (errors already turned into answers)."""
+
     @web.middleware
-    async def telemetry(request: web.Request, handler: Handler) -> web.StreamResponse:
-        resource = request.match_info.route.resource
-        route = resource.canonical if resource is not None else "(unmatched)"
+    async def measured(request: web.Request, handler: Handler) -> web.StreamResponse:
         started = time.perf_counter()
         status = 500
-        with tracer.start_as_current_span(f"{request.method} {route}", context=Context(), kind=SpanKind.SERVER) as span:
-            span.set_attributes({"http.request.method": request.method, "http.route": route, "url.path": request.path})
-            try:
-                response = await handler(request)
-            except (ApiFailure, web.HTTPException) as exc:
-                status = exc.status
-                raise
-            else:
-                status = response.status
-                return response
-            finally:
-                if CALLER in request:
-                    span.set_attribute("vidgen.tenant_id", request[CALLER].tenant_id)
-                span.set_attribute("http.response.status_code", status)
-                if status >= 500:
-                    span.set_status(Status(StatusCode.ERROR))
-                metrics.requests.labels(method=request.method, route=route, status=str(status)).inc()
-                elapsed = time.perf_counter() - started
-                metrics.request_seconds.labels(method=request.method, route=route).observe(elapsed)
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        else:
+            status = response.status
+            return response
+        finally:
+            route = route_of(request)
+            metrics.requests.labels(method=request.method, route=route, status=str(status)).inc()
+            metrics.request_seconds.labels(method=request.method, route=route).observe(time.perf_counter() - started)
 
-    return telemetry
+    return measured
 
 
 def _query_parameters(openapi: Mapping[str, Any]) -> dict[tuple[str, str], frozenset[str]]:
@@ -132,6 +128,7 @@ def _gate(
             metrics.auth_failures.labels(reason=exc.reason).inc()
             raise
         request[CALLER] = caller
+        trace.get_current_span().set_attribute("vidgen.tenant_id", caller.tenant_id)
         wait_s = limiter.try_take(caller.tenant_id)
         if wait_s > 0:
             metrics.rate_limited.inc()
