@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -94,3 +95,11 @@ async def test_keys_file_round_trip_reload_and_revocation(tmp_path: Path) -> Non
 def test_malformed_key_lines_are_skipped() -> None:
     text = f"# comment\n\n{'a' * 64} shop-1\nnot-a-hash shop-2\n{'b' * 64}\n{'c' * 64} bad tenant\n"
     assert parse_keys(text) == [("a" * 64, "shop-1")]
+
+
+async def test_a_first_burst_of_calls_waits_for_the_keys_file(tmp_path: Path) -> None:
+    """Found by bench/api.py: 50 concurrent first calls, and all but one were refused while the file was read."""
+    path = tmp_path / "keys"
+    key = create_key(path, "shop-1")
+    keys = ApiKeys(path)
+    assert await asyncio.gather(*(keys.tenant_for(key) for _ in range(20))) == ["shop-1"] * 20
