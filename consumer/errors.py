@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import ClassVar
 
 __all__ = [
+    "Cancelled",
     "ContentPolicyViolation",
+    "Expired",
     "ImageError",
     "ImageFetchError",
     "ImageNotFound",
@@ -15,6 +17,7 @@ __all__ = [
     "ModeUnsupported",
     "ModelUnavailable",
     "PublishRefused",
+    "ProducerUnsupported",
     "RateLimited",
     "RenderFailed",
     "RenderTimeout",
@@ -23,6 +26,7 @@ __all__ = [
     "UnsafeText",
     "VidgenError",
 ]
+    "WorkerCrashed",
 
 
 class VidgenError(Exception):
@@ -162,3 +166,28 @@ class PublishRefused(VidgenError):
     retrying cannot help. In a result it stands in for the result that was refused."""
 
     code = "publish_refused"
+
+
+class Cancelled(VidgenError):
+    """Its tenant cancelled the request (a command on the control topic) before it finished rendering."""
+
+    code = "cancelled"
+
+
+class Expired(VidgenError):
+    """The request's own `deadline` passed before its render started."""
+
+    code = "expired"
+
+
+class WorkerCrashed(VidgenError):
+    """Workers that started the request died without answering it, as many times as the crash guard allows."""
+
+    code = "worker_crashed"
+
+
+class ProducerUnsupported(VidgenError):
+    """The brokers refuse a producer feature the settings ask for (the idempotent producer): the worker cannot
+    start until the setting or the brokers change."""
+
+    code = "producer_unsupported"

@@ -57,6 +57,23 @@ class Settings(BaseSettings):
     control_topic: str = Field(
         "video.control", description="Cancel commands (`VideoControl`, keyed by request id); the job API writes them."
     )
+    control_retention_s: float = Field(
+        86_400.0,
+        gt=0,
+        description="A cancel command applies to requests that arrive this long after it (also the control topic's "
+        "`retention.ms` when the worker creates it).",
+    )
+    attempts_topic: str = Field(
+        "video.requests.attempts",
+        description="Compacted record per started request (keyed by its position) counting the workers that started "
+        "it; the crash guard reads it.",
+    )
+    max_worker_crashes: int = Field(
+        2,
+        ge=1,
+        description="A request whose earlier starts took down this many workers is answered `worker_crashed` (and "
+        "dead-lettered) instead of being started again.",
+    )
     create_topics: bool = Field(True, description="Create missing topics at start-up.")
     topic_partitions: int = Field(8, ge=1, description="Partitions of topics created at start-up.")
     topic_replication_factor: int = Field(1, ge=1)

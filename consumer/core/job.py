@@ -1,17 +1,23 @@
-"""One fetched request on its way through the worker, and what the core reads of the Kafka record it came in. Pure:
-the record is described by a protocol that aiokafka's `ConsumerRecord` satisfies, so nothing here imports a client."""
+"""One fetched request on its way through the worker, the signal that stops it, and what the core reads of the Kafka
+record it came in. Pure: the record is described by a protocol that aiokafka's `ConsumerRecord` satisfies, so nothing
+here imports a client."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Literal, Protocol
 
 from consumer.core.retries import Delivery
+from consumer.errors import Expired, VidgenError
 from schemas.events import VideoRequest
 
-__all__ = ["Headers", "Job", "Record", "RenderEnded"]
+__all__ = ["Headers", "Job", "Record", "RenderEnded", "StopSignal", "StopStage", "past_deadline"]
+
+StopStage = Literal["queued", "rendering", "late"]
+"""Where a cancel found its job: before its render started, during it, or past it (then the job is left to finish)."""
 
 Headers = list[tuple[str, bytes]]
 
@@ -35,16 +41,58 @@ class Record(Protocol):
     def headers(self) -> Sequence[tuple[str, bytes]]: ...
 
 
+class StopSignal:
+    """One job's stop request. The scheduler sets it on the event loop (a cancel); the job checks it before each stage
+    of its work, awaits it while it waits for the model, and the render thread reads it between denoising steps (a
+    plain attribute read, so no lock is needed). `stopped_in` records where the job noticed it."""
+
+    def __init__(self) -> None:
+        self._reason: VidgenError | None = None
+        self._requested = asyncio.Event()
+        self.stopped_in: StopStage | None = None
+
+    @property
+    def requested(self) -> bool:
+        return self._reason is not None
+
+    def request(self, reason: VidgenError) -> None:
+        """Ask the job to stop with `reason` as its answer (the first request wins). On the event loop."""
+        if self._reason is None:
+            self._reason = reason
+            self._requested.set()
+
+    async def wait(self) -> None:
+        """Until a stop is requested."""
+        await self._requested.wait()
+
+    def check(self, where: StopStage) -> None:
+        """Raise the requested reason (a fresh exception of its kind), noting `where`; nothing when not requested."""
+        reason = self._reason
+        if reason is not None:
+            self.stopped_in = where
+            raise type(reason)(reason.message, code=reason.code)
+
+
+def past_deadline(deadline: datetime | None, *, now: datetime) -> Expired | None:
+    """The answer for a request whose own `deadline` passed before its render started; None while it has not."""
+    if deadline is None or now <= deadline:
+        return None
+    late_s = (now - deadline).total_seconds()
+    return Expired(f"the request's deadline ({deadline.isoformat()}) passed {late_s:.1f} s before its render started")
+
+
 @dataclass(frozen=True)
 class Job:
     """A parsed request, from its fetch until it is answered. `tp` is its record's topic partition (a key of the
-    consume loop's bookkeeping); `delivery` is the retry state its headers carried, read once at intake."""
+    consume loop's bookkeeping); `delivery` is the retry state its headers carried, read once at intake; `stop` is how
+    the scheduler asks it to stop (a cancel)."""
 
     tp: Hashable
     record: Record
     request: VideoRequest
     received_at: datetime
     delivery: Delivery = field(default_factory=Delivery)
+    stop: StopSignal = field(default_factory=StopSignal, compare=False)
 
     @property
     def first_asked_at(self) -> datetime:
