@@ -16,8 +16,8 @@ __all__ = [
     "InvalidRequest",
     "ModeUnsupported",
     "ModelUnavailable",
-    "PublishRefused",
     "ProducerUnsupported",
+    "PublishRefused",
     "RateLimited",
     "RenderFailed",
     "RenderTimeout",
@@ -25,8 +25,8 @@ __all__ = [
     "TooLargeForWorker",
     "UnsafeText",
     "VidgenError",
-]
     "WorkerCrashed",
+]
 
 
 class VidgenError(Exception):
