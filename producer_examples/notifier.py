@@ -24,6 +24,7 @@ from aiohttp import web
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 from opentelemetry.trace import Tracer
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from consumer.job.https_download import IPNetwork, Resolve, UrlRules
 from consumer.kafka.clients import client_options, ensure_topics, make_producer
@@ -31,6 +32,7 @@ from consumer.settings import ConfigurationError, Settings, describe_config_erro
 from consumer.telemetry.logs import configure_logging
 from producer_examples.delivery import WebhookDelivery, WebhookUnresolved, WebhookUrlForbidden
 from producer_examples.notifier_loop import Notifier
+from producer_examples.notifier_metrics import NotifierMetrics
 from producer_examples.notifier_settings import NotifierSettings
 from producer_examples.telemetry import make_tracer_provider
 
@@ -55,13 +57,18 @@ async def serve(
     `trusted_networks`, `ssl_context` and `resolver` exist for tests and private deployments: networks exempt
     from the public-address rule, the CA bundle webhooks are verified against, and the DNS resolver."""
     running: Notifier | None = None
+    metrics = NotifierMetrics()
 
     async def healthz(_: web.Request) -> web.Response:
         state = running.health() if running else {}
         return web.json_response({"status": "ok", "consumer_group": bool(running and running.joined), **state})
 
+    async def metrics_view(_: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
     app = web.Application()
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics_view)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
@@ -104,6 +111,7 @@ async def serve(
             producer=producer,
             delivery=delivery,
             tracer=tracer,
+            metrics=metrics,
         )
         consumer.subscribe([settings.results_topic], listener=running.listener())
         await producer.start()

@@ -26,6 +26,7 @@ from consumer.telemetry.tracing import extract_context, messaging_attributes
 from producer_examples.dedupe import RecentKeys, delivery_key
 from producer_examples.delivery import Outcome, WebhookDelivery
 from producer_examples.lanes import TenantLanes
+from producer_examples.notifier_metrics import NotifierMetrics
 from producer_examples.notifier_settings import NotifierSettings
 from schemas.events import VideoResult
 
@@ -59,8 +60,10 @@ class Notifier:
         producer: AIOKafkaProducer,
         delivery: WebhookDelivery,
         tracer: Tracer,
+        metrics: NotifierMetrics,
     ) -> None:
         self._settings = settings
+        self._metrics = metrics
         self._notifier = notifier
         self._consumer = consumer
         self._producer = producer
@@ -78,6 +81,7 @@ class Notifier:
         self._under_way: dict[str, asyncio.Event] = {}  # delivery key -> set when that delivery is over
         self._failure: BaseException | None = None
         self.joined = False
+        metrics.watch(in_flight=self._offsets.in_flight, open_breakers=self._lanes.open_breakers)
 
     def listener(self) -> ConsumerRebalanceListener:
         return _Listener(self)
@@ -159,11 +163,13 @@ class Notifier:
             key = delivery_key(result.tenant_id, result.request_id, result.status)
             span.set_attribute("vidgen.delivery", key)
             if key in self._delivered:
+                self._metrics.results.labels(outcome="duplicate").inc()
                 span.set_attribute("vidgen.duplicate", True)
                 log.info("delivery %s already done; skipped", key)
                 return
             earlier = self._under_way.get(key)
             if earlier is not None:  # the same delivery is under way: its outcome answers for this copy too
+                self._metrics.results.labels(outcome="duplicate").inc()
                 span.set_attribute("vidgen.duplicate", True)
                 await earlier.wait()
                 log.info("delivery %s was under way; skipped", key)
@@ -180,6 +186,7 @@ class Notifier:
         webhook = self._notifier.webhooks.get(tenant)
         if webhook is None:
             log.info("delivery %s: no webhook for its tenant; logged only", key)
+            self._metrics.results.labels(outcome="no_webhook").inc()
             self._delivered.add(key)
             return
         breaker = self._lanes.breaker(tenant)
@@ -189,6 +196,7 @@ class Notifier:
             async with self._lanes.slot(tenant):
                 outcome = await self._delivery.deliver(webhook, record.value or b"", delivery_id=key, breaker=breaker)
         if outcome.delivered:
+            self._metrics.results.labels(outcome="delivered").inc()
             self._delivered.add(key)
             log.info("delivery %s to %s done (%d attempt(s))", key, tenant, outcome.attempts)
             return
@@ -212,6 +220,7 @@ class Notifier:
         ):
             with attempt:
                 await self._producer.send_and_wait(topic, key=record.key, value=record.value, headers=headers)
+        self._metrics.results.labels(outcome=code).inc()
         log.warning("result %s[%d]@%d dead-lettered: %s", record.topic, record.partition, record.offset, code)
 
     async def _commit(self) -> None:

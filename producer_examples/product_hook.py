@@ -20,6 +20,7 @@ from typing import Any
 from aiohttp import web
 from aiokafka.errors import KafkaError
 from opentelemetry.trace import Tracer
+from prometheus_client import CollectorRegistry
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -27,10 +28,12 @@ from consumer.core.moderation import ContentPolicy
 from consumer.core.rate_limit import Clock, TenantLimiter
 from consumer.errors import VidgenError
 from consumer.http.limits import ConnectionGuard, GuardedSite, HttpLimits
+from consumer.http.metrics import HttpMetrics, measured
 from consumer.http.spans import server_spans
 from consumer.kafka.clients import ensure_topics, make_producer
 from consumer.settings import ConfigurationError, Settings, describe_config_error
 from consumer.telemetry.logs import configure_logging
+from consumer.telemetry.probes import add_probe_routes
 from producer_examples.dedupe import RecentKeys
 from producer_examples.products import DEFAULT_TEMPLATE, ProductCreated, build_request, check_template
 from producer_examples.publishing import RequestPublisher
@@ -206,10 +209,6 @@ def _field_errors(exc: ValidationError) -> list[dict[str, str]]:
     ]
 
 
-async def _healthz(_: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
-
-
 def make_app(
     hook: HookSettings,
     settings: Settings,
@@ -235,11 +234,18 @@ def make_app(
             state.publisher = None
             await producer.stop()
 
-    app = web.Application(client_max_size=hook.max_body_bytes, middlewares=[server_spans(tracer), guard.middleware])
+    async def producer_ready() -> str | None:
+        return None if state.publisher is not None else "the Kafka producer is not started"
+
+    registry = CollectorRegistry()
+    app = web.Application(
+        client_max_size=hook.max_body_bytes,
+        middlewares=[server_spans(tracer), measured(HttpMetrics("vidgen_hook", registry)), guard.middleware],
+    )
     app[GUARD] = guard
     app.cleanup_ctx.append(kafka_producer)
     app.router.add_post(ROUTE, state.product_created)
-    app.router.add_get("/healthz", _healthz)
+    add_probe_routes(app, checks={"kafka": producer_ready}, registry=registry)
     return app
 
 

@@ -1,28 +1,34 @@
 """The aiohttp application: routes, and the middlewares every request passes, outermost first:
 
-1. the SERVER span (`consumer.http.spans`: a root span, callers are outside the trust boundary);
-2. the request metrics, by route and the status the client got;
+1. the SERVER span (`consumer.http.spans`: a root span, callers are outside the trust boundary), whose trace the
+   answer names (`traceresponse`, `consumer.api.console.trace_response`);
+2. the request metrics (`consumer.http.metrics`), by route and the status the client got;
 3. errors: every failure as `{"error": {...}}`, aiohttp's own (404, 405, 413) included;
 4. the connection guard: the body read under its deadline, up to `VIDGEN_API_MAX_BODY_BYTES`;
-5. the `/v1` gate: 503 until the view has caught up, 401 without a valid credential, 429 past the tenant's rate,
-   422 for a query parameter the operation does not take.
+5. the `/v1` gate: 503 until the view has caught up, 401 without a valid credential (on the content route a content
+   link's `token` is one, `consumer.api.content_links`), 429 past the tenant's rate, 422 for a query parameter the
+   operation does not take.
+
+`/` and `/console/` serve the web console (`consumer.api.console`), which also sets the security headers of every
+answer.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from opentelemetry import trace
 from opentelemetry.trace import Tracer
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 
 from consumer.api.auth import Authenticator, AuthFailure
+from consumer.api.console import Console, trace_response
+from consumer.api.content_links import LinkIssuer
 from consumer.api.errors import ApiFailure, error_middleware
 from consumer.api.events_stream import EventStreams
 from consumer.api.handlers import CALLER, Handlers
@@ -30,11 +36,12 @@ from consumer.api.metrics import ApiMetrics
 from consumer.core.rate_limit import TenantLimiter
 from consumer.core.sanitize import name_safely
 from consumer.http.limits import ConnectionGuard
-from consumer.http.spans import route_of, server_spans
+from consumer.http.metrics import measured
+from consumer.http.spans import server_spans
+from consumer.telemetry.probes import ReadinessCheck, add_probe_routes
 
-__all__ = ["GUARD", "ReadinessCheck", "make_app"]
+__all__ = ["GUARD", "make_app"]
 
-ReadinessCheck = Callable[[], Awaitable[str | None]]
 GUARD = web.AppKey("connection_guard", ConnectionGuard)
 
 
@@ -50,6 +57,7 @@ def make_app(
     openapi: dict[str, Any],
 ) -> web.Application:
     streams = EventStreams(handlers, keepalive_s=handlers.api.sse_keepalive_s)
+    links = LinkIssuer(handlers)
 
     async def close_streams(_: web.Application) -> None:
         streams.close()
@@ -58,10 +66,11 @@ def make_app(
         client_max_size=handlers.api.max_body_bytes,
         middlewares=[
             server_spans(tracer),
-            _measured(handlers.metrics),
+            trace_response,
+            measured(handlers.metrics.http),
             error_middleware,
             guard.middleware,
-            _gate(authenticator, limiter, handlers.metrics, view_ready, _query_parameters(openapi)),
+            _gate(authenticator, limiter, handlers.metrics, view_ready, _query_parameters(openapi), links=links),
         ],
     )
     app[GUARD] = guard
@@ -71,33 +80,12 @@ def make_app(
     app.router.add_get("/v1/videos/{id}", handlers.status, allow_head=False)
     app.router.add_delete("/v1/videos/{id}", handlers.cancel)
     app.router.add_get("/v1/videos/{id}/content", handlers.content, allow_head=False)
+    app.router.add_post("/v1/videos/{id}/links", links.issue)
     app.router.add_get("/v1/videos/{id}/events", streams.stream, allow_head=False)
     app.router.add_get("/v1/queue", handlers.queue, allow_head=False)
     _add_service_routes(app, checks=checks, registry=handlers.metrics.registry, openapi=openapi)
+    Console(handlers).add_routes(app)
     return app
-
-
-def _measured(metrics: ApiMetrics) -> Middleware:
-    """Requests and their latency by route and the status the client got (errors already turned into answers)."""
-
-    @web.middleware
-    async def measured(request: web.Request, handler: Handler) -> web.StreamResponse:
-        started = time.perf_counter()
-        status = 500
-        try:
-            response = await handler(request)
-        except web.HTTPException as exc:
-            status = exc.status
-            raise
-        else:
-            status = response.status
-            return response
-        finally:
-            route = route_of(request)
-            metrics.requests.labels(method=request.method, route=route, status=str(status)).inc()
-            metrics.request_seconds.labels(method=request.method, route=route).observe(time.perf_counter() - started)
-
-    return measured
 
 
 def _query_parameters(openapi: Mapping[str, Any]) -> dict[tuple[str, str], frozenset[str]]:
@@ -115,6 +103,8 @@ def _gate(
     metrics: ApiMetrics,
     view_ready: Callable[[], bool],
     query_parameters: Mapping[tuple[str, str], frozenset[str]],
+    *,
+    links: LinkIssuer,
 ) -> Middleware:
     @web.middleware
     async def gate(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -123,7 +113,7 @@ def _gate(
         if not view_ready():
             raise ApiFailure(503, "starting", "the API is catching up with the topics", headers={"Retry-After": "1"})
         try:
-            caller = await authenticator.authenticate(request.headers)
+            caller = links.caller(request) or await authenticator.authenticate(request.headers)
         except AuthFailure as exc:
             metrics.auth_failures.labels(reason=exc.reason).inc()
             raise
@@ -156,25 +146,8 @@ def _add_service_routes(
 ) -> None:
     openapi_text = json.dumps(openapi)
 
-    async def healthz(_: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
-
-    async def readyz(_: web.Request) -> web.Response:
-        results = {name: await check() for name, check in checks.items()}
-        ready = all(problem is None for problem in results.values())
-        body = {
-            "status": "ready" if ready else "not ready",
-            "checks": {name: problem or "ok" for name, problem in results.items()},
-        }
-        return web.json_response(body, status=200 if ready else 503)
-
-    async def metrics_view(_: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
     async def openapi_view(_: web.Request) -> web.Response:
         return web.json_response(text=openapi_text)
 
-    app.router.add_get("/healthz", healthz, allow_head=False)
-    app.router.add_get("/readyz", readyz, allow_head=False)
-    app.router.add_get("/metrics", metrics_view, allow_head=False)
+    add_probe_routes(app, checks=checks, registry=registry)
     app.router.add_get("/openapi.json", openapi_view, allow_head=False)

@@ -2,30 +2,18 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from consumer.http.metrics import HttpMetrics
 
 __all__ = ["ApiMetrics"]
-
-_SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
 class ApiMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.requests = Counter(
-            "vidgen_api_requests",
-            "HTTP requests answered, by route and status.",
-            ["method", "route", "status"],
-            registry=r,
-        )
-        self.request_seconds = Histogram(
-            "vidgen_api_request_seconds",
-            "Time to answer (headers of an event stream).",
-            ["method", "route"],
-            buckets=_SECONDS,
-            registry=r,
-        )
+        self.http = HttpMetrics("vidgen_api", r)
         self.submitted = Counter("vidgen_api_jobs_submitted", "Jobs published to the requests topic.", registry=r)
         self.idempotent_replays = Counter(
             "vidgen_api_idempotent_replays",

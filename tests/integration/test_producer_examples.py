@@ -37,7 +37,7 @@ from producer_examples.notifier_settings import NotifierSettings
 from producer_examples.product_hook import ROUTE, HookSettings, make_app
 from producer_examples.signing import SIGNATURE_HEADER, sign, verify
 from schemas.events import Timings, VideoRequest, VideoResult
-from tests.support import KafkaClient, Tls, loopback_tls, product_payload
+from tests.support import KafkaClient, Tls, http_get, loopback_tls, metric, product_payload
 
 SECRET = "s3cret-for-tests-only"
 ID_KEY = "request-id-key-for-tests-only-0123456789"
@@ -126,6 +126,9 @@ async def test_hook_accepts_a_signed_webhook_and_publishes_a_traced_request(
     assert server_span.attributes is not None and server_span.attributes["http.response.status_code"] == 202
     async with hook.http.get(hook.server.make_url("/healthz")) as health:
         assert health.status == 200
+    assert await http_get(hook.server.port or 0, "/readyz") == (200, '{"status": "ready", "checks": {"kafka": "ok"}}')
+    accepted = f'vidgen_hook_requests_total{{method="POST",route="{ROUTE}",status="202"}}'
+    assert await metric(hook.server.port or 0, accepted) == 1
 
 
 async def test_hook_refuses_bad_signatures_with_401(hook: Hook) -> None:
@@ -318,6 +321,11 @@ async def test_notifier_delivers_each_result_once_signed_and_traced(
 
     async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{notifier.port}/healthz") as health:
         assert health.status == 200 and (await health.json())["consumer_group"] is True
+    outcomes = {
+        outcome: await metric(notifier.port, f'vidgen_notifier_results_total{{outcome="{outcome}"}}')
+        for outcome in ("delivered", "duplicate", "no_webhook")
+    }
+    assert outcomes == {"delivered": 2, "duplicate": 1, "no_webhook": 1}  # the duplicate: req-a redelivered
     notifier.stop.set()
     assert await asyncio.wait_for(notifier.task, 30) == 0
     assert await _committed(settings, notifier.settings.group) == 4  # all four answered and committed
