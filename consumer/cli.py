@@ -37,7 +37,13 @@ def main(argv: list[str] | None = None) -> int:
         return serve_main(argv[1:]) if argv[0] == "api" else api_key_main(argv[1:])
     parser = argparse.ArgumentParser(prog="vidgen", description="Kafka-driven EasyAnimate video worker.")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("run", help="run a worker in the consumer group (configured by VIDGEN_* variables)")
+    run = commands.add_parser("run", help="run a worker in the consumer group (configured by VIDGEN_* variables)")
+    run.add_argument(
+        "--gpus",
+        metavar="all|N|0,2,5",
+        help="one worker process per GPU under a supervisor: every visible GPU, the first N, or these indexes (N CPU "
+        "workers with VIDGEN_DEVICE=cpu); the node's /healthz, /readyz and /metrics stay on VIDGEN_HTTP_PORT",
+    )
     demo = commands.add_parser("demo", help="render one product video end to end with embedded services")
     demo.add_argument("--output", type=Path, default=Path("demo-output"), help="where to save the files")
     commands.add_parser("submit", help="publish one request (see `vidgen submit --help`)")
@@ -62,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return run_demo(settings, args.output)
     configure_logging(fmt=settings.log_format, level=settings.log_level)
-    return _run(settings)
+    return _run_node(settings, args.gpus) if args.gpus is not None else _run(settings)
 
 
 def _run(settings: Settings) -> int:
@@ -87,6 +93,17 @@ def _run(settings: Settings) -> int:
     finally:
         if provider is not None:
             provider.shutdown()  # flushes spans still in the batch
+
+
+def _run_node(settings: Settings, gpus: str) -> int:
+    """`vidgen run --gpus`: a supervisor and one worker process per GPU (the workers inherit this environment)."""
+    from consumer.supervisor import RestartPolicy, SupervisorOptions, run_supervisor
+
+    restarts = RestartPolicy(
+        backoff_s=settings.supervisor_restart_backoff_s, startup_attempts=settings.supervisor_startup_attempts
+    )
+    options = SupervisorOptions(child_port_base=settings.supervisor_child_port_base, restarts=restarts)
+    return run_supervisor(settings, gpus, environ=os.environ, options=options)
 
 
 def _request_stop(stop: asyncio.Event, signum: int) -> None:

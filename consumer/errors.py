@@ -13,6 +13,7 @@ __all__ = [
     "ImageNotFound",
     "ImageTooLarge",
     "ImageUrlForbidden",
+    "InvalidNodeLayout",
     "InvalidRequest",
     "ModeUnsupported",
     "ModelUnavailable",
@@ -152,6 +153,13 @@ class ModeUnsupported(VidgenError):
     """The memory mode cannot be applied on this device (offload needs an accelerator)."""
 
     code = "memory_mode_unsupported"
+
+
+class InvalidNodeLayout(VidgenError):
+    """`vidgen run --gpus` asks for workers this node cannot run: GPUs it does not see, or child ports that clash
+    with the node's own (`code` `invalid_port_layout`). The supervisor exits 2 before starting any worker."""
+
+    code = "invalid_gpu_selection"
 
 
 class ModelUnavailable(VidgenError):

@@ -232,6 +232,25 @@ class Settings(BaseSettings):
     log_format: Literal["json", "text"] = Field("json", description="JSON lines, or text for a terminal.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     shutdown_grace_s: float = Field(60.0, ge=0, description="Time an in-flight job gets to finish on SIGTERM.")
+    supervisor_child_port_base: int = Field(
+        0,
+        ge=0,
+        le=65_535,
+        description="`vidgen run --gpus`: worker k serves its probes on loopback port base + k, read only by the "
+        "supervisor; 0: a free port picked at each start.",
+    )
+    supervisor_restart_backoff_s: float = Field(
+        1.0,
+        gt=0,
+        description="`vidgen run --gpus`: wait before restarting a worker that died; doubles (up to 30 s) while it "
+        "keeps dying within a minute of starting.",
+    )
+    supervisor_startup_attempts: int = Field(
+        3,
+        ge=1,
+        description="`vidgen run --gpus`: a worker that dies this many times in a row before it is ever ready stops "
+        "the supervisor (exit 1).",
+    )
 
     def as_environment(self) -> dict[str, str]:
         """The `VIDGEN_*` variables that rebuild these settings in another process (unset fields left out).

@@ -35,8 +35,9 @@ class CudaProbe:
     what this process's caching allocator holds unused, which our next render reuses.
 
     `backend="torch"` uses torch.cuda.mem_get_info (creates a CUDA context on first use; MIG-aware).
-    `backend="nvml"` uses nvidia-ml-py if installed: no CUDA context, so it works before the model loads, but it
-    reports the whole physical GPU under MIG.
+    `backend="nvml"` uses nvidia-ml-py if installed: its readings create no CUDA context. NVML numbers every GPU of
+    the machine and ignores CUDA_VISIBLE_DEVICES (which `vidgen run --gpus` sets per worker), so the device is found
+    by its UUID as CUDA reports it (a MIG instance by its MIG UUID), never by its index.
     """
 
     def __init__(self, device_index: int = 0, *, backend: str = "torch") -> None:
@@ -44,14 +45,16 @@ class CudaProbe:
             raise ValueError(f"unknown backend {backend!r}")
         self._index = device_index
         self._nvml: Any = None
+        self._handle: Any = None
         if backend == "nvml":
             self._nvml = importlib.import_module("pynvml")  # optional dependency: nvidia-ml-py
             self._nvml.nvmlInit()
+            self._handle = _nvml_handle(self._nvml, str(torch.cuda.get_device_properties(device_index).uuid))
 
     def read(self) -> MemoryReading:
         device = f"cuda:{self._index}"
         if self._nvml is not None:
-            info = self._nvml.nvmlDeviceGetMemoryInfo(self._nvml.nvmlDeviceGetHandleByIndex(self._index))
+            info = self._nvml.nvmlDeviceGetMemoryInfo(self._handle)
             free, total = int(info.free), int(info.total)
         else:
             free, total = torch.cuda.mem_get_info(self._index)
@@ -62,6 +65,14 @@ class CudaProbe:
         if not torch.cuda.is_initialized():  # type: ignore[no-untyped-call]  # nvml probes must not create a context
             return 0
         return max(0, torch.cuda.memory_reserved(self._index) - torch.cuda.memory_allocated(self._index))
+
+
+def _nvml_handle(nvml: Any, device_uuid: str) -> Any:
+    """The NVML handle of the device CUDA calls `device_uuid`: a whole GPU (`GPU-<uuid>`), else a MIG instance."""
+    try:
+        return nvml.nvmlDeviceGetHandleByUUID(f"GPU-{device_uuid}".encode("ascii"))
+    except nvml.NVMLError:
+        return nvml.nvmlDeviceGetHandleByUUID(f"MIG-{device_uuid}".encode("ascii"))
 
 
 class CpuBudgetProbe:

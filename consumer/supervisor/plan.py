@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from consumer.errors import VidgenError
+from consumer.errors import InvalidNodeLayout
 from consumer.settings import Settings
 
 __all__ = ["ChildPlan", "child_environment", "parse_gpus", "plan_children", "select_devices", "visible_devices"]
@@ -21,10 +21,6 @@ _COUNT = re.compile(r"[1-9][0-9]{0,3}")
 _INDEXES = re.compile(r"[0-9]{1,4}(,[0-9]{1,4})+")
 # Children answer only the supervisor, which serves the node's probes and metrics.
 _CHILD_HTTP_HOST = "127.0.0.1"
-
-
-def _invalid(message: str) -> VidgenError:
-    return VidgenError(message, code="invalid_gpu_selection")
 
 
 def parse_gpus(spec: str) -> int | tuple[int, ...] | None:
@@ -38,9 +34,9 @@ def parse_gpus(spec: str) -> int | tuple[int, ...] | None:
     if _INDEXES.fullmatch(text):
         indexes = tuple(int(part) for part in text.split(","))
         if len(set(indexes)) != len(indexes):
-            raise _invalid("--gpus names a GPU twice; each GPU runs one worker")
+            raise InvalidNodeLayout("--gpus names a GPU twice; each GPU runs one worker")
         return indexes
-    raise _invalid(_SPEC_HELP)  # the argument itself is not repeated: it may be anything
+    raise InvalidNodeLayout(_SPEC_HELP)  # the argument itself is not repeated: it may be anything
 
 
 def visible_devices(mask: str | None, count: int) -> tuple[str, ...]:
@@ -58,19 +54,21 @@ def select_devices(
     (`VIDGEN_DEVICE=cpu`, where `--gpus N` means N CPU workers and `visible` is not consulted)."""
     if device == "cpu":
         if not isinstance(request, int):
-            raise _invalid("with VIDGEN_DEVICE=cpu, --gpus takes a count of CPU workers, such as 2")
+            raise InvalidNodeLayout("with VIDGEN_DEVICE=cpu, --gpus takes a count of CPU workers, such as 2")
         return (None,) * request
     if not visible:
-        raise _invalid("no GPU is visible to the supervisor; set VIDGEN_DEVICE=cpu and --gpus N for CPU workers")
+        raise InvalidNodeLayout(
+            "no GPU is visible to the supervisor; set VIDGEN_DEVICE=cpu and --gpus N for CPU workers"
+        )
     if request is None:
         return tuple(visible)
     if isinstance(request, int):
         if request > len(visible):
-            raise _invalid(f"--gpus {request} asks for more GPUs than the {len(visible)} visible")
+            raise InvalidNodeLayout(f"--gpus {request} asks for more GPUs than the {len(visible)} visible")
         return tuple(visible[:request])
     missing = [index for index in request if index >= len(visible)]
     if missing:
-        raise _invalid(f"--gpus names GPU {missing[0]}, but only indexes 0-{len(visible) - 1} are visible")
+        raise InvalidNodeLayout(f"--gpus names GPU {missing[0]}, but only indexes 0-{len(visible) - 1} are visible")
     return tuple(visible[index] for index in request)
 
 

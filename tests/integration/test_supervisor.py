@@ -26,17 +26,6 @@ from tests.support import KafkaClient, http_get, request_body, until
 
 pytestmark = pytest.mark.integration
 
-# The CLI flag is not wired yet: the supervisor runs from a small entry with short restart backoffs.
-_ENTRY = """
-import logging, os, sys
-from consumer.settings import Settings
-from consumer.supervisor import RestartPolicy, SupervisorOptions, run_supervisor
-logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-restarts = RestartPolicy(backoff_s=0.2, startup_attempts=int(sys.argv[2]))
-options = SupervisorOptions(restarts=restarts, probe_interval_s=0.2)
-sys.exit(run_supervisor(Settings(), sys.argv[1], environ=os.environ, options=options))
-"""
-
 
 @dataclass
 class Node:
@@ -64,13 +53,21 @@ def start_node(tmp_path: Path) -> Iterator[Callable[..., Node]]:
 
     def start(settings: Settings, gpus: str = "2", *, startup_attempts: int = 3) -> Node:
         port = free_port()
-        node = settings.model_copy(update={"http_port": port, "device": "cpu", "log_format": "text"})
+        node = settings.model_copy(
+            update={
+                "http_port": port,
+                "device": "cpu",
+                "log_format": "text",
+                "supervisor_restart_backoff_s": 0.2,
+                "supervisor_startup_attempts": startup_attempts,
+            }
+        )
         env = {name: value for name, value in os.environ.items() if not name.startswith("VIDGEN_")}
         env |= node.as_environment() | {"HF_HUB_OFFLINE": "1"}
         log_path = tmp_path / "node.log"
         with log_path.open("wb") as log:
             process = subprocess.Popen(
-                [sys.executable, "-c", _ENTRY, gpus, str(startup_attempts)],
+                [sys.executable, "-m", "consumer", "run", "--gpus", gpus],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
