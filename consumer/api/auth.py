@@ -38,7 +38,7 @@ _CHALLENGE = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
 @dataclass(frozen=True)
 class Caller:
     tenant_id: str
-    kind: Literal["api_key", "jwt"]
+    kind: Literal["api_key", "jwt", "content_link"]  # content_link: consumer.api.content_links
 
 
 class AuthFailure(ApiFailure):

@@ -1,5 +1,6 @@
-"""The API's OpenAPI 3.1 document, built from the pydantic models in `schemas/api.py`. Served at `/openapi.json`
-and checked in as `schemas/openapi.json` (`python -m consumer.api.openapi` rewrites it; a test fails on drift)."""
+"""The API's OpenAPI 3.1 document, built from the pydantic models in `schemas/api.py` (and `schemas/links.py`). Served
+at `/openapi.json` and checked in as `schemas/openapi.json` (`python -m consumer.api.openapi` rewrites it; a test
+fails on drift)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pydantic.json_schema import models_json_schema
 
 from schemas.api import ApiErrorBody, Job, JobList, QueueInfo, VideoSubmission
 from schemas.events import ID_PATTERN
+from schemas.links import ContentLinks
 
 __all__ = ["OPENAPI_PATH", "build_openapi", "render_openapi"]
 
@@ -66,6 +68,7 @@ def build_openapi() -> dict[str, Any]:
             (Job, "serialization"),
             (JobList, "serialization"),
             (QueueInfo, "serialization"),
+            (ContentLinks, "serialization"),
             (ApiErrorBody, "serialization"),
         ],
         ref_template=_REF,
@@ -140,7 +143,21 @@ def build_openapi() -> dict[str, Any]:
                 parameters=[
                     _job_id(),
                     {"name": "variant", "in": "query", "schema": {"type": "string", "enum": ["video", "poster"]}},
+                    {
+                        "name": "token",
+                        "in": "query",
+                        "description": "A content link's token (`POST /v1/videos/{id}/links`), for clients that "
+                        "cannot send the header (a browser's <video>); stands in for the credential on this route.",
+                        "schema": {"type": "string", "maxLength": 200},
+                    },
                 ],
+            )
+        },
+        "/v1/videos/{id}/links": {
+            "post": _operation(
+                "Content links a <video> or <img> can load without a credential header: this job only, a few minutes",
+                _responses({200: {"description": "The links.", "content": _json("ContentLinks")}}, 404, 409),
+                parameters=[_job_id()],
             )
         },
         "/v1/videos/{id}/events": {

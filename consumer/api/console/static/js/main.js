@@ -1,0 +1,185 @@
+// The console's start: sign in (the key or token stays in this tab's sessionStorage), then the form, the job list
+// driven by event streams, the queue panel and the detail dialog.
+
+import {Api, ApiError, fetchJson} from "./api.js";
+import {Detail} from "./detail.js";
+import {$, say, show} from "./dom.js";
+import {SubmitForm} from "./form.js";
+import {JobList} from "./jobs.js";
+import {QueuePanel} from "./queue.js";
+import * as session from "./session.js";
+import {isTerminal, Streams} from "./streams.js";
+
+class Console {
+  constructor(config) {
+    this.config = config;
+    this.api = null;
+    this.streams = null;
+    this.queue = null;
+    this.after = null;
+    this.jobs = new JobList({onOpen: (job) => this.detail.open(job), onCancel: (job) => this.cancel(job)});
+    this.detail = new Detail({
+      api: {links: (id) => this.api.links(id)},
+      onAgain: (job) => this.again(job),
+      onCancel: (job) => this.cancel(job),
+    });
+    this.form = new SubmitForm({
+      schema: config.submission,
+      imageLimits: config.image,
+      onSubmit: (data) => this.submit(data),
+    });
+    $("signin-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      this.signIn($("signin-key").value.trim());
+    });
+    $("signout").addEventListener("click", () => this.signOut());
+    $("refresh").addEventListener("click", () => this.load());
+    $("more").addEventListener("click", () => this.load(this.after));
+    document.addEventListener("visibilitychange", () => {
+      if (document.visibilityState === "visible" && this.api) this.load();
+    });
+  }
+
+  async start() {
+    const saved = session.credential();
+    if (saved) await this.signIn(saved);
+    else this.showSignIn();
+  }
+
+  showSignIn(message = "") {
+    show($("app"), false);
+    show($("signout"), false);
+    show($("signin"), true);
+    say($("signin-error"), message);
+    $("signin-key").focus();
+  }
+
+  // A credential is accepted when the API answers a call made with it.
+  async signIn(credential) {
+    say($("signin-error"), "");
+    if (!credential) return this.showSignIn("Paste an API key or a token first.");
+    const api = new Api(credential, (error) => this.expired(error));
+    try {
+      await api.queue();
+    } catch (error) {
+      if (!(error instanceof ApiError)) throw error;
+      session.forget();
+      const text = error.status === 401 ? `That key or token was not accepted: ${error.message}.`
+        : `Cannot sign in now: ${error.describe()}`;
+      $("signin-key").setAttribute("aria-invalid", "true");
+      return this.showSignIn(text);
+    }
+    session.remember(credential);
+    $("signin-key").value = "";
+    $("signin-key").removeAttribute("aria-invalid");
+    this.api = api;
+    this.streams = new Streams(api, (job) => this.changed(job), (id, error) => this.streamFailed(id, error));
+    this.queue = new QueuePanel(api, (estimate) => this.jobs.setEstimate(estimate));
+    show($("signin"), false);
+    show($("app"), true);
+    show($("signout"), true);
+    this.queue.start();
+    await this.load();
+    $("prompt").focus();
+  }
+
+  signOut(message = "") {
+    this.streams?.stopAll();
+    this.queue?.stop();
+    this.api = null;
+    session.forget();
+    if ($("detail").open) $("detail").close();
+    this.jobs.clear();
+    this.showSignIn(message);
+  }
+
+  expired(error) {
+    if (this.api) this.signOut(`Signed out: the API no longer accepts this key or token (${error.message}).`);
+  }
+
+  // The first page (after = null) replaces the list; "Show older" appends the next page.
+  async load(after = null) {
+    try {
+      const page = await this.api.list(after);
+      if (after === null) this.jobs.clear();
+      say($("jobs-error"), "");
+      for (const job of page.data) {
+        this.jobs.put(job);
+        if (!isTerminal(job)) this.streams.follow(job.id);
+      }
+      this.jobs.empty();
+      this.after = page.has_more && page.data.length > 0 ? page.data[page.data.length - 1].id : null;
+      show($("more"), this.after !== null);
+    } catch (error) {
+      if (!(error instanceof ApiError)) throw error;
+      if (error.status !== 401) say($("jobs-error"), `The list cannot be loaded: ${error.describe()}`);
+    }
+  }
+
+  changed(job) {
+    this.jobs.put(job, {atTop: true});
+    this.detail.update(job);
+    if (isTerminal(job)) this.queue.refresh();
+  }
+
+  streamFailed(id, error) {
+    if (error.status !== 401) say($("jobs-error"), `Updates for a job stopped: ${error.describe()}`);
+  }
+
+  async submit(data) {
+    const {job, trace} = await this.api.submit(data);
+    session.rememberTrace(job.id, trace);
+    this.accepted(job);
+  }
+
+  accepted(job) {
+    this.jobs.put(job, {atTop: true});
+    this.jobs.highlight(job.id);
+    this.streams.follow(job.id);
+    this.queue.refresh();
+  }
+
+  // The same parameters (the photo included: it is already in the tenant's folder) with another seed.
+  async again(job) {
+    const body = {...job.request};
+    delete body.deadline;  // it may have passed
+    const seeds = new Uint32Array(1);
+    do crypto.getRandomValues(seeds); while (seeds[0] === body.seed);
+    body.seed = seeds[0];
+    try {
+      const {job: next, trace} = await this.api.submit(body);
+      session.rememberTrace(next.id, trace);
+      $("detail").close();
+      this.accepted(next);
+    } catch (error) {
+      if (!(error instanceof ApiError)) throw error;
+      this.detail.message(`Not accepted: ${error.describe()}`);
+    }
+  }
+
+  async cancel(job) {
+    try {
+      const answer = await this.api.cancel(job.id);
+      this.jobs.put({...answer, cancel_requested_at: answer.cancel_requested_at ?? new Date().toISOString()});
+      this.detail.update(this.jobs.job(job.id));
+      this.queue.refresh();
+    } catch (error) {
+      if (!(error instanceof ApiError)) throw error;
+      say($("jobs-error"), `The job was not cancelled: ${error.describe()}`);
+    }
+  }
+}
+
+async function main() {
+  let config;
+  try {
+    const [limits, openapi] = await Promise.all([fetchJson("/console/config.json"), fetchJson("/openapi.json")]);
+    config = {image: limits.image, submission: openapi.components.schemas.VideoSubmission};
+  } catch (error) {
+    say($("signin-error"), `The console cannot start: ${error.message}`);
+    return;
+  }
+  await new Console(config).start();
+}
+
+main();
