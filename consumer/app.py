@@ -194,7 +194,7 @@ def _worker(
     probe: MemoryProbe | None,
 ) -> Worker:
     """The worker and the collaborators it is built from."""
-    identity = Identity(worker_id=settings.worker_id, model=settings.model)
+    identity = Identity(worker_id=settings.worker_id, model=settings.model, degraded=renderer.degraded)
     pipeline = JobPipeline(
         settings=settings,
         store=store,
@@ -261,13 +261,13 @@ def _start_images(settings: Settings, store: ObjectStore) -> StartImageSource:
 def _memory_gate(
     settings: Settings, renderer: Renderer, probe: MemoryProbe | None, metrics: Metrics
 ) -> MemoryGate | None:
-    """Admission by device memory; None where nothing measures memory (the stand-in). Built once the model is
-    loaded: a CPU worker's default budget starts from what the process holds then."""
+    """Admission by device memory; None where nothing measures memory (the stand-in, the template renderer). Built
+    once the model is loaded: a CPU worker's default budget starts from what the process holds then."""
     allowed = supported_modes(renderer.device.type)
     forced = None if settings.memory_mode == "auto" else MemoryMode(settings.memory_mode)
     if forced is not None and forced not in allowed:
         raise ModeUnsupported(f"VIDGEN_MEMORY_MODE={forced.value} cannot run on {renderer.device}")
-    if settings.model == "standin":
+    if settings.model in ("standin", "template"):  # no weights, nothing to estimate (template: a few frames' worth)
         return None
     return MemoryGate(
         probe or _default_probe(settings, renderer),

@@ -49,6 +49,11 @@ class Settings(BaseSettings):
         description="Requests whose in-process retries ran out, and requests their tenant's quota deferred, wait "
         "here for a later try.",
     )
+    template_topic: str = Field(
+        "video.requests.template",
+        description="Requests topic of the template pool (workers with `VIDGEN_MODEL=template`), where the job API "
+        "and the product hook route requests they degrade.",
+    )
     progress_topic: str = Field("video.progress", description="Where progress events go when enabled.")
     progress_events: bool = Field(
         True, description="Publish `started` and `progress` events per request (the job API shows them)."
@@ -178,7 +183,9 @@ class Settings(BaseSettings):
     # Rendering
     model: str = Field(
         "tiny",
-        description="`tiny`, a local diffusers folder of EasyAnimate V5.1 InP, a Hugging Face id, or `standin`.",
+        description="`tiny`, a local diffusers folder of EasyAnimate V5.1 InP, a Hugging Face id, `template` (no "
+        "model: a Ken Burns move over the start image or a title card, on a CPU; results say `degraded: true`), or "
+        "`standin`.",
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="`auto`: CUDA when torch sees a GPU.")
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(

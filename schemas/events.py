@@ -172,7 +172,14 @@ class VideoResult(BaseModel):
     timings: Timings
     attempt: int = Field(1, ge=1, description="How many attempts this result took.")
     worker_id: str
-    model: str = Field(description="Checkpoint id or path, or `tiny`.")
+    model: str = Field(description="Checkpoint id or path, `tiny`, or `template`.")
+    degraded: bool = Field(
+        False,
+        description="True when the video is the simpler kind: rendered by the template renderer (`model` is "
+        "`template`: a slow zoom over the start image, or a title card of the prompt) instead of the diffusion "
+        "model, as the job API and the product hook route requests when the GPU pool is busy or down. Set from the "
+        "worker's renderer, never from the request.",
+    )
     memory_mode: str | None = Field(
         None,
         description="How the render held the model: resident, vae_tiling, model_offload or sequential_offload "

@@ -19,10 +19,12 @@ __all__ = ["Identity", "StageTimes", "completed", "failed", "not_started", "reje
 
 @dataclass(frozen=True)
 class Identity:
-    """Who answers: stamped on every result."""
+    """Who answers: stamped on every result. `degraded`: the worker renders the simpler kind of video (the template
+    renderer), known from the loaded pipeline, never from anything a request carries."""
 
     worker_id: str
     model: str
+    degraded: bool = False
 
 
 @dataclass
@@ -75,6 +77,7 @@ def completed(
         attempt=attempt,
         worker_id=identity.worker_id,
         model=identity.model,
+        degraded=identity.degraded,
     )
 
 
@@ -97,6 +100,7 @@ def failed(
         attempt=attempt,
         worker_id=identity.worker_id,
         model=identity.model,
+        degraded=identity.degraded,
     )
 
 
@@ -110,6 +114,7 @@ def rejected(rejection: Rejection, *, received_at: datetime, identity: Identity)
         timings=not_started(received_at),
         worker_id=identity.worker_id,
         model=identity.model,
+        degraded=identity.degraded,
     )
 
 
@@ -126,6 +131,7 @@ def undeliverable(result: VideoResult, refusal: PublishRefused) -> VideoResult:
         attempt=result.attempt,
         worker_id=result.worker_id,
         model=result.model,
+        degraded=result.degraded,
     )
 
 

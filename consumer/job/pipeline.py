@@ -202,7 +202,8 @@ class JobPipeline:
             memory_bytes=self._settings.image_decode_memory_bytes,
             cpu_s=self._settings.image_decode_cpu_s,
         )
-        return decode_in_sandbox(data, width, height, limits)
+        # At the renderer's source size: the frame's, or larger for the template renderer, which resamples it itself.
+        return decode_in_sandbox(data, *self._renderer.source_size(width, height), limits)
 
     async def _render(
         self,

@@ -1,4 +1,5 @@
-"""Load the EasyAnimate V5.1 inpaint pipeline from `tiny`, a local diffusers folder, or a Hugging Face id."""
+"""Load the EasyAnimate V5.1 inpaint pipeline from `tiny`, a local diffusers folder, or a Hugging Face id; or one of
+the pipelines without weights: `template` (consumer/render/template.py) and `standin` (benchmarks, fault tests)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from consumer.errors import ModelUnavailable
 from consumer.render.fp8 import check_fp8, quantize_fp8
 from consumer.render.standin import StandInPipeline
 from consumer.render.step_cache import apply_step_cache
+from consumer.render.template import TemplatePipeline
 from consumer.render.tiny import build_tiny_pipeline
 
 __all__ = ["load_pipeline", "resolve_device", "resolve_dtype"]
@@ -19,6 +21,7 @@ __all__ = ["load_pipeline", "resolve_device", "resolve_dtype"]
 log = logging.getLogger(__name__)
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+_NO_WEIGHTS = ("standin", "template")  # no transformer: FP8, step caching and compilation do not apply
 
 
 def resolve_device(setting: str) -> torch.device:
@@ -50,10 +53,13 @@ def load_pipeline(
 
     `step_cache_threshold` > 0 turns on step caching (consumer/render/step_cache.py) and `fp8` FP8 matmuls
     (consumer/render/fp8.py); both change the output. FP8 is checked against the device before anything loads."""
-    if fp8 and model != "standin":
+    weights = model not in _NO_WEIGHTS
+    if fp8 and weights:
         check_fp8(device, dtype)
     if model == "standin":
         pipeline: Any = StandInPipeline(standin_render_s)
+    elif model == "template":
+        pipeline = TemplatePipeline()
     elif model == "tiny":
         pipeline = build_tiny_pipeline()  # float32, like any CPU render
         if dtype != torch.float32:
@@ -69,11 +75,11 @@ def load_pipeline(
             ) from exc
     pipeline.to(device)
     pipeline.set_progress_bar_config(disable=True)
-    if fp8 and model != "standin":
+    if fp8 and weights:
         quantize_fp8(pipeline.transformer)
-    if step_cache_threshold > 0 and model != "standin":
+    if step_cache_threshold > 0 and weights:
         apply_step_cache(pipeline, step_cache_threshold)
-    if compile_backend is not None and model != "standin":
+    if compile_backend is not None and weights:
         # Compiled lazily on the first call per input shape: the renderer's warm-up pays that before requests.
         pipeline.transformer = torch.compile(pipeline.transformer, backend=compile_backend)
     log.info("model loaded", extra={"model": model, "device": str(device), "dtype": str(dtype)})

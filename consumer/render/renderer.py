@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 RendererState = Literal["starting", "ready", "busy", "failed"]
 ProgressFn = Callable[[int, int], None]
 _Frames = TypeVar("_Frames", NDArray[np.float32], NDArray[np.uint8])
+_Inputs = tuple[torch.Tensor, torch.Tensor, Image.Image | None]  # start video, its mask, the start image
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,17 @@ class Renderer:
         await self.render(spec, None, timeout_s=3_600)
         log.info("warm-up render %dx%dx%d took %.1fs", width, height, num_frames, time.monotonic() - started)
 
+    @property
+    def degraded(self) -> bool:
+        """Whether the loaded pipeline renders the simpler kind of video (the template renderer); results say so."""
+        return bool(getattr(self._pipeline, "degraded", False))
+
+    def source_size(self, width: int, height: int) -> tuple[int, int]:
+        """The size to decode a start image at: the frame's, or larger for a pipeline that resamples it itself
+        (it declares `source_size` and is passed the image as `source_image`)."""
+        wanted = getattr(self._pipeline, "source_size", None)
+        return (width, height) if wanted is None else wanted(width, height)
+
     def profile(self) -> ModelMemoryProfile:
         """Weights and dimensions of the loaded pipeline, for memory estimates."""
         return profile_pipeline(self._pipeline)
@@ -190,7 +202,7 @@ class Renderer:
                 functools.partial(
                     self._render_sync,
                     spec,
-                    inputs,
+                    (*inputs, image),
                     deadline=time.monotonic() + timeout_s,
                     abandon=abandon,
                     progress=progress,
@@ -212,7 +224,7 @@ class Renderer:
     def _render_sync(
         self,
         spec: RenderSpec,
-        inputs: tuple[torch.Tensor, torch.Tensor],
+        inputs: _Inputs,
         *,
         deadline: float,
         abandon: threading.Event,
@@ -243,13 +255,15 @@ class Renderer:
     def _denoise(
         self,
         spec: RenderSpec,
-        inputs: tuple[torch.Tensor, torch.Tensor],
+        inputs: _Inputs,
         *,
         deadline: float,
         abandon: threading.Event,
         progress: ProgressFn,
     ) -> NDArray[np.float32]:
-        video, mask = inputs
+        video, mask, image = inputs
+        # A pipeline that resamples the start image itself gets it at the size it asked for (`source_size`).
+        source = {"source_image": image} if hasattr(self._pipeline, "source_size") else {}
 
         def on_step_end(_pipe: Any, step: int, _t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
             if abandon.is_set():
@@ -276,6 +290,7 @@ class Renderer:
                     generator=torch.Generator(device="cpu").manual_seed(spec.seed),
                     output_type="np",
                     callback_on_step_end=on_step_end,
+                    **source,
                 )
         except (VidgenError, _RenderStopped, torch.OutOfMemoryError):
             raise

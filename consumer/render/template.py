@@ -138,8 +138,10 @@ def title_words(prompt: str, drawable: Callable[[str], bool] | None = None) -> l
 
 
 class TemplatePipeline:
-    """A renderer pipeline with no model: load it once like any other, call it like a diffusers pipeline."""
+    """A renderer pipeline with no model: load it once like any other, call it like a diffusers pipeline. Its videos
+    are the simpler kind: `degraded` makes the worker's results say so (`model: "template"`, `degraded: true`)."""
 
+    degraded = True
     source_size = staticmethod(source_size)
 
     def to(self, *_: Any, **__: Any) -> TemplatePipeline:

@@ -1,0 +1,124 @@
+"""The template pool against the real broker and S3 server: a worker with `VIDGEN_MODEL=template` (no diffusion
+model) on a requests topic and consumer group of its own answers like any worker, with `model: "template"` and
+`degraded: true`, and a template video never answers a request for the real model (nor the other way round)."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import aiohttp
+import av
+import numpy as np
+import torch
+from PIL import Image
+
+from consumer.core.keys import upload_key
+from consumer.dev.demo import product_image
+from consumer.job.image_decoding import fit_image
+from consumer.kafka.clients import ensure_topics, worker_topics
+from consumer.render.loader import load_pipeline
+from consumer.render.renderer import Renderer
+from consumer.settings import Settings
+from consumer.storage import ObjectStore
+from tests.support import KafkaClient, request_body
+
+
+def template_pool(settings: Settings) -> Settings:
+    """A template worker's settings beside `settings`' GPU pool: the template topic, a group and retry topic of its
+    own (a shared retry topic would hand its retries to the GPU pool), the same results topic and bucket."""
+    return settings.model_copy(
+        update={
+            "model": "template",
+            "requests_topic": settings.template_topic,
+            "consumer_group": f"{settings.consumer_group}.template",
+            "retry_topic": f"{settings.retry_topic}.template",
+            "worker_id": f"{settings.worker_id}-template",
+        }
+    )
+
+
+async def _fetch(url: str) -> bytes:
+    async with aiohttp.ClientSession() as http, http.get(url) as response:
+        assert response.status == 200, await response.text()
+        return await response.read()
+
+
+def _frames(mp4: bytes) -> np.ndarray[Any, np.dtype[np.uint8]]:
+    with av.open(io.BytesIO(mp4)) as container:
+        return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
+
+
+def _psnr(a: np.ndarray[Any, Any], b: np.ndarray[Any, Any]) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return 10 * np.log10(255**2 / mse) if mse else float("inf")
+
+
+def _template_renderer() -> Renderer:
+    return Renderer(lambda: load_pipeline("template", device=torch.device("cpu"), dtype=torch.float32))
+
+
+async def test_a_template_worker_answers_with_a_degraded_ken_burns_video(
+    settings: Settings, store: ObjectStore, start_worker
+) -> None:
+    pool = template_pool(settings)
+    renderer = _template_renderer()
+    try:
+        await start_worker(pool, renderer=renderer)
+        shoe = product_image(640, 480)
+        key = upload_key(shoe, "shoe.png", prefix=settings.s3_key_prefix, tenant_id="shop-1")
+        await store.put(key, shoe, content_type="image/png", metadata={})
+        body = request_body(image_url=f"s3://{settings.s3_bucket}/{key}", num_frames=9, num_inference_steps=30)
+        client = KafkaClient(pool)
+        await client.start()
+        try:
+            await client.send(body)
+            result = (await client.results(1))[body["request_id"]]
+        finally:
+            await client.stop()
+    finally:
+        renderer.close()
+
+    assert result.status == "completed", result.error
+    assert (result.model, result.degraded, result.cache_hit) == ("template", True, False)
+    assert result.memory_mode is None  # no model, no memory modes
+    assert result.video is not None
+    frames = _frames(await _fetch(result.video.url))
+    assert frames.shape == (9, 256, 256, 3)
+    start = np.asarray(fit_image(Image.open(io.BytesIO(shoe)).convert("RGB"), 256, 256))
+    assert _psnr(frames[0], start) > 30  # the first frame is the start image's centred crop
+    assert all(np.abs(frames[i].astype(int) - frames[i - 1]).mean() > 0.1 for i in range(1, 9))  # it moves
+
+
+async def test_template_and_model_videos_never_answer_each_other(
+    settings: Settings, kafka: KafkaClient, start_worker
+) -> None:
+    """Identical content on both pools: each pool renders its own video once and answers repeats from its own
+    cache, never from the other's (the model is part of the cache key)."""
+    pool = template_pool(settings)
+    await ensure_topics(pool, worker_topics(pool))
+    renderer = _template_renderer()
+    template_client = KafkaClient(pool)
+    await template_client.start()
+    try:
+        await start_worker(pool, renderer=renderer)
+        await start_worker(settings)
+        same = request_body(prompt="a blue mug on a wooden shelf")
+        ids = {name: f"{same['request_id']}-{name}" for name in ("template-1", "tiny-1", "template-2", "tiny-2")}
+        results = {}
+        for count, (name, request_id) in enumerate(ids.items(), start=1):
+            client = template_client if name.startswith("template") else kafka
+            await client.send({**same, "request_id": request_id})
+            results[name] = (await kafka.results(count))[request_id]  # one at a time: each sees the last's upload
+    finally:
+        await template_client.stop()
+        renderer.close()
+
+    for name, result in results.items():
+        assert result.status == "completed", (name, result.error)
+        assert result.model == ("template" if name.startswith("template") else "tiny")
+        assert result.degraded is name.startswith("template")
+    assert (results["template-1"].cache_hit, results["tiny-1"].cache_hit) == (False, False)
+    assert (results["template-2"].cache_hit, results["tiny-2"].cache_hit) == (True, True)
+    uris = {name: result.video.uri for name, result in results.items() if result.video is not None}
+    assert uris["template-1"] == uris["template-2"] != uris["tiny-1"] == uris["tiny-2"]
