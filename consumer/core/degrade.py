@@ -1,0 +1,84 @@
+"""Graceful degradation at the edge: where a new request goes when the GPU pool cannot take it. Pure.
+
+The job API and the product hook ask `route` before publishing. A request goes to the template pool's topic
+(workers with `VIDGEN_MODEL=template`: a simpler video within seconds, marked `degraded`) instead of the GPU pool's
+when its fallback allows it and either
+
+- `busy`: the GPU pool's queue is past its bound (what the job API answers `503` for), or
+- `pool_down`: no GPU worker has shown activity for a while although requests are waiting for one (`pool_down`).
+
+Without the fallback a busy request is refused (`503`, try later) and a request for a pool that is down is queued
+all the same (it is answered once a worker returns).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal, get_args
+
+__all__ = [
+    "DEGRADED_REASONS",
+    "DegradedReason",
+    "Fallback",
+    "PoolActivity",
+    "Route",
+    "choose_fallback",
+    "pool_down",
+    "route",
+]
+
+Fallback = Literal["template", "none"]
+DegradedReason = Literal["busy", "pool_down"]
+DEGRADED_REASONS: frozenset[str] = frozenset(get_args(DegradedReason))
+Route = Literal["gpu", "refuse"] | DegradedReason
+"""`gpu`: the GPU pool's topic; `refuse`: answer 503; a reason: the template pool's topic, degraded for it."""
+
+
+def choose_fallback(requested: Fallback | None, tenant: Fallback | None, default: Fallback) -> Fallback:
+    """The request's own choice, else its tenant's, else the service default."""
+    if requested is not None:
+        return requested
+    return tenant if tenant is not None else default
+
+
+def pool_down(*, last_active: datetime | None, waiting_since: datetime | None, now: datetime, after_s: float) -> bool:
+    """True when requests wait for the GPU pool (`waiting_since`: when the oldest still waiting arrived; None: none
+    waits) and for `after_s` no GPU worker has shown activity (`last_active`; None: none ever seen). A pool that
+    scales to zero is not down until its first request has waited `after_s`."""
+    if waiting_since is None:
+        return False
+    quiet_since = waiting_since if last_active is None else max(last_active, waiting_since)
+    return (now - quiet_since).total_seconds() >= after_s
+
+
+def route(*, busy: bool, down: bool, fallback: Fallback, template_full: bool = False) -> Route:
+    """Where a new request goes. A template pool whose own queue is full (`template_full`) takes nothing more."""
+    if fallback == "template" and not template_full:
+        if down:
+            return "pool_down"
+        if busy:
+            return "busy"
+    return "refuse" if busy else "gpu"
+
+
+@dataclass
+class PoolActivity:
+    """The GPU pool seen from outside, through its consumer group's committed offsets (the product hook's view):
+    `observe` a sample now and then; the committed total moving means a worker answered something.
+
+    `last_active`: when the committed total last moved (None until it does). `waiting_since`: since when requests
+    have been waiting (uncommitted) without a break (None while nothing waits)."""
+
+    last_active: datetime | None = None
+    waiting_since: datetime | None = None
+    _committed: int | None = None
+
+    def observe(self, *, committed: int, waiting: int, now: datetime) -> None:
+        if self._committed is not None and committed != self._committed:
+            self.last_active = now
+        self._committed = committed
+        if waiting <= 0:
+            self.waiting_since = None
+        elif self.waiting_since is None:
+            self.waiting_since = now
