@@ -14,6 +14,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstrai
 __all__ = [
     "ID_PATTERN",
     "ErrorInfo",
+    "Priority",
     "ResultStatus",
     "Timings",
     "VideoControl",
@@ -33,6 +34,7 @@ MetadataValue = Annotated[str, StringConstraints(max_length=512)]
 Metadata = Annotated[dict[MetadataKey, MetadataValue], Field(max_length=32)]
 Dimension = Annotated[int, Field(ge=256, le=1024, multiple_of=16)]
 ResultStatus = Literal["completed", "failed", "rejected"]
+Priority = Literal["interactive", "bulk"]
 
 
 class VideoRequest(BaseModel):
@@ -76,6 +78,13 @@ class VideoRequest(BaseModel):
         None,
         description="ISO 8601 with a UTC offset. If the request has not started rendering by then it fails with "
         "`expired` without rendering or uploading anything; a render already running is not stopped by it.",
+    )
+    priority: Priority | None = Field(
+        None,
+        description="`bulk`: a backfill or catalog import, published to `video.requests.bulk`; workers render bulk "
+        "requests while no interactive one waits for them, and at least a set share of renders "
+        "(`VIDGEN_BULK_MIN_SHARE`) while both wait. Absent or `interactive`: someone waits for the video. A bulk "
+        "request found on `video.requests` is still served, as bulk.",
     )
 
 

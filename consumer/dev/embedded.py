@@ -98,6 +98,7 @@ def isolated_settings(bootstrap: str, s3_endpoint: str, run: str, **overrides: A
         s3_bucket=f"vidgen-{run}".lower(),
         s3_create_bucket=True,
         requests_topic=f"{run}.requests",
+        bulk_topic=f"{run}.requests.bulk",
         results_topic=f"{run}.results",
         dlq_topic=f"{run}.dlq",
         retry_topic=f"{run}.retry",
