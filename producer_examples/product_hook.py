@@ -39,7 +39,7 @@ from producer_examples.products import DEFAULT_TEMPLATE, ProductCreated, build_r
 from producer_examples.publishing import RequestPublisher
 from producer_examples.signing import SIGNATURE_HEADER, SignatureError, verify
 from producer_examples.telemetry import make_tracer_provider
-from schemas.events import VideoRequest
+from schemas.events import Priority, VideoRequest
 
 __all__ = ["GUARD", "ROUTE", "HookSettings", "main", "make_app", "serve"]
 
@@ -71,6 +71,11 @@ class HookSettings(BaseSettings):
     templates: dict[str, str] = Field(default_factory=dict, description="JSON map shop_id -> prompt template.")
     default_template: str = DEFAULT_TEMPLATE
     rate_per_s: float = Field(1.0, gt=0, description="Requests per second a shop may sustain.")
+    priority: Priority = Field(
+        "bulk",
+        description="Lane of the hook's requests: a product-created webhook is a catalog import that nobody watches "
+        "render, so `bulk` (published to `video.requests.bulk`, rendered while no interactive request waits).",
+    )
     burst: int = Field(10, ge=1, description="Requests a shop may send at once.")
     width: int = Field(512, ge=256, le=1024, multiple_of=16)
     height: int = Field(512, ge=256, le=1024, multiple_of=16)
@@ -179,6 +184,7 @@ class _Hook:
         except VidgenError as exc:  # what the worker would reject the request with, told to the shop now
             log.info("webhook refused: %s on %s", exc.code, exc.field or "the request")
             field = {"field": exc.field or "(request)", "message": exc.message, "type": exc.code}
+                priority=self._hook.priority,
             return web.json_response({"error": "invalid_payload", "fields": [field]}, status=422)
         if video_request.request_id in self._recent:
             return web.json_response({"request_id": video_request.request_id, "duplicate": True}, status=202)
@@ -224,10 +230,10 @@ def make_app(
 
     async def kafka_producer(_: web.Application) -> AsyncIterator[None]:
         if settings.create_topics:
-            await ensure_topics(settings, [settings.requests_topic])
+            await ensure_topics(settings, [settings.requests_topic, settings.bulk_topic])
         producer = make_producer(settings)
         await producer.start()
-        state.publisher = RequestPublisher(producer, topic=settings.requests_topic, tracer=tracer)
+        state.publisher = RequestPublisher(producer, settings=settings, tracer=tracer)
         try:
             yield
         finally:

@@ -24,7 +24,7 @@ from consumer.core.intake import DeadLetter, Rejection, parse_request
 from consumer.core.moderation import ContentPolicy
 from consumer.core.sanitize import clean_text
 from consumer.errors import ContentPolicyViolation, InvalidRequest, UnsafeText
-from schemas.events import ID_PATTERN, VideoRequest
+from schemas.events import ID_PATTERN, Priority, VideoRequest
 
 __all__ = [
     "DEFAULT_TEMPLATE",
@@ -167,6 +167,7 @@ def build_request(
     template: str,
     render: Mapping[str, Any],
     id_key: bytes,
+    priority: Priority | None = None,
     policy: ContentPolicy,
     max_record_bytes: int,
 ) -> VideoRequest:
@@ -183,6 +184,7 @@ def build_request(
         "metadata": {"product_id": product.product_id, "source": "product-created-hook"},
         **content,
     }
+        "priority": priority,  # not in the id either: the lane changes when, not what, is rendered
     outcome = parse_request(json.dumps(record, ensure_ascii=False).encode("utf-8"), max_bytes=max_record_bytes)
     if isinstance(outcome, DeadLetter):  # only a record over the worker's size limit gets here
         raise InvalidRequest(outcome.message, code=outcome.code)

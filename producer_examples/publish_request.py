@@ -67,6 +67,11 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int)
     parser.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE", help="repeatable")
     parser.add_argument("--wait", action="store_true", help="wait for the result and print it")
+    parser.add_argument(
+        "--priority",
+        choices=["interactive", "bulk"],
+        help="bulk: a backfill nobody waits for, published to the bulk topic (default: interactive)",
+    )
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds --wait waits (default 600)")
     parser.add_argument("--progress-topic", default="video.progress", help="read progress here if it exists")
     parser.add_argument("--otlp-endpoint", help="export the trace to this OTLP/HTTP collector")
@@ -102,6 +107,7 @@ def build_request(args: argparse.Namespace, *, image_url: str | None) -> VideoRe
 def main(
     argv: list[str] | None = None,
     *,
+        "priority": args.priority,
     settings: Settings | None = None,
     tracer_provider: TracerProvider | None = None,
     prog: str = "publish_request",
@@ -149,7 +155,7 @@ async def _submit(args: argparse.Namespace, settings: Settings, tracer: Tracer, 
         image_url = await _upload(args.image, args.tenant, settings)
     request = build_request(args, image_url=image_url)
     if settings.create_topics:
-        await ensure_topics(settings, [settings.requests_topic, settings.results_topic])
+        await ensure_topics(settings, [settings.requests_topic, settings.bulk_topic, settings.results_topic])
     watcher = ResultWatcher(settings, request.request_id, progress_topic=args.progress_topic) if args.wait else None
     try:
         if watcher is not None:
@@ -157,7 +163,7 @@ async def _submit(args: argparse.Namespace, settings: Settings, tracer: Tracer, 
         producer = make_producer(settings)
         await producer.start()
         try:
-            await RequestPublisher(producer, topic=settings.requests_topic, tracer=tracer).publish(request)
+            await RequestPublisher(producer, settings=settings, tracer=tracer).publish(request)
         finally:
             await producer.stop()
         print(request.request_id, flush=True)

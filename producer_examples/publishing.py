@@ -9,6 +9,8 @@ from aiokafka import AIOKafkaProducer
 from opentelemetry.trace import SpanKind, Tracer
 
 from consumer.core.job import Headers
+from consumer.core.lanes import topic_for
+from consumer.settings import Settings
 from consumer.telemetry.tracing import inject_headers, messaging_attributes
 from schemas.events import VideoRequest
 
@@ -18,36 +20,39 @@ log = logging.getLogger(__name__)
 
 
 class RequestPublisher:
-    """Sends VideoRequests to the requests topic, keyed by request_id, and waits for the broker's ack."""
+    """Sends VideoRequests to the requests topic of their lane (`video.requests`, or `video.requests.bulk` for
+    `priority: bulk`), keyed by request_id, and waits for the broker's ack."""
 
-    def __init__(self, producer: AIOKafkaProducer, *, topic: str, tracer: Tracer) -> None:
+    def __init__(self, producer: AIOKafkaProducer, *, settings: Settings, tracer: Tracer) -> None:
         self._producer = producer
-        self._topic = topic
+        self._settings = settings
         self._tracer = tracer
 
     async def publish(self, request: VideoRequest, *, extra_headers: Sequence[tuple[str, bytes]] = ()) -> Headers:
         """Publish one request; returns the headers sent (traceparent included)."""
-        with self._tracer.start_as_current_span(f"send {self._topic}", kind=SpanKind.PRODUCER) as span:
-            span.set_attributes(messaging_attributes("send", self._topic, key=request.request_id))
+        settings = self._settings
+        topic = topic_for(request.priority, requests_topic=settings.requests_topic, bulk_topic=settings.bulk_topic)
+        with self._tracer.start_as_current_span(f"send {topic}", kind=SpanKind.PRODUCER) as span:
+            span.set_attributes(messaging_attributes("send", topic, key=request.request_id))
             span.set_attribute("vidgen.tenant_id", request.tenant_id)
             headers = [*extra_headers, *inject_headers()]
             metadata = await self._producer.send_and_wait(
-                self._topic,
+                topic,
                 key=request.request_id.encode("utf-8"),
                 value=request.model_dump_json(exclude_none=True).encode("utf-8"),
                 headers=headers,
             )
             span.set_attributes(
                 messaging_attributes(
-                    "send", self._topic, key=request.request_id, partition=metadata.partition, offset=metadata.offset
+                    "send", topic, key=request.request_id, partition=metadata.partition, offset=metadata.offset
                 )
             )
         log.info(
             "published request %s to %s[%d]@%d",
             request.request_id,
-            self._topic,
+            topic,
             metadata.partition,
             metadata.offset,
-            extra={"request_id": request.request_id, "topic": self._topic},
+            extra={"request_id": request.request_id, "topic": topic},
         )
         return headers

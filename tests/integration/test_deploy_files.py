@@ -166,6 +166,7 @@ def test_one_shot_services_create_every_topic_and_the_bucket() -> None:
     script = " ".join(services["kafka-init"]["command"])
     for topic in (
         "video.requests",
+        "video.requests.bulk",
         "video.requests.retry",
         "video.requests.dlq",
         "video.results",
@@ -464,15 +465,20 @@ def test_custom_resources_are_well_formed(overlay: str) -> None:
     assert scaled["scaleTargetRef"].get("kind", "Deployment") == "Deployment"
     assert 0 <= scaled["minReplicaCount"] <= scaled["maxReplicaCount"] <= _requests_partitions()
     assert isinstance(scaled["cooldownPeriod"], int)
-    [trigger] = scaled["triggers"]
-    assert trigger["type"] == "kafka"
-    metadata = trigger["metadata"]
-    assert all(isinstance(value, str) for value in metadata.values()), "KEDA trigger metadata is string-only"
     config = _config(docs)
-    assert metadata["consumerGroup"] == config.get("VIDGEN_CONSUMER_GROUP", "video-renderers") == "video-renderers"
-    assert metadata["topic"] == config.get("VIDGEN_REQUESTS_TOPIC", "video.requests") == "video.requests"
-    assert metadata["bootstrapServers"] == config["VIDGEN_KAFKA_BOOTSTRAP_SERVERS"]
-    assert int(metadata["lagThreshold"]) >= 1
+    lanes = {
+        config.get("VIDGEN_REQUESTS_TOPIC", "video.requests"),
+        config.get("VIDGEN_BULK_TOPIC", "video.requests.bulk"),
+    }
+    assert lanes == {"video.requests", "video.requests.bulk"}
+    assert {trigger["metadata"]["topic"] for trigger in scaled["triggers"]} == lanes  # lag of both lanes counts
+    for trigger in scaled["triggers"]:
+        assert trigger["type"] == "kafka"
+        metadata = trigger["metadata"]
+        assert all(isinstance(value, str) for value in metadata.values()), "KEDA trigger metadata is string-only"
+        assert metadata["consumerGroup"] == config.get("VIDGEN_CONSUMER_GROUP", "video-renderers") == "video-renderers"
+        assert metadata["bootstrapServers"] == config["VIDGEN_KAFKA_BOOTSTRAP_SERVERS"]
+        assert int(metadata["lagThreshold"]) >= 1
 
     monitor = _one(docs, "ServiceMonitor")["spec"]
     service = _one(docs, "Service")

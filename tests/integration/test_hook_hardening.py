@@ -118,7 +118,7 @@ async def test_products_whose_ids_used_to_collide_get_distinct_ids_and_are_both_
     assert (first.status, first.body["duplicate"]) == (202, False)
     assert (second.status, second.body["duplicate"]) == (202, False), second.body
     assert first.body["request_id"] != second.body["request_id"]
-    records = await kafka.read(settings.requests_topic, 2)
+    records = await kafka.read(settings.bulk_topic, 2)
     published = [VideoRequest.model_validate_json(record.value) for record in records]
     assert {(r.request_id, r.tenant_id, r.metadata["product_id"]) for r in published} == {
         (first.body["request_id"], "acme", "shoes:42"),
@@ -153,7 +153,7 @@ async def test_text_the_worker_would_reject_is_refused_with_422_naming_the_field
         assert "contraband" not in answer.text.lower()
         assert not re.search(r"[\u200b\u202e\u2066\u2069\x00]", json.loads(answer.text)["fields"][0]["message"])
     assert fine.status == 202
-    [record] = await kafka.read(settings.requests_topic, 1)  # only the clean product was published
+    [record] = await kafka.read(settings.bulk_topic, 1)  # only the clean product was published
     assert record.key.decode() == fine.body["request_id"]
 
 
@@ -175,7 +175,7 @@ async def test_long_cjk_and_nfc_growing_descriptions_are_trimmed_so_the_worker_r
         results[answer.body["request_id"]].error for answer in answers
     ]
 
-    records = {r.key.decode(): r for r in await kafka.read(settings.requests_topic, 2)}
+    records = {r.key.decode(): r for r in await kafka.read(settings.bulk_topic, 2)}
     cjk_request = parse_request(records[answers[0].body["request_id"]].value, max_bytes=settings.max_record_bytes)
     assert isinstance(cjk_request, VideoRequest), cjk_request
     prompt = cjk_request.prompt

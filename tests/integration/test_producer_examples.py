@@ -109,19 +109,20 @@ async def test_hook_accepts_a_signed_webhook_and_publishes_a_traced_request(
     assert response.status == 202
     request_id = (await response.json())["request_id"]
 
-    [record] = await kafka.read(settings.requests_topic, 1)
+    [record] = await kafka.read(settings.bulk_topic, 1)  # a catalog import: the bulk lane (VIDGEN_HOOK_PRIORITY)
     assert record.key == request_id.encode()
     request = VideoRequest.model_validate_json(record.value)
     assert (request.request_id, request.tenant_id, request.width) == (request_id, "shop-2", 256)
+    assert request.priority == "bulk"
     assert request.prompt == "Showcase of Red sneaker"  # the shop's own template
     headers = dict(record.headers)
     [server_span] = _by_name(hook.exporter, f"POST {ROUTE}")
-    [producer_span] = _by_name(hook.exporter, f"send {settings.requests_topic}")
+    [producer_span] = _by_name(hook.exporter, f"send {settings.bulk_topic}")
     assert server_span.kind == SpanKind.SERVER and producer_span.kind == SpanKind.PRODUCER
     assert producer_span.parent is not None and producer_span.parent.span_id == server_span.context.span_id
     assert _trace_id(headers["traceparent"]) == f"{server_span.context.trace_id:032x}"
     assert producer_span.attributes is not None
-    assert producer_span.attributes["messaging.destination.name"] == settings.requests_topic
+    assert producer_span.attributes["messaging.destination.name"] == settings.bulk_topic
     assert producer_span.attributes["messaging.kafka.message.key"] == request_id
     assert server_span.attributes is not None and server_span.attributes["http.response.status_code"] == 202
     async with hook.http.get(hook.server.make_url("/healthz")) as health:
@@ -164,7 +165,7 @@ async def test_a_retried_webhook_gets_the_same_request_id_and_is_not_republished
     retried = await (await hook.post(_payload(price="79.00"))).json()  # irrelevant fields may differ
     assert retried == {"request_id": first["request_id"], "duplicate": True}
     other = await (await hook.post(_payload("p-2"))).json()
-    records = await kafka.read(settings.requests_topic, 2)
+    records = await kafka.read(settings.bulk_topic, 2)
     assert sorted(r.key.decode() for r in records) == sorted([first["request_id"], other["request_id"]])
 
 
