@@ -1,4 +1,5 @@
-"""Parsed requests waiting for a slot: per-tenant quotas, handed out round-robin across tenants. Pure."""
+"""Parsed requests waiting for a slot: in two lanes (interactive first, see `consumer/core/lanes.py`), with per-tenant
+quotas, handed out round-robin across tenants. Pure."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ from collections.abc import Collection, Hashable
 
 from consumer.core.clock import Monotonic
 from consumer.core.job import Job
-from consumer.core.quotas import FairQueue, QuotaDecision, TenantQuotas
+from consumer.core.lanes import Lane, LanePolicy, LaneQueue, lane_of
+from consumer.core.quotas import QuotaDecision, TenantQuotas
 from consumer.settings import Settings
 
 __all__ = ["PendingJobs"]
@@ -23,7 +25,8 @@ class PendingJobs:
             max_wait_s=settings.tenant_max_wait_s,
             clock=clock,
         )
-        self._queue: FairQueue[Job] = FairQueue(self.quotas)
+        self._bulk_topic = settings.bulk_topic
+        self._queue: LaneQueue[Job] = LaneQueue(self.quotas, lane=self.lane, policy=LanePolicy(settings.bulk_min_share))
 
     def __len__(self) -> int:
         return len(self._queue)
@@ -40,9 +43,18 @@ class PendingJobs:
     def push(self, job: Job) -> None:
         waited = (job.received_at - job.first_asked_at).total_seconds()
         self._queue.push(job.request.tenant_id, job, since=self.quotas.now() - waited)
+    def lane(self, job: Job) -> Lane:
+        return lane_of(job.request.priority, topic=job.record.topic, bulk_topic=self._bulk_topic)
 
-    def take(self) -> tuple[Job, QuotaDecision] | None:
-        taken = self._queue.take()
+    def waiting(self, lane: Lane) -> int:
+        """Jobs of `lane` in the queue."""
+        return self._queue.waiting(lane)
+
+
+    def take(self, *, bulk_allowed: bool = True) -> tuple[Job, QuotaDecision] | None:
+        """The next job to admit or refuse: interactive first, bulk when it is owed its share or nothing interactive
+        is admissible, and only when `bulk_allowed` (the scheduler has a render slot bulk may hold)."""
+        taken = self._queue.take(bulk_allowed=bulk_allowed)
         return None if taken is None else (taken[1], taken[2])
 
     def overflow(self) -> list[tuple[Job, QuotaDecision]]:

@@ -14,7 +14,7 @@ from consumer.core.pending import PendingJobs
 from consumer.core.retries import Delivery
 from consumer.settings import Settings
 from schemas.events import VideoRequest
-from tests.support import request_body
+from tests.support import consumed, request_body
 
 TP = TopicPartition("video.requests", 0)
 
@@ -23,10 +23,10 @@ TP = TopicPartition("video.requests", 0)
 
 
 def _job(offset: int, tenant: str, *, waiting_since: datetime | None = None) -> Job:
-    request = VideoRequest.model_validate(request_body(f"r{offset}", tenant_id=tenant))
+    body = request_body(f"r{offset}", tenant_id=tenant)
     since = None if waiting_since is None else int(waiting_since.timestamp() * 1000)
-    # The record itself plays no part here: the offset stands in for it.
-    return Job(TP, offset, request, datetime.now(UTC), Delivery(waiting_since_ms=since))
+    record = consumed(TP.topic, TP.partition, offset, body)
+    return Job(TP, record, VideoRequest.model_validate(body), datetime.now(UTC), Delivery(waiting_since_ms=since))
 
 
 def test_max_wait_counts_from_the_first_time_a_request_waited() -> None:
@@ -39,7 +39,7 @@ def test_max_wait_counts_from_the_first_time_a_request_waited() -> None:
     taken = pending.take()
     assert taken is not None
     job, decision = taken
-    assert (job.record, decision.action) == (1, "reject")
+    assert (job.record.offset, decision.action) == (1, "reject")
     assert decision.error("a").code == "rate_limited"
     assert pending.take() is None  # the fresh one waits on
     assert len(pending) == 1
@@ -53,7 +53,7 @@ def test_pending_jobs_give_up_deferred_jobs_soonest_due_first_and_make_room() ->
     for offset in range(4):
         pending.push(_job(offset, "flood"))
     given_up = pending.overflow()
-    assert [(job.record, decision.action) for job, decision in given_up] == [(2, "defer"), (3, "defer")]
+    assert [(job.record.offset, decision.action) for job, decision in given_up] == [(2, "defer"), (3, "defer")]
     waits = [decision.retry_after_s for _, decision in given_up]
     assert waits == pytest.approx([15.0, 20.0], abs=0.1)  # the 3rd and 4th token after the two kept
     assert pending.room == 2
