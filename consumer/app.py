@@ -1,8 +1,9 @@
 """Wire the worker together from settings: S3, HTTP probes, model, Kafka. The one place that owns their lifetimes.
 
 `serve` runs the named steps below in order, each an async context manager on one exit stack, so whatever started
-is stopped in reverse order however the run ends: the S3 client, the probes, the renderer, the producer, then the
-worker itself until it is told to stop (or its model breaks).
+is stopped in reverse order however the run ends: the S3 client, the probes, the producer (first, so brokers that
+refuse it fail the start before a model loads), the renderer, the follower of the control and attempts topics, then
+the worker itself until it is told to stop (or its model breaks).
 """
 
 from __future__ import annotations
@@ -15,17 +16,19 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import BrokerResponseError
 from opentelemetry.trace import Tracer
 
 from consumer.core.moderation import ContentPolicy
 from consumer.core.results import Identity
-from consumer.errors import ModeUnsupported, VidgenError
+from consumer.errors import ModeUnsupported, ProducerUnsupported, VidgenError
 from consumer.job.https_download import FetchPolicy
 from consumer.job.pipeline import JobPipeline
 from consumer.job.runner import JobRunner, ProgressListener, StepFn
 from consumer.job.start_image import S3Sources, StartImageSource
 from consumer.kafka.clients import ensure_topics, make_consumer, make_producer, worker_topics
 from consumer.kafka.consume_loop import Worker
+from consumer.kafka.controls import AttemptLedger, ControlFollower
 from consumer.kafka.progress import ProgressReporter
 from consumer.kafka.publisher import Publisher
 from consumer.memory.admission import SafetyMargin
@@ -80,10 +83,19 @@ async def serve(
         if renderer is None:
             stack.callback(model.close)
         await _prepare_infrastructure(settings, store)
-        await _load(model, settings)
         producer = await stack.enter_async_context(_producer(settings))
+        await _load(model, settings)
+        controls = await stack.enter_async_context(_controls(settings, metrics))
         readiness.worker = _worker(
-            settings, model, store, producer, metrics, tracer=tracer, on_progress=on_progress, probe=memory_probe
+            settings,
+            model,
+            store,
+            producer,
+            metrics,
+            controls=controls,
+            tracer=tracer,
+            on_progress=on_progress,
+            probe=memory_probe,
         )
         await _run_until_stop_or_broken(readiness.worker, model, stop, burst=burst)
     if model.state == "failed":
@@ -175,11 +187,32 @@ async def _load(renderer: Renderer, settings: Settings) -> None:
 @contextlib.asynccontextmanager
 async def _producer(settings: Settings) -> AsyncIterator[AIOKafkaProducer]:
     producer = make_producer(settings)
-    await producer.start()
+    try:
+        await producer.start()
+    except BrokerResponseError as exc:  # past the bootstrap, start() asks the brokers for a producer id, nothing else
+        await producer.stop()
+        if not settings.kafka_enable_idempotence:
+            raise
+        raise ProducerUnsupported(
+            f"the brokers refused an idempotent producer (InitProducerId: {type(exc).__name__}): set "
+            "VIDGEN_KAFKA_ENABLE_IDEMPOTENCE=false where they do not support it (tansu, some managed services), or "
+            "grant the IdempotentWrite permission"
+        ) from exc
     try:
         yield producer
     finally:
         await producer.stop()
+
+
+@contextlib.asynccontextmanager
+async def _controls(settings: Settings, metrics: Metrics) -> AsyncIterator[ControlFollower]:
+    """Cancel commands and crash-guard counts, followed from start-up until the worker has stopped."""
+    follower = ControlFollower(settings, metrics)
+    await follower.start()
+    try:
+        yield follower
+    finally:
+        await follower.stop()
 
 
 def _worker(
@@ -189,6 +222,7 @@ def _worker(
     producer: AIOKafkaProducer,
     metrics: Metrics,
     *,
+    controls: ControlFollower,
     tracer: Tracer | None,
     on_progress: ProgressSink | None,
     probe: MemoryProbe | None,
@@ -215,18 +249,27 @@ def _worker(
     if on_progress is not None:
         progress.append(_SinkProgress(on_progress))
     memory = _memory_gate(settings, renderer, probe, metrics)
+    publisher = Publisher(producer, settings, tracer=tracer)
     runner = JobRunner(
         settings=settings,
-        publisher=Publisher(producer, settings, tracer=tracer),
+        publisher=publisher,
         pipeline=pipeline,
         identity=identity,
         metrics=metrics,
         tracer=tracer,
         memory=memory,
         progress=progress,
+        starts=AttemptLedger(publisher, controls.attempts, settings),
     )
     consumer_factory = functools.partial(make_consumer, settings)
-    return Worker(settings=settings, consumer_factory=consumer_factory, runner=runner, metrics=metrics, memory=memory)
+    return Worker(
+        settings=settings,
+        consumer_factory=consumer_factory,
+        runner=runner,
+        metrics=metrics,
+        memory=memory,
+        controls=controls,
+    )
 
 
 class _SinkProgress:

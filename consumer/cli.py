@@ -1,5 +1,5 @@
-"""`vidgen` command line: `run` (the worker), `demo` (everything embedded, one video), `api` (the job API) and
-`api-key` (its keys)."""
+"""`vidgen` command line: `run` (the worker), `demo` (everything embedded, one video), `api` (the job API),
+`api-key` (its keys), and the client commands `submit`, `watch` and `cancel`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from consumer.errors import VidgenError
@@ -22,15 +23,15 @@ log = logging.getLogger("consumer")
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] in (["submit"], ["watch"]):
+    if argv[:1] in (["submit"], ["watch"], ["cancel"]):
         # Client commands of the producer examples, with their own arguments and exit codes.
+        from producer_examples.cancel_request import cancel_main
         from producer_examples.publish_request import main as submit_main
         from producer_examples.publish_request import watch_main
 
         configure_logging(fmt="text", level="WARNING")
-        if argv[0] == "submit":
-            return submit_main(argv[1:], prog="vidgen submit")
-        return watch_main(argv[1:], prog="vidgen watch")
+        clients: dict[str, Callable[..., int]] = {"submit": submit_main, "watch": watch_main, "cancel": cancel_main}
+        return clients[argv[0]](argv[1:], prog=f"vidgen {argv[0]}")
     if argv[:1] in (["api"], ["api-key"]):
         from consumer.api.cli import api_key_main, serve_main  # the job API's own arguments and settings
 
@@ -46,8 +47,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     demo = commands.add_parser("demo", help="render one product video end to end with embedded services")
     demo.add_argument("--output", type=Path, default=Path("demo-output"), help="where to save the files")
+    demo.add_argument(
+        "--api",
+        action="store_true",
+        help="instead: keep the services, a worker and the job API with its web console running until Ctrl-C, "
+        "printing the console's URL and an API key",
+    )
+    demo.add_argument("--port", type=int, default=8000, help="the job API's port with --api (0: any free port)")
     commands.add_parser("submit", help="publish one request (see `vidgen submit --help`)")
     commands.add_parser("watch", help="follow one request's progress until its result (REQUEST_ID)")
+    commands.add_parser("cancel", help="cancel one request: `vidgen cancel REQUEST_ID --tenant T`")
     commands.add_parser("api", help="serve the job API (configured by VIDGEN_* and VIDGEN_API_* variables)")
     commands.add_parser("api-key", help="add an API key for a tenant: `vidgen api-key create --tenant T`")
     args = parser.parse_args(argv)
@@ -66,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
             fmt="text",
             level="WARNING" if "log_level" not in settings.model_fields_set else settings.log_level,
         )
+        if args.api:
+            from consumer.dev.console_demo import run_console_demo
+
+            return run_console_demo(settings, port=args.port)
         return run_demo(settings, args.output)
     configure_logging(fmt=settings.log_format, level=settings.log_level)
     return _run_node(settings, args.gpus) if args.gpus is not None else _run(settings)

@@ -65,12 +65,34 @@ class StopSignal:
         """Until a stop is requested."""
         await self._requested.wait()
 
+    async def acquire(self, lock: asyncio.Lock) -> None:
+        """Take `lock` (the model's), unless a stop is requested first: then raise its reason at once, without the
+        lock and without waiting for whoever holds it."""
+        taking = asyncio.ensure_future(lock.acquire())
+        stopping = asyncio.ensure_future(self.wait())
+        try:
+            await asyncio.wait((taking, stopping), return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            if not taking.cancel():  # it had taken the lock already
+                lock.release()
+            raise
+        finally:
+            stopping.cancel()
+        if taking.cancel():  # still waiting, so the stop came first (a cancelled acquire never holds the lock)
+            raise self.stopped("queued")
+
     def check(self, where: StopStage) -> None:
-        """Raise the requested reason (a fresh exception of its kind), noting `where`; nothing when not requested."""
+        """Raise the requested reason, noting `where`; nothing when no stop was requested."""
+        if self._reason is not None:
+            raise self.stopped(where)
+
+    def stopped(self, where: StopStage) -> VidgenError:
+        """The requested reason as a fresh exception of its kind, noting `where` the job stopped."""
         reason = self._reason
-        if reason is not None:
-            self.stopped_in = where
-            raise type(reason)(reason.message, code=reason.code)
+        if reason is None:
+            raise RuntimeError("no stop was requested")
+        self.stopped_in = where
+        return type(reason)(reason.message, code=reason.code)
 
 
 def past_deadline(deadline: datetime | None, *, now: datetime) -> Expired | None:

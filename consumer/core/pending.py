@@ -3,7 +3,7 @@ quotas, handed out round-robin across tenants. Pure."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Hashable
+from collections.abc import Callable, Collection, Hashable, Iterator
 
 from consumer.core.clock import Monotonic
 from consumer.core.job import Job
@@ -30,6 +30,9 @@ class PendingJobs:
 
     def __len__(self) -> int:
         return len(self._queue)
+
+    def __iter__(self) -> Iterator[Job]:
+        return iter(self._queue)
 
     @property
     def room(self) -> int:
@@ -69,7 +72,11 @@ class PendingJobs:
 
     def drop(self, partitions: Collection[Hashable] | None = None) -> list[Job]:
         """Forget pending jobs (of these partitions, or all): their offsets stay uncommitted and are re-read."""
-        return self._queue.remove(lambda job: partitions is None or job.tp in partitions)
+        return self.remove(lambda job: partitions is None or job.tp in partitions)
+
+    def remove(self, match: Callable[[Job], bool]) -> list[Job]:
+        """Take out the jobs `match` picks (revoked, cancelled), keeping the others' order."""
+        return self._queue.remove(match)
 
 
 def _due_order(decision: QuotaDecision) -> tuple[int, float]:

@@ -30,7 +30,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Generic, Literal, TypeVar
 
@@ -200,6 +200,9 @@ class FairQueue(Generic[Job]):
 
     def __len__(self) -> int:
         return self._size
+
+    def __iter__(self) -> Iterator[Job]:
+        return (job for queue in self._queues.values() for _, job in queue)
 
     def push(self, tenant: str, job: Job, *, since: float | None = None) -> None:
         """Queue a job behind the tenant's jobs that asked earlier. `since`: the clock time it first asked (now

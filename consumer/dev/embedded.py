@@ -104,6 +104,7 @@ def isolated_settings(bootstrap: str, s3_endpoint: str, run: str, **overrides: A
         retry_topic=f"{run}.retry",
         progress_topic=f"{run}.progress",
         control_topic=f"{run}.control",
+        attempts_topic=f"{run}.attempts",
         template_topic=f"{run}.requests.template",
         consumer_group=f"{run}.group",
         **overrides,

@@ -16,6 +16,7 @@ from opentelemetry.trace import Tracer
 from PIL import Image
 
 from consumer.core.clock import WallClock, utc_now
+from consumer.core.job import StopSignal
 from consumer.core.keys import ObjectKeys, content_key, derive_seed, object_keys
 from consumer.core.moderation import Moderator
 from consumer.core.results import Identity, StageTimes, completed, failed
@@ -74,9 +75,12 @@ class JobPipeline:
         on_progress: ProgressFn | None = None,
         render_ended: Callable[[], None] | None = None,
         memory_mode: MemoryMode | None = None,
+        stop: StopSignal | None = None,
     ) -> VideoResult:
         """`render_ended` is told once the model is no longer needed: its render ended (the model is released),
-        or a cache hit made it unnecessary. It is not told when the attempt fails before that."""
+        or a cache hit made it unnecessary. It is not told when the attempt fails before that. `stop` is checked
+        before the start image and before and during the render (a cancel answers `failed`, `cancelled`); the
+        request's deadline, when the render would start (`expired`)."""
         stages = StageTimes(received_at=received_at)
         try:
             return await self._process(
@@ -87,6 +91,7 @@ class JobPipeline:
                 attempt=attempt,
                 on_progress=on_progress,
                 render_ended=render_ended or _nothing,
+                stop=stop or StopSignal(),
             )
         except VidgenError as exc:
             log.warning("request %s %s: %s", request.request_id, exc.code, exc.message)
@@ -106,7 +111,9 @@ class JobPipeline:
         attempt: int,
         on_progress: ProgressFn | None,
         render_ended: Callable[[], None],
+        stop: StopSignal,
     ) -> VideoResult:
+        stop.check("queued")
         if self._moderator is not None:
             # Before the cache lookup, so a video rendered before a policy change is not handed out after it.
             await self._moderator.check(request)
@@ -142,6 +149,7 @@ class JobPipeline:
             memory_mode=memory_mode,
             record_time=record_time,
             on_progress=on_progress,
+            stop=stop,
         )
         render_ended()
         memory_mode = rendered.mode
@@ -215,6 +223,7 @@ class JobPipeline:
         memory_mode: MemoryMode | None,
         record_time: datetime,
         on_progress: ProgressFn | None,
+        stop: StopSignal,
     ) -> Rendered[NDArray[np.float32]]:
         """Returns once the model is released, with the frames still in floats."""
         spec = RenderSpec(
@@ -240,7 +249,14 @@ class JobPipeline:
 
             try:
                 rendered = await self._renderer.render_float(
-                    spec, image, timeout_s=timeout_s, on_progress=progress, mode=memory_mode, hold=hold
+                    spec,
+                    image,
+                    timeout_s=timeout_s,
+                    on_progress=progress,
+                    mode=memory_mode,
+                    hold=hold,
+                    stop=stop,
+                    start_by=request.deadline,
                 )
             finally:
                 if hold.taken_at is not None:

@@ -1,6 +1,9 @@
 """What happens to one record: admission, processing with retries, and its answer on Kafka (result, dead letter or
 retry-topic copy), inside its trace span and log context. The scheduler (`consumer/job/scheduler.py`) decides when;
-this decides what. A job's render ending is posted to the scheduler as a `RenderEnded` event."""
+this decides what. A job's render ending is posted to the scheduler as a `RenderEnded` event.
+
+Before a job's work starts it may be answered without starting: its tenant cancelled it, its deadline passed, or
+workers that started it died too often (the crash guard, which records every start in a `StartLog` first)."""
 
 from __future__ import annotations
 
@@ -15,13 +18,14 @@ from typing import Protocol
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 
+from consumer.core.attempts import crash_verdict
 from consumer.core.clock import WallClock, utc_now
 from consumer.core.intake import DeadLetter, Rejection, usable_id
-from consumer.core.job import Headers, Job, Record, RenderEnded
+from consumer.core.job import Headers, Job, Record, RenderEnded, past_deadline
 from consumer.core.quotas import QuotaDecision
 from consumer.core.results import Identity, failed, not_started, rejected
 from consumer.core.retries import RetryPolicy
-from consumer.errors import PublishRefused, TooLargeForWorker, VidgenError
+from consumer.errors import Cancelled, PublishRefused, TooLargeForWorker, VidgenError, WorkerCrashed
 from consumer.job.pipeline import JobPipeline
 from consumer.memory.admission import Reject
 from consumer.memory.gate import MemoryGate
@@ -32,7 +36,7 @@ from consumer.telemetry.metrics import Metrics
 from consumer.telemetry.tracing import extract_context, messaging_attributes
 from schemas.events import VideoRequest, VideoResult
 
-__all__ = ["JobRunner", "Outbox", "ProgressListener", "StepFn"]
+__all__ = ["JobRunner", "Outbox", "ProgressListener", "RenderEnds", "StartLog", "StepFn"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +58,22 @@ class ProgressListener(Protocol):
     (`consumer.kafka.progress.ProgressReporter` is one)."""
 
     def started(self, request: VideoRequest, *, attempt: int) -> StepFn: ...
+
+
+class StartLog(Protocol):
+    """The crash guard's durable count of the workers that started a record without answering it
+    (`consumer.kafka.controls.AttemptLedger`). Each write is acknowledged before the call returns."""
+
+    def previous(self, record: Record) -> int: ...
+    async def started(self, record: Record) -> None: ...
+    async def answered(self, record: Record) -> None: ...
+    async def abandoned(self, record: Record) -> None: ...
+
+
+class RenderEnds(Protocol):
+    """Where a job posts that its render ended: the scheduler's event queue."""
+
+    def put_nowait(self, item: RenderEnded, /) -> None: ...
 
 
 class _Abandoned:
@@ -79,6 +99,7 @@ class JobRunner:
         clock: WallClock = utc_now,
         memory: MemoryGate | None = None,
         progress: Sequence[ProgressListener] = (),
+        starts: StartLog | None = None,
     ) -> None:
         self._settings = settings
         self._publisher = publisher
@@ -89,20 +110,45 @@ class JobRunner:
         self._clock = clock
         self._memory = memory
         self._progress = progress
+        self._starts = starts
         self._retry = RetryPolicy.from_settings(settings)
         self.draining = False  # set by the scheduler at shutdown: jobs waiting for memory give up
 
-    async def run(self, job: Job, events: asyncio.Queue[RenderEnded]) -> bool:
-        """Render and answer an admitted job. When its render ends (or a cache hit makes it unnecessary), its
-        memory reservation ends and `RenderEnded(job)` goes on `events`, for the scheduler to hand its render slot
-        to the next job."""
+    async def run(self, job: Job, events: RenderEnds) -> bool:
+        """Render and answer an admitted job. When its render ends (or a cache hit makes it unnecessary, or its
+        answer is final without one), its memory reservation ends and `RenderEnded(job)` goes on `events`, for the
+        scheduler to hand its render slot to the next job.
+
+        A job asked to stop, past its deadline or refused by the crash guard is answered without starting. Otherwise
+        its start is recorded before any of its work, withdrawn (a tombstone) once it is answered, and taken back
+        (one start less) when it is given up: revoked or shut down past the grace, or abandoned while it waited."""
         with self._span(job.record) as span, _job_logs(job.record, job.request.request_id, job.request.tenant_id):
-            outcome = await self._process_with_retries(job, events)
+            refusal = self._refusal(job)
+            if refusal is not None:
+                await self._refuse_start(span, job, refusal)
+                return True
+            if self._starts is not None:
+                await self._starts.started(job.record)
+            try:
+                outcome = await self._process_with_retries(job, events)
+            except asyncio.CancelledError:
+                await self._given_up(job.record)
+                raise
             if outcome is _ABANDONED:
+                await self._given_up(job.record)
                 return False
             if isinstance(outcome, VideoResult):
                 await self._publish(span, outcome)
+            if self._starts is not None:
+                await self._starts.answered(job.record)
+            self._note_stop(span, job, outcome)
             return True
+
+    def runs_alone(self, job: Job) -> bool:
+        """Whether the job must run with no other job beside it: a worker died holding its record before (and the
+        crash guard still lets it start). If it kills this worker too, no other request is counted with it."""
+        deaths = 0 if self._starts is None else self._starts.previous(job.record)
+        return 0 < deaths < self._settings.max_worker_crashes
 
     async def answer(
         self, record: Record, outcome: DeadLetter | Rejection | VideoResult, received_at: datetime
@@ -149,6 +195,45 @@ class JobRunner:
             log.info("request %s deferred by its tenant's quota for %.1f s", request.request_id, delay_s)
         return True
 
+    def _refusal(self, job: Job) -> VidgenError | None:
+        """Why the job is answered without starting: cancelled, past its deadline, or refused by the crash guard."""
+        if job.stop.requested:
+            return job.stop.stopped("queued")
+        expired = past_deadline(job.request.deadline, now=self._clock())
+        if expired is not None or self._starts is None:
+            return expired
+        return crash_verdict(self._starts.previous(job.record), limit=self._settings.max_worker_crashes)
+
+    async def _refuse_start(self, span: Span, job: Job, error: VidgenError) -> None:
+        """A `failed` result; a request that kills workers also goes to the DLQ, and its count is withdrawn."""
+        timings = not_started(job.received_at)
+        result = failed(job.request, error, timings=timings, attempt=job.delivery.attempt, identity=self._identity)
+        if isinstance(error, WorkerCrashed):
+            log.error("request %s not started again: %s", job.request.request_id, error.message)
+            self._metrics.worker_crash_refusals.inc()
+            await self._publisher.dead_letter(job.record, code=error.code, message=error.message)
+        await self._publish(span, result)
+        if isinstance(error, WorkerCrashed) and self._starts is not None:
+            await self._starts.answered(job.record)
+        self._note_stop(span, job, result)
+
+    async def _given_up(self, record: Record) -> None:
+        """A graceful end without an answer is no crash: the start it recorded is taken back."""
+        if self._starts is not None:
+            await self._starts.abandoned(record)
+
+    def _note_stop(self, span: Span, job: Job, outcome: VideoResult | _Abandoned | None) -> None:
+        """A cancel that found the job: where (`vidgen_cancellations_total{stage}`, a span event). One that came
+        after its render ended is late: the job was left to finish."""
+        if not job.stop.requested:
+            return
+        error = outcome.error if isinstance(outcome, VideoResult) else None
+        stopped = error is not None and error.code == Cancelled.code
+        stage = job.stop.stopped_in if stopped and job.stop.stopped_in is not None else "late"
+        self._metrics.cancellations.labels(stage=stage).inc()
+        span.add_event("cancelled", {"vidgen.cancel.stage": stage})
+        log.info("request %s cancelled (%s)", job.request.request_id, stage)
+
     def _span(self, record: Record) -> contextlib.AbstractContextManager[Span]:
         span = self._tracer.start_as_current_span(
             f"process {record.topic}", context=extract_context(record.headers), kind=SpanKind.CONSUMER
@@ -161,19 +246,18 @@ class JobRunner:
         self._metrics.jobs.labels(status=result.status, error_code=result.error.code if result.error else "").inc()
         await self._publisher.result(result)
 
-    async def _admit(self, request: VideoRequest) -> MemoryMode | Reject | _Abandoned | None:
-        """Wait until the render fits in device memory: the mode to render in (None: memory not managed)."""
+    async def _admit(self, job: Job) -> MemoryMode | Reject | _Abandoned | None:
+        """Wait until the render fits in device memory: the mode to render in (None: memory not managed). Given up
+        at shutdown or when the job is asked to stop."""
         if self._memory is None:
             return None
         with self._tracer.start_as_current_span("admission wait"):
-            admission = await self._memory.admit(request, stop=lambda: self.draining)
+            admission = await self._memory.admit(job.request, stop=lambda: self.draining or job.stop.requested)
         if admission is None:
             return _ABANDONED
         return admission if isinstance(admission, Reject) else admission.mode
 
-    async def _process_with_retries(
-        self, job: Job, events: asyncio.Queue[RenderEnded]
-    ) -> VideoResult | _Abandoned | None:
+    async def _process_with_retries(self, job: Job, events: RenderEnds) -> VideoResult | _Abandoned | None:
         """Retry transient failures in process with backoff, then hand the request to the retry topic, and after
         the last round (or when the retry topic refuses the copy for good) fail it for good (result `failed`,
         retryable) with a copy in the DLQ. None: handed on.
@@ -185,16 +269,21 @@ class JobRunner:
         started = time.monotonic()
         attempt = delivery.attempt
 
+        posted = False
+
         def render_ended() -> None:
+            nonlocal posted
             self._release_memory(request)
-            events.put_nowait(RenderEnded(job))
+            if not posted:  # once: a retried attempt that renders again keeps the slot it moved to
+                posted = True
+                events.put_nowait(RenderEnded(job))
 
         for retry in range(1, self._retry.attempts + 1):
-            mode = await self._admit(request)
-            if isinstance(mode, _Abandoned):
+            mode = await self._admit(job)
+            if isinstance(mode, _Abandoned) and not job.stop.requested:
                 return _ABANDONED
-            if isinstance(mode, Reject):
-                error = TooLargeForWorker(mode.message)
+            if isinstance(mode, Reject | _Abandoned):
+                error = TooLargeForWorker(mode.message) if isinstance(mode, Reject) else job.stop.stopped("queued")
                 timings = not_started(job.received_at)
                 return failed(request, error, timings=timings, attempt=attempt, identity=self._identity)
             try:
@@ -206,10 +295,12 @@ class JobRunner:
                     on_progress=progress,
                     render_ended=render_ended,
                     memory_mode=mode,
+                    stop=job.stop,
                 )
             finally:
                 self._release_memory(request)  # an attempt that failed before its render ended
             if result.status != "failed" or result.error is None or not result.error.retryable:
+                render_ended()  # a final answer (a stopped render too): its slot goes to the next job now
                 return result
             failure = result.error
             pause = self._retry.backoff(retry)

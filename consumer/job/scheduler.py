@@ -6,6 +6,11 @@ Scheduling flows one way. Jobs never call back into it: a job whose render ended
 scheduler's queue, and `react` (a task of its own, beside the consume loop) hands that job's render slot on and starts
 the next queued job at once, without waiting for the next fetch. When a job's task ends, the scheduler frees its slot
 and its tenant's quota and starts the next job the same way.
+
+A new cancel command is an event on the same queue: the request's queued job is answered at once, a running one is
+asked to stop (`Job.stop`: a rendering job stops at its next denoising step). A request that arrives after its cancel
+is answered at intake. A record a worker died on (the crash guard's count) runs alone, so that if it kills this
+worker too, no other request is counted with it.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from collections.abc import Collection, Coroutine, Hashable
 from typing import Any
 
 from consumer.core.clock import Monotonic
+from consumer.core.control import CancelCommand, ControlIndex, cancelled_error
 from consumer.core.job import Job, Record, RenderEnded
 from consumer.core.offsets import OffsetTracker
 from consumer.core.pending import PendingJobs
@@ -35,14 +41,24 @@ class JobScheduler:
     never be committed, so the consume loop stops rather than wedge."""
 
     def __init__(
-        self, settings: Settings, runner: JobRunner, metrics: Metrics, *, clock: Monotonic = time.monotonic
+        self,
+        settings: Settings,
+        runner: JobRunner,
+        metrics: Metrics,
+        *,
+        clock: Monotonic = time.monotonic,
+        cancels: ControlIndex | None = None,
     ) -> None:
         self._runner = runner
         self._metrics = metrics
+        self._cancels = cancels
         self.pending = PendingJobs(settings, clock=clock)
         self._slots = StageSlots(rendering=settings.max_inflight_jobs, finishing=settings.max_finishing_jobs)
         self._slot_of: dict[int, Slot] = {}  # by id() of the running job
-        self._events: asyncio.Queue[RenderEnded] = asyncio.Queue()
+        self._admitted: dict[int, Job] = {}  # the running jobs that hold a slot, by id()
+        self._parked: Job | None = None  # must run alone: taken from the queue, waits for the jobs before it to end
+        self._alone: Job | None = None  # running alone: nothing starts beside it
+        self._events: asyncio.Queue[RenderEnded | CancelCommand] = asyncio.Queue()
         self.offsets = OffsetTracker()
         self._tasks: dict[Hashable, set[asyncio.Task[None]]] = {}
         self._running: set[asyncio.Task[None]] = set()
@@ -56,19 +72,37 @@ class JobScheduler:
     @property
     def idle(self) -> bool:
         """Nothing queued and nothing running."""
-        return not self._running and not len(self.pending)
+        return not self._running and not len(self.pending) and self._parked is None
+
+    def post(self, command: CancelCommand) -> None:
+        """A cancel command new to the worker (from the control topic), for `react` to handle in turn."""
+        self._events.put_nowait(command)
 
     async def react(self) -> None:
-        """Forever: a render ended, so its render slot goes to the next job. Runs as its own task."""
+        """Forever: a render ended, so its render slot goes to the next job; or a cancel came. Runs as its own task."""
         while True:
-            ended = await self._events.get()
-            slot = self._slot_of.get(id(ended.job))
+            event = await self._events.get()
+            if isinstance(event, CancelCommand):
+                self._cancel(event)
+                continue
+            slot = self._slot_of.get(id(event.job))
             if slot is not None and self._slots.advance(slot):
                 self.start_admitted()
 
     def queue(self, job: Job) -> None:
-        """A parsed request: it waits for a slot and its tenant's turn (`start_admitted`)."""
+        """A parsed request: it waits for a slot and its tenant's turn (`start_admitted`), unless its tenant cancelled
+        it already (then it is answered at once)."""
         self.offsets.start(job.tp, job.record.offset)
+        request = job.request
+        if self._cancels is not None:
+            ignored = self._cancels.foreign(request.request_id, request.tenant_id)
+            if ignored:
+                self._metrics.control_ignored.labels(reason="wrong_tenant").inc(ignored)
+            command = self._cancels.cancel_of(request.request_id, request.tenant_id)
+            if command is not None:
+                job.stop.request(cancelled_error(command))
+                self._spawn(job.tp, job.record, self._runner.run(job, self._events))
+                return
         self.pending.push(job)
 
     def answer(self, tp: Hashable, record: Record, work: Coroutine[Any, Any, bool]) -> None:
@@ -78,14 +112,58 @@ class JobScheduler:
 
     def start_admitted(self) -> None:
         """Start queued requests while job slots are free, in the order the tenant quotas allow; refuse those the
-        quotas reject. Runs after each fetch and whenever a slot frees up."""
-        while self._accepting and self._slots.free and (taken := self.pending.take()) is not None:
-            job, decision = taken
-            if not decision.admitted:
-                self._spawn(job.tp, job.record, self._runner.refuse(job, decision))
-                continue
+        quotas reject. A record a worker died on waits until the jobs before it have ended, and nothing starts while
+        it runs. Runs after each fetch and whenever a slot frees up."""
+        while self._accepting and self._alone is None and self._slots.free:
+            job = self._parked or self._take()
+            if job is None:
+                return
+            self._parked = None
+            if self._runner.runs_alone(job):
+                if self._slot_of:
+                    self._parked = job  # its tenant's quota stays taken meanwhile
+                    return
+                self._alone = job
             self._slot_of[id(job)] = self._slots.take()
+            self._admitted[id(job)] = job
             self._spawn(job.tp, job.record, self._runner.run(job, self._events), job=job)
+
+    def _take(self) -> Job | None:
+        """The next queued job the quotas admit; those they reject on the way are refused."""
+        while (taken := self.pending.take()) is not None:
+            job, decision = taken
+            if decision.admitted:
+                return job
+            self._spawn(job.tp, job.record, self._runner.refuse(job, decision))
+        return None
+
+    def _cancel(self, command: CancelCommand) -> None:
+        """Every job of the command's request and tenant is asked to stop: a queued one is answered at once, a
+        running one stops where it is (between denoising steps while it renders; past its render it finishes). A job
+        of the same request id but another tenant is left alone, and the command counted as ignored."""
+        parked = [self._parked] if self._parked is not None else []
+        reason = cancelled_error(command)
+        for job in [*self.pending, *parked, *self._admitted.values()]:
+            if job.request.request_id != command.request_id:
+                continue
+            if job.request.tenant_id == command.tenant_id:
+                job.stop.request(reason)
+            else:
+                self._metrics.control_ignored.labels(reason="wrong_tenant").inc()
+        answered = self.pending.remove(lambda job: job.stop.requested)
+        if self._parked is not None and self._parked.stop.requested:
+            answered.append(self._unpark())
+        for job in answered:
+            self._spawn(job.tp, job.record, self._runner.run(job, self._events))
+        if parked and self._parked is None:
+            self.start_admitted()
+
+    def _unpark(self) -> Job:
+        job, self._parked = self._parked, None
+        if job is None:
+            raise RuntimeError("no job is parked")
+        self.pending.release(job)
+        return job
 
     def give_up_deferred(self) -> None:
         """Deferred jobs never keep the pending queue full, so a tenant over its quota cannot stop other tenants'
@@ -107,6 +185,8 @@ class JobScheduler:
     def drop(self, partitions: Collection[Hashable]) -> None:
         """Revoked partitions: forget their queued jobs (re-read by the next owner)."""
         self.pending.drop(partitions)
+        if self._parked is not None and self._parked.tp in partitions:
+            self._unpark()
 
     def forget(self, partitions: Collection[Hashable]) -> None:
         """Revoked partitions, once their jobs finished or were cancelled: nothing of them may be committed by us."""
@@ -120,6 +200,8 @@ class JobScheduler:
         self._accepting = False
         self._runner.draining = True
         self.pending.drop()
+        if self._parked is not None:
+            self._unpark()
 
     def _spawn(self, tp: Hashable, record: Record, work: Coroutine[Any, Any, bool], *, job: Job | None = None) -> None:
         async def run() -> None:
@@ -143,6 +225,9 @@ class JobScheduler:
         """An admitted job's task ended: its slot and its tenant's quota go to the next job."""
         self.pending.release(job)
         slot = self._slot_of.pop(id(job))
+        del self._admitted[id(job)]
+        if self._alone is job:
+            self._alone = None
         if self._slots.release(slot):
             self.start_admitted()
 

@@ -14,9 +14,19 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from consumer.settings import Settings
 
-__all__ = ["client_options", "ensure_topics", "make_consumer", "make_producer", "record_bytes", "worker_topics"]
+__all__ = [
+    "client_options",
+    "ensure_topics",
+    "make_consumer",
+    "make_producer",
+    "record_bytes",
+    "topic_configs",
+    "worker_topics",
+]
 
 log = logging.getLogger(__name__)
+
+_CREATED = (0, 36)  # no error, or TOPIC_ALREADY_EXISTS (another worker was first)
 
 
 def client_options(settings: Settings) -> dict[str, Any]:
@@ -78,21 +88,47 @@ def make_consumer(settings: Settings, listener: ConsumerRebalanceListener) -> AI
 
 
 def worker_topics(settings: Settings) -> list[str]:
-    topics = [settings.requests_topic, settings.retry_topic, settings.results_topic, settings.dlq_topic]
+    topics = [
+        settings.requests_topic,
+        settings.retry_topic,
+        settings.results_topic,
+        settings.dlq_topic,
+        settings.control_topic,
+        settings.attempts_topic,
+    ]
     return [*topics, settings.progress_topic] if settings.progress_events else topics
 
 
+def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
+    """Configs of the topics created with them: the control topic keeps the latest command per request id, each for
+    the control retention; the attempts topic keeps the latest count per record (an answered one leaves a tombstone,
+    which compaction then removes)."""
+    retention_ms = str(int(settings.control_retention_s * 1000))
+    return {
+        settings.control_topic: {"cleanup.policy": "compact,delete", "retention.ms": retention_ms},
+        settings.attempts_topic: {"cleanup.policy": "compact"},
+    }
+
+
 async def ensure_topics(settings: Settings, topics: list[str]) -> None:
-    """Create the topics that are missing. Existing topics are left exactly as they are."""
+    """Create the topics that are missing (with `topic_configs` where the brokers accept them). Existing topics are
+    left exactly as they are."""
     admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         missing = [name for name in topics if name not in existing]
         if missing:
-            await admin.create_topics(
-                [NewTopic(name, settings.topic_partitions, settings.topic_replication_factor) for name in missing]
-            )
+            configs = topic_configs(settings)
+            response = await admin.create_topics([_new_topic(settings, name, configs.get(name)) for name in missing])
+            refused = [name for name, code, *_ in response.topic_errors if code not in _CREATED and name in configs]
+            if refused:
+                log.warning("the brokers refused the configs of %s: created without them", ", ".join(refused))
+                await admin.create_topics([_new_topic(settings, name, None) for name in refused])
             log.info("created topics %s", ", ".join(missing))
     finally:
         await admin.close()
+
+
+def _new_topic(settings: Settings, name: str, configs: dict[str, str] | None) -> NewTopic:
+    return NewTopic(name, settings.topic_partitions, settings.topic_replication_factor, topic_configs=configs)

@@ -1,9 +1,10 @@
 """The consume loop: fetch, hand records to the scheduler, keep polling with partitions paused while busy, commit.
 
 It owns the Kafka consumer: what to fetch (nothing while the pending queue is full or a job waits for memory; a
-retry-topic partition not before its head record is due), intake (an unusable record is answered at once, a request
-is queued), commits of the finished prefix, rebalances and the drain at shutdown. Which job runs when is the
-scheduler's (`consumer/job/scheduler.py`).
+retry-topic partition not before its head record is due; newly assigned partitions not before the control and
+attempts topics are read as far as they reached at the assignment), intake (an unusable record is answered at once,
+a request is queued), commits of the finished prefix, rebalances and the drain at shutdown. Which job runs when is
+the scheduler's (`consumer/job/scheduler.py`); cancel commands go to it as events.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from consumer.core.job import Job, Record
 from consumer.core.retries import Delivery
 from consumer.job.runner import JobRunner
 from consumer.job.scheduler import JobScheduler
+from consumer.kafka.controls import ControlFollower
 from consumer.memory.gate import MemoryGate
 from consumer.settings import Settings
 from consumer.telemetry.metrics import Metrics
@@ -64,13 +66,18 @@ class Worker:
         metrics: Metrics,
         memory: MemoryGate | None = None,
         clock: WallClock = utc_now,
+        controls: ControlFollower | None = None,
     ) -> None:
         self._settings = settings
         self._consumer_factory = consumer_factory
         self._metrics = metrics
         self._memory = memory
         self._clock = clock
-        self._scheduler = JobScheduler(settings, runner, metrics)
+        self._controls = controls
+        self._scheduler = JobScheduler(settings, runner, metrics, cancels=controls.cancels if controls else None)
+        if controls is not None:
+            controls.on_cancel(self._scheduler.post)
+        self._catching_up: asyncio.Future[None] | None = None  # until the controls are read as of the assignment
         self._runner = runner
         self._next_lag_report = 0.0
         self._delayed: dict[TopicPartition, int] = {}  # retry-topic partitions waiting for a not-before time
@@ -94,8 +101,10 @@ class Worker:
             if self._scheduler.crash is not None:
                 raise RuntimeError("a job crashed outside the result path") from self._scheduler.crash
         finally:
-            reacting.cancel()
-            await asyncio.gather(reacting, return_exceptions=True)
+            waiting = [task for task in (reacting, self._catching_up) if task is not None]
+            for task in waiting:
+                task.cancel()
+            await asyncio.gather(*waiting, return_exceptions=True)
             await self._consumer.stop()
             self.joined = False
 
@@ -119,7 +128,7 @@ class Worker:
         self._delayed = {tp: until for tp, until in self._delayed.items() if until > now_ms and tp in assigned}
         # Paused partitions keep the member in the group: getmany() is still awaited, heartbeats flow, and a
         # render longer than max_poll_interval_ms never triggers a rebalance (aiokafka issue #848).
-        hold = set(assigned) if room <= 0 else set(self._delayed)
+        hold = set(assigned) if room <= 0 or self._unready() else set(self._delayed)
         consumer.pause(*hold)
         consumer.resume(*(set(assigned) - hold))
         self._metrics.partitions_paused.set(len(consumer.paused()))
@@ -155,6 +164,12 @@ class Worker:
             if end is None or await consumer.position(tp) < end:
                 return False
         return True
+
+    def _unready(self) -> bool:
+        """Newly assigned partitions wait until the control and attempts topics are read as of the assignment."""
+        if self._catching_up is not None and self._catching_up.done():
+            self._catching_up = None
+        return self._catching_up is not None
 
     def _poll_timeout_ms(self) -> int:
         wake = self._scheduler.pending.wake_in_s
@@ -196,6 +211,8 @@ class Worker:
     def _on_assigned(self, assigned: set[TopicPartition]) -> None:
         self.joined = True
         self._metrics.rebalances.inc()
+        if self._controls is not None:
+            self._catching_up = asyncio.ensure_future(self._controls.caught_up())
         log.info("assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
 
     async def _on_revoked(self, revoked: set[TopicPartition]) -> None:

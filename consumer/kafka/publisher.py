@@ -1,6 +1,6 @@
-"""Everything the worker writes to Kafka: results, dead letters, retry-topic copies. Each send waits for the
-broker's ack and rides out transient errors (broker outages) with backoff: until it returns, the record's offset
-stays uncommitted. An error retrying cannot fix (a record too large, a topic not authorised) raises
+"""Everything the worker writes to Kafka: results, dead letters, retry-topic copies, crash-guard counts. Each send
+waits for the broker's ack and rides out transient errors (broker outages) with backoff: until it returns, the
+record's offset stays uncommitted. An error retrying cannot fix (a record too large, a topic not authorised) raises
 `PublishRefused` instead, and each kind of record has a smaller fallback, so there is always an end:
 
 - a refused result is replaced by a minimal `failed` result (`publish_refused`, no metadata, no video);
@@ -76,6 +76,10 @@ class Publisher:
     async def retry_later(self, record: Record, *, headers: Headers) -> None:
         """A copy for the retry topic. Raises `PublishRefused` when it cannot be written (e.g. too large)."""
         await self._send(self._settings.retry_topic, key=record.key, value=record.value, headers=headers)
+
+    async def attempt(self, key: bytes, value: bytes | None) -> None:
+        """A crash-guard count on the attempts topic (None: a tombstone), acknowledged."""
+        await self._send(self._settings.attempts_topic, key=key, value=value, headers=[])
 
     async def _send_result(self, topic: str, result: VideoResult) -> None:
         await self._send(

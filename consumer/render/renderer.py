@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
 import functools
 import gc
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
@@ -22,6 +23,7 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from consumer.core.clock import WallClock, utc_now
+from consumer.core.job import StopSignal, past_deadline
 from consumer.errors import ModelUnavailable, RenderFailed, RenderTimeout, VidgenError
 from consumer.memory.modes import MemoryMode, more_frugal, supported_modes
 from consumer.memory.profile import ModelMemoryProfile
@@ -172,11 +174,17 @@ class Renderer:
         on_progress: ProgressFn | None = None,
         mode: MemoryMode | None = None,
         hold: ModelHold | None = None,
+        stop: StopSignal | None = None,
+        start_by: datetime | None = None,
     ) -> Rendered[NDArray[np.float32]]:
         """Render in `mode` (None: as the pipeline is) and return as soon as the model is released, with the
         pipeline's frames in [0, 1]. Raises RenderTimeout past the deadline, RenderFailed on a crash; a CUDA
         out-of-memory error is retried once in a more frugal mode first. When the model was taken and released is
-        written to `hold`; the renderer calls nothing back but `on_progress` (once per denoising step)."""
+        written to `hold`; the renderer calls nothing back but `on_progress` (once per denoising step).
+
+        `stop` (a cancel) raises its reason while the job waits for the model (without waiting on), once it has the
+        model, and between denoising steps; past `start_by` (the request's own deadline) when the render would
+        start, `Expired` is raised instead of rendering. Either way the model is released at once."""
         if self.state == "failed":
             raise ModelUnavailable(f"renderer is broken: {self.failure}")
         hold = hold or ModelHold()
@@ -191,7 +199,12 @@ class Renderer:
             if on_progress is not None:
                 loop.call_soon_threadsafe(on_progress, step, total)
 
-        async with self._lock:
+        async with _model_taken(self._lock, stop):
+            if stop is not None:
+                stop.check("queued")
+            expired = past_deadline(start_by, now=self._clock())
+            if expired is not None:
+                raise expired
             self.state = "busy"
             hold.taken_at = self._clock()
             started = time.perf_counter()
@@ -207,6 +220,7 @@ class Renderer:
                     abandon=abandon,
                     progress=progress,
                     mode=mode,
+                    stop=stop,
                 ),
             )
             try:
@@ -230,13 +244,15 @@ class Renderer:
         abandon: threading.Event,
         progress: ProgressFn,
         mode: MemoryMode | None,
+        stop: StopSignal | None,
     ) -> tuple[NDArray[np.float32], MemoryMode | None]:
         """Frames in [0, 1] and the memory mode they were rendered in."""
 
         def attempt(in_mode: MemoryMode | None) -> tuple[NDArray[np.float32], MemoryMode | None]:
             if in_mode is not None and current_mode(self._pipeline) != in_mode:
                 apply_mode(self._pipeline, in_mode, self.device)
-            return self._denoise(spec, inputs, deadline=deadline, abandon=abandon, progress=progress), in_mode
+            frames = self._denoise(spec, inputs, deadline=deadline, abandon=abandon, progress=progress, stop=stop)
+            return frames, in_mode
 
         try:
             return attempt(mode)
@@ -260,6 +276,7 @@ class Renderer:
         deadline: float,
         abandon: threading.Event,
         progress: ProgressFn,
+        stop: StopSignal | None,
     ) -> NDArray[np.float32]:
         video, mask, image = inputs
         # A pipeline that resamples the start image itself gets it at the size it asked for (`source_size`).
@@ -268,6 +285,8 @@ class Renderer:
         def on_step_end(_pipe: Any, step: int, _t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
             if abandon.is_set():
                 raise _RenderStopped
+            if stop is not None:
+                stop.check("rendering")  # a cancel stops the render here, before the next step
             if time.monotonic() > deadline:
                 raise RenderTimeout(f"render stopped after step {step + 1} of {spec.steps}: deadline passed")
             progress(step + 1, spec.steps)
@@ -306,6 +325,19 @@ class Renderer:
         self.state = "failed"
         self.failure = reason
         log.error("renderer failed: %s", reason)
+
+
+@contextlib.asynccontextmanager
+async def _model_taken(lock: asyncio.Lock, stop: StopSignal | None) -> AsyncIterator[None]:
+    """The model's lock, held for one render; a job asked to stop while it waits gives up waiting at once."""
+    if stop is None:
+        await lock.acquire()
+    else:
+        await stop.acquire(lock)
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def to_uint8(frames: NDArray[np.floating]) -> NDArray[np.uint8]:

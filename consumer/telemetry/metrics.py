@@ -74,3 +74,21 @@ class Metrics:
             ["topic", "partition"],
             registry=r,
         )
+        self.cancellations = Counter(
+            "vidgen_cancellations",
+            "Cancel commands that found their job: queued (answered without rendering), rendering (stopped at the "
+            "next denoising step) or late (past its render, left to finish).",
+            ["stage"],
+            registry=r,
+        )
+        self.control_ignored = Counter(
+            "vidgen_control_ignored",
+            "Control commands ignored: invalid, key_mismatch (key is not the request id) or wrong_tenant.",
+            ["reason"],
+            registry=r,
+        )
+        self.worker_crash_refusals = Counter(
+            "vidgen_worker_crash_refusals",
+            "Requests not started again because workers that started them died VIDGEN_MAX_WORKER_CRASHES times.",
+            registry=r,
+        )

@@ -175,3 +175,30 @@ def test_a_deadline_passes_only_after_its_instant() -> None:
     expired = past_deadline(NOW, now=NOW + timedelta(seconds=90))
     assert isinstance(expired, Expired) and expired.code == "expired" and not expired.retriable
     assert "passed 90.0 s before its render started" in expired.message
+
+
+async def test_a_job_waiting_for_the_model_stops_without_waiting_for_its_holder() -> None:
+    lock, stop = asyncio.Lock(), StopSignal()
+    await lock.acquire()  # another job renders
+    waiting = asyncio.create_task(stop.acquire(lock))
+    await asyncio.sleep(0.01)
+    stop.request(Cancelled("cancelled by its tenant"))
+    with pytest.raises(Cancelled):
+        await asyncio.wait_for(waiting, 1)
+    assert stop.stopped_in == "queued"
+    lock.release()
+    assert not lock.locked()  # the stopped waiter never took it
+    await asyncio.wait_for(lock.acquire(), 1)  # and the next one gets it
+
+
+async def test_a_job_takes_the_free_model_and_a_cancelled_wait_leaves_it_free() -> None:
+    lock = asyncio.Lock()
+    await StopSignal().acquire(lock)
+    assert lock.locked()
+    waiting = asyncio.create_task(StopSignal().acquire(lock))
+    await asyncio.sleep(0.01)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    lock.release()
+    assert not lock.locked()
