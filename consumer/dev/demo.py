@@ -30,7 +30,7 @@ from consumer.settings import Settings
 from consumer.storage import ObjectStore, open_s3_client
 from schemas.events import VideoRequest, VideoResult
 
-__all__ = ["run_demo"]
+__all__ = ["embedded_services", "run_demo"]
 
 _RESULT_TIMEOUT_S = 240.0
 
@@ -56,7 +56,7 @@ def product_image(width: int = 512, height: int = 512) -> bytes:
 
 
 @contextlib.contextmanager
-def _infrastructure(settings: Settings) -> Iterator[Settings]:
+def embedded_services(settings: Settings) -> Iterator[Settings]:
     """Start what the environment does not provide, and point the settings at it."""
     with contextlib.ExitStack() as stack:
         update: dict[str, object] = {"s3_create_bucket": True}
@@ -79,7 +79,7 @@ def _infrastructure(settings: Settings) -> Iterator[Settings]:
 
 def run_demo(settings: Settings, output_dir: Path) -> int:
     started = time.monotonic()
-    with _infrastructure(settings) as effective:
+    with embedded_services(settings) as effective:
         code = asyncio.run(_demo(effective, output_dir))
     _say(f"done in {time.monotonic() - started:.1f}s; everything shut down")
     return code

@@ -58,6 +58,8 @@ def kafka_broker(
         ],
         stdout=log_file,
         stderr=subprocess.STDOUT,
+        # Its own session: a terminal's Ctrl-C reaches the demo, which stops the broker last, not the broker first.
+        start_new_session=True,
     )
     try:
         wait_for_port(port)

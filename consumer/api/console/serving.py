@@ -27,6 +27,8 @@ __all__ = ["ASSETS_PREFIX", "STATIC", "Console", "trace_response"]
 
 STATIC = Path(__file__).parent / "static"
 ASSETS_PREFIX = "/console/"
+# The types we mean, not the system's mime database's guesses (which vary: application/javascript, text/plain).
+_TYPES = {".html": "text/html", ".css": "text/css", ".js": "text/javascript"}  # all text: served as UTF-8
 _API_POLICY = "default-src 'none'; frame-ancestors 'none'"
 _EVERY_ANSWER = {
     "X-Content-Type-Options": "nosniff",
@@ -59,19 +61,40 @@ def _origin(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}" if parts.scheme in ("http", "https") and parts.netloc else ""
 
 
+def _assets() -> dict[str, tuple[Path, str]]:
+    """What `/console/<name>` serves: the files under `static/` with a known type, listed once at start-up (a path a
+    client makes up is looked up here, never joined onto the folder)."""
+    return {
+        path.relative_to(STATIC).as_posix(): (path, _TYPES[path.suffix])
+        for path in sorted(STATIC.rglob("*"))
+        if path.is_file() and path.suffix in _TYPES
+    }
+
+
 class Console:
     def __init__(self, handlers: Handlers) -> None:
         self._handlers = handlers
+        self._assets = _assets()
         self._policy: str | None = None
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/", self.page, allow_head=False)
         app.router.add_get(f"{ASSETS_PREFIX}config.json", self.config, allow_head=False)
-        app.router.add_static(ASSETS_PREFIX, STATIC, show_index=False, follow_symlinks=False)
+        app.router.add_get(ASSETS_PREFIX + "{name:.+}", self.asset, allow_head=False)
         app.on_response_prepare.append(self.secure)
 
     async def page(self, _: web.Request) -> web.FileResponse:
-        return web.FileResponse(STATIC / "index.html")
+        return self._file("index.html")
+
+    async def asset(self, request: web.Request) -> web.FileResponse:
+        return self._file(request.match_info["name"])
+
+    def _file(self, name: str) -> web.FileResponse:
+        found = self._assets.get(name)
+        if found is None:
+            raise web.HTTPNotFound()
+        path, content_type = found
+        return web.FileResponse(path, headers={"Content-Type": f"{content_type}; charset=utf-8"})
 
     async def config(self, _: web.Request) -> web.Response:
         settings = self._handlers.settings

@@ -45,6 +45,7 @@ export class JobList {
   highlight(id) {
     const row = this.rows.get(id);
     if (!row) return;
+    for (const other of this.list.querySelectorAll(".fresh")) other.classList.remove("fresh");
     row.node.classList.add("fresh");
     row.parts.open.focus({preventScroll: true});
     row.node.scrollIntoView({block: "nearest"});

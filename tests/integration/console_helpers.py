@@ -1,0 +1,68 @@
+"""Shared pieces of the web console's browser tests: where the browser is, the viewports, what a page is watched for,
+signing in through the form, and screenshots."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from playwright.async_api import Page, expect
+
+from tests.support import REPO
+
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOTS_ENV = "VIDGEN_CONSOLE_SCREENSHOTS"  # a folder (e.g. docs) that receives the screenshots as well
+DESKTOP = {"width": 1280, "height": 860}
+PHONE = {"width": 390, "height": 844}
+
+
+def chromium() -> Path:
+    """The browser, or a skip with the reason; on CI (`CI` set, as `.ci/run` does) a missing browser is a failure,
+    since `.ci/run` installs it."""
+    if CHROMIUM.exists():
+        return CHROMIUM
+    reason = f"the console's browser tests need Debian's chromium at {CHROMIUM} (apt-get install -y chromium)"
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason}; .ci/run should have installed it")
+    pytest.skip(reason)
+
+
+@dataclass
+class Watched:
+    """A page and what it did that a test may not allow."""
+
+    page: Page
+    problems: list[str] = field(default_factory=list)  # uncaught errors, CSP violations, alert() and friends
+    urls: list[str] = field(default_factory=list)  # every request it made
+
+
+OpenPage = Callable[..., Awaitable[Watched]]
+
+
+def origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+async def sign_in(page: Page, url: str, credential: str) -> None:
+    """Through the form, with the keyboard: type the credential, press Enter."""
+    await page.goto(f"{url}/")
+    await page.get_by_test_id("signin-key").fill(credential)
+    await page.get_by_test_id("signin-key").press("Enter")
+    await expect(page.get_by_test_id("signout")).to_be_visible()
+
+
+async def screenshot(page: Page, name: str, folder: Path) -> Path:
+    """`console-<name>.png` in the test's folder, and in $VIDGEN_CONSOLE_SCREENSHOTS (relative to the repository)
+    when set, which is how docs/console-*.png are refreshed."""
+    path = folder / f"console-{name}.png"
+    await page.screenshot(path=str(path))
+    target = os.environ.get(SCREENSHOTS_ENV)
+    if target:
+        shutil.copyfile(path, REPO / target / path.name)
+    return path
