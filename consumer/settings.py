@@ -42,12 +42,12 @@ class Settings(BaseSettings):
     consumer_group: str = Field("video-renderers", description="Consumer group of the workers.")
     group_instance_id: str | None = Field(None, description="Static membership id (rolling restarts).")
     requests_topic: str = "video.requests"
-    results_topic: str = "video.results"
     bulk_topic: str = Field(
         "video.requests.bulk",
         description="Requests with `priority: bulk` (backfills, catalog imports): rendered while no interactive request "
         "waits, with at least `VIDGEN_BULK_MIN_SHARE` of the renders while both wait.",
     )
+    results_topic: str = "video.results"
     dlq_topic: str = "video.requests.dlq"
     retry_topic: str = Field(
         "video.requests.retry",
@@ -130,7 +130,6 @@ class Settings(BaseSettings):
         description="Fetched requests waiting for a slot; while full, partitions are paused. Requests deferred by "
         "their tenant's quota never keep it full: they move to the retry topic.",
     )
-
     bulk_min_share: float = Field(
         0.1,
         ge=0,
@@ -138,6 +137,7 @@ class Settings(BaseSettings):
         description="While interactive and bulk requests both wait, at least this share of the renders a worker starts "
         "is bulk (0.1: one in ten); 0: bulk waits as long as interactive requests keep coming.",
     )
+
     # Content policy and tenant quotas
     banned_terms: Annotated[tuple[str, ...], NoDecode] = Field(
         (), description="Comma-separated banned terms or phrases (`word*` matches a prefix); rejects `content_policy`."

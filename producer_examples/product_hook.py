@@ -70,12 +70,12 @@ class HookSettings(BaseSettings):
     tolerance_s: float = Field(300.0, gt=0, description="Largest allowed distance of `t=` from now.")
     templates: dict[str, str] = Field(default_factory=dict, description="JSON map shop_id -> prompt template.")
     default_template: str = DEFAULT_TEMPLATE
-    rate_per_s: float = Field(1.0, gt=0, description="Requests per second a shop may sustain.")
     priority: Priority = Field(
         "bulk",
         description="Lane of the hook's requests: a product-created webhook is a catalog import that nobody watches "
         "render, so `bulk` (published to `video.requests.bulk`, rendered while no interactive request waits).",
     )
+    rate_per_s: float = Field(1.0, gt=0, description="Requests per second a shop may sustain.")
     burst: int = Field(10, ge=1, description="Requests a shop may send at once.")
     width: int = Field(512, ge=256, le=1024, multiple_of=16)
     height: int = Field(512, ge=256, le=1024, multiple_of=16)
@@ -177,6 +177,7 @@ class _Hook:
                 product,
                 template=self._hook.templates.get(product.shop_id, self._hook.default_template),
                 render=self._hook.render_options(),
+                priority=self._hook.priority,
                 id_key=self._id_key,
                 policy=self._policy,
                 max_record_bytes=self._max_record_bytes,
@@ -184,7 +185,6 @@ class _Hook:
         except VidgenError as exc:  # what the worker would reject the request with, told to the shop now
             log.info("webhook refused: %s on %s", exc.code, exc.field or "the request")
             field = {"field": exc.field or "(request)", "message": exc.message, "type": exc.code}
-                priority=self._hook.priority,
             return web.json_response({"error": "invalid_payload", "fields": [field]}, status=422)
         if video_request.request_id in self._recent:
             return web.json_response({"request_id": video_request.request_id, "duplicate": True}, status=202)

@@ -166,8 +166,8 @@ def build_request(
     *,
     template: str,
     render: Mapping[str, Any],
-    id_key: bytes,
     priority: Priority | None = None,
+    id_key: bytes,
     policy: ContentPolicy,
     max_record_bytes: int,
 ) -> VideoRequest:
@@ -181,10 +181,10 @@ def build_request(
     record = {
         "request_id": derive_request_id(id_key, product.shop_id, product.product_id, content),
         "tenant_id": product.shop_id,
+        "priority": priority,  # not in the id either: the lane changes when, not what, is rendered
         "metadata": {"product_id": product.product_id, "source": "product-created-hook"},
         **content,
     }
-        "priority": priority,  # not in the id either: the lane changes when, not what, is rendered
     outcome = parse_request(json.dumps(record, ensure_ascii=False).encode("utf-8"), max_bytes=max_record_bytes)
     if isinstance(outcome, DeadLetter):  # only a record over the worker's size limit gets here
         raise InvalidRequest(outcome.message, code=outcome.code)

@@ -65,13 +65,13 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--guidance", type=float, default=5.0)
     parser.add_argument("--fps", type=int, default=8)
     parser.add_argument("--seed", type=int)
-    parser.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE", help="repeatable")
-    parser.add_argument("--wait", action="store_true", help="wait for the result and print it")
     parser.add_argument(
         "--priority",
         choices=["interactive", "bulk"],
         help="bulk: a backfill nobody waits for, published to the bulk topic (default: interactive)",
     )
+    parser.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE", help="repeatable")
+    parser.add_argument("--wait", action="store_true", help="wait for the result and print it")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds --wait waits (default 600)")
     parser.add_argument("--progress-topic", default="video.progress", help="read progress here if it exists")
     parser.add_argument("--otlp-endpoint", help="export the trace to this OTLP/HTTP collector")
@@ -99,6 +99,7 @@ def build_request(args: argparse.Namespace, *, image_url: str | None) -> VideoRe
         "guidance_scale": args.guidance,
         "fps": args.fps,
         "seed": args.seed,
+        "priority": args.priority,
         "metadata": metadata,
     }
     return VideoRequest.model_validate(fields)
@@ -107,7 +108,6 @@ def build_request(args: argparse.Namespace, *, image_url: str | None) -> VideoRe
 def main(
     argv: list[str] | None = None,
     *,
-        "priority": args.priority,
     settings: Settings | None = None,
     tracer_provider: TracerProvider | None = None,
     prog: str = "publish_request",

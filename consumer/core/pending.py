@@ -43,9 +43,6 @@ class PendingJobs:
         """After `take` found nothing admissible: when the earliest deferred tenant's budget refills."""
         return self._queue.wake_in_s
 
-    def push(self, job: Job) -> None:
-        waited = (job.received_at - job.first_asked_at).total_seconds()
-        self._queue.push(job.request.tenant_id, job, since=self.quotas.now() - waited)
     def lane(self, job: Job) -> Lane:
         return lane_of(job.request.priority, topic=job.record.topic, bulk_topic=self._bulk_topic)
 
@@ -53,6 +50,9 @@ class PendingJobs:
         """Jobs of `lane` in the queue."""
         return self._queue.waiting(lane)
 
+    def push(self, job: Job) -> None:
+        waited = (job.received_at - job.first_asked_at).total_seconds()
+        self._queue.push(job.request.tenant_id, job, since=self.quotas.now() - waited)
 
     def take(self, *, bulk_allowed: bool = True) -> tuple[Job, QuotaDecision] | None:
         """The next job to admit or refuse: interactive first, bulk when it is owed its share or nothing interactive
