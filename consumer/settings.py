@@ -44,8 +44,8 @@ class Settings(BaseSettings):
     requests_topic: str = "video.requests"
     bulk_topic: str = Field(
         "video.requests.bulk",
-        description="Requests with `priority: bulk` (backfills, catalog imports): rendered while no interactive request "
-        "waits, with at least `VIDGEN_BULK_MIN_SHARE` of the renders while both wait.",
+        description="Requests with `priority: bulk` (backfills, catalog imports): rendered while no interactive "
+        "request waits, with at least `VIDGEN_BULK_MIN_SHARE` of the renders while both wait.",
     )
     results_topic: str = "video.results"
     dlq_topic: str = "video.requests.dlq"
