@@ -4,13 +4,13 @@ signing in through the form, and screenshots."""
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from PIL import Image
 from playwright.async_api import Page, expect
 
 from tests.support import REPO
@@ -59,10 +59,11 @@ async def sign_in(page: Page, url: str, credential: str) -> None:
 
 async def screenshot(page: Page, name: str, folder: Path) -> Path:
     """`console-<name>.png` in the test's folder, and in $VIDGEN_CONSOLE_SCREENSHOTS (relative to the repository)
-    when set, which is how docs/console-*.png are refreshed."""
+    when set, which is how docs/console-*.png are refreshed: there as a 256-colour PNG, small enough to commit."""
     path = folder / f"console-{name}.png"
     await page.screenshot(path=str(path))
     target = os.environ.get(SCREENSHOTS_ENV)
     if target:
-        shutil.copyfile(path, REPO / target / path.name)
+        with Image.open(path) as shot:
+            shot.convert("RGB").quantize(256).save(REPO / target / path.name, optimize=True)
     return path
