@@ -115,9 +115,17 @@ class Client:
         finally:
             await consumer.stop()
 
-    async def send(self, bodies: Sequence[dict[str, Any]], *, round_robin: bool = False) -> None:
-        """Produce all at once. With `round_robin`, request i goes to partition i % partitions (an even
-        spread; key hashing would give some workers more than others)."""
+    async def send(
+        self,
+        bodies: Sequence[dict[str, Any]],
+        *,
+        round_robin: bool = False,
+        topic: str | None = None,
+        first_partition: int = 0,
+    ) -> None:
+        """Produce all at once, to the requests topic unless `topic` says otherwise. With `round_robin`, request i
+        goes to partition (first_partition + i) % partitions (an even spread; key hashing would give some workers more
+        than others)."""
         if self._producer is None:
             raise RuntimeError("client not started")
         partitions = self.settings.topic_partitions
@@ -126,10 +134,10 @@ class Client:
             self.sent_at[body["request_id"]] = time.time()
             futures.append(
                 await self._producer.send(
-                    self.settings.requests_topic,
+                    topic or self.settings.requests_topic,
                     value=json.dumps(body).encode(),
                     key=body["request_id"].encode(),
-                    partition=index % partitions if round_robin else None,
+                    partition=(first_partition + index) % partitions if round_robin else None,
                 )
             )
         await asyncio.gather(*futures)

@@ -24,6 +24,7 @@ from typing import Any
 from consumer.core.clock import Monotonic
 from consumer.core.control import CancelCommand, ControlIndex, cancelled_error
 from consumer.core.job import Job, Record, RenderEnded
+from consumer.core.lanes import bulk_render_slots
 from consumer.core.offsets import OffsetTracker
 from consumer.core.pending import PendingJobs
 from consumer.core.slots import Slot, StageSlots
@@ -54,6 +55,7 @@ class JobScheduler:
         self._cancels = cancels
         self.pending = PendingJobs(settings, clock=clock)
         self._slots = StageSlots(rendering=settings.max_inflight_jobs, finishing=settings.max_finishing_jobs)
+        self._bulk_slots = bulk_render_slots(settings.max_inflight_jobs)
         self._slot_of: dict[int, Slot] = {}  # by id() of the running job
         self._admitted: dict[int, Job] = {}  # the running jobs that hold a slot, by id()
         self._parked: Job | None = None  # must run alone: taken from the queue, waits for the jobs before it to end
@@ -129,13 +131,19 @@ class JobScheduler:
             self._spawn(job.tp, job.record, self._runner.run(job, self._events), job=job)
 
     def _take(self) -> Job | None:
-        """The next queued job the quotas admit; those they reject on the way are refused."""
-        while (taken := self.pending.take()) is not None:
+        """The next queued job the quotas admit (interactive first, see `PendingJobs.take`); those they reject on the
+        way are refused."""
+        while (taken := self.pending.take(bulk_allowed=self._bulk_slot_free())) is not None:
             job, decision = taken
             if decision.admitted:
                 return job
             self._spawn(job.tp, job.record, self._runner.refuse(job, decision))
         return None
+
+    def _bulk_slot_free(self) -> bool:
+        """Bulk jobs hold fewer render slots than they may: all but one (`consumer/core/lanes.py`)."""
+        bulk = [key for key, job in self._admitted.items() if self.pending.lane(job) == "bulk"]
+        return sum(self._slot_of[key].stage == "rendering" for key in bulk) < self._bulk_slots
 
     def _cancel(self, command: CancelCommand) -> None:
         """Every job of the command's request and tenant is asked to stop: a queued one is answered at once, a

@@ -83,13 +83,14 @@ def make_consumer(settings: Settings, listener: ConsumerRebalanceListener) -> AI
         # and is dead-lettered.
         max_partition_fetch_bytes=max(settings.max_record_bytes * 2, settings.max_event_bytes),
     )
-    consumer.subscribe([settings.requests_topic, settings.retry_topic], listener=listener)
+    consumer.subscribe([settings.requests_topic, settings.bulk_topic, settings.retry_topic], listener=listener)
     return consumer
 
 
 def worker_topics(settings: Settings) -> list[str]:
     topics = [
         settings.requests_topic,
+        settings.bulk_topic,
         settings.retry_topic,
         settings.results_topic,
         settings.dlq_topic,

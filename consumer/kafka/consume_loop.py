@@ -22,6 +22,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from consumer.core.clock import WallClock, utc_now
 from consumer.core.intake import parse_request
 from consumer.core.job import Job, Record
+from consumer.core.lanes import bulk_prefetch
 from consumer.core.retries import Delivery
 from consumer.job.runner import JobRunner
 from consumer.job.scheduler import JobScheduler
@@ -81,6 +82,7 @@ class Worker:
         self._runner = runner
         self._next_lag_report = 0.0
         self._delayed: dict[TopicPartition, int] = {}  # retry-topic partitions waiting for a not-before time
+        self._bulk_prefetch = bulk_prefetch(settings.max_inflight_jobs)
         self._consumer: AIOKafkaConsumer | None = None
         self.joined = False
 
@@ -129,6 +131,8 @@ class Worker:
         # Paused partitions keep the member in the group: getmany() is still awaited, heartbeats flow, and a
         # render longer than max_poll_interval_ms never triggers a rebalance (aiokafka issue #848).
         hold = set(assigned) if room <= 0 or self._unready() else set(self._delayed)
+        if self._bulk_fetched():  # enough bulk work at hand: the backlog waits in Kafka, room stays for interactive
+            hold |= {tp for tp in assigned if tp.topic == self._settings.bulk_topic}
         consumer.pause(*hold)
         consumer.resume(*(set(assigned) - hold))
         self._metrics.partitions_paused.set(len(consumer.paused()))
@@ -178,6 +182,9 @@ class Worker:
     def _intake(self, tp: TopicPartition, record: Record, now_ms: int) -> bool:
         """Answer an unusable record at once, queue a request, or (a retry not yet due) rewind to it and hold
         its partition until it is due. False: the rest of this partition's batch is re-fetched later."""
+        if tp.topic == self._settings.bulk_topic and self._bulk_fetched():
+            self._require_consumer().seek(tp, record.offset)  # fetched past the bulk prefetch: read again later
+            return False
         delivery = self._delivery(tp, record)
         not_before = delivery.not_before_ms
         if not_before is not None and not_before > now_ms:
@@ -191,6 +198,10 @@ class Worker:
         else:
             self._scheduler.answer(tp, record, self._runner.answer(record, outcome, received_at))
         return True
+
+    def _bulk_fetched(self) -> bool:
+        """The bulk jobs waiting in the pending queue reach the prefetch (`consumer/core/lanes.py`)."""
+        return self._scheduler.pending.waiting("bulk") >= self._bulk_prefetch
 
     def _delivery(self, tp: TopicPartition, record: Record) -> Delivery:
         """The retry state of a record, read once, here. Only the workers write the retry topic; on any other topic
