@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -305,6 +306,8 @@ def environment_of(settings: BaseSettings, prefix: str) -> dict[str, str]:
             value = str(value).lower()
         elif isinstance(value, tuple):
             value = ",".join(value)
+        elif isinstance(value, dict):
+            value = json.dumps(value)  # what pydantic-settings parses a dict field from
         environment[f"{prefix}{name.upper()}"] = str(value)
     return environment
 

@@ -18,6 +18,8 @@ __all__ = [
     "API_FILLED_FIELDS",
     "ApiError",
     "ApiErrorBody",
+    "DegradedReason",
+    "Fallback",
     "Job",
     "JobList",
     "JobStatus",
@@ -29,6 +31,16 @@ API_FILLED_FIELDS = frozenset({"schema_version", "request_id", "tenant_id"})
 """Request fields the API sets itself (the tenant comes from the credential); a body that sends them is refused."""
 
 JobStatus = Literal["queued", "in_progress", "completed", "failed", "rejected"]
+Fallback = Literal["template", "none"]
+"""What a request may get instead of a refusal when the GPU pool is busy or down: the template video, or nothing."""
+DegradedReason = Literal["busy", "pool_down"]
+"""Why a request went to the template pool: the GPU pool's queue was full (`busy`), or no GPU worker had shown
+activity for `VIDGEN_API_POOL_DOWN_S` while jobs were queued (`pool_down`)."""
+_FALLBACK_DESCRIPTION = (
+    "When the GPU pool is busy (the answer would be 503) or down, `template` accepts a simpler video from the "
+    "template renderer instead (the job says `degraded: true` and why); `none` refuses (busy) or waits (down). "
+    "Absent: the tenant's or the service's default. Not part of the request the workers see."
+)
 
 if TYPE_CHECKING:  # mypy cannot follow create_model; the fields are VideoRequest's, checked at run time
 
@@ -47,6 +59,7 @@ else:
             for name, field in VideoRequest.model_fields.items()
             if name not in API_FILLED_FIELDS
         },
+        fallback=(Fallback | None, Field(None, description=_FALLBACK_DESCRIPTION)),
     )
 
 
@@ -83,6 +96,14 @@ class Job(BaseModel):
         None, description="The parameters as accepted; null until the request record reaches this replica's view."
     )
     video: VideoInfo | None = Field(None, description="When completed; URLs are presigned afresh for each answer.")
+    degraded: bool = Field(
+        False,
+        description="The job went to the template pool: its video is the simpler kind (a slow zoom over the start "
+        "image, or a title card), within seconds. True from the start when the API routed it there.",
+    )
+    degraded_reason: DegradedReason | None = Field(
+        None, description="Why it was routed to the template pool: `busy` or `pool_down`."
+    )
     cache_hit: bool = False
     error: ErrorInfo | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
@@ -101,7 +122,7 @@ class JobList(BaseModel):
 
 
 class QueueInfo(BaseModel):
-    """The queue as the view sees it, over every tenant."""
+    """The GPU pool's queue as the view sees it, over every tenant (and how many wait for the template pool)."""
 
     model_config = ConfigDict(frozen=True, title="QueueInfo")
 
@@ -112,3 +133,9 @@ class QueueInfo(BaseModel):
     estimated_wait_s: float | None = Field(
         None, ge=0, description="Estimated seconds before a job submitted now starts; null while no worker is seen."
     )
+    pool_down: bool = Field(
+        False,
+        description="Jobs are queued and no GPU worker has shown activity for `VIDGEN_API_POOL_DOWN_S`: new jobs "
+        "that allow the template go to the template pool.",
+    )
+    template_queued: int = Field(0, ge=0, description="Jobs routed to the template pool and not started.")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
+import torch
 import trustme
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from PIL import Image
@@ -26,6 +27,8 @@ from consumer.core.results import Identity, completed, failed, not_started
 from consumer.errors import PublishRefused, VidgenError
 from consumer.job.image_sandbox import DecodeLimits
 from consumer.kafka.clients import client_options
+from consumer.render.loader import load_pipeline
+from consumer.render.renderer import Renderer
 from consumer.render.tiny import build_tiny_pipeline
 from consumer.settings import Settings
 from schemas.events import VideoInfo, VideoRequest, VideoResult
@@ -424,3 +427,25 @@ class FakePipeline:
             return completed(request, video=video, cache_hit=False, timings=timings, attempt=attempt, identity=IDENTITY)
         assert isinstance(outcome, VidgenError)
         return failed(request, outcome, timings=timings, attempt=attempt, identity=IDENTITY)
+
+
+# --- The template pool (issue 16) ------------------------------------------------------------------------------
+
+
+def template_pool(settings: Settings) -> Settings:
+    """A template worker's settings beside `settings`' GPU pool: the template topic, a group and retry topic of its
+    own (a shared retry topic would hand its retries to the GPU pool), the same results topic and bucket."""
+    return settings.model_copy(
+        update={
+            "model": "template",
+            "requests_topic": settings.template_topic,
+            "consumer_group": f"{settings.consumer_group}.template",
+            "retry_topic": f"{settings.retry_topic}.template",
+            "worker_id": f"{settings.worker_id}-template",
+        }
+    )
+
+
+def template_renderer() -> Renderer:
+    """The template pipeline, loaded the way `VIDGEN_MODEL=template` loads it."""
+    return Renderer(lambda: load_pipeline("template", device=torch.device("cpu"), dtype=torch.float32))

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from aiohttp import web
 from aiokafka.errors import KafkaError
+from opentelemetry import trace
 from pydantic import BaseModel
 
 from consumer.api.auth import Caller
@@ -24,14 +25,15 @@ from consumer.api.rendering import object_key, render_job
 from consumer.api.settings import ApiSettings
 from consumer.api.shedding import QueueStats, estimated_wait_s, shed
 from consumer.api.store import JobStore
-from consumer.api.submission import build_request, read_submission
+from consumer.api.submission import build_request, read_submission, take_fallback
 from consumer.api.uploads import CheckedImage, check_upload
 from consumer.api.view import Listeners
+from consumer.core.degrade import DEGRADED_REASON_HEADER, choose_fallback, degrade, pool_down
 from consumer.core.moderation import ContentPolicy
 from consumer.errors import ImageError, ImageTooLarge, StorageError
 from consumer.settings import Settings
 from consumer.storage import ObjectStore
-from schemas.api import Job, JobList, QueueInfo
+from schemas.api import DegradedReason, Fallback, Job, JobList, QueueInfo
 from schemas.events import VideoControl
 
 __all__ = ["CALLER", "Handlers"]
@@ -58,6 +60,7 @@ class Handlers:
     async def submit(self, request: web.Request) -> web.Response:
         tenant = request[CALLER].tenant_id
         fields, image = await read_submission(request, max_image_bytes=self.settings.image_max_bytes)
+        fallback = take_fallback(fields)
         idempotency_key = request.headers.get("Idempotency-Key")
         if idempotency_key is None:
             job_id = random_id(self.entropy(16))
@@ -93,12 +96,18 @@ class Handlers:
                 )
             self.metrics.idempotent_replays.inc()
             return await self._job_response(existing, status=202, headers={"Idempotent-Replayed": "true"})
-        await self._refuse_when_busy()
+        reason = self._route(tenant, fallback)
         if checked is not None:
             await self._upload(checked)
-        await self._publish(self.settings.requests_topic, job_id, video_request)
+        if reason is None:
+            await self._publish(self.settings.requests_topic, job_id, video_request)
+        else:
+            header = (DEGRADED_REASON_HEADER, reason.encode())
+            await self._publish(self.settings.template_topic, job_id, video_request, headers=[header])
+            self.metrics.degraded.labels(reason=reason).inc()
         self.metrics.submitted.inc()
-        outcome = await self.store.apply([Submitted(video_request, self.clock())])
+        submitted = Submitted(video_request, self.clock(), degraded=reason is not None, degraded_reason=reason)
+        outcome = await self.store.apply([submitted])
         self.listeners.notify(outcome.changed)
         return await self._job_response(await self._require(tenant, job_id), status=202)
 
@@ -116,11 +125,31 @@ class Handlers:
         except (ImageError, ImageTooLarge) as exc:
             raise ApiFailure(_IMAGE_STATUS.get(exc.code, 422), exc.code, exc.message, field="image") from exc
 
-    async def _refuse_when_busy(self) -> None:
-        verdict = shed(self._queue_stats(), max_queued=self.api.max_queued, max_wait_s=self.api.max_wait_s)
-        if verdict is not None:
+    def _route(self, tenant: str, requested: Fallback | None) -> DegradedReason | None:
+        """None: the GPU pool takes the job. A reason: the template pool does, degraded for that reason. 503 when
+        the GPU pool is busy (the job would be shed) and the job may not degrade, or the template pool is full too."""
+        stats = self._queue_stats()
+        verdict = shed(stats, max_queued=self.api.max_queued, max_wait_s=self.api.max_wait_s)
+        reason = degrade(
+            busy=verdict is not None,
+            down=self._pool_down(stats),
+            fallback=choose_fallback(requested, self.api.tenant_fallback.get(tenant), self.api.fallback),
+            template_full=stats.template_queued >= self.api.max_queued,
+        )
+        if reason is not None:
+            trace.get_current_span().set_attribute("vidgen.degraded_reason", reason)
+        elif verdict is not None:
             self.metrics.shed.labels(reason=verdict.reason).inc()
             raise ApiFailure(503, verdict.reason, verdict.message, headers={"Retry-After": str(verdict.retry_after_s)})
+        return reason
+
+    def _pool_down(self, stats: QueueStats) -> bool:
+        return pool_down(
+            last_active=stats.last_active,
+            waiting_since=stats.waiting_since,
+            now=self.clock(),
+            after_s=self.api.pool_down_s,
+        )
 
     async def _upload(self, image: CheckedImage) -> None:
         try:
@@ -132,12 +161,14 @@ class Handlers:
             ) from exc
         self.metrics.uploads.inc()
 
-    async def _publish(self, topic: str, key: str, value: BaseModel) -> None:
+    async def _publish(
+        self, topic: str, key: str, value: BaseModel, *, headers: Sequence[tuple[str, bytes]] = ()
+    ) -> None:
         if self.publisher is None:
             raise ApiFailure(503, "starting", "the API is starting", headers={"Retry-After": "1"})
         try:
             async with asyncio.timeout(self.api.publish_timeout_s):
-                await self.publisher.publish(topic, key, value)
+                await self.publisher.publish(topic, key, value, headers=headers)
         except (KafkaError, TimeoutError) as exc:
             log.warning("publishing to %s failed: %r", topic, exc)
             raise ApiFailure(
@@ -193,6 +224,8 @@ class Handlers:
             in_progress=stats.in_progress,
             workers_active=stats.workers_active,
             estimated_wait_s=estimated_wait_s(stats),
+            pool_down=self._pool_down(stats),
+            template_queued=stats.template_queued,
         )
         return web.json_response(text=body.model_dump_json())
 

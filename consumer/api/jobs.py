@@ -7,6 +7,8 @@ request, a progress event after its result, the same result twice. The rules:
 - status only moves forward (`queued` -> `in_progress` -> terminal) and the first terminal result is final: a later
   one is ignored, and counted as `conflicting_result` when it says something else (a `failed` after `completed`);
 - an event whose tenant is not the job's is ignored (`tenant_mismatch`);
+- a job is `degraded` once its request was routed to the template pool (with the reason the API or the hook gave)
+  or its result says so; it never stops being degraded;
 - `version` grows by one with every visible change: it is the event stream's `id:`.
 """
 
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from schemas.api import API_FILLED_FIELDS, JobStatus
+from schemas.api import API_FILLED_FIELDS, DegradedReason, JobStatus
 from schemas.events import VideoControl, VideoProgress, VideoRequest, VideoResult
 
 __all__ = [
@@ -53,6 +55,8 @@ class JobState:
     request: dict[str, Any] | None = None  # the accepted parameters (request_parameters)
     result: dict[str, Any] | None = None  # the terminal VideoResult as JSON data
     cancel_requested_at: datetime | None = None
+    degraded: bool = False  # routed to the template pool, or answered by it
+    degraded_reason: DegradedReason | None = None  # why it was routed there, when the router said
 
     @property
     def terminal(self) -> bool:
@@ -63,6 +67,8 @@ class JobState:
 class Submitted:
     request: VideoRequest
     at: datetime
+    degraded: bool = False  # published to the template pool's topic
+    degraded_reason: DegradedReason | None = None
 
     @property
     def job_id(self) -> str:
@@ -151,7 +157,14 @@ def _submitted(state: JobState | None, event: Submitted) -> JobState | Ignored |
     elif state.request is not None:
         return None  # the API's own write, then the record itself; or a duplicate
     # A job first seen through its progress or result was created at that event: the request is earlier.
-    return _changed(state, event.at, request=request_parameters(request), created_at=min(event.at, state.created_at))
+    return _changed(
+        state,
+        event.at,
+        request=request_parameters(request),
+        created_at=min(event.at, state.created_at),
+        degraded=state.degraded or event.degraded,
+        degraded_reason=state.degraded_reason or event.degraded_reason,
+    )
 
 
 def _progressed(state: JobState | None, event: Progressed) -> JobState | Ignored | None:
@@ -192,6 +205,7 @@ def _answered(state: JobState | None, event: Answered) -> JobState | Ignored | N
         progress=progress,
         attempt=max(state.attempt, result.attempt),
         result=result.model_dump(mode="json"),
+        degraded=state.degraded or result.degraded,
     )
 
 
@@ -207,9 +221,9 @@ def _cancel_requested(state: JobState | None, event: CancelRequested) -> JobStat
 
 
 def service_seconds(result: VideoResult) -> float | None:
-    """How long a worker spent on a rendered job (render start to result), for the wait estimate; None when
-    nothing was rendered (a cache hit, a rejection)."""
+    """How long a GPU worker spent on a rendered job (render start to result), for the GPU pool's wait estimate; None
+    when nothing was rendered (a cache hit, a rejection) or the template pool answered."""
     started = result.timings.render_started_at
-    if result.status != "completed" or result.cache_hit or started is None:
+    if result.status != "completed" or result.cache_hit or result.degraded or started is None:
         return None
     return max(0.0, (result.timings.completed_at - started).total_seconds())

@@ -22,6 +22,12 @@ class ApiMetrics:
         )
         self.cancels = Counter("vidgen_api_cancels", "Cancel commands published.", registry=r)
         self.shed = Counter("vidgen_api_shed", "Submissions refused with 503, by reason.", ["reason"], registry=r)
+        self.degraded = Counter(
+            "vidgen_api_degraded",
+            "Submissions routed to the template pool, by reason: busy (else shed), pool_down.",
+            ["reason"],
+            registry=r,
+        )
         self.rate_limited = Counter("vidgen_api_rate_limited", "Calls refused with 429.", registry=r)
         self.auth_failures = Counter(
             "vidgen_api_auth_failures", "Calls refused with 401, by reason.", ["reason"], registry=r

@@ -4,6 +4,7 @@ record's `traceparent` header, so the worker continues the caller's trace."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from aiokafka import AIOKafkaProducer
 from opentelemetry.trace import SpanKind, Tracer
@@ -21,15 +22,18 @@ class Publisher:
         self._producer = producer
         self._tracer = tracer
 
-    async def publish(self, topic: str, key: str, value: BaseModel) -> None:
-        """Send `value` as JSON keyed by `key` and wait for the broker's acknowledgement."""
+    async def publish(
+        self, topic: str, key: str, value: BaseModel, *, headers: Sequence[tuple[str, bytes]] = ()
+    ) -> None:
+        """Send `value` as JSON keyed by `key` (with `headers` besides the trace's) and wait for the broker's
+        acknowledgement."""
         with self._tracer.start_as_current_span(f"send {topic}", kind=SpanKind.PRODUCER) as span:
             span.set_attributes(messaging_attributes("send", topic, key=key))
             metadata = await self._producer.send_and_wait(
                 topic,
                 key=key.encode("utf-8"),
                 value=value.model_dump_json(exclude_none=True).encode("utf-8"),
-                headers=inject_headers(),
+                headers=[*headers, *inject_headers()],
             )
             span.set_attributes(
                 messaging_attributes("send", topic, key=key, partition=metadata.partition, offset=metadata.offset)

@@ -46,6 +46,8 @@ async def render_job(state: JobState, store: ObjectStore, *, now: datetime) -> J
         updated_at=state.updated_at,
         request=state.request,
         video=video,
+        degraded=state.degraded,
+        degraded_reason=state.degraded_reason,
         cache_hit=result.cache_hit if result is not None else False,
         error=result.error if result is not None else None,
         metadata=result.metadata if result is not None else (state.request or {}).get("metadata", {}),

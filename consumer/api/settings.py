@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from consumer.api.claims import ASYMMETRIC_ALGORITHMS, check_algorithms
 from consumer.http.limits import HttpLimits
 from consumer.settings import environment_of
+from schemas.api import Fallback
 
 __all__ = ["ApiSettings", "KeysFileSettings"]
 
@@ -74,6 +75,22 @@ class ApiSettings(KeysFileSettings):
     )
     worker_active_s: float = Field(
         300.0, gt=0, description="A worker counts as active this long after its last progress event or result."
+    )
+    fallback: Fallback = Field(
+        "none",
+        description="A new job's fallback when neither its body (`fallback`) nor its tenant "
+        "(VIDGEN_API_TENANT_FALLBACK) names one: `template` sends it to the template pool "
+        "(VIDGEN_TEMPLATE_TOPIC, `degraded`) when the GPU pool is busy or down; `none` refuses it with 503 when "
+        "busy and queues it when down.",
+    )
+    tenant_fallback: dict[str, Fallback] = Field(
+        {}, description="JSON map tenant -> `template` or `none`: that tenant's default fallback."
+    )
+    pool_down_s: float = Field(
+        120.0,
+        gt=0,
+        description="The GPU pool counts as down when jobs are queued for it and no GPU worker has published progress "
+        "or a result for this long (nor since the oldest queued job arrived).",
     )
     publish_timeout_s: float = Field(10.0, gt=0, description="How long a submission waits for Kafka's ack (503).")
     sse_keepalive_s: float = Field(15.0, gt=0, description="Comment line sent on an idle event stream this often.")

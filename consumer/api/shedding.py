@@ -1,4 +1,5 @@
-"""Whether to take a new job, from the queue as the view sees it. Pure.
+"""Whether the GPU pool can take a new job, from its queue as the view sees it. Pure. (Where a job goes when it
+cannot: `consumer.core.degrade`.)
 
 The estimate: a job submitted now starts once the jobs ahead of it (queued, plus those rendering, which hold a
 worker) have been served by the workers seen active, each taking the mean service time of recent renders.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from datetime import datetime
 
 __all__ = ["QueueStats", "Shed", "estimated_wait_s", "shed"]
 
@@ -16,10 +18,15 @@ _MAX_RETRY_AFTER_S = 300
 
 @dataclass(frozen=True)
 class QueueStats:
+    """The GPU pool's queue; and how long the template pool's is."""
+
     queued: int
     in_progress: int
     workers_active: int
     service_s: float  # mean seconds a worker spends on one job (recent renders, or the configured prior)
+    template_queued: int = 0
+    last_active: datetime | None = None  # the latest progress event or result of a GPU worker
+    waiting_since: datetime | None = None  # when the oldest job queued for the GPU pool arrived
 
 
 @dataclass(frozen=True)

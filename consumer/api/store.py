@@ -1,6 +1,10 @@
 """The view's SQLite file: jobs, the topic offsets read so far (written in the same transaction as the rows they
 produced, so a restart resumes exactly where the rows end) and when each worker was last seen.
 
+Queue figures are kept per pool: the GPU pool's (shedding, the wait estimate, whether the pool is down) and the
+template pool's (jobs routed there, `degraded`). A worker belongs to the template pool once it answers a degraded
+result or reports progress on a degraded job; the others are the GPU pool's.
+
 One connection, used from one thread: `JobStore` runs every call on its own single-thread executor, so the event
 loop never blocks on the disk and SQLite never sees two threads.
 """
@@ -19,7 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from consumer.api.cursors import PageQuery
-from consumer.api.jobs import Answered, Event, Ignored, JobState, apply, service_seconds
+from consumer.api.jobs import Answered, Event, Ignored, JobState, Progressed, apply, service_seconds
 from consumer.api.shedding import QueueStats
 
 __all__ = ["BatchOutcome", "JobStore", "Partition", "QueueState"]
@@ -40,7 +44,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     version INTEGER NOT NULL,
     request TEXT,
     result TEXT,
-    cancel_requested_at REAL
+    cancel_requested_at REAL,
+    degraded INTEGER NOT NULL DEFAULT 0,
+    degraded_reason TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_by_tenant ON jobs (tenant_id, created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status);
@@ -51,18 +57,30 @@ CREATE TABLE IF NOT EXISTS offsets (
     next_offset INTEGER NOT NULL,
     PRIMARY KEY (topic, partition)
 );
-CREATE TABLE IF NOT EXISTS workers (worker_id TEXT PRIMARY KEY, last_seen REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS workers (
+    worker_id TEXT PRIMARY KEY, last_seen REAL NOT NULL, template INTEGER NOT NULL DEFAULT 0
+);
 CREATE TABLE IF NOT EXISTS renders (id INTEGER PRIMARY KEY AUTOINCREMENT, service_s REAL NOT NULL);
 """
-_COLUMNS = (
-    "id, tenant_id, status, progress, attempt, created_at, updated_at, version, request, result, cancel_requested_at"
+# Columns added since the first release: a view file written before them gains them (as "not degraded").
+_ADDED_COLUMNS = (
+    ("jobs", "degraded", "INTEGER NOT NULL DEFAULT 0"),
+    ("jobs", "degraded_reason", "TEXT"),
+    ("workers", "template", "INTEGER NOT NULL DEFAULT 0"),
 )
+_COLUMNS = (
+    "id, tenant_id, status, progress, attempt, created_at, updated_at, version, request, result, cancel_requested_at, "
+    "degraded, degraded_reason"
+)
+_COLUMN_COUNT = len(_COLUMNS.split(", "))
+_TEMPLATE = "template:"  # prefix of the template pool's keys in the active-job counts
 
 
 _UPSERT = (
-    f"INSERT INTO jobs ({_COLUMNS}) VALUES ({', '.join('?' * 11)}) ON CONFLICT (id) DO UPDATE SET "  # noqa: S608
-    + ", ".join(f"{name} = excluded.{name}" for name in _COLUMNS.split(", ")[1:])
+    f"INSERT INTO jobs ({_COLUMNS}) VALUES ({', '.join('?' * _COLUMN_COUNT)}) "  # noqa: S608 - constant columns
+    "ON CONFLICT (id) DO UPDATE SET " + ", ".join(f"{name} = excluded.{name}" for name in _COLUMNS.split(", ")[1:])
 )
+_OLDEST_QUEUED = "SELECT MIN(created_at) FROM jobs WHERE status = 'queued' AND degraded = 0"
 
 
 @dataclass
@@ -70,16 +88,20 @@ class BatchOutcome:
     changed: list[JobState] = field(default_factory=list)
     ignored: Counter[str] = field(default_factory=Counter)
     service_s: list[float] = field(default_factory=list)  # of the renders the batch finished
-    active: Counter[str] = field(default_factory=Counter)  # jobs queued and in progress after the batch
+    active: Counter[str] = field(default_factory=Counter)  # jobs queued and in progress after the batch, by pool
+    template_workers: set[str] = field(default_factory=set)  # the batch's workers that are the template pool's
+    waiting_since: datetime | None = None  # when the oldest job queued for the GPU pool arrived
 
 
 @dataclass(frozen=True)
 class QueueState:
-    """What the wait estimate needs, as stored: active jobs, when workers were last seen, recent renders."""
+    """What the wait estimate needs, as stored: active jobs (by pool), when GPU workers were last seen, recent
+    renders, when the oldest job queued for the GPU pool arrived."""
 
     active: Counter[str]
     workers: dict[str, datetime]
     service_s: list[float]
+    waiting_since: datetime | None = None
 
 
 def _ts(moment: datetime) -> float:
@@ -88,6 +110,14 @@ def _ts(moment: datetime) -> float:
 
 def _dt(value: float) -> datetime:
     return datetime.fromtimestamp(value, UTC)
+
+
+def _active_key(status: str, degraded: bool) -> str:
+    """The key of a job in the active counts: its status, prefixed for the template pool's jobs."""
+    return f"{_TEMPLATE}{status}" if degraded else status
+
+
+_ACTIVE_KEYS = tuple(_active_key(status, pool) for pool in (False, True) for status in ("queued", "in_progress"))
 
 
 def _state(row: Sequence[Any]) -> JobState:
@@ -103,6 +133,8 @@ def _state(row: Sequence[Any]) -> JobState:
         request=json.loads(row[8]) if row[8] is not None else None,
         result=json.loads(row[9]) if row[9] is not None else None,
         cancel_requested_at=_dt(row[10]) if row[10] is not None else None,
+        degraded=bool(row[11]),
+        degraded_reason=row[12],
     )
 
 
@@ -116,14 +148,26 @@ class _Database:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: a crash loses at most the last commits, never corrupts
         self._db.executescript(_SCHEMA)
+        for table, column, kind in _ADDED_COLUMNS:
+            if column not in {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
         self._active = self._count_active()
+        self._template_workers = self._known_template_workers()
 
     def _count_active(self) -> Counter[str]:
-        """Jobs queued and in progress; kept up to date by `apply` so shedding never counts rows."""
+        """Jobs queued and in progress, by pool; kept up to date by `apply` so shedding never counts rows."""
         rows = self._db.execute(
-            "SELECT status, COUNT(*) FROM jobs WHERE status IN ('queued', 'in_progress') GROUP BY status"
+            "SELECT status, degraded, COUNT(*) FROM jobs WHERE status IN ('queued', 'in_progress') "
+            "GROUP BY status, degraded"
         ).fetchall()
-        return Counter(dict(rows))
+        return Counter({_active_key(status, bool(degraded)): count for status, degraded, count in rows})
+
+    def _known_template_workers(self) -> set[str]:
+        return {worker for (worker,) in self._db.execute("SELECT worker_id FROM workers WHERE template = 1")}
+
+    def _waiting_since(self) -> datetime | None:
+        (oldest,) = self._db.execute(_OLDEST_QUEUED).fetchone()
+        return _dt(oldest) if oldest is not None else None
 
     def close(self) -> None:
         self._db.close()
@@ -133,13 +177,14 @@ class _Database:
     ) -> BatchOutcome:
         outcome = BatchOutcome()
         states: dict[str, JobState | None] = {}
-        before: dict[str, str | None] = {}
+        before: dict[str, str] = {}
         services = outcome.service_s
+        template = outcome.template_workers
         for event in events:
             job_id = event.job_id
             if job_id not in states:
-                states[job_id] = self._load(job_id)
-                before[job_id] = getattr(states[job_id], "status", None)
+                known = states[job_id] = self._load(job_id)
+                before[job_id] = "" if known is None else _active_key(known.status, known.degraded)
             after = apply(states[job_id], event)
             if isinstance(after, Ignored):
                 outcome.ignored[after.reason] += 1
@@ -148,6 +193,12 @@ class _Database:
                 outcome.changed.append(after)
                 if isinstance(event, Answered) and (seconds := service_seconds(event.result)) is not None:
                     services.append(seconds)
+            if isinstance(event, Answered) and event.result.degraded:
+                template.add(event.result.worker_id)
+            elif isinstance(event, Progressed) and getattr(states[job_id], "degraded", False):
+                template.add(event.progress.worker_id)
+        self._template_workers |= template
+        template |= self._template_workers & workers.keys()
         latest = {state.id: state for state in outcome.changed}
         self._db.execute("BEGIN")
         try:
@@ -162,18 +213,20 @@ class _Database:
                 [(topic, partition, offset) for (topic, partition), offset in offsets.items()],
             )
             self._db.executemany(
-                "INSERT INTO workers (worker_id, last_seen) VALUES (?, ?) "
-                "ON CONFLICT (worker_id) DO UPDATE SET last_seen = MAX(last_seen, excluded.last_seen)",
-                [(worker, _ts(seen)) for worker, seen in workers.items()],
+                "INSERT INTO workers (worker_id, last_seen, template) VALUES (?, ?, ?) "
+                "ON CONFLICT (worker_id) DO UPDATE SET last_seen = MAX(last_seen, excluded.last_seen), "
+                "template = MAX(template, excluded.template)",
+                [(worker, _ts(seen), int(worker in template)) for worker, seen in workers.items()],
             )
             self._db.execute("COMMIT")
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
         for state in latest.values():
-            self._active[before[state.id] or ""] -= 1
-            self._active[state.status] += 1
-        outcome.active = Counter({status: self._active[status] for status in ("queued", "in_progress")})
+            self._active[before[state.id]] -= 1
+            self._active[_active_key(state.status, state.degraded)] += 1
+        outcome.active = Counter({key: self._active[key] for key in _ACTIVE_KEYS})
+        outcome.waiting_since = self._waiting_since()
         return outcome
 
     @staticmethod
@@ -190,6 +243,8 @@ class _Database:
             json.dumps(state.request) if state.request is not None else None,
             json.dumps(state.result) if state.result is not None else None,
             _ts(state.cancel_requested_at) if state.cancel_requested_at is not None else None,
+            int(state.degraded),
+            state.degraded_reason,
         )
 
     def _load(self, job_id: str) -> JobState | None:
@@ -222,12 +277,13 @@ class _Database:
         return [_state(row) for row in rows]
 
     def queue_state(self) -> QueueState:
-        workers = self._db.execute("SELECT worker_id, last_seen FROM workers").fetchall()
+        workers = self._db.execute("SELECT worker_id, last_seen FROM workers WHERE template = 0").fetchall()
         renders = self._db.execute("SELECT service_s FROM renders ORDER BY id").fetchall()
         return QueueState(
-            active=Counter({status: self._active[status] for status in ("queued", "in_progress")}),
+            active=Counter({key: self._active[key] for key in _ACTIVE_KEYS}),
             workers={worker: _dt(seen) for worker, seen in workers},
             service_s=[value for (value,) in renders],
+            waiting_since=self._waiting_since(),
         )
 
     def offsets(self) -> dict[Partition, int]:
@@ -244,6 +300,7 @@ class _Database:
             self._db.execute("ROLLBACK")
             raise
         self._active = self._count_active()
+        self._template_workers = self._known_template_workers()
         return int(removed)
 
 
@@ -259,6 +316,7 @@ class JobStore:
         self._cache: OrderedDict[str, JobState] = OrderedDict()
         self._cached_jobs = cached_jobs
         self._queue = QueueState(active=Counter(), workers={}, service_s=[])
+        self._waiting_since: datetime | None = None
         self._renders: deque[float] = deque(maxlen=_RECENT_RENDERS)
 
     def _remember(self, states: Iterable[JobState]) -> None:
@@ -276,6 +334,7 @@ class JobStore:
 
     async def _load_queue_state(self) -> None:
         self._queue = await self._run(self._require().queue_state)
+        self._waiting_since = self._queue.waiting_since
         self._renders = deque(self._queue.service_s, maxlen=_RECENT_RENDERS)
 
     async def close(self) -> None:
@@ -305,7 +364,11 @@ class JobStore:
         self._queue.active.clear()
         self._queue.active.update(outcome.active)
         for worker, seen in (workers or {}).items():
-            self._queue.workers[worker] = max(seen, self._queue.workers.get(worker, seen))
+            if worker in outcome.template_workers:
+                self._queue.workers.pop(worker, None)  # reported progress before its first degraded answer
+            else:
+                self._queue.workers[worker] = max(seen, self._queue.workers.get(worker, seen))
+        self._waiting_since = outcome.waiting_since
         self._renders.extend(outcome.service_s)
         return outcome
 
@@ -324,13 +387,18 @@ class JobStore:
         return await self._run(lambda: db.page(tenant_id, query))
 
     def queue_stats(self, *, now: datetime, active_s: float, default_service_s: float) -> QueueStats:
-        """From memory, kept current by every write: shedding costs no query."""
+        """The GPU pool's queue (and the template pool's length), from memory, kept current by every write:
+        shedding and routing cost no query."""
         seen_since = now - timedelta(seconds=active_s)
+        workers = self._queue.workers
         return QueueStats(
             queued=self._queue.active["queued"],
             in_progress=self._queue.active["in_progress"],
-            workers_active=sum(1 for seen in self._queue.workers.values() if seen >= seen_since),
+            workers_active=sum(1 for seen in workers.values() if seen >= seen_since),
             service_s=sum(self._renders) / len(self._renders) if self._renders else default_service_s,
+            template_queued=self._queue.active[_active_key("queued", degraded=True)],
+            last_active=max(workers.values(), default=None),
+            waiting_since=self._waiting_since,
         )
 
     async def offsets(self) -> dict[Partition, int]:

@@ -16,13 +16,13 @@ from aiohttp.http_exceptions import HttpProcessingError
 from consumer.api.errors import ApiFailure
 from consumer.core.intake import DeadLetter, Rejection, parse_request
 from consumer.core.moderation import ContentPolicy
-from schemas.api import API_FILLED_FIELDS
+from schemas.api import API_FILLED_FIELDS, Fallback
 from schemas.events import VideoRequest
 
-__all__ = ["build_request", "read_submission"]
+__all__ = ["build_request", "read_submission", "take_fallback"]
 
 # Form fields that are text as they come; every other field is a JSON value (numbers, the metadata object).
-_TEXT_FIELDS = frozenset({"prompt", "negative_prompt", "image_url", "deadline"})
+_TEXT_FIELDS = frozenset({"prompt", "negative_prompt", "image_url", "deadline", "fallback"})
 _IMAGE_PART = "image"
 
 
@@ -95,6 +95,18 @@ def _form_value(name: str, text: str) -> Any:
         return json.loads(text)
     except (ValueError, RecursionError):
         return text  # the contract check names the field and says what it must be
+
+
+def take_fallback(fields: dict[str, Any]) -> Fallback | None:
+    """Remove the API's own `fallback` field from the submission (workers never see it) and return it."""
+    value = fields.pop("fallback", None)
+    if value is None:
+        return None
+    if value == "template":
+        return "template"
+    if value == "none":
+        return "none"
+    raise ApiFailure(422, "invalid_field", "fallback must be template or none", field="fallback")
 
 
 def build_request(

@@ -1,5 +1,6 @@
-"""The view: every partition of the four topics, read without a consumer group (so every replica sees every job),
-decoded into job events and applied to the store with the offsets they came from.
+"""The view: every partition of the five topics, read without a consumer group (so every replica sees every job),
+decoded into job events and applied to the store with the offsets they came from. Requests on the template pool's
+topic are degraded jobs; the API and the hook name why in the `vidgen-degraded-reason` header.
 
 Listeners (the event streams) are woken when a job they watch changes; nothing polls the store.
 """
@@ -20,6 +21,7 @@ from pydantic import ValidationError
 from consumer.api.jobs import Answered, CancelRequested, Event, JobState, Progressed, Submitted
 from consumer.api.metrics import ApiMetrics
 from consumer.api.store import JobStore, Partition
+from consumer.core.degrade import DEGRADED_REASON_HEADER, degraded_reason_of
 from consumer.core.intake import parse_request
 from consumer.kafka.clients import client_options
 from consumer.settings import Settings
@@ -36,7 +38,13 @@ Clock = Callable[[], datetime]
 
 
 def view_topics(settings: Settings) -> list[str]:
-    return [settings.requests_topic, settings.progress_topic, settings.results_topic, settings.control_topic]
+    return [
+        settings.requests_topic,
+        settings.template_topic,
+        settings.progress_topic,
+        settings.results_topic,
+        settings.control_topic,
+    ]
 
 
 class Listeners:
@@ -168,7 +176,7 @@ class ViewFollower:
         for partition, records in batch.items():
             for record in records:
                 at = datetime.fromtimestamp(record.timestamp / 1000, UTC)
-                event = self._decode(partition.topic, record.value, at) if at >= oldest else None
+                event = self._decode(partition.topic, record, at) if at >= oldest else None
                 if event is not None:
                     events.append(event)
                     worker = _worker_of(event)
@@ -181,13 +189,12 @@ class ViewFollower:
             self._metrics.view_ignored.labels(reason=reason).inc(count)
         self._listeners.notify(outcome.changed)
 
-    def _decode(self, topic: str, value: bytes | None, at: datetime) -> Event | None:
+    def _decode(self, topic: str, record: ConsumerRecord[Any, Any], at: datetime) -> Event | None:
         settings = self._settings
+        value: bytes | None = record.value
         try:
-            if topic == settings.requests_topic:
-                request = parse_request(value, max_bytes=settings.max_record_bytes)
-                # Rejected records get a result from the worker; the job appears with it.
-                return Submitted(request, at) if isinstance(request, VideoRequest) else None
+            if topic in (settings.requests_topic, settings.template_topic):
+                return self._submitted(topic, record, at)
             if value is None:
                 return None
             if topic == settings.progress_topic:
@@ -198,6 +205,16 @@ class ViewFollower:
         except ValidationError:
             self._metrics.view_ignored.labels(reason="unreadable").inc()
             return None
+
+    def _submitted(self, topic: str, record: ConsumerRecord[Any, Any], at: datetime) -> Submitted | None:
+        """A request, from the GPU pool's topic or (degraded, with the reason its header gives) the template's."""
+        request = parse_request(record.value, max_bytes=self._settings.max_record_bytes)
+        if not isinstance(request, VideoRequest):
+            return None  # rejected records get a result from the worker; the job appears with it
+        if topic != self._settings.template_topic:
+            return Submitted(request, at)
+        reason = degraded_reason_of(dict(record.headers).get(DEGRADED_REASON_HEADER))
+        return Submitted(request, at, degraded=True, degraded_reason=reason)
 
     async def _check_caught_up(self) -> None:
         consumer = self._consumer
@@ -221,6 +238,7 @@ def _worker_of(event: Event) -> str | None:
 def _topic_label(settings: Settings, topic: str) -> str:
     names = {
         settings.requests_topic: "requests",
+        settings.template_topic: "template",
         settings.progress_topic: "progress",
         settings.results_topic: "results",
         settings.control_topic: "control",

@@ -1,6 +1,6 @@
 """Graceful degradation at the edge: where a new request goes when the GPU pool cannot take it. Pure.
 
-The job API and the product hook ask `route` before publishing. A request goes to the template pool's topic
+The job API and the product hook ask `degrade` before publishing. A request goes to the template pool's topic
 (workers with `VIDGEN_MODEL=template`: a simpler video within seconds, marked `degraded`) instead of the GPU pool's
 when its fallback allows it and either
 
@@ -15,24 +15,29 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal, get_args
+
+from schemas.api import DegradedReason, Fallback
 
 __all__ = [
-    "DEGRADED_REASONS",
+    "DEGRADED_REASON_HEADER",
     "DegradedReason",
     "Fallback",
     "PoolActivity",
-    "Route",
     "choose_fallback",
+    "degrade",
+    "degraded_reason_of",
     "pool_down",
-    "route",
 ]
 
-Fallback = Literal["template", "none"]
-DegradedReason = Literal["busy", "pool_down"]
-DEGRADED_REASONS: frozenset[str] = frozenset(get_args(DegradedReason))
-Route = Literal["gpu", "refuse"] | DegradedReason
-"""`gpu`: the GPU pool's topic; `refuse`: answer 503; a reason: the template pool's topic, degraded for it."""
+DEGRADED_REASON_HEADER = "vidgen-degraded-reason"
+"""Header of a request the API or the hook routed to the template pool: why (`busy` or `pool_down`)."""
+
+
+def degraded_reason_of(header: bytes | None) -> DegradedReason | None:
+    """The reason a request's header names, if it is one of the known reasons (anything else is ignored)."""
+    if header == b"busy":
+        return "busy"
+    return "pool_down" if header == b"pool_down" else None
 
 
 def choose_fallback(requested: Fallback | None, tenant: Fallback | None, default: Fallback) -> Fallback:
@@ -52,14 +57,14 @@ def pool_down(*, last_active: datetime | None, waiting_since: datetime | None, n
     return (now - quiet_since).total_seconds() >= after_s
 
 
-def route(*, busy: bool, down: bool, fallback: Fallback, template_full: bool = False) -> Route:
-    """Where a new request goes. A template pool whose own queue is full (`template_full`) takes nothing more."""
-    if fallback == "template" and not template_full:
-        if down:
-            return "pool_down"
-        if busy:
-            return "busy"
-    return "refuse" if busy else "gpu"
+def degrade(*, busy: bool, down: bool, fallback: Fallback, template_full: bool = False) -> DegradedReason | None:
+    """Why a new request goes to the template pool, or None: it goes to the GPU pool (or, when `busy`, is refused).
+    A template pool whose own queue is full (`template_full`) takes nothing more."""
+    if fallback != "template" or template_full:
+        return None
+    if down:
+        return "pool_down"  # the reason that matters when the pool is both down and busy
+    return "busy" if busy else None
 
 
 @dataclass

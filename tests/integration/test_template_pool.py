@@ -10,32 +10,15 @@ from typing import Any
 import aiohttp
 import av
 import numpy as np
-import torch
 from PIL import Image
 
 from consumer.core.keys import upload_key
 from consumer.dev.demo import product_image
 from consumer.job.image_decoding import fit_image
 from consumer.kafka.clients import ensure_topics, worker_topics
-from consumer.render.loader import load_pipeline
-from consumer.render.renderer import Renderer
 from consumer.settings import Settings
 from consumer.storage import ObjectStore
-from tests.support import KafkaClient, request_body
-
-
-def template_pool(settings: Settings) -> Settings:
-    """A template worker's settings beside `settings`' GPU pool: the template topic, a group and retry topic of its
-    own (a shared retry topic would hand its retries to the GPU pool), the same results topic and bucket."""
-    return settings.model_copy(
-        update={
-            "model": "template",
-            "requests_topic": settings.template_topic,
-            "consumer_group": f"{settings.consumer_group}.template",
-            "retry_topic": f"{settings.retry_topic}.template",
-            "worker_id": f"{settings.worker_id}-template",
-        }
-    )
+from tests.support import KafkaClient, request_body, template_pool, template_renderer
 
 
 async def _fetch(url: str) -> bytes:
@@ -54,15 +37,11 @@ def _psnr(a: np.ndarray[Any, Any], b: np.ndarray[Any, Any]) -> float:
     return 10 * np.log10(255**2 / mse) if mse else float("inf")
 
 
-def _template_renderer() -> Renderer:
-    return Renderer(lambda: load_pipeline("template", device=torch.device("cpu"), dtype=torch.float32))
-
-
 async def test_a_template_worker_answers_with_a_degraded_ken_burns_video(
     settings: Settings, store: ObjectStore, start_worker
 ) -> None:
     pool = template_pool(settings)
-    renderer = _template_renderer()
+    renderer = template_renderer()
     try:
         await start_worker(pool, renderer=renderer)
         shoe = product_image(640, 480)
@@ -97,7 +76,7 @@ async def test_template_and_model_videos_never_answer_each_other(
     cache, never from the other's (the model is part of the cache key)."""
     pool = template_pool(settings)
     await ensure_topics(pool, worker_topics(pool))
-    renderer = _template_renderer()
+    renderer = template_renderer()
     template_client = KafkaClient(pool)
     await template_client.start()
     try:

@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from consumer.core.degrade import PoolActivity, choose_fallback, pool_down, route
+from consumer.core.degrade import PoolActivity, choose_fallback, degrade, degraded_reason_of, pool_down
+from schemas.api import Fallback
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 
@@ -19,23 +20,33 @@ def at(seconds: float) -> datetime:
 @pytest.mark.parametrize(
     ("busy", "down", "fallback", "expected"),
     [
-        (False, False, "template", "gpu"),  # the GPU pool keeps up: nothing degrades
-        (False, False, "none", "gpu"),
+        (False, False, "template", None),  # the GPU pool keeps up: nothing degrades
+        (False, False, "none", None),
         (True, False, "template", "busy"),  # would be shed: the template instead of a 503
-        (True, False, "none", "refuse"),  # would be shed and the request does not allow the template: 503
+        (True, False, "none", None),  # would be shed and the request does not allow the template: 503
         (False, True, "template", "pool_down"),
-        (False, True, "none", "gpu"),  # the pool is down, no fallback: queued until a worker returns
+        (False, True, "none", None),  # the pool is down, no fallback: queued until a worker returns
         (True, True, "template", "pool_down"),  # both: the pool being down is the reason that matters
-        (True, True, "none", "refuse"),
+        (True, True, "none", None),
     ],
 )
-def test_route(busy: bool, down: bool, fallback: str, expected: str) -> None:
-    assert route(busy=busy, down=down, fallback=fallback) == expected  # type: ignore[arg-type]
+def test_degrade(busy: bool, down: bool, fallback: Fallback, expected: str | None) -> None:
+    assert degrade(busy=busy, down=down, fallback=fallback) == expected
 
 
 def test_a_full_template_pool_takes_nothing_more() -> None:
-    assert route(busy=True, down=False, fallback="template", template_full=True) == "refuse"
-    assert route(busy=False, down=True, fallback="template", template_full=True) == "gpu"
+    assert degrade(busy=True, down=False, fallback="template", template_full=True) is None
+    assert degrade(busy=False, down=True, fallback="template", template_full=True) is None
+
+
+def test_only_known_reasons_are_read_from_a_header() -> None:
+    assert [degraded_reason_of(value) for value in (b"busy", b"pool_down", None, b"BUSY", b"x" * 1000)] == [
+        "busy",
+        "pool_down",
+        None,
+        None,
+        None,
+    ]
 
 
 def test_the_request_chooses_before_its_tenant_and_the_default() -> None:
