@@ -29,6 +29,7 @@ from consumer.api.submission import build_request, read_submission, take_fallbac
 from consumer.api.uploads import CheckedImage, check_upload
 from consumer.api.view import Listeners
 from consumer.core.degrade import DEGRADED_REASON_HEADER, choose_fallback, degrade, pool_down
+from consumer.core.lanes import topic_for
 from consumer.core.moderation import ContentPolicy
 from consumer.errors import ImageError, ImageTooLarge, StorageError
 from consumer.settings import Settings
@@ -100,7 +101,10 @@ class Handlers:
         if checked is not None:
             await self._upload(checked)
         if reason is None:
-            await self._publish(self.settings.requests_topic, job_id, video_request)
+            lane = topic_for(
+                video_request.priority, requests_topic=self.settings.requests_topic, bulk_topic=self.settings.bulk_topic
+            )
+            await self._publish(lane, job_id, video_request)
         else:
             header = (DEGRADED_REASON_HEADER, reason.encode())
             await self._publish(self.settings.template_topic, job_id, video_request, headers=[header])

@@ -1,6 +1,7 @@
-"""The view: every partition of the five topics, read without a consumer group (so every replica sees every job),
-decoded into job events and applied to the store with the offsets they came from. Requests on the template pool's
-topic are degraded jobs; the API and the hook name why in the `vidgen-degraded-reason` header.
+"""The view: every partition of the six topics, read without a consumer group (so every replica sees every job),
+decoded into job events and applied to the store with the offsets they came from. Requests come from both lanes
+(`video.requests`, `video.requests.bulk`) and the template pool's topic, whose jobs are degraded; the API and the
+hook name why in the `vidgen-degraded-reason` header.
 
 Listeners (the event streams) are woken when a job they watch changes; nothing polls the store.
 """
@@ -40,6 +41,7 @@ Clock = Callable[[], datetime]
 def view_topics(settings: Settings) -> list[str]:
     return [
         settings.requests_topic,
+        settings.bulk_topic,
         settings.template_topic,
         settings.progress_topic,
         settings.results_topic,
@@ -193,7 +195,7 @@ class ViewFollower:
         settings = self._settings
         value: bytes | None = record.value
         try:
-            if topic in (settings.requests_topic, settings.template_topic):
+            if topic in (settings.requests_topic, settings.bulk_topic, settings.template_topic):
                 return self._submitted(topic, record, at)
             if value is None:
                 return None
@@ -238,6 +240,7 @@ def _worker_of(event: Event) -> str | None:
 def _topic_label(settings: Settings, topic: str) -> str:
     names = {
         settings.requests_topic: "requests",
+        settings.bulk_topic: "bulk",
         settings.template_topic: "template",
         settings.progress_topic: "progress",
         settings.results_topic: "results",

@@ -11,14 +11,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
 from bench import lanes as lanes_bench
 from bench.infra import Infra
-from consumer.kafka.clients import ensure_topics, worker_topics
+from consumer.kafka.clients import client_options, ensure_topics, worker_topics
 from consumer.render.renderer import Renderer
 from consumer.render.standin import StandInPipeline
 from consumer.settings import Settings
 from schemas.events import VideoResult
+from tests.integration.api_helpers import ApiStack, bearer
 from tests.support import KafkaClient, request_body, until
+
+pytest_plugins = ["tests.integration.api_fixtures"]
 
 StartWorker = Callable[..., Any]  # the conftest fixtures
 MakeRenderer = Callable[[object], Renderer]
@@ -107,3 +113,44 @@ async def test_the_lanes_benchmark_runs_tiny_and_reports_its_shape(
         assert run["statuses"] == ["completed"]
         assert run["interactive_wait_s"]["p50"] >= 0 and run["bulk_throughput_per_s"] > 0
     json.dumps(report)  # the benchmark prints it as JSON
+
+
+async def _keys(settings: Settings, topic: str) -> set[str]:
+    """The keys of every record on `topic` so far."""
+    consumer = AIOKafkaConsumer(**client_options(settings), auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        consumer.assign(partitions)
+        keys: set[str] = set()
+        for partition, end in (await consumer.end_offsets(partitions)).items():
+            while await consumer.position(partition) < end:
+                for batch in (await consumer.getmany(partition, timeout_ms=200)).values():
+                    keys.update(record.key.decode() for record in batch)
+        return keys
+    finally:
+        await consumer.stop()
+
+
+async def test_the_job_api_publishes_each_job_to_its_lane_and_follows_both(api_stack: ApiStack) -> None:
+    settings, body = api_stack.settings, {"prompt": "a green kettle", "width": 256, "height": 256, "num_frames": 5}
+    async with aiohttp.ClientSession(headers=bearer(api_stack.keys["shop-1"])) as http:
+        async with http.post(f"{api_stack.url}/v1/videos", json={**body, "priority": "bulk"}) as response:
+            assert response.status == 202
+            bulk = await response.json()
+        async with http.post(f"{api_stack.url}/v1/videos", json=body) as response:
+            assert response.status == 202
+            interactive = await response.json()
+    assert bulk["request"]["priority"] == "bulk" and "priority" not in interactive["request"]
+    bulk_topic, requests_topic = (
+        await _keys(settings, settings.bulk_topic),
+        await _keys(settings, settings.requests_topic),
+    )
+    assert bulk["id"] in bulk_topic and bulk["id"] not in requests_topic
+    assert interactive["id"] in requests_topic and interactive["id"] not in bulk_topic
+
+    async def view_read_the_bulk_topic() -> bool:  # every replica learns of the job from Kafka, bulk included
+        async with aiohttp.ClientSession() as http, http.get(f"{api_stack.url}/metrics") as response:
+            return 'vidgen_api_view_records_total{topic="bulk"}' in await response.text()
+
+    await until(view_read_the_bulk_topic, timeout_s=30)
