@@ -19,7 +19,7 @@ from consumer.api.console.serving import STATIC
 from consumer.api.links import LINK_TTL_S
 from consumer.core.keys import upload_prefix
 from consumer.render.renderer import Renderer
-from schemas.api import VideoSubmission
+from schemas.api import Job, VideoSubmission
 from schemas.events import ErrorInfo, Timings, VideoResult
 from tests.integration.api_helpers import ApiStack, IdentityProvider, bearer, png
 from tests.integration.console_helpers import PHONE, OpenPage, origin, screenshot, sign_in
@@ -38,7 +38,7 @@ SETTINGS_OVERRIDES = {
     "banned_terms": (BANNED,),
     "session_timeout_ms": 6_000,
     "heartbeat_interval_ms": 500,
-    "shutdown_grace_s": 10,
+    "shutdown_grace_s": 2,  # the render-again job may still be rendering when the worker test ends
 }
 XSS = "<img src=x onerror=alert(1)>"
 TIMES = "\N{MULTIPLICATION SIGN}"  # how the console writes sizes
@@ -405,6 +405,33 @@ async def test_a_rejected_job_shows_its_error_and_field(api_stack: ApiStack, ope
     await expect(row.get_by_test_id("job-status")).to_have_text("rejected")
     await expect(row.get_by_test_id("job-error")).to_have_text("start image not found in the bucket (field: image_url)")
     await expect(row.get_by_test_id("job-cancel")).to_be_hidden()
+
+
+@pytest.mark.skipif("degraded" not in Job.model_fields, reason="needs issue 16's degraded jobs in the job API")
+async def test_a_template_video_is_marked(api_stack: ApiStack, open_page: OpenPage) -> None:
+    job = await submit_json(api_stack, prompt="a teapot while the GPUs are busy")
+    bucket = api_stack.settings.s3_bucket
+    video = video_info().model_copy(
+        update={"uri": f"s3://{bucket}/videos/t.mp4", "poster_uri": f"s3://{bucket}/t.jpeg"}
+    )
+    result = VideoResult.model_validate(
+        {
+            **VideoResult(
+                request_id=job["id"], tenant_id="shop-1", status="completed", video=video, timings=timings(),
+                worker_id="template-1", model="template",
+            ).model_dump(mode="json"),
+            "degraded": True,
+        }
+    )  # fmt: skip
+    await publish_result(api_stack, result)
+    await wait_status(api_stack, job["id"], "completed")
+    page = (await open_page()).page
+    await sign_in(page, api_stack.url, api_stack.keys["shop-1"])
+    row = page.get_by_test_id(f"job-{job['id']}")
+    await expect(row.get_by_test_id("job-degraded")).to_have_text("template video")
+    await row.get_by_test_id("job-open").click()
+    await expect(page.locator("#detail-degraded")).to_be_visible()
+    assert await page.locator("[data-testid=job-degraded]:visible").count() == 1  # only that one is marked
 
 
 async def test_markup_in_a_prompt_is_shown_as_text(api_stack: ApiStack, open_page: OpenPage) -> None:

@@ -13,6 +13,8 @@ const PARAMETERS = [
   ["guidance_scale", "Guidance"], ["seed", "Seed"], ["fallback", "Template video allowed"],
   ["render_timeout_s", "Render timeout (s)"], ["deadline", "Deadline"],
 ];
+// Why a job went to the template renderer (the API's degraded_reason codes).
+const DEGRADED = {busy: "the GPUs were busy", pool_down: "no GPU worker was available"};
 
 export class Detail {
   constructor({api, onAgain, onCancel}) {
@@ -56,9 +58,11 @@ export class Detail {
     const status = $("detail-status");
     status.textContent = job.status;
     status.className = `status ${job.status}`;
-    show($("detail-degraded"), job.degraded === true);
-    const problem = job.error ? errorText(job.error) : job.degraded_reason ?? "";
-    say($("detail-error"), problem);
+    const degraded = $("detail-degraded");
+    show(degraded, job.degraded === true);
+    const reason = Object.hasOwn(DEGRADED, job.degraded_reason ?? "") ? DEGRADED[job.degraded_reason] : null;
+    degraded.textContent = reason ? `template video: ${reason}` : "template video";
+    say($("detail-error"), job.error ? errorText(job.error) : "");
     show($("again"), job.request !== null && job.request !== undefined);
     show($("detail-cancel"), !isTerminal(job) && !job.cancel_requested_at);
 
