@@ -8,8 +8,8 @@ in front of every interactive request. Each worker consumes both and decides, fr
   waits. While both wait, at least one render in `period` is bulk (`VIDGEN_BULK_MIN_SHARE`), so a steady stream of
   interactive requests cannot starve the backlog.
 - **How many render slots bulk may hold** (`bulk_render_slots`): all but one. An interactive request that arrives
-  while bulk jobs render finds a slot free and waits for at most the render in progress, not also for a bulk job
-  prepared behind it.
+  while bulk jobs render finds a slot free and starts at once; at the model it waits only for the bulk renders
+  already started or prepared: the render in progress with the default two slots (`VIDGEN_MAX_INFLIGHT_JOBS`).
 - **How much bulk to fetch ahead** (`bulk_prefetch`): a few records, so the next bulk job is at hand when a slot
   frees; the bulk topic's partitions are paused beyond that. Fetched bulk records never fill the pending queue an
   interactive record needs room in, and the backlog stays in Kafka, where any worker with room can take it.
@@ -47,7 +47,7 @@ def lane_of(priority: Priority | None, *, topic: str, bulk_topic: str) -> Lane:
 
 def bulk_render_slots(render_slots: int) -> int:
     """Render slots bulk jobs may hold at once: all but one, so one is always free for an interactive request (with a
-    single render slot, that one: an interactive request then waits for at most one bulk render)."""
+    single render slot, that one: an interactive request then waits for the bulk render in progress)."""
     return max(1, render_slots - 1)
 
 
