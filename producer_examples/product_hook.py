@@ -2,7 +2,9 @@
 
 `python -m producer_examples.product_hook` serves `POST /webhooks/product-created` and `GET /healthz`.
 Checks, in order: signature (401), payload and the worker's own request rules (422), tenant rate limit (429);
-then publishes (202, or 503 when Kafka does not acknowledge in time, so the platform retries). Connections go
+then publishes (202, or 503 when Kafka does not acknowledge in time, so the platform retries). When the GPU pool is
+busy or down (`producer_examples.pool_watch`) a shop's request goes to the template pool instead, answered
+`degraded` (its fallback, `template` by default), or, with the fallback `none`, gets 503 when busy. Connections go
 through `consumer.http.limits`: header and body deadlines and a bound on open connections (408 / 503).
 """
 
@@ -19,11 +21,14 @@ from typing import Any
 
 from aiohttp import web
 from aiokafka.errors import KafkaError
+from opentelemetry import trace
 from opentelemetry.trace import Tracer
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from consumer.core.clock import utc_now
+from consumer.core.degrade import DEGRADED_REASON_HEADER, choose_fallback, degrade
 from consumer.core.moderation import ContentPolicy
 from consumer.core.rate_limit import Clock, TenantLimiter
 from consumer.errors import VidgenError
@@ -35,10 +40,12 @@ from consumer.settings import ConfigurationError, Settings, describe_config_erro
 from consumer.telemetry.logs import configure_logging
 from consumer.telemetry.probes import add_probe_routes
 from producer_examples.dedupe import RecentKeys
+from producer_examples.pool_watch import PoolWatch, watching
 from producer_examples.products import DEFAULT_TEMPLATE, ProductCreated, build_request, check_template
 from producer_examples.publishing import RequestPublisher
 from producer_examples.signing import SIGNATURE_HEADER, SignatureError, verify
 from producer_examples.telemetry import make_tracer_provider
+from schemas.api import Fallback
 from schemas.events import Priority, VideoRequest
 
 __all__ = ["GUARD", "ROUTE", "HookSettings", "main", "make_app", "serve"]
@@ -77,6 +84,26 @@ class HookSettings(BaseSettings):
     )
     rate_per_s: float = Field(1.0, gt=0, description="Requests per second a shop may sustain.")
     burst: int = Field(10, ge=1, description="Requests a shop may send at once.")
+    fallback: Fallback = Field(
+        "template",
+        description="A product's request when the GPU pool is busy or down: `template` sends it to the template pool "
+        "(VIDGEN_TEMPLATE_TOPIC; a simple product video on the page within seconds beats a blank one), `none` "
+        "answers 503 when busy (the platform retries) and queues it when down.",
+    )
+    shop_fallback: dict[str, Fallback] = Field({}, description="JSON map shop_id -> `template` or `none`.")
+    max_queued: int = Field(
+        100,
+        ge=1,
+        description="The GPU pool is busy while this many requests on the hook's topics are not yet answered (its "
+        "consumer group's lag).",
+    )
+    pool_down_s: float = Field(
+        300.0,
+        gt=0,
+        description="The GPU pool is down when requests wait and its consumer group has committed nothing for this "
+        "long: longer than one render, since the group commits when a job ends.",
+    )
+    pool_check_s: float = Field(2.0, gt=0, description="How often the hook reads the GPU pool's offsets.")
     width: int = Field(512, ge=256, le=1024, multiple_of=16)
     height: int = Field(512, ge=256, le=1024, multiple_of=16)
     num_frames: int = Field(25, ge=1, le=49)
@@ -143,7 +170,9 @@ class HookSettings(BaseSettings):
 
 
 class _Hook:
-    def __init__(self, hook: HookSettings, settings: Settings, *, wall_clock: Clock, monotonic: Clock) -> None:
+    def __init__(
+        self, hook: HookSettings, settings: Settings, *, wall_clock: Clock, monotonic: Clock, degraded: Counter
+    ) -> None:
         self._hook = hook
         self._wall_clock = wall_clock
         self._secrets = [s.get_secret_value() for s in (hook.secret, hook.previous_secret) if s is not None]
@@ -153,7 +182,10 @@ class _Hook:
         self._max_record_bytes = settings.max_record_bytes
         self._limiter = TenantLimiter(rate=hook.rate_per_s, burst=hook.burst, clock=monotonic)
         self._recent = RecentKeys(hook.recent_capacity)
+        self._template_topic = settings.template_topic
+        self._degraded = degraded
         self.publisher: RequestPublisher | None = None
+        self.pool: PoolWatch | None = None
 
     async def product_created(self, request: web.Request) -> web.Response:
         body = await request.read()
@@ -193,19 +225,36 @@ class _Hook:
             retry_after = str(max(1, math.ceil(wait_s)))
             body_out = {"error": "rate_limited", "retry_after_s": round(wait_s, 3)}
             return web.json_response(body_out, status=429, headers={"Retry-After": retry_after})
-        return await self._publish(video_request)
+        return await self._publish(video_request, shop_id=product.shop_id)
 
-    async def _publish(self, video_request: VideoRequest) -> web.Response:
+    async def _publish(self, video_request: VideoRequest, *, shop_id: str) -> web.Response:
+        """To the GPU pool's topic, or to the template pool's (degraded) when the GPU pool is busy or down and the
+        shop's fallback allows it; 503 when busy and it does not."""
         if self.publisher is None:
             return web.json_response({"error": "starting"}, status=503, headers={"Retry-After": "5"})
+        busy = self.pool is not None and self.pool.busy(self._hook.max_queued)
+        reason = degrade(
+            busy=busy,
+            down=self.pool is not None and self.pool.down(self._hook.pool_down_s),
+            fallback=choose_fallback(None, self._hook.shop_fallback.get(shop_id), self._hook.fallback),
+        )
+        if reason is None and busy:
+            return web.json_response({"error": "busy"}, status=503, headers={"Retry-After": "30"})
+        topic = None if reason is None else self._template_topic  # None: the request's lane on the GPU pool
+        headers = [] if reason is None else [(DEGRADED_REASON_HEADER, reason.encode())]
         try:
             async with asyncio.timeout(self._hook.publish_timeout_s):
-                await self.publisher.publish(video_request)
+                await self.publisher.publish(video_request, extra_headers=headers, topic=topic)
         except (KafkaError, TimeoutError) as exc:
             log.error("publishing %s failed: %r", video_request.request_id, exc)  # noqa: TRY400 - no traceback needed
             return web.json_response({"error": "unavailable"}, status=503, headers={"Retry-After": "10"})
         self._recent.add(video_request.request_id)
-        return web.json_response({"request_id": video_request.request_id, "duplicate": False}, status=202)
+        answer: dict[str, Any] = {"request_id": video_request.request_id, "duplicate": False, "degraded": False}
+        if reason is not None:
+            trace.get_current_span().set_attribute("vidgen.degraded_reason", reason)
+            self._degraded.labels(reason=reason).inc()
+            answer.update(degraded=True, degraded_reason=reason)
+        return web.json_response(answer, status=202)
 
 
 def _field_errors(exc: ValidationError) -> list[dict[str, str]]:
@@ -223,27 +272,46 @@ def make_app(
     wall_clock: Clock = time.time,
     monotonic: Clock = time.monotonic,
 ) -> web.Application:
-    """The web application; its Kafka producer starts with the app and stops after the last request. Its
-    `ConnectionGuard` (`app[GUARD]`) enforces the body deadline here; `serve` adds the rest of the limits."""
-    state = _Hook(hook, settings, wall_clock=wall_clock, monotonic=monotonic)
+    """The web application; its Kafka producer and its watch of the GPU pool start with the app and stop after the
+    last request. Its `ConnectionGuard` (`app[GUARD]`) enforces the body deadline here; `serve` adds the rest of the
+    limits."""
+    registry = CollectorRegistry()
+    degraded = Counter(
+        "vidgen_hook_degraded",
+        "Requests sent to the template pool, by reason: busy, pool_down.",
+        ["reason"],
+        registry=registry,
+    )
+    state = _Hook(hook, settings, wall_clock=wall_clock, monotonic=monotonic, degraded=degraded)
+    Gauge(
+        "vidgen_hook_gpu_queue",
+        "Requests on the GPU pool's topics not yet answered (its consumer group's lag), as last read.",
+        registry=registry,
+    ).set_function(lambda: float(state.pool.lag or 0) if state.pool is not None else 0.0)
+    Gauge("vidgen_hook_gpu_pool_down", "1 while the GPU pool counts as down.", registry=registry).set_function(
+        lambda: float(state.pool is not None and state.pool.down(hook.pool_down_s))
+    )
     guard = ConnectionGuard(hook.http_limits())
+    gpu_topics = [settings.requests_topic, settings.bulk_topic]
 
     async def kafka_producer(_: web.Application) -> AsyncIterator[None]:
         if settings.create_topics:
-            await ensure_topics(settings, [settings.requests_topic, settings.bulk_topic])
+            await ensure_topics(settings, [*gpu_topics, settings.template_topic])
         producer = make_producer(settings)
         await producer.start()
         state.publisher = RequestPublisher(producer, settings=settings, tracer=tracer)
         try:
-            yield
+            async with watching(settings, topics=gpu_topics, interval_s=hook.pool_check_s, clock=utc_now) as pool:
+                state.pool = pool
+                yield
         finally:
             state.publisher = None
+            state.pool = None
             await producer.stop()
 
     async def producer_ready() -> str | None:
         return None if state.publisher is not None else "the Kafka producer is not started"
 
-    registry = CollectorRegistry()
     app = web.Application(
         client_max_size=hook.max_body_bytes,
         middlewares=[server_spans(tracer), measured(HttpMetrics("vidgen_hook", registry)), guard.middleware],

@@ -28,10 +28,13 @@ class RequestPublisher:
         self._settings = settings
         self._tracer = tracer
 
-    async def publish(self, request: VideoRequest, *, extra_headers: Sequence[tuple[str, bytes]] = ()) -> Headers:
-        """Publish one request; returns the headers sent (traceparent included)."""
+    async def publish(
+        self, request: VideoRequest, *, extra_headers: Sequence[tuple[str, bytes]] = (), topic: str | None = None
+    ) -> Headers:
+        """Publish one request to `topic` (None: its lane's); returns the headers sent (traceparent included)."""
         settings = self._settings
-        topic = topic_for(request.priority, requests_topic=settings.requests_topic, bulk_topic=settings.bulk_topic)
+        if topic is None:
+            topic = topic_for(request.priority, requests_topic=settings.requests_topic, bulk_topic=settings.bulk_topic)
         with self._tracer.start_as_current_span(f"send {topic}", kind=SpanKind.PRODUCER) as span:
             span.set_attributes(messaging_attributes("send", topic, key=request.request_id))
             span.set_attribute("vidgen.tenant_id", request.tenant_id)

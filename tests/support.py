@@ -433,14 +433,16 @@ class FakePipeline:
 
 
 def template_pool(settings: Settings) -> Settings:
-    """A template worker's settings beside `settings`' GPU pool: the template topic, a group and retry topic of its
-    own (a shared retry topic would hand its retries to the GPU pool), the same results topic and bucket."""
+    """A template worker's settings beside `settings`' GPU pool: the template topic, a group, retry and bulk topic of
+    its own (shared ones would hand its retries to the GPU pool and the GPU pool's bulk backlog to it), the same
+    results topic and bucket."""
     return settings.model_copy(
         update={
             "model": "template",
             "requests_topic": settings.template_topic,
             "consumer_group": f"{settings.consumer_group}.template",
             "retry_topic": f"{settings.retry_topic}.template",
+            "bulk_topic": f"{settings.template_topic}.bulk",
             "worker_id": f"{settings.worker_id}-template",
         }
     )
