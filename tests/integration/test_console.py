@@ -38,7 +38,7 @@ SETTINGS_OVERRIDES = {
     "banned_terms": (BANNED,),
     "session_timeout_ms": 6_000,
     "heartbeat_interval_ms": 500,
-    "shutdown_grace_s": 2,  # the render-again job may still be rendering when the worker test ends
+    "shutdown_grace_s": 10,
 }
 XSS = "<img src=x onerror=alert(1)>"
 TIMES = "\N{MULTIPLICATION SIGN}"  # how the console writes sizes
@@ -189,7 +189,7 @@ async def test_a_bad_key_shows_a_clear_message(api_stack: ApiStack, open_page: O
         assert await page.evaluate("sessionStorage.length") == 0
 
 
-async def test_submit_with_a_photo_watch_the_progress_and_play_the_video(
+async def test_submit_with_a_photo_watch_the_progress_play_the_video_and_cancel_a_render(
     api_stack: ApiStack,
     open_page: OpenPage,
     start_worker: Callable[..., Any],
@@ -268,6 +268,13 @@ async def test_submit_with_a_photo_watch_the_progress_and_play_the_video(
     await expect(progress).to_have_attribute("value", re.compile(r"^[1-9]\d?$"), timeout=60_000)
     await page.evaluate("window.scrollTo(0, 0)")
     await screenshot(page, "jobs", tmp_path)
+
+    # Cancel it while it renders: the worker stops it and the row says so.
+    rerun = page.get_by_test_id(f"job-{second['id']}")
+    await rerun.get_by_test_id("job-cancel").click()
+    await expect(rerun.get_by_test_id("job-status")).to_have_text("failed", timeout=60_000)
+    await expect(rerun.get_by_test_id("job-error")).to_have_text(re.compile(r"^cancelled by its tenant"))
+    await expect(rerun.get_by_test_id("job-cancel")).to_be_hidden()
 
 
 async def test_content_links_open_one_completed_job_for_a_few_minutes(api_stack: ApiStack) -> None:
