@@ -41,6 +41,8 @@ GPU_OVERLAYS = ("base", "overlays/prod")
 K8S_VERSION = "1.33.0"
 WORKER = "vidgen-worker"
 API = "vidgen-api"
+TEMPLATE = "vidgen-template"
+TEMPLATE_SERVICE = "worker-template"
 APP_LABEL = "app.kubernetes.io/name"
 CUSTOM_KINDS = {"ScaledObject": "keda.sh/v1alpha1", "ServiceMonitor": "monitoring.coreos.com/v1"}
 
@@ -172,6 +174,9 @@ def test_one_shot_services_create_every_topic_and_the_bucket() -> None:
         "video.results",
         "video.progress",
         "video.control",
+        "video.requests.template",
+        "video.requests.template.retry",
+        "video.requests.template.bulk",
     ):
         assert re.search(rf"(?<![\w.]){re.escape(topic)}(?![\w.])", script), topic
     assert "--if-not-exists" in script
@@ -182,7 +187,7 @@ def test_one_shot_services_create_every_topic_and_the_bucket() -> None:
 
 
 def test_worker_profiles() -> None:
-    workers = _workers()
+    workers = {name: worker for name, worker in _workers().items() if name != TEMPLATE_SERVICE}
     assert {tuple(w["profiles"]) for w in workers.values()} == {("cpu",), ("gpu",), ("gpu-node",)}
     for name, worker in workers.items():
         env = _env(worker)
@@ -213,6 +218,26 @@ def test_worker_profiles() -> None:
     assert _env(node) == _env(gpu)
     supervisor_grace = float(_env(node)["VIDGEN_SHUTDOWN_GRACE_S"]) + SupervisorOptions().drain_margin_s
     assert _seconds(node["stop_grace_period"]) > supervisor_grace
+
+
+def test_compose_runs_the_template_pool_in_every_profile() -> None:
+    """A CPU worker with the template renderer, on topics and a group of its own, whatever profile is up."""
+    template = _services()[TEMPLATE_SERVICE]
+    gpu = _env(_services()["worker-gpu"])
+    env = _env(template)
+    assert "profiles" not in template
+    assert (env["VIDGEN_MODEL"], env["VIDGEN_DEVICE"]) == ("template", "cpu")
+    assert "deploy" not in template and "volumes" not in template  # no GPU, no model
+    assert template["build"]["args"]["TORCH_VARIANT"] == "cpu"
+    assert env["VIDGEN_REQUESTS_TOPIC"] == Settings.model_fields["template_topic"].default
+    for name in ("VIDGEN_REQUESTS_TOPIC", "VIDGEN_RETRY_TOPIC", "VIDGEN_BULK_TOPIC", "VIDGEN_CONSUMER_GROUP"):
+        default = Settings.model_fields[name.removeprefix("VIDGEN_").lower()].default
+        assert env[name] != gpu.get(name, default), f"{name} is shared with the GPU pool"
+    for name in ("VIDGEN_KAFKA_BOOTSTRAP_SERVERS", "VIDGEN_S3_ENDPOINT_URL", "VIDGEN_S3_BUCKET"):
+        assert env.get(name) == gpu.get(name), name
+    assert env.get("VIDGEN_RESULTS_TOPIC") == gpu.get("VIDGEN_RESULTS_TOPIC")  # one results topic for both pools
+    assert _seconds(template["stop_grace_period"]) > float(env["VIDGEN_SHUTDOWN_GRACE_S"])
+    assert template["healthcheck"]["test"][0] == "CMD"
 
 
 def _seconds(duration: str) -> float:
@@ -575,6 +600,84 @@ def test_gpu_and_model_per_overlay(overlay: str) -> None:
         assert "persistentVolumeClaim" not in models
         assert model == "tiny"
         assert _one(docs, "Deployment")["spec"]["replicas"] == 1
+
+
+# ---- the template pool -----------------------------------------------------------------------------------
+
+
+def _effective_env(docs: list[dict[str, Any]], container: dict[str, Any]) -> dict[str, str]:
+    """A container's variables from its envFrom ConfigMaps, later sources winning as in Kubernetes."""
+    configs = {d["metadata"]["name"]: d.get("data", {}) for d in docs if d["kind"] == "ConfigMap"}
+    merged: dict[str, str] = {}
+    for source in container["envFrom"]:
+        if "configMapRef" in source:
+            merged.update(configs[source["configMapRef"]["name"]])
+    return merged
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_template_pool_runs_on_cpu_with_topics_of_its_own(overlay: str) -> None:
+    docs = _render(overlay)
+    deployment = _one(docs, "Deployment", TEMPLATE)
+    pod = deployment["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    env = _effective_env(docs, container)
+    gpu = _config(docs)  # the GPU pool's settings
+    assert (env["VIDGEN_MODEL"], env["VIDGEN_DEVICE"]) == ("template", "cpu")
+    template_topic = gpu.get("VIDGEN_TEMPLATE_TOPIC", Settings.model_fields["template_topic"].default)
+    assert env["VIDGEN_REQUESTS_TOPIC"] == template_topic  # where the API and the hook route degraded requests
+    for name in ("VIDGEN_REQUESTS_TOPIC", "VIDGEN_RETRY_TOPIC", "VIDGEN_BULK_TOPIC", "VIDGEN_CONSUMER_GROUP"):
+        default = Settings.model_fields[name.removeprefix("VIDGEN_").lower()].default
+        assert env[name] != gpu.get(name, default), f"{overlay}: {name} is shared with the GPU pool"
+    assert env["VIDGEN_KAFKA_BOOTSTRAP_SERVERS"] == gpu["VIDGEN_KAFKA_BOOTSTRAP_SERVERS"]
+    assert not _unknown_vidgen_vars(env), f"{overlay}: the template pool sets variables Settings does not read"
+    names = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    for source in container["envFrom"]:
+        kind, ref = (
+            ("ConfigMap", source["configMapRef"]) if "configMapRef" in source else ("Secret", source["secretRef"])
+        )
+        assert (kind, ref["name"]) in names, f"{overlay}: envFrom names a missing {kind} {ref['name']}"
+
+    # No GPU: CPU and memory requested and bounded, no GPU toleration, no model volume.
+    resources = container["resources"]
+    assert "nvidia.com/gpu" not in resources.get("limits", {}) and "nvidia.com/gpu" not in resources["requests"]
+    assert {"cpu", "memory"} <= resources["requests"].keys() and {"cpu", "memory"} <= resources["limits"].keys()
+    assert not any(t.get("key") == "nvidia.com/gpu" for t in pod.get("tolerations", []))
+    assert not any("persistentVolumeClaim" in volume for volume in pod["volumes"])
+
+    # Locked down like the GPU worker.
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["enableServiceLinks"] is False
+    assert pod["automountServiceAccountToken"] is False
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    assert "emptyDir" in {v["name"]: v for v in pod["volumes"]}[mounts["/tmp"]["name"]]  # noqa: S108 - scratch mount
+    probes = {"livenessProbe": "/healthz", "startupProbe": "/healthz", "readinessProbe": "/readyz"}
+    for probe, path in probes.items():
+        assert container[probe]["httpGet"] == {"path": path, "port": "http"}, probe
+    assert pod["terminationGracePeriodSeconds"] > float(
+        env.get("VIDGEN_SHUTDOWN_GRACE_S", Settings.model_fields["shutdown_grace_s"].default)
+    )
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert _one(docs, "Service", TEMPLATE)["spec"]["selector"].items() <= labels.items()
+    assert _one(docs, "PodDisruptionBudget", TEMPLATE)["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+    if overlay == "overlays/dev":
+        assert deployment["spec"]["replicas"] == 1
+        return
+    assert "replicas" not in deployment["spec"], "KEDA owns the replica count"
+    scaled = _one(docs, "ScaledObject", TEMPLATE)["spec"]
+    assert scaled["scaleTargetRef"]["name"] == TEMPLATE
+    assert 1 <= scaled["minReplicaCount"] <= scaled["maxReplicaCount"] <= _requests_partitions()
+    [trigger] = scaled["triggers"]
+    metadata = trigger["metadata"]
+    assert trigger["type"] == "kafka" and all(isinstance(value, str) for value in metadata.values())
+    assert metadata["topic"] == env["VIDGEN_REQUESTS_TOPIC"]
+    assert metadata["consumerGroup"] == env["VIDGEN_CONSUMER_GROUP"]
+    assert metadata["bootstrapServers"] == env["VIDGEN_KAFKA_BOOTSTRAP_SERVERS"]
+    monitor = _one(docs, "ServiceMonitor", TEMPLATE)["spec"]
+    assert monitor["selector"]["matchLabels"].items() <= _one(docs, "Service", TEMPLATE)["metadata"]["labels"].items()
 
 
 # ---- the job API -----------------------------------------------------------------------------------------
