@@ -4,7 +4,8 @@ It publishes requests (and cancels) and answers from a view it materialises from
 `video.progress`, `video.results` and `video.control` into SQLite, so it holds no state that Kafka does not.
 
 Pure: `jobs` (state transitions from events), `shedding`, `ids`, `claims`, `cursors`, `uploads` (header checks),
-`submission.build_request`. I/O: `store` (SQLite), `view` (the group-less consumer), `auth` and `api_keys`,
-`publishing`. HTTP: `errors`, `handlers`, `events_stream`, `rendering`, `http_app`, `openapi`. Wiring: `settings`,
+`submission.build_request`, `links` (content link tokens). I/O: `store` (SQLite), `view` (the group-less consumer),
+`auth` and `api_keys`, `publishing`. HTTP: `errors`, `handlers`, `events_stream`, `content_links`, `rendering`,
+`http_app`, `openapi`, and `console` (the web console at `/`: static files, security headers). Wiring: `settings`,
 `metrics`, `server`, `cli`.
 """
