@@ -37,7 +37,7 @@ _EVERY_ANSWER = {
 }
 
 
-def console_policy(media_origin: str) -> str:
+def _policy_for(media_origin: str) -> str:
     """The console's Content-Security-Policy; `media_origin` is where presigned object URLs point."""
     media = f"'self' {media_origin}".strip()
     return "; ".join(
@@ -118,7 +118,7 @@ class Console:
     async def _console_policy(self) -> str:
         if self._policy is None:
             # Presigning is a local signature: its URL says which origin the content redirect leads to.
-            self._policy = console_policy(_origin(await self._handlers.objects.presign("console-origin")))
+            self._policy = _policy_for(_origin(await self._handlers.objects.presign("console-origin")))
         return self._policy
 
 
