@@ -17,6 +17,7 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -108,6 +109,12 @@ class HookSettings(BaseSettings):
     height: int = Field(512, ge=256, le=1024, multiple_of=16)
     num_frames: int = Field(25, ge=1, le=49)
     num_inference_steps: int = Field(30, ge=1, le=100)
+    deadline_s: float = Field(
+        86_400.0,
+        gt=0,
+        description="Each request's `deadline`, this long after the webhook: a product video nobody has seen a day "
+        "later is waste, so a worker answers it `expired` instead of rendering it.",
+    )
     max_body_bytes: int = Field(64 * 1024, ge=1_024)
     header_timeout_s: float = Field(
         10.0,
@@ -213,6 +220,7 @@ class _Hook:
                 id_key=self._id_key,
                 policy=self._policy,
                 max_record_bytes=self._max_record_bytes,
+                deadline=datetime.fromtimestamp(self._wall_clock() + self._hook.deadline_s, UTC),
             )
         except VidgenError as exc:  # what the worker would reject the request with, told to the shop now
             log.info("webhook refused: %s on %s", exc.code, exc.field or "the request")

@@ -15,6 +15,7 @@ import json
 import string
 import unicodedata
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
@@ -170,9 +171,11 @@ def build_request(
     id_key: bytes,
     policy: ContentPolicy,
     max_record_bytes: int,
+    deadline: datetime | None = None,
 ) -> VideoRequest:
     """The request for a product, exactly as the worker's intake will read it. `render` holds the fixed render
-    options (width, height, num_frames, ...).
+    options (width, height, num_frames, ...). `deadline` is not part of the request id: a retried webhook names
+    the same request whenever it comes.
 
     Raises what the worker would reject it with: `InvalidRequest` (a broken contract rule or record limit) or
     `ContentPolicyViolation`; a policy violation names the payload field that holds the term (`title`,
@@ -185,6 +188,8 @@ def build_request(
         "metadata": {"product_id": product.product_id, "source": "product-created-hook"},
         **content,
     }
+    if deadline is not None:
+        record["deadline"] = deadline.isoformat()
     outcome = parse_request(json.dumps(record, ensure_ascii=False).encode("utf-8"), max_bytes=max_record_bytes)
     if isinstance(outcome, DeadLetter):  # only a record over the worker's size limit gets here
         raise InvalidRequest(outcome.message, code=outcome.code)

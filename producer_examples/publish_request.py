@@ -16,6 +16,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
@@ -24,6 +25,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Tracer
 from pydantic import ValidationError
 
+from consumer.core.clock import utc_now
 from consumer.core.keys import upload_key
 from consumer.errors import VidgenError
 from consumer.kafka.clients import ensure_topics, make_producer
@@ -71,6 +73,12 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         help="bulk: a backfill nobody waits for, published to the bulk topic (default: interactive)",
     )
     parser.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE", help="repeatable")
+    parser.add_argument(
+        "--deadline-in",
+        type=float,
+        metavar="SECONDS",
+        help="the request fails (expired) unless its render starts within this many seconds",
+    )
     parser.add_argument("--wait", action="store_true", help="wait for the result and print it")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds --wait waits (default 600)")
     parser.add_argument("--progress-topic", default="video.progress", help="read progress here if it exists")
@@ -102,6 +110,10 @@ def build_request(args: argparse.Namespace, *, image_url: str | None) -> VideoRe
         "priority": args.priority,
         "metadata": metadata,
     }
+    if args.deadline_in is not None:
+        if args.deadline_in <= 0:
+            raise _UsageError("--deadline-in must be more than 0 seconds")
+        fields["deadline"] = utc_now() + timedelta(seconds=args.deadline_in)
     return VideoRequest.model_validate(fields)
 
 

@@ -99,10 +99,6 @@ async def test_submit_follow_and_fetch_a_video_with_a_start_image(
     assert traceparent.split("-")[1] == format(post.context.trace_id, "032x")
 
 
-@pytest.mark.xfail(
-    reason="workers answer cancel commands once the request-controls change (issue 14) lands; remove this mark then",
-    strict=False,
-)
 async def test_a_job_cancelled_through_the_api_ends_failed_cancelled(
     settings: Settings, start_worker: Callable[..., Any], tmp_path: Path, identity: IdentityProvider
 ) -> None:

@@ -1,11 +1,11 @@
 """The pure parts of request controls: the cancel index, the crash guard's counts and verdict, a job's stop signal
-and its deadline."""
+and its deadline; and the deadlines producers set (`vidgen submit --deadline-in`, the product hook)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -13,7 +13,11 @@ import pytest
 from consumer.core.attempts import AttemptCounts, AttemptValue, attempt_key, attempt_value, crash_verdict
 from consumer.core.control import CancelCommand, ControlIndex, Ignored, cancelled_error
 from consumer.core.job import StopSignal, past_deadline
+from consumer.core.moderation import ContentPolicy
 from consumer.errors import Cancelled, Expired, WorkerCrashed
+from producer_examples import publish_request
+from producer_examples.products import DEFAULT_TEMPLATE, ProductCreated
+from producer_examples.products import build_request as build_product_request
 from tests.support import NOW
 
 
@@ -202,3 +206,28 @@ async def test_a_job_takes_the_free_model_and_a_cancelled_wait_leaves_it_free() 
         await waiting
     lock.release()
     assert not lock.locked()
+
+
+def test_submit_deadline_in_sets_the_deadline_that_far_ahead_and_refuses_a_past_one() -> None:
+    args = publish_request._parser("vidgen submit").parse_args(["--prompt", "a vase", "--deadline-in", "60"])
+    request = publish_request.build_request(args, image_url=None)
+    assert request.deadline is not None
+    assert 55 < (request.deadline - datetime.now(UTC)).total_seconds() <= 60
+    assert publish_request.main(["--prompt", "a vase", "--deadline-in", "0"]) == publish_request.EXIT_USAGE
+
+
+def test_the_hooks_deadline_is_not_part_of_the_request_id() -> None:
+    product = ProductCreated.model_validate(
+        {"product_id": "p-1", "shop_id": "shop-1", "title": "Red sneaker", "description": "Mesh."}
+    )
+    rules: dict[str, Any] = {
+        "template": DEFAULT_TEMPLATE,
+        "render": {"width": 256, "height": 256, "num_frames": 5, "num_inference_steps": 2},
+        "id_key": b"request-id-key-for-tests-only-0123456789",
+        "policy": ContentPolicy(()),
+        "max_record_bytes": 1 << 20,
+    }
+    today = build_product_request(product, deadline=NOW, **rules)
+    retried = build_product_request(product, deadline=NOW + timedelta(hours=1), **rules)
+    assert today.request_id == retried.request_id  # a retried webhook names the same request
+    assert (today.deadline, retried.deadline) == (NOW, NOW + timedelta(hours=1))
