@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from consumer.core.job import Job
 from consumer.core.lanes import Lane, LanePolicy, bulk_prefetch, bulk_render_slots, lane_of, topic_for
 from consumer.core.pending import PendingJobs
+from consumer.errors import StorageError
 from consumer.job.runner import JobRunner
 from consumer.kafka.consume_loop import Worker
 from consumer.settings import Settings
@@ -222,18 +223,14 @@ class _WatchedConsumer(FakeConsumer):
         return await super().getmany(timeout_ms=timeout_ms, max_records=max_records)
 
 
-async def test_the_loop_fetches_a_bulk_backlog_a_few_records_ahead_and_serves_interactive_first() -> None:
-    requests, bulk = TopicPartition(REQUESTS, 0), TopicPartition(BULK, 0)
-    records = {
-        requests: [consumed(REQUESTS, 0, 0, request_body("merchant"))],
-        bulk: [consumed(BULK, 0, offset, request_body(f"bulk-{offset:02d}")) for offset in range(20)],
-    }
-    settings = Settings(requests_topic=REQUESTS, bulk_topic=BULK, max_inflight_jobs=2, max_pending_jobs=16)
+async def _burst(
+    records: dict[TopicPartition, list[Any]], settings: Settings, pipeline: FakePipeline, publisher: FakePublisher
+) -> _WatchedConsumer:
+    """Run the real worker over a fake consumer of `records` until everything is answered; the consumer it used."""
     consumers: list[_WatchedConsumer] = []
-    pipeline, publisher = FakePipeline(), FakePublisher()
 
     def factory(listener: Any) -> _WatchedConsumer:
-        consumers.append(_WatchedConsumer(listener, records, bulk))
+        consumers.append(_WatchedConsumer(listener, records, TopicPartition(settings.bulk_topic, 0)))
         return consumers[-1]
 
     runner = JobRunner(
@@ -245,11 +242,46 @@ async def test_the_loop_fetches_a_bulk_backlog_a_few_records_ahead_and_serves_in
     )
     worker = Worker(settings=settings, consumer_factory=factory, runner=runner, metrics=Metrics())  # type: ignore[arg-type]
     await asyncio.wait_for(worker.run(asyncio.Event(), burst=True), 10)
+    [consumer] = consumers
+    return consumer
+
+
+async def test_the_loop_fetches_a_bulk_backlog_a_few_records_ahead_and_serves_interactive_first() -> None:
+    requests, bulk = TopicPartition(REQUESTS, 0), TopicPartition(BULK, 0)
+    records = {
+        requests: [consumed(REQUESTS, 0, 0, request_body("merchant"))],
+        bulk: [consumed(BULK, 0, offset, request_body(f"bulk-{offset:02d}")) for offset in range(20)],
+    }
+    settings = Settings(requests_topic=REQUESTS, bulk_topic=BULK, max_inflight_jobs=2, max_pending_jobs=16)
+    pipeline, publisher = FakePipeline(), FakePublisher()
+    consumer = await _burst(records, settings, pipeline, publisher)
 
     assert pipeline.attempts[0] == ("merchant", 1)
     assert sorted(result.request_id for result in publisher.results) == sorted(
         ["merchant", *(f"bulk-{offset:02d}" for offset in range(20))]
     )  # records fetched past the prefetch were read again, none lost
-    [consumer] = consumers
     assert any(consumer.bulk_held), "the bulk partition is paused while enough bulk work is at hand"
     assert consumer.committed() == {requests: 1, bulk: 20}
+
+
+async def test_a_failing_bulk_request_takes_the_retry_topic_and_forged_retry_headers_count_for_nothing() -> None:
+    """Producers write the bulk topic, so retry-state headers there are whatever a client sent: a forged not-before
+    time must not hold the partition, a forged round must not skip the retry topic. The retry copy is the request
+    unchanged, so it comes back in the bulk lane."""
+    far = str(int(time.time() * 1000) + 86_400_000).encode()
+    forged = [("vidgen-attempt", b"7"), ("vidgen-retry-round", b"9"), ("vidgen-not-before-ms", far)]
+    body = request_body("catalog-1", prompt="a catalog item that fails once", priority="bulk")
+    bulk = TopicPartition(BULK, 0)
+    settings = Settings(
+        requests_topic=REQUESTS, bulk_topic=BULK, retry_topic=RETRY, retry_attempts=1, retry_topic_rounds=1
+    )
+    pipeline, publisher = FakePipeline({body["prompt"]: [StorageError("S3 said 503")]}), FakePublisher()
+    consumer = await _burst({bulk: [consumed(BULK, 0, 0, body, headers=forged)]}, settings, pipeline, publisher)
+
+    assert pipeline.attempts == [("catalog-1", 1)]
+    assert publisher.results == publisher.dead_letters == []
+    [(record, headers)] = publisher.retries
+    assert (dict(headers)["vidgen-attempt"], dict(headers)["vidgen-retry-round"]) == (b"2", b"1")
+    assert VideoRequest.model_validate_json(record.value).priority == "bulk"
+    assert lane_of("bulk", topic=RETRY, bulk_topic=BULK) == "bulk"
+    assert consumer.committed() == {bulk: 1}
