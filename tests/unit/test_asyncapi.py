@@ -1,4 +1,4 @@
-"""schemas/asyncapi.yaml: parses, is AsyncAPI 3.0.0, describes the three topics, and agrees with the code.
+"""schemas/asyncapi.yaml: parses, is AsyncAPI 3.0.0, describes the topics, and agrees with the code.
 
 No AsyncAPI 3 meta-schema ships in any installed package, so these are structural checks (the parts of the
 specification the document relies on), plus the examples validated against the checked-in JSON Schemas.
@@ -13,10 +13,13 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
+from consumer.core.attempts import AttemptValue, attempt_key
 from consumer.core.intake import DeadLetter, parse_request
 from consumer.core.retries import ATTEMPT, NOT_BEFORE, ROUND
-from consumer.errors import VidgenError
-from schemas.events import ID_PATTERN, VideoRequest, VideoResult
+from consumer.errors import VidgenError, WorkerCrashed
+from consumer.kafka.clients import topic_configs
+from consumer.settings import Settings
+from schemas.events import ID_PATTERN, VideoControl, VideoRequest, VideoResult
 from tests.support import REPO
 
 SCHEMAS = REPO / "schemas"
@@ -159,8 +162,8 @@ def test_dead_letter_headers_and_codes_are_what_the_worker_writes(doc: dict[str,
         outcome = parse_request(value, max_bytes=1024)
         assert isinstance(outcome, DeadLetter)
         unanswerable.add(outcome.code)
-    # Requests that exhaust their retries carry the code of a retriable error.
-    retriable = {cls.code for cls in _subclasses(VidgenError) if cls.retriable}
+    # Requests that exhaust their retries carry the code of a retriable error; those that kill workers, worker_crashed.
+    retriable = {cls.code for cls in _subclasses(VidgenError) if cls.retriable} | {WorkerCrashed.code}
     code = headers["properties"]["vidgen-error-code"]
     examples = set(code["examples"])
     assert unanswerable <= examples and examples - unanswerable
@@ -175,3 +178,36 @@ def test_retry_topic_headers_are_what_the_worker_writes(doc: dict[str, Any]) -> 
     message = _message(doc, "RetriedRequest")
     assert set(message["headers"]["required"]) == {ATTEMPT, ROUND, NOT_BEFORE}
     assert message["payload"] == _message(doc, "VideoRequest")["payload"]  # the request, unchanged
+
+
+def test_control_and_attempts_channels_are_what_the_worker_reads_and_writes(doc: dict[str, Any]) -> None:
+    by_address = {channel["address"]: channel for channel in doc["channels"].values()}
+    settings = Settings()
+    control = by_address[settings.control_topic]
+    assert [m["$ref"] for m in control["messages"].values()] == ["#/components/messages/VideoControl"]
+    attempts = by_address[settings.attempts_topic]
+    assert [m["$ref"] for m in attempts["messages"].values()] == ["#/components/messages/AttemptCount"]
+    for channel in (control, attempts):  # the configs the worker creates the topics with
+        documented = channel["bindings"]["kafka"]["topicConfiguration"]
+        created = topic_configs(settings)[channel["address"]]
+        assert ",".join(documented["cleanup.policy"]) == created["cleanup.policy"]
+        assert str(documented.get("retention.ms", "")) == created.get("retention.ms", "")
+    operations = {(op["action"], op["channel"]["$ref"]) for op in doc["operations"].values()}
+    assert ("receive", "#/channels/videoControl") in operations
+    assert {("send", "#/channels/videoRequestsAttempts"), ("receive", "#/channels/videoRequestsAttempts")} <= operations
+
+    command = _message(doc, "VideoControl")
+    assert command["payload"] == {"$ref": "./json/video-control.v1.schema.json"}
+    assert command["bindings"]["kafka"]["key"] == {"$ref": "#/components/schemas/RequestKey"}
+    command_schema = _resolve(doc, command["payload"]["$ref"])
+    for example in command["examples"]:
+        Draft202012Validator(command_schema).validate(example["payload"])
+        VideoControl.model_validate(example["payload"])
+
+    count = _message(doc, "AttemptCount")
+    assert set(count["payload"]["required"]) == set(count["payload"]["properties"]) == set(AttemptValue.model_fields)
+    for example in count["examples"]:
+        Draft202012Validator(count["payload"]).validate(example["payload"])
+        AttemptValue.model_validate(example["payload"])
+    key = count["bindings"]["kafka"]["key"]
+    Draft202012Validator(key).validate(attempt_key("video-renderers", "video.requests", 3, 1207).decode())
