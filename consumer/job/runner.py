@@ -40,6 +40,8 @@ __all__ = ["JobRunner", "Outbox", "ProgressListener", "RenderEnds", "StartLog", 
 
 log = logging.getLogger(__name__)
 
+_GIVE_UP_WRITE_S = 5.0
+
 StepFn = Callable[[int, int], None]
 """Called with (step, total) after each denoising step."""
 
@@ -218,9 +220,16 @@ class JobRunner:
         self._note_stop(span, job, result)
 
     async def _given_up(self, record: Record) -> None:
-        """A graceful end without an answer is no crash: the start it recorded is taken back."""
-        if self._starts is not None:
-            await self._starts.abandoned(record)
+        """A graceful end without an answer is no crash: the start it recorded is taken back. Within a bound, so that
+        a shutdown during a broker outage still ends (the start then stays counted: one death too many, never one
+        too few)."""
+        if self._starts is None:
+            return
+        try:
+            async with asyncio.timeout(_GIVE_UP_WRITE_S):
+                await self._starts.abandoned(record)
+        except TimeoutError:
+            log.warning("the start of %s[%d]@%d stays counted: no ack", record.topic, record.partition, record.offset)
 
     def _note_stop(self, span: Span, job: Job, outcome: VideoResult | _Abandoned | None) -> None:
         """A cancel that found the job: where (`vidgen_cancellations_total{stage}`, a span event). One that came

@@ -16,6 +16,7 @@ from consumer.core.control import CancelCommand, ControlIndex
 from consumer.core.job import Job, Record, StopSignal
 from consumer.core.results import completed, failed, not_started
 from consumer.errors import VidgenError
+from consumer.job import runner as runner_module
 from consumer.job.runner import JobRunner
 from consumer.job.scheduler import JobScheduler
 from consumer.settings import Settings
@@ -298,3 +299,21 @@ async def test_every_start_is_recorded_before_the_work_and_withdrawn_or_taken_ba
     with pytest.raises(asyncio.CancelledError):
         await task
     assert jobs.starts.writes == [("started", 0), ("answered", 0), ("started", 1), ("abandoned", 1)]
+
+
+class StuckStarts(FakeStarts):
+    """Brokers gone: taking a start back never gets its ack."""
+
+    async def abandoned(self, record: Record) -> None:
+        await asyncio.Event().wait()
+
+
+async def test_a_shutdown_during_a_broker_outage_still_ends(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runner_module, "_GIVE_UP_WRITE_S", 0.05)
+    jobs = Controlled()
+    jobs.runner._starts = StuckStarts()
+    task = asyncio.create_task(jobs.runner.run(jobs.job("r0"), asyncio.Queue()))
+    await condition(lambda: jobs.pipeline.started == ["r0"])
+    task.cancel()  # the drain's grace is over
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 2)
