@@ -25,11 +25,12 @@ PURE = sorted(
         "consumer.memory.estimate",
         "consumer.memory.modes",
         "consumer.memory.profile",
-        # The job API's rules: job state from events, shedding, ids, JWT claim checks, pagination.
+        # The job API's rules: job state from events, shedding, ids, JWT claim checks, pagination, content links.
         "consumer.api.claims",
         "consumer.api.cursors",
         "consumer.api.ids",
         "consumer.api.jobs",
+        "consumer.api.links",
         "consumer.api.shedding",
     ]
 )
