@@ -272,6 +272,23 @@ class Settings(BaseSettings):
         "the supervisor (exit 1).",
     )
 
+    def template_pool(self) -> Settings:
+        """The settings of a template worker beside this GPU pool: `VIDGEN_MODEL=template` on CPU, reading the
+        template topic, with a consumer group, retry and bulk topic of its own (shared ones would hand its retries
+        to the GPU pool, and the GPU pool's bulk backlog to it); results, bucket and the rest the same. Compose and
+        deploy/k8s name them the same way."""
+        return self.model_copy(
+            update={
+                "model": "template",
+                "device": "cpu",
+                "requests_topic": self.template_topic,
+                "retry_topic": f"{self.template_topic}.retry",
+                "bulk_topic": f"{self.template_topic}.bulk",
+                "consumer_group": f"{self.consumer_group}-template",
+                "worker_id": f"{self.worker_id}-template",
+            }
+        )
+
     def as_environment(self) -> dict[str, str]:
         """The `VIDGEN_*` variables that rebuild these settings in another process (unset fields left out).
         Secrets are revealed here on purpose: a child worker needs them; never log the result."""

@@ -432,22 +432,6 @@ class FakePipeline:
 # --- The template pool (issue 16) ------------------------------------------------------------------------------
 
 
-def template_pool(settings: Settings) -> Settings:
-    """A template worker's settings beside `settings`' GPU pool: the template topic, a group, retry and bulk topic of
-    its own (shared ones would hand its retries to the GPU pool and the GPU pool's bulk backlog to it), the same
-    results topic and bucket."""
-    return settings.model_copy(
-        update={
-            "model": "template",
-            "requests_topic": settings.template_topic,
-            "consumer_group": f"{settings.consumer_group}.template",
-            "retry_topic": f"{settings.retry_topic}.template",
-            "bulk_topic": f"{settings.template_topic}.bulk",
-            "worker_id": f"{settings.worker_id}-template",
-        }
-    )
-
-
 def template_renderer() -> Renderer:
     """The template pipeline, loaded the way `VIDGEN_MODEL=template` loads it."""
     return Renderer(lambda: load_pipeline("template", device=torch.device("cpu"), dtype=torch.float32))

@@ -1,8 +1,9 @@
 """`vidgen demo`: the whole path on one machine with nothing running beforehand.
 
 Embedded broker and S3 server (unless VIDGEN_KAFKA_BOOTSTRAP_SERVERS / VIDGEN_S3_ENDPOINT_URL point elsewhere),
-a worker with the tiny model, one "product created" request with a generated product image, the result event,
-and the MP4 and poster saved under ./demo-output/.
+a worker with the tiny model and a template worker beside it (the template pool of graceful degradation), one
+"product created" request with a generated product image to each, the result events, and both MP4s and posters
+saved under ./demo-output/: the model's video and the template renderer's (`degraded: true`) of the same photo.
 """
 
 from __future__ import annotations
@@ -87,24 +88,31 @@ def run_demo(settings: Settings, output_dir: Path) -> int:
 
 async def _demo(settings: Settings, output_dir: Path) -> int:
     stop = asyncio.Event()
-    worker = asyncio.create_task(serve(settings, stop, on_progress=_show_progress))
+    template = settings.template_pool().model_copy(update={"http_port": 0})  # its probes beside the first worker's
+    workers = [
+        asyncio.create_task(serve(settings, stop, on_progress=_show_progress)),
+        asyncio.create_task(serve(template, stop)),
+    ]
     try:
-        request = await _submit(settings)
-        _say(f"published request {request.request_id} to {settings.requests_topic}; waiting for the result")
-        result = await _await_result(settings, request.request_id, worker)
-        print(json.dumps(result.model_dump(mode="json"), indent=2))
-        if result.video is None:
-            _say(f"request ended {result.status}: {result.error}")
-            return 1
-        await _download(result, output_dir)
+        requests = await _submit(settings, template)
+        results = await _await_results(settings, [request.request_id for request in requests], workers)
+        for result in results:
+            print(json.dumps(result.model_dump(mode="json"), indent=2))
+        for result in results:
+            if result.video is None:
+                _say(f"request {result.request_id} ended {result.status}: {result.error}")
+                return 1
+            await _download(result, output_dir)
+        _say(f"in {output_dir}: the {settings.model} model's video and the template renderer's (degraded: true)")
         return 0
     finally:
         stop.set()
-        await worker
+        await asyncio.gather(*workers)
 
 
-async def _submit(settings: Settings) -> VideoRequest:
-    await ensure_topics(settings, worker_topics(settings))
+async def _submit(settings: Settings, template: Settings) -> list[VideoRequest]:
+    """The same product request to the worker's topic and to the template pool's."""
+    await ensure_topics(settings, sorted({*worker_topics(settings), *worker_topics(template)}))
     tenant_id = "demo-shop"
     image = product_image()
     image_key = upload_key(image, "product.png", prefix=settings.s3_key_prefix, tenant_id=tenant_id)
@@ -112,8 +120,9 @@ async def _submit(settings: Settings) -> VideoRequest:
         store = ObjectStore(s3, bucket=settings.s3_bucket, presign_ttl_s=settings.presign_ttl_s)
         await store.ensure_bucket()
         await store.put(image_key, image, content_type="image/png", metadata={})
+    request_id = f"demo-{uuid.uuid4().hex[:12]}"
     request = VideoRequest(
-        request_id=f"demo-{uuid.uuid4().hex[:12]}",
+        request_id=request_id,
         tenant_id=tenant_id,
         prompt="A red sneaker slowly turning on a white studio table, soft light, product shot",
         negative_prompt="blurry, low quality, text, watermark",
@@ -125,20 +134,23 @@ async def _submit(settings: Settings) -> VideoRequest:
         fps=8,
         metadata={"product_id": "sku-1234", "source": "vidgen-demo"},
     )
+    degraded = request.model_copy(update={"request_id": f"{request_id}-template"})
     producer = AIOKafkaProducer(**client_options(settings))
     await producer.start()
     try:
-        await producer.send_and_wait(
-            settings.requests_topic,
-            key=request.request_id.encode(),
-            value=request.model_dump_json(exclude_none=True).encode(),
-        )
+        for each, topic in ((request, settings.requests_topic), (degraded, template.requests_topic)):
+            value = each.model_dump_json(exclude_none=True).encode()
+            await producer.send_and_wait(topic, key=each.request_id.encode(), value=value)
+            _say(f"published request {each.request_id} to {topic}")
     finally:
         await producer.stop()
-    return request
+    _say("waiting for the results")
+    return [request, degraded]
 
 
-async def _await_result(settings: Settings, request_id: str, worker: asyncio.Task[int]) -> VideoResult:
+async def _await_results(
+    settings: Settings, request_ids: list[str], workers: list[asyncio.Task[int]]
+) -> list[VideoResult]:
     consumer = AIOKafkaConsumer(**client_options(settings), auto_offset_reset="earliest")
     await consumer.start()
     try:
@@ -146,15 +158,21 @@ async def _await_result(settings: Settings, request_id: str, worker: asyncio.Tas
         await consumer.topics()  # refreshes metadata, so the results topic's partitions are known
         partitions = consumer.partitions_for_topic(settings.results_topic) or set()
         consumer.assign([TopicPartition(settings.results_topic, p) for p in partitions])
+        found: dict[str, VideoResult] = {}
         while time.monotonic() < deadline:
-            if worker.done():
-                raise RuntimeError(f"the worker stopped early (exit code {worker.result()})")
+            for worker in workers:
+                if worker.done():
+                    raise RuntimeError(f"a worker stopped early (exit code {worker.result()})")
             batch = await consumer.getmany(timeout_ms=500)
             for records in batch.values():
                 for record in records:
-                    if record.key == request_id.encode():
-                        return VideoResult.model_validate_json(record.value)
-        raise TimeoutError(f"no result for {request_id} after {_RESULT_TIMEOUT_S:.0f}s")
+                    key = record.key.decode() if record.key is not None else ""
+                    if key in request_ids and key not in found:
+                        found[key] = VideoResult.model_validate_json(record.value)
+            if len(found) == len(request_ids):
+                return [found[request_id] for request_id in request_ids]
+        missing = ", ".join(request_id for request_id in request_ids if request_id not in found)
+        raise TimeoutError(f"no result for {missing} after {_RESULT_TIMEOUT_S:.0f}s")
     finally:
         await consumer.stop()
 

@@ -229,7 +229,7 @@ def test_compose_runs_the_template_pool_in_every_profile() -> None:
     assert (env["VIDGEN_MODEL"], env["VIDGEN_DEVICE"]) == ("template", "cpu")
     assert "deploy" not in template and "volumes" not in template  # no GPU, no model
     assert template["build"]["args"]["TORCH_VARIANT"] == "cpu"
-    assert env["VIDGEN_REQUESTS_TOPIC"] == Settings.model_fields["template_topic"].default
+    assert _pool_names(env) == _pool_names(TEMPLATE_POOL.as_environment())  # as Settings.template_pool names them
     for name in ("VIDGEN_REQUESTS_TOPIC", "VIDGEN_RETRY_TOPIC", "VIDGEN_BULK_TOPIC", "VIDGEN_CONSUMER_GROUP"):
         default = Settings.model_fields[name.removeprefix("VIDGEN_").lower()].default
         assert env[name] != gpu.get(name, default), f"{name} is shared with the GPU pool"
@@ -238,6 +238,14 @@ def test_compose_runs_the_template_pool_in_every_profile() -> None:
     assert env.get("VIDGEN_RESULTS_TOPIC") == gpu.get("VIDGEN_RESULTS_TOPIC")  # one results topic for both pools
     assert _seconds(template["stop_grace_period"]) > float(env["VIDGEN_SHUTDOWN_GRACE_S"])
     assert template["healthcheck"]["test"][0] == "CMD"
+
+
+TEMPLATE_POOL = Settings.model_construct().template_pool()  # the defaults, whatever this process's environment
+
+
+def _pool_names(env: dict[str, str]) -> tuple[str | None, ...]:
+    names = ("MODEL", "REQUESTS_TOPIC", "RETRY_TOPIC", "BULK_TOPIC", "CONSUMER_GROUP")
+    return tuple(env.get(f"VIDGEN_{name}") for name in names)
 
 
 def _seconds(duration: str) -> float:
@@ -626,6 +634,7 @@ def test_template_pool_runs_on_cpu_with_topics_of_its_own(overlay: str) -> None:
     assert (env["VIDGEN_MODEL"], env["VIDGEN_DEVICE"]) == ("template", "cpu")
     template_topic = gpu.get("VIDGEN_TEMPLATE_TOPIC", Settings.model_fields["template_topic"].default)
     assert env["VIDGEN_REQUESTS_TOPIC"] == template_topic  # where the API and the hook route degraded requests
+    assert _pool_names(env) == _pool_names(TEMPLATE_POOL.as_environment())
     for name in ("VIDGEN_REQUESTS_TOPIC", "VIDGEN_RETRY_TOPIC", "VIDGEN_BULK_TOPIC", "VIDGEN_CONSUMER_GROUP"):
         default = Settings.model_fields[name.removeprefix("VIDGEN_").lower()].default
         assert env[name] != gpu.get(name, default), f"{overlay}: {name} is shared with the GPU pool"

@@ -18,7 +18,7 @@ from consumer.job.image_decoding import fit_image
 from consumer.kafka.clients import ensure_topics, worker_topics
 from consumer.settings import Settings
 from consumer.storage import ObjectStore
-from tests.support import KafkaClient, request_body, template_pool, template_renderer
+from tests.support import KafkaClient, request_body, template_renderer
 
 
 async def _fetch(url: str) -> bytes:
@@ -40,7 +40,7 @@ def _psnr(a: np.ndarray[Any, Any], b: np.ndarray[Any, Any]) -> float:
 async def test_a_template_worker_answers_with_a_degraded_ken_burns_video(
     settings: Settings, store: ObjectStore, start_worker
 ) -> None:
-    pool = template_pool(settings)
+    pool = settings.template_pool()
     renderer = template_renderer()
     try:
         await start_worker(pool, renderer=renderer)
@@ -74,7 +74,7 @@ async def test_template_and_model_videos_never_answer_each_other(
 ) -> None:
     """Identical content on both pools: each pool renders its own video once and answers repeats from its own
     cache, never from the other's (the model is part of the cache key)."""
-    pool = template_pool(settings)
+    pool = settings.template_pool()
     await ensure_topics(pool, worker_topics(pool))
     renderer = template_renderer()
     template_client = KafkaClient(pool)

@@ -108,4 +108,4 @@ async def test_a_shared_image_bucket_serves_every_tenant(
 async def test_the_demo_uploads_into_its_tenants_folder_and_completes(settings: Settings, tmp_path: Path) -> None:
     assert await _demo(settings.model_copy(update={"s3_key_prefix": "demo-env/"}), tmp_path) == 0
     saved = await asyncio.to_thread(lambda: sorted(path.suffix for path in tmp_path.iterdir()))
-    assert saved == [".jpeg", ".mp4"]
+    assert saved == [".jpeg", ".jpeg", ".mp4", ".mp4"]  # the model's video and the template renderer's
