@@ -5,6 +5,7 @@ model) on a requests topic and consumer group of its own answers like any worker
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -12,6 +13,8 @@ import av
 import numpy as np
 from PIL import Image
 
+from bench import template_e2e
+from bench.infra import Infra
 from consumer.core.keys import upload_key
 from consumer.dev.demo import product_image
 from consumer.job.image_decoding import fit_image
@@ -101,3 +104,15 @@ async def test_template_and_model_videos_never_answer_each_other(
     assert (results["template-2"].cache_hit, results["tiny-2"].cache_hit) == (True, True)
     uris = {name: result.video.uri for name, result in results.items() if result.video is not None}
     assert uris["template-1"] == uris["template-2"] != uris["tiny-1"] == uris["tiny-2"]
+
+
+async def test_the_end_to_end_benchmark_runs_tiny_and_reports_its_shape(
+    broker: str, s3_endpoint: str, tmp_path: Path
+) -> None:
+    """bench/template_e2e.py with a worker process, tiny: every answer a degraded completion, the figures there."""
+    report = await template_e2e.measure(Infra(broker, s3_endpoint, tmp_path), count=2, size=(256, 256, 5))
+    for phase in ("sequential", "burst"):
+        assert report[phase]["count"] == report[phase]["degraded_completed"] == 2
+        assert 0 < report[phase]["p50_s"] <= report[phase]["p95_s"] <= report[phase]["max_s"]
+        assert report[phase]["render_ms_p50"] is not None
+    assert report["burst"]["videos_per_s"] > 0
