@@ -146,16 +146,20 @@ class Worker:
             self._scheduler.start_admitted()
             self._scheduler.give_up_deferred()
         await self._commit_ready()
-        if time.monotonic() >= self._next_lag_report:
+        if time.monotonic() >= self._next_lag_report and await self._report_lag(consumer):
             self._next_lag_report = time.monotonic() + _LAG_REPORT_S
-            await self._report_lag(consumer)
 
-    async def _report_lag(self, consumer: AIOKafkaConsumer) -> None:
+    async def _report_lag(self, consumer: AIOKafkaConsumer) -> bool:
+        """The lag of each partition fetched so far; False while none was (after an assignment: tried again at the
+        next poll rather than in `_LAG_REPORT_S`)."""
+        reported = False
         for tp in consumer.assignment():
             end = consumer.highwater(tp)  # known after the partition's first fetch
             if end is not None:
                 lag = max(0, end - await consumer.position(tp))
                 self._metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)
+                reported = True
+        return reported
 
     async def _caught_up(self) -> bool:
         """Burst mode's end: a member with nothing queued, running or waiting for its not-before time, whose every
