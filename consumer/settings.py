@@ -76,8 +76,8 @@ class Settings(BaseSettings):
     )
     attempts_topic: str = Field(
         "video.requests.attempts",
-        description="Compacted record per started request (keyed by its position) counting the workers that started "
-        "it; the crash guard reads it.",
+        description="The crash guard's compacted topic: per request record (keyed by its position), how many workers "
+        "started it without answering it.",
     )
     max_worker_crashes: int = Field(
         2,
