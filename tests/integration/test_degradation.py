@@ -112,7 +112,6 @@ async def test_gpu_pool_down_ten_jobs_complete_degraded_within_seconds(
     spans: tuple[TracerProvider, InMemorySpanExporter],
     renderer: Renderer,
     start_worker: Any,
-    record_property: Any,
 ) -> None:
     api = await start_api(fallback="template", pool_down_s=1.0)
     await start_worker(settings.template_pool(), renderer=renderer)
@@ -128,7 +127,6 @@ async def test_gpu_pool_down_ten_jobs_complete_degraded_within_seconds(
     assert all((job["degraded"], job["degraded_reason"]) == (True, "pool_down") for _, job in answers)
     done = await api.all_done([job for _, job in answers])
     seconds = time.monotonic() - started
-    record_property("ten_degraded_jobs_s", round(seconds, 2))
 
     for job in done:
         assert (job["status"], job["degraded"], job["degraded_reason"]) == ("completed", True, "pool_down")
