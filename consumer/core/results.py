@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from consumer.core.event_bounds import MAX_ERROR_FIELD_CHARS, MAX_ERROR_MESSAGE_CHARS, shown
 from consumer.core.intake import Rejection
@@ -65,19 +66,15 @@ def completed(
     identity: Identity,
     memory_mode: str | None = None,
 ) -> VideoResult:
-    return VideoResult(
-        request_id=request.request_id,
-        tenant_id=request.tenant_id,
+    return _answer(
+        request,
+        identity,
+        timings=timings,
+        attempt=attempt,
         status="completed",
         memory_mode=memory_mode,
         video=video,
         cache_hit=cache_hit,
-        metadata=dict(request.metadata),
-        timings=timings,
-        attempt=attempt,
-        worker_id=identity.worker_id,
-        model=identity.model,
-        degraded=identity.degraded,
     )
 
 
@@ -90,17 +87,30 @@ def failed(
     identity: Identity,
 ) -> VideoResult:
     """`failed`, or `rejected` when the error is the request's own fault (a bad image, a forbidden URL)."""
+    return _answer(
+        request,
+        identity,
+        timings=timings,
+        attempt=attempt,
+        status="rejected" if error.rejects else "failed",
+        error=_error_info(error, retryable=error.retriable),
+    )
+
+
+def _answer(
+    request: VideoRequest, identity: Identity, *, timings: Timings, attempt: int, **outcome: Any
+) -> VideoResult:
+    """A result for `request` answered by `identity`, with the outcome's own fields (status, video or error...)."""
     return VideoResult(
         request_id=request.request_id,
         tenant_id=request.tenant_id,
-        status="rejected" if error.rejects else "failed",
-        error=_error_info(error, retryable=error.retriable),
         metadata=dict(request.metadata),
         timings=timings,
         attempt=attempt,
         worker_id=identity.worker_id,
         model=identity.model,
         degraded=identity.degraded,
+        **outcome,
     )
 
 

@@ -20,7 +20,7 @@ from consumer.render.loader import load_pipeline
 from consumer.render.renderer import Renderer
 from consumer.settings import Settings
 from consumer.storage import ObjectStore, open_s3_client
-from tests.support import KafkaClient
+from tests.support import KafkaClient, template_renderer
 
 
 @pytest.fixture(scope="session")
@@ -65,6 +65,14 @@ def settings(broker: str, s3_endpoint: str) -> Settings:
 def tiny_renderer() -> Iterator[Renderer]:
     """The tiny pipeline loaded once for the session; each worker shares it (renders are serialised)."""
     renderer = Renderer(lambda: load_pipeline("tiny", device=torch.device("cpu"), dtype=torch.float32))
+    yield renderer
+    renderer.close()
+
+
+@pytest.fixture
+def template_pool_renderer() -> Iterator[Renderer]:
+    """The template renderer (no model) for a template-pool worker of one test."""
+    renderer = template_renderer()
     yield renderer
     renderer.close()
 

@@ -22,7 +22,7 @@ from consumer.dev.embedded import isolated_settings
 from consumer.render.renderer import Renderer
 from consumer.settings import Settings
 from tests.integration.api_helpers import IdentityProvider, api_settings, bearer, new_key, running_api
-from tests.support import KafkaClient, template_renderer, until
+from tests.support import KafkaClient, until
 
 pytestmark = pytest.mark.integration
 pytest_plugins = ["tests.integration.api_fixtures"]
@@ -82,13 +82,6 @@ def settings(broker: str, s3_endpoint: str) -> Settings:
 
 
 @pytest.fixture
-async def renderer() -> AsyncIterator[Renderer]:
-    made = template_renderer()
-    yield made
-    made.close()
-
-
-@pytest.fixture
 async def start_api(
     settings: Settings, tmp_path: Path, identity: IdentityProvider, spans: tuple[TracerProvider, InMemorySpanExporter]
 ) -> AsyncIterator[Callable[..., Awaitable[Api]]]:
@@ -110,11 +103,11 @@ async def test_gpu_pool_down_ten_jobs_complete_degraded_within_seconds(
     settings: Settings,
     start_api: Callable[..., Awaitable[Api]],
     spans: tuple[TracerProvider, InMemorySpanExporter],
-    renderer: Renderer,
+    template_pool_renderer: Renderer,
     start_worker: Any,
 ) -> None:
     api = await start_api(fallback="template", pool_down_s=1.0)
-    await start_worker(settings.template_pool(), renderer=renderer)
+    await start_worker(settings.template_pool(), renderer=template_pool_renderer)
     # One job that may not degrade waits for the GPU pool, which has no worker: once it has waited a second
     # with no GPU worker seen, the pool is down.
     status, waiting = await api.submit(fallback="none")
@@ -140,11 +133,11 @@ async def test_gpu_pool_down_ten_jobs_complete_degraded_within_seconds(
 
 
 async def test_busy_without_the_fallback_is_refused_with_it_degraded(
-    settings: Settings, start_api: Callable[..., Awaitable[Api]], renderer: Renderer, start_worker: Any
+    settings: Settings, start_api: Callable[..., Awaitable[Api]], template_pool_renderer: Renderer, start_worker: Any
 ) -> None:
     """The service default is `none`; shop-2's tenant default is `template`; a request's own choice wins."""
     api = await start_api(max_queued=2, pool_down_s=3600, tenant_fallback={"shop-2": "template"})
-    await start_worker(settings.template_pool(), renderer=renderer)
+    await start_worker(settings.template_pool(), renderer=template_pool_renderer)
     queued = [await api.submit() for _ in range(2)]
     assert [(status, job["degraded"]) for status, job in queued] == [(202, False)] * 2
     status, refused = await api.submit()
@@ -185,10 +178,12 @@ async def test_busy_without_the_fallback_is_refused_with_it_degraded(
 
 
 async def test_pool_down_without_the_fallback_jobs_wait_and_complete_when_a_gpu_worker_returns(
-    settings: Settings, start_api: Callable[..., Awaitable[Api]], renderer: Renderer, start_worker: Any
+    settings: Settings, start_api: Callable[..., Awaitable[Api]], template_pool_renderer: Renderer, start_worker: Any
 ) -> None:
     api = await start_api(pool_down_s=1.0)  # the service default fallback: none
-    await start_worker(settings.template_pool(), renderer=renderer)  # there, but these jobs may not use it
+    await start_worker(
+        settings.template_pool(), renderer=template_pool_renderer
+    )  # there, but these jobs may not use it
     # The tiny model's smallest video: the GPU pool's renders are the slow part of this test.
     first = [await api.submit(num_frames=5) for _ in range(2)]
     await until(lambda: _queue_says(api, pool_down=True), timeout_s=30, every_s=0.1)

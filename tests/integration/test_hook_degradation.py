@@ -19,19 +19,12 @@ from consumer.render.renderer import Renderer
 from consumer.settings import Settings
 from producer_examples.product_hook import ROUTE, HookSettings, make_app
 from producer_examples.signing import SIGNATURE_HEADER, sign
-from tests.support import KafkaClient, metric, product_payload, template_renderer, until
+from tests.support import KafkaClient, metric, product_payload, until
 
 SECRET = "s3cret-for-tests-only"
 ID_KEY = "request-id-key-for-tests-only-0123456789"
 
 Post = Callable[..., Awaitable[tuple[int, dict[str, Any]]]]
-
-
-@pytest.fixture
-async def renderer() -> AsyncIterator[Renderer]:
-    made = template_renderer()
-    yield made
-    made.close()
 
 
 @pytest.fixture
@@ -75,9 +68,9 @@ async def start_hook(settings: Settings, spans: Any) -> AsyncIterator[Callable[.
 
 
 async def test_busy_gpu_pool_products_get_a_degraded_video_or_503(
-    settings: Settings, kafka: KafkaClient, start_hook: Any, renderer: Renderer, start_worker: Any
+    settings: Settings, kafka: KafkaClient, start_hook: Any, template_pool_renderer: Renderer, start_worker: Any
 ) -> None:
-    await start_worker(settings.template_pool(), renderer=renderer)
+    await start_worker(settings.template_pool(), renderer=template_pool_renderer)
     post, port = await start_hook(max_queued=2, pool_down_s=3600, shop_fallback={"shop-9": "none"})
     first = [await post(f"p-{n}") for n in (1, 2)]
     assert [(status, body["degraded"]) for status, body in first] == [(202, False)] * 2  # queued for the GPU pool
@@ -96,9 +89,9 @@ async def test_busy_gpu_pool_products_get_a_degraded_video_or_503(
 
 
 async def test_gpu_pool_down_products_get_a_degraded_video(
-    settings: Settings, kafka: KafkaClient, start_hook: Any, renderer: Renderer, start_worker: Any
+    settings: Settings, kafka: KafkaClient, start_hook: Any, template_pool_renderer: Renderer, start_worker: Any
 ) -> None:
-    await start_worker(settings.template_pool(), renderer=renderer)
+    await start_worker(settings.template_pool(), renderer=template_pool_renderer)
     post, port = await start_hook(pool_down_s=1.0)
     status, waiting = await post("p-1")
     assert (status, waiting["degraded"]) == (202, False)  # the GPU pool's, until it counts as down
