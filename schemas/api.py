@@ -127,11 +127,20 @@ class QueueInfo(BaseModel):
     model_config = ConfigDict(frozen=True, title="QueueInfo")
 
     object: Literal["queue"] = "queue"
-    queued: int = Field(ge=0, description="Jobs accepted and not started.")
-    in_progress: int = Field(ge=0, description="Jobs rendering.")
+    queued: int = Field(ge=0, description="Jobs accepted and not started, in both lanes.")
+    bulk_queued: int = Field(
+        0,
+        ge=0,
+        description="Of `queued`, the bulk lane's (`priority: bulk`). Workers take them only while no interactive "
+        "job waits, so they count toward the queue limit and the wait of bulk jobs only.",
+    )
+    in_progress: int = Field(ge=0, description="Jobs rendering, in both lanes.")
     workers_active: int = Field(ge=0, description="Workers that published progress or a result recently.")
     estimated_wait_s: float | None = Field(
-        None, ge=0, description="Estimated seconds before a job submitted now starts; null while no worker is seen."
+        None,
+        ge=0,
+        description="Estimated seconds before an interactive job submitted now starts (the interactive jobs queued "
+        "and every job rendering, over the workers active); null while no worker is seen.",
     )
     pool_down: bool = Field(
         False,

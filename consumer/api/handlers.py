@@ -29,7 +29,7 @@ from consumer.api.submission import build_request, read_submission, take_fallbac
 from consumer.api.uploads import CheckedImage, check_upload
 from consumer.api.view import Listeners
 from consumer.core.degrade import DEGRADED_REASON_HEADER, choose_fallback, degrade, pool_down
-from consumer.core.lanes import topic_for
+from consumer.core.lanes import Lane, lane_for, topic_for
 from consumer.core.moderation import ContentPolicy
 from consumer.errors import ImageError, ImageTooLarge, StorageError
 from consumer.settings import Settings
@@ -97,7 +97,7 @@ class Handlers:
                 )
             self.metrics.idempotent_replays.inc()
             return await self._job_response(existing, status=202, headers={"Idempotent-Replayed": "true"})
-        reason = self._route(tenant, fallback)
+        reason = self._route(tenant, fallback, lane_for(video_request.priority))
         if checked is not None:
             await self._upload(checked)
         if reason is None:
@@ -129,11 +129,12 @@ class Handlers:
         except (ImageError, ImageTooLarge) as exc:
             raise ApiFailure(_IMAGE_STATUS.get(exc.code, 422), exc.code, exc.message, field="image") from exc
 
-    def _route(self, tenant: str, requested: Fallback | None) -> DegradedReason | None:
+    def _route(self, tenant: str, requested: Fallback | None, lane: Lane) -> DegradedReason | None:
         """None: the GPU pool takes the job. A reason: the template pool does, degraded for that reason. 503 when
-        the GPU pool is busy (the job would be shed) and the job may not degrade, or the template pool is full too."""
+        the GPU pool is busy for the job's lane (it would be shed) and the job may not degrade, or the template pool
+        is full too."""
         stats = self._queue_stats()
-        verdict = shed(stats, max_queued=self.api.max_queued, max_wait_s=self.api.max_wait_s)
+        verdict = shed(stats, lane=lane, max_queued=self.api.max_queued, max_wait_s=self.api.max_wait_s)
         reason = degrade(
             busy=verdict is not None,
             down=self._pool_down(stats),
@@ -225,9 +226,10 @@ class Handlers:
         stats = self._queue_stats()
         body = QueueInfo(
             queued=stats.queued,
+            bulk_queued=stats.bulk_queued,
             in_progress=stats.in_progress,
             workers_active=stats.workers_active,
-            estimated_wait_s=estimated_wait_s(stats),
+            estimated_wait_s=estimated_wait_s(stats, "interactive"),
             pool_down=self._pool_down(stats),
             template_queued=stats.template_queued,
         )

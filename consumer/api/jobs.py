@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+from consumer.core.lanes import Lane, lane_for
 from schemas.api import API_FILLED_FIELDS, DegradedReason, JobStatus
 from schemas.events import VideoControl, VideoProgress, VideoRequest, VideoResult
 
@@ -61,6 +62,11 @@ class JobState:
     @property
     def terminal(self) -> bool:
         return self.status in TERMINAL
+
+    @property
+    def lane(self) -> Lane:
+        """The accepted request's `priority`; interactive while it says none (or has not been read yet)."""
+        return lane_for(self.request.get("priority") if self.request is not None else None)
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,9 @@
 produced, so a restart resumes exactly where the rows end) and when each worker was last seen.
 
 Queue figures are kept per pool: the GPU pool's (shedding, the wait estimate, whether the pool is down) and the
-template pool's (jobs routed there, `degraded`). A worker belongs to the template pool once it answers a degraded
-result or reports progress on a degraded job; the others are the GPU pool's.
+template pool's (jobs routed there, `degraded`); and per lane (the accepted request's `priority`), since an
+interactive job waits behind no bulk job queued (`consumer.api.shedding`). A worker belongs to the template pool once
+it answers a degraded result or reports progress on a degraded job; the others are the GPU pool's.
 
 One connection, used from one thread: `JobStore` runs every call on its own single-thread executor, so the event
 loop never blocks on the disk and SQLite never sees two threads.
@@ -25,6 +26,7 @@ from typing import Any, TypeVar
 from consumer.api.cursors import PageQuery
 from consumer.api.jobs import Answered, Event, Ignored, JobState, Progressed, apply, service_seconds
 from consumer.api.shedding import QueueStats
+from consumer.core.lanes import LANES, Lane
 
 __all__ = ["BatchOutcome", "JobStore", "Partition", "QueueState"]
 
@@ -46,7 +48,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     result TEXT,
     cancel_requested_at REAL,
     degraded INTEGER NOT NULL DEFAULT 0,
-    degraded_reason TEXT
+    degraded_reason TEXT,
+    lane TEXT NOT NULL DEFAULT 'interactive'
 );
 CREATE INDEX IF NOT EXISTS jobs_by_tenant ON jobs (tenant_id, created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status);
@@ -62,18 +65,26 @@ CREATE TABLE IF NOT EXISTS workers (
 );
 CREATE TABLE IF NOT EXISTS renders (id INTEGER PRIMARY KEY AUTOINCREMENT, service_s REAL NOT NULL);
 """
-# Columns added since the first release: a view file written before them gains them (as "not degraded").
+# Columns added since the first release: a view file written before them gains them (as "not degraded"), then
+# the statement beside it, if any, fills them in from what the rows already hold (a job's lane from its request).
 _ADDED_COLUMNS = (
-    ("jobs", "degraded", "INTEGER NOT NULL DEFAULT 0"),
-    ("jobs", "degraded_reason", "TEXT"),
-    ("workers", "template", "INTEGER NOT NULL DEFAULT 0"),
+    ("jobs", "degraded", "INTEGER NOT NULL DEFAULT 0", None),
+    ("jobs", "degraded_reason", "TEXT", None),
+    ("workers", "template", "INTEGER NOT NULL DEFAULT 0", None),
+    (
+        "jobs",
+        "lane",
+        "TEXT NOT NULL DEFAULT 'interactive'",
+        "UPDATE jobs SET lane = 'bulk' WHERE json_extract(request, '$.priority') = 'bulk'",
+    ),
 )
+# `lane` is JobState.lane (derived from the request), stored to be counted; reading a row ignores it.
 _COLUMNS = (
     "id, tenant_id, status, progress, attempt, created_at, updated_at, version, request, result, cancel_requested_at, "
-    "degraded, degraded_reason"
+    "degraded, degraded_reason, lane"
 )
 _COLUMN_COUNT = len(_COLUMNS.split(", "))
-_TEMPLATE = "template:"  # prefix of the template pool's keys in the active-job counts
+_TEMPLATE = "template:"  # prefix of the template pool's keys in the active-job counts (then the bulk lane's)
 
 
 _UPSERT = (
@@ -88,15 +99,15 @@ class BatchOutcome:
     changed: list[JobState] = field(default_factory=list)
     ignored: Counter[str] = field(default_factory=Counter)
     service_s: list[float] = field(default_factory=list)  # of the renders the batch finished
-    active: Counter[str] = field(default_factory=Counter)  # jobs queued and in progress after the batch, by pool
+    active: Counter[str] = field(default_factory=Counter)  # jobs queued and in progress after it, by pool and lane
     template_workers: set[str] = field(default_factory=set)  # the batch's workers that are the template pool's
     waiting_since: datetime | None = None  # when the oldest job queued for the GPU pool arrived
 
 
 @dataclass(frozen=True)
 class QueueState:
-    """What the wait estimate needs, as stored: active jobs (by pool), when GPU workers were last seen, recent
-    renders, when the oldest job queued for the GPU pool arrived."""
+    """What the wait estimate needs, as stored: active jobs (by pool and lane), when GPU workers were last seen,
+    recent renders, when the oldest job queued for the GPU pool arrived."""
 
     active: Counter[str]
     workers: dict[str, datetime]
@@ -112,12 +123,20 @@ def _dt(value: float) -> datetime:
     return datetime.fromtimestamp(value, UTC)
 
 
-def _active_key(status: str, degraded: bool) -> str:
-    """The key of a job in the active counts: its status, prefixed for the template pool's jobs."""
-    return f"{_TEMPLATE}{status}" if degraded else status
+def _active_key(status: str, degraded: bool, lane: Lane) -> str:
+    """The key of a job in the active counts: its status, prefixed for the template pool's jobs and for the bulk
+    lane's (`queued`, `bulk:queued`, `template:bulk:queued`)."""
+    return f"{_TEMPLATE if degraded else ''}{'bulk:' if lane == 'bulk' else ''}{status}"
 
 
-_ACTIVE_KEYS = tuple(_active_key(status, pool) for pool in (False, True) for status in ("queued", "in_progress"))
+_ACTIVE_KEYS = tuple(
+    _active_key(status, pool, lane) for pool in (False, True) for lane in LANES for status in ("queued", "in_progress")
+)
+
+
+def _count(active: Counter[str], status: str, *, degraded: bool) -> int:
+    """Jobs of one pool with that status, in every lane."""
+    return sum(active[_active_key(status, degraded, lane)] for lane in LANES)
 
 
 def _state(row: Sequence[Any]) -> JobState:
@@ -148,19 +167,21 @@ class _Database:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: a crash loses at most the last commits, never corrupts
         self._db.executescript(_SCHEMA)
-        for table, column, kind in _ADDED_COLUMNS:
+        for table, column, kind, backfill in _ADDED_COLUMNS:
             if column not in {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}:
                 self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+                if backfill is not None:
+                    self._db.execute(backfill)
         self._active = self._count_active()
         self._template_workers = self._known_template_workers()
 
     def _count_active(self) -> Counter[str]:
-        """Jobs queued and in progress, by pool; kept up to date by `apply` so shedding never counts rows."""
+        """Jobs queued and in progress, by pool and lane; kept up to date by `apply` so shedding never counts rows."""
         rows = self._db.execute(
-            "SELECT status, degraded, COUNT(*) FROM jobs WHERE status IN ('queued', 'in_progress') "
-            "GROUP BY status, degraded"
+            "SELECT status, degraded, lane, COUNT(*) FROM jobs WHERE status IN ('queued', 'in_progress') "
+            "GROUP BY status, degraded, lane"
         ).fetchall()
-        return Counter({_active_key(status, bool(degraded)): count for status, degraded, count in rows})
+        return Counter({_active_key(status, bool(degraded), lane): count for status, degraded, lane, count in rows})
 
     def _known_template_workers(self) -> set[str]:
         return {worker for (worker,) in self._db.execute("SELECT worker_id FROM workers WHERE template = 1")}
@@ -184,7 +205,7 @@ class _Database:
             job_id = event.job_id
             if job_id not in states:
                 known = states[job_id] = self._load(job_id)
-                before[job_id] = "" if known is None else _active_key(known.status, known.degraded)
+                before[job_id] = "" if known is None else _active_key(known.status, known.degraded, known.lane)
             after = apply(states[job_id], event)
             if isinstance(after, Ignored):
                 outcome.ignored[after.reason] += 1
@@ -224,7 +245,7 @@ class _Database:
             raise
         for state in latest.values():
             self._active[before[state.id]] -= 1
-            self._active[_active_key(state.status, state.degraded)] += 1
+            self._active[_active_key(state.status, state.degraded, state.lane)] += 1
         outcome.active = Counter({key: self._active[key] for key in _ACTIVE_KEYS})
         outcome.waiting_since = self._waiting_since()
         return outcome
@@ -245,6 +266,7 @@ class _Database:
             _ts(state.cancel_requested_at) if state.cancel_requested_at is not None else None,
             int(state.degraded),
             state.degraded_reason,
+            state.lane,
         )
 
     def _load(self, job_id: str) -> JobState | None:
@@ -391,12 +413,14 @@ class JobStore:
         shedding and routing cost no query."""
         seen_since = now - timedelta(seconds=active_s)
         workers = self._queue.workers
+        active = self._queue.active
         return QueueStats(
-            queued=self._queue.active["queued"],
-            in_progress=self._queue.active["in_progress"],
+            queued=_count(active, "queued", degraded=False),
+            in_progress=_count(active, "in_progress", degraded=False),
             workers_active=sum(1 for seen in workers.values() if seen >= seen_since),
             service_s=sum(self._renders) / len(self._renders) if self._renders else default_service_s,
-            template_queued=self._queue.active[_active_key("queued", degraded=True)],
+            bulk_queued=active[_active_key("queued", degraded=False, lane="bulk")],
+            template_queued=_count(active, "queued", degraded=True),
             last_active=max(workers.values(), default=None),
             waiting_since=self._waiting_since,
         )

@@ -27,7 +27,17 @@ from typing import Generic, Literal, TypeVar
 from consumer.core.quotas import FairQueue, QuotaDecision, TenantQuotas
 from schemas.events import Priority
 
-__all__ = ["LANES", "Lane", "LanePolicy", "LaneQueue", "bulk_prefetch", "bulk_render_slots", "lane_of", "topic_for"]
+__all__ = [
+    "LANES",
+    "Lane",
+    "LanePolicy",
+    "LaneQueue",
+    "bulk_prefetch",
+    "bulk_render_slots",
+    "lane_for",
+    "lane_of",
+    "topic_for",
+]
 
 Item = TypeVar("Item")
 
@@ -37,12 +47,17 @@ LANES: tuple[Lane, ...] = ("interactive", "bulk")
 
 def topic_for(priority: Priority | None, *, requests_topic: str, bulk_topic: str) -> str:
     """Where a producer publishes a request of this priority."""
-    return bulk_topic if priority == "bulk" else requests_topic
+    return bulk_topic if lane_for(priority) == "bulk" else requests_topic
+
+
+def lane_for(priority: Priority | None) -> Lane:
+    """The lane a request asks for: bulk when it says so, else interactive."""
+    return "bulk" if priority == "bulk" else "interactive"
 
 
 def lane_of(priority: Priority | None, *, topic: str, bulk_topic: str) -> Lane:
     """The lane of a fetched request: bulk when it says so or when it came from the bulk topic."""
-    return "bulk" if priority == "bulk" or topic == bulk_topic else "interactive"
+    return "bulk" if topic == bulk_topic else lane_for(priority)
 
 
 def bulk_render_slots(render_slots: int) -> int:

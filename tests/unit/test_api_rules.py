@@ -16,19 +16,29 @@ from consumer.api.shedding import QueueStats, estimated_wait_s, shed
 
 def test_shedding_refuses_at_the_queue_limit_and_past_the_wait_limit() -> None:
     calm = QueueStats(queued=3, in_progress=2, workers_active=2, service_s=10)
-    assert estimated_wait_s(calm) == 25.0
-    assert shed(calm, max_queued=10, max_wait_s=60) is None
-    full = shed(QueueStats(queued=10, in_progress=2, workers_active=2, service_s=10), max_queued=10, max_wait_s=1e9)
+    assert estimated_wait_s(calm, "interactive") == 25.0
+    assert shed(calm, lane="interactive", max_queued=10, max_wait_s=60) is None
+    full = shed(
+        QueueStats(queued=10, in_progress=2, workers_active=2, service_s=10),
+        lane="interactive",
+        max_queued=10,
+        max_wait_s=1e9,
+    )
     assert full is not None and full.reason == "queue_full" and full.retry_after_s == 5
-    slow = shed(QueueStats(queued=8, in_progress=2, workers_active=1, service_s=10), max_queued=100, max_wait_s=60)
+    slow = shed(
+        QueueStats(queued=8, in_progress=2, workers_active=1, service_s=10),
+        lane="interactive",
+        max_queued=100,
+        max_wait_s=60,
+    )
     assert slow is not None and slow.reason == "wait_too_long" and slow.retry_after_s == 40
 
 
 def test_no_worker_seen_means_no_wait_estimate_and_only_the_queue_limit() -> None:
     idle = QueueStats(queued=5, in_progress=0, workers_active=0, service_s=60)
-    assert estimated_wait_s(idle) is None
-    assert shed(idle, max_queued=10, max_wait_s=1) is None
-    refused = shed(idle, max_queued=5, max_wait_s=1)
+    assert estimated_wait_s(idle, "interactive") is None
+    assert shed(idle, lane="interactive", max_queued=10, max_wait_s=1) is None
+    refused = shed(idle, lane="interactive", max_queued=5, max_wait_s=1)
     assert refused is not None and refused.retry_after_s == 60
 
 

@@ -95,7 +95,8 @@ export class JobList {
     say(parts.error, job.error ? errorText(job.error) : "");
     const cancelling = job.cancel_requested_at && !isTerminal(job);
     parts.note.textContent = cancelling ? "cancel requested"
-      : job.status === "queued" ? `wait: ${wait(this.estimate)}`
+      : job.status === "queued" && job.request?.priority === "bulk" ? "bulk: after interactive jobs"
+      : job.status === "queued" ? `wait: ${wait(this.estimate)}`  // the queue's estimate is an interactive job's
         : job.status === "in_progress" ? `${job.progress}%` : "";
     show(parts.cancel, !isTerminal(job) && !job.cancel_requested_at);
     const poster = job.video?.poster_url;

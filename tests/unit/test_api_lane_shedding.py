@@ -1,0 +1,132 @@
+"""The job API's shedding and wait estimate respect the priority lanes: workers take interactive work first, so an
+interactive job waits only behind the interactive jobs queued (and every job rendering, which holds a worker) and a
+bulk backlog never sheds or degrades it; a bulk job waits behind everything. The view counts its active jobs per
+lane (from the accepted request's `priority`), and a view file from before the lane column is upgraded in place."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from consumer.api.jobs import Progressed, Submitted
+from consumer.api.shedding import QueueStats, estimated_wait_s, shed
+from consumer.api.store import JobStore
+from schemas.events import Priority, VideoProgress, VideoRequest
+
+T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+
+# A catalog import: 50 bulk jobs queued behind 2 interactive ones, one bulk job rendering on the one worker.
+BACKLOG = QueueStats(queued=52, bulk_queued=50, in_progress=1, workers_active=1, service_s=10)
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def submitted(job_id: str, seconds: float, priority: Priority | None = None, *, template: bool = False) -> Submitted:
+    request = VideoRequest(request_id=job_id, tenant_id="shop-1", prompt="a lamp", priority=priority)
+    return Submitted(request, at(seconds), degraded=template, degraded_reason="busy" if template else None)
+
+
+def started(job_id: str, seconds: float) -> Progressed:
+    progress = VideoProgress(
+        request_id=job_id,
+        tenant_id="shop-1",
+        event="progress",
+        step=1,
+        total=4,
+        percent=25,
+        worker_id="gpu-1",
+        at=at(seconds),
+    )
+    return Progressed(progress, at(seconds))
+
+
+def test_an_interactive_job_waits_only_behind_interactive_jobs_queued_and_jobs_rendering() -> None:
+    assert estimated_wait_s(BACKLOG, "interactive") == 30.0  # (2 queued + 1 rendering) / 1 worker x 10 s
+    assert shed(BACKLOG, lane="interactive", max_queued=10, max_wait_s=60) is None
+
+
+def test_a_bulk_job_waits_behind_everything_and_is_shed_by_the_backlog() -> None:
+    assert estimated_wait_s(BACKLOG, "bulk") == 530.0
+    full = shed(BACKLOG, lane="bulk", max_queued=10, max_wait_s=1e9)
+    assert full is not None and full.reason == "queue_full" and "52 jobs are queued" in full.message
+    slow = shed(BACKLOG, lane="bulk", max_queued=100, max_wait_s=60)
+    assert slow is not None and slow.reason == "wait_too_long" and slow.retry_after_s == 300  # capped
+
+
+def test_interactive_jobs_still_shed_at_their_own_limits() -> None:
+    busy = QueueStats(queued=12, bulk_queued=2, in_progress=2, workers_active=1, service_s=10)
+    full = shed(busy, lane="interactive", max_queued=10, max_wait_s=1e9)
+    assert full is not None and full.reason == "queue_full" and "10 interactive jobs are queued" in full.message
+    slow = shed(busy, lane="interactive", max_queued=100, max_wait_s=60)
+    assert slow is not None and slow.reason == "wait_too_long" and slow.retry_after_s == 60  # 120 s - 60 s
+    idle = QueueStats(queued=50, bulk_queued=50, in_progress=0, workers_active=0, service_s=60)
+    assert estimated_wait_s(idle, "interactive") is None  # no worker seen: only the queue limit
+    assert shed(idle, lane="interactive", max_queued=1, max_wait_s=1) is None
+
+
+async def test_the_view_counts_active_jobs_per_lane(tmp_path: Path) -> None:
+    path = tmp_path / "view.sqlite3"
+    store = JobStore(str(path))
+    await store.open()
+    try:
+        await store.apply(
+            [
+                submitted("int-a", 0),
+                submitted("int-b", 1, "interactive"),
+                submitted("bulk-a", 2, "bulk"),
+                submitted("bulk-b", 3, "bulk"),
+                submitted("bulk-tpl", 4, "bulk", template=True),
+            ]
+        )
+        stats = store.queue_stats(now=at(5), active_s=60, default_service_s=10)
+        assert (stats.queued, stats.bulk_queued, stats.in_progress, stats.template_queued) == (4, 2, 0, 1)
+        await store.apply([started("bulk-a", 6)], workers={"gpu-1": at(6)})  # a bulk job holds the worker
+        stats = store.queue_stats(now=at(7), active_s=60, default_service_s=10)
+        assert (stats.queued, stats.bulk_queued, stats.in_progress) == (3, 1, 1)
+        assert (estimated_wait_s(stats, "interactive"), estimated_wait_s(stats, "bulk")) == (30.0, 40.0)
+    finally:
+        await store.close()
+    reopened = JobStore(str(path))
+    await reopened.open()
+    try:
+        stats = reopened.queue_stats(now=at(7), active_s=60, default_service_s=10)
+        assert (stats.queued, stats.bulk_queued, stats.in_progress) == (3, 1, 1)
+    finally:
+        await reopened.close()
+
+
+async def test_a_view_file_from_before_lanes_is_upgraded_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as old:  # the schema with the degraded columns, before the lane column
+        old.executescript(
+            """
+            CREATE TABLE jobs (id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, status TEXT NOT NULL,
+                progress INTEGER NOT NULL, attempt INTEGER NOT NULL, created_at REAL NOT NULL,
+                updated_at REAL NOT NULL, version INTEGER NOT NULL, request TEXT, result TEXT,
+                cancel_requested_at REAL, degraded INTEGER NOT NULL DEFAULT 0, degraded_reason TEXT);
+            CREATE TABLE workers (worker_id TEXT PRIMARY KEY, last_seen REAL NOT NULL,
+                template INTEGER NOT NULL DEFAULT 0);
+            """
+        )
+        for job_id, request in (
+            ("vid-bulk", '{"prompt": "a lamp", "priority": "bulk"}'),
+            ("vid-interactive", '{"prompt": "a lamp"}'),
+            ("vid-unknown", None),  # a result seen before its request: no lane known yet
+        ):
+            old.execute(
+                "INSERT INTO jobs VALUES (?, 'shop-1', 'queued', 0, 1, ?, ?, 1, ?, NULL, NULL, 0, NULL)",
+                (job_id, at(0).timestamp(), at(0).timestamp(), request),
+            )
+    store = JobStore(str(path))
+    await store.open()
+    try:
+        stats = store.queue_stats(now=at(1), active_s=60, default_service_s=10)
+        assert (stats.queued, stats.bulk_queued) == (3, 1)
+        await store.apply([started("vid-bulk", 2)])  # the counts move from the upgraded rows' lanes
+        stats = store.queue_stats(now=at(3), active_s=60, default_service_s=10)
+        assert (stats.queued, stats.bulk_queued, stats.in_progress) == (2, 0, 1)
+    finally:
+        await store.close()
