@@ -36,7 +36,7 @@ async def test_short_memory_pauses_fetching_keeps_membership_and_resumes_when_fr
     # longer than its session timeout (6 s) and its max poll interval (2 s). Then the conditions below are checked.
     await asyncio.sleep(8)
     assert await metric(port, "vidgen_records_fetched_total") == fetched  # nothing fetched past the budget
-    assert await metric(port, "vidgen_partitions_paused") == 4  # every assigned one: 2 request + 2 retry
+    assert await metric(port, "vidgen_partitions_paused") == 6  # every assigned one: 2 request + 2 bulk + 2 retry
     assert await metric(port, "vidgen_rebalances_total") == 1  # still in the group
     assert await kafka.committed() == {0: None, 1: None}
 
