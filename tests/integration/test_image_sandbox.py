@@ -61,8 +61,10 @@ def test_a_decode_over_the_memory_limit_is_stopped_and_answered_image_too_large(
 
 
 def test_a_decode_over_the_cpu_limit_is_stopped_and_answered_image_too_large() -> None:
-    data = encoded(Image.new("L", (10_000, 10_000)), "PNG")  # ~2-3 s of CPU to decode and fit
-    slow = DecodeLimits(max_pixels=10**8, max_decoded_bytes=10**8, memory_bytes=2048 * MIB, cpu_s=1)
+    # 169 megapixels of RGB (under Pillow's own bomb limit): seconds of CPU to decode and fit on any machine. A
+    # 10,000 x 10,000 greyscale image took just under the one-second limit on a quiet machine, so it was not reached.
+    data = encoded(Image.new("RGB", (13_000, 13_000)), "PNG")
+    slow = DecodeLimits(max_pixels=2 * 10**8, max_decoded_bytes=6 * 10**8, memory_bytes=2048 * MIB, cpu_s=1)
 
     with pytest.raises(ImageTooLarge) as caught:
         decode_in_sandbox(data, 256, 256, slow)
