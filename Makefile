@@ -38,7 +38,7 @@ schemas: setup  ## regenerate schemas/json after changing schemas/events.py
 	$(BIN)/python -m schemas
 
 docs: setup  ## regenerate the README's settings table after changing consumer/settings.py
-	$(BIN)/python -m consumer.dev.docs README.md
+	$(BIN)/python -m consumer.dev.reference_docs README.md
 
 bench: setup  ## benchmarks 1-4 (JSON report and PNG chart under bench/results/)
 	$(BIN)/python -m bench.run_all

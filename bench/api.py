@@ -32,8 +32,8 @@ from aiokafka import AIOKafkaProducer
 
 from bench import stats
 from bench.infra import REPO_ROOT, Infra, embedded_infra, end_group, machine_info, new_run
-from consumer.api.api_keys import create_key
-from consumer.api.settings import ApiSettings
+from consumer.api.api_settings import ApiSettings
+from consumer.api.auth.api_keys import create_key
 from consumer.dev.embedded import free_port
 from consumer.kafka.clients import client_options, ensure_topics, worker_topics
 from consumer.settings import Settings

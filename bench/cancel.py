@@ -6,8 +6,8 @@
    land anywhere in a step), publish its cancel to the control topic and time until the next request's `started`
    progress event (the worker sends it once the freed slot started that request, after the crash guard's acked
    write), its first denoising step, and the cancelled request's `failed`/`cancelled` result.
-2. The crash guard's write. The acknowledged produce a worker makes before each request (`AttemptLedger.started`)
-   and the tombstone after its answer (`AttemptLedger.answered`), with the worker's own producer settings (acks=all,
+2. The crash guard's write. The acknowledged produce a worker makes before each request (`CrashGuardLedger.started`)
+   and the tombstone after its answer (`CrashGuardLedger.answered`), with the worker's own producer settings (acks=all,
    linger 5 ms), sequentially, against the same broker.
 
     python -m bench.cancel [--cancels 20] [--render-s 2.0] [--steps 20] [--writes 200]
@@ -30,11 +30,11 @@ from bench.client import SMALL, Client, make_requests, partitions_of
 from bench.infra import Infra, embedded_infra, machine_info, new_run
 from bench.stats import summary
 from bench.workers import running_workers
-from consumer.core.attempts import AttemptCounts
 from consumer.core.clock import utc_now
+from consumer.crash_guard.counts import StartCounts
+from consumer.crash_guard.ledger import CrashGuardLedger
 from consumer.kafka.clients import client_options, make_producer
-from consumer.kafka.controls import AttemptLedger
-from consumer.kafka.publisher import Publisher
+from consumer.kafka.worker_publisher import WorkerPublisher
 from consumer.settings import Settings
 from schemas.events import VideoControl, VideoProgress
 
@@ -181,7 +181,7 @@ async def _writes(infra: Infra, *, writes: int) -> dict[str, Any]:
         producer = make_producer(settings)
         await producer.start()
         try:
-            ledger = AttemptLedger(Publisher(producer, settings), AttemptCounts(), settings)
+            ledger = CrashGuardLedger(WorkerPublisher(producer, settings), StartCounts(), settings)
             started, answered = [], []
             for offset in range(writes):
                 partition = offset % settings.topic_partitions

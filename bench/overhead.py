@@ -41,8 +41,8 @@ from bench.client import SMALL, Client, make_requests, partitions_of
 from bench.infra import Infra, embedded_infra, new_run
 from bench.workers import running_workers
 from consumer.kafka.clients import client_options
+from consumer.object_store import open_s3_client
 from consumer.settings import Settings
-from consumer.storage import open_s3_client
 from schemas.events import VideoResult
 
 __all__ = ["main", "measure"]

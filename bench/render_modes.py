@@ -47,8 +47,8 @@ from consumer.memory.modes import MemoryMode, supported_modes
 from consumer.memory.profile import V51_7B_INP_TRANSFORMER_CONFIG, V51_VAE_CONFIG
 from consumer.render.flops import peak_tflops, transformer_step_flops
 from consumer.render.fp8 import fp8_unsupported_reason, quantize_fp8
-from consumer.render.memory_modes import apply_mode
-from consumer.render.profiling import profile_pipeline
+from consumer.render.module_sizes import profile_pipeline
+from consumer.render.offload import apply_mode
 from consumer.render.step_cache import apply_step_cache, remove_step_cache, step_cache_stats
 from consumer.render.tiny import build_tiny_pipeline
 

@@ -27,8 +27,8 @@ from bench.stats import percentile
 from bench.workers import running_workers
 from consumer.core.keys import upload_key
 from consumer.dev.demo import product_image
+from consumer.object_store import ObjectStore, open_s3_client
 from consumer.settings import Settings
-from consumer.storage import ObjectStore, open_s3_client
 
 __all__ = ["main", "measure"]
 

@@ -33,10 +33,10 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from bench.infra import machine_info
-from consumer.job.image_decoding import fit_image
-from consumer.job.video_encoding import encode_mp4
+from consumer.images.decoding import fit_image
 from consumer.render.renderer import to_uint8
 from consumer.render.template import TemplatePipeline, source_size
+from consumer.worker.video_encoding import encode_mp4
 
 __all__ = ["main", "measure"]
 

@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         clients: dict[str, Callable[..., int]] = {"submit": submit_main, "watch": watch_main, "cancel": cancel_main}
         return clients[argv[0]](argv[1:], prog=f"vidgen {argv[0]}")
     if argv[:1] in (["api"], ["api-key"]):
-        from consumer.api.cli import api_key_main, serve_main  # the job API's own arguments and settings
+        from consumer.api.commands import api_key_main, serve_main  # the job API's own arguments and settings
 
         return serve_main(argv[1:]) if argv[0] == "api" else api_key_main(argv[1:])
     parser = argparse.ArgumentParser(prog="vidgen", description="Kafka-driven EasyAnimate video worker.")
@@ -85,8 +85,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(settings: Settings) -> int:
-    from consumer.app import serve
     from consumer.telemetry.otlp import tracer_provider_from_env
+    from consumer.worker.wiring import serve
 
     provider = tracer_provider_from_env(os.environ, default_service_name="vidgen-worker")
     tracer = provider.get_tracer("vidgen.worker") if provider is not None else None

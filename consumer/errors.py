@@ -25,6 +25,7 @@ __all__ = [
     "StorageError",
     "TooLargeForWorker",
     "UnsafeText",
+    "UsageError",
     "VidgenError",
     "WorkerCrashed",
 ]
@@ -199,3 +200,9 @@ class ProducerUnsupported(VidgenError):
     start until the setting or the brokers change."""
 
     code = "producer_unsupported"
+
+
+class UsageError(VidgenError):
+    """A command line the CLI cannot run: a missing or malformed argument. Exit 64, never a traceback."""
+
+    code = "usage"

@@ -9,35 +9,25 @@ unavailable, 78 bad configuration.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import sys
-from typing import NoReturn
 
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from consumer.core.clock import utc_now
-from consumer.errors import VidgenError
+from consumer.errors import UsageError, VidgenError
 from consumer.kafka.clients import ensure_topics, make_producer
 from consumer.settings import ConfigurationError, Settings, describe_config_error
+from producer_examples.command_line import StrictArgumentParser
 from producer_examples.publish_request import EXIT_COMPLETED, EXIT_CONFIG, EXIT_UNAVAILABLE, EXIT_USAGE
 from schemas.events import VideoControl
 
 __all__ = ["cancel_main"]
 
 
-class _UsageError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise _UsageError(message)
-
-
 def cancel_main(argv: list[str] | None = None, *, settings: Settings | None = None, prog: str = "vidgen cancel") -> int:
-    parser = _Parser(prog=prog, description="Cancel one request (a command on the control topic).")
+    parser = StrictArgumentParser(prog=prog, description="Cancel one request (a command on the control topic).")
     parser.add_argument("request_id")
     parser.add_argument("--tenant", required=True, help="the request's tenant id; another tenant's cancel is ignored")
     try:
@@ -45,7 +35,7 @@ def cancel_main(argv: list[str] | None = None, *, settings: Settings | None = No
         command = VideoControl(
             action="cancel", request_id=args.request_id, tenant_id=args.tenant, requested_at=utc_now()
         )
-    except (_UsageError, ValidationError) as exc:
+    except (UsageError, ValidationError) as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:

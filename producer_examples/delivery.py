@@ -1,7 +1,7 @@
 """Signed webhook delivery with retries: one CLIENT span per attempt, traceparent in the HTTP headers.
 
 Every attempt vets the URL again (DNS can change between deliveries) with the start-image fetcher's rules
-(`consumer.job.https_download`: https only, public addresses only unless the host is allowed to be internal) and
+(`consumer.images.https_download`: https only, public addresses only unless the host is allowed to be internal) and
 connects only to the addresses it vetted; redirects are not followed. The answer's body is never read: the
 status line and headers decide, and the connection is closed, so an endpoint answering gigabytes costs no more
 than aiohttp's read buffer. A tenant's circuit breaker is asked before each attempt and told how it went.
@@ -23,7 +23,7 @@ from yarl import URL
 
 from consumer.core.rate_limit import Clock
 from consumer.errors import VidgenError
-from consumer.job.https_download import Resolve, UrlRules, pinned_session, vet_url
+from consumer.images.https_download import Resolve, UrlRules, pinned_session, vet_url
 from producer_examples.breaker import CircuitBreaker
 from producer_examples.notifier_settings import Webhook
 from producer_examples.signing import SIGNATURE_HEADER, sign

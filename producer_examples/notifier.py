@@ -26,7 +26,7 @@ from aiokafka.errors import KafkaError
 from opentelemetry.trace import Tracer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from consumer.job.https_download import IPNetwork, Resolve, UrlRules
+from consumer.images.https_download import IPNetwork, Resolve, UrlRules
 from consumer.kafka.clients import client_options, ensure_topics, make_producer
 from consumer.settings import ConfigurationError, Settings, describe_config_error
 from consumer.telemetry.logs import configure_logging
@@ -34,7 +34,7 @@ from producer_examples.delivery import WebhookDelivery, WebhookUnresolved, Webho
 from producer_examples.notifier_loop import Notifier
 from producer_examples.notifier_metrics import NotifierMetrics
 from producer_examples.notifier_settings import NotifierSettings
-from producer_examples.telemetry import make_tracer_provider
+from producer_examples.tracer_setup import make_tracer_provider
 
 __all__ = ["main", "serve"]
 

@@ -2,7 +2,7 @@
 
 At least once: an offset is committed only after its result was delivered, skipped (a duplicate, or a tenant
 without a webhook) or dead-lettered, and only as part of the contiguous finished prefix of its partition
-(`consumer.core.offsets.OffsetTracker`). Deliveries run concurrently (`lanes.TenantLanes`); while `max_pending`
+(`consumer.core.offsets.OffsetTracker`). Deliveries run concurrently (`lanes.TenantBounds`); while `max_pending`
 results are read and unanswered, the partitions are paused and polling goes on, so the group membership holds.
 """
 
@@ -25,9 +25,9 @@ from consumer.settings import Settings
 from consumer.telemetry.tracing import extract_context, messaging_attributes
 from producer_examples.dedupe import RecentKeys, delivery_key
 from producer_examples.delivery import Outcome, WebhookDelivery
-from producer_examples.lanes import TenantLanes
 from producer_examples.notifier_metrics import NotifierMetrics
 from producer_examples.notifier_settings import NotifierSettings
+from producer_examples.tenant_bounds import TenantBounds
 from schemas.events import VideoResult
 
 __all__ = ["Notifier"]
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 _POLL_MS = 100
 
 
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka ships no type hints
+class _NotifierGroupListener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka ships no type hints
     def __init__(self, notifier: Notifier) -> None:
         self._notifier = notifier
 
@@ -70,7 +70,7 @@ class Notifier:
         self._delivery = delivery
         self._tracer = tracer
         self._delivered = RecentKeys(notifier.dedupe_capacity)
-        self._lanes = TenantLanes(
+        self._lanes = TenantBounds(
             max_concurrency=notifier.max_concurrency,
             tenant_concurrency=notifier.tenant_concurrency,
             breaker_failures=notifier.breaker_failures,
@@ -84,7 +84,7 @@ class Notifier:
         metrics.watch(in_flight=self._offsets.in_flight, open_breakers=self._lanes.open_breakers)
 
     def listener(self) -> ConsumerRebalanceListener:
-        return _Listener(self)
+        return _NotifierGroupListener(self)
 
     def health(self) -> dict[str, object]:
         return {"in_flight": self._offsets.in_flight(), "open_breakers": self._lanes.open_breakers()}

@@ -5,7 +5,7 @@ Checks, in order: signature (401), payload and the worker's own request rules (4
 then publishes (202, or 503 when Kafka does not acknowledge in time, so the platform retries). When the GPU pool is
 busy or down (`producer_examples.pool_watch`) a shop's request goes to the template pool instead, answered
 `degraded` (its fallback, `template` by default), or, with the fallback `none`, gets 503 when busy. Connections go
-through `consumer.http.limits`: header and body deadlines and a bound on open connections (408 / 503).
+through `consumer.http_server.connection_guard`: header and body deadlines and a bound on open connections (408 / 503).
 """
 
 from __future__ import annotations
@@ -33,21 +33,21 @@ from consumer.core.degrade import DEGRADED_REASON_HEADER, choose_fallback, degra
 from consumer.core.moderation import ContentPolicy
 from consumer.core.rate_limit import Clock, TenantLimiter
 from consumer.errors import VidgenError
-from consumer.http.limits import ConnectionGuard, GuardedSite, HttpLimits
-from consumer.http.metrics import HttpMetrics, measured
-from consumer.http.spans import server_spans
+from consumer.http_server.connection_guard import ConnectionGuard, GuardedSite, HttpLimits
+from consumer.http_server.health_routes import add_probe_routes
+from consumer.http_server.request_metrics import HttpMetrics, measured
+from consumer.http_server.server_spans import server_spans
 from consumer.kafka.clients import ensure_topics, make_producer
 from consumer.settings import ConfigurationError, Settings, describe_config_error
 from consumer.telemetry.logs import configure_logging
-from consumer.telemetry.probes import add_probe_routes
 from producer_examples.dedupe import RecentKeys
 from producer_examples.pool_watch import PoolWatch, watching
 from producer_examples.products import DEFAULT_TEMPLATE, ProductCreated, build_request, check_template
 from producer_examples.publishing import RequestPublisher
 from producer_examples.signing import SIGNATURE_HEADER, SignatureError, verify
-from producer_examples.telemetry import make_tracer_provider
-from schemas.api import Fallback
+from producer_examples.tracer_setup import make_tracer_provider
 from schemas.events import Priority, VideoRequest
+from schemas.job_api import Fallback
 
 __all__ = ["GUARD", "ROUTE", "HookSettings", "main", "make_app", "serve"]
 

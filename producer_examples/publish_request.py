@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import Any, TextIO
 
 from aiokafka.errors import KafkaError
 from opentelemetry.sdk.trace import TracerProvider
@@ -27,12 +27,13 @@ from pydantic import ValidationError
 
 from consumer.core.clock import utc_now
 from consumer.core.keys import upload_key
-from consumer.errors import VidgenError
+from consumer.errors import UsageError, VidgenError
 from consumer.kafka.clients import ensure_topics, make_producer
+from consumer.object_store import ObjectStore, open_s3_client
 from consumer.settings import ConfigurationError, Settings, describe_config_error
-from consumer.storage import ObjectStore, open_s3_client
+from producer_examples.command_line import StrictArgumentParser
 from producer_examples.publishing import RequestPublisher
-from producer_examples.telemetry import make_tracer_provider
+from producer_examples.tracer_setup import make_tracer_provider
 from producer_examples.waiting import ResultWatcher, render_progress
 from schemas.events import VideoRequest
 
@@ -42,17 +43,8 @@ EXIT_COMPLETED, EXIT_FAILED, EXIT_TIMEOUT = 0, 1, 2
 EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_CONFIG = 64, 69, 78
 
 
-class _UsageError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise _UsageError(message)
-
-
 def _parser(prog: str) -> argparse.ArgumentParser:
-    parser = _Parser(prog=prog, description="Publish one video request to Kafka (VIDGEN_* settings).")
+    parser = StrictArgumentParser(prog=prog, description="Publish one video request to Kafka (VIDGEN_* settings).")
     parser.add_argument("--prompt", required=True, help="what the video shows")
     parser.add_argument("--negative-prompt", help="what the video should avoid")
     image = parser.add_mutually_exclusive_group()
@@ -92,7 +84,7 @@ def build_request(args: argparse.Namespace, *, image_url: str | None) -> VideoRe
     for item in args.metadata:
         key, sep, value = item.partition("=")
         if not sep:
-            raise _UsageError(f"--metadata {item!r} is not KEY=VALUE")
+            raise UsageError(f"--metadata {item!r} is not KEY=VALUE")
         metadata[key] = value
     fields: dict[str, Any] = {
         "request_id": args.request_id or f"cli-{uuid.uuid4().hex[:16]}",
@@ -112,7 +104,7 @@ def build_request(args: argparse.Namespace, *, image_url: str | None) -> VideoRe
     }
     if args.deadline_in is not None:
         if args.deadline_in <= 0:
-            raise _UsageError("--deadline-in must be more than 0 seconds")
+            raise UsageError("--deadline-in must be more than 0 seconds")
         fields["deadline"] = utc_now() + timedelta(seconds=args.deadline_in)
     return VideoRequest.model_validate(fields)
 
@@ -128,7 +120,7 @@ def main(
     logging (the caller's job) and installs no global tracer provider."""
     try:
         args = _parse_args(prog, argv)
-    except _UsageError as exc:
+    except UsageError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except ValidationError as exc:
@@ -142,7 +134,7 @@ def main(
     provider = tracer_provider or make_tracer_provider("vidgen-submit", args.otlp_endpoint)
     try:
         return asyncio.run(_submit(args, settings, provider.get_tracer(__name__), prog=prog))
-    except _UsageError as exc:
+    except UsageError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except (KafkaError, VidgenError, OSError) as exc:
@@ -156,7 +148,7 @@ def main(
 def _parse_args(prog: str, argv: list[str] | None) -> argparse.Namespace:
     args = _parser(prog).parse_args(argv)
     if args.image is not None and not args.image.is_file():
-        raise _UsageError(f"--image {args.image} is not a file")
+        raise UsageError(f"--image {args.image} is not a file")
     build_request(args, image_url=None if args.image else args.image_url)  # fails before any I/O
     return args
 
@@ -203,7 +195,7 @@ async def _upload(path: Path, tenant_id: str, settings: Settings) -> str:
     """Into the tenant's own upload folder: the only part of the bucket the worker reads for this tenant."""
     data = await asyncio.to_thread(path.read_bytes)
     if len(data) > settings.image_max_bytes:
-        raise _UsageError(f"--image is {len(data)} bytes; the worker accepts at most {settings.image_max_bytes}")
+        raise UsageError(f"--image is {len(data)} bytes; the worker accepts at most {settings.image_max_bytes}")
     key = upload_key(data, path.name, prefix=settings.s3_key_prefix, tenant_id=tenant_id)
     content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     async with open_s3_client(settings) as s3:

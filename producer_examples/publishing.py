@@ -9,7 +9,7 @@ from aiokafka import AIOKafkaProducer
 from opentelemetry.trace import SpanKind, Tracer
 
 from consumer.core.job import Headers
-from consumer.core.lanes import topic_for
+from consumer.core.priority_lanes import topic_for
 from consumer.settings import Settings
 from consumer.telemetry.tracing import inject_headers, messaging_attributes
 from schemas.events import VideoRequest

@@ -1,5 +1,6 @@
 """The answer of `POST /v1/videos/{id}/links`: content links a browser's `<video>` and `<img>` can load without a
-credential header (see `consumer.api.links`). Part of the job API's HTTP contract, beside `schemas/api.py`."""
+credential header (see `consumer.api.auth.link_signing`). Part of the job API's HTTP contract, beside
+`schemas/job_api.py`."""
 
 from __future__ import annotations
 

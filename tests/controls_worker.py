@@ -1,6 +1,6 @@
 """A real worker process with a fault pipeline, for the crash-guard tests: `python -m tests.controls_worker`.
 
-It runs `consumer.app.serve` exactly as `vidgen run` does (settings from `VIDGEN_*`, SIGTERM drains), with one
+It runs `consumer.worker.wiring.serve` exactly as `vidgen run` does (settings from `VIDGEN_*`, SIGTERM drains), with one
 difference: the renderer's pipeline is the stand-in (`VIDGEN_STANDIN_RENDER_S` per render) that kills its own
 process with SIGKILL at the first denoising step of a prompt containing `POISON`, as a native crash in a codec or
 driver, a CUDA fatal error or the kernel's OOM killer would: no answer, no commit, no goodbye to the group.
@@ -14,11 +14,11 @@ import signal
 import sys
 from typing import Any
 
-from consumer.app import serve
 from consumer.render.renderer import Renderer
 from consumer.render.standin import StandInPipeline
 from consumer.settings import Settings
 from consumer.telemetry.logs import configure_logging
+from consumer.worker.wiring import serve
 
 POISON = "POISON"
 

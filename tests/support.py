@@ -25,7 +25,7 @@ from PIL import Image
 
 from consumer.core.results import Identity, completed, failed, not_started
 from consumer.errors import PublishRefused, VidgenError
-from consumer.job.image_sandbox import DecodeLimits
+from consumer.images.sandbox import DecodeLimits
 from consumer.kafka.clients import client_options
 from consumer.render.loader import load_pipeline
 from consumer.render.renderer import Renderer

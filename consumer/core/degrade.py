@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from schemas.api import DegradedReason, Fallback
+from schemas.job_api import DegradedReason, Fallback
 
 __all__ = [
     "DEGRADED_REASON_HEADER",

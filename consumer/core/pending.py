@@ -1,5 +1,5 @@
-"""Parsed requests waiting for a slot: in two lanes (interactive first, see `consumer/core/lanes.py`), with per-tenant
-quotas, handed out round-robin across tenants. Pure."""
+"""Parsed requests waiting for a slot: in two lanes (interactive first, see `consumer/core/priority_lanes.py`), with
+per-tenant quotas, handed out round-robin across tenants. Pure."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Callable, Collection, Hashable, Iterator
 
 from consumer.core.clock import Monotonic
 from consumer.core.job import Job
-from consumer.core.lanes import Lane, LanePolicy, LaneQueue, lane_of
+from consumer.core.priority_lanes import Lane, LanePolicy, LaneQueue, lane_of
 from consumer.core.quotas import QuotaDecision, TenantQuotas
 from consumer.settings import Settings
 

@@ -1,7 +1,7 @@
 """Job slots by stage. A job holds a render slot from its start until its render ends (start image, admission,
 waiting for the model, rendering), then a finishing slot while it encodes, uploads and publishes. So the next
 request is prepared while one renders and earlier results upload meanwhile, each stage bounded on its own. Pure:
-whoever frees a slot (the job scheduler, `consumer/job/scheduler.py`) starts the next job itself."""
+whoever frees a slot (the job scheduler, `consumer/worker/scheduler.py`) starts the next job itself."""
 
 from __future__ import annotations
 

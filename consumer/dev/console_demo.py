@@ -15,12 +15,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from consumer.api.api_keys import create_key
-from consumer.api.server import serve as serve_api
-from consumer.api.settings import ApiSettings
-from consumer.app import serve as serve_worker
+from consumer.api.api_settings import ApiSettings
+from consumer.api.auth.api_keys import create_key
+from consumer.api.wiring import serve as serve_api
 from consumer.dev.demo import embedded_services
 from consumer.settings import Settings
+from consumer.worker.wiring import serve as serve_worker
 
 __all__ = ["DEMO_TENANT", "run_console_demo"]
 

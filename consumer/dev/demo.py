@@ -23,12 +23,12 @@ import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from PIL import Image, ImageDraw
 
-from consumer.app import serve
 from consumer.core.keys import upload_key
 from consumer.dev.embedded import kafka_broker, s3_server
 from consumer.kafka.clients import client_options, ensure_topics, worker_topics
+from consumer.object_store import ObjectStore, open_s3_client
 from consumer.settings import Settings
-from consumer.storage import ObjectStore, open_s3_client
+from consumer.worker.wiring import serve
 from schemas.events import VideoRequest, VideoResult
 
 __all__ = ["embedded_services", "run_demo"]

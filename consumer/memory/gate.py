@@ -13,7 +13,7 @@ from consumer.memory.estimate import estimate_per_mode
 from consumer.memory.modes import MemoryMode
 from consumer.memory.probe import MemoryProbe
 from consumer.memory.profile import ModelMemoryProfile
-from consumer.telemetry.metrics import Metrics
+from consumer.telemetry.worker_metrics import Metrics
 from schemas.events import VideoRequest
 
 __all__ = ["MemoryGate"]

@@ -11,7 +11,7 @@ so `more_frugal` is a strict downgrade and the estimates are ordered the same wa
 
 accelerate's offload hooks move weights between host and an *accelerator*; on a CPU-only worker there is nothing to
 offload to, so only the first two modes apply there (`supported_modes`). Putting a pipeline in a mode is the
-renderer's business (`consumer/render/memory_modes.py`).
+renderer's business (`consumer/render/offload.py`).
 """
 
 from __future__ import annotations

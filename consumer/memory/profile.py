@@ -1,6 +1,6 @@
 """What a pipeline weighs and the shape facts the estimator needs. Pure.
 
-`consumer/render/profiling.py` measures a loaded pipeline into a `ModelMemoryProfile` (parameters and buffers,
+`consumer/render/module_sizes.py` measures a loaded pipeline into a `ModelMemoryProfile` (parameters and buffers,
 numel x element size, per component), so the tiny model and any checkpoint get exact weight bytes.
 `EASYANIMATE_V51_7B` is the same computation done ahead of time for the published V5.1-7B InP configs (tests rebuild
 the modules on the meta device and check these numbers), so a worker can estimate before the 30 GB of weights are

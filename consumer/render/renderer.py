@@ -27,8 +27,8 @@ from consumer.core.job import StopSignal, past_deadline
 from consumer.errors import ModelUnavailable, RenderFailed, RenderTimeout, VidgenError
 from consumer.memory.modes import MemoryMode, more_frugal, supported_modes
 from consumer.memory.profile import ModelMemoryProfile
-from consumer.render.memory_modes import apply_mode, current_mode
-from consumer.render.profiling import profile_pipeline
+from consumer.render.module_sizes import profile_pipeline
+from consumer.render.offload import apply_mode, current_mode
 
 __all__ = ["ModelHold", "ProgressFn", "RenderSpec", "Rendered", "Renderer", "RendererState", "to_uint8"]
 

@@ -16,8 +16,8 @@ from PIL import Image
 from consumer.memory.estimate import estimate_bytes
 from consumer.memory.modes import MODES, MemoryMode
 from consumer.memory.probe import CudaProbe
-from consumer.render.memory_modes import apply_mode, current_mode
-from consumer.render.profiling import profile_pipeline
+from consumer.render.module_sizes import profile_pipeline
+from consumer.render.offload import apply_mode, current_mode
 from consumer.render.tiny import build_tiny_pipeline
 
 pytestmark = pytest.mark.gpu

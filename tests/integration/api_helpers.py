@@ -26,9 +26,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from PIL import Image
 
-from consumer.api.api_keys import create_key
-from consumer.api.server import serve
-from consumer.api.settings import ApiSettings
+from consumer.api.api_settings import ApiSettings
+from consumer.api.auth.api_keys import create_key
+from consumer.api.wiring import serve
 from consumer.dev.embedded import free_port
 from consumer.settings import Settings
 

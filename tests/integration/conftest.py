@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 import torch
 
-from consumer.app import serve
 from consumer.dev.embedded import isolated_settings, kafka_broker, s3_server
 from consumer.kafka.clients import ensure_topics, worker_topics
+from consumer.object_store import ObjectStore, open_s3_client
 from consumer.render.loader import load_pipeline
 from consumer.render.renderer import Renderer
 from consumer.settings import Settings
-from consumer.storage import ObjectStore, open_s3_client
+from consumer.worker.wiring import serve
 from tests.support import KafkaClient, template_renderer
 
 

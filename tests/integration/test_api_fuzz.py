@@ -15,8 +15,8 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from consumer.api.openapi import build_openapi
-from consumer.api.server import serve
+from consumer.api.routes.openapi import build_openapi
+from consumer.api.wiring import serve
 from consumer.dev.embedded import isolated_settings
 from tests.integration.api_helpers import api_settings, bearer, new_key
 

@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from consumer.api.jobs import TERMINAL
+from consumer.api.view.job_state import TERMINAL
 from consumer.dev.embedded import free_port
 from consumer.settings import Settings
 from tests.integration.api_helpers import (

@@ -6,9 +6,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from consumer.api.cursors import PageQuery
-from consumer.api.jobs import Answered, Submitted
-from consumer.api.store import JobStore
+from consumer.api.view.database import JobStore
+from consumer.api.view.job_state import Answered, Submitted
+from consumer.api.view.pages import PageQuery
 from schemas.events import VideoRequest, VideoResult
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)

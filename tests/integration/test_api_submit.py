@@ -18,8 +18,8 @@ from PIL import Image
 
 from consumer.dev.embedded import isolated_settings
 from consumer.kafka.clients import client_options
+from consumer.object_store import open_s3_client
 from consumer.settings import Settings
-from consumer.storage import open_s3_client
 from schemas.events import VideoResult
 from tests.integration.api_helpers import (
     ApiStack,

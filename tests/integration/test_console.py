@@ -15,12 +15,12 @@ import aiohttp
 import pytest
 from playwright.async_api import expect
 
+from consumer.api.auth.link_signing import LINK_TTL_S
 from consumer.api.console.serving import STATIC
-from consumer.api.links import LINK_TTL_S
 from consumer.core.keys import upload_prefix
 from consumer.render.renderer import Renderer
-from schemas.api import Job, VideoSubmission
 from schemas.events import ErrorInfo, Timings, VideoResult
+from schemas.job_api import VideoJob, VideoSubmission
 from tests.integration.api_helpers import ApiStack, IdentityProvider, bearer, png
 from tests.integration.console_helpers import PHONE, OpenPage, origin, screenshot, sign_in
 from tests.support import KafkaClient, SlowPipeline, video_info
@@ -414,7 +414,7 @@ async def test_a_rejected_job_shows_its_error_and_field(api_stack: ApiStack, ope
     await expect(row.get_by_test_id("job-cancel")).to_be_hidden()
 
 
-@pytest.mark.skipif("degraded" not in Job.model_fields, reason="needs issue 16's degraded jobs in the job API")
+@pytest.mark.skipif("degraded" not in VideoJob.model_fields, reason="needs issue 16's degraded jobs in the job API")
 async def test_a_template_video_is_marked(api_stack: ApiStack, open_page: OpenPage) -> None:
     job = await submit_json(api_stack, prompt="a teapot while the GPUs are busy")
     bucket = api_stack.settings.s3_bucket

@@ -12,8 +12,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from consumer.core.clock import utc_now
+from consumer.object_store import open_s3_client
 from consumer.settings import Settings
-from consumer.storage import open_s3_client
 from producer_examples.cancel_request import cancel_main
 from producer_examples.publish_request import watch_main
 from schemas.events import VideoControl, VideoResult

@@ -16,7 +16,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from consumer.core.attempts import AttemptCounts
+from consumer.crash_guard.counts import StartCounts
 from consumer.dev.embedded import free_port
 from consumer.settings import Settings
 from schemas.events import VideoResult
@@ -135,7 +135,7 @@ async def test_a_request_that_kills_its_workers_ends_worker_crashed_while_the_po
     assert dead_letter.key == b"poison" and headers["vidgen-error-code"] == b"worker_crashed"
     assert headers["vidgen-original-topic"] == settings.requests_topic.encode()
     assert await kafka.wait_committed(13, timeout_s=60) == 13
-    counts = AttemptCounts()
+    counts = StartCounts()
     records, _ = await kafka.read_to_end(settings.attempts_topic)
     for record in records:
         counts.apply(record.key, record.value)

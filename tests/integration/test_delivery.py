@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from consumer.dev.embedded import TcpProxy, free_port, kafka_broker
+from consumer.object_store import ObjectStore
 from consumer.settings import Settings
-from consumer.storage import ObjectStore
 from tests.support import CrashingPipeline, KafkaClient, SlowPipeline, http_get, metric, ready, request_body, until
 
 

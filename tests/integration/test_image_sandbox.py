@@ -11,10 +11,10 @@ from PIL import Image
 
 from consumer.core.keys import upload_key
 from consumer.errors import ImageError, ImageTooLarge
-from consumer.job.image_decoding import decode_image, fit_image
-from consumer.job.image_sandbox import DecodeLimits, child_command, decode_in_sandbox
+from consumer.images.decoding import decode_image, fit_image
+from consumer.images.sandbox import DecodeLimits, child_command, decode_in_sandbox
+from consumer.object_store import ObjectStore
 from consumer.settings import Settings
-from consumer.storage import ObjectStore
 from tests.support import DEFAULT_DECODE_LIMITS, KafkaClient, encoded, request_body
 
 MIB = 1 << 20

@@ -24,7 +24,7 @@ from aiohttp import web
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from opentelemetry.sdk.trace import TracerProvider
 
-from consumer.job.https_download import IPNetwork, Resolve
+from consumer.images.https_download import IPNetwork, Resolve
 from consumer.kafka.clients import client_options, ensure_topics
 from consumer.settings import Settings
 from producer_examples.dedupe import delivery_key

@@ -22,8 +22,8 @@ from consumer.dev.demo import product_image
 from consumer.dev.embedded import free_port
 from consumer.memory.admission import MemoryReading
 from consumer.memory.probe import ScriptedProbe
+from consumer.object_store import ObjectStore
 from consumer.settings import Settings
-from consumer.storage import ObjectStore
 from consumer.telemetry.logs import configure_logging
 from consumer.telemetry.otlp import tracer_provider_from_env
 from producer_examples.publish_request import watch_main

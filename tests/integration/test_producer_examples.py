@@ -27,8 +27,8 @@ from consumer.core.keys import upload_key
 from consumer.dev.demo import product_image
 from consumer.dev.embedded import free_port
 from consumer.kafka.clients import client_options, ensure_topics
+from consumer.object_store import ObjectStore
 from consumer.settings import Settings
-from consumer.storage import ObjectStore
 from producer_examples import publish_request
 from producer_examples.dedupe import delivery_key
 from producer_examples.delivery import DELIVERY_HEADER

@@ -13,8 +13,8 @@ from aiokafka.errors import KafkaConnectionError
 from pydantic import ValidationError
 
 from consumer.kafka.clients import client_options, make_producer
+from consumer.object_store import ObjectStore, open_s3_client
 from consumer.settings import Settings
-from consumer.storage import ObjectStore, open_s3_client
 from consumer.telemetry.logs import configure_logging
 
 SASL_PASSWORD = "s3cr3t-Value-123"

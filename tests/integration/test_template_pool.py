@@ -17,10 +17,10 @@ from bench import template_e2e
 from bench.infra import Infra
 from consumer.core.keys import upload_key
 from consumer.dev.demo import product_image
-from consumer.job.image_decoding import fit_image
+from consumer.images.decoding import fit_image
 from consumer.kafka.clients import ensure_topics, worker_topics
+from consumer.object_store import ObjectStore
 from consumer.settings import Settings
-from consumer.storage import ObjectStore
 from tests.support import KafkaClient, request_body, template_renderer
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from consumer.dev.demo import _demo, product_image
+from consumer.object_store import ObjectStore, open_s3_client
 from consumer.settings import Settings
-from consumer.storage import ObjectStore, open_s3_client
 from producer_examples import publish_request
 from schemas.events import VideoRequest, VideoResult
 from tests.support import KafkaClient, request_body

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from consumer.api.jobs import (
+from consumer.api.view.job_state import (
     Answered,
     CancelRequested,
-    Ignored,
+    IgnoredEvent,
     JobState,
     Progressed,
     Submitted,
@@ -65,7 +65,7 @@ def _run(*events: Any) -> tuple[JobState | None, list[str]]:
     ignored = []
     for event in events:
         after = apply(state, event)
-        if isinstance(after, Ignored):
+        if isinstance(after, IgnoredEvent):
             ignored.append(after.reason)
         elif after is not None:
             state = after

@@ -9,9 +9,9 @@ import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from consumer.api.jobs import Progressed, Submitted
-from consumer.api.shedding import QueueStats, estimated_wait_s, shed
-from consumer.api.store import JobStore
+from consumer.api.submission.shedding import QueueStats, estimated_wait_s, shed
+from consumer.api.view.database import JobStore
+from consumer.api.view.job_state import Progressed, Submitted
 from schemas.events import Priority, VideoProgress, VideoRequest
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)

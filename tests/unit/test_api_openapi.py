@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 
-from consumer.api.openapi import OPENAPI_PATH, build_openapi, render_openapi
-from consumer.dev.docs import API_SETTINGS_END, API_SETTINGS_START, api_settings_table
+from consumer.api.routes.openapi import OPENAPI_PATH, build_openapi, render_openapi
+from consumer.dev.reference_docs import API_SETTINGS_END, API_SETTINGS_START, api_settings_table
 
 
 def test_checked_in_openapi_matches_the_models() -> None:
     assert OPENAPI_PATH.read_text(encoding="utf-8") == render_openapi(), (
-        "schemas/openapi.json drifted: run `python -m consumer.api.openapi`"
+        "schemas/openapi.json drifted: run `python -m consumer.api.routes.openapi`"
     )
 
 

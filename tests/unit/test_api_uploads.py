@@ -8,9 +8,9 @@ import struct
 import pytest
 from PIL import Image
 
-from consumer.api.errors import ApiFailure
-from consumer.api.submission import build_request
-from consumer.api.uploads import check_upload
+from consumer.api.routes.error_answers import ApiFailure
+from consumer.api.submission.body import build_request
+from consumer.api.submission.uploads import check_upload
 from consumer.core.moderation import ContentPolicy
 from consumer.errors import ImageError, ImageTooLarge
 

@@ -13,9 +13,9 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
-from consumer.core.attempts import AttemptValue, attempt_key
 from consumer.core.intake import DeadLetter, parse_request
 from consumer.core.retries import ATTEMPT, NOT_BEFORE, ROUND
+from consumer.crash_guard.counts import StartsValue, starts_key
 from consumer.errors import VidgenError, WorkerCrashed
 from consumer.kafka.clients import topic_configs
 from consumer.settings import Settings
@@ -205,9 +205,9 @@ def test_control_and_attempts_channels_are_what_the_worker_reads_and_writes(doc:
         VideoControl.model_validate(example["payload"])
 
     count = _message(doc, "AttemptCount")
-    assert set(count["payload"]["required"]) == set(count["payload"]["properties"]) == set(AttemptValue.model_fields)
+    assert set(count["payload"]["required"]) == set(count["payload"]["properties"]) == set(StartsValue.model_fields)
     for example in count["examples"]:
         Draft202012Validator(count["payload"]).validate(example["payload"])
-        AttemptValue.model_validate(example["payload"])
+        StartsValue.model_validate(example["payload"])
     key = count["bindings"]["kafka"]["key"]
-    Draft202012Validator(key).validate(attempt_key("video-renderers", "video.requests", 3, 1207).decode())
+    Draft202012Validator(key).validate(starts_key("video-renderers", "video.requests", 3, 1207).decode())

@@ -1,6 +1,6 @@
-"""The consume loop's decisions, without a broker: the real `Worker`, scheduler and job runner, with a fake consumer
-handed in through the consumer factory and a fake pipeline and publisher. Tests end when the worker does (burst mode:
-it returns once everything fetched is answered) or on a condition of the fakes."""
+"""The consume loop's decisions, without a broker: the real `ConsumeLoop`, scheduler and job runner, with a fake
+consumer handed in through the consumer factory and a fake pipeline and publisher. Tests end when the worker does (burst
+mode: it returns once everything fetched is answered) or on a condition of the fakes."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ import pytest
 from aiokafka import ConsumerRecord, TopicPartition
 
 from consumer.errors import StorageError
-from consumer.job.runner import JobRunner
-from consumer.kafka.consume_loop import Worker
 from consumer.settings import Settings
-from consumer.telemetry.metrics import Metrics
+from consumer.telemetry.worker_metrics import Metrics
+from consumer.worker.consume_loop import ConsumeLoop
+from consumer.worker.job_runner import JobRunner
 from tests.support import IDENTITY, FakeConsumer, FakePipeline, FakePublisher, condition, consumed, request_body
 
 REQUESTS = TopicPartition("video.requests", 0)
@@ -28,7 +28,7 @@ START = datetime(2026, 1, 1, tzinfo=UTC)
 
 @dataclass
 class Loop:
-    worker: Worker
+    worker: ConsumeLoop
     publisher: FakePublisher
     pipeline: FakePipeline
     consumers: list[FakeConsumer]
@@ -70,7 +70,7 @@ def _loop(
         metrics=metrics,
         clock=lambda: clock[0],
     )
-    worker = Worker(
+    worker = ConsumeLoop(
         settings=settings,
         consumer_factory=factory,  # type: ignore[arg-type]
         runner=runner,

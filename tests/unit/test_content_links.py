@@ -1,11 +1,11 @@
-"""Signed content links (consumer.api.links): a token opens one job of one tenant for a few minutes, and nothing
-else; anything altered, expired or made without the key is refused."""
+"""Signed content links (consumer.api.auth.link_signing): a token opens one job of one tenant for a few minutes, and
+nothing else; anything altered, expired or made without the key is refused."""
 
 from __future__ import annotations
 
 import pytest
 
-from consumer.api.links import LINK_TTL_S, sign_link, verify_link
+from consumer.api.auth.link_signing import LINK_TTL_S, sign_link, verify_link
 
 KEY = b"k" * 32
 NOW = 1_800_000_000.0

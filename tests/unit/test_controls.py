@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from consumer.core.attempts import AttemptCounts, AttemptValue, attempt_key, attempt_value, crash_verdict
-from consumer.core.control import CancelCommand, ControlIndex, Ignored, cancelled_error
+from consumer.cancellation.commands import CancelCommand, CancelIndex, IgnoredCommand, cancelled_error
 from consumer.core.job import StopSignal, past_deadline
 from consumer.core.moderation import ContentPolicy
+from consumer.crash_guard.counts import StartCounts, StartsValue, crash_verdict, starts_key, starts_value
 from consumer.errors import Cancelled, Expired, WorkerCrashed
 from producer_examples import publish_request
 from producer_examples.products import DEFAULT_TEMPLATE, ProductCreated
@@ -47,11 +47,11 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def index(clock: Clock) -> ControlIndex:
-    return ControlIndex(retention_s=3600, clock=clock)
+def index(clock: Clock) -> CancelIndex:
+    return CancelIndex(retention_s=3600, clock=clock)
 
 
-def test_a_cancel_applies_to_its_own_tenant_only(index: ControlIndex) -> None:
+def test_a_cancel_applies_to_its_own_tenant_only(index: CancelIndex) -> None:
     update = index.apply(b"r1", control(), logged_at=NOW)
     assert isinstance(update, CancelCommand) and (update.request_id, update.tenant_id) == ("r1", "shop-1")
     assert index.cancel_of("r1", "shop-1") == update
@@ -59,7 +59,7 @@ def test_a_cancel_applies_to_its_own_tenant_only(index: ControlIndex) -> None:
     assert index.cancel_of("r2", "shop-1") is None
 
 
-def test_a_wrong_tenants_command_never_shadows_or_replaces_the_right_ones(index: ControlIndex) -> None:
+def test_a_wrong_tenants_command_never_shadows_or_replaces_the_right_ones(index: CancelIndex) -> None:
     right = index.apply(b"r1", control(tenant_id="shop-1"), logged_at=NOW)
     wrong = index.apply(b"r1", control(tenant_id="intruder"), logged_at=NOW + timedelta(seconds=1))
     assert isinstance(wrong, CancelCommand)  # new to the index; the scheduler decides it is foreign
@@ -69,13 +69,13 @@ def test_a_wrong_tenants_command_never_shadows_or_replaces_the_right_ones(index:
     assert len(index) == 2
 
 
-def test_a_repeated_command_is_not_new(index: ControlIndex) -> None:
+def test_a_repeated_command_is_not_new(index: CancelIndex) -> None:
     assert index.apply(b"r1", control(), logged_at=NOW) is not None
     assert index.apply(b"r1", control(), logged_at=NOW + timedelta(seconds=5)) is None
     assert len(index) == 1
 
 
-def test_a_tombstone_withdraws_every_command_under_its_key(index: ControlIndex) -> None:
+def test_a_tombstone_withdraws_every_command_under_its_key(index: CancelIndex) -> None:
     index.apply(b"r1", control(tenant_id="shop-1"), logged_at=NOW)
     index.apply(b"r1", control(tenant_id="shop-2"), logged_at=NOW)
     index.apply(b"r2", control("r2"), logged_at=NOW)
@@ -99,13 +99,13 @@ def test_a_tombstone_withdraws_every_command_under_its_key(index: ControlIndex) 
     ],
 )
 def test_unusable_commands_are_ignored_with_a_reason(
-    index: ControlIndex, key: bytes | None, value: bytes, reason: str
+    index: CancelIndex, key: bytes | None, value: bytes, reason: str
 ) -> None:
-    assert index.apply(key, value, logged_at=NOW) == Ignored(reason)  # type: ignore[arg-type]
+    assert index.apply(key, value, logged_at=NOW) == IgnoredCommand(reason)  # type: ignore[arg-type]
     assert len(index) == 0
 
 
-def test_commands_are_forgotten_past_the_retention(index: ControlIndex, clock: Clock) -> None:
+def test_commands_are_forgotten_past_the_retention(index: CancelIndex, clock: Clock) -> None:
     assert index.apply(b"old", control("old"), logged_at=NOW - timedelta(hours=2)) is None  # already past it
     index.apply(b"r1", control(), logged_at=NOW)
     clock.now = NOW + timedelta(minutes=59)
@@ -124,14 +124,14 @@ def test_the_cancelled_answer_is_final_and_says_when_it_was_asked() -> None:
 
 
 def test_attempt_keys_name_the_records_position() -> None:
-    assert attempt_key("video-renderers", "video.requests", 3, 1207) == b"video-renderers/video.requests/3/1207"
+    assert starts_key("video-renderers", "video.requests", 3, 1207) == b"video-renderers/video.requests/3/1207"
 
 
 def test_attempt_counts_follow_values_and_tombstones_in_order() -> None:
-    counts = AttemptCounts()
-    key = attempt_key("g", "t", 0, 5)
-    value = attempt_value(2, worker_id="w1", at=NOW)
-    assert value is not None and AttemptValue.model_validate_json(value).starts == 2
+    counts = StartCounts()
+    key = starts_key("g", "t", 0, 5)
+    value = starts_value(2, worker_id="w1", at=NOW)
+    assert value is not None and StartsValue.model_validate_json(value).starts == 2
     counts.apply(key, value)
     assert counts.starts(key) == 2
     counts.apply(key, b"{not json")  # unreadable: changes nothing
@@ -145,7 +145,7 @@ def test_attempt_counts_follow_values_and_tombstones_in_order() -> None:
 
 
 def test_a_count_of_zero_is_written_as_a_tombstone() -> None:
-    assert attempt_value(0, worker_id="w1", at=NOW) is None
+    assert starts_value(0, worker_id="w1", at=NOW) is None
 
 
 @pytest.mark.parametrize(("previous", "limit", "refused"), [(0, 2, False), (1, 2, False), (2, 2, True), (3, 2, True)])

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from consumer.errors import ImageTooLarge
-from consumer.job.image_decoding import TIFF_MAX_STRIPS, check_tiff_directory, decode_image
+from consumer.images.decoding import TIFF_MAX_STRIPS, check_tiff_directory, decode_image
 from tests.support import DEFAULT_DECODE_LIMITS, encoded
 
 MIB = 1 << 20

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from consumer.core.degrade import PoolActivity, choose_fallback, degrade, degraded_reason_of, pool_down
-from schemas.api import Fallback
+from schemas.job_api import Fallback
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 

@@ -32,7 +32,7 @@ from consumer.core.results import Identity, completed, failed, rejected, undeliv
 from consumer.core.sanitize import visible
 from consumer.errors import InvalidRequest, PublishRefused, StorageError
 from consumer.kafka.clients import record_bytes
-from consumer.kafka.publisher import Publisher, is_transient
+from consumer.kafka.worker_publisher import WorkerPublisher, is_transient
 from consumer.settings import Settings
 from schemas.events import Timings, VideoInfo, VideoRequest, VideoResult
 
@@ -339,8 +339,8 @@ class RefusingProducer:
         self.sent.append((topic, key, value, headers))
 
 
-def _publisher(producer: RefusingProducer) -> Publisher:
-    return Publisher(producer, Settings(worker_id="w1", max_event_bytes=LIMIT))  # type: ignore[arg-type]
+def _publisher(producer: RefusingProducer) -> WorkerPublisher:
+    return WorkerPublisher(producer, Settings(worker_id="w1", max_event_bytes=LIMIT))  # type: ignore[arg-type]
 
 
 async def test_a_refused_result_is_replaced_by_a_minimal_failed_one() -> None:

@@ -1,5 +1,5 @@
-"""consumer.http.limits on a real aiohttp server on loopback: header and body deadlines, keep-alive, and what
-happens at the connection bound (the longest-waiting client is evicted; with every connection busy, 503)."""
+"""consumer.http_server.connection_guard on a real aiohttp server on loopback: header and body deadlines, keep-alive,
+and what happens at the connection bound (the longest-waiting client is evicted; with every connection busy, 503)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from consumer.http.limits import ConnectionGuard, GuardedSite, HttpLimits
+from consumer.http_server.connection_guard import ConnectionGuard, GuardedSite, HttpLimits
 
 Opened = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from consumer.errors import ImageError, ImageTooLarge
-from consumer.job.image_decoding import decode_image, fit_image
+from consumer.images.decoding import decode_image, fit_image
 from tests.support import encoded
 
 RED, BLUE, WHITE = (255, 0, 0), (0, 0, 255), (255, 255, 255)

@@ -13,9 +13,9 @@ from consumer.core.job import Job, RenderEnded
 from consumer.core.quotas import QuotaDecision
 from consumer.core.retries import Delivery
 from consumer.errors import ImageUrlForbidden, StorageError, VidgenError
-from consumer.job.runner import JobRunner
 from consumer.settings import Settings
-from consumer.telemetry.metrics import Metrics
+from consumer.telemetry.worker_metrics import Metrics
+from consumer.worker.job_runner import JobRunner
 from schemas.events import VideoRequest
 from tests.support import IDENTITY, FakePipeline, FakePublisher, consumed, request_body
 

@@ -18,13 +18,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from consumer.core.job import Job
-from consumer.core.lanes import Lane, LanePolicy, bulk_prefetch, bulk_render_slots, lane_of, topic_for
 from consumer.core.pending import PendingJobs
+from consumer.core.priority_lanes import Lane, LanePolicy, bulk_prefetch, bulk_render_slots, lane_of, topic_for
 from consumer.errors import StorageError
-from consumer.job.runner import JobRunner
-from consumer.kafka.consume_loop import Worker
 from consumer.settings import Settings
-from consumer.telemetry.metrics import Metrics
+from consumer.telemetry.worker_metrics import Metrics
+from consumer.worker.consume_loop import ConsumeLoop
+from consumer.worker.job_runner import JobRunner
 from producer_examples.publish_request import _parser, build_request
 from schemas.events import VideoRequest
 from tests.support import IDENTITY, REPO, FakeConsumer, FakePipeline, FakePublisher, consumed, request_body
@@ -240,7 +240,7 @@ async def _burst(
         identity=IDENTITY,
         metrics=Metrics(),
     )
-    worker = Worker(settings=settings, consumer_factory=factory, runner=runner, metrics=Metrics())  # type: ignore[arg-type]
+    worker = ConsumeLoop(settings=settings, consumer_factory=factory, runner=runner, metrics=Metrics())  # type: ignore[arg-type]
     await asyncio.wait_for(worker.run(asyncio.Event(), burst=True), 10)
     [consumer] = consumers
     return consumer

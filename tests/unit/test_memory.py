@@ -24,8 +24,8 @@ from consumer.memory.profile import (
     V51_VAE_CONFIG,
     ModelMemoryProfile,
 )
-from consumer.render.memory_modes import apply_mode, current_mode
-from consumer.render.profiling import module_bytes, profile_pipeline
+from consumer.render.module_sizes import module_bytes, profile_pipeline
+from consumer.render.offload import apply_mode, current_mode
 from consumer.render.step_cache import apply_step_cache
 from consumer.render.tiny import build_tiny_pipeline
 

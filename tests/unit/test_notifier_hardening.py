@@ -13,10 +13,10 @@ from pydantic import ValidationError
 from consumer.settings import describe_config_error
 from producer_examples.breaker import CircuitBreaker
 from producer_examples.dedupe import delivery_key
-from producer_examples.lanes import TenantLanes
 from producer_examples.notifier import main
 from producer_examples.notifier_settings import NotifierSettings
 from producer_examples.signing import SignatureError, sign, verify
+from producer_examples.tenant_bounds import TenantBounds
 
 SECRET_A = "shop-a-secret-0123456789abcdef-0123"
 SECRET_B = "shop-b-secret-0123456789abcdef-new1"
@@ -74,7 +74,7 @@ def test_breaker_opens_after_failures_in_a_row_and_lets_one_trial_through_per_pe
 
 
 async def test_lanes_bound_each_tenant_and_all_tenants_together() -> None:
-    lanes = TenantLanes(max_concurrency=2, tenant_concurrency=1, breaker_failures=1, breaker_open_s=1)
+    lanes = TenantBounds(max_concurrency=2, tenant_concurrency=1, breaker_failures=1, breaker_open_s=1)
     release = asyncio.Event()
     inside: list[str] = []
 

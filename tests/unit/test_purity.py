@@ -26,12 +26,12 @@ PURE = sorted(
         "consumer.memory.modes",
         "consumer.memory.profile",
         # The job API's rules: job state from events, shedding, ids, JWT claim checks, pagination, content links.
-        "consumer.api.claims",
-        "consumer.api.cursors",
-        "consumer.api.ids",
-        "consumer.api.jobs",
-        "consumer.api.links",
-        "consumer.api.shedding",
+        "consumer.api.auth.jwt_claims",
+        "consumer.api.view.pages",
+        "consumer.api.submission.job_ids",
+        "consumer.api.view.job_state",
+        "consumer.api.auth.link_signing",
+        "consumer.api.submission.shedding",
     ]
 )
 SCHEMAS = sorted(f"schemas.{path.stem}" for path in (REPO / "schemas").glob("*.py") if path.stem != "__main__")
@@ -79,7 +79,7 @@ def test_schemas_import_nothing_of_the_worker_and_no_io_library() -> None:
 
 def test_only_entry_points_configure_logging_and_tracing() -> None:
     """Library modules ask for loggers and tracers; configuring them is the job of an entry point."""
-    entry_points = {"consumer/cli.py", "consumer/api/cli.py"}
+    entry_points = {"consumer/cli.py", "consumer/api/commands.py"}
     configures = re.compile(
         r"(?<!def )\b(configure_logging|basicConfig|set_tracer_provider|tracer_provider_from_env)\("
     )

@@ -6,7 +6,7 @@ import importlib
 import re
 
 from consumer import errors
-from consumer.dev.docs import SETTINGS_END, SETTINGS_START, settings_table
+from consumer.dev.reference_docs import SETTINGS_END, SETTINGS_START, settings_table
 from tests.support import REPO
 
 README = (REPO / "README.md").read_text(encoding="utf-8")
@@ -22,7 +22,7 @@ def _all_subclasses(cls: type[errors.VidgenError]) -> set[type[errors.VidgenErro
 
 
 def test_every_error_code_is_documented() -> None:
-    import consumer.app  # noqa: F401 - imports every module that defines an error class
+    import consumer.worker.wiring  # noqa: F401 - imports every module that defines an error class
 
     codes = {cls.code for cls in _all_subclasses(errors.VidgenError)}
     documented = set(re.findall(r"^\| `([a-z_]+)` \|", README, flags=re.MULTILINE))

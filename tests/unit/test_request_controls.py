@@ -11,16 +11,16 @@ from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
+from consumer.worker import job_runner as runner_module
 
-from consumer.core.control import CancelCommand, ControlIndex
+from consumer.cancellation.commands import CancelCommand, CancelIndex
 from consumer.core.job import Job, Record, StopSignal
 from consumer.core.results import completed, failed, not_started
 from consumer.errors import VidgenError
-from consumer.job import runner as runner_module
-from consumer.job.runner import JobRunner
-from consumer.job.scheduler import JobScheduler
 from consumer.settings import Settings
-from consumer.telemetry.metrics import Metrics
+from consumer.telemetry.worker_metrics import Metrics
+from consumer.worker.job_runner import JobRunner
+from consumer.worker.scheduler import JobScheduler
 from schemas.events import VideoRequest, VideoResult
 from tests.support import IDENTITY, FakePublisher, condition, consumed, request_body, video_info
 
@@ -98,7 +98,7 @@ class Controlled:
         self.publisher = FakePublisher()
         self.starts = FakeStarts(deaths)
         self.metrics = Metrics()
-        self.cancels = ControlIndex(retention_s=3600, clock=lambda: datetime.now(UTC))
+        self.cancels = CancelIndex(retention_s=3600, clock=lambda: datetime.now(UTC))
         self.runner = JobRunner(
             settings=settings,
             publisher=self.publisher,  # type: ignore[arg-type]

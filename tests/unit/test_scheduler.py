@@ -11,10 +11,10 @@ import pytest
 from aiokafka import TopicPartition
 
 from consumer.core.job import Job
-from consumer.job.runner import JobRunner
-from consumer.job.scheduler import JobScheduler
 from consumer.settings import Settings
-from consumer.telemetry.metrics import Metrics
+from consumer.telemetry.worker_metrics import Metrics
+from consumer.worker.job_runner import JobRunner
+from consumer.worker.scheduler import JobScheduler
 from schemas.events import VideoRequest
 from tests.support import IDENTITY, FakePipeline, FakePublisher, condition, consumed, request_body
 

@@ -6,7 +6,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from consumer.supervisor.node_metrics import ChildMetrics, merge_pages, render_page, supervisor_families
-from consumer.telemetry.metrics import Metrics
+from consumer.telemetry.worker_metrics import Metrics
 
 
 def _page(completed: int, inflight: int, render_s: float) -> str:

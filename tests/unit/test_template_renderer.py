@@ -24,8 +24,7 @@ from numpy.typing import NDArray
 from PIL import Image, ImageDraw, ImageFilter
 
 from consumer.errors import RenderTimeout
-from consumer.job.image_decoding import fit_image
-from consumer.job.video_encoding import encode_mp4
+from consumer.images.decoding import fit_image
 from consumer.render.renderer import Renderer, RenderSpec
 from consumer.render.template import (
     MAX_ZOOM,
@@ -37,6 +36,7 @@ from consumer.render.template import (
     title_words,
     wrap_words,
 )
+from consumer.worker.video_encoding import encode_mp4
 
 WIDTH, HEIGHT, FRAMES, FPS = 512, 512, 25, 8
 PROMPT = "A red sneaker slowly turning on a white studio table, soft light, product shot"

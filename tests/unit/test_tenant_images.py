@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from consumer.core.keys import is_plain_key, object_keys, tenant_may_read, upload_key, upload_prefix
 from consumer.errors import ImageNotFound, ImageUrlForbidden
-from consumer.job.https_download import FetchPolicy
-from consumer.job.start_image import S3Sources, StartImageSource
+from consumer.images.https_download import FetchPolicy
+from consumer.images.sources import S3Sources, StartImageSource
 
 SOURCES = S3Sources(output_bucket="out", key_prefix="env/", shared_buckets=frozenset({"shared", "out"}))
 A_DIR = upload_prefix(prefix="env/", tenant_id="shop-a")

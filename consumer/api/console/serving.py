@@ -20,8 +20,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from opentelemetry import trace
 
-from consumer.api.handlers import Handlers
-from consumer.job.image_decoding import ALLOWED_FORMATS
+from consumer.api.routes.videos import Handlers
+from consumer.images.decoding import ALLOWED_FORMATS
 
 __all__ = ["ASSETS_PREFIX", "STATIC", "Console", "trace_response"]
 

@@ -1,0 +1,141 @@
+"""`VIDGEN_API_*`: the job API's own settings. Kafka, S3, topics and the worker's request limits come from the
+shared `VIDGEN_*` Settings, so the API checks a request exactly as the worker will."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from consumer.api.auth.jwt_claims import ASYMMETRIC_ALGORITHMS, check_algorithms
+from consumer.http_server.connection_guard import HttpLimits
+from consumer.settings import environment_of
+from schemas.job_api import Fallback
+
+__all__ = ["ApiSettings", "KeysFileSettings"]
+
+_ID_KEY_MIN = 32
+
+
+class KeysFileSettings(BaseSettings):
+    """What `vidgen api-key create` needs: only where the keys file is."""
+
+    model_config = SettingsConfigDict(env_prefix="VIDGEN_API_", extra="ignore", frozen=True, hide_input_in_errors=True)
+
+    keys_file: str | None = Field(
+        None,
+        description="API keys: one `<sha256 hex of the key> <tenant>` per line (`vidgen api-key create` appends); "
+        "reread when it changes.",
+    )
+
+
+class ApiSettings(KeysFileSettings):
+    """Built once in the entry point, beside `Settings`, and passed down."""
+
+    host: str = Field("0.0.0.0", description="Listen address.")  # noqa: S104 - callers reach it from outside the pod
+    port: int = Field(8000, ge=0, le=65_535, description="Listen port.")
+    state_path: str = Field(
+        "vidgen-api.sqlite3",
+        description="SQLite file of the view (jobs and the topic offsets it has read); a fresh file rebuilds the "
+        "view from the topics.",
+    )
+    retention_s: float = Field(
+        7 * 86_400.0, gt=0, description="Jobs not updated for this long leave the view (404 afterwards)."
+    )
+    id_key: SecretStr = Field(
+        description="HMAC key (at least 32 characters) that turns an `Idempotency-Key` into a job id; the same on "
+        "every replica, never shared. A new key gives old idempotency keys new ids."
+    )
+    jwt_jwks_url: str | None = Field(None, description="JWKS URL of the identity provider that signs bearer tokens.")
+    jwt_public_key_file: str | None = Field(
+        None, description="PEM public key that signs bearer tokens (or a JWKS URL)."
+    )
+    jwt_issuer: str | None = Field(None, description="Required `iss` of tokens (required with JWT auth).")
+    jwt_audience: str | None = Field(None, description="Required `aud` of tokens (required with JWT auth).")
+    jwt_algorithms: Annotated[tuple[str, ...], NoDecode] = Field(
+        tuple(sorted(ASYMMETRIC_ALGORITHMS)),
+        description="Accepted signature algorithms, comma-separated; asymmetric only (`none` and HS* are refused).",
+    )
+    jwt_leeway_s: float = Field(30.0, ge=0, le=300, description="Clock skew allowed on `exp` and `nbf`.")
+    jwks_min_refresh_s: float = Field(
+        60.0, ge=0, description="A token with an unknown `kid` refetches the JWKS at most this often."
+    )
+    jwks_timeout_s: float = Field(5.0, gt=0, description="Timeout of a JWKS fetch.")
+    tenant_claim: str = Field("tenant_id", min_length=1, description="Token claim that names the tenant.")
+    rate_per_s: float = Field(10.0, gt=0, description="API calls per second a tenant may sustain (token bucket).")
+    burst: int = Field(20, ge=1, description="API calls a tenant may make at once.")
+    max_body_bytes: int = Field(
+        20 * 1024 * 1024 + 64 * 1024, ge=1_024, description="Largest request body (413 past it); room for an image."
+    )
+    max_queued: int = Field(100, ge=1, description="New jobs get 503 while this many are queued.")
+    max_wait_s: float = Field(600.0, gt=0, description="New jobs get 503 while the estimated wait is longer.")
+    default_service_s: float = Field(
+        60.0, gt=0, description="Seconds a worker is assumed to spend on a job until renders have been seen."
+    )
+    worker_active_s: float = Field(
+        300.0, gt=0, description="A worker counts as active this long after its last progress event or result."
+    )
+    fallback: Fallback = Field(
+        "none",
+        description="A new job's fallback when neither its body (`fallback`) nor its tenant "
+        "(VIDGEN_API_TENANT_FALLBACK) names one: `template` sends it to the template pool "
+        "(VIDGEN_TEMPLATE_TOPIC, `degraded`) when the GPU pool is busy or down; `none` refuses it with 503 when "
+        "busy and queues it when down.",
+    )
+    tenant_fallback: dict[str, Fallback] = Field(
+        {}, description="JSON map tenant -> `template` or `none`: that tenant's default fallback."
+    )
+    pool_down_s: float = Field(
+        120.0,
+        gt=0,
+        description="The GPU pool counts as down when jobs are queued for it and no GPU worker has published progress "
+        "or a result for this long (nor since the oldest queued job arrived).",
+    )
+    publish_timeout_s: float = Field(10.0, gt=0, description="How long a submission waits for Kafka's ack (503).")
+    sse_keepalive_s: float = Field(15.0, gt=0, description="Comment line sent on an idle event stream this often.")
+    header_timeout_s: float = Field(10.0, gt=0, description="A client must send a request's headers within this.")
+    body_timeout_s: float = Field(60.0, gt=0, description="The whole body must arrive this long after the headers.")
+    max_connections: int = Field(
+        1_024, ge=1, description="Open connections at most (event streams included); keep under the fd limit."
+    )
+
+    @field_validator("jwt_algorithms", mode="before")
+    @classmethod
+    def _split_csv(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("jwt_algorithms")
+    @classmethod
+    def _asymmetric_only(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return check_algorithms(value)
+
+    @model_validator(mode="after")
+    def _check(self) -> ApiSettings:
+        if len(self.id_key.get_secret_value()) < _ID_KEY_MIN:
+            raise ValueError(f"id_key must be at least {_ID_KEY_MIN} characters")
+        if self.jwt_jwks_url and self.jwt_public_key_file:
+            raise ValueError("set jwt_jwks_url or jwt_public_key_file, not both")
+        if self.jwt_enabled and not (self.jwt_issuer and self.jwt_audience):
+            raise ValueError("JWT auth needs jwt_issuer and jwt_audience")
+        if not self.jwt_enabled and not self.keys_file:
+            raise ValueError("no way to authenticate callers: set keys_file, jwt_jwks_url or jwt_public_key_file")
+        return self
+
+    def as_environment(self) -> dict[str, str]:
+        """The `VIDGEN_API_*` variables that rebuild these settings in another process (the id key revealed on
+        purpose: a child process needs it; never log the result)."""
+        return environment_of(self, "VIDGEN_API_")
+
+    @property
+    def jwt_enabled(self) -> bool:
+        return bool(self.jwt_jwks_url or self.jwt_public_key_file)
+
+    def http_limits(self) -> HttpLimits:
+        return HttpLimits(
+            header_timeout_s=self.header_timeout_s,
+            body_timeout_s=self.body_timeout_s,
+            max_connections=self.max_connections,
+        )

@@ -1,0 +1,74 @@
+"""HTTP errors of the API: each one a `VidgenError` with a status, answered as `{"error": {"code", "message",
+"field"?}}`. Messages are written here, never copied from what the client sent."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+
+from aiohttp import web
+
+from consumer.errors import VidgenError
+from schemas.job_api import ApiError, ApiErrorBody
+
+__all__ = ["ApiFailure", "error_middleware", "error_response"]
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "invalid_token",
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "request_timeout",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_field",
+    429: "rate_limited",
+    503: "unavailable",
+}
+
+
+class ApiFailure(VidgenError):
+    """An answer other than success: the HTTP status, a stable code, a message and the field at fault."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        field: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, code=code, field=field)
+        self.status = status
+        self.headers = dict(headers or {})
+
+    @property
+    def retriable(self) -> bool:  # type: ignore[override]  # per instance: 429 and 503 are worth retrying
+        return self.status in (429, 503)
+
+
+def error_response(
+    status: int, code: str, message: str, *, field: str | None = None, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    body = ApiErrorBody(error=ApiError(code=code, message=message, field=field))
+    return web.json_response(body.model_dump(exclude_none=True), status=status, headers=headers)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Outermost: every failure, ours or aiohttp's (404 route, 405, 413 body), as the one error shape."""
+    try:
+        return await handler(request)
+    except ApiFailure as exc:
+        return error_response(exc.status, exc.code, exc.message, field=exc.field, headers=exc.headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise  # redirects are answers, not errors
+        code = _STATUS_CODES.get(exc.status, "error")
+        headers = {name: value for name, value in exc.headers.items() if name in ("Allow", "Retry-After")}
+        return error_response(exc.status, code, exc.reason, headers=headers)

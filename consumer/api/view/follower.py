@@ -1,0 +1,249 @@
+"""The view: every partition of the six topics, read without a consumer group (so every replica sees every job),
+decoded into job events and applied to the store with the offsets they came from. Requests come from both lanes
+(`video.requests`, `video.requests.bulk`) and the template pool's topic, whose jobs are degraded; the API and the
+hook name why in the `vidgen-degraded-reason` header.
+
+Listeners (the event streams) are woken when a job they watch changes; nothing polls the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
+from pydantic import ValidationError
+
+from consumer.api.api_metrics import ApiMetrics
+from consumer.api.view.database import JobStore, Partition
+from consumer.api.view.job_state import Answered, CancelRequested, Event, JobState, Progressed, Submitted
+from consumer.core.degrade import DEGRADED_REASON_HEADER, degraded_reason_of
+from consumer.core.intake import parse_request
+from consumer.kafka.clients import client_options
+from consumer.settings import Settings
+from schemas.events import VideoControl, VideoProgress, VideoRequest, VideoResult
+
+__all__ = ["Listeners", "ViewFollower", "view_topics"]
+
+log = logging.getLogger(__name__)
+
+_FETCH_WAIT_MS = 100  # tansu answers a fetch only when the wait expires: keep it short for fresh answers
+_BATCH = 500
+_PURGE_EVERY_S = 60.0
+Clock = Callable[[], datetime]
+
+
+def view_topics(settings: Settings) -> list[str]:
+    return [
+        settings.requests_topic,
+        settings.bulk_topic,
+        settings.template_topic,
+        settings.progress_topic,
+        settings.results_topic,
+        settings.control_topic,
+    ]
+
+
+class Listeners:
+    """Who waits for which job. `notify` wakes them; each listener re-reads the job itself."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[str, set[asyncio.Event]] = {}
+
+    @contextlib.contextmanager
+    def watch(self, job_id: str) -> Iterator[asyncio.Event]:
+        event = asyncio.Event()
+        self._waiting.setdefault(job_id, set()).add(event)
+        try:
+            yield event
+        finally:
+            watchers = self._waiting.get(job_id)
+            if watchers is not None:
+                watchers.discard(event)
+                if not watchers:
+                    del self._waiting[job_id]
+
+    def notify(self, states: Iterable[JobState]) -> None:
+        for state in states:
+            for event in self._waiting.get(state.id, ()):
+                event.set()
+
+    def __len__(self) -> int:
+        return sum(len(watchers) for watchers in self._waiting.values())
+
+
+class ViewFollower:
+    """Reads the topics into the store until stopped. `caught_up` turns true once every partition has been read
+    up to where it ended when the follower started (readiness waits for it)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: JobStore,
+        listeners: Listeners,
+        metrics: ApiMetrics,
+        *,
+        retention_s: float,
+        clock: Clock,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._listeners = listeners
+        self._metrics = metrics
+        self._retention = timedelta(seconds=retention_s)
+        self._clock = clock
+        self._consumer: AIOKafkaConsumer | None = None
+        self._targets: dict[TopicPartition, int] = {}
+        self.caught_up = False
+
+    async def start(self) -> None:
+        consumer = AIOKafkaConsumer(
+            **client_options(self._settings),
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=_FETCH_WAIT_MS,
+            max_partition_fetch_bytes=max(self._settings.max_record_bytes * 2, self._settings.max_event_bytes),
+        )
+        await consumer.start()
+        try:
+            partitions = await self._partitions(consumer)
+            consumer.assign(partitions)
+            stored = await self._store.offsets()
+            for partition in partitions:
+                offset = stored.get((partition.topic, partition.partition))
+                if offset is None:
+                    await consumer.seek_to_beginning(partition)
+                else:
+                    consumer.seek(partition, offset)
+            ends = await consumer.end_offsets(partitions)
+        except BaseException:
+            await consumer.stop()
+            raise
+        self._consumer = consumer
+        self._targets = {partition: end for partition, end in ends.items() if end > 0}
+        await self._check_caught_up()
+
+    async def _partitions(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
+        await consumer.topics()  # refreshes metadata
+        partitions: list[TopicPartition] = []
+        for topic in view_topics(self._settings):
+            numbers = consumer.partitions_for_topic(topic)
+            if not numbers:
+                raise KafkaError(f"topic {topic} does not exist; create it or let the API create it")
+            partitions.extend(TopicPartition(topic, number) for number in sorted(numbers))
+        return partitions
+
+    async def stop(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
+
+    async def check_broker(self) -> str | None:
+        if self._consumer is None:
+            return "view not started"
+        try:
+            await asyncio.wait_for(self._consumer.topics(), 3.0)
+        except (KafkaError, TimeoutError, OSError) as exc:
+            return f"Kafka brokers unreachable: {exc!r}"
+        return None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        consumer = self._consumer
+        if consumer is None:
+            raise RuntimeError("call start() first")
+        last_purge = 0.0
+        loop = asyncio.get_running_loop()
+        while not stop.is_set():
+            batch = await consumer.getmany(timeout_ms=200, max_records=_BATCH)
+            if batch:
+                await self._apply(batch)
+            await self._check_caught_up()
+            if loop.time() - last_purge >= _PURGE_EVERY_S:
+                last_purge = loop.time()
+                removed = await self._store.purge(self._clock() - self._retention)
+                if removed:
+                    log.info("view: %d jobs past retention removed", removed)
+
+    async def _apply(self, batch: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]) -> None:
+        events: list[Event] = []
+        workers: dict[str, datetime] = {}
+        offsets: dict[Partition, int] = {}
+        oldest = self._clock() - self._retention
+        for partition, records in batch.items():
+            for record in records:
+                at = datetime.fromtimestamp(record.timestamp / 1000, UTC)
+                event = self._decode(partition.topic, record, at) if at >= oldest else None
+                if event is not None:
+                    events.append(event)
+                    worker = _worker_of(event)
+                    if worker is not None:
+                        workers[worker] = max(at, workers.get(worker, at))
+                self._metrics.view_records.labels(topic=_topic_label(self._settings, partition.topic)).inc()
+            offsets[(partition.topic, partition.partition)] = records[-1].offset + 1
+        outcome = await self._store.apply(events, offsets=offsets, workers=workers)
+        for reason, count in outcome.ignored.items():
+            self._metrics.view_ignored.labels(reason=reason).inc(count)
+        self._listeners.notify(outcome.changed)
+
+    def _decode(self, topic: str, record: ConsumerRecord[Any, Any], at: datetime) -> Event | None:
+        settings = self._settings
+        value: bytes | None = record.value
+        try:
+            if topic in (settings.requests_topic, settings.bulk_topic, settings.template_topic):
+                return self._submitted(topic, record, at)
+            if value is None:
+                return None
+            if topic == settings.progress_topic:
+                return Progressed(VideoProgress.model_validate_json(value), at)
+            if topic == settings.results_topic:
+                return Answered(VideoResult.model_validate_json(value), at)
+            return CancelRequested(VideoControl.model_validate_json(value), at)
+        except ValidationError:
+            self._metrics.view_ignored.labels(reason="unreadable").inc()
+            return None
+
+    def _submitted(self, topic: str, record: ConsumerRecord[Any, Any], at: datetime) -> Submitted | None:
+        """A request, from the GPU pool's topic or (degraded, with the reason its header gives) the template's."""
+        request = parse_request(record.value, max_bytes=self._settings.max_record_bytes)
+        if not isinstance(request, VideoRequest):
+            return None  # rejected records get a result from the worker; the job appears with it
+        if topic != self._settings.template_topic:
+            return Submitted(request, at)
+        reason = degraded_reason_of(dict(record.headers).get(DEGRADED_REASON_HEADER))
+        return Submitted(request, at, degraded=True, degraded_reason=reason)
+
+    async def _check_caught_up(self) -> None:
+        consumer = self._consumer
+        if self.caught_up or consumer is None:
+            return
+        for partition, end in self._targets.items():
+            if await consumer.position(partition) < end:
+                return
+        self.caught_up = True
+        log.info("view caught up with the topics")
+
+
+def _worker_of(event: Event) -> str | None:
+    if isinstance(event, Progressed):
+        return event.progress.worker_id
+    if isinstance(event, Answered):
+        return event.result.worker_id
+    return None
+
+
+def _topic_label(settings: Settings, topic: str) -> str:
+    names = {
+        settings.requests_topic: "requests",
+        settings.bulk_topic: "bulk",
+        settings.template_topic: "template",
+        settings.progress_topic: "progress",
+        settings.results_topic: "results",
+        settings.control_topic: "control",
+    }
+    return names.get(topic, "other")

@@ -1,0 +1,235 @@
+"""A job's state from the events about it. Pure: no Kafka, no SQLite, no clock.
+
+Events arrive from four topics read independently, so in any order and at least once: a result may come before its
+request, a progress event after its result, the same result twice. The rules:
+
+- a job exists once any event with a tenant names it; the request fills in its parameters whenever it comes;
+- status only moves forward (`queued` -> `in_progress` -> terminal) and the first terminal result is final: a later
+  one is ignored, and counted as `conflicting_result` when it says something else (a `failed` after `completed`);
+- an event whose tenant is not the job's is ignored (`tenant_mismatch`);
+- a job is `degraded` once its request was routed to the template pool (with the reason the API or the hook gave)
+  or its result says so; it never stops being degraded;
+- `version` grows by one with every visible change: it is the event stream's `id:`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from consumer.core.priority_lanes import Lane, lane_for
+from schemas.events import VideoControl, VideoProgress, VideoRequest, VideoResult
+from schemas.job_api import API_FILLED_FIELDS, DegradedReason, JobStatus
+
+__all__ = [
+    "TERMINAL",
+    "Answered",
+    "CancelRequested",
+    "Event",
+    "IgnoredEvent",
+    "JobState",
+    "Progressed",
+    "Submitted",
+    "apply",
+    "request_parameters",
+    "service_seconds",
+]
+
+TERMINAL: frozenset[str] = frozenset({"completed", "failed", "rejected"})
+_RANK = {"queued": 0, "in_progress": 1, "completed": 2, "failed": 2, "rejected": 2}
+
+IgnoredReason = Literal["tenant_mismatch", "duplicate_result", "conflicting_result", "after_terminal", "unknown_job"]
+
+
+@dataclass(frozen=True)
+class JobState:
+    id: str
+    tenant_id: str
+    status: JobStatus
+    progress: int
+    attempt: int
+    created_at: datetime
+    updated_at: datetime
+    version: int
+    request: dict[str, Any] | None = None  # the accepted parameters (request_parameters)
+    result: dict[str, Any] | None = None  # the terminal VideoResult as JSON data
+    cancel_requested_at: datetime | None = None
+    degraded: bool = False  # routed to the template pool, or answered by it
+    degraded_reason: DegradedReason | None = None  # why it was routed there, when the router said
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    @property
+    def lane(self) -> Lane:
+        """The accepted request's `priority`; interactive while it says none (or has not been read yet)."""
+        return lane_for(self.request.get("priority") if self.request is not None else None)
+
+
+@dataclass(frozen=True)
+class Submitted:
+    request: VideoRequest
+    at: datetime
+    degraded: bool = False  # published to the template pool's topic
+    degraded_reason: DegradedReason | None = None
+
+    @property
+    def job_id(self) -> str:
+        return self.request.request_id
+
+
+@dataclass(frozen=True)
+class Progressed:
+    progress: VideoProgress
+    at: datetime
+
+    @property
+    def job_id(self) -> str:
+        return self.progress.request_id
+
+
+@dataclass(frozen=True)
+class Answered:
+    result: VideoResult
+    at: datetime
+
+    @property
+    def job_id(self) -> str:
+        return self.result.request_id
+
+
+@dataclass(frozen=True)
+class CancelRequested:
+    control: VideoControl
+    at: datetime
+
+    @property
+    def job_id(self) -> str:
+        return self.control.request_id
+
+
+Event = Submitted | Progressed | Answered | CancelRequested
+
+
+@dataclass(frozen=True)
+class IgnoredEvent:
+    """The event changes nothing and says something worth counting."""
+
+    reason: IgnoredReason
+
+
+def request_parameters(request: VideoRequest) -> dict[str, Any]:
+    """The parameters as accepted: the request without the fields the API fills in, as JSON data."""
+    return request.model_dump(mode="json", exclude=set(API_FILLED_FIELDS), exclude_none=True)
+
+
+def apply(state: JobState | None, event: Event) -> JobState | IgnoredEvent | None:
+    """The job after `event`: a new state, `IgnoredEvent` (with why), or None when nothing visible changed."""
+    if isinstance(event, Submitted):
+        return _submitted(state, event)
+    if isinstance(event, Progressed):
+        return _progressed(state, event)
+    if isinstance(event, Answered):
+        return _answered(state, event)
+    return _cancel_requested(state, event)
+
+
+def _new(job_id: str, tenant_id: str, at: datetime, status: JobStatus) -> JobState:
+    return JobState(
+        id=job_id,
+        tenant_id=tenant_id,
+        status=status,
+        progress=0,
+        attempt=1,
+        created_at=at,
+        updated_at=at,
+        version=0,  # _changed() makes it 1
+    )
+
+
+def _changed(state: JobState, at: datetime, **changes: Any) -> JobState:
+    return dataclasses.replace(state, updated_at=max(at, state.updated_at), version=state.version + 1, **changes)
+
+
+def _submitted(state: JobState | None, event: Submitted) -> JobState | IgnoredEvent | None:
+    request = event.request
+    if state is None:
+        state = _new(request.request_id, request.tenant_id, event.at, "queued")
+    elif state.tenant_id != request.tenant_id:
+        return IgnoredEvent("tenant_mismatch")
+    elif state.request is not None:
+        return None  # the API's own write, then the record itself; or a duplicate
+    # A job first seen through its progress or result was created at that event: the request is earlier.
+    return _changed(
+        state,
+        event.at,
+        request=request_parameters(request),
+        created_at=min(event.at, state.created_at),
+        degraded=state.degraded or event.degraded,
+        degraded_reason=state.degraded_reason or event.degraded_reason,
+    )
+
+
+def _progressed(state: JobState | None, event: Progressed) -> JobState | IgnoredEvent | None:
+    progress = event.progress
+    if state is None:
+        state = _new(progress.request_id, progress.tenant_id, event.at, "in_progress")
+    elif state.tenant_id != progress.tenant_id:
+        return IgnoredEvent("tenant_mismatch")
+    elif state.terminal:
+        return IgnoredEvent("after_terminal")  # a late or redelivered progress event
+    if progress.attempt < state.attempt:
+        return None  # from an attempt that has been superseded
+    percent = int(progress.percent)
+    # Within an attempt progress only grows (events of one request may be read out of order after a retry).
+    if progress.attempt == state.attempt:
+        percent = max(percent, state.progress)
+    if state.version and (state.status, state.progress, state.attempt) == ("in_progress", percent, progress.attempt):
+        return None
+    return _changed(state, event.at, status="in_progress", progress=percent, attempt=progress.attempt)
+
+
+def _answered(state: JobState | None, event: Answered) -> JobState | IgnoredEvent | None:
+    result = event.result
+    if result.tenant_id is None:
+        return IgnoredEvent("tenant_mismatch")  # the request's tenant was unusable: nobody can own the job
+    if state is None:
+        state = _new(result.request_id, result.tenant_id, event.at, "queued")
+    elif state.tenant_id != result.tenant_id:
+        return IgnoredEvent("tenant_mismatch")
+    elif state.terminal:
+        same = state.result is not None and state.result.get("status") == result.status
+        return IgnoredEvent("duplicate_result" if same else "conflicting_result")
+    progress = 100 if result.status == "completed" else state.progress
+    return _changed(
+        state,
+        event.at,
+        status=result.status,
+        progress=progress,
+        attempt=max(state.attempt, result.attempt),
+        result=result.model_dump(mode="json"),
+        degraded=state.degraded or result.degraded,
+    )
+
+
+def _cancel_requested(state: JobState | None, event: CancelRequested) -> JobState | IgnoredEvent | None:
+    control = event.control
+    if state is None:
+        return IgnoredEvent("unknown_job")
+    if state.tenant_id != control.tenant_id:
+        return IgnoredEvent("tenant_mismatch")
+    if state.terminal or state.cancel_requested_at is not None:
+        return None
+    return _changed(state, event.at, cancel_requested_at=control.requested_at)
+
+
+def service_seconds(result: VideoResult) -> float | None:
+    """How long a GPU worker spent on a rendered job (render start to result), for the GPU pool's wait estimate; None
+    when nothing was rendered (a cache hit, a rejection) or the template pool answered."""
+    started = result.timings.render_started_at
+    if result.status != "completed" or result.cache_hit or result.degraded or started is None:
+        return None
+    return max(0.0, (result.timings.completed_at - started).total_seconds())
