@@ -29,7 +29,11 @@ API_SETTINGS_END = "<!-- api-settings:end -->"
 
 def settings_table(model: type[BaseSettings] = Settings, prefix: str = "VIDGEN_") -> str:
     rows = ["| Variable | Default | Meaning |", "|---|---|---|"]
-    for name, field in model.model_fields.items():
+    # A model composed of one model per concern (`Settings`) lists its fields concern by concern.
+    concerns = [base for base in model.__bases__ if issubclass(base, BaseSettings) and base is not BaseSettings]
+    names = [name for base in concerns for name in base.model_fields] or list(model.model_fields)
+    for name in names:
+        field = model.model_fields[name]
         default = "hostname-pid" if field.default_factory is not None else field.default
         if isinstance(default, tuple):
             default = ",".join(default)

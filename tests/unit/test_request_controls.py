@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
-from consumer.worker import job_runner as runner_module
 
 from consumer.cancellation.commands import CancelCommand, CancelIndex
 from consumer.core.job import Job, Record, StopSignal
@@ -19,6 +18,7 @@ from consumer.core.results import completed, failed, not_started
 from consumer.errors import VidgenError
 from consumer.settings import Settings
 from consumer.telemetry.worker_metrics import Metrics
+from consumer.worker import job_runner as runner_module
 from consumer.worker.job_runner import JobRunner
 from consumer.worker.scheduler import JobScheduler
 from schemas.events import VideoRequest, VideoResult

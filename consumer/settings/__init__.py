@@ -1,0 +1,106 @@
+"""The one configuration object, read from `VIDGEN_*` environment variables once at start-up.
+
+`Settings` is composed of one model per concern (`consumer.settings.messaging`, `processing`, `media`, `service`);
+a component that needs one concern takes that model, so its signature says what it reads. Every variable keeps its
+`VIDGEN_` name: the concerns only group them."""
+
+from __future__ import annotations
+
+import json
+
+from pydantic import SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+
+from consumer.settings.media import ImageSettings, MemorySettings, RenderSettings, StorageSettings
+from consumer.settings.messaging import KafkaSettings, TopicSettings
+from consumer.settings.processing import RetrySettings, SchedulingSettings, TenantPolicySettings
+from consumer.settings.service import ServiceSettings
+
+__all__ = [
+    "ConfigurationError",
+    "ImageSettings",
+    "KafkaSettings",
+    "MemorySettings",
+    "RenderSettings",
+    "RetrySettings",
+    "SchedulingSettings",
+    "ServiceSettings",
+    "Settings",
+    "StorageSettings",
+    "TenantPolicySettings",
+    "TopicSettings",
+    "describe_config_error",
+    "environment_of",
+]
+
+ConfigurationError = (ValidationError, SettingsError)
+"""What building a settings object from the environment raises: a rule broken, or a value that is not valid JSON."""
+
+
+class Settings(
+    KafkaSettings,
+    TopicSettings,
+    SchedulingSettings,
+    RetrySettings,
+    TenantPolicySettings,
+    StorageSettings,
+    ImageSettings,
+    RenderSettings,
+    MemorySettings,
+    ServiceSettings,
+):
+    """Every knob of the worker. Built once in the entry point and passed down; never read elsewhere."""
+
+    model_config = SettingsConfigDict(env_prefix="VIDGEN_", extra="ignore", frozen=True, hide_input_in_errors=True)
+
+    def template_pool(self) -> Settings:
+        """The settings of a template worker beside this GPU pool: `VIDGEN_MODEL=template` on CPU, reading the
+        template topic, with a consumer group, retry and bulk topic of its own (shared ones would hand its retries
+        to the GPU pool, and the GPU pool's bulk backlog to it); results, bucket and the rest the same. Compose and
+        deploy/k8s name them the same way."""
+        return self.model_copy(
+            update={
+                "model": "template",
+                "device": "cpu",
+                "requests_topic": self.template_topic,
+                "retry_topic": f"{self.template_topic}.retry",
+                "bulk_topic": f"{self.template_topic}.bulk",
+                "consumer_group": f"{self.consumer_group}-template",
+                "worker_id": f"{self.worker_id}-template",
+            }
+        )
+
+    def as_environment(self) -> dict[str, str]:
+        """The `VIDGEN_*` variables that rebuild these settings in another process (unset fields left out).
+        Secrets are revealed here on purpose: a child worker needs them; never log the result."""
+        return environment_of(self, "VIDGEN_")
+
+
+def environment_of(settings: BaseSettings, prefix: str) -> dict[str, str]:
+    """The environment variables (`prefix` + field name) that rebuild `settings` in another process; unset fields
+    are left out and secrets revealed (never log the result)."""
+    environment = {}
+    for name in type(settings).model_fields:
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        elif isinstance(value, bool):
+            value = str(value).lower()
+        elif isinstance(value, tuple):
+            value = ",".join(value)
+        elif isinstance(value, dict):
+            value = json.dumps(value)  # what pydantic-settings parses a dict field from
+        environment[f"{prefix}{name.upper()}"] = str(value)
+    return environment
+
+
+def describe_config_error(error: ValidationError | SettingsError) -> str:
+    """Where and why, one line each, never the input: it may hold a secret or a URL with a token."""
+    if isinstance(error, SettingsError):  # a variable that is not valid JSON; the message names it, not its value
+        return f"  {error}"
+    return "\n".join(
+        f"  {'.'.join(str(part) for part in item['loc']) or '(settings)'}: {item['msg']}"
+        for item in error.errors(include_input=False, include_url=False)
+    )
