@@ -72,12 +72,13 @@ def cli_reference(parser: argparse.ArgumentParser, *, heading_level: int = 3) ->
     if parser.description:
         parts.append(_cell(parser.description))
     children = subcommands(parser)
+    own = [a for a in parser._actions if not isinstance(a, argparse._HelpAction | argparse._SubParsersAction)]
+    if own or not children:
+        parts.append("\n".join(_arguments(parser)))
     if children:
         helps = _helps(parser)
         rows = [f"| `{name}` | {_cell(helps.get(name, ''))} |" for name in children]
         parts.append("\n".join(["| Command | What it does |", "|---|---|", *rows]))
-    else:
-        parts.append("\n".join(_arguments(parser)))
     for child in children.values():
         takes_arguments = any(not isinstance(action, argparse._HelpAction) for action in child._actions)
         if takes_arguments:

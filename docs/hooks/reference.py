@@ -10,6 +10,8 @@ from mkdocs.structure.files import File, Files
 
 from consumer.dev.reference_docs import REPOSITORY_PAGES, api_pages, render_generated, repository_page
 
+__all__ = ["on_files", "on_page_markdown"]
+
 REPOSITORY = Path(__file__).resolve().parents[2]
 
 
