@@ -16,7 +16,7 @@ from consumer.errors import VidgenError
 from consumer.settings import ConfigurationError, Settings, describe_config_error
 from consumer.telemetry.logs import configure_logging
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
 
 log = logging.getLogger("consumer")
 
@@ -36,6 +36,34 @@ def main(argv: list[str] | None = None) -> int:
         from consumer.api.commands import api_key_main, serve_main  # the job API's own arguments and settings
 
         return serve_main(argv[1:]) if argv[0] == "api" else api_key_main(argv[1:])
+    args = build_parser().parse_args(argv)
+
+    try:
+        settings = Settings()
+    except ConfigurationError as exc:
+        print(f"vidgen: invalid configuration:\n{describe_config_error(exc)}", file=sys.stderr)  # noqa: T201 - CLI
+        return 2
+
+    if args.command == "demo":
+        from consumer.dev.demo import run_demo  # imports the embedded broker and S3 server only when asked
+
+        # A terminal user wants readable lines and no INFO chatter next to the progress bar.
+        configure_logging(
+            fmt="text",
+            level="WARNING" if "log_level" not in settings.model_fields_set else settings.log_level,
+        )
+        if args.api:
+            from consumer.dev.console_demo import run_console_demo
+
+            return run_console_demo(settings, port=args.port)
+        return run_demo(settings, args.output)
+    configure_logging(fmt=settings.log_format, level=settings.log_level)
+    return _run_node(settings, args.gpus) if args.gpus is not None else _run(settings)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """`vidgen`'s commands and their arguments (the CLI reference is generated from them). `submit`, `watch`,
+    `cancel`, `api` and `api-key` parse their own arguments."""
     parser = argparse.ArgumentParser(prog="vidgen", description="Kafka-driven EasyAnimate video worker.")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run a worker in the consumer group (configured by VIDGEN_* variables)")
@@ -59,29 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("cancel", help="cancel one request: `vidgen cancel REQUEST_ID --tenant T`")
     commands.add_parser("api", help="serve the job API (configured by VIDGEN_* and VIDGEN_API_* variables)")
     commands.add_parser("api-key", help="add an API key for a tenant: `vidgen api-key create --tenant T`")
-    args = parser.parse_args(argv)
-
-    try:
-        settings = Settings()
-    except ConfigurationError as exc:
-        print(f"vidgen: invalid configuration:\n{describe_config_error(exc)}", file=sys.stderr)  # noqa: T201 - CLI
-        return 2
-
-    if args.command == "demo":
-        from consumer.dev.demo import run_demo  # imports the embedded broker and S3 server only when asked
-
-        # A terminal user wants readable lines and no INFO chatter next to the progress bar.
-        configure_logging(
-            fmt="text",
-            level="WARNING" if "log_level" not in settings.model_fields_set else settings.log_level,
-        )
-        if args.api:
-            from consumer.dev.console_demo import run_console_demo
-
-            return run_console_demo(settings, port=args.port)
-        return run_demo(settings, args.output)
-    configure_logging(fmt=settings.log_format, level=settings.log_level)
-    return _run_node(settings, args.gpus) if args.gpus is not None else _run(settings)
+    return parser
 
 
 def _run(settings: Settings) -> int:

@@ -23,15 +23,20 @@ from producer_examples.command_line import StrictArgumentParser
 from producer_examples.publish_request import EXIT_COMPLETED, EXIT_CONFIG, EXIT_UNAVAILABLE, EXIT_USAGE
 from schemas.events import VideoControl
 
-__all__ = ["cancel_main"]
+__all__ = ["cancel_main", "cancel_parser"]
 
 
-def cancel_main(argv: list[str] | None = None, *, settings: Settings | None = None, prog: str = "vidgen cancel") -> int:
+def cancel_parser(prog: str = "vidgen cancel") -> StrictArgumentParser:
+    """`vidgen cancel`'s arguments (the CLI reference is generated from them)."""
     parser = StrictArgumentParser(prog=prog, description="Cancel one request (a command on the control topic).")
     parser.add_argument("request_id")
     parser.add_argument("--tenant", required=True, help="the request's tenant id; another tenant's cancel is ignored")
+    return parser
+
+
+def cancel_main(argv: list[str] | None = None, *, settings: Settings | None = None, prog: str = "vidgen cancel") -> int:
     try:
-        args = parser.parse_args(argv)
+        args = cancel_parser(prog).parse_args(argv)
         command = VideoControl(
             action="cancel", request_id=args.request_id, tenant_id=args.tenant, requested_at=utc_now()
         )

@@ -37,13 +37,23 @@ from producer_examples.tracer_setup import make_tracer_provider
 from producer_examples.waiting import ResultWatcher, render_progress
 from schemas.events import VideoRequest
 
-__all__ = ["EXIT_COMPLETED", "EXIT_FAILED", "EXIT_TIMEOUT", "build_request", "main", "watch_main"]
+__all__ = [
+    "EXIT_COMPLETED",
+    "EXIT_FAILED",
+    "EXIT_TIMEOUT",
+    "build_request",
+    "main",
+    "submit_parser",
+    "watch_main",
+    "watch_parser",
+]
 
 EXIT_COMPLETED, EXIT_FAILED, EXIT_TIMEOUT = 0, 1, 2
 EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_CONFIG = 64, 69, 78
 
 
-def _parser(prog: str) -> argparse.ArgumentParser:
+def submit_parser(prog: str = "vidgen submit") -> argparse.ArgumentParser:
+    """`vidgen submit`'s arguments (the CLI reference is generated from them)."""
     parser = StrictArgumentParser(prog=prog, description="Publish one video request to Kafka (VIDGEN_* settings).")
     parser.add_argument("--prompt", required=True, help="what the video shows")
     parser.add_argument("--negative-prompt", help="what the video should avoid")
@@ -146,7 +156,7 @@ def main(
 
 
 def _parse_args(prog: str, argv: list[str] | None) -> argparse.Namespace:
-    args = _parser(prog).parse_args(argv)
+    args = submit_parser(prog).parse_args(argv)
     if args.image is not None and not args.image.is_file():
         raise UsageError(f"--image {args.image} is not a file")
     build_request(args, image_url=None if args.image else args.image_url)  # fails before any I/O
@@ -205,6 +215,14 @@ async def _upload(path: Path, tenant_id: str, settings: Settings) -> str:
         return store.uri(key)
 
 
+def watch_parser(prog: str = "vidgen watch") -> argparse.ArgumentParser:
+    """`vidgen watch`'s arguments (the CLI reference is generated from them)."""
+    parser = argparse.ArgumentParser(prog=prog, description="Follow one request until its result arrives.")
+    parser.add_argument("request_id")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the result")
+    return parser
+
+
 def watch_main(
     argv: list[str] | None = None,
     *,
@@ -214,10 +232,7 @@ def watch_main(
 ) -> int:
     """`vidgen watch REQUEST_ID`: a progress bar from `video.progress`, then the result. Same exit codes.
     `on_positioned` is told once the watcher reads from the topics' ends: what is published after that is seen."""
-    parser = argparse.ArgumentParser(prog=prog, description="Follow one request until its result arrives.")
-    parser.add_argument("request_id")
-    parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the result")
-    args = parser.parse_args(argv)
+    args = watch_parser(prog).parse_args(argv)
     try:
         settings = settings or Settings()
     except ConfigurationError as exc:

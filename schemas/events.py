@@ -126,7 +126,7 @@ class ErrorInfo(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    code: str = Field(description="Stable snake_case code; see the README's error table.")
+    code: str = Field(description="Stable snake_case code; see the error table in docs/event-contract.md.")
     message: str = Field(description="Human-readable and specific.")
     retryable: bool = Field(description="Whether resubmitting the same request may succeed.")
     field: str | None = Field(None, description="The request field at fault, for validation errors.")

@@ -21,7 +21,7 @@ from consumer.settings import ConfigurationError, Settings, describe_config_erro
 from consumer.telemetry.logs import configure_logging
 from consumer.telemetry.otlp import tracer_provider_from_env
 
-__all__ = ["api_key_main", "serve_main"]
+__all__ = ["api_key_main", "api_key_parser", "serve_main", "serve_parser"]
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +31,25 @@ def _config_error(prog: str, exc: ValidationError | SettingsError) -> int:
     return 2
 
 
+def serve_parser(prog: str = "vidgen api") -> argparse.ArgumentParser:
+    """`vidgen api`'s arguments: none but `--help` (the CLI reference is generated from them)."""
+    return argparse.ArgumentParser(prog=prog, description="Serve the job API (configured by VIDGEN_* variables).")
+
+
+def api_key_parser(prog: str = "vidgen api-key") -> argparse.ArgumentParser:
+    """`vidgen api-key`'s arguments (the CLI reference is generated from them)."""
+    parser = argparse.ArgumentParser(prog=prog, description="Manage API keys of the job API.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    create = commands.add_parser("create", help="add a key for a tenant and print it (once)")
+    create.add_argument("--tenant", required=True, help="the tenant the key speaks for")
+    create.add_argument("--keys-file", type=Path, help="default: VIDGEN_API_KEYS_FILE")
+    return parser
+
+
 def serve_main(argv: list[str], *, prog: str = "vidgen api") -> int:
     """Serve until SIGTERM or SIGINT. Exit 0 after a clean stop, 1 when Kafka, S3 or the view fail, 2 on bad
     configuration."""
-    argparse.ArgumentParser(prog=prog, description="Serve the job API (configured by VIDGEN_* variables).").parse_args(
-        argv
-    )
+    serve_parser(prog).parse_args(argv)
     try:
         api, settings = ApiSettings(), Settings()
     except ConfigurationError as exc:
@@ -66,11 +79,7 @@ def serve_main(argv: list[str], *, prog: str = "vidgen api") -> int:
 def api_key_main(argv: list[str], *, prog: str = "vidgen api-key") -> int:
     """`create --tenant T`: append the new key's hash to VIDGEN_API_KEYS_FILE (or --keys-file) and print the key,
     alone on the last line."""
-    parser = argparse.ArgumentParser(prog=prog, description="Manage API keys of the job API.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    create = commands.add_parser("create", help="add a key for a tenant and print it (once)")
-    create.add_argument("--tenant", required=True, help="the tenant the key speaks for")
-    create.add_argument("--keys-file", type=Path, help="default: VIDGEN_API_KEYS_FILE")
+    parser = api_key_parser(prog)
     args = parser.parse_args(argv)
     try:
         configured = KeysFileSettings().keys_file

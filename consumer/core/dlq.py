@@ -60,7 +60,7 @@ def provenance_headers(record: Record, *, code: str, message: str, worker_id: st
 
 
 def dead_letter_headers(record: Record, *, code: str, message: str, worker_id: str) -> Headers:
-    """A DLQ record's headers: the original ones, then the error and the record's origin (see the README)."""
+    """A DLQ record's headers: the original ones, then the error and the record's origin (docs/event-contract.md)."""
     return [*list(record.headers or ()), *provenance_headers(record, code=code, message=message, worker_id=worker_id)]
 
 

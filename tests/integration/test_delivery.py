@@ -146,7 +146,7 @@ async def test_s3_outage_makes_the_worker_unready_and_every_request_completes_af
     status, body = await http_get(worker.http_port, "/readyz")
     assert status == 503 and "object storage unreachable" in body
     # A deliberate duration, not a wait for anything: S3 stays down for 30 s, long enough for in-process retries to
-    # run out and the requests to go round the retry topic, as in the README's outage figure.
+    # run out and the requests to go round the retry topic, as in the outage figures of docs/concepts/delivery.md.
     await asyncio.sleep(30 - (time.monotonic() - outage_started))
     s3_proxy.restore()
     results = await kafka.results(3, timeout_s=120)
@@ -204,7 +204,7 @@ async def test_broker_cut_makes_the_worker_unready_and_it_completes_after(
             cut_at = time.monotonic()
             await until(lambda: _unready_because(worker.http_port, "Kafka brokers unreachable"))
             # A deliberate duration, not a wait for anything: the brokers stay unreachable for 30 s, longer than the
-            # session timeout, as in the README's outage figure.
+            # session timeout, as in the outage figures of docs/concepts/delivery.md.
             await asyncio.sleep(30 - (time.monotonic() - cut_at))
             proxy.restore()
             results = await client.results(1, timeout_s=90)

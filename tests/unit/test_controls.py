@@ -209,7 +209,7 @@ async def test_a_job_takes_the_free_model_and_a_cancelled_wait_leaves_it_free() 
 
 
 def test_submit_deadline_in_sets_the_deadline_that_far_ahead_and_refuses_a_past_one() -> None:
-    args = publish_request._parser("vidgen submit").parse_args(["--prompt", "a vase", "--deadline-in", "60"])
+    args = publish_request.submit_parser("vidgen submit").parse_args(["--prompt", "a vase", "--deadline-in", "60"])
     request = publish_request.build_request(args, image_url=None)
     assert request.deadline is not None
     assert 55 < (request.deadline - datetime.now(UTC)).total_seconds() <= 60

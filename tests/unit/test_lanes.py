@@ -25,7 +25,7 @@ from consumer.settings import Settings
 from consumer.telemetry.worker_metrics import Metrics
 from consumer.worker.consume_loop import ConsumeLoop
 from consumer.worker.job_runner import JobRunner
-from producer_examples.publish_request import _parser, build_request
+from producer_examples.publish_request import build_request, submit_parser
 from schemas.events import VideoRequest
 from tests.support import IDENTITY, REPO, FakeConsumer, FakePipeline, FakePublisher, consumed, request_body
 
@@ -83,9 +83,9 @@ def test_the_contract_describes_the_bulk_lane() -> None:
 
 
 def test_vidgen_submit_priority_bulk_marks_the_request_for_the_bulk_lane() -> None:
-    bulk = _parser("vidgen submit").parse_args(["--prompt", "a canvas tote bag", "--priority", "bulk"])
+    bulk = submit_parser("vidgen submit").parse_args(["--prompt", "a canvas tote bag", "--priority", "bulk"])
     assert build_request(bulk, image_url=None).priority == "bulk"
-    default = _parser("vidgen submit").parse_args(["--prompt", "a canvas tote bag"])
+    default = submit_parser("vidgen submit").parse_args(["--prompt", "a canvas tote bag"])
     assert build_request(default, image_url=None).priority is None  # absent: interactive, and not sent at all
 
 
