@@ -64,6 +64,7 @@ async def _api_process(infra: Infra, settings: Settings, tmp: Path) -> AsyncIter
     api = ApiSettings(
         host="127.0.0.1",
         port=free_port(),
+        operator_port=free_port(),
         state_path=str(tmp / "view.sqlite3"),
         id_key="bench-" + uuid.uuid4().hex * 2,
         keys_file=str(tmp / "keys"),
@@ -82,7 +83,7 @@ async def _api_process(infra: Infra, settings: Settings, tmp: Path) -> AsyncIter
                 if process.poll() is not None:
                     raise RuntimeError(f"the API exited: {(infra.log_dir / 'api.log').read_text()[-2000:]}")
                 with contextlib.suppress(aiohttp.ClientError):
-                    async with http.get(f"{url}/readyz") as response:
+                    async with http.get(f"http://127.0.0.1:{api.operator_port}/readyz") as response:
                         if response.status == 200:
                             break
                 await asyncio.sleep(0.1)
