@@ -96,9 +96,8 @@ async def started_api(
     env |= settings.model_copy(update={"log_format": "text", "log_level": "WARNING"}).as_environment()
     env |= api.as_environment()
     log_path = folder / f"api-{uuid.uuid4().hex[:6]}.log"
-    async with api_process(
-        env, port=api.port, operator_port=api.operator_port, log_path=log_path, checkout=checkout
-    ) as running:
+    ports = {"port": fields["port"], "operator_port": fields["operator_port"]}  # as set, whatever the model knows
+    async with api_process(env, **ports, log_path=log_path, checkout=checkout) as running:
         yield running, keys
 
 
