@@ -19,7 +19,7 @@ from pathlib import Path
 import aiohttp
 import psutil
 
-from bench.infra import REPO_ROOT, end_group
+from bench.infra import REPO_ROOT, end_group, spawn_api
 
 __all__ = [
     "ApiUnderTest",
@@ -70,16 +70,7 @@ async def api_process(
 def _spawn(env: dict[str, str], checkout: Path, log_path: Path) -> subprocess.Popen[bytes]:
     venv_python = checkout / ".venv" / "bin" / "python"
     python = str(venv_python) if venv_python.exists() else sys.executable
-    with open(log_path, "ab") as log:
-        return subprocess.Popen(
-            [python, "-m", "consumer", "api"],
-            env=env,
-            cwd=checkout,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    return spawn_api(env, log_path, checkout=checkout, python=python)
 
 
 async def _ready(process: subprocess.Popen[bytes], *, port: int, operator_port: int, log_path: Path) -> str:
