@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,7 +30,7 @@ import aiohttp
 from aiokafka import AIOKafkaProducer
 
 from bench import stats
-from bench.infra import REPO_ROOT, Infra, embedded_infra, end_group, machine_info, new_run
+from bench.infra import Infra, embedded_infra, end_group, machine_info, new_run, spawn_api
 from consumer.api.api_settings import ApiSettings
 from consumer.api.auth.api_keys import create_key
 from consumer.dev.embedded import free_port
@@ -45,25 +44,13 @@ _BODY = {"prompt": "a red sneaker on a white table", "width": 256, "height": 256
 _WARMUP = 50
 
 
-def _spawn(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    with open(log_path, "ab") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "consumer", "api"],
-            env=env,
-            cwd=REPO_ROOT,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
 @contextlib.asynccontextmanager
 async def _api_process(infra: Infra, settings: Settings, tmp: Path) -> AsyncIterator[tuple[str, str]]:
     """`python -m consumer api` for the run; yields its URL and an API key."""
     api = ApiSettings(
         host="127.0.0.1",
         port=free_port(),
+        operator_port=free_port(),
         state_path=str(tmp / "view.sqlite3"),
         id_key="bench-" + uuid.uuid4().hex * 2,
         keys_file=str(tmp / "keys"),
@@ -74,7 +61,7 @@ async def _api_process(infra: Infra, settings: Settings, tmp: Path) -> AsyncIter
     key = create_key(Path(str(api.keys_file)), "bench-shop")
     env = {name: value for name, value in os.environ.items() if not name.startswith("VIDGEN_")}
     env |= settings.model_copy(update={"log_level": "WARNING"}).as_environment() | api.as_environment()
-    process = await asyncio.to_thread(_spawn, env, infra.log_dir / "api.log")
+    process = await asyncio.to_thread(spawn_api, env, infra.log_dir / "api.log")
     url = f"http://127.0.0.1:{api.port}"
     try:
         async with aiohttp.ClientSession() as http, asyncio.timeout(120):
@@ -82,7 +69,7 @@ async def _api_process(infra: Infra, settings: Settings, tmp: Path) -> AsyncIter
                 if process.poll() is not None:
                     raise RuntimeError(f"the API exited: {(infra.log_dir / 'api.log').read_text()[-2000:]}")
                 with contextlib.suppress(aiohttp.ClientError):
-                    async with http.get(f"{url}/readyz") as response:
+                    async with http.get(f"http://127.0.0.1:{api.operator_port}/readyz") as response:
                         if response.status == 200:
                             break
                 await asyncio.sleep(0.1)

@@ -27,6 +27,7 @@ __all__ = [
     "end_group",
     "machine_info",
     "new_run",
+    "spawn_api",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -67,6 +68,23 @@ def _moto_process(log_dir: Path) -> Iterator[str]:
             yield f"http://127.0.0.1:{port}"
         finally:
             end_group(process, grace_s=5)
+
+
+def spawn_api(
+    env: dict[str, str], log_path: Path, *, checkout: Path = REPO_ROOT, python: str = sys.executable
+) -> subprocess.Popen[bytes]:
+    """`python -m consumer api` of `checkout` (run from it, so its own code is imported) in a process group of its
+    own, its output appended to `log_path`."""
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            [python, "-m", "consumer", "api"],
+            env=env,
+            cwd=checkout,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def end_group(process: subprocess.Popen[bytes], *, grace_s: float) -> None:

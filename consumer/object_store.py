@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 import aioboto3
 from aiobotocore.config import AioConfig
@@ -76,7 +76,8 @@ class ObjectStore:
                 raise
         return StoredObject(size=int(response["ContentLength"]), metadata=dict(response.get("Metadata", {})))
 
-    async def put(self, key: str, body: bytes, *, content_type: str, metadata: dict[str, str]) -> None:
+    async def put(self, key: str, body: bytes | BinaryIO, *, content_type: str, metadata: dict[str, str]) -> None:
+        """Store `body`: bytes, or a file read from its current position (streamed, never loaded whole)."""
         with _storage_errors(f"upload s3://{self.bucket}/{key}"):
             await self._client.put_object(
                 Bucket=self.bucket, Key=key, Body=body, ContentType=content_type, Metadata=metadata

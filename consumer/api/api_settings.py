@@ -34,7 +34,17 @@ class ApiSettings(KeysFileSettings):
     """Built once in the entry point, beside `Settings`, and passed down."""
 
     host: str = Field("0.0.0.0", description="Listen address.")  # noqa: S104 - callers reach it from outside the pod
-    port: int = Field(8000, ge=0, le=65_535, description="Listen port.")
+    port: int = Field(8000, ge=0, le=65_535, description="Listen port of the API (tenants).")
+    operator_port: int = Field(
+        8081,
+        ge=0,
+        le=65_535,
+        description="Listen port of /healthz, /readyz and /metrics (probes and Prometheus; not for tenants), with "
+        "connections of its own so a tenant filling the API's never shuts the probes out.",
+    )
+    readiness_cache_s: float = Field(
+        2.0, ge=1.0, description="/readyz answers from its last look at Kafka, S3 and the view for this long."
+    )
     state_path: str = Field(
         "vidgen-api.sqlite3",
         description="SQLite file of the view (jobs and the topic offsets it has read); a fresh file rebuilds the "
@@ -66,7 +76,17 @@ class ApiSettings(KeysFileSettings):
     rate_per_s: float = Field(10.0, gt=0, description="API calls per second a tenant may sustain (token bucket).")
     burst: int = Field(20, ge=1, description="API calls a tenant may make at once.")
     max_body_bytes: int = Field(
-        20 * 1024 * 1024 + 64 * 1024, ge=1_024, description="Largest request body (413 past it); room for an image."
+        20 * 1024 * 1024 + 64 * 1024,
+        ge=1_024,
+        description="Largest multipart request body (413 past it, before it is read); room for an image. A JSON body "
+        "may be at most VIDGEN_MAX_RECORD_BYTES.",
+    )
+    body_budget_bytes: int = Field(
+        128 * 1024 * 1024,
+        ge=1_024,
+        description="Request bodies in flight across all connections and tenants, in bytes (memory, and the image "
+        "parts spooled to temporary files): each body reserves its Content-Length (or its cap) before it is read; "
+        "past the budget, 503 body_budget_full with Retry-After. At least VIDGEN_API_MAX_BODY_BYTES.",
     )
     max_queued: int = Field(100, ge=1, description="New jobs get 503 while this many are queued.")
     max_wait_s: float = Field(600.0, gt=0, description="New jobs get 503 while the estimated wait is longer.")
@@ -94,10 +114,23 @@ class ApiSettings(KeysFileSettings):
     )
     publish_timeout_s: float = Field(10.0, gt=0, description="How long a submission waits for Kafka's ack (503).")
     sse_keepalive_s: float = Field(15.0, gt=0, description="Comment line sent on an idle event stream this often.")
+    stream_idle_s: float = Field(
+        300.0, gt=0, description="An event stream whose job has not changed for this long ends (clients reconnect)."
+    )
+    max_streams_per_tenant: int = Field(
+        32, ge=1, description="Event streams a tenant may hold open at once (429 too_many_streams past it)."
+    )
     header_timeout_s: float = Field(10.0, gt=0, description="A client must send a request's headers within this.")
     body_timeout_s: float = Field(60.0, gt=0, description="The whole body must arrive this long after the headers.")
     max_connections: int = Field(
         1_024, ge=1, description="Open connections at most (event streams included); keep under the fd limit."
+    )
+    tenant_connection_share: float = Field(
+        0.25,
+        gt=0,
+        le=1,
+        description="Fraction of VIDGEN_API_MAX_CONNECTIONS one tenant's calls may hold at once, while they are "
+        "handled (event streams and uploads included): 429 too_many_connections past it.",
     )
 
     @field_validator("jwt_algorithms", mode="before")
@@ -122,6 +155,10 @@ class ApiSettings(KeysFileSettings):
             raise ValueError("JWT auth needs jwt_issuer and jwt_audience")
         if not self.jwt_enabled and not self.keys_file:
             raise ValueError("no way to authenticate callers: set keys_file, jwt_jwks_url or jwt_public_key_file")
+        if self.body_budget_bytes < self.max_body_bytes:
+            raise ValueError("body_budget_bytes must be at least max_body_bytes (else no large upload could start)")
+        if self.port != 0 and self.port == self.operator_port:
+            raise ValueError("port and operator_port must differ")
         return self
 
     def as_environment(self) -> dict[str, str]:
@@ -132,6 +169,11 @@ class ApiSettings(KeysFileSettings):
     @property
     def jwt_enabled(self) -> bool:
         return bool(self.jwt_jwks_url or self.jwt_public_key_file)
+
+    @property
+    def max_tenant_connections(self) -> int:
+        """Calls one tenant may have in hand at once: its share of the connections."""
+        return max(1, int(self.max_connections * self.tenant_connection_share))
 
     def http_limits(self) -> HttpLimits:
         return HttpLimits(

@@ -19,6 +19,7 @@ __all__ = [
     "object_keys",
     "tenant_may_read",
     "upload_key",
+    "upload_key_of_digest",
     "upload_prefix",
 ]
 
@@ -97,8 +98,13 @@ def upload_prefix(*, prefix: str, tenant_id: str) -> str:
 def upload_key(data: bytes, filename: str, *, prefix: str, tenant_id: str) -> str:
     """Where a tenant's start image is uploaded: content-addressed, so the same image uploaded twice is one
     object (and the worker's cache matches). Only the file name's suffix is kept, and only a known image one."""
+    return upload_key_of_digest(hashlib.sha256(data).hexdigest(), filename, prefix=prefix, tenant_id=tenant_id)
+
+
+def upload_key_of_digest(sha256_hex: str, filename: str, *, prefix: str, tenant_id: str) -> str:
+    """`upload_key` from the image's SHA-256 (hex), for an image hashed while it streamed in."""
     suffix = PurePosixPath(filename).suffix.lower()
-    name = hashlib.sha256(data).hexdigest()[:32] + (suffix if suffix in _UPLOAD_SUFFIXES else "")
+    name = sha256_hex[:32] + (suffix if suffix in _UPLOAD_SUFFIXES else "")
     return upload_prefix(prefix=prefix, tenant_id=tenant_id) + name
 
 

@@ -33,6 +33,7 @@ def run_console_demo(settings: Settings, *, port: int) -> int:
         api = ApiSettings(
             host="127.0.0.1",  # a demo answers this machine only
             port=port,
+            operator_port=0,  # probes and metrics on a free port: nothing to collide with
             id_key=secrets.token_urlsafe(32),
             keys_file=str(Path(folder) / "api-keys"),
             state_path=str(Path(folder) / "view.sqlite3"),

@@ -40,16 +40,20 @@ def served(broker: str, s3_endpoint: str, tmp_path_factory: pytest.TempPathFacto
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()
     port: list[int] = []
+    operator_port: list[int] = []
     thread = threading.Thread(
-        target=lambda: loop.run_until_complete(serve(api, vidgen, stop, on_port=port.append)), daemon=True
+        target=lambda: loop.run_until_complete(
+            serve(api, vidgen, stop, on_port=port.append, on_operator_port=operator_port.append)
+        ),
+        daemon=True,
     )
     thread.start()
     url = ""
     for _ in range(600):
-        if port:
+        if port and operator_port:
             url = f"http://127.0.0.1:{port[0]}"
             try:
-                if requests.get(f"{url}/readyz", timeout=1).status_code == 200:
+                if requests.get(f"http://127.0.0.1:{operator_port[0]}/readyz", timeout=1).status_code == 200:
                     break
             except requests.ConnectionError:
                 pass

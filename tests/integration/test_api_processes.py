@@ -34,9 +34,14 @@ pytest_plugins = ["tests.integration.api_fixtures"]
 
 def _replica(settings: Settings, tmp_path: Path, identity: IdentityProvider, name: str, **overrides: Any) -> ApiProcess:
     api = api_settings(
-        tmp_path, identity.url, state_path=str(tmp_path / f"{name}.sqlite3"), port=free_port(), **overrides
+        tmp_path,
+        identity.url,
+        state_path=str(tmp_path / f"{name}.sqlite3"),
+        port=free_port(),
+        operator_port=free_port(),
+        **overrides,
     )
-    return ApiProcess(process_env(settings, api), tmp_path / f"{name}.log", api.port)
+    return ApiProcess(process_env(settings, api), tmp_path / f"{name}.log", api.port, api.operator_port)
 
 
 async def _until_job(
@@ -123,11 +128,11 @@ async def test_a_replica_killed_mid_job_resumes_from_its_stored_offsets(
         await _until_job(http, url, status="in_progress", timeout_s=90)
         async with asyncio.timeout(30):
             # Another process's metric: polling is the only way to watch it.
-            while not await _metric(replica.url, "vidgen_api_view_records_total", '{topic="requests"}'):  # noqa: ASYNC110
+            while not await _metric(replica.operator_url, "vidgen_api_view_records_total", '{topic="requests"}'):  # noqa: ASYNC110
                 await asyncio.sleep(0.1)
         replica.stop(kill=True)  # SIGKILL mid-job: nothing flushed on the way out
 
-        restarted = ApiProcess(replica.env, replica.log_path, replica.port)
+        restarted = ApiProcess(replica.env, replica.log_path, replica.port, replica.operator_port)
         api_processes.append(restarted)
         restarted.start()
         await restarted.ready()
@@ -136,7 +141,7 @@ async def test_a_replica_killed_mid_job_resumes_from_its_stored_offsets(
         assert json.loads(messages[-1]["data"])["status"] == "completed"
         assert all(int(message["id"]) > 1 for message in messages)  # only what changed after version 1
         # Resumed where its rows ended: the request record was not read again.
-        assert await _metric(restarted.url, "vidgen_api_view_records_total", '{topic="requests"}') == 0
+        assert await _metric(restarted.operator_url, "vidgen_api_view_records_total", '{topic="requests"}') == 0
     assert restarted.stop() == 0
 
 

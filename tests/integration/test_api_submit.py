@@ -254,7 +254,7 @@ async def test_duplicate_and_conflicting_results_never_regress_a_job(api_stack: 
     assert last["status"] == "completed"
     async with asyncio.timeout(10):
         while True:  # the contradicting result may be read just after the stream ended
-            async with aiohttp.ClientSession() as http, http.get(f"{api_stack.url}/metrics") as r:
+            async with aiohttp.ClientSession() as http, http.get(f"{api_stack.operator_url}/metrics") as r:
                 metrics = await r.text()
             if 'vidgen_api_view_ignored_total{reason="conflicting_result"} 1.0' in metrics:
                 break

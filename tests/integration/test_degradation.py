@@ -33,8 +33,9 @@ SMALL = {"width": 256, "height": 256, "num_frames": 9, "num_inference_steps": 2}
 class Api:
     """One API in this process and a session per tenant."""
 
-    def __init__(self, url: str, keys: dict[str, str]) -> None:
+    def __init__(self, url: str, operator_url: str, keys: dict[str, str]) -> None:
         self.url = url
+        self.operator_url = operator_url
         self._sessions = {tenant: aiohttp.ClientSession(headers=bearer(key)) for tenant, key in keys.items()}
 
     async def close(self) -> None:
@@ -53,7 +54,7 @@ class Api:
             return body
 
     async def metrics(self) -> str:
-        async with self._sessions["shop-1"].get(f"{self.url}/metrics") as response:
+        async with self._sessions["shop-1"].get(f"{self.operator_url}/metrics") as response:
             return await response.text()
 
     async def all_done(self, jobs: list[dict[str, Any]], tenant: str = "shop-1") -> list[dict[str, Any]]:
@@ -92,7 +93,7 @@ async def start_api(
             api = api_settings(tmp_path, identity.url, **overrides)
             keys = {tenant: new_key(api, tenant) for tenant in ("shop-1", "shop-2")}
             server = await stack.enter_async_context(running_api(settings, api, tracer=spans[0].get_tracer("test")))
-            client = Api(server.url, keys)
+            client = Api(server.url, server.operator_url, keys)
             stack.push_async_callback(client.close)
             return client
 

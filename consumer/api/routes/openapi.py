@@ -25,11 +25,13 @@ _ERRORS = {
     401: "Missing, malformed, expired, wrongly signed or wrong-audience credential (`WWW-Authenticate: Bearer`).",
     404: "No such job for this tenant (another tenant's id answers the same).",
     409: "The job is not in a state that allows this.",
-    413: "The body, the image or the resulting record is too large.",
+    413: "The body (its declared length refused before it is read), the image or the resulting record is too large.",
     415: "Not JSON or multipart, or the image is not an allowed image type.",
     422: "A field, header or query parameter breaks a rule, or is not one this operation takes; `field` names it.",
-    429: "The tenant's rate limit; see `Retry-After`.",
-    503: "Starting, busy (load shedding) or a dependency is down; see `Retry-After`.",
+    429: "The tenant's rate limit (`rate_limited`), or its calls in progress fill its share of the connections "
+    "(`too_many_connections`); see `Retry-After`.",
+    503: "Starting, busy (load shedding), receiving as many bodies as it may hold (`body_budget_full`) or a dependency "
+    "is down; see `Retry-After`.",
 }
 
 
@@ -162,7 +164,9 @@ def build_openapi() -> dict[str, Any]:
         },
         "/v1/videos/{id}/events": {
             "get": _operation(
-                "The job's changes as server-sent events (`event: status`, `id:` version, `data:` the job)",
+                "The job's changes as server-sent events (`event: status`, `id:` version, `data:` the job). Ends when "
+                "the job ends, after a while without a change (reconnect with `Last-Event-ID`) or when the credential "
+                "is revoked or expires; 429 `too_many_streams` past the tenant's open streams",
                 _responses(
                     {
                         200: {
@@ -184,13 +188,6 @@ def build_openapi() -> dict[str, Any]:
                 _responses({200: {"description": "The queue.", "content": _json("QueueInfo")}}),
             )
         },
-        "/healthz": {"get": _plain("Liveness", "application/json")},
-        "/readyz": {
-            "get": _plain(
-                "Readiness: broker, S3 and the view caught up (503 with what is wrong)", "application/json", 503
-            )
-        },
-        "/metrics": {"get": _plain("Prometheus metrics", "text/plain")},
         "/openapi.json": {"get": _plain("This document", "application/json")},
     }
     return {
@@ -199,7 +196,8 @@ def build_openapi() -> dict[str, Any]:
             "title": "vidgen job API",
             "version": "1",
             "description": "Submit product videos, follow them and fetch the result. Every error is "
-            '`{"error": {"code", "message", "field"?}}`.',
+            '`{"error": {"code", "message", "field"?}}`. Probes and metrics (`/healthz`, `/readyz`, `/metrics`) are '
+            "served on the operator port (`VIDGEN_API_OPERATOR_PORT`), not here.",
         },
         "paths": paths,
         "components": {
@@ -215,10 +213,9 @@ def build_openapi() -> dict[str, Any]:
     }
 
 
-def _plain(summary: str, content_type: str, *other: int) -> dict[str, Any]:
+def _plain(summary: str, content_type: str) -> dict[str, Any]:
     answer = {"description": "OK", "content": {content_type: {"schema": {}}}}
-    responses = {"200": answer, **{str(status): {**answer, "description": "Not ready"} for status in other}}
-    return {"summary": summary, "security": [], "responses": responses}
+    return {"summary": summary, "security": [], "responses": {"200": answer}}
 
 
 def render_openapi() -> str:

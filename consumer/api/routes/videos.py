@@ -8,6 +8,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from aiohttp import web
 from aiokafka.errors import KafkaError
@@ -19,10 +20,11 @@ from consumer.api.api_settings import ApiSettings
 from consumer.api.auth.authenticator import Caller
 from consumer.api.routes.error_answers import ApiFailure
 from consumer.api.routes.job_body import object_key, render_job
-from consumer.api.submission.body import build_request, read_submission, take_fallback
+from consumer.api.submission.body import BodyLimits, build_request, received_submission, take_fallback
+from consumer.api.submission.body_budget import BodyBudget
 from consumer.api.submission.job_ids import IDEMPOTENCY_KEY_PATTERN, idempotent_id, random_id
 from consumer.api.submission.shedding import QueueStats, estimated_wait_s, shed
-from consumer.api.submission.uploads import CheckedImage, check_upload
+from consumer.api.submission.uploads import CheckedImage, SpooledImage, check_upload
 from consumer.api.view.database import JobStore
 from consumer.api.view.follower import Listeners
 from consumer.api.view.job_state import JobState, Submitted, request_parameters
@@ -56,11 +58,20 @@ class Handlers:
     policy: ContentPolicy
     clock: Callable[[], datetime]
     entropy: Callable[[int], bytes]
+    bodies: BodyBudget
     publisher: RecordPublisher | None = None
 
     async def submit(self, request: web.Request) -> web.Response:
+        limits = BodyLimits(
+            max_body_bytes=self.api.max_body_bytes,
+            max_fields_bytes=self.settings.max_record_bytes,
+            max_image_bytes=self.settings.image_max_bytes,
+        )
+        async with received_submission(request, limits=limits, budget=self.bodies) as submission:
+            return await self._submit(request, submission.fields, submission.image)
+
+    async def _submit(self, request: web.Request, fields: dict[str, Any], image: SpooledImage | None) -> web.Response:
         tenant = request[CALLER].tenant_id
-        fields, image = await read_submission(request, max_image_bytes=self.settings.image_max_bytes)
         fallback = take_fallback(fields)
         idempotency_key = request.headers.get("Idempotency-Key")
         if idempotency_key is None:
@@ -115,14 +126,13 @@ class Handlers:
         self.listeners.notify(outcome.changed)
         return await self._job_response(await self._require(tenant, job_id), status=202)
 
-    def _check_image(self, data: bytes, tenant: str) -> CheckedImage:
+    def _check_image(self, image: SpooledImage, tenant: str) -> CheckedImage:
         settings = self.settings
         try:
             return check_upload(
-                data,
+                image,
                 tenant_id=tenant,
                 key_prefix=settings.s3_key_prefix,
-                max_bytes=settings.image_max_bytes,
                 max_pixels=settings.image_max_pixels,
                 max_decoded_bytes=settings.image_max_decoded_bytes,
             )
@@ -156,9 +166,11 @@ class Handlers:
             after_s=self.api.pool_down_s,
         )
 
-    async def _upload(self, image: CheckedImage) -> None:
+    async def _upload(self, checked: CheckedImage) -> None:
+        file = checked.image.file
         try:
-            await self.objects.put(image.key, image.data, content_type=image.content_type, metadata={})
+            await asyncio.to_thread(file.seek, 0)
+            await self.objects.put(checked.key, file, content_type=checked.content_type, metadata={})
         except StorageError as exc:
             log.warning("start image upload failed: %s", exc.code)
             raise ApiFailure(
