@@ -107,6 +107,7 @@ def api_settings(tmp_path: Path, jwks_url: str | None, **overrides: Any) -> ApiS
         "jwks_min_refresh_s": 1.0,
         "rate_per_s": 1000.0,
         "burst": 1000,
+        "tenant_max_queued": 100,  # a module's API collects one tenant's jobs queued over many tests (no worker)
         "sse_keepalive_s": 1.0,
         **overrides,
     }

@@ -135,7 +135,8 @@ async def test_gpu_pool_down_ten_jobs_complete_degraded_within_seconds(
 async def test_busy_without_the_fallback_is_refused_with_it_degraded(
     settings: Settings, start_api: Callable[..., Awaitable[Api]], template_pool_renderer: Renderer, start_worker: Any
 ) -> None:
-    """The service default is `none`; shop-2's tenant default is `template`; a request's own choice wins."""
+    """The service default is `none`; shop-2's tenant default is `template`; a request's own choice wins. Busy is
+    judged per tenant: shop-2's first job is within its share of the full pool and goes to the GPU pool."""
     api = await start_api(max_queued=2, pool_down_s=3600, tenant_fallback={"shop-2": "template"})
     await start_worker(settings.template_pool(), renderer=template_pool_renderer)
     queued = [await api.submit() for _ in range(2)]
@@ -143,7 +144,9 @@ async def test_busy_without_the_fallback_is_refused_with_it_degraded(
     status, refused = await api.submit()
     assert (status, refused["error"]["code"]) == (503, "queue_full")
     status, own_choice = await api.submit(fallback="template")
-    status_2, tenant_default = await api.submit("shop-2")
+    status_2, within_share = await api.submit("shop-2")  # the pool is full, but shop-2 has nothing queued
+    assert (status_2, within_share["degraded"]) == (202, False)
+    status_2, tenant_default = await api.submit("shop-2")  # now at its share of 2 / 2 tenants
     assert (status, own_choice["degraded"], own_choice["degraded_reason"]) == (202, True, "busy")
     assert (status_2, tenant_default["degraded"], tenant_default["degraded_reason"]) == (202, True, "busy")
     status, opted_out = await api.submit("shop-2", fallback="none")
@@ -161,7 +164,7 @@ async def test_busy_without_the_fallback_is_refused_with_it_degraded(
     )
     assert "fallback" not in mine["request"]  # the API's own field never reaches the workers
     queue = await api.get("/v1/queue")
-    assert (queue["queued"], queue["template_queued"], queue["pool_down"]) == (2, 0, False)
+    assert (queue["queued"], queue["template_queued"], queue["pool_down"]) == (3, 0, False)
     text = await api.metrics()
     assert 'vidgen_api_degraded_total{reason="busy"} 2.0' in text
     assert 'vidgen_api_shed_total{reason="queue_full"} 2.0' in text
@@ -174,7 +177,7 @@ async def test_busy_without_the_fallback_is_refused_with_it_degraded(
     finally:
         await client.stop()
     assert sorted(dict(record.headers)[DEGRADED_REASON_HEADER] for record in records) == [b"busy", b"busy"]
-    assert len(requests) == 2
+    assert len(requests) == 3
 
 
 async def test_pool_down_without_the_fallback_jobs_wait_and_complete_when_a_gpu_worker_returns(

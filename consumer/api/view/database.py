@@ -97,10 +97,10 @@ class ViewDatabase:
         self._db.execute("BEGIN")
         try:
             self._db.executemany(UPSERT, [row_of(state) for state in latest.values()])
-            for job_id, state in latest.items():
-                if before[job_id] is None:
-                    self._cap.added(state.tenant_id)
-            outcome.removed = self._cap.enforce(state.tenant_id for state in latest.values())
+            added = [state.tenant_id for job_id, state in latest.items() if before[job_id] is None]
+            for tenant in added:
+                self._cap.added(tenant)
+            outcome.removed = self._cap.enforce(added)  # only when jobs are added: see `retention`
             self._db.executemany("INSERT INTO renders (service_s) VALUES (?)", [(value,) for value in services])
             if services:
                 self._db.execute("DELETE FROM renders WHERE id <= (SELECT MAX(id) FROM renders) - ?", (RECENT_RENDERS,))

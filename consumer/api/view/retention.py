@@ -3,6 +3,9 @@ replica's disk: once a tenant has more, its terminal jobs go, the least recently
 been there longest). A queued or rendering job never goes, so a tenant with more active jobs than the cap keeps
 those, and only those. Jobs of every tenant still leave after `VIDGEN_API_RETENTION_S` (`ViewDatabase.purge`).
 
+The cap is enforced when a tenant's jobs are added and at every purge, not when a job ends: a job that has just
+ended may still have a progress event on its way, which would bring it back as a job in progress with no request.
+
 The jobs per tenant are counted once when the file opens and kept current after, so the cap costs no count per
 write; the rows to delete come from the partial index of terminal jobs by tenant.
 """
