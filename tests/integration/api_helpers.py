@@ -94,6 +94,18 @@ def bearer(credential: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {credential}"}
 
 
+class TenantSessions:
+    """One API and an HTTP session per tenant, each sending its tenant's credential; `close` when done."""
+
+    def __init__(self, url: str, keys: dict[str, str]) -> None:
+        self.url = url
+        self.sessions = {tenant: aiohttp.ClientSession(headers=bearer(key)) for tenant, key in keys.items()}
+
+    async def close(self) -> None:
+        for session in self.sessions.values():
+            await session.close()
+
+
 def api_settings(tmp_path: Path, jwks_url: str | None, **overrides: Any) -> ApiSettings:
     values: dict[str, Any] = {
         "host": "127.0.0.1",

@@ -11,13 +11,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
 from consumer.render.renderer import Renderer
 from consumer.render.standin import StandInPipeline
 from consumer.settings import Settings
-from tests.integration.api_helpers import api_settings, bearer, new_key, running_api
+from tests.integration.api_helpers import TenantSessions, api_settings, new_key, running_api
 from tests.support import until
 
 pytestmark = pytest.mark.integration
@@ -27,24 +26,16 @@ StartWorker = Callable[..., Any]  # the conftest fixture
 MakeRenderer = Callable[[object], Renderer]
 
 
-class Tenants:
+class Tenants(TenantSessions):
     """A session per tenant against one API."""
-
-    def __init__(self, url: str, keys: dict[str, str]) -> None:
-        self.url = url
-        self._sessions = {tenant: aiohttp.ClientSession(headers=bearer(key)) for tenant, key in keys.items()}
-
-    async def close(self) -> None:
-        for session in self._sessions.values():
-            await session.close()
 
     async def submit(self, tenant: str, **fields: Any) -> tuple[int, dict[str, Any]]:
         body = {"prompt": "a green kettle", **SMALL, "num_inference_steps": 2, **fields}
-        async with self._sessions[tenant].post(f"{self.url}/v1/videos", json=body) as response:
+        async with self.sessions[tenant].post(f"{self.url}/v1/videos", json=body) as response:
             return response.status, await response.json()
 
     async def get(self, tenant: str, path: str) -> tuple[int, dict[str, Any]]:
-        async with self._sessions[tenant].get(self.url + path) as response:
+        async with self.sessions[tenant].get(self.url + path) as response:
             return response.status, await response.json()
 
     async def queue(self, tenant: str) -> dict[str, Any]:

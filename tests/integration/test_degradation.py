@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -21,7 +20,7 @@ from consumer.core.degrade import DEGRADED_REASON_HEADER
 from consumer.dev.embedded import isolated_settings
 from consumer.render.renderer import Renderer
 from consumer.settings import Settings
-from tests.integration.api_helpers import IdentityProvider, api_settings, bearer, new_key, running_api
+from tests.integration.api_helpers import IdentityProvider, TenantSessions, api_settings, new_key, running_api
 from tests.support import KafkaClient, until
 
 pytestmark = pytest.mark.integration
@@ -30,30 +29,22 @@ pytest_plugins = ["tests.integration.api_fixtures"]
 SMALL = {"width": 256, "height": 256, "num_frames": 9, "num_inference_steps": 2}
 
 
-class Api:
+class Api(TenantSessions):
     """One API in this process and a session per tenant."""
-
-    def __init__(self, url: str, keys: dict[str, str]) -> None:
-        self.url = url
-        self._sessions = {tenant: aiohttp.ClientSession(headers=bearer(key)) for tenant, key in keys.items()}
-
-    async def close(self) -> None:
-        for session in self._sessions.values():
-            await session.close()
 
     async def submit(self, tenant: str = "shop-1", **body: Any) -> tuple[int, dict[str, Any]]:
         payload = {"prompt": f"a lamp {uuid.uuid4().hex[:6]}", **SMALL, **body}
-        async with self._sessions[tenant].post(f"{self.url}/v1/videos", json=payload) as response:
+        async with self.sessions[tenant].post(f"{self.url}/v1/videos", json=payload) as response:
             return response.status, await response.json()
 
     async def get(self, path: str, tenant: str = "shop-1") -> dict[str, Any]:
-        async with self._sessions[tenant].get(self.url + path) as response:
+        async with self.sessions[tenant].get(self.url + path) as response:
             assert response.status == 200, await response.text()
             body: dict[str, Any] = await response.json()
             return body
 
     async def metrics(self) -> str:
-        async with self._sessions["shop-1"].get(f"{self.url}/metrics") as response:
+        async with self.sessions["shop-1"].get(f"{self.url}/metrics") as response:
             return await response.text()
 
     async def all_done(self, jobs: list[dict[str, Any]], tenant: str = "shop-1") -> list[dict[str, Any]]:

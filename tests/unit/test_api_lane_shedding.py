@@ -18,16 +18,21 @@ from schemas.events import Priority, VideoProgress, VideoRequest
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
-# A catalog import: 50 bulk jobs queued behind 2 interactive ones, one bulk job rendering on the one worker; all of
-# one tenant's (shop-1), so the lanes alone are at work here (tenants: tests/unit/test_fair_queue.py).
-BACKLOG = QueueStats(
-    queued=52,
-    bulk_queued=50,
-    in_progress=1,
-    workers_active=1,
-    service_s=10,
-    tenants={"shop-1": TenantQueue(queued=52, bulk_queued=50, in_progress=1)},
-)
+
+def alone(queued: int, bulk_queued: int, in_progress: int, *, workers_active: int, service_s: float) -> QueueStats:
+    """Every job of one tenant's (shop-1), so the lanes alone are at work here (tenants: test_fair_queue.py)."""
+    return QueueStats(
+        queued=queued,
+        bulk_queued=bulk_queued,
+        in_progress=in_progress,
+        workers_active=workers_active,
+        service_s=service_s,
+        tenants={"shop-1": TenantQueue(queued=queued, bulk_queued=bulk_queued, in_progress=in_progress)},
+    )
+
+
+# A catalog import: 50 bulk jobs queued behind 2 interactive ones, one bulk job rendering on the one worker.
+BACKLOG = alone(52, 50, 1, workers_active=1, service_s=10)
 
 
 def limits(max_queued: int, max_wait_s: float) -> Limits:
@@ -78,26 +83,12 @@ def test_a_bulk_job_waits_behind_everything_and_is_shed_by_the_backlog() -> None
 
 
 def test_interactive_jobs_still_shed_at_their_own_limits() -> None:
-    busy = QueueStats(
-        queued=12,
-        bulk_queued=2,
-        in_progress=2,
-        workers_active=1,
-        service_s=10,
-        tenants={"shop-1": TenantQueue(queued=12, bulk_queued=2, in_progress=2)},
-    )
+    busy = alone(12, 2, 2, workers_active=1, service_s=10)
     full = shed(busy, tenant="shop-1", lane="interactive", limits=limits(10, 1e9))
     assert full is not None and full.reason == "queue_full" and "you have 10 interactive jobs queued" in full.message
     slow = shed(busy, tenant="shop-1", lane="interactive", limits=limits(100, 60))
     assert slow is not None and slow.reason == "wait_too_long" and slow.retry_after_s == 60  # 120 s - 60 s
-    idle = QueueStats(
-        queued=50,
-        bulk_queued=50,
-        in_progress=0,
-        workers_active=0,
-        service_s=60,
-        tenants={"shop-1": TenantQueue(queued=50, bulk_queued=50)},
-    )
+    idle = alone(50, 50, 0, workers_active=0, service_s=60)
     assert wait(idle, "interactive") is None  # no worker seen: only the queue limit
     assert shed(idle, tenant="shop-1", lane="interactive", limits=limits(1, 1)) is None
 

@@ -9,6 +9,7 @@ import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from bench import view_size
 from consumer.api.submission.wait_estimate import TenantQueue
 from consumer.api.view.job_state import Answered, Progressed, Submitted
 from consumer.api.view.job_store import JobStore
@@ -150,3 +151,10 @@ def test_the_cap_and_the_active_counts_read_through_indexes(tmp_path: Path) -> N
         )
     assert "SEARCH jobs USING INDEX jobs_terminal_by_tenant (tenant_id=?)" in trim, trim
     assert "jobs_by_status" in active, active
+
+
+async def test_the_view_size_benchmark_runs_tiny_and_reports_its_shape() -> None:
+    report = await view_size.measure(jobs=[30], cap=5)
+    uncapped, capped = report["runs"]
+    assert (uncapped["cap"], uncapped["jobs_held"], capped["cap"], capped["jobs_held"]) == (None, 30, 5, 5)
+    assert capped["file_bytes"] > 0 and report["request_json_bytes"] > 20_000  # at the contract's limits
