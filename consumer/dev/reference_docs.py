@@ -31,8 +31,7 @@ def settings_table(model: type[BaseSettings] = Settings, prefix: str = "VIDGEN_"
     rows = ["| Variable | Default | Meaning |", "|---|---|---|"]
     # A model composed of one model per concern (`Settings`) lists its fields concern by concern.
     concerns = [base for base in model.__bases__ if issubclass(base, BaseSettings) and base is not BaseSettings]
-    names = [name for base in concerns for name in base.model_fields]
-    names += [name for name in model.model_fields if name not in names]  # a model's own fields after its bases'
+    names = [name for base in concerns for name in base.model_fields] or list(model.model_fields)
     for name in names:
         field = model.model_fields[name]
         default = "hostname-pid" if field.default_factory is not None else field.default
