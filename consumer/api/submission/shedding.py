@@ -13,9 +13,10 @@ within its fair share. In order:
    (`wait_too_long`). Even then a tenant **within its fair share** gets in; one at or over it is refused. The share
    is the pool's capacity split evenly between the tenants with jobs queued in those lanes, the caller counted:
    `capacity / tenants`, and never under one job, where the capacity is `max_queued` jobs or, when fewer, as many as
-   the active workers start within `max_wait_s`. So when the pool is full, the tenants over their share are the ones
-   refused, the furthest over told to come back latest (`Retry-After`: until its own count is back under its share or
-   the pool has room); a tenant with nothing queued always gets in.
+   the active workers start within `max_wait_s`. So a tenant with nothing queued always gets in; the tenant furthest
+   over its share is refused from the moment the pool is full, the others as each reaches its share (which shrinks
+   as more tenants queue), and it stays refused longest (a tenant's count falls by one job per round).
+   `Retry-After`: the earlier of "the pool has room" and "the tenant is back under its share".
 
 Lanes (`consumer.core.priority_lanes`): a bulk backlog never sheds an interactive job, since workers take interactive
 work first; a bulk job waits behind both lanes, so both count for it.
