@@ -122,25 +122,37 @@ class VideoJobList(BaseModel):
 
 
 class QueueInfo(BaseModel):
-    """The GPU pool's queue as the view sees it, over every tenant (and how many wait for the template pool)."""
+    """The queue as the view sees it: the caller's own jobs and estimates, and the GPU pool's figures over every tenant
+    (and how many wait for the template pool)."""
 
     model_config = ConfigDict(frozen=True, title="QueueInfo")
 
     object: Literal["queue"] = "queue"
-    queued: int = Field(ge=0, description="Jobs accepted and not started, in both lanes.")
+    queued: int = Field(ge=0, description="Jobs of every tenant accepted and not started, in both lanes.")
     bulk_queued: int = Field(
         0,
         ge=0,
         description="Of `queued`, the bulk lane's (`priority: bulk`). Workers take them only while no interactive "
         "job waits, so they count toward the queue limit and the wait of bulk jobs only.",
     )
-    in_progress: int = Field(ge=0, description="Jobs rendering, in both lanes.")
+    in_progress: int = Field(ge=0, description="Jobs of every tenant rendering, in both lanes.")
     workers_active: int = Field(ge=0, description="Workers that published progress or a result recently.")
+    tenant_queued: int = Field(0, ge=0, description="Of `queued`, the caller's own, in both lanes.")
+    tenant_bulk_queued: int = Field(0, ge=0, description="Of `tenant_queued`, the bulk lane's.")
+    tenant_in_progress: int = Field(0, ge=0, description="Of `in_progress`, the caller's own.")
     estimated_wait_s: float | None = Field(
         None,
         ge=0,
-        description="Estimated seconds before an interactive job submitted now starts (the interactive jobs queued "
-        "and every job rendering, over the workers active); null while no worker is seen.",
+        description="Estimated seconds before an interactive job the caller submits now starts: the caller's own "
+        "interactive jobs queued, plus one job of every other tenant with interactive jobs queued for each round "
+        "(workers serve tenants round-robin), plus every job rendering, over the workers active; null while no "
+        "worker is seen.",
+    )
+    bulk_estimated_wait_s: float | None = Field(
+        None,
+        ge=0,
+        description="The same for a bulk job: the caller's bulk jobs and one per round of each other tenant's, plus "
+        "the interactive jobs (anyone's) started before it, at most `1 / VIDGEN_BULK_MIN_SHARE - 1` per bulk job.",
     )
     pool_down: bool = Field(
         False,

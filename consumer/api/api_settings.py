@@ -88,8 +88,33 @@ class ApiSettings(KeysFileSettings):
         "parts spooled to temporary files): each body reserves its Content-Length (or its cap) before it is read; "
         "past the budget, 503 body_budget_full with Retry-After. At least VIDGEN_API_MAX_BODY_BYTES.",
     )
-    max_queued: int = Field(100, ge=1, description="New jobs get 503 while this many are queued.")
-    max_wait_s: float = Field(600.0, gt=0, description="New jobs get 503 while the estimated wait is longer.")
+    max_queued: int = Field(
+        100,
+        ge=1,
+        description="The GPU pool is full with this many jobs queued (in the lanes a new job waits behind): then only "
+        "tenants under their fair share (this / the tenants with jobs queued, at least 1) get in; others get 503.",
+    )
+    max_wait_s: float = Field(
+        600.0,
+        gt=0,
+        description="The GPU pool is also full while its queued jobs take longer than this to start, first come "
+        "first served (then its fair shares are what the active workers start in this time).",
+    )
+    tenant_max_queued: int = Field(
+        25, ge=1, description="A tenant with this many jobs queued (in the lanes a new one waits behind) gets 503."
+    )
+    tenant_max_wait_s: float = Field(
+        600.0,
+        gt=0,
+        description="A new job gets 503 when its own estimated wait is longer: its tenant's jobs queued ahead, one job "
+        "per round of each other tenant with jobs queued (workers serve tenants round-robin), jobs rendering.",
+    )
+    tenant_max_jobs: int = Field(
+        10_000,
+        ge=1,
+        description="Jobs the view keeps per tenant: past it, the tenant's terminal jobs least recently updated "
+        "leave first (never a queued or rendering one). Bounds a tenant's share of the view file.",
+    )
     default_service_s: float = Field(
         60.0, gt=0, description="Seconds a worker is assumed to spend on a job until renders have been seen."
     )

@@ -24,8 +24,8 @@ from consumer.api.routes.application import GUARD, LINGER_S, make_app, make_oper
 from consumer.api.routes.openapi import build_openapi
 from consumer.api.routes.videos import Handlers
 from consumer.api.submission.body_budget import BodyBudget
-from consumer.api.view.database import JobStore
 from consumer.api.view.follower import Listeners, ViewFollower, view_topics
+from consumer.api.view.job_store import JobStore
 from consumer.core.moderation import ContentPolicy
 from consumer.core.rate_limit import TenantLimiter
 from consumer.errors import VidgenError
@@ -63,7 +63,7 @@ async def serve(
     tracer = tracer or NoOpTracer()
     metrics = ApiMetrics()
     listeners = Listeners()
-    store = JobStore(api.state_path)
+    store = JobStore(api.state_path, tenant_max_jobs=api.tenant_max_jobs)
     async with contextlib.AsyncExitStack() as stack:
         s3 = await stack.enter_async_context(open_s3_client(settings))
         objects = ObjectStore(s3, bucket=settings.s3_bucket, presign_ttl_s=settings.presign_ttl_s)

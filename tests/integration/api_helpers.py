@@ -94,6 +94,18 @@ def bearer(credential: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {credential}"}
 
 
+class TenantSessions:
+    """One API and an HTTP session per tenant, each sending its tenant's credential; `close` when done."""
+
+    def __init__(self, url: str, keys: dict[str, str]) -> None:
+        self.url = url
+        self.sessions = {tenant: aiohttp.ClientSession(headers=bearer(key)) for tenant, key in keys.items()}
+
+    async def close(self) -> None:
+        for session in self.sessions.values():
+            await session.close()
+
+
 def api_settings(tmp_path: Path, jwks_url: str | None, **overrides: Any) -> ApiSettings:
     values: dict[str, Any] = {
         "host": "127.0.0.1",
@@ -108,6 +120,7 @@ def api_settings(tmp_path: Path, jwks_url: str | None, **overrides: Any) -> ApiS
         "jwks_min_refresh_s": 1.0,
         "rate_per_s": 1000.0,
         "burst": 1000,
+        "tenant_max_queued": 100,  # a module's API collects one tenant's jobs queued over many tests (no worker)
         "sse_keepalive_s": 1.0,
         **overrides,
     }

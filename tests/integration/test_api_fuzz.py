@@ -35,7 +35,14 @@ class _Served:
 def served(broker: str, s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Served]:
     """The API on an event loop of its own in a thread: Schemathesis calls it synchronously."""
     vidgen = isolated_settings(broker, s3_endpoint, "fuzz" + uuid.uuid4().hex[:8], topic_partitions=1)
-    api = api_settings(tmp_path_factory.mktemp("fuzz"), None, rate_per_s=10_000.0, burst=10_000, max_queued=100_000)
+    api = api_settings(
+        tmp_path_factory.mktemp("fuzz"),
+        None,
+        rate_per_s=10_000.0,
+        burst=10_000,
+        max_queued=100_000,
+        tenant_max_queued=100_000,
+    )
     key = new_key(api, "shop-1")
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()

@@ -25,13 +25,16 @@ PURE = sorted(
         "consumer.memory.estimate",
         "consumer.memory.modes",
         "consumer.memory.profile",
-        # The job API's rules: job state from events, shedding, ids, JWT claim checks, pagination, content links.
+        # The job API's rules: job state from events, shedding and the wait estimate, the queue counts, ids, JWT
+        # claim checks, pagination, content links.
         "consumer.api.auth.jwt_claims",
         "consumer.api.view.pages",
         "consumer.api.submission.job_ids",
         "consumer.api.view.job_state",
         "consumer.api.auth.link_signing",
         "consumer.api.submission.shedding",
+        "consumer.api.submission.wait_estimate",
+        "consumer.api.view.queue_counts",
     ]
 )
 SCHEMAS = sorted(f"schemas.{path.stem}" for path in (REPO / "schemas").glob("*.py") if path.stem != "__main__")

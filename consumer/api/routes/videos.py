@@ -23,15 +23,16 @@ from consumer.api.routes.job_body import object_key, render_job
 from consumer.api.submission.body import BodyLimits, build_request, received_submission, take_fallback
 from consumer.api.submission.body_budget import BodyBudget
 from consumer.api.submission.job_ids import IDEMPOTENCY_KEY_PATTERN, idempotent_id, random_id
-from consumer.api.submission.shedding import QueueStats, estimated_wait_s, shed
+from consumer.api.submission.shedding import Limits, shed, template_full
 from consumer.api.submission.uploads import CheckedImage, SpooledImage, check_upload
-from consumer.api.view.database import JobStore
+from consumer.api.submission.wait_estimate import QueueStats, estimated_wait_s
 from consumer.api.view.follower import Listeners
 from consumer.api.view.job_state import JobState, Submitted, request_parameters
+from consumer.api.view.job_store import JobStore
 from consumer.api.view.pages import QueryError, page, parse_page_query
 from consumer.core.degrade import DEGRADED_REASON_HEADER, choose_fallback, degrade, pool_down
 from consumer.core.moderation import ContentPolicy
-from consumer.core.priority_lanes import Lane, lane_for, topic_for
+from consumer.core.priority_lanes import Lane, LanePolicy, lane_for, topic_for
 from consumer.errors import ImageError, ImageTooLarge, StorageError
 from consumer.kafka.record_publisher import RecordPublisher
 from consumer.object_store import ObjectStore
@@ -141,15 +142,16 @@ class Handlers:
 
     def _route(self, tenant: str, requested: Fallback | None, lane: Lane) -> DegradedReason | None:
         """None: the GPU pool takes the job. A reason: the template pool does, degraded for that reason. 503 when
-        the GPU pool is busy for the job's lane (it would be shed) and the job may not degrade, or the template pool
-        is full too."""
+        the GPU pool is busy for this tenant's job of this lane (it would be shed: over the tenant's own limits, or
+        the pool is full and the tenant at or over its share) and the job may not degrade, or the template pool is
+        full for the tenant too."""
         stats = self._queue_stats()
-        verdict = shed(stats, lane=lane, max_queued=self.api.max_queued, max_wait_s=self.api.max_wait_s)
+        verdict = shed(stats, tenant=tenant, lane=lane, limits=self._limits())
         reason = degrade(
             busy=verdict is not None,
             down=self._pool_down(stats),
             fallback=choose_fallback(requested, self.api.tenant_fallback.get(tenant), self.api.fallback),
-            template_full=stats.template_queued >= self.api.max_queued,
+            template_full=template_full(stats, tenant=tenant, max_queued=self.api.max_queued),
         )
         if reason is not None:
             trace.get_current_span().set_attribute("vidgen.degraded_reason", reason)
@@ -236,18 +238,36 @@ class Handlers:
         )
         return web.json_response(text=body.model_dump_json(exclude_none=True))
 
-    async def queue(self, _: web.Request) -> web.Response:
+    async def queue(self, request: web.Request) -> web.Response:
+        """The caller's own jobs and estimates, and the pool's figures (counts only: nothing of another tenant)."""
+        tenant = request[CALLER].tenant_id
         stats = self._queue_stats()
+        mine = stats.tenant(tenant)
+        period = self._limits().bulk_period
         body = QueueInfo(
             queued=stats.queued,
             bulk_queued=stats.bulk_queued,
             in_progress=stats.in_progress,
             workers_active=stats.workers_active,
-            estimated_wait_s=estimated_wait_s(stats, "interactive"),
+            tenant_queued=mine.queued,
+            tenant_bulk_queued=mine.bulk_queued,
+            tenant_in_progress=mine.in_progress,
+            estimated_wait_s=estimated_wait_s(stats, tenant, "interactive", bulk_period=period),
+            bulk_estimated_wait_s=estimated_wait_s(stats, tenant, "bulk", bulk_period=period),
             pool_down=self._pool_down(stats),
             template_queued=stats.template_queued,
         )
         return web.json_response(text=body.model_dump_json())
+
+    def _limits(self) -> Limits:
+        api = self.api
+        return Limits(
+            max_queued=api.max_queued,
+            max_wait_s=api.max_wait_s,
+            tenant_max_queued=api.tenant_max_queued,
+            tenant_max_wait_s=api.tenant_max_wait_s,
+            bulk_period=LanePolicy(self.settings.bulk_min_share).period,
+        )
 
     def _queue_stats(self) -> QueueStats:
         return self.store.queue_stats(

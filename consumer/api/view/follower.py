@@ -20,8 +20,9 @@ from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from consumer.api.api_metrics import ApiMetrics
-from consumer.api.view.database import JobStore, Partition
+from consumer.api.view.database import Partition
 from consumer.api.view.job_state import Answered, CancelRequested, Event, JobState, Progressed, Submitted
+from consumer.api.view.job_store import JobStore
 from consumer.core.degrade import DEGRADED_REASON_HEADER, degraded_reason_of
 from consumer.core.intake import parse_request
 from consumer.kafka.clients import client_options
