@@ -103,11 +103,13 @@ def worker_topics(settings: Settings) -> list[str]:
 def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
     """Configs of the topics created with them: the control topic keeps the latest command per request id, each for
     the control retention; the attempts topic keeps the latest count per record (an answered one leaves a tombstone,
-    which compaction then removes)."""
+    which compaction then removes); the webhooks topic keeps the latest state of each tenant endpoint (a deleted one
+    leaves a tombstone)."""
     retention_ms = str(int(settings.control_retention_s * 1000))
     return {
         settings.control_topic: {"cleanup.policy": "compact,delete", "retention.ms": retention_ms},
         settings.attempts_topic: {"cleanup.policy": "compact"},
+        settings.webhooks_topic: {"cleanup.policy": "compact"},
     }
 
 
