@@ -37,7 +37,7 @@ WEBHOOK_EVENT_TYPES: tuple[WebhookEventType, ...] = ("video.completed", "video.f
 ENDPOINT_ID_PATTERN = r"^wh_[0-9a-f]{32}$"
 
 EndpointId = Annotated[str, StringConstraints(pattern=ENDPOINT_ID_PATTERN)]
-EndpointUrl = Annotated[str, StringConstraints(min_length=9, max_length=2048, pattern=r"^https://[^\s]+$")]
+EndpointUrl = Annotated[str, StringConstraints(min_length=9, max_length=2048, pattern=r"^https://[\x21-\x7e]+$")]
 Events = Annotated[
     list[WebhookEventType],
     Field(
@@ -48,7 +48,7 @@ Events = Annotated[
     ),
 ]
 _URL_DESCRIPTION = (
-    "https only, no credentials; the host must resolve to public addresses (unless the operator allows it). Checked "
+    "https only, printable ASCII (punycode for other hosts), no credentials; the host must resolve to public addresses (unless the operator allows it). Checked "
     "when the endpoint is created and again before every delivery; redirects are not followed."
 )
 

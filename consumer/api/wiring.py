@@ -24,6 +24,7 @@ from consumer.api.routes.openapi import build_openapi
 from consumer.api.routes.videos import Handlers
 from consumer.api.view.database import JobStore
 from consumer.api.view.follower import Listeners, ViewFollower, view_topics
+from consumer.api.webhook_endpoints import webhook_routes
 from consumer.core.moderation import ContentPolicy
 from consumer.core.rate_limit import TenantLimiter
 from consumer.errors import VidgenError
@@ -64,7 +65,8 @@ async def serve(
         if settings.s3_create_bucket:
             await objects.ensure_bucket()
         if settings.create_topics:
-            await ensure_topics(settings, sorted({*worker_topics(settings), *view_topics(settings)}))
+            topics = {*worker_topics(settings), *view_topics(settings), settings.webhooks_topic}
+            await ensure_topics(settings, sorted(topics))
         await store.open()
         stack.push_async_callback(store.close)
         view = ViewFollower(settings, store, listeners, metrics, retention_s=api.retention_s, clock=clock)
@@ -74,6 +76,10 @@ async def serve(
         await producer.start()
         stack.push_async_callback(producer.stop)
         http = await stack.enter_async_context(aiohttp.ClientSession())
+        publisher = RecordPublisher(producer, tracer=tracer)
+        webhooks, webhooks_check = await stack.enter_async_context(
+            webhook_routes(settings, api, publisher, clock=clock)
+        )
         handlers = Handlers(
             api=api,
             settings=settings,
@@ -84,7 +90,7 @@ async def serve(
             policy=ContentPolicy.from_sources(terms=settings.banned_terms, path=settings.banned_terms_file),
             clock=clock,
             entropy=secrets.token_bytes,
-            publisher=RecordPublisher(producer, tracer=tracer),
+            publisher=publisher,
         )
 
         async def s3_check() -> str | None:
@@ -103,9 +109,10 @@ async def serve(
             limiter=TenantLimiter(rate=api.rate_per_s, burst=api.burst, clock=asyncio.get_running_loop().time),
             guard=ConnectionGuard(api.http_limits()),
             tracer=tracer,
-            checks={"kafka": view.check_broker, "s3": s3_check, "view": view_check},
+            checks={"kafka": view.check_broker, "s3": s3_check, "view": view_check, "webhooks": webhooks_check},
             view_ready=lambda: view.caught_up,
             openapi=build_openapi(),
+            webhooks=webhooks,
         )
         async with _listening(app, api, on_port):
             return await _follow_until_stop(view, stop)

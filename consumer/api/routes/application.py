@@ -34,6 +34,7 @@ from consumer.api.console import Console, trace_response
 from consumer.api.routes.error_answers import ApiFailure, error_middleware
 from consumer.api.routes.event_streams import EventStreams
 from consumer.api.routes.videos import CALLER, Handlers
+from consumer.api.routes.webhooks import WebhookRoutes
 from consumer.core.rate_limit import TenantLimiter
 from consumer.core.sanitize import name_safely
 from consumer.http_server.connection_guard import ConnectionGuard
@@ -56,6 +57,7 @@ def make_app(
     checks: Mapping[str, ReadinessCheck],
     view_ready: Callable[[], bool],
     openapi: dict[str, Any],
+    webhooks: WebhookRoutes,
 ) -> web.Application:
     streams = EventStreams(handlers, keepalive_s=handlers.api.sse_keepalive_s)
     links = LinkIssuer(handlers)
@@ -84,6 +86,7 @@ def make_app(
     app.router.add_post("/v1/videos/{id}/links", links.issue)
     app.router.add_get("/v1/videos/{id}/events", streams.stream, allow_head=False)
     app.router.add_get("/v1/queue", handlers.queue, allow_head=False)
+    webhooks.add_routes(app)
     _add_service_routes(app, checks=checks, registry=handlers.metrics.registry, openapi=openapi)
     Console(handlers).add_routes(app)
     return app
