@@ -48,8 +48,9 @@ Events = Annotated[
     ),
 ]
 _URL_DESCRIPTION = (
-    "https only, printable ASCII (punycode for other hosts), no credentials; the host must resolve to public addresses (unless the operator allows it). Checked "
-    "when the endpoint is created and again before every delivery; redirects are not followed."
+    "https only, printable ASCII (punycode for other hosts), no credentials; the host must resolve to public "
+    "addresses (unless the operator allows it). Checked when the endpoint is created and again before every delivery; "
+    "redirects are not followed."
 )
 
 

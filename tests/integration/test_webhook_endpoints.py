@@ -135,13 +135,18 @@ async def test_a_second_replica_sees_the_endpoints_and_an_api_without_the_key_ha
 ) -> None:
     _, created = await _call(api_stack, "POST", "/v1/webhooks", json={"url": HOOK, "events": EVENTS})
     other = api_settings(tmp_path, None, keys_file=api_stack.api.keys_file)
-    async with running_api(api_stack.settings, other) as replica:
-        async with aiohttp.ClientSession(headers=bearer(api_stack.keys["shop-1"])) as http:
-            async with http.get(f"{replica.url}/v1/webhooks") as response:
-                assert [e["id"] for e in (await response.json())["data"]] == [created["id"]]
+    credential = bearer(api_stack.keys["shop-1"])
+    async with (
+        running_api(api_stack.settings, other) as replica,
+        aiohttp.ClientSession(headers=credential) as http,
+        http.get(f"{replica.url}/v1/webhooks") as response,
+    ):
+        assert [e["id"] for e in (await response.json())["data"]] == [created["id"]]
     disabled = api_stack.settings.model_copy(update={"webhook_secrets_key": None})
-    async with running_api(disabled, api_settings(tmp_path, None, keys_file=api_stack.api.keys_file)) as off:
-        async with aiohttp.ClientSession(headers=bearer(api_stack.keys["shop-1"])) as http:
-            async with http.get(f"{off.url}/v1/webhooks") as response:
-                assert response.status == 403 and (await response.json())["error"]["code"] == "webhooks_disabled"
+    async with (
+        running_api(disabled, api_settings(tmp_path, None, keys_file=api_stack.api.keys_file)) as off,
+        aiohttp.ClientSession(headers=credential) as http,
+        http.get(f"{off.url}/v1/webhooks") as response,
+    ):
+        assert response.status == 403 and (await response.json())["error"]["code"] == "webhooks_disabled"
     await _delete_all(api_stack, "shop-1")

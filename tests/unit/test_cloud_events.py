@@ -164,7 +164,7 @@ async def test_the_publisher_puts_an_envelope_on_results_and_dead_letters() -> N
     publisher = WorkerPublisher(producer, settings, clock=lambda: NOW)  # type: ignore[arg-type]
     await publisher.result(_result("failed"))
     await publisher.dead_letter(_consumed(b"{}", [("ce_id", b"old")]), code="missing_request_id", message="m")
-    (_, key, value, headers), (_, _, dead_value, dead_headers) = producer.sent
+    (_, _, value, headers), (_, _, dead_value, dead_headers) = producer.sent
     event = _read(headers, value or b"")
     assert (event.get_type(), event.get_subject(), event.get_source()) == ("io.vidgen.video.failed", "req-1", SOURCE)
     dead = _read(dead_headers, dead_value or b"")
