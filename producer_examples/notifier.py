@@ -105,6 +105,7 @@ async def serve(
             session_timeout_ms=settings.session_timeout_ms,
             heartbeat_interval_ms=settings.heartbeat_interval_ms,
             max_poll_interval_ms=settings.max_poll_interval_ms,
+            fetch_max_wait_ms=notifier.fetch_max_wait_ms,
         )
         producer = make_producer(settings)
         delivery = WebhookDelivery(

@@ -108,6 +108,13 @@ class NotifierSettings(BaseSettings):
     breaker_open_s: float = Field(
         30.0, gt=0, description="An open breaker dead-letters at once (endpoint_unavailable), then tries again."
     )
+    fetch_max_wait_ms: int = Field(
+        500,
+        ge=1,
+        le=10_000,
+        description="How long a fetch waits for new results. Apache Kafka answers as soon as one arrives; a broker "
+        "that answers only when the wait expires (the embedded tansu) adds up to this much to every delivery.",
+    )
     dedupe_capacity: int = Field(100_000, ge=1)
     progress_deliveries: bool = Field(
         True,
