@@ -76,7 +76,7 @@ async def serve(
         await producer.start()
         stack.push_async_callback(producer.stop)
         http = await stack.enter_async_context(aiohttp.ClientSession())
-        publisher = RecordPublisher(producer, tracer=tracer)
+        publisher = RecordPublisher(producer, tracer=tracer, source=settings.event_source, clock=clock)
         webhooks, webhooks_check = await stack.enter_async_context(
             webhook_routes(settings, api, publisher, clock=clock)
         )

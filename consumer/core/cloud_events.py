@@ -30,6 +30,7 @@ __all__ = [
     "EVENT_TYPES",
     "JSON",
     "NOTIFICATION_DEAD_LETTER_TYPE",
+    "command_event",
     "dead_letter_event",
     "envelope",
     "event_id",
@@ -53,8 +54,11 @@ EVENT_TYPES: Final = {
     "rejected": f"{_NAMESPACE}.video.rejected",
     "started": f"{_NAMESPACE}.video.started",
     "progress": f"{_NAMESPACE}.video.progress",
+    "requested": f"{_NAMESPACE}.video.requested",
+    "cancel_requested": f"{_NAMESPACE}.video.cancel_requested",
 }
-"""`ce_type` of a result by its status and of a progress event by its kind."""
+"""`ce_type` of a result by its status, of a progress event by its kind, and of the job API's requests and cancel
+commands (which the worker never requires)."""
 
 Header = tuple[str, bytes]
 
@@ -86,7 +90,22 @@ def envelope(
 
 def result_event(*, status: str, tenant_id: str | None, request_id: str, source: str, time: datetime) -> list[Header]:
     """Headers of a result: one id per (tenant, request, status), as the notifier's delivery key."""
-    event_type = EVENT_TYPES[status]
+    return _about_job(EVENT_TYPES[status], tenant_id=tenant_id, request_id=request_id, source=source, time=time)
+
+
+def command_event(
+    *,
+    kind: Literal["requested", "cancel_requested"],
+    tenant_id: str,
+    request_id: str,
+    source: str,
+    time: datetime,
+) -> list[Header]:
+    """Headers of a request or a cancel command the job API publishes: one id per (tenant, request, kind)."""
+    return _about_job(EVENT_TYPES[kind], tenant_id=tenant_id, request_id=request_id, source=source, time=time)
+
+
+def _about_job(event_type: str, *, tenant_id: str | None, request_id: str, source: str, time: datetime) -> list[Header]:
     return envelope(
         event_type=event_type,
         source=source,

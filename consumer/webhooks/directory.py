@@ -69,5 +69,9 @@ class EndpointDirectory:
             return []
         return [record for record in self.of_tenant(tenant_id) if event_type in record.events]
 
+    def records(self) -> list[WebhookEndpointRecord]:
+        """Every endpoint of every tenant (for the operator's tools, never for an API answer)."""
+        return list(self._endpoints.values())
+
     def __len__(self) -> int:
         return len(self._endpoints)

@@ -61,15 +61,23 @@ class DirectoryFollower:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Apply records until `stop` is set."""
+        while not stop.is_set():
+            await self._step()
+
+    async def catch_up(self) -> None:
+        """Apply records until every partition is read to where it ended at start-up."""
+        while not self.caught_up:
+            await self._step()
+
+    async def _step(self) -> None:
         consumer = self._consumer
         if consumer is None:
             raise RuntimeError("call start() first")
-        while not stop.is_set():
-            batch = await consumer.getmany(timeout_ms=200, max_records=500)
-            for records in batch.values():
-                for record in records:
-                    self._directory.apply(record.key, record.value)
-            await self._check_caught_up()
+        batch = await consumer.getmany(timeout_ms=200, max_records=500)
+        for records in batch.values():
+            for record in records:
+                self._directory.apply(record.key, record.value)
+        await self._check_caught_up()
 
     async def _check_caught_up(self) -> None:
         if self.caught_up or self._consumer is None:

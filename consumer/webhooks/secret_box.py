@@ -1,8 +1,8 @@
 """Signing secrets of tenant endpoints: made here, encrypted before they leave the API, decrypted only by the
 notifier when it signs. `cryptography`'s MultiFernet under `VIDGEN_WEBHOOK_SECRETS_KEY` (newest key first): the first
-key encrypts, every key decrypts, so an operator rotates the key by putting a new one in front and, once `reseal` has
-re-encrypted every endpoint (`vidgen webhook-keys reseal`), dropping the old one. Secrets are never logged; errors
-never carry them."""
+key encrypts, every key decrypts, so an operator rotates the key by putting a new one in front and, once
+`vidgen webhook-keys reseal` has re-encrypted every endpoint (`consumer.webhooks.reseal`), dropping the old one.
+Secrets are never logged; errors never carry them."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """What a real worker writes to the results, progress and DLQ topics of the real broker is read as CloudEvents by
 the cloudevents SDK's Kafka bindings, unchanged: attributes from the `ce_` headers, data the unchanged JSON value;
-a request answered twice gives two results with one `ce_id`."""
+a request answered twice gives two results with one `ce_id`. The job API's requests and cancel commands carry an
+envelope too."""
 
 from __future__ import annotations
 
@@ -8,12 +9,17 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import aiohttp
 from cloudevents.core.bindings import kafka as ce_kafka
 from cloudevents.v1 import kafka as ce_kafka_v1
 
 from consumer.settings import Settings
 from schemas.events import VideoProgress, VideoResult
-from tests.support import KafkaClient, request_body
+from tests.integration.api_helpers import ApiStack, bearer
+from tests.integration.webhook_helpers import topic_records
+from tests.support import SMALL, KafkaClient, request_body
+
+pytest_plugins = ["tests.integration.api_fixtures"]
 
 
 def _event(record: Any) -> Any:
@@ -56,3 +62,18 @@ async def test_results_progress_and_dead_letters_are_cloudevents(
     assert (event.get_type(), event.get_source()) == ("io.vidgen.request.deadlettered", source)
     assert event.get_datacontenttype() == "application/octet-stream" and dead.value == b"\xff\xfe not json"
     assert dict(dead.headers)["vidgen-error-code"] == b"not_utf8"
+
+
+async def test_the_apis_requests_and_cancels_carry_an_envelope(api_stack: ApiStack) -> None:
+    async with aiohttp.ClientSession(headers=bearer(api_stack.keys["shop-1"])) as http:
+        async with http.post(f"{api_stack.url}/v1/videos", json={"prompt": "a blue mug", **SMALL}) as response:
+            job = (await response.json())["id"]
+        async with http.delete(f"{api_stack.url}/v1/videos/{job}") as response:
+            assert response.status == 202
+    settings = api_stack.settings
+    [request] = [r for r in await topic_records(settings, settings.requests_topic) if r.key == job.encode()]
+    [cancel] = [r for r in await topic_records(settings, settings.control_topic) if r.key == job.encode()]
+    for record, kind in ((request, "requested"), (cancel, "cancel_requested")):
+        event = _event(record)
+        assert (event.get_type(), event.get_subject()) == (f"io.vidgen.video.{kind}", job)
+        assert event.get_data() == json.loads(record.value)

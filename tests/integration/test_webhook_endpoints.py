@@ -14,6 +14,7 @@ from cryptography.fernet import Fernet
 from pydantic import SecretStr
 from standardwebhooks.webhooks import Webhook as StandardWebhook
 
+from consumer.webhooks.reseal import reseal
 from consumer.webhooks.secret_box import SecretBox
 from schemas.webhooks import WebhookEndpointRecord
 from tests.integration.api_helpers import ApiStack, api_settings, bearer, running_api
@@ -149,4 +150,17 @@ async def test_a_second_replica_sees_the_endpoints_and_an_api_without_the_key_ha
         http.get(f"{off.url}/v1/webhooks") as response,
     ):
         assert response.status == 403 and (await response.json())["error"]["code"] == "webhooks_disabled"
+    await _delete_all(api_stack, "shop-1")
+
+
+async def test_reseal_moves_every_secret_to_the_newest_key(api_stack: ApiStack) -> None:
+    _, created = await _call(api_stack, "POST", "/v1/webhooks", json={"url": HOOK, "events": EVENTS})
+    newest = Fernet.generate_key().decode()
+    both = api_stack.settings.model_copy(update={"webhook_secrets_key": SecretStr(f"{newest},{KEY}")})
+    rewritten, unreadable = await reseal(both, SecretBox(SecretStr(f"{newest},{KEY}")))
+    assert rewritten >= 1 and unreadable == []
+    records = await topic_records(api_stack.settings, api_stack.settings.webhooks_topic)
+    [*_, latest] = [r for r in records if r.key == created["id"].encode()]
+    [stored] = WebhookEndpointRecord.model_validate_json(latest.value).secrets
+    assert SecretBox(SecretStr(newest)).open(stored.ciphertext) == created["secret"]  # the old key is no longer needed
     await _delete_all(api_stack, "shop-1")

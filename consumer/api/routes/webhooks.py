@@ -28,7 +28,7 @@ from consumer.images.https_download import UrlRules, vet_url
 from consumer.kafka.record_publisher import RecordPublisher
 from consumer.settings import Settings
 from consumer.webhooks.directory import EndpointDirectory
-from consumer.webhooks.secret_box import SecretBox, new_secret
+from consumer.webhooks.secret_box import SecretBox, SecretUnreadable, new_secret
 from consumer.webhooks.url_rules import WebhookUnresolved, WebhookUrlForbidden
 from schemas.webhooks import (
     StoredSecret,
@@ -116,11 +116,15 @@ class WebhookRoutes:
         record = self._require(request)
         now = self.clock()
         expires_at = now + timedelta(seconds=self.settings.webhook_rotation_overlap_s)
-        kept = [
-            StoredSecret(ciphertext=box.reseal(old.ciphertext), expires_at=old.expires_at or expires_at)
-            for old in record.secrets_at(now)
-            if (old.expires_at or expires_at) > now  # an overlap of 0 drops the old secret at once
-        ]
+        kept = []
+        for old in record.secrets_at(now):
+            ends = old.expires_at or expires_at
+            if ends <= now:
+                continue  # an overlap of 0 drops the old secret at once
+            try:
+                kept.append(StoredSecret(ciphertext=box.reseal(old.ciphertext), expires_at=ends))
+            except SecretUnreadable:  # no configured key opens it: it could not sign anyway
+                log.warning("endpoint %s: a previous secret does not decrypt; dropped by the rotation", record.id)
         secret = new_secret(self.entropy(32))
         fresh = [StoredSecret(ciphertext=box.seal(secret)), *kept][:_KEPT_SECRETS]
         rotated = record.model_copy(update={"secrets": fresh})
