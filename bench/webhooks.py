@@ -37,7 +37,7 @@ from consumer.settings import Settings
 from consumer.webhooks.secret_box import SecretBox, new_secret
 from producer_examples.notifier import serve
 from producer_examples.notifier_settings import NotifierSettings
-from schemas.events import Timings, VideoResult
+from schemas.events import VideoResult
 from schemas.webhooks import StoredSecret, WebhookEndpointRecord
 
 TENANT = "bench-shop"
@@ -86,17 +86,15 @@ async def _loopback(host: str, port: int) -> list[str]:
     return ["127.0.0.1"]
 
 
-def _result(video_id: str) -> bytes:
-    now = datetime.now(UTC)
-    result = VideoResult(
-        request_id=video_id,
-        tenant_id=TENANT,
-        status="completed",
-        timings=Timings(received_at=now, completed_at=now),
-        worker_id="bench",
-        model="tiny",
+def result_value(video_id: str, tenant: str = TENANT) -> bytes:
+    """A minimal completed result, as a worker publishes it."""
+    now = datetime.now(UTC).isoformat()
+    fields = {"request_id": video_id, "tenant_id": tenant, "status": "completed", "worker_id": "bench", "model": "tiny"}
+    return (
+        VideoResult.model_validate(fields | {"timings": {"received_at": now, "completed_at": now}})
+        .model_dump_json()
+        .encode()
     )
-    return result.model_dump_json().encode()
 
 
 async def measure(infra: Infra, *, sequential: int, burst: int, fetch_max_wait_ms: int) -> dict[str, Any]:
@@ -146,7 +144,9 @@ async def measure(infra: Infra, *, sequential: int, burst: int, fetch_max_wait_m
 
             async def publish(video_id: str) -> float:
                 began = time.perf_counter()
-                await producer.send_and_wait(settings.results_topic, key=video_id.encode(), value=_result(video_id))
+                await producer.send_and_wait(
+                    settings.results_topic, key=video_id.encode(), value=result_value(video_id)
+                )
                 return began
 
             await publish("warm-up")

@@ -92,14 +92,7 @@ class DispatchPlanner:
                 )
             )
         for endpoint in self._endpoints(result.tenant_id, result_event_type(result.status)):
-            event = result_webhook_event(
-                endpoint_id=endpoint.id,
-                tenant_id=tenant,
-                video_id=result.request_id,
-                status=result.status,
-                ended_at=result.timings.completed_at,
-            )
-            dispatches.append(self._to_endpoint(endpoint, event))
+            dispatches.append(self._to_endpoint(endpoint, result_webhook_event(endpoint_id=endpoint.id, result=result)))
         return dispatches
 
     def for_progress(self, progress: VideoProgress) -> list[Dispatch]:
@@ -108,15 +101,7 @@ class DispatchPlanner:
         for endpoint in self._endpoints(progress.tenant_id, "video.progress"):
             if not self._throttle.allow(endpoint.id, progress.request_id, now):
                 continue
-            event = progress_webhook_event(
-                endpoint_id=endpoint.id,
-                tenant_id=progress.tenant_id,
-                video_id=progress.request_id,
-                attempt=progress.attempt,
-                step=progress.step,
-                percent=progress.percent,
-                at=progress.at,
-            )
+            event = progress_webhook_event(endpoint_id=endpoint.id, progress=progress)
             dispatches.append(self._to_endpoint(endpoint, event, best_effort=True))
         return dispatches
 

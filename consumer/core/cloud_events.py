@@ -23,6 +23,8 @@ from cloudevents.core.bindings.kafka import to_binary
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 
+from schemas.events import VideoProgress
+
 __all__ = [
     "CE_PREFIX",
     "CONTENT_TYPE_HEADER",
@@ -115,17 +117,15 @@ def _about_job(event_type: str, *, tenant_id: str | None, request_id: str, sourc
     )
 
 
-def progress_event(
-    *, kind: Literal["started", "progress"], request_id: str, attempt: int, step: int, source: str, time: datetime
-) -> list[Header]:
+def progress_event(progress: VideoProgress, *, source: str) -> list[Header]:
     """Headers of a progress event: one id per (request, attempt, kind, step)."""
-    event_type = EVENT_TYPES[kind]
+    event_type = EVENT_TYPES[progress.event]
     return envelope(
         event_type=event_type,
         source=source,
-        id_=event_id(event_type, request_id, attempt, step),
-        time=time,
-        subject=request_id,
+        id_=event_id(event_type, progress.request_id, progress.attempt, progress.step),
+        time=progress.at,
+        subject=progress.request_id,
     )
 
 

@@ -11,10 +11,9 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from datetime import datetime
 
 from consumer.core.cloud_events import event_id
-from schemas.events import ResultStatus
+from schemas.events import ResultStatus, VideoProgress, VideoResult
 from schemas.webhooks import WebhookEvent, WebhookEventData, WebhookEventType
 
 __all__ = ["ProgressThrottle", "progress_webhook_event", "result_event_type", "result_webhook_event"]
@@ -24,26 +23,27 @@ def result_event_type(status: ResultStatus) -> WebhookEventType:
     return "video.completed" if status == "completed" else "video.failed"
 
 
-def result_webhook_event(
-    *, endpoint_id: str, tenant_id: str, video_id: str, status: ResultStatus, ended_at: datetime
-) -> WebhookEvent:
-    event_type = result_event_type(status)
+def result_webhook_event(*, endpoint_id: str, result: VideoResult) -> WebhookEvent:
+    """The event of a result for one endpoint; `created_at` is when the job ended, so a redelivery is identical."""
+    event_type = result_event_type(result.status)
+    video_id = result.request_id
     return WebhookEvent(
-        id="evt_" + event_id("webhook", endpoint_id, tenant_id, video_id, event_type),
+        id="evt_" + event_id("webhook", endpoint_id, result.tenant_id, video_id, event_type),
         type=event_type,
-        created_at=int(ended_at.timestamp()),
+        created_at=int(result.timings.completed_at.timestamp()),
         data=WebhookEventData(id=video_id),
     )
 
 
-def progress_webhook_event(
-    *, endpoint_id: str, tenant_id: str, video_id: str, attempt: int, step: int, percent: float, at: datetime
-) -> WebhookEvent:
+def progress_webhook_event(*, endpoint_id: str, progress: VideoProgress) -> WebhookEvent:
+    """The event of a progress record for one endpoint: one id per (endpoint, tenant, job, attempt, step)."""
+    video_id = progress.request_id
+    key = ("webhook", endpoint_id, progress.tenant_id, video_id, "video.progress", progress.attempt, progress.step)
     return WebhookEvent(
-        id="evt_" + event_id("webhook", endpoint_id, tenant_id, video_id, "video.progress", attempt, step),
+        id="evt_" + event_id(*key),
         type="video.progress",
-        created_at=int(at.timestamp()),
-        data=WebhookEventData(id=video_id, progress=max(0, min(100, int(percent)))),
+        created_at=int(progress.at.timestamp()),
+        data=WebhookEventData(id=video_id, progress=max(0, min(100, int(progress.percent)))),
     )
 
 

@@ -86,17 +86,7 @@ class ProgressReporter:
                 self._topic,
                 key=progress.request_id.encode("utf-8"),
                 value=progress.model_dump_json().encode("utf-8"),
-                headers=[
-                    *inject_headers(),
-                    *progress_event(
-                        kind=progress.event,
-                        request_id=progress.request_id,
-                        attempt=progress.attempt,
-                        step=progress.step,
-                        source=self._source,
-                        time=progress.at,
-                    ),
-                ],
+                headers=[*inject_headers(), *progress_event(progress, source=self._source)],
             )
         except KafkaError as exc:
             log.warning("progress event for %s not sent: %r", progress.request_id, exc)

@@ -11,7 +11,7 @@ import logging
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from consumer.kafka.clients import client_options
+from consumer.kafka.clients import follower_consumer
 from consumer.settings import Settings
 from consumer.webhooks.directory import EndpointDirectory
 
@@ -35,13 +35,7 @@ class DirectoryFollower:
         return self.ready.is_set()
 
     async def start(self) -> None:
-        consumer = AIOKafkaConsumer(
-            **client_options(self._settings),
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            fetch_max_wait_ms=_FETCH_WAIT_MS,
-        )
+        consumer = follower_consumer(self._settings, fetch_max_wait_ms=_FETCH_WAIT_MS)
         await consumer.start()
         try:
             partitions = await _partitions(consumer, self._settings.webhooks_topic)

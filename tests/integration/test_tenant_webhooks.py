@@ -12,7 +12,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -22,13 +21,14 @@ from cryptography.fernet import Fernet
 from standardwebhooks.webhooks import Webhook as StandardWebhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
+from bench.webhooks import result_value
 from consumer.dev.embedded import free_port, isolated_settings
 from consumer.kafka.clients import client_options
 from consumer.render.renderer import Renderer
 from consumer.settings import Settings
 from consumer.worker.wiring import serve
 from producer_examples.signing import verify
-from schemas.events import Timings, VideoResult
+from schemas.events import VideoResult
 from tests.integration.api_helpers import ApiProcess, IdentityProvider, api_settings, bearer, new_key, process_env
 from tests.integration.webhook_helpers import Delivery, NotifierProcess, Receiver, start_receiver, topic_records
 from tests.support import SMALL, SlowPipeline
@@ -169,21 +169,11 @@ async def test_progress_reaches_subscribers_at_most_once_a_second_per_job(stack:
 
 async def _result(stack: Stack, tenant: str, request_id: str) -> None:
     """A result straight onto the results topic, as a worker would publish it: the notifier cannot tell."""
-    now = datetime.now(UTC)
-    result = VideoResult(
-        request_id=request_id,
-        tenant_id=tenant,
-        status="completed",
-        timings=Timings(received_at=now, completed_at=now),
-        worker_id="test",
-        model="tiny",
-    )
     producer = AIOKafkaProducer(**client_options(stack.settings))
     await producer.start()
     try:
-        await producer.send_and_wait(
-            stack.settings.results_topic, key=request_id.encode(), value=result.model_dump_json().encode()
-        )
+        value = result_value(request_id, tenant)
+        await producer.send_and_wait(stack.settings.results_topic, key=request_id.encode(), value=value)
     finally:
         await producer.stop()
 

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 import yaml
-from aiokafka import ConsumerRecord
 from jsonschema import Draft202012Validator
 
 from consumer.core.cloud_events import (
@@ -21,8 +20,9 @@ from consumer.core.cloud_events import (
 from consumer.core.dlq import dead_letter_headers
 from consumer.kafka.clients import topic_configs
 from consumer.settings import Settings
+from schemas.events import VideoProgress
 from schemas.webhooks import WebhookEndpointRecord
-from tests.support import REPO
+from tests.support import REPO, consumed
 
 NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
 TRACE = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-00f067aa0ba902b7-01"}
@@ -57,24 +57,13 @@ def test_result_and_progress_headers_are_what_the_worker_writes(doc: dict[str, A
         results.validate(example)
     progress = _validator(doc, messages["Progress"]["headers"])
     for kind in ("started", "progress"):
-        written = progress_event(kind=kind, request_id="r-1", attempt=1, step=2, source="urn:vidgen", time=NOW)  # type: ignore[arg-type]
+        record = {"request_id": "r-1", "tenant_id": "t", "event": kind, "step": 2, "total": 4, "percent": 50}
+        written = progress_event(VideoProgress.model_validate(record | {"worker_id": "w", "at": NOW}), source="urn:v")
         progress.validate({**TRACE, **_text(written)})
 
 
 def _record() -> Any:
-    return ConsumerRecord(
-        topic="video.results",
-        partition=0,
-        offset=9,
-        timestamp=0,
-        timestamp_type=0,
-        key=b"r-1",
-        value=b"{}",
-        checksum=None,
-        serialized_key_size=3,
-        serialized_value_size=2,
-        headers=[],
-    )
+    return consumed("video.results", 0, 9, b"{}", key=b"r-1")
 
 
 def test_dead_letter_headers_of_both_queues_are_documented(doc: dict[str, Any]) -> None:

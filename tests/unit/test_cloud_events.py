@@ -10,7 +10,6 @@ from typing import Any
 
 import annotated_types
 import pytest
-from aiokafka import ConsumerRecord
 from cloudevents.core.bindings import kafka as ce_kafka
 from cloudevents.v1 import kafka as ce_kafka_v1
 
@@ -25,10 +24,12 @@ from consumer.core.dlq import dead_letter_copy
 from consumer.kafka.clients import record_bytes
 from consumer.kafka.worker_publisher import WorkerPublisher
 from consumer.settings import Settings
-from schemas.events import Timings, VideoResult
+from schemas.events import Timings, VideoProgress, VideoResult
+from tests.support import consumed
 
 NOW = datetime(2026, 12, 7, 12, 0, 0, tzinfo=UTC)
 SOURCE = "urn:vidgen:test"
+IDENTITY = {"worker_id": "w1", "model": "tiny"}
 SMALLEST_BOUND = next(
     rule.ge for rule in Settings.model_fields["max_event_bytes"].metadata if isinstance(rule, annotated_types.Ge)
 )
@@ -39,14 +40,10 @@ def _read(headers: list[tuple[str, bytes]], value: bytes, key: bytes = b"req-1")
     return ce_kafka.from_binary_event(ce_kafka.KafkaMessage(headers=dict(headers), key=key, value=value))
 
 
-def _result(status: str = "completed", tenant: str = "shop-1", request_id: str = "req-1") -> VideoResult:
-    return VideoResult(
-        request_id=request_id,
-        tenant_id=tenant,
-        status=status,  # type: ignore[arg-type]
-        timings=Timings(received_at=NOW, completed_at=NOW),
-        worker_id="w1",
-        model="tiny",
+def _result(status: str = "completed") -> VideoResult:
+    timings = Timings(received_at=NOW, completed_at=NOW)
+    return VideoResult.model_validate(
+        {"request_id": "req-1", "tenant_id": "shop-1", "status": status, "timings": timings} | IDENTITY
     )
 
 
@@ -84,27 +81,19 @@ def test_a_duplicate_answer_keeps_its_id_and_different_answers_do_not_share_one(
 
 @pytest.mark.parametrize(("kind", "step"), [("started", 0), ("progress", 3)])
 def test_progress_envelopes_are_typed_by_kind_and_keyed_by_attempt_and_step(kind: str, step: int) -> None:
-    headers = progress_event(kind=kind, request_id="req-1", attempt=1, step=step, source=SOURCE, time=NOW)  # type: ignore[arg-type]
+    def progress(attempt: int) -> VideoProgress:
+        fields = {"request_id": "req-1", "tenant_id": "t", "event": kind, "step": step, "total": 4, "percent": 0}
+        return VideoProgress.model_validate(fields | {"attempt": attempt, "worker_id": "w", "at": NOW})
+
+    headers = progress_event(progress(1), source=SOURCE)
     event = _read(headers, b'{"event": "x"}')
     assert event.get_type() == f"io.vidgen.video.{kind}" and event.get_subject() == "req-1"
-    again = progress_event(kind=kind, request_id="req-1", attempt=2, step=step, source=SOURCE, time=NOW)  # type: ignore[arg-type]
+    again = progress_event(progress(2), source=SOURCE)
     assert dict(again)["ce_id"] != dict(headers)["ce_id"]
 
 
 def _consumed(value: bytes | None, headers: list[tuple[str, bytes]]) -> Any:
-    return ConsumerRecord(
-        topic="video.requests",
-        partition=3,
-        offset=41,
-        timestamp=0,
-        timestamp_type=0,
-        key=b"req-1",
-        value=value,
-        checksum=None,
-        serialized_key_size=5,
-        serialized_value_size=len(value or b""),
-        headers=headers,
-    )
+    return consumed("video.requests", 3, 41, value, headers=headers, key=b"req-1")
 
 
 def _dead_letter_envelope(value: bytes | None) -> list[tuple[str, bytes]]:

@@ -28,10 +28,19 @@ NOW = datetime(2026, 12, 7, 12, 0, 0, tzinfo=UTC)
 KEY_OLD, KEY_NEW = Fernet.generate_key().decode(), Fernet.generate_key().decode()
 
 
+def _result(**changes: Any) -> VideoResult:
+    fields = {"request_id": "vid-1", "tenant_id": "shop-1", "status": "completed", "worker_id": "w", "model": "tiny"}
+    return VideoResult.model_validate(fields | changes | {"timings": Timings(received_at=NOW, completed_at=NOW)})
+
+
+def _progress(**changes: Any) -> VideoProgress:
+    fields = {"request_id": "vid-1", "tenant_id": "shop-1", "event": "progress", "step": 3, "total": 8}
+    return VideoProgress.model_validate(fields | {"percent": 37.5, "worker_id": "w", "at": NOW} | changes)
+
+
 def test_a_result_becomes_openais_event_shape_with_a_stable_id_per_endpoint() -> None:
-    def event(**changes: Any) -> Any:
-        fields = {"endpoint_id": "wh_1", "tenant_id": "shop-1", "video_id": "vid-1", "status": "completed"}
-        return result_webhook_event(**(fields | changes), ended_at=NOW)
+    def event(endpoint_id: str = "wh_1", **changes: Any) -> Any:
+        return result_webhook_event(endpoint_id=endpoint_id, result=_result(**changes))
 
     body = json.loads(event().model_dump_json(exclude_none=True))
     assert body == {
@@ -43,15 +52,14 @@ def test_a_result_becomes_openais_event_shape_with_a_stable_id_per_endpoint() ->
     }
     assert body["id"].startswith("evt_") and event().id == body["id"]  # every retry and redelivery: one id
     assert event(status="failed").type == event(status="rejected").type == "video.failed"
-    ids = {event(endpoint_id="wh_2").id, event(tenant_id="shop-2").id, event(video_id="vid-2").id, event().id}
+    ids = {event(endpoint_id="wh_2").id, event(tenant_id="shop-2").id, event(request_id="vid-2").id, event().id}
     assert len(ids) == 4
 
 
 def test_progress_events_carry_the_percent_and_are_throttled_per_endpoint_and_job() -> None:
-    event = progress_webhook_event(
-        endpoint_id="wh_1", tenant_id="t", video_id="vid-1", attempt=1, step=3, percent=37.5, at=NOW
-    )
+    event = progress_webhook_event(endpoint_id="wh_1", progress=_progress())
     assert (event.type, event.data.progress) == ("video.progress", 37)
+    assert progress_webhook_event(endpoint_id="wh_1", progress=_progress(attempt=2)).id != event.id
     throttle = ProgressThrottle(interval_s=1.0, capacity=2)
     assert [throttle.allow("wh_1", "vid-1", t) for t in (0.0, 0.5, 0.99, 1.0, 1.5, 2.1)] == [
         True,
@@ -149,21 +157,11 @@ def test_the_planner_sends_a_result_to_the_operator_webhook_and_to_subscribed_en
         wall_clock=lambda: NOW,
         monotonic=lambda: 0.0,
     )
-    result = VideoResult(
-        request_id="vid-1",
-        tenant_id="shop-1",
-        status="completed",
-        timings=Timings(received_at=NOW, completed_at=NOW),
-        worker_id="w",
-        model="tiny",
-    )
-    legacy, endpoint = planner.for_result(result, b"{raw result}")
+    legacy, endpoint = planner.for_result(_result(), b"{raw result}")
     assert (legacy.legacy, legacy.body, legacy.url) == (True, b"{raw result}", "https://ops.example.com/h")
     assert (endpoint.legacy, endpoint.destination, endpoint.secrets) == (False, "wh_" + "1" * 32, (current, previous))
     assert json.loads(endpoint.body)["type"] == "video.completed"
-    progress = VideoProgress(
-        request_id="vid-1", tenant_id="shop-1", event="progress", step=1, total=4, percent=25, worker_id="w", at=NOW
-    )
+    progress = _progress()
     [sent] = planner.for_progress(progress)
     assert sent.best_effort and sent.destination == "wh_" + "2" * 32
     assert planner.for_progress(progress) == []  # within the same second
