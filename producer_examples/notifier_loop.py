@@ -251,7 +251,7 @@ class Notifier:
                 topic=record.topic,
                 partition=record.partition,
                 offset=record.offset,
-                code=f"{code}:{to.message_id if to else ''}",
+                code=f"{code}:{to.message_id if to else ''}",  # one result, several deliveries: an id each
                 value=record.value,
                 request_id=usable_id(record.key.decode("utf-8", "replace")) if record.key else None,
                 source=self._settings.event_source,

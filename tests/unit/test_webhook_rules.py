@@ -17,6 +17,7 @@ from standardwebhooks.webhooks import WebhookVerificationError
 from consumer.core.webhook_events import ProgressThrottle, progress_webhook_event, result_webhook_event
 from consumer.settings import Settings, describe_config_error
 from consumer.webhooks.directory import EndpointDirectory
+from consumer.webhooks.reseal import reseal_main
 from consumer.webhooks.secret_box import SecretBox, SecretUnreadable, new_secret
 from producer_examples.dispatches import DispatchPlanner
 from producer_examples.notifier_settings import NotifierSettings
@@ -180,3 +181,14 @@ def test_endpoint_bodies_and_settings_refuse_what_they_must_without_echoing_it()
         NotifierSettings(webhooks={"t": {"url": "https://h.example.com/", "secret": "whsec_" + "!" * 40}})
     standard = NotifierSettings(webhooks={"t": {"url": "https://h.example.com/", "secret": new_secret()}})
     assert standard.webhooks["t"].secrets[0].startswith("whsec_")
+
+
+def test_reseal_refuses_to_run_without_a_key(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("VIDGEN_WEBHOOK_SECRETS_KEY", raising=False)
+    assert reseal_main(["reseal"]) == 2
+    assert "VIDGEN_WEBHOOK_SECRETS_KEY" in capsys.readouterr().err
+    monkeypatch.setenv("VIDGEN_WEBHOOK_SECRETS_KEY", "a-secret-that-is-no-fernet-key")
+    assert reseal_main(["reseal"]) == 2
+    assert "a-secret-that-is-no-fernet-key" not in capsys.readouterr().err
