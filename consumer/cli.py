@@ -1,5 +1,6 @@
 """`vidgen` command line: `run` (the worker), `demo` (everything embedded, one video), `api` (the job API),
-`api-key` (its keys), and the client commands `submit`, `watch` and `cancel`."""
+`api-key` (its keys), `webhook-keys` (the key of tenant webhook secrets), and the client commands `submit`, `watch`
+and `cancel`."""
 
 from __future__ import annotations
 
@@ -32,10 +33,16 @@ def main(argv: list[str] | None = None) -> int:
         configure_logging(fmt="text", level="WARNING")
         clients: dict[str, Callable[..., int]] = {"submit": submit_main, "watch": watch_main, "cancel": cancel_main}
         return clients[argv[0]](argv[1:], prog=f"vidgen {argv[0]}")
-    if argv[:1] in (["api"], ["api-key"]):
+    if argv[:1] in (["api"], ["api-key"], ["webhook-keys"]):
         from consumer.api.commands import api_key_main, serve_main  # the job API's own arguments and settings
+        from consumer.webhooks.reseal import reseal_main
 
-        return serve_main(argv[1:]) if argv[0] == "api" else api_key_main(argv[1:])
+        services: dict[str, Callable[[list[str]], int]] = {
+            "api": serve_main,
+            "api-key": api_key_main,
+            "webhook-keys": reseal_main,
+        }
+        return services[argv[0]](argv[1:])
     args = build_parser().parse_args(argv)
 
     try:
@@ -63,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """`vidgen`'s commands and their arguments (the CLI reference is generated from them). `submit`, `watch`,
-    `cancel`, `api` and `api-key` parse their own arguments."""
+    `cancel`, `api`, `api-key` and `webhook-keys` parse their own arguments."""
     parser = argparse.ArgumentParser(prog="vidgen", description="Kafka-driven EasyAnimate video worker.")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run a worker in the consumer group (configured by VIDGEN_* variables)")
@@ -87,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("cancel", help="cancel one request: `vidgen cancel REQUEST_ID --tenant T`")
     commands.add_parser("api", help="serve the job API (configured by VIDGEN_* and VIDGEN_API_* variables)")
     commands.add_parser("api-key", help="add an API key for a tenant: `vidgen api-key create --tenant T`")
+    commands.add_parser("webhook-keys", help="re-encrypt webhook secrets under the newest key: `reseal`")
     return parser
 
 

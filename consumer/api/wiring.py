@@ -26,6 +26,7 @@ from consumer.api.routes.videos import Handlers
 from consumer.api.submission.body_budget import BodyBudget
 from consumer.api.view.follower import Listeners, ViewFollower, view_topics
 from consumer.api.view.job_store import JobStore
+from consumer.api.webhook_endpoints import webhook_routes
 from consumer.core.moderation import ContentPolicy
 from consumer.core.rate_limit import TenantLimiter
 from consumer.errors import VidgenError
@@ -70,7 +71,8 @@ async def serve(
         if settings.s3_create_bucket:
             await objects.ensure_bucket()
         if settings.create_topics:
-            await ensure_topics(settings, sorted({*worker_topics(settings), *view_topics(settings)}))
+            topics = {*worker_topics(settings), *view_topics(settings), settings.webhooks_topic}
+            await ensure_topics(settings, sorted(topics))
         await store.open()
         stack.push_async_callback(store.close)
         view = ViewFollower(settings, store, listeners, metrics, retention_s=api.retention_s, clock=clock)
@@ -80,6 +82,10 @@ async def serve(
         await producer.start()
         stack.push_async_callback(producer.stop)
         http = await stack.enter_async_context(aiohttp.ClientSession())
+        publisher = RecordPublisher(producer, tracer=tracer, source=settings.event_source, clock=clock)
+        webhooks, webhooks_check = await stack.enter_async_context(
+            webhook_routes(settings, api, publisher, clock=clock)
+        )
         handlers = Handlers(
             api=api,
             settings=settings,
@@ -91,7 +97,7 @@ async def serve(
             clock=clock,
             entropy=secrets.token_bytes,
             bodies=BodyBudget(api.body_budget_bytes),
-            publisher=RecordPublisher(producer, tracer=tracer),
+            publisher=publisher,
         )
 
         async def s3_check() -> str | None:
@@ -114,10 +120,11 @@ async def serve(
             tracer=tracer,
             view_ready=lambda: view.caught_up,
             openapi=build_openapi(),
+            webhooks=webhooks,
         )
         operator = make_operator_app(
             guard=ConnectionGuard(_OPERATOR_LIMITS),
-            checks={"kafka": view.check_broker, "s3": s3_check, "view": view_check},
+            checks={"kafka": view.check_broker, "s3": s3_check, "view": view_check, "webhooks": webhooks_check},
             registry=metrics.registry,
             cache_s=api.readiness_cache_s,
         )

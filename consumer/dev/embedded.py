@@ -108,6 +108,7 @@ def isolated_settings(bootstrap: str, s3_endpoint: str, run: str, **overrides: A
         control_topic=f"{run}.control",
         attempts_topic=f"{run}.attempts",
         template_topic=f"{run}.requests.template",
+        webhooks_topic=f"{run}.webhooks",
         consumer_group=f"{run}.group",
         **overrides,
     )

@@ -17,6 +17,7 @@ from consumer.settings import Settings
 __all__ = [
     "client_options",
     "ensure_topics",
+    "follower_consumer",
     "make_consumer",
     "make_producer",
     "record_bytes",
@@ -58,6 +59,19 @@ def make_producer(settings: Settings) -> AIOKafkaProducer:
         linger_ms=5,
         # The bound on every record the worker writes; `record_bytes` measures records the same way.
         max_request_size=settings.max_event_bytes,
+    )
+
+
+def follower_consumer(settings: Settings, *, fetch_max_wait_ms: int, **options: Any) -> AIOKafkaConsumer:
+    """A consumer without a group, starting from the earliest record, for readers that follow whole topics (the
+    job API's view, the webhook endpoints): every replica sees everything, nothing is committed."""
+    return AIOKafkaConsumer(
+        **client_options(settings),
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=fetch_max_wait_ms,
+        **options,
     )
 
 
@@ -103,11 +117,13 @@ def worker_topics(settings: Settings) -> list[str]:
 def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
     """Configs of the topics created with them: the control topic keeps the latest command per request id, each for
     the control retention; the attempts topic keeps the latest count per record (an answered one leaves a tombstone,
-    which compaction then removes)."""
+    which compaction then removes); the webhooks topic keeps the latest state of each tenant endpoint (a deleted one
+    leaves a tombstone)."""
     retention_ms = str(int(settings.control_retention_s * 1000))
     return {
         settings.control_topic: {"cleanup.policy": "compact,delete", "retention.ms": retention_ms},
         settings.attempts_topic: {"cleanup.policy": "compact"},
+        settings.webhooks_topic: {"cleanup.policy": "compact"},
     }
 
 

@@ -15,6 +15,7 @@ from consumer.settings.media import ImageSettings, MemorySettings, RenderSetting
 from consumer.settings.messaging import KafkaSettings, TopicSettings
 from consumer.settings.processing import RetrySettings, SchedulingSettings, TenantPolicySettings
 from consumer.settings.service import ServiceSettings
+from consumer.settings.webhooks import WebhookSettings
 
 __all__ = [
     "ConfigurationError",
@@ -29,6 +30,7 @@ __all__ = [
     "StorageSettings",
     "TenantPolicySettings",
     "TopicSettings",
+    "WebhookSettings",
     "describe_config_error",
     "environment_of",
 ]
@@ -48,6 +50,7 @@ class Settings(
     RenderSettings,
     MemorySettings,
     ServiceSettings,
+    WebhookSettings,
 ):
     """Every knob of the worker. Built once in the entry point and passed down; never read elsewhere."""
 

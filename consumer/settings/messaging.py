@@ -83,6 +83,15 @@ class TopicSettings(BaseSettings):
         description="The crash guard's compacted topic: per request record (keyed by its position), how many workers "
         "started it without answering it.",
     )
+    event_source: str = Field(
+        "urn:vidgen",
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x21-\x7e]+$",
+        description="CloudEvents `ce_source` of every result, progress event and dead letter: a URI naming this "
+        "deployment (the same on every worker, so a duplicate answer from another worker keeps its `ce_source` and "
+        "`ce_id`).",
+    )
     max_record_bytes: int = Field(1_048_576, ge=1_024, description="Records larger than this go to the DLQ unparsed.")
     max_event_bytes: int = Field(
         1_048_576,

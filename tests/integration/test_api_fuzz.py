@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import pytest
 import requests
 import schemathesis
+from cryptography.fernet import Fernet
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
@@ -34,7 +35,13 @@ class _Served:
 @pytest.fixture(scope="module")
 def served(broker: str, s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Served]:
     """The API on an event loop of its own in a thread: Schemathesis calls it synchronously."""
-    vidgen = isolated_settings(broker, s3_endpoint, "fuzz" + uuid.uuid4().hex[:8], topic_partitions=1)
+    vidgen = isolated_settings(
+        broker,
+        s3_endpoint,
+        "fuzz" + uuid.uuid4().hex[:8],
+        topic_partitions=1,
+        webhook_secrets_key=Fernet.generate_key().decode(),  # /v1/webhooks on, so it is fuzzed too
+    )
     api = api_settings(
         tmp_path_factory.mktemp("fuzz"),
         None,

@@ -40,6 +40,7 @@ from consumer.api.console import Console, trace_response
 from consumer.api.routes.error_answers import ApiFailure, error_middleware
 from consumer.api.routes.event_streams import EventStreams
 from consumer.api.routes.videos import CALLER, Handlers
+from consumer.api.routes.webhooks import WebhookRoutes
 from consumer.api.submission.body import defer_continue
 from consumer.core.rate_limit import TenantLimiter
 from consumer.core.sanitize import name_safely
@@ -64,6 +65,7 @@ def make_app(
     tracer: Tracer,
     view_ready: Callable[[], bool],
     openapi: dict[str, Any],
+    webhooks: WebhookRoutes,
 ) -> web.Application:
     api = handlers.api
     streams = EventStreams(
@@ -114,6 +116,7 @@ def make_app(
         return web.json_response(text=openapi_text)
 
     app.router.add_get("/openapi.json", openapi_view, allow_head=False)
+    webhooks.add_routes(app)
     Console(handlers).add_routes(app)
     return app
 

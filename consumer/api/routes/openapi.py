@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
+from consumer.api.routes.webhook_openapi import WEBHOOK_MODELS, delivery_webhooks, webhook_paths
 from schemas.events import ID_PATTERN
 from schemas.job_api import ApiErrorBody, QueueInfo, VideoJob, VideoJobList, VideoSubmission
 from schemas.links import ContentLinks
@@ -23,8 +24,9 @@ _REF = "#/components/schemas/{model}"
 _ERRORS = {
     400: "The body is not valid JSON or multipart.",
     401: "Missing, malformed, expired, wrongly signed or wrong-audience credential (`WWW-Authenticate: Bearer`).",
-    404: "No such job for this tenant (another tenant's id answers the same).",
-    409: "The job is not in a state that allows this.",
+    403: "Tenant webhooks are not enabled on this service (`webhooks_disabled`).",
+    404: "No such job or webhook endpoint for this tenant (another tenant's id answers the same).",
+    409: "The job is not in a state that allows this, or the tenant has all the webhook endpoints it may have.",
     413: "The body (its declared length refused before it is read), the image or the resulting record is too large.",
     415: "Not JSON or multipart, or the image is not an allowed image type.",
     422: "A field, header or query parameter breaks a rule, or is not one this operation takes; `field` names it.",
@@ -72,6 +74,7 @@ def build_openapi() -> dict[str, Any]:
             (QueueInfo, "serialization"),
             (ContentLinks, "serialization"),
             (ApiErrorBody, "serialization"),
+            *WEBHOOK_MODELS,
         ],
         ref_template=_REF,
     )
@@ -188,6 +191,7 @@ def build_openapi() -> dict[str, Any]:
                 _responses({200: {"description": "The queue.", "content": _json("QueueInfo")}}),
             )
         },
+        **webhook_paths(_operation, _responses, _json),
         "/openapi.json": {"get": _plain("This document", "application/json")},
     }
     return {
@@ -200,6 +204,7 @@ def build_openapi() -> dict[str, Any]:
             "served on the operator port (`VIDGEN_API_OPERATOR_PORT`), not here.",
         },
         "paths": paths,
+        "webhooks": delivery_webhooks(_json),
         "components": {
             "schemas": dict(sorted(schemas.items())),
             "securitySchemes": {

@@ -25,7 +25,7 @@ from consumer.api.view.job_state import Answered, CancelRequested, Event, JobSta
 from consumer.api.view.job_store import JobStore
 from consumer.core.degrade import DEGRADED_REASON_HEADER, degraded_reason_of
 from consumer.core.intake import parse_request
-from consumer.kafka.clients import client_options
+from consumer.kafka.clients import follower_consumer
 from consumer.settings import Settings
 from schemas.events import VideoControl, VideoProgress, VideoRequest, VideoResult
 
@@ -103,11 +103,8 @@ class ViewFollower:
         self.caught_up = False
 
     async def start(self) -> None:
-        consumer = AIOKafkaConsumer(
-            **client_options(self._settings),
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
+        consumer = follower_consumer(
+            self._settings,
             fetch_max_wait_ms=_FETCH_WAIT_MS,
             max_partition_fetch_bytes=max(self._settings.max_record_bytes * 2, self._settings.max_event_bytes),
         )
