@@ -22,7 +22,13 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 from yarl import URL
 
 from consumer.core.rate_limit import Clock
-from consumer.errors import VidgenError
+from consumer.errors import (
+    DeliveryRejected,
+    DeliveryRetriable,
+    EndpointUnavailable,
+    WebhookUnresolved,
+    WebhookUrlForbidden,
+)
 from consumer.images.https_download import Resolve, UrlRules, pinned_session, vet_url
 from producer_examples.breaker import CircuitBreaker
 from producer_examples.notifier_settings import Webhook
@@ -33,8 +39,6 @@ __all__ = [
     "EVENT_HEADER",
     "Outcome",
     "WebhookDelivery",
-    "WebhookUnresolved",
-    "WebhookUrlForbidden",
 ]
 
 log = logging.getLogger(__name__)
@@ -48,19 +52,6 @@ OutcomeCode = Literal[
 ]
 
 
-class WebhookUrlForbidden(VidgenError):
-    """The webhook URL breaks the outbound rules (scheme, credentials, a non-public address...)."""
-
-    code = "webhook_url_forbidden"
-
-
-class WebhookUnresolved(VidgenError):
-    """The webhook's host did not resolve; DNS may come back."""
-
-    code = "delivery_failed"
-    retriable = True
-
-
 @dataclass(frozen=True)
 class Outcome:
     code: OutcomeCode
@@ -70,18 +61,6 @@ class Outcome:
     @property
     def delivered(self) -> bool:
         return self.code == "delivered"
-
-
-class _Retriable(Exception):
-    """Worth another attempt: a timeout, a connection or DNS error, 408/425/429 or 5xx."""
-
-
-class _Rejected(Exception):
-    """Not worth another attempt: the receiver answered with another 3xx/4xx."""
-
-
-class _Unavailable(Exception):
-    """The tenant's breaker is open: no attempt went out."""
 
 
 class WebhookDelivery:
@@ -124,7 +103,7 @@ class WebhookDelivery:
             # Exponential backoff with jitter, so receivers coming back are not hit by every notifier at once.
             wait=wait_exponential(multiplier=self._backoff_initial_s, max=self._backoff_max_s)
             + wait_random(0, self._backoff_initial_s),
-            retry=retry_if_exception_type(_Retriable),
+            retry=retry_if_exception_type(DeliveryRetriable),
             reraise=True,
         )
         try:
@@ -132,11 +111,11 @@ class WebhookDelivery:
                 with attempt:
                     attempts = attempt.retry_state.attempt_number
                     await self._attempt(webhook, body, breaker, delivery_id=delivery_id, event=event, number=attempts)
-        except _Unavailable:
+        except EndpointUnavailable:
             return Outcome("endpoint_unavailable", attempts - 1, "the endpoint's circuit breaker is open")
-        except _Retriable as exc:
+        except DeliveryRetriable as exc:
             return Outcome("delivery_failed", attempts, f"gave up after {attempts} attempt(s): {exc}")
-        except _Rejected as exc:
+        except DeliveryRejected as exc:
             return Outcome("delivery_rejected", attempts, str(exc))
         except WebhookUrlForbidden as exc:
             return Outcome("webhook_url_forbidden", attempts, exc.message)
@@ -147,13 +126,13 @@ class WebhookDelivery:
     ) -> None:
         """One POST if the breaker allows it; tells the breaker whether the endpoint answered."""
         if not breaker.allow():
-            raise _Unavailable
+            raise EndpointUnavailable
         try:
             await self._post(webhook, body, delivery_id=delivery_id, event=event, number=number)
-        except _Retriable:
+        except DeliveryRetriable:
             breaker.failed()
             raise
-        except _Rejected:
+        except DeliveryRejected:
             breaker.succeeded()  # it answered: alive, whatever it thinks of this delivery
             raise
         breaker.succeeded()  # a refused URL (WebhookUrlForbidden) passes through: nothing was learnt
@@ -183,7 +162,7 @@ class WebhookDelivery:
                 span.set_status(Status(StatusCode.ERROR, exc.code))
                 span.set_attribute("error.type", exc.code)
                 log.warning("webhook host %s (attempt %d): %s", url.host, number, exc.message)
-                raise _Retriable(exc.message) from exc
+                raise DeliveryRetriable(exc.message) from exc
             headers = {
                 "Content-Type": "application/json",
                 "User-Agent": "vidgen-notifier/1",
@@ -202,7 +181,7 @@ class WebhookDelivery:
                 span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
                 span.set_attribute("error.type", type(exc).__name__)
                 log.warning("POST to %s (attempt %d) failed: %s", url.host, number, type(exc).__name__)
-                raise _Retriable(type(exc).__name__) from exc
+                raise DeliveryRetriable(type(exc).__name__) from exc
             span.set_attribute("http.response.status_code", status)
             if 200 <= status < 300:
                 return
@@ -210,5 +189,5 @@ class WebhookDelivery:
             span.set_attribute("error.type", str(status))
             if status >= 500 or status in _RETRIABLE_STATUS:
                 log.warning("POST to %s (attempt %d) answered %d", url.host, number, status)
-                raise _Retriable(f"HTTP {status}")
-            raise _Rejected(f"HTTP {status}: the receiver refused the delivery")
+                raise DeliveryRetriable(f"HTTP {status}")
+            raise DeliveryRejected(f"HTTP {status}: the receiver refused the delivery")

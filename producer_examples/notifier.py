@@ -26,11 +26,12 @@ from aiokafka.errors import KafkaError
 from opentelemetry.trace import Tracer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from consumer.errors import WebhookUnresolved, WebhookUrlForbidden
 from consumer.images.https_download import IPNetwork, Resolve, UrlRules
 from consumer.kafka.clients import client_options, ensure_topics, make_producer
 from consumer.settings import ConfigurationError, Settings, describe_config_error
 from consumer.telemetry.logs import configure_logging
-from producer_examples.delivery import WebhookDelivery, WebhookUnresolved, WebhookUrlForbidden
+from producer_examples.delivery import WebhookDelivery
 from producer_examples.notifier_loop import Notifier
 from producer_examples.notifier_metrics import NotifierMetrics
 from producer_examples.notifier_settings import NotifierSettings

@@ -32,7 +32,7 @@ from consumer.core.clock import utc_now
 from consumer.core.degrade import DEGRADED_REASON_HEADER, choose_fallback, degrade
 from consumer.core.moderation import ContentPolicy
 from consumer.core.rate_limit import Clock, TenantLimiter
-from consumer.errors import VidgenError
+from consumer.errors import SignatureError, VidgenError
 from consumer.http_server.connection_guard import ConnectionGuard, GuardedSite, HttpLimits
 from consumer.http_server.health_routes import add_probe_routes
 from consumer.http_server.request_metrics import HttpMetrics, measured
@@ -44,7 +44,7 @@ from producer_examples.dedupe import RecentKeys
 from producer_examples.pool_watch import PoolWatch, watching
 from producer_examples.products import DEFAULT_TEMPLATE, ProductCreated, build_request, check_template
 from producer_examples.publishing import RequestPublisher
-from producer_examples.signing import SIGNATURE_HEADER, SignatureError, verify
+from producer_examples.signing import SIGNATURE_HEADER, verify
 from producer_examples.tracer_setup import make_tracer_provider
 from schemas.events import Priority, VideoRequest
 from schemas.job_api import Fallback

@@ -24,7 +24,7 @@ from PIL import Image
 
 from consumer.core.clock import WallClock, utc_now
 from consumer.core.job import StopSignal, past_deadline
-from consumer.errors import ModelUnavailable, RenderFailed, RenderTimeout, VidgenError
+from consumer.errors import ModelUnavailable, RenderAbandoned, RenderFailed, RenderTimeout, VidgenError
 from consumer.memory.modes import MemoryMode, more_frugal, supported_modes
 from consumer.memory.profile import ModelMemoryProfile
 from consumer.render.module_sizes import profile_pipeline
@@ -67,10 +67,6 @@ class ModelHold:
     taken_at: datetime | None = None
     released_at: datetime | None = None
     seconds: float | None = None
-
-
-class _RenderStopped(Exception):
-    """Raised inside the pipeline's step callback when the job waiting for the render was cancelled."""
 
 
 class Renderer:
@@ -284,7 +280,7 @@ class Renderer:
 
         def on_step_end(_pipe: Any, step: int, _t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
             if abandon.is_set():
-                raise _RenderStopped
+                raise RenderAbandoned
             if stop is not None:
                 stop.check("rendering")  # a cancel stops the render here, before the next step
             if time.monotonic() > deadline:
@@ -311,7 +307,7 @@ class Renderer:
                     callback_on_step_end=on_step_end,
                     **source,
                 )
-        except (VidgenError, _RenderStopped, torch.OutOfMemoryError):
+        except (VidgenError, torch.OutOfMemoryError):
             raise
         except Exception as exc:
             if _is_fatal(exc):

@@ -17,7 +17,6 @@ from pydantic import BaseModel
 from consumer.api.api_metrics import ApiMetrics
 from consumer.api.api_settings import ApiSettings
 from consumer.api.auth.authenticator import Caller
-from consumer.api.routes.error_answers import ApiFailure
 from consumer.api.routes.job_body import object_key, render_job
 from consumer.api.submission.body import build_request, read_submission, take_fallback
 from consumer.api.submission.job_ids import IDEMPOTENCY_KEY_PATTERN, idempotent_id, random_id
@@ -26,11 +25,11 @@ from consumer.api.submission.uploads import CheckedImage, check_upload
 from consumer.api.view.database import JobStore
 from consumer.api.view.follower import Listeners
 from consumer.api.view.job_state import JobState, Submitted, request_parameters
-from consumer.api.view.pages import QueryError, page, parse_page_query
+from consumer.api.view.pages import page, parse_page_query
 from consumer.core.degrade import DEGRADED_REASON_HEADER, choose_fallback, degrade, pool_down
 from consumer.core.moderation import ContentPolicy
 from consumer.core.priority_lanes import Lane, lane_for, topic_for
-from consumer.errors import ImageError, ImageTooLarge, StorageError
+from consumer.errors import ApiFailure, ImageError, ImageTooLarge, QueryError, StorageError
 from consumer.kafka.record_publisher import RecordPublisher
 from consumer.object_store import ObjectStore
 from consumer.settings import Settings

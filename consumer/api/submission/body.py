@@ -13,9 +13,9 @@ from typing import Any
 from aiohttp import BodyPartReader, MultipartReader, StreamReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from consumer.api.routes.error_answers import ApiFailure
 from consumer.core.intake import DeadLetter, Rejection, parse_request
 from consumer.core.moderation import ContentPolicy
+from consumer.errors import ApiFailure
 from schemas.events import VideoRequest
 from schemas.job_api import API_FILLED_FIELDS, Fallback
 
