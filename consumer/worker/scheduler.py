@@ -1,16 +1,16 @@
-"""The one owner of which job runs when. The consume loop hands it every fetched record; it queues requests by
-tenant (`PendingJobs`), starts them while render slots are free (`StageSlots`), runs each as a task through the job
-runner and keeps the offsets finished so far (`OffsetTracker`).
+"""The one owner of which job runs when. The consume loop hands it every fetched record; it queues requests by tenant
+(`PendingJobs`), starts them while render slots are free (`StageSlots`), runs each as a task through the job runner
+and keeps the offsets finished so far (`OffsetTracker`).
 
-Scheduling flows one way. Jobs never call back into it: a job whose render ended posts `RenderEnded` on the
-scheduler's queue, and `react` (a task of its own, beside the consume loop) hands that job's render slot on and starts
-the next queued job at once, without waiting for the next fetch. When a job's task ends, the scheduler frees its slot
-and its tenant's quota and starts the next job the same way.
+Scheduling flows one way. Jobs never call back into it: a job whose render ended posts `RenderEnded` on the scheduler's
+queue, and `react` (a task of its own, beside the consume loop) hands that job's render slot on and starts the next
+queued job at once, without waiting for the next fetch. When a job's task ends, the scheduler frees its slot and its
+tenant's quota and starts the next job the same way.
 
-A new cancel command is an event on the same queue: the request's queued job is answered at once, a running one is
-asked to stop (`Job.stop`: a rendering job stops at its next denoising step). A request that arrives after its cancel
-is answered at intake. A record a worker died on (the crash guard's count) runs alone, so that if it kills this
-worker too, no other request is counted with it.
+A new cancel command is an event on the same queue (the follower of the control topic puts it there): the request's
+queued job is answered at once, a running one is asked to stop (`Job.stop`: a rendering job stops at its next denoising
+step). A request that arrives after its cancel is answered at intake. A record a worker died on (the crash guard's
+count) runs alone, so that if it kills this worker too, no other request is counted with it.
 """
 
 from __future__ import annotations
@@ -19,10 +19,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Collection, Coroutine, Hashable
+from datetime import datetime
 from typing import Any
 
 from consumer.cancellation.commands import CancelCommand, CancelIndex, cancelled_error
 from consumer.core.clock import Monotonic
+from consumer.core.intake import DeadLetter, Rejection
 from consumer.core.job import Job, Record, RenderEnded
 from consumer.core.offsets import OffsetTracker
 from consumer.core.pending import PendingJobs
@@ -32,9 +34,13 @@ from consumer.settings import Settings
 from consumer.telemetry.worker_metrics import Metrics
 from consumer.worker.job_runner import JobRunner
 
-__all__ = ["JobScheduler"]
+__all__ = ["JobScheduler", "SchedulerEvent"]
 
 log = logging.getLogger(__name__)
+
+SchedulerEvent = RenderEnded | CancelCommand
+"""What the scheduler's one queue carries: a job's render ended (from the job runner), a new cancel command (from the
+control topic's follower)."""
 
 
 class JobScheduler:
@@ -47,6 +53,7 @@ class JobScheduler:
         runner: JobRunner,
         metrics: Metrics,
         *,
+        events: asyncio.Queue[SchedulerEvent],
         clock: Monotonic = time.monotonic,
         cancels: CancelIndex | None = None,
     ) -> None:
@@ -60,7 +67,7 @@ class JobScheduler:
         self._admitted: dict[int, Job] = {}  # the running jobs that hold a slot, by id()
         self._parked: Job | None = None  # must run alone: taken from the queue, waits for the jobs before it to end
         self._alone: Job | None = None  # running alone: nothing starts beside it
-        self._events: asyncio.Queue[RenderEnded | CancelCommand] = asyncio.Queue()
+        self._events = events
         self.offsets = OffsetTracker()
         self._tasks: dict[Hashable, set[asyncio.Task[None]]] = {}
         self._running: set[asyncio.Task[None]] = set()
@@ -75,10 +82,6 @@ class JobScheduler:
     def idle(self) -> bool:
         """Nothing queued and nothing running."""
         return not self._running and not len(self.pending) and self._parked is None
-
-    def post(self, command: CancelCommand) -> None:
-        """A cancel command new to the worker (from the control topic), for `react` to handle in turn."""
-        self._events.put_nowait(command)
 
     async def react(self) -> None:
         """Forever: a render ended, so its render slot goes to the next job; or a cancel came. Runs as its own task."""
@@ -107,10 +110,10 @@ class JobScheduler:
                 return
         self.pending.push(job)
 
-    def answer(self, tp: Hashable, record: Record, work: Coroutine[Any, Any, bool]) -> None:
+    def answer(self, tp: Hashable, record: Record, outcome: DeadLetter | Rejection, received_at: datetime) -> None:
         """A record answered without a slot (a dead letter, a rejection)."""
         self.offsets.start(tp, record.offset)
-        self._spawn(tp, record, work)
+        self._spawn(tp, record, self._runner.answer(record, outcome, received_at))
 
     def start_admitted(self) -> None:
         """Start queued requests while job slots are free, in the order the tenant quotas allow; refuse those the

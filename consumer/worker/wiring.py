@@ -3,7 +3,9 @@
 `serve` runs the named steps below in order, each an async context manager on one exit stack, so whatever started
 is stopped in reverse order however the run ends: the S3 client, the probes, the producer (first, so brokers that
 refuse it fail the start before a model loads), the renderer, the follower of the control and attempts topics, then
-the worker itself until it is told to stop (or its model breaks).
+the worker itself until it is told to stop (or its model breaks). Every collaborator is built here and passed in:
+the follower's consumer, cancel index and counts, the scheduler and its one event queue (shared with the follower),
+the job runner, the pipeline and the consume loop's consumer factory.
 """
 
 from __future__ import annotations
@@ -19,14 +21,17 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import BrokerResponseError
 from opentelemetry.trace import Tracer
 
+from consumer.cancellation.commands import CancelIndex
+from consumer.core.clock import utc_now
 from consumer.core.moderation import ContentPolicy
 from consumer.core.results import Identity
+from consumer.crash_guard.counts import StartCounts
 from consumer.crash_guard.ledger import CrashGuardLedger
 from consumer.errors import ModeUnsupported, ProducerUnsupported, VidgenError
 from consumer.http_server.health_routes import ReadinessCheck, bound_port, start_http
 from consumer.images.https_download import FetchPolicy
 from consumer.images.sources import S3Sources, StartImageSource
-from consumer.kafka.clients import ensure_topics, make_consumer, make_producer, worker_topics
+from consumer.kafka.clients import ensure_topics, make_consumer, make_producer, make_state_consumer, worker_topics
 from consumer.kafka.progress import ProgressReporter
 from consumer.kafka.state_topics import StateTopicsFollower
 from consumer.kafka.worker_publisher import WorkerPublisher
@@ -49,6 +54,7 @@ from consumer.telemetry.worker_metrics import Metrics
 from consumer.worker.consume_loop import ConsumeLoop
 from consumer.worker.job_pipeline import JobPipeline
 from consumer.worker.job_runner import JobRunner, ProgressListener, StepFn
+from consumer.worker.scheduler import JobScheduler, SchedulerEvent
 from schemas.events import VideoRequest
 
 __all__ = ["ProgressSink", "serve"]
@@ -86,7 +92,8 @@ async def serve(
         await _prepare_infrastructure(settings, store)
         producer = await stack.enter_async_context(_producer(settings))
         await _load(model, settings)
-        controls = await stack.enter_async_context(_controls(settings, metrics))
+        state = _StateTopics(settings)
+        controls = await stack.enter_async_context(_controls(settings, metrics, state))
         readiness.worker = _worker(
             settings,
             model,
@@ -94,6 +101,7 @@ async def serve(
             producer,
             metrics,
             controls=controls,
+            state=state,
             tracer=tracer,
             on_progress=on_progress,
             probe=memory_probe,
@@ -205,10 +213,27 @@ async def _producer(settings: Settings) -> AsyncIterator[AIOKafkaProducer]:
         await producer.stop()
 
 
+class _StateTopics:
+    """What the control and attempts topics feed: the cancel index, the crash guard's counts, and the scheduler's one
+    event queue, where the follower puts each new cancel command."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.cancels = CancelIndex(retention_s=settings.control_retention_s, clock=utc_now)
+        self.counts = StartCounts()
+        self.events: asyncio.Queue[SchedulerEvent] = asyncio.Queue()
+
+
 @contextlib.asynccontextmanager
-async def _controls(settings: Settings, metrics: Metrics) -> AsyncIterator[StateTopicsFollower]:
+async def _controls(settings: Settings, metrics: Metrics, state: _StateTopics) -> AsyncIterator[StateTopicsFollower]:
     """Cancel commands and crash-guard counts, followed from start-up until the worker has stopped."""
-    follower = StateTopicsFollower(settings, metrics)
+    follower = StateTopicsFollower(
+        make_state_consumer(settings),
+        settings,
+        metrics,
+        cancels=state.cancels,
+        counts=state.counts,
+        commands=state.events,
+    )
     await follower.start()
     try:
         yield follower
@@ -224,6 +249,7 @@ def _worker(
     metrics: Metrics,
     *,
     controls: StateTopicsFollower,
+    state: _StateTopics,
     tracer: Tracer | None,
     on_progress: ProgressSink | None,
     probe: MemoryProbe | None,
@@ -260,13 +286,13 @@ def _worker(
         tracer=tracer,
         memory=memory,
         progress=progress,
-        starts=CrashGuardLedger(publisher, controls.attempts, settings),
+        starts=CrashGuardLedger(publisher, state.counts, settings),
     )
-    consumer_factory = functools.partial(make_consumer, settings)
+    scheduler = JobScheduler(settings, runner, metrics, events=state.events, cancels=state.cancels)
     return ConsumeLoop(
         settings=settings,
-        consumer_factory=consumer_factory,
-        runner=runner,
+        consumer_factory=functools.partial(make_consumer, settings),
+        scheduler=scheduler,
         metrics=metrics,
         memory=memory,
         controls=controls,

@@ -25,6 +25,7 @@ from consumer.settings import Settings
 from consumer.telemetry.worker_metrics import Metrics
 from consumer.worker.consume_loop import ConsumeLoop
 from consumer.worker.job_runner import JobRunner
+from consumer.worker.scheduler import JobScheduler
 from producer_examples.publish_request import _parser, build_request
 from schemas.events import VideoRequest
 from tests.support import IDENTITY, REPO, FakeConsumer, FakePipeline, FakePublisher, consumed, request_body
@@ -240,7 +241,8 @@ async def _burst(
         identity=IDENTITY,
         metrics=Metrics(),
     )
-    worker = ConsumeLoop(settings=settings, consumer_factory=factory, runner=runner, metrics=Metrics())  # type: ignore[arg-type]
+    scheduler = JobScheduler(settings, runner, Metrics(), events=asyncio.Queue())
+    worker = ConsumeLoop(settings=settings, consumer_factory=factory, scheduler=scheduler, metrics=Metrics())  # type: ignore[arg-type]
     await asyncio.wait_for(worker.run(asyncio.Event(), burst=True), 10)
     [consumer] = consumers
     return consumer

@@ -20,7 +20,7 @@ from consumer.settings import Settings
 from consumer.telemetry.worker_metrics import Metrics
 from consumer.worker import job_runner as runner_module
 from consumer.worker.job_runner import JobRunner
-from consumer.worker.scheduler import JobScheduler
+from consumer.worker.scheduler import JobScheduler, SchedulerEvent
 from schemas.events import VideoRequest, VideoResult
 from tests.support import IDENTITY, FakePublisher, condition, consumed, request_body, video_info
 
@@ -108,7 +108,8 @@ class Controlled:
             starts=self.starts,
             clock=(lambda: now) if now is not None else lambda: datetime.now(UTC),
         )
-        self.scheduler = JobScheduler(settings, self.runner, self.metrics, cancels=self.cancels)
+        self.events: asyncio.Queue[SchedulerEvent] = asyncio.Queue()
+        self.scheduler = JobScheduler(settings, self.runner, self.metrics, events=self.events, cancels=self.cancels)
         self.offset = 0
 
     def job(self, request_id: str, *, tenant: str = "shop-1", **fields: Any) -> Job:
@@ -127,7 +128,7 @@ class Controlled:
         at = datetime.now(UTC)
         command = self.cancels.apply(request_id.encode(), _control(request_id, tenant, at), logged_at=at)
         assert isinstance(command, CancelCommand)
-        self.scheduler.post(command)
+        self.events.put_nowait(command)  # as the control topic's follower does
 
     def result(self, request_id: str) -> VideoResult | None:
         return next((r for r in self.publisher.results if r.request_id == request_id), None)

@@ -33,7 +33,7 @@ class Scheduled:
             identity=IDENTITY,
             metrics=Metrics(),
         )
-        self.scheduler = JobScheduler(settings, runner, Metrics())
+        self.scheduler = JobScheduler(settings, runner, Metrics(), events=asyncio.Queue())
         self.offset = 0
 
     def queue(self, request_id: str, *, tenant: str = "shop-1", held: bool = True) -> asyncio.Event:
