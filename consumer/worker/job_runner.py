@@ -23,7 +23,6 @@ from consumer.core.intake import DeadLetter, Rejection, usable_id
 from consumer.core.job import Headers, Job, Record, RenderEnded, past_deadline
 from consumer.core.quotas import QuotaDecision
 from consumer.core.results import Identity, failed, not_started, rejected
-from consumer.core.retries import RetryPolicy
 from consumer.crash_guard.counts import crash_verdict
 from consumer.errors import Cancelled, PublishRefused, TooLargeForWorker, VidgenError, WorkerCrashed
 from consumer.memory.admission import Reject
@@ -34,6 +33,7 @@ from consumer.telemetry.logs import job_context
 from consumer.telemetry.tracing import extract_context, messaging_attributes
 from consumer.telemetry.worker_metrics import Metrics
 from consumer.worker.job_pipeline import JobPipeline
+from consumer.worker.policies import retry_policy
 from schemas.events import VideoRequest, VideoResult
 
 __all__ = ["JobRunner", "Outbox", "ProgressListener", "RenderEnds", "StartLog", "StepFn"]
@@ -114,7 +114,7 @@ class JobRunner:
         self._memory = memory
         self._progress = progress
         self._starts = starts
-        self._retry = RetryPolicy.from_settings(settings)
+        self._retry = retry_policy(settings)
         self.draining = False  # set by the scheduler at shutdown: jobs waiting for memory give up
 
     async def run(self, job: Job, events: RenderEnds) -> bool:

@@ -27,12 +27,12 @@ from consumer.core.clock import Monotonic
 from consumer.core.intake import DeadLetter, Rejection
 from consumer.core.job import Job, Record, RenderEnded
 from consumer.core.offsets import OffsetTracker
-from consumer.core.pending import PendingJobs
 from consumer.core.priority_lanes import bulk_render_slots
 from consumer.core.slots import Slot, StageSlots
 from consumer.settings import Settings
 from consumer.telemetry.worker_metrics import Metrics
 from consumer.worker.job_runner import JobRunner
+from consumer.worker.policies import pending_jobs
 
 __all__ = ["JobScheduler", "SchedulerEvent"]
 
@@ -60,7 +60,7 @@ class JobScheduler:
         self._runner = runner
         self._metrics = metrics
         self._cancels = cancels
-        self.pending = PendingJobs(settings, clock=clock)
+        self.pending = pending_jobs(settings, clock=clock)
         self._slots = StageSlots(rendering=settings.max_inflight_jobs, finishing=settings.max_finishing_jobs)
         self._bulk_slots = bulk_render_slots(settings.max_inflight_jobs)
         self._slot_of: dict[int, Slot] = {}  # by id() of the running job

@@ -25,6 +25,7 @@ from consumer.settings import Settings
 from consumer.telemetry.worker_metrics import Metrics
 from consumer.worker.consume_loop import ConsumeLoop
 from consumer.worker.job_runner import JobRunner
+from consumer.worker.policies import pending_jobs
 from consumer.worker.scheduler import JobScheduler
 from producer_examples.publish_request import _parser, build_request
 from schemas.events import VideoRequest
@@ -43,7 +44,7 @@ def _job(lane: Lane, *, tenant: str = "shop-1", topic: str | None = None) -> Job
 
 
 def _pending(**overrides: object) -> PendingJobs:
-    return PendingJobs(Settings(**{"max_pending_jobs": 64, **overrides}), clock=time.monotonic)  # type: ignore[arg-type]
+    return pending_jobs(Settings(**{"max_pending_jobs": 64, **overrides}), clock=time.monotonic)  # type: ignore[arg-type]
 
 
 def _lanes_taken(pending: PendingJobs, count: int) -> str:
