@@ -44,12 +44,16 @@ class Record(Protocol):
 class StopSignal:
     """One job's stop request. The scheduler sets it on the event loop (a cancel); the job checks it before each stage
     of its work, awaits it while it waits for the model, and the render thread reads it between denoising steps (a
-    plain attribute read, so no lock is needed). `stopped_in` records where the job noticed it."""
+    plain attribute read, so no lock is needed). `stopped_in` records where the job noticed it.
+
+    `draining` is the scheduler's other word to a job: the worker shuts down, so a job still waiting for device memory
+    gives up unanswered (its record is read again); a job past that finishes and is answered."""
 
     def __init__(self) -> None:
         self._reason: VidgenError | None = None
         self._requested = asyncio.Event()
         self.stopped_in: StopStage | None = None
+        self.draining = False
 
     @property
     def requested(self) -> bool:
@@ -60,6 +64,10 @@ class StopSignal:
         if self._reason is None:
             self._reason = reason
             self._requested.set()
+
+    def drain(self) -> None:
+        """Shutdown: stop waiting for device memory (see `draining`). On the event loop."""
+        self.draining = True
 
     async def wait(self) -> None:
         """Until a stop is requested."""

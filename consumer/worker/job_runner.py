@@ -115,7 +115,6 @@ class JobRunner:
         self._progress = progress
         self._starts = starts
         self._retry = retry_policy(settings)
-        self.draining = False  # set by the scheduler at shutdown: jobs waiting for memory give up
 
     async def run(self, job: Job, events: RenderEnds) -> bool:
         """Render and answer an admitted job. When its render ends (or a cache hit makes it unnecessary, or its
@@ -258,11 +257,11 @@ class JobRunner:
 
     async def _admit(self, job: Job) -> MemoryMode | Reject | _Abandoned | None:
         """Wait until the render fits in device memory: the mode to render in (None: memory not managed). Given up
-        at shutdown or when the job is asked to stop."""
+        at shutdown (the scheduler drains the job) or when the job is asked to stop."""
         if self._memory is None:
             return None
         with self._tracer.start_as_current_span("admission wait"):
-            admission = await self._memory.admit(job.request, stop=lambda: self.draining or job.stop.requested)
+            admission = await self._memory.admit(job.request, stop=lambda: job.stop.draining or job.stop.requested)
         if admission is None:
             return _ABANDONED
         return admission if isinstance(admission, Reject) else admission.mode

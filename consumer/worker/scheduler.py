@@ -209,7 +209,8 @@ class JobScheduler:
     def stop_accepting(self) -> None:
         """Shutdown: start nothing more, forget what is queued, and let jobs waiting for memory give up."""
         self._accepting = False
-        self._runner.draining = True
+        for job in self._admitted.values():
+            job.stop.drain()
         self.pending.drop()
         if self._parked is not None:
             self._unpark()

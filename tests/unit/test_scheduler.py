@@ -105,3 +105,42 @@ async def test_the_end_of_a_job_frees_its_tenants_quota_for_the_next(schedule: C
     first.set()
     await condition(lambda: jobs.started() == ["a0", "b0", "a1"])
     await condition(lambda: len(jobs.publisher.results) == 3)
+
+
+class _WaitingGate:
+    """A memory gate that never finds room: `admit` waits until its `stop` says to give up."""
+
+    waiting = True
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    async def admit(self, request: VideoRequest, *, stop: Callable[[], bool]) -> None:
+        self.asked.append(request.request_id)
+        await condition(stop, timeout_s=60)  # as the real gate, which looks again while it waits
+
+    def release(self, request: VideoRequest) -> None:
+        pass
+
+
+async def test_a_shutdown_lets_a_job_waiting_for_memory_give_up_unanswered() -> None:
+    settings = Settings()
+    gate, publisher = _WaitingGate(), FakePublisher()
+    runner = JobRunner(
+        settings=settings,
+        publisher=publisher,  # type: ignore[arg-type]
+        pipeline=FakePipeline(),  # type: ignore[arg-type]
+        identity=IDENTITY,
+        metrics=Metrics(),
+        memory=gate,  # type: ignore[arg-type]
+    )
+    scheduler = JobScheduler(settings, runner, Metrics(), events=asyncio.Queue())
+    body = request_body("r0")
+    scheduler.queue(
+        Job(TP, consumed(TP.topic, TP.partition, 0, body), VideoRequest.model_validate(body), datetime.now(UTC))
+    )
+    scheduler.start_admitted()
+    await condition(lambda: gate.asked == ["r0"])
+    scheduler.stop_accepting()
+    await condition(lambda: scheduler.idle)
+    assert publisher.results == [] and scheduler.offsets.take_committable() == {}  # read again by the next owner
