@@ -10,11 +10,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal, Protocol
 
+from consumer.core.lifecycle import Lifecycle
 from consumer.core.retries import Delivery
 from consumer.errors import Expired, VidgenError
 from schemas.events import VideoRequest
 
-__all__ = ["Headers", "Job", "Record", "RenderEnded", "StopSignal", "StopStage", "past_deadline"]
+__all__ = ["Headers", "Job", "Record", "StopSignal", "StopStage", "past_deadline"]
 
 StopStage = Literal["queued", "rendering", "late"]
 """Where a cancel found its job: before its render started, during it, or past it (then the job is left to finish)."""
@@ -115,7 +116,7 @@ def past_deadline(deadline: datetime | None, *, now: datetime) -> Expired | None
 class Job:
     """A parsed request, from its fetch until it is answered. `tp` is its record's topic partition (a key of the
     consume loop's bookkeeping); `delivery` is the retry state its headers carried, read once at intake; `stop` is how
-    the scheduler asks it to stop (a cancel)."""
+    the scheduler asks it to stop (a cancel); `lifecycle` is the phase it is in (`consumer.core.lifecycle`)."""
 
     tp: Hashable
     record: Record
@@ -123,6 +124,7 @@ class Job:
     received_at: datetime
     delivery: Delivery = field(default_factory=Delivery)
     stop: StopSignal = field(default_factory=StopSignal, compare=False)
+    lifecycle: Lifecycle = field(default_factory=Lifecycle, compare=False)
 
     @property
     def first_asked_at(self) -> datetime:
@@ -132,11 +134,3 @@ class Job:
         if since is None:
             return self.received_at
         return min(datetime.fromtimestamp(since / 1000, UTC), self.received_at)
-
-
-@dataclass(frozen=True)
-class RenderEnded:
-    """A job no longer needs the model: its render ended, or a cache hit made it unnecessary. The job runner posts
-    it; the scheduler reacts by handing the job's render slot to the next job."""
-
-    job: Job

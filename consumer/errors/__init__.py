@@ -9,7 +9,7 @@ cannot run), `api` (the job API's HTTP answers), `webhooks` (the notifier's deli
 from __future__ import annotations
 
 from consumer.errors.api import ApiFailure, AuthFailure, ClaimError, QueryError
-from consumer.errors.internal import RenderAbandoned
+from consumer.errors.internal import IllegalTransition, RenderAbandoned
 from consumer.errors.results import (
     Cancelled,
     ContentPolicyViolation,
@@ -52,6 +52,7 @@ __all__ = [
     "DeliveryRetriable",
     "EndpointUnavailable",
     "Expired",
+    "IllegalTransition",
     "ImageError",
     "ImageFetchError",
     "ImageNotFound",

@@ -1,11 +1,10 @@
-"""Errors internal to the worker that no request is ever answered with: they end work whose answer is no longer
-awaited."""
+"""Errors internal to the worker: a render nobody awaits any more, a job moved against its lifecycle (a bug)."""
 
 from __future__ import annotations
 
 from consumer.errors.root import VidgenError
 
-__all__ = ["RenderAbandoned"]
+__all__ = ["IllegalTransition", "RenderAbandoned"]
 
 
 class RenderAbandoned(VidgenError):
@@ -17,3 +16,8 @@ class RenderAbandoned(VidgenError):
 
     def __init__(self, message: str = "the task awaiting this render was cancelled") -> None:
         super().__init__(message)
+
+
+class IllegalTransition(VidgenError):
+    """A job was moved to a phase its lifecycle does not allow from where it is (`consumer.core.lifecycle`): a bug in
+    the worker, never the request's fault. Answered `internal_error` if it happens while the job runs."""

@@ -89,6 +89,7 @@ class ConsumeLoop:
         self._consumer = self._consumer_factory(_GroupListener(self))
         await self._consumer.start()
         reacting = asyncio.create_task(self._scheduler.react(), name="scheduler")
+        reacting.add_done_callback(self._scheduler.note_crash)
         try:
             while not stop.is_set() and self._scheduler.crash is None:
                 await self._poll(accepting=True)

@@ -1,4 +1,5 @@
-"""One valid request in, one result out: start image, cache lookup, render, encode, upload, presign."""
+"""One valid request in, one result out: start image, cache lookup, render, encode, upload, presign. The job's
+`JobTrack` is told as the work moves on (rendering, render ended, each denoising step, encoding, uploading)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -17,6 +17,7 @@ from PIL import Image
 
 from consumer.core.clock import WallClock, utc_now
 from consumer.core.job import StopSignal
+from consumer.core.job_events import JobTrack
 from consumer.core.keys import ObjectKeys, content_key, derive_seed, object_keys
 from consumer.core.moderation import Moderator
 from consumer.core.results import Identity, StageTimes, completed, failed
@@ -25,7 +26,7 @@ from consumer.images.sandbox import DecodeLimits, decode_in_sandbox
 from consumer.images.sources import StartImageSource
 from consumer.memory.modes import MemoryMode
 from consumer.object_store import ObjectStore, StoredObject
-from consumer.render.renderer import ModelHold, ProgressFn, Rendered, Renderer, RenderSpec, to_uint8
+from consumer.render.renderer import ModelHold, Rendered, Renderer, RenderSpec, to_uint8
 from consumer.settings import Settings
 from consumer.telemetry.worker_metrics import Metrics, resolution_label
 from consumer.worker.video_encoding import POSTER_TYPES, encode_mp4, encode_poster
@@ -71,16 +72,16 @@ class JobPipeline:
         *,
         received_at: datetime,
         record_time: datetime | None = None,
+        track: JobTrack,
         attempt: int = 1,
-        on_progress: ProgressFn | None = None,
-        render_ended: Callable[[], None] | None = None,
         memory_mode: MemoryMode | None = None,
         stop: StopSignal | None = None,
     ) -> VideoResult:
-        """`render_ended` is told once the model is no longer needed: its render ended (the model is released),
-        or a cache hit made it unnecessary. It is not told when the attempt fails before that. `stop` is checked
-        before the start image and before and during the render (a cancel answers `failed`, `cancelled`); the
-        request's deadline, when the render would start (`expired`)."""
+        """`track` is told when the render starts, each denoising step, once the model is no longer needed (its
+        render ended and the model is released, or a cache hit made it unnecessary; not when the attempt fails
+        before that), and when encoding and uploading start. `stop` is checked before the start image and before and
+        during the render (a cancel answers `failed`, `cancelled`); the request's deadline, when the render would
+        start (`expired`)."""
         stages = StageTimes(received_at=received_at)
         try:
             return await self._process(
@@ -89,8 +90,7 @@ class JobPipeline:
                 memory_mode=memory_mode,
                 record_time=record_time or received_at,
                 attempt=attempt,
-                on_progress=on_progress,
-                render_ended=render_ended or _nothing,
+                track=track,
                 stop=stop or StopSignal(),
             )
         except VidgenError as exc:
@@ -109,8 +109,7 @@ class JobPipeline:
         memory_mode: MemoryMode | None,
         record_time: datetime,
         attempt: int,
-        on_progress: ProgressFn | None,
-        render_ended: Callable[[], None],
+        track: JobTrack,
         stop: StopSignal,
     ) -> VideoResult:
         stop.check("queued")
@@ -129,7 +128,7 @@ class JobPipeline:
 
         cached = await self._store.head(keys.video)
         if cached is not None and all(name in cached.metadata for name in _META_FIELDS):
-            render_ended()
+            track.render_ended()
             self._metrics.cache_hits.inc()
             video = await self._video_info(keys, cached)
             return completed(
@@ -148,10 +147,11 @@ class JobPipeline:
             stages=stages,
             memory_mode=memory_mode,
             record_time=record_time,
-            on_progress=on_progress,
+            track=track,
             stop=stop,
         )
-        render_ended()
+        track.render_ended()
+        track.encoding()
         memory_mode = rendered.mode
         frames = await asyncio.to_thread(to_uint8, rendered.frames)
 
@@ -172,6 +172,7 @@ class JobPipeline:
                 "fps": str(request.fps),
             },
         )
+        track.uploading()
         started = time.perf_counter()
         with self._tracer.start_as_current_span("upload") as span:
             span.set_attribute("vidgen.video.bytes", len(mp4))
@@ -222,7 +223,7 @@ class JobPipeline:
         stages: StageTimes,
         memory_mode: MemoryMode | None,
         record_time: datetime,
-        on_progress: ProgressFn | None,
+        track: JobTrack,
         stop: StopSignal,
     ) -> Rendered[NDArray[np.float32]]:
         """Returns once the model is released, with the frames still in floats."""
@@ -244,9 +245,9 @@ class JobPipeline:
             def progress(step: int, total: int) -> None:
                 # One event per denoising step on the render span, rather than a span per step.
                 span.add_event("denoising step", {"step": step, "total": total})
-                if on_progress is not None:
-                    on_progress(step, total)
+                track.progress(step, total)
 
+            track.rendering()
             try:
                 rendered = await self._renderer.render_float(
                     spec,
@@ -295,10 +296,6 @@ class JobPipeline:
             fps=fps,
             duration_s=round(frames / fps, 3),
         )
-
-
-def _nothing() -> None:
-    pass
 
 
 def _ms_since(started: float) -> int:

@@ -1,6 +1,7 @@
 """What happens to one record: admission, processing with retries, and its answer on Kafka (result, dead letter or
 retry-topic copy), inside its trace span and log context. The scheduler (`consumer/worker/scheduler.py`) decides when;
-this decides what. A job's render ending is posted to the scheduler as a `RenderEnded` event.
+this decides what. Each job's `JobTrack` moves its lifecycle and posts its render's end and steps on the scheduler's
+queue; the scheduler hands them back here (`render_ended`, `progressed`) as it reacts.
 
 Before a job's work starts it may be answered without starting: its tenant cancelled it, its deadline passed, or
 workers that started it died too often (the crash guard, which records every start in a `StartLog` first)."""
@@ -20,7 +21,8 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 
 from consumer.core.clock import WallClock, utc_now
 from consumer.core.intake import DeadLetter, Rejection, usable_id
-from consumer.core.job import Headers, Job, Record, RenderEnded, past_deadline
+from consumer.core.job import Headers, Job, Record, past_deadline
+from consumer.core.job_events import JobEventSink, JobTrack, RenderProgress
 from consumer.core.quotas import QuotaDecision
 from consumer.core.results import Identity, failed, not_started, rejected
 from consumer.crash_guard.counts import crash_verdict
@@ -36,7 +38,7 @@ from consumer.worker.job_pipeline import JobPipeline
 from consumer.worker.policies import retry_policy
 from schemas.events import VideoRequest, VideoResult
 
-__all__ = ["JobRunner", "Outbox", "ProgressListener", "RenderEnds", "StartLog", "StepFn"]
+__all__ = ["JobRunner", "Outbox", "ProgressListener", "StartLog", "StepFn"]
 
 log = logging.getLogger(__name__)
 
@@ -71,12 +73,6 @@ class StartLog(Protocol):
     async def started(self, record: Record) -> None: ...
     async def answered(self, record: Record) -> None: ...
     async def abandoned(self, record: Record) -> None: ...
-
-
-class RenderEnds(Protocol):
-    """Where a job posts that its render ended: the scheduler's event queue."""
-
-    def put_nowait(self, item: RenderEnded, /) -> None: ...
 
 
 class _Abandoned:
@@ -115,11 +111,13 @@ class JobRunner:
         self._progress = progress
         self._starts = starts
         self._retry = retry_policy(settings)
+        self._listening: dict[int, StepFn] = {}  # the progress listeners of each running job, by id() of the job
 
-    async def run(self, job: Job, events: RenderEnds) -> bool:
+    async def run(self, job: Job, events: JobEventSink) -> bool:
         """Render and answer an admitted job. When its render ends (or a cache hit makes it unnecessary, or its
-        answer is final without one), its memory reservation ends and `RenderEnded(job)` goes on `events`, for the
-        scheduler to hand its render slot to the next job.
+        answer is final without one), `RenderEnded(job)` goes on `events`, for the scheduler to end its memory
+        reservation (`render_ended`) and hand its render slot to the next job; each denoising step goes there as a
+        `RenderProgress`.
 
         A job asked to stop, past its deadline or refused by the crash guard is answered without starting. Otherwise
         its start is recorded before any of its work, withdrawn (a tombstone) once it is answered, and taken back
@@ -145,6 +143,17 @@ class JobRunner:
                 await self._starts.answered(job.record)
             self._note_stop(span, job, outcome)
             return True
+
+    def render_ended(self, job: Job) -> None:
+        """The job no longer needs the model: its memory reservation ends (the scheduler, reacting to `RenderEnded`)."""
+        self._release_memory(job.request)
+
+    def progressed(self, event: RenderProgress) -> None:
+        """Tell the job's progress listeners (the scheduler, reacting to `RenderProgress`), in the context the step
+        ended in; nothing once the job's run has ended."""
+        step = self._listening.get(id(event.job))
+        if step is not None:
+            event.context.run(step, event.step, event.total)
 
     def runs_alone(self, job: Job) -> bool:
         """Whether the job must run with no other job beside it: a worker died holding its record before (and the
@@ -266,7 +275,14 @@ class JobRunner:
             return _ABANDONED
         return admission if isinstance(admission, Reject) else admission.mode
 
-    async def _process_with_retries(self, job: Job, events: RenderEnds) -> VideoResult | _Abandoned | None:
+    async def _process_with_retries(self, job: Job, events: JobEventSink) -> VideoResult | _Abandoned | None:
+        track = JobTrack(job, events)
+        try:
+            return await self._attempts(job, track)
+        finally:
+            self._listening.pop(id(job), None)
+
+    async def _attempts(self, job: Job, track: JobTrack) -> VideoResult | _Abandoned | None:
         """Retry transient failures in process with backoff, then hand the request to the retry topic, and after
         the last round (or when the retry topic refuses the copy for good) fail it for good (result `failed`,
         retryable) with a copy in the DLQ. None: handed on.
@@ -274,20 +290,11 @@ class JobRunner:
         Each attempt is admitted by device memory first; the reservation ends as soon as its render does, and the
         scheduler hears of it, so the next request renders while this one encodes and uploads."""
         request, record, delivery = job.request, job.record, job.delivery
-        progress = self._progress_for(request, attempt=delivery.attempt)
+        self._listen(job)
         started = time.monotonic()
         attempt = delivery.attempt
-
-        posted = False
-
-        def render_ended() -> None:
-            nonlocal posted
-            self._release_memory(request)
-            if not posted:  # once: a retried attempt that renders again keeps the slot it moved to
-                posted = True
-                events.put_nowait(RenderEnded(job))
-
         for retry in range(1, self._retry.attempts + 1):
+            track.start()
             mode = await self._admit(job)
             if isinstance(mode, _Abandoned) and not job.stop.requested:
                 return _ABANDONED
@@ -300,16 +307,15 @@ class JobRunner:
                     request,
                     received_at=job.received_at,
                     record_time=datetime.fromtimestamp(record.timestamp / 1000, UTC),
+                    track=track,
                     attempt=attempt,
-                    on_progress=progress,
-                    render_ended=render_ended,
                     memory_mode=mode,
                     stop=job.stop,
                 )
             finally:
                 self._release_memory(request)  # an attempt that failed before its render ended
             if result.status != "failed" or result.error is None or not result.error.retryable:
-                render_ended()  # a final answer (a stopped render too): its slot goes to the next job now
+                track.render_ended()  # a final answer (a stopped render too): its slot goes to the next job now
                 return result
             failure = result.error
             pause = self._retry.backoff(retry)
@@ -336,19 +342,23 @@ class JobRunner:
         if self._memory is not None:
             self._memory.release(request)  # idempotent
 
-    def _progress_for(self, request: VideoRequest, *, attempt: int) -> StepFn | None:
-        steps = [listener.started(request, attempt=attempt) for listener in self._progress]
-        if not steps:
-            return None
-
-        def each(step: int, total: int) -> None:
-            for call in steps:
-                call(step, total)
-
-        return each
+    def _listen(self, job: Job) -> None:
+        """Announce the delivery's first attempt to the progress listeners; their step callbacks hear every
+        `RenderProgress` of the job's run."""
+        steps = [listener.started(job.request, attempt=job.delivery.attempt) for listener in self._progress]
+        if steps:
+            self._listening[id(job)] = _each(steps)
 
     def _now_ms(self) -> int:
         return int(self._clock().timestamp() * 1000)
+
+
+def _each(steps: Sequence[StepFn]) -> StepFn:
+    def each(step: int, total: int) -> None:
+        for call in steps:
+            call(step, total)
+
+    return each
 
 
 @contextlib.contextmanager
