@@ -53,7 +53,8 @@ from consumer.settings import Settings
 from consumer.telemetry.worker_metrics import Metrics
 from consumer.worker.consume_loop import ConsumeLoop
 from consumer.worker.job_pipeline import JobPipeline
-from consumer.worker.job_runner import JobRunner, ProgressListener, StepFn
+from consumer.worker.job_ports import ProgressListener, StepFn
+from consumer.worker.job_runner import JobRunner
 from consumer.worker.scheduler import JobScheduler, SchedulerEvent
 from schemas.events import VideoRequest
 

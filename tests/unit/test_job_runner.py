@@ -50,7 +50,7 @@ def _job(delivery: Delivery | None = None) -> Job:
 
 
 def _seen(runner: JobRunner) -> tuple[FakePipeline, FakePublisher]:
-    return runner._pipeline, runner._publisher  # type: ignore[return-value]
+    return runner._attempts._pipeline, runner._publisher  # type: ignore[return-value]
 
 
 async def test_transient_failures_are_retried_in_process_then_go_to_the_retry_topic() -> None:
