@@ -7,7 +7,7 @@ import asyncio
 import hashlib
 import logging
 import time
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import numpy as np
 from numpy.typing import NDArray
@@ -18,26 +18,24 @@ from PIL import Image
 from consumer.core.clock import WallClock, utc_now
 from consumer.core.job import StopSignal
 from consumer.core.job_events import JobTrack
-from consumer.core.keys import ObjectKeys, content_key, derive_seed, object_keys
+from consumer.core.keys import content_key, derive_seed, object_keys
 from consumer.core.moderation import Moderator
 from consumer.core.results import Identity, StageTimes, completed, failed
 from consumer.errors import VidgenError
 from consumer.images.sandbox import DecodeLimits, decode_in_sandbox
 from consumer.images.sources import StartImageSource
 from consumer.memory.modes import MemoryMode
-from consumer.object_store import ObjectStore, StoredObject
+from consumer.object_store import ObjectStore
 from consumer.render.renderer import ModelHold, Rendered, Renderer, RenderSpec, to_uint8
 from consumer.settings import Settings
 from consumer.telemetry.worker_metrics import Metrics, resolution_label
+from consumer.worker.stored_videos import answers_from_cache, stored_video, video_info
 from consumer.worker.video_encoding import POSTER_TYPES, encode_mp4, encode_poster
-from schemas.events import VideoInfo, VideoRequest, VideoResult
+from schemas.events import VideoRequest, VideoResult
 
 __all__ = ["JobPipeline"]
 
 log = logging.getLogger(__name__)
-
-# Object metadata that lets a cache hit answer without downloading the video.
-_META_FIELDS = ("sha256", "width", "height", "num_frames", "fps")
 
 
 class JobPipeline:
@@ -127,10 +125,10 @@ class JobPipeline:
         )
 
         cached = await self._store.head(keys.video)
-        if cached is not None and all(name in cached.metadata for name in _META_FIELDS):
+        if answers_from_cache(cached):
             track.render_ended()
             self._metrics.cache_hits.inc()
-            video = await self._video_info(keys, cached)
+            video = await video_info(self._store, keys, cached, now=self._clock())
             return completed(
                 request,
                 video=video,
@@ -162,16 +160,7 @@ class JobPipeline:
         self._metrics.encode_seconds.observe(stages.encode_ms / 1000)
 
         count, height, width, _ = frames.shape
-        stored = StoredObject(
-            size=len(mp4),
-            metadata={
-                "sha256": hashlib.sha256(mp4).hexdigest(),
-                "width": str(width),
-                "height": str(height),
-                "num_frames": str(count),
-                "fps": str(request.fps),
-            },
-        )
+        stored = stored_video(mp4, frames=count, height=height, width=width, fps=request.fps)
         track.uploading()
         started = time.perf_counter()
         with self._tracer.start_as_current_span("upload") as span:
@@ -186,7 +175,7 @@ class JobPipeline:
 
         return completed(
             request,
-            video=await self._video_info(keys, stored),
+            video=await video_info(self._store, keys, stored, now=self._clock()),
             cache_hit=False,
             timings=stages.timings(self._clock()),
             attempt=attempt,
@@ -277,25 +266,6 @@ class JobPipeline:
 
     def _encode(self, frames: NDArray[np.uint8], fps: int) -> tuple[bytes, bytes]:
         return encode_mp4(frames, fps=fps), encode_poster(frames[0], fmt=self._settings.poster_format)
-
-    async def _video_info(self, keys: ObjectKeys, stored: StoredObject) -> VideoInfo:
-        meta = stored.metadata
-        expires_at = self._clock() + timedelta(seconds=self._store.presign_ttl_s)
-        frames, fps = int(meta["num_frames"]), int(meta["fps"])
-        return VideoInfo(
-            uri=self._store.uri(keys.video),
-            url=await self._store.presign(keys.video),
-            url_expires_at=expires_at,
-            poster_uri=self._store.uri(keys.poster),
-            poster_url=await self._store.presign(keys.poster),
-            bytes=stored.size,
-            sha256=meta["sha256"],
-            width=int(meta["width"]),
-            height=int(meta["height"]),
-            num_frames=frames,
-            fps=fps,
-            duration_s=round(frames / fps, 3),
-        )
 
 
 def _ms_since(started: float) -> int:
