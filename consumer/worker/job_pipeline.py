@@ -26,7 +26,8 @@ from consumer.images.sandbox import DecodeLimits, decode_in_sandbox
 from consumer.images.sources import StartImageSource
 from consumer.memory.modes import MemoryMode
 from consumer.object_store import ObjectStore
-from consumer.render.renderer import ModelHold, Rendered, Renderer, RenderSpec, to_uint8
+from consumer.render.render_spec import ModelHold, Rendered, RenderSpec, to_uint8
+from consumer.render.renderer import Renderer
 from consumer.settings import Settings
 from consumer.telemetry.worker_metrics import Metrics, resolution_label
 from consumer.worker.stored_videos import answers_from_cache, stored_video, video_info
