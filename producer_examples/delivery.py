@@ -29,7 +29,8 @@ from consumer.errors import (
     WebhookUnresolved,
     WebhookUrlForbidden,
 )
-from consumer.images.https_download import Resolve, UrlRules, pinned_session, vet_url
+from consumer.images.https_download import pinned_session
+from consumer.images.url_vetting import Resolve, UrlRules, vet_url
 from producer_examples.breaker import CircuitBreaker
 from producer_examples.notifier_settings import Webhook
 from producer_examples.signing import SIGNATURE_HEADER, sign

@@ -27,7 +27,7 @@ from opentelemetry.trace import Tracer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from consumer.errors import WebhookUnresolved, WebhookUrlForbidden
-from consumer.images.https_download import IPNetwork, Resolve, UrlRules
+from consumer.images.url_vetting import IPNetwork, Resolve, UrlRules
 from consumer.kafka.clients import client_options, ensure_topics, make_producer
 from consumer.settings import ConfigurationError, Settings, describe_config_error
 from consumer.telemetry.logs import configure_logging

@@ -25,7 +25,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from opentelemetry.sdk.trace import TracerProvider
 
 from consumer.errors import SignatureError
-from consumer.images.https_download import IPNetwork, Resolve
+from consumer.images.url_vetting import IPNetwork, Resolve
 from consumer.kafka.clients import client_options, ensure_topics
 from consumer.settings import Settings
 from producer_examples.dedupe import delivery_key
