@@ -16,7 +16,7 @@ from consumer.core.moderation import ContentPolicy
 from consumer.core.rate_limit import TenantLimiter, TokenBucket
 from consumer.errors import SignatureError
 from producer_examples.dedupe import RecentKeys
-from producer_examples.product_hook import HookSettings
+from producer_examples.hook_settings import HookSettings
 from producer_examples.products import (
     DEFAULT_TEMPLATE,
     ProductCreated,
