@@ -68,11 +68,6 @@ class Lifecycle:
         return self.history[-1]
 
     @property
-    def ended(self) -> bool:
-        """Answered or abandoned: nothing more happens to the job."""
-        return self.phase in _ENDS
-
-    @property
     def past_render(self) -> bool:
         """The job no longer needs the model: its render ended (or was found unnecessary)."""
         return self.phase in (Phase.RENDER_ENDED, Phase.ENCODING, Phase.UPLOADING)
