@@ -18,9 +18,10 @@ demo: setup  ## render one product video end to end with an embedded broker and 
 
 test: lint typecheck docs tests  ## everything CI runs
 
-lint: setup
+lint: setup  ## ruff, and the import contracts of pyproject.toml (layers, the pure core, who may import what)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: setup
 	$(BIN)/mypy

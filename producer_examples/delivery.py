@@ -27,8 +27,15 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 from yarl import URL
 
 from consumer.core.rate_limit import Clock
-from consumer.images.https_download import Resolve, UrlRules, pinned_session, vet_url
-from consumer.webhooks.url_rules import WebhookUnresolved, WebhookUrlForbidden
+from consumer.errors import (
+    DeliveryRejected,
+    DeliveryRetriable,
+    EndpointUnavailable,
+    WebhookUnresolved,
+    WebhookUrlForbidden,
+)
+from consumer.images.https_download import pinned_session
+from consumer.images.url_vetting import Resolve, UrlRules, vet_url
 from producer_examples.breaker import CircuitBreaker
 from producer_examples.dispatches import Dispatch
 from producer_examples.signing import SIGNATURE_HEADER, sign
@@ -61,18 +68,6 @@ class Outcome:
     @property
     def delivered(self) -> bool:
         return self.code == "delivered"
-
-
-class _Retriable(Exception):
-    """Worth another attempt: a timeout, a connection or DNS error, 408/425/429 or 5xx."""
-
-
-class _Rejected(Exception):
-    """Not worth another attempt: the receiver answered with another 3xx/4xx."""
-
-
-class _Unavailable(Exception):
-    """The tenant's breaker is open: no attempt went out."""
 
 
 class WebhookDelivery:
@@ -112,7 +107,7 @@ class WebhookDelivery:
             # Exponential backoff with jitter, so receivers coming back are not hit by every notifier at once.
             wait=wait_exponential(multiplier=self._backoff_initial_s, max=self._backoff_max_s)
             + wait_random(0, self._backoff_initial_s),
-            retry=retry_if_exception_type(_Retriable),
+            retry=retry_if_exception_type(DeliveryRetriable),
             reraise=True,
         )
         try:
@@ -120,11 +115,11 @@ class WebhookDelivery:
                 with attempt:
                     attempts = attempt.retry_state.attempt_number
                     await self._attempt(dispatch, breaker, number=attempts)
-        except _Unavailable:
+        except EndpointUnavailable:
             return Outcome("endpoint_unavailable", attempts - 1, "the endpoint's circuit breaker is open")
-        except _Retriable as exc:
+        except DeliveryRetriable as exc:
             return Outcome("delivery_failed", attempts, f"gave up after {attempts} attempt(s): {exc}")
-        except _Rejected as exc:
+        except DeliveryRejected as exc:
             return Outcome("delivery_rejected", attempts, str(exc))
         except WebhookUrlForbidden as exc:
             return Outcome("webhook_url_forbidden", attempts, exc.message)
@@ -133,13 +128,13 @@ class WebhookDelivery:
     async def _attempt(self, dispatch: Dispatch, breaker: CircuitBreaker, *, number: int) -> None:
         """One POST if the breaker allows it; tells the breaker whether the endpoint answered."""
         if not breaker.allow():
-            raise _Unavailable
+            raise EndpointUnavailable
         try:
             await self._post(dispatch, number=number)
-        except _Retriable:
+        except DeliveryRetriable:
             breaker.failed()
             raise
-        except _Rejected:
+        except DeliveryRejected:
             breaker.succeeded()  # it answered: alive, whatever it thinks of this delivery
             raise
         breaker.succeeded()  # a refused URL (WebhookUrlForbidden) passes through: nothing was learnt
@@ -170,7 +165,7 @@ class WebhookDelivery:
                 span.set_status(Status(StatusCode.ERROR, exc.code))
                 span.set_attribute("error.type", exc.code)
                 log.warning("webhook host %s (attempt %d): %s", url.host, number, exc.message)
-                raise _Retriable(exc.message) from exc
+                raise DeliveryRetriable(exc.message) from exc
             headers = _headers(dispatch, timestamp=int(self._wall_clock()))
             propagate.inject(headers)  # the receiver's server span joins the trace
             try:
@@ -183,7 +178,7 @@ class WebhookDelivery:
                 span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
                 span.set_attribute("error.type", type(exc).__name__)
                 log.warning("POST to %s (attempt %d) failed: %s", url.host, number, type(exc).__name__)
-                raise _Retriable(type(exc).__name__) from exc
+                raise DeliveryRetriable(type(exc).__name__) from exc
             span.set_attribute("http.response.status_code", status)
             if 200 <= status < 300:
                 return
@@ -191,8 +186,8 @@ class WebhookDelivery:
             span.set_attribute("error.type", str(status))
             if status >= 500 or status in _RETRIABLE_STATUS:
                 log.warning("POST to %s (attempt %d) answered %d", url.host, number, status)
-                raise _Retriable(f"HTTP {status}")
-            raise _Rejected(f"HTTP {status}: the receiver refused the delivery")
+                raise DeliveryRetriable(f"HTTP {status}")
+            raise DeliveryRejected(f"HTTP {status}: the receiver refused the delivery")
 
 
 def _headers(dispatch: Dispatch, *, timestamp: int) -> dict[str, str]:

@@ -23,8 +23,9 @@ from consumer.core.webhook_events import (
     result_event_type,
     result_webhook_event,
 )
+from consumer.errors import SecretUnreadable
 from consumer.webhooks.directory import EndpointDirectory
-from consumer.webhooks.secret_box import SecretBox, SecretUnreadable
+from consumer.webhooks.secret_box import SecretBox
 from producer_examples.dedupe import delivery_key
 from producer_examples.notifier_settings import Webhook
 from schemas.events import VideoProgress, VideoResult

@@ -33,7 +33,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from consumer.core.clock import utc_now
 from consumer.core.webhook_events import ProgressThrottle
-from consumer.images.https_download import IPNetwork, Resolve
+from consumer.images.url_vetting import IPNetwork, Resolve
 from consumer.kafka.clients import client_options, ensure_topics, make_producer
 from consumer.settings import ConfigurationError, Settings, describe_config_error
 from consumer.telemetry.logs import configure_logging

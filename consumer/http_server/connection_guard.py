@@ -49,9 +49,9 @@ from typing import cast
 
 from aiohttp import StreamReader, web
 
-from consumer.errors import VidgenError
+from consumer.errors import BodyTimeout
 
-__all__ = ["BodyTimeout", "ConnectionGuard", "GuardedSite", "HttpLimits"]
+__all__ = ["ConnectionGuard", "GuardedSite", "HttpLimits"]
 
 log = logging.getLogger(__name__)
 
@@ -83,14 +83,6 @@ class HttpLimits:
             raise ValueError("header_timeout_s and body_timeout_s must be > 0")
         if self.max_connections < 1:
             raise ValueError("max_connections must be >= 1")
-
-
-class BodyTimeout(VidgenError, TimeoutError):
-    """What reading a request's body raises once its deadline has passed (the guard answers 408). A TimeoutError, so
-    aiohttp's own draining of an unread body after the answer ends quietly on it. An HTTP answer, never a result
-    event's error: its code is the instance's (`request_timeout`), as `ApiFailure`'s are."""
-
-    retriable = True
 
 
 class _Connection(asyncio.Protocol):

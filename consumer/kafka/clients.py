@@ -20,6 +20,7 @@ __all__ = [
     "follower_consumer",
     "make_consumer",
     "make_producer",
+    "make_state_consumer",
     "record_bytes",
     "topic_configs",
     "worker_topics",
@@ -28,6 +29,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _CREATED = (0, 36)  # no error, or TOPIC_ALREADY_EXISTS (another worker was first)
+# tansu answers a fetch only once its max wait expires, so this bounds how late a cancel is seen there; Apache Kafka
+# answers as soon as a record arrives.
+_STATE_FETCH_WAIT_MS = 50
 
 
 def client_options(settings: Settings) -> dict[str, Any]:
@@ -99,6 +103,16 @@ def make_consumer(settings: Settings, listener: ConsumerRebalanceListener) -> AI
     )
     consumer.subscribe([settings.requests_topic, settings.bulk_topic, settings.retry_topic], listener=listener)
     return consumer
+
+
+def make_state_consumer(settings: Settings) -> AIOKafkaConsumer:
+    """The consumer of `consumer.kafka.state_topics.StateTopicsFollower`: no group, every partition from the start."""
+    return AIOKafkaConsumer(
+        **client_options(settings),
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=_STATE_FETCH_WAIT_MS,
+    )
 
 
 def worker_topics(settings: Settings) -> list[str]:

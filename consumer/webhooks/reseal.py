@@ -14,12 +14,13 @@ import sys
 from aiokafka.errors import KafkaError
 from opentelemetry.trace import NoOpTracer
 
+from consumer.errors import SecretUnreadable
 from consumer.kafka.clients import make_producer
 from consumer.kafka.record_publisher import RecordPublisher
 from consumer.settings import ConfigurationError, Settings, describe_config_error
 from consumer.webhooks.directory import EndpointDirectory
 from consumer.webhooks.follower import DirectoryFollower
-from consumer.webhooks.secret_box import SecretBox, SecretUnreadable
+from consumer.webhooks.secret_box import SecretBox
 
 __all__ = ["reseal", "reseal_main", "reseal_parser"]
 

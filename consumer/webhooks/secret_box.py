@@ -13,20 +13,13 @@ from collections.abc import Callable
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from pydantic import SecretStr
 
-from consumer.errors import VidgenError
+from consumer.errors import SecretUnreadable
 from consumer.settings.webhooks import secret_keys
 
-__all__ = ["SECRET_PREFIX", "SecretBox", "SecretUnreadable", "new_secret"]
+__all__ = ["SECRET_PREFIX", "SecretBox", "new_secret"]
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 - the Standard Webhooks prefix, not a secret
 _SECRET_BYTES = 32  # Standard Webhooks: between 24 and 64 bytes
-
-
-class SecretUnreadable(VidgenError):
-    """A stored secret does not decrypt under any configured key (its key was dropped too early, or the record was
-    not written by this deployment)."""
-
-    code = "webhook_secret_unreadable"
 
 
 def new_secret(entropy: bytes | None = None) -> str:

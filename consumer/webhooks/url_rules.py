@@ -4,23 +4,10 @@ API applies them when a tenant creates an endpoint, the notifier before every de
 
 from __future__ import annotations
 
-from consumer.errors import VidgenError
-from consumer.images.https_download import IPNetwork, UrlRules
+from consumer.errors import WebhookUnresolved, WebhookUrlForbidden
+from consumer.images.url_vetting import IPNetwork, UrlRules
 
-__all__ = ["WebhookUnresolved", "WebhookUrlForbidden", "webhook_rules"]
-
-
-class WebhookUrlForbidden(VidgenError):
-    """The webhook URL breaks the outbound rules (scheme, credentials, a non-public address...)."""
-
-    code = "webhook_url_forbidden"
-
-
-class WebhookUnresolved(VidgenError):
-    """The webhook's host did not resolve; DNS may come back."""
-
-    code = "delivery_failed"
-    retriable = True
+__all__ = ["webhook_rules"]
 
 
 def webhook_rules(

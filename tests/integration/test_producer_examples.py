@@ -32,9 +32,10 @@ from consumer.settings import Settings
 from producer_examples import publish_request
 from producer_examples.dedupe import delivery_key
 from producer_examples.delivery import DELIVERY_HEADER
+from producer_examples.hook_settings import HookSettings
 from producer_examples.notifier import serve
 from producer_examples.notifier_settings import NotifierSettings
-from producer_examples.product_hook import ROUTE, HookSettings, make_app
+from producer_examples.product_hook import ROUTE, make_app
 from producer_examples.signing import SIGNATURE_HEADER, sign, verify
 from schemas.events import Timings, VideoRequest, VideoResult
 from tests.support import KafkaClient, Tls, http_get, loopback_tls, metric, product_payload

@@ -12,8 +12,8 @@ from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 
 from consumer.settings import Settings
+from producer_examples.hook_settings import HookSettings
 from producer_examples.notifier_settings import NotifierSettings
-from producer_examples.product_hook import HookSettings
 from tests.support import REPO
 
 SECRET = "s3cr3t-Zq8Xw1-pq"  # short: pydantic shortens long values in the middle, which would hide a leak

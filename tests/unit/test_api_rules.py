@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 
 from consumer.api.auth.api_keys import ApiKeys, create_key, hash_key, parse_keys
-from consumer.api.auth.jwt_claims import ClaimError, check_algorithms, check_header, tenant_from_claims
+from consumer.api.auth.jwt_claims import check_algorithms, check_header, tenant_from_claims
 from consumer.api.submission.job_ids import idempotent_id, random_id
 from consumer.api.submission.shedding import Limits, shed
 from consumer.api.submission.wait_estimate import QueueStats, TenantQueue, estimated_wait_s
-from consumer.api.view.pages import MAX_LIMIT, PageQuery, QueryError, page, parse_page_query
+from consumer.api.view.pages import MAX_LIMIT, PageQuery, page, parse_page_query
+from consumer.errors import ClaimError, QueryError
 
 
 def _alone(queued: int, *, in_progress: int, workers_active: int, service_s: float) -> QueueStats:

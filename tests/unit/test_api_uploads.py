@@ -10,11 +10,10 @@ import tempfile
 import pytest
 from PIL import Image
 
-from consumer.api.routes.error_answers import ApiFailure
 from consumer.api.submission.body import build_request
 from consumer.api.submission.uploads import CheckedImage, SpooledImage, check_upload
 from consumer.core.moderation import ContentPolicy
-from consumer.errors import ImageError, ImageTooLarge
+from consumer.errors import ApiFailure, ImageError, ImageTooLarge
 
 _LIMITS = {"key_prefix": "p/", "max_pixels": 1_000_000, "max_decoded_bytes": 4_000_000}
 

@@ -81,13 +81,26 @@ def _all_subclasses(cls: type[errors.VidgenError]) -> set[type[errors.VidgenErro
     return {cls} | {sub for child in cls.__subclasses__() for sub in _all_subclasses(child)}
 
 
+def _table_codes(text: str) -> set[str]:
+    """Codes that head a row of a markdown table: `| `code` | ...`."""
+    return set(re.findall(r"^\| `([a-z_]+)` \|", text, flags=re.MULTILINE))
+
+
 def test_every_error_code_is_in_the_contracts_table() -> None:
+    """Every error class lives in `consumer.errors`; every code a result event (or a start-up or command-line exit)
+    can carry is a row of the event contract's error tables; codes answered only elsewhere (`in_results = False`:
+    the job API's HTTP answers, the notifier's deliveries, the worker's own) are each a row of a table in the docs."""
     import consumer.worker.wiring  # noqa: F401 - imports every module of the worker that defines an error class
     import producer_examples.notifier  # noqa: F401 - and the notifier's (its dead letters' codes)
 
-    codes = {cls.code for cls in _all_subclasses(errors.VidgenError)}
-    documented = set(re.findall(r"^\| `([a-z_]+)` \|", _text(DOCS / "event-contract.md"), flags=re.MULTILINE))
-    assert codes <= documented, f"the event contract's error table lacks: {sorted(codes - documented)}"
+    classes = _all_subclasses(errors.VidgenError)
+    assert {cls.__module__.rpartition(".")[0] for cls in classes} == {"consumer.errors"}  # all in one place
+    contract = _table_codes(_text(DOCS / "event-contract.md"))
+    in_results = {cls.code for cls in classes if cls.in_results}
+    assert in_results <= contract, f"the event contract's error table lacks: {sorted(in_results - contract)}"
+    documented = _table_codes("\n".join(_text(path) for path in sorted(DOCS.rglob("*.md"))))
+    elsewhere = {cls.code for cls in classes if not cls.in_results}
+    assert elsewhere <= documented, f"no docs table names: {sorted(elsewhere - documented)}"
 
 
 @pytest.mark.parametrize("path", CHECKED, ids=lambda path: str(path.relative_to(REPO)))

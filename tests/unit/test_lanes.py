@@ -25,6 +25,8 @@ from consumer.settings import Settings
 from consumer.telemetry.worker_metrics import Metrics
 from consumer.worker.consume_loop import ConsumeLoop
 from consumer.worker.job_runner import JobRunner
+from consumer.worker.policies import pending_jobs
+from consumer.worker.scheduler import JobScheduler
 from producer_examples.publish_request import build_request, submit_parser
 from schemas.events import VideoRequest
 from tests.support import IDENTITY, REPO, FakeConsumer, FakePipeline, FakePublisher, consumed, request_body
@@ -42,7 +44,7 @@ def _job(lane: Lane, *, tenant: str = "shop-1", topic: str | None = None) -> Job
 
 
 def _pending(**overrides: object) -> PendingJobs:
-    return PendingJobs(Settings(**{"max_pending_jobs": 64, **overrides}), clock=time.monotonic)  # type: ignore[arg-type]
+    return pending_jobs(Settings(**{"max_pending_jobs": 64, **overrides}), clock=time.monotonic)  # type: ignore[arg-type]
 
 
 def _lanes_taken(pending: PendingJobs, count: int) -> str:
@@ -240,7 +242,8 @@ async def _burst(
         identity=IDENTITY,
         metrics=Metrics(),
     )
-    worker = ConsumeLoop(settings=settings, consumer_factory=factory, runner=runner, metrics=Metrics())  # type: ignore[arg-type]
+    scheduler = JobScheduler(settings, runner, Metrics(), events=asyncio.Queue())
+    worker = ConsumeLoop(settings=settings, consumer_factory=factory, scheduler=scheduler, metrics=Metrics())  # type: ignore[arg-type]
     await asyncio.wait_for(worker.run(asyncio.Event(), burst=True), 10)
     [consumer] = consumers
     return consumer

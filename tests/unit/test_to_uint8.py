@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from consumer.render.renderer import to_uint8
+from consumer.render.render_spec import to_uint8
 
 
 def test_to_uint8_rounds_to_nearest_and_clips_out_of_range_values() -> None:

@@ -27,15 +27,14 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from consumer.api.api_settings import ApiSettings
 from consumer.api.auth.api_keys import KEY_PREFIX, ApiKeys, key_id
-from consumer.api.auth.jwt_claims import ClaimError, check_header, tenant_from_claims
-from consumer.api.routes.error_answers import ApiFailure
+from consumer.api.auth.jwt_claims import check_header, tenant_from_claims
+from consumer.errors import AuthFailure, ClaimError
 
-__all__ = ["AuthFailure", "Authenticator", "Caller", "JwksCache"]
+__all__ = ["Authenticator", "Caller", "JwksCache"]
 
 log = logging.getLogger(__name__)
 
 _MAX_JWKS_BYTES = 1 << 20
-_CHALLENGE = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
 
 
 @dataclass(frozen=True)
@@ -44,14 +43,6 @@ class Caller:
     kind: Literal["api_key", "jwt", "content_link"]  # content_link: consumer.api.auth.content_links
     key_id: str | None = None  # the API key's id (`api_keys.key_id`): valid while the keys file holds it
     expires_at: float | None = None  # Unix seconds: a JWT's `exp` plus the leeway
-
-
-class AuthFailure(ApiFailure):
-    """401 with the Bearer challenge. `reason` is a fixed label for the metric."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(401, "invalid_token", message, headers=_CHALLENGE)
-        self.reason = reason
 
 
 class JwksCache:

@@ -15,10 +15,10 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from consumer.api.auth.authenticator import Authenticator, AuthFailure, Caller
+from consumer.api.auth.authenticator import Authenticator, Caller
 from consumer.api.auth.link_signing import sign_link, verify_link
-from consumer.api.routes.error_answers import ApiFailure
 from consumer.api.routes.videos import CALLER, Handlers
+from consumer.errors import ApiFailure, AuthFailure
 from schemas.links import ContentLinks
 
 __all__ = ["CONTENT_ROUTE", "LinkIssuer"]

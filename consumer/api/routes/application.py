@@ -34,10 +34,10 @@ from opentelemetry.trace import Tracer
 from prometheus_client import CollectorRegistry
 
 from consumer.api.api_metrics import ApiMetrics
-from consumer.api.auth.authenticator import Authenticator, AuthFailure
+from consumer.api.auth.authenticator import Authenticator
 from consumer.api.auth.content_links import LinkIssuer
 from consumer.api.console import Console, trace_response
-from consumer.api.routes.error_answers import ApiFailure, error_middleware
+from consumer.api.routes.error_answers import error_middleware
 from consumer.api.routes.event_streams import EventStreams
 from consumer.api.routes.videos import CALLER, Handlers
 from consumer.api.routes.webhooks import WebhookRoutes
@@ -45,6 +45,7 @@ from consumer.api.submission.body import defer_continue
 from consumer.core.rate_limit import TenantLimiter
 from consumer.core.sanitize import name_safely
 from consumer.core.tenant_slots import TenantSlots
+from consumer.errors import ApiFailure, AuthFailure
 from consumer.http_server.connection_guard import ConnectionGuard
 from consumer.http_server.health_routes import ReadinessCheck, add_probe_routes
 from consumer.http_server.request_metrics import measured

@@ -8,10 +8,10 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
 
-from consumer.errors import VidgenError
+from consumer.errors import ApiFailure
 from schemas.job_api import ApiError, ApiErrorBody
 
-__all__ = ["ApiFailure", "error_middleware", "error_response"]
+__all__ = ["error_middleware", "error_response"]
 
 log = logging.getLogger(__name__)
 
@@ -29,27 +29,6 @@ _STATUS_CODES = {
     429: "rate_limited",
     503: "unavailable",
 }
-
-
-class ApiFailure(VidgenError):
-    """An answer other than success: the HTTP status, a stable code, a message and the field at fault."""
-
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        message: str,
-        *,
-        field: str | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(message, code=code, field=field)
-        self.status = status
-        self.headers = dict(headers or {})
-
-    @property
-    def retriable(self) -> bool:  # type: ignore[override]  # per instance: 429 and 503 are worth retrying
-        return self.status in (429, 503)
 
 
 def error_response(

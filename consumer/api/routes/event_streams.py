@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from consumer.api.auth.authenticator import Authenticator, Caller
-from consumer.api.routes.error_answers import ApiFailure
 from consumer.api.routes.job_body import render_job
 from consumer.api.routes.videos import CALLER, Handlers
 from consumer.api.view.job_state import JobState
 from consumer.core.tenant_slots import TenantSlots
+from consumer.errors import ApiFailure
 
 __all__ = ["EventStreams", "format_event"]
 

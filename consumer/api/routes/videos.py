@@ -18,7 +18,6 @@ from pydantic import BaseModel
 from consumer.api.api_metrics import ApiMetrics
 from consumer.api.api_settings import ApiSettings
 from consumer.api.auth.authenticator import Caller
-from consumer.api.routes.error_answers import ApiFailure
 from consumer.api.routes.job_body import object_key, render_job
 from consumer.api.submission.body import BodyLimits, build_request, received_submission, take_fallback
 from consumer.api.submission.body_budget import BodyBudget
@@ -29,11 +28,11 @@ from consumer.api.submission.wait_estimate import QueueStats, estimated_wait_s
 from consumer.api.view.follower import Listeners
 from consumer.api.view.job_state import JobState, Submitted, request_parameters
 from consumer.api.view.job_store import JobStore
-from consumer.api.view.pages import QueryError, page, parse_page_query
+from consumer.api.view.pages import page, parse_page_query
 from consumer.core.degrade import DEGRADED_REASON_HEADER, choose_fallback, degrade, pool_down
 from consumer.core.moderation import ContentPolicy
 from consumer.core.priority_lanes import Lane, LanePolicy, lane_for, topic_for
-from consumer.errors import ImageError, ImageTooLarge, StorageError
+from consumer.errors import ApiFailure, ImageError, ImageTooLarge, QueryError, StorageError
 from consumer.kafka.record_publisher import RecordPublisher
 from consumer.object_store import ObjectStore
 from consumer.settings import Settings

@@ -21,15 +21,14 @@ from aiohttp import web
 from aiokafka.errors import KafkaError
 from pydantic import BaseModel, ValidationError
 
-from consumer.api.routes.error_answers import ApiFailure
 from consumer.api.routes.videos import CALLER
 from consumer.core.sanitize import name_safely
-from consumer.images.https_download import UrlRules, vet_url
+from consumer.errors import ApiFailure, SecretUnreadable, WebhookUnresolved, WebhookUrlForbidden
+from consumer.images.url_vetting import UrlRules, vet_url
 from consumer.kafka.record_publisher import RecordPublisher
 from consumer.settings import Settings
 from consumer.webhooks.directory import EndpointDirectory
-from consumer.webhooks.secret_box import SecretBox, SecretUnreadable, new_secret
-from consumer.webhooks.url_rules import WebhookUnresolved, WebhookUrlForbidden
+from consumer.webhooks.secret_box import SecretBox, new_secret
 from schemas.webhooks import (
     StoredSecret,
     WebhookEndpoint,

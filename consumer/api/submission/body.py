@@ -22,11 +22,12 @@ from aiohttp import BodyPartReader, MultipartReader, hdrs, web
 from aiohttp.http import HttpVersion11
 from aiohttp.http_exceptions import HttpProcessingError
 
-from consumer.api.routes.error_answers import ApiFailure, error_response
+from consumer.api.routes.error_answers import error_response
 from consumer.api.submission.body_budget import BodyBudget
 from consumer.api.submission.uploads import SpooledImage, spool_part
 from consumer.core.intake import DeadLetter, Rejection, parse_request
 from consumer.core.moderation import ContentPolicy
+from consumer.errors import ApiFailure
 from schemas.events import VideoRequest
 from schemas.job_api import API_FILLED_FIELDS, Fallback
 

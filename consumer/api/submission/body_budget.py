@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from consumer.api.routes.error_answers import ApiFailure
+from consumer.errors import ApiFailure
 
 __all__ = ["BodyBudget"]
 

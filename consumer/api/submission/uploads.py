@@ -21,9 +21,8 @@ from typing import BinaryIO
 from aiohttp import BodyPartReader
 from PIL import Image, UnidentifiedImageError
 
-from consumer.api.routes.error_answers import ApiFailure
 from consumer.core.keys import upload_key_of_digest
-from consumer.errors import ImageError, ImageTooLarge
+from consumer.errors import ApiFailure, ImageError, ImageTooLarge
 from consumer.images.decoding import ALLOWED_FORMATS, check_size, check_tiff_directory
 
 __all__ = ["CheckedImage", "SpooledImage", "check_upload", "spool_part"]

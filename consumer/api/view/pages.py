@@ -12,19 +12,13 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from consumer.core.intake import usable_id
+from consumer.errors import QueryError
 
-__all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "PageQuery", "QueryError", "page", "parse_page_query"]
+__all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "PageQuery", "page", "parse_page_query"]
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
 T = TypeVar("T")
-
-
-class QueryError(ValueError):
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-        self.message = message
 
 
 @dataclass(frozen=True)
