@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from consumer.errors import PoolMismatch, VidgenError
+from consumer.errors import VidgenError
 from consumer.settings import ConfigurationError, Settings, describe_config_error
 from consumer.settings.pools import worker_settings
 from consumer.telemetry.logs import configure_logging
@@ -90,7 +90,7 @@ def _run_worker(settings: Settings, gpus: str | None) -> int:
     first (exit 2, one line naming them), before any child of `--gpus` starts: each would refuse alike."""
     try:
         settings = worker_settings(settings)
-    except PoolMismatch as exc:
+    except VidgenError as exc:  # pool_mismatch
         log.critical("worker cannot start: %s (%s)", exc.message, exc.code)
         return 2
     return _run_node(settings, gpus) if gpus is not None else _run(settings)

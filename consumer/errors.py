@@ -17,7 +17,6 @@ __all__ = [
     "InvalidRequest",
     "ModeUnsupported",
     "ModelUnavailable",
-    "PoolMismatch",
     "ProducerUnsupported",
     "PublishRefused",
     "RateLimited",
@@ -201,13 +200,6 @@ class ProducerUnsupported(VidgenError):
     start until the setting or the brokers change."""
 
     code = "producer_unsupported"
-
-
-class PoolMismatch(VidgenError):
-    """A worker's topic or group settings put it in the other pool (a template worker on the GPU pool's topics, a
-    model worker on the template pool's): it would take that pool's requests. The worker does not start."""
-
-    code = "pool_mismatch"
 
 
 class UsageError(VidgenError):

@@ -11,13 +11,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from consumer.errors import PoolMismatch
+from consumer.errors import VidgenError
 
 if TYPE_CHECKING:
     from consumer.settings import Settings
 
-__all__ = ["TEMPLATE_GROUP_SUFFIX", "TEMPLATE_MODEL", "pool_conflicts", "template_pool_names", "worker_settings"]
+__all__ = [
+    "POOL_MISMATCH",
+    "TEMPLATE_GROUP_SUFFIX",
+    "TEMPLATE_MODEL",
+    "pool_conflicts",
+    "template_pool_names",
+    "worker_settings",
+]
 
+POOL_MISMATCH = "pool_mismatch"  # the start-up error code
 TEMPLATE_MODEL = "template"
 TEMPLATE_GROUP_SUFFIX = "-template"
 _POOL_FIELDS = ("requests_topic", "bulk_topic", "retry_topic")
@@ -37,14 +45,15 @@ def template_pool_names(template_topic: str, gpu_group: str) -> dict[str, str]:
 
 def worker_settings(settings: Settings) -> Settings:
     """The settings a worker runs with: for a template worker, its pool's topics and group wherever they were left
-    unset. Raises `PoolMismatch` when what is set contradicts the model."""
+    unset. Raises `VidgenError` (`pool_mismatch`) when what is set contradicts the model: the worker would take the
+    other pool's requests."""
     if settings.model == TEMPLATE_MODEL:
         derived = template_pool_names(settings.template_topic, settings.consumer_group)
         unset = {name: value for name, value in derived.items() if name not in settings.model_fields_set}
         settings = settings.model_copy(update=unset)
     conflicts = pool_conflicts(settings)
     if conflicts:
-        raise PoolMismatch("; ".join(conflicts))
+        raise VidgenError("; ".join(conflicts), code=POOL_MISMATCH)
     return settings
 
 

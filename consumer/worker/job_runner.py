@@ -265,15 +265,18 @@ class JobRunner:
             admission = await self._memory.admit(job.request, stop=lambda: self.draining or job.stop.requested)
         if admission is None:
             return _ABANDONED
-        return admission if isinstance(admission, Reject) else admission.mode
+        if isinstance(admission, Reject):
+            return admission
+        return admission.mode if self._memory.renders_in_mode else None
 
     async def _process_with_retries(self, job: Job, events: RenderEnds) -> VideoResult | _Abandoned | None:
         """Retry transient failures in process with backoff, then hand the request to the retry topic, and after
         the last round (or when the retry topic refuses the copy for good) fail it for good (result `failed`,
         retryable) with a copy in the DLQ. None: handed on.
 
-        Each attempt is admitted by device memory first; the reservation ends as soon as its render does, and the
-        scheduler hears of it, so the next request renders while this one encodes and uploads."""
+        Each attempt is admitted by device memory first; the reservation ends as soon as its render does (in the
+        template pool, once the attempt ends: its frames are in RAM until then), and the scheduler hears of the
+        render's end, so the next request renders while this one encodes and uploads."""
         request, record, delivery = job.request, job.record, job.delivery
         progress = self._progress_for(request, attempt=delivery.attempt)
         started = time.monotonic()
@@ -283,7 +286,8 @@ class JobRunner:
 
         def render_ended() -> None:
             nonlocal posted
-            self._release_memory(request)
+            if self._memory is not None:
+                self._memory.render_ended(request)
             if not posted:  # once: a retried attempt that renders again keeps the slot it moved to
                 posted = True
                 events.put_nowait(RenderEnded(job))

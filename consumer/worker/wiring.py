@@ -13,7 +13,6 @@ import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import BrokerResponseError
@@ -22,7 +21,7 @@ from opentelemetry.trace import Tracer
 from consumer.core.moderation import ContentPolicy
 from consumer.core.results import Identity
 from consumer.crash_guard.ledger import CrashGuardLedger
-from consumer.errors import ModeUnsupported, ProducerUnsupported, VidgenError
+from consumer.errors import ProducerUnsupported, VidgenError
 from consumer.http_server.health_routes import ReadinessCheck, bound_port, start_http
 from consumer.images.https_download import FetchPolicy
 from consumer.images.sources import S3Sources, StartImageSource
@@ -30,17 +29,7 @@ from consumer.kafka.clients import ensure_topics, make_consumer, make_producer, 
 from consumer.kafka.progress import ProgressReporter
 from consumer.kafka.state_topics import StateTopicsFollower
 from consumer.kafka.worker_publisher import WorkerPublisher
-from consumer.memory.admission import SafetyMargin
-from consumer.memory.gate import MemoryGate
-from consumer.memory.modes import MemoryMode, supported_modes
-from consumer.memory.probe import (
-    CpuBudgetProbe,
-    CudaProbe,
-    MemoryProbe,
-    cpu_budget_bytes,
-    memory_limit_bytes,
-    process_rss_bytes,
-)
+from consumer.memory.probe import MemoryProbe
 from consumer.object_store import ObjectStore, open_s3_client
 from consumer.render.loader import load_pipeline, resolve_device, resolve_dtype
 from consumer.render.renderer import Renderer
@@ -50,6 +39,7 @@ from consumer.telemetry.worker_metrics import Metrics
 from consumer.worker.consume_loop import ConsumeLoop
 from consumer.worker.job_pipeline import JobPipeline
 from consumer.worker.job_runner import JobRunner, ProgressListener, StepFn
+from consumer.worker.memory_gates import memory_gate
 from schemas.events import VideoRequest
 
 __all__ = ["ProgressSink", "serve"]
@@ -76,7 +66,7 @@ async def serve(
     """Run one worker until `stop` is set (with `burst`, also until everything there was is answered). Returns the
     process exit code: 0 after a clean drain, 1 when the model is unusable (the orchestrator should restart the
     process). A `renderer` passed in is started here but never closed: it may serve several workers. Settings whose
-    topics or group contradict the model raise `PoolMismatch` before anything starts (`worker_settings`)."""
+    topics or group contradict the model raise `pool_mismatch` before anything starts (`worker_settings`)."""
     settings = worker_settings(settings)
     metrics = Metrics()
     model = renderer or _renderer(settings)
@@ -252,7 +242,7 @@ def _worker(
         progress.append(ProgressReporter(producer, settings))
     if on_progress is not None:
         progress.append(_SinkProgress(on_progress))
-    memory = _memory_gate(settings, renderer, probe, metrics)
+    memory = memory_gate(settings, renderer, probe, metrics)
     publisher = WorkerPublisher(producer, settings, tracer=tracer)
     runner = JobRunner(
         settings=settings,
@@ -303,58 +293,6 @@ def _start_images(settings: Settings, store: ObjectStore) -> StartImageSource:
         ),
         max_bytes=settings.image_max_bytes,
     )
-
-
-def _memory_gate(
-    settings: Settings, renderer: Renderer, probe: MemoryProbe | None, metrics: Metrics
-) -> MemoryGate | None:
-    """Admission by device memory; None where nothing measures memory (the stand-in, the template renderer). Built
-    once the model is loaded: a CPU worker's default budget starts from what the process holds then."""
-    allowed = supported_modes(renderer.device.type)
-    forced = None if settings.memory_mode == "auto" else MemoryMode(settings.memory_mode)
-    if forced is not None and forced not in allowed:
-        raise ModeUnsupported(f"VIDGEN_MEMORY_MODE={forced.value} cannot run on {renderer.device}")
-    if settings.model in ("standin", "template"):  # no weights, nothing to estimate (template: a few frames' worth)
-        return None
-    return MemoryGate(
-        probe or _default_probe(settings, renderer),
-        renderer.profile,
-        margin=SafetyMargin(settings.memory_margin_bytes, settings.memory_margin_fraction),
-        forced=forced,
-        allowed=allowed,
-        held_bytes=renderer.held_bytes,
-        metrics=metrics,
-    )
-
-
-def _default_probe(settings: Settings, renderer: Renderer) -> MemoryProbe:
-    """The GPU's own free memory; on a CPU worker the configured budget, else one derived from the memory limit.
-
-    Derived: the cgroup limit (or total memory) less the process's RSS now, after the model loaded, except the
-    weights (every estimate counts them), less the memory start-image decodes may take beside a render: render
-    slots hold jobs that decode and jobs admitted to render, so at most VIDGEN_MAX_INFLIGHT_JOBS - 1 decodes
-    run while a render is admitted (and while all of them decode, nothing renders).
-    """
-    if renderer.device.type == "cuda":
-        return CudaProbe(renderer.device.index or 0, backend=settings.memory_probe)
-    if settings.cpu_memory_budget_bytes is not None:
-        return CpuBudgetProbe(settings.cpu_memory_budget_bytes)
-    limit = memory_limit_bytes(Path(settings.cgroup_root))
-    decodes = (settings.max_inflight_jobs - 1) * settings.image_decode_memory_bytes
-    budget = cpu_budget_bytes(
-        limit,
-        resident_bytes=process_rss_bytes(),
-        weights_bytes=renderer.profile().weights_bytes,
-        reserved_bytes=decodes,
-    )
-    log.info(
-        "CPU memory budget %d MiB: limit %d MiB, less the worker's resident memory beyond its weights and %d MiB "
-        "for start-image decodes (VIDGEN_CPU_MEMORY_BUDGET_BYTES overrides)",
-        budget >> 20,
-        limit >> 20,
-        decodes >> 20,
-    )
-    return CpuBudgetProbe(budget)
 
 
 async def _run_until_stop_or_broken(

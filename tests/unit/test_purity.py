@@ -25,6 +25,7 @@ PURE = sorted(
         "consumer.memory.estimate",
         "consumer.memory.modes",
         "consumer.memory.profile",
+        "consumer.memory.template_estimate",
         # The job API's rules: job state from events, shedding, ids, JWT claim checks, pagination, content links.
         "consumer.api.auth.jwt_claims",
         "consumer.api.view.pages",

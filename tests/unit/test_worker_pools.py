@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from consumer.errors import PoolMismatch
+from consumer.errors import VidgenError
 from consumer.settings import Settings
 from consumer.settings.pools import worker_settings
 
@@ -79,7 +79,7 @@ def test_a_model_worker_keeps_the_gpu_pools_names(monkeypatch: pytest.MonkeyPatc
 def test_settings_that_contradict_the_model_are_refused_by_name(
     monkeypatch: pytest.MonkeyPatch, variables: dict[str, str], named: str
 ) -> None:
-    with pytest.raises(PoolMismatch) as refused:
+    with pytest.raises(VidgenError) as refused:
         worker_settings(_from_env(monkeypatch, **variables))
     assert refused.value.code == "pool_mismatch"
     assert named in refused.value.message and "VIDGEN_MODEL" in refused.value.message
