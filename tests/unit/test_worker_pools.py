@@ -3,11 +3,15 @@ pool's topics and group; topic or group settings that contradict the model are r
 
 from __future__ import annotations
 
+import re
+
 import pytest
+import yaml
 
 from consumer.errors import VidgenError
 from consumer.settings import Settings
 from consumer.settings.pools import worker_settings
+from tests.support import REPO
 
 DEFAULTS = Settings.model_construct()
 
@@ -84,3 +88,42 @@ def test_settings_that_contradict_the_model_are_refused_by_name(
     assert refused.value.code == "pool_mismatch"
     assert named in refused.value.message and "VIDGEN_MODEL" in refused.value.message
     assert "\n" not in refused.value.message
+
+
+def _deployed(env: dict[str, object], monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Settings as a worker builds them from a deploy file's environment (the variables Settings reads)."""
+    return _from_env(monkeypatch, **{name: str(value) for name, value in env.items() if name.startswith("VIDGEN_")})
+
+
+def test_the_deploy_files_template_workers_start_on_the_template_pool(monkeypatch: pytest.MonkeyPatch) -> None:
+    """docker-compose.yml's worker-template and deploy/k8s' template pod (its ConfigMap layered over the worker's)
+    set the pool's names themselves: consistent, so accepted as they are."""
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text(encoding="utf-8"))
+    base = REPO / "deploy" / "k8s" / "base"
+    k8s = {
+        **yaml.safe_load((base / "configmap.yaml").read_text(encoding="utf-8"))["data"],
+        **yaml.safe_load((base / "template-config.yaml").read_text(encoding="utf-8"))["data"],
+    }
+    for env in (compose["services"]["worker-template"]["environment"], k8s):
+        deployed = _deployed(env, monkeypatch)
+        assert deployed.model == "template"
+        assert worker_settings(deployed) == deployed == deployed.model_copy(update=_POOL)
+
+
+def test_a_template_pod_without_its_own_topics_would_refuse_to_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The k8s worker ConfigMap names `video.requests` explicitly: a template pod that dropped its own ConfigMap's
+    topics would read it, so it refuses instead of taking the GPU pool's jobs."""
+    base = REPO / "deploy" / "k8s" / "base"
+    gpu = yaml.safe_load((base / "configmap.yaml").read_text(encoding="utf-8"))["data"]
+    with pytest.raises(
+        VidgenError, match=re.escape("VIDGEN_REQUESTS_TOPIC=video.requests is not video.requests.template")
+    ):
+        worker_settings(_deployed({**gpu, "VIDGEN_MODEL": "template"}, monkeypatch))
+
+
+_POOL = {
+    "requests_topic": "video.requests.template",
+    "bulk_topic": "video.requests.template.bulk",
+    "retry_topic": "video.requests.template.retry",
+    "consumer_group": "video-renderers-template",
+}
