@@ -37,8 +37,9 @@ integration: setup  ## against a real broker and S3 server, worker processes and
 schemas: setup  ## regenerate schemas/json after changing schemas/events.py
 	$(BIN)/python -m schemas
 
-docs: setup  ## regenerate the README's settings table after changing consumer/settings.py
+docs: setup  ## regenerate the README's settings table and the Kafka ACL table after changing settings or topics
 	$(BIN)/python -m consumer.dev.reference_docs README.md
+	$(BIN)/python -m consumer.dev.acl_docs docs/_pending/template-acl.md
 
 bench: setup  ## benchmarks 1-4 (JSON report and PNG chart under bench/results/)
 	$(BIN)/python -m bench.run_all

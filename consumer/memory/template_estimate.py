@@ -16,10 +16,10 @@ template pool's gate reserves a job's peak from admission until its answer, and 
 
     peak = max(decode, FRAME_BYTES x F x P + PIXEL_BYTES x P + JOB_BYTES)
 
-Measured (`bench/template_memory.py`, psutil RSS of a template worker process; the renderer's own phases with the
-float frames released before the encoder runs): 12.0-12.4 B per pixel-frame while rendering, 14.9-15.6 while
-converting, 1024x1024x49 peaking 921 MiB above the idle worker before this accounting let the float frames go during
-encode; title card 256x256x1 44 B per pixel.
+Measured with psutil (RSS) over the renderer's own phases on a 2-core CPU: 12.0-12.4 bytes per pixel-frame while
+rendering (a start image or a title card), 14.9-15.6 while converting; a 256x256x1 title card 44 bytes per pixel; the
+encoder 67 bytes per pixel at 1024x1024x9, 220 at 1024x1024x49 (frames of noise, the MP4 included).
+`bench/template_memory.py` measures a whole template worker process at full concurrency.
 """
 
 from __future__ import annotations
