@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 from bench.client import Client, make_requests
-from bench.infra import Infra, embedded_infra, machine_info, new_run
+from bench.infra import Infra, embedded_infra, machine_info, new_run, print_report
 from bench.stats import percentile
 from bench.workers import running_workers
 from consumer.core.keys import upload_key
@@ -120,10 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     width, height, frames = (int(part) for part in args.size.split("x"))
     with embedded_infra() as infra:
         report = asyncio.run(measure(infra, count=args.count, size=(width, height, frames)))
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.output:
-        args.output.write_text(text + "\n", encoding="utf-8")
+    print_report(report, args.output)
     return 0
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import tempfile
 import threading
 import time
@@ -28,7 +27,7 @@ from typing import Any
 import psutil
 
 from bench.client import Client, make_requests
-from bench.infra import Infra, embedded_infra, machine_info, new_run
+from bench.infra import Infra, embedded_infra, machine_info, new_run, print_report
 from bench.template_e2e import upload_photo
 from bench.workers import running_workers
 
@@ -128,10 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         report = asyncio.run(
             measure(infra, count=args.count, size=(width, height, frames), limit_bytes=args.limit_mib * _MIB)
         )
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.output:
-        args.output.write_text(text + "\n", encoding="utf-8")
+    print_report(report, args.output)
     return 0
 
 

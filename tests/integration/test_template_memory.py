@@ -44,7 +44,8 @@ def _template_worker(pool: Settings, log: Path, **variables: str) -> WorkerProce
             update={"http_port": free_port(), "log_format": "text", "log_level": "WARNING", "shutdown_grace_s": 5}
         ).as_environment()
     )
-    env.update(PYTHONUNBUFFERED="1", **variables)
+    # No safety margin: the budget is what the jobs may take.
+    env.update(PYTHONUNBUFFERED="1", VIDGEN_MEMORY_MARGIN_BYTES="0", VIDGEN_MEMORY_MARGIN_FRACTION="0", **variables)
     return WorkerProcess(env, log)
 
 
@@ -56,8 +57,6 @@ async def test_at_full_concurrency_a_template_worker_stays_within_its_budget(
         pool,
         tmp_path / "template.log",
         VIDGEN_CPU_MEMORY_BUDGET_BYTES=str(BUDGET),
-        VIDGEN_MEMORY_MARGIN_BYTES="0",
-        VIDGEN_MEMORY_MARGIN_FRACTION="0",
         VIDGEN_MAX_INFLIGHT_JOBS="2",
         VIDGEN_MAX_FINISHING_JOBS="4",
         VIDGEN_IMAGE_DECODE_MEMORY_BYTES=str(64 * MIB),  # a decode's share of a job: under its frames here
@@ -119,8 +118,6 @@ async def test_without_a_budget_the_memory_limit_less_the_idle_worker_is_the_bud
         pool,
         tmp_path / "template.log",
         VIDGEN_CGROUP_ROOT=str(tmp_path),
-        VIDGEN_MEMORY_MARGIN_BYTES="0",
-        VIDGEN_MEMORY_MARGIN_FRACTION="0",
     )
     workers.append(worker)
     worker.start()
