@@ -4,6 +4,7 @@ settings naming fresh topics per run, and a description of the machine."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -27,6 +28,7 @@ __all__ = [
     "end_group",
     "machine_info",
     "new_run",
+    "print_report",
     "spawn_api",
 ]
 
@@ -123,3 +125,11 @@ def machine_info() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
     }
+
+
+def print_report(report: dict[str, Any], output: Path | None) -> None:
+    """A benchmark's JSON report on stdout, and in `output` when one is given."""
+    text = json.dumps(report, indent=2)
+    print(text)
+    if output:
+        output.write_text(text + "\n", encoding="utf-8")

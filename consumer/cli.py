@@ -15,6 +15,7 @@ from pathlib import Path
 
 from consumer.errors import VidgenError
 from consumer.settings import ConfigurationError, Settings, describe_config_error
+from consumer.settings.pools import worker_settings
 from consumer.telemetry.logs import configure_logging
 
 __all__ = ["build_parser", "main"]
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             return run_console_demo(settings, port=args.port)
         return run_demo(settings, args.output)
     configure_logging(fmt=settings.log_format, level=settings.log_level)
-    return _run_node(settings, args.gpus) if args.gpus is not None else _run(settings)
+    return _run_worker(settings, args.gpus)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,6 +97,17 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("api-key", help="add an API key for a tenant: `vidgen api-key create --tenant T`")
     commands.add_parser("webhook-keys", help="re-encrypt webhook secrets under the newest key: `reseal`")
     return parser
+
+
+def _run_worker(settings: Settings, gpus: str | None) -> int:
+    """`vidgen run`: one worker, or a node of them. Topic and group settings that contradict the model stop it
+    first (exit 2, one line naming them), before any child of `--gpus` starts: each would refuse alike."""
+    try:
+        settings = worker_settings(settings)
+    except VidgenError as exc:  # pool_mismatch
+        log.critical("worker cannot start: %s (%s)", exc.message, exc.code)
+        return 2
+    return _run_node(settings, gpus) if gpus is not None else _run(settings)
 
 
 def _run(settings: Settings) -> int:

@@ -12,6 +12,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.helpers import create_ssl_context
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
+from consumer.kafka.topic_access import worker_topics
 from consumer.settings import Settings
 
 __all__ = [
@@ -113,19 +114,6 @@ def make_state_consumer(settings: Settings) -> AIOKafkaConsumer:
         auto_offset_reset="earliest",
         fetch_max_wait_ms=_STATE_FETCH_WAIT_MS,
     )
-
-
-def worker_topics(settings: Settings) -> list[str]:
-    topics = [
-        settings.requests_topic,
-        settings.bulk_topic,
-        settings.retry_topic,
-        settings.results_topic,
-        settings.dlq_topic,
-        settings.control_topic,
-        settings.attempts_topic,
-    ]
-    return [*topics, settings.progress_topic] if settings.progress_events else topics
 
 
 def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:

@@ -27,8 +27,8 @@ __all__ = ["Inputs", "StepBounds", "denoise", "render_in_mode"]
 
 log = logging.getLogger(__name__)
 
-Inputs = tuple[torch.Tensor, torch.Tensor, Image.Image | None]
-"""The start video, its mask, the start image."""
+Inputs = tuple[torch.Tensor | None, torch.Tensor | None, Image.Image | None]
+"""The start video and its mask (None for a pipeline that resamples the start image itself), the start image."""
 
 
 @dataclass(frozen=True)

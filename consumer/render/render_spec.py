@@ -50,9 +50,13 @@ class ModelHold:
 
 def to_uint8(frames: NDArray[np.floating]) -> NDArray[np.uint8]:
     """Pipeline output in [0, 1] (F, H, W, 3) to 8-bit RGB."""
-    # One float32 temporary, rounded and clipped in place: a third less time than chained temporaries.
-    scaled = np.multiply(frames, 255.0, dtype=np.float32)
-    np.rint(scaled, out=scaled)
-    np.clip(scaled, 0, 255, out=scaled)
-    converted: NDArray[np.uint8] = scaled.astype(np.uint8)
+    # A float32 temporary of one frame at a time, rounded and clipped in place: a third less time than chained
+    # temporaries, and no second float copy of the whole video (a 1024x1024x49 one is 617 MB).
+    converted = np.empty(frames.shape, dtype=np.uint8)
+    scaled = np.empty(frames.shape[1:], dtype=np.float32)
+    for index in range(frames.shape[0]):
+        np.multiply(frames[index], 255.0, out=scaled, dtype=np.float32)
+        np.rint(scaled, out=scaled)
+        np.clip(scaled, 0, 255, out=scaled)
+        converted[index] = scaled
     return converted

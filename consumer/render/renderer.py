@@ -101,6 +101,11 @@ class Renderer:
         wanted = getattr(self._pipeline, "source_size", None)
         return (width, height) if wanted is None else wanted(width, height)
 
+    @property
+    def _resamples_start_image(self) -> bool:
+        """Whether the pipeline takes the start image itself (`source_image`) rather than a start video."""
+        return hasattr(self._pipeline, "source_size")
+
     def profile(self) -> ModelMemoryProfile:
         """Weights and dimensions of the loaded pipeline, for memory estimates."""
         return profile_pipeline(self._pipeline)
@@ -155,10 +160,12 @@ class Renderer:
         hold = hold or ModelHold()
         loop = asyncio.get_running_loop()
         abandon = threading.Event()
-        # CPU-side work stays outside the model's critical section, so it overlaps the previous render.
-        inputs = await asyncio.to_thread(
-            get_image_to_video_latent, image, None, spec.num_frames, (spec.height, spec.width)
-        )
+        inputs: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)
+        if not self._resamples_start_image:  # else a frame-sized start video would only take memory (12 B/pixel)
+            # CPU-side work stays outside the model's critical section, so it overlaps the previous render.
+            inputs = await asyncio.to_thread(
+                get_image_to_video_latent, image, None, spec.num_frames, (spec.height, spec.width)
+            )
 
         def progress(step: int, total: int) -> None:
             if on_progress is not None:

@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from consumer.settings.media import ImageSettings, MemorySettings, RenderSettings, StorageSettings
 from consumer.settings.messaging import KafkaSettings, TopicSettings
+from consumer.settings.pools import TEMPLATE_MODEL, template_pool_names
 from consumer.settings.processing import RetrySettings, SchedulingSettings, TenantPolicySettings
 from consumer.settings.service import ServiceSettings
 from consumer.settings.webhooks import WebhookSettings
@@ -60,18 +61,10 @@ class Settings(
         """The settings of a template worker beside this GPU pool: `VIDGEN_MODEL=template` on CPU, reading the
         template topic, with a consumer group, retry and bulk topic of its own (shared ones would hand its retries
         to the GPU pool, and the GPU pool's bulk backlog to it); results, bucket and the rest the same. Compose and
-        deploy/k8s name them the same way."""
-        return self.model_copy(
-            update={
-                "model": "template",
-                "device": "cpu",
-                "requests_topic": self.template_topic,
-                "retry_topic": f"{self.template_topic}.retry",
-                "bulk_topic": f"{self.template_topic}.bulk",
-                "consumer_group": f"{self.consumer_group}-template",
-                "worker_id": f"{self.worker_id}-template",
-            }
-        )
+        deploy/k8s name them the same way (`consumer.settings.pools`)."""
+        names = template_pool_names(self.template_topic, self.consumer_group)
+        update = {"model": TEMPLATE_MODEL, "device": "cpu", "worker_id": f"{self.worker_id}-template", **names}
+        return self.model_copy(update=update)
 
     def as_environment(self) -> dict[str, str]:
         """The `VIDGEN_*` variables that rebuild these settings in another process (unset fields left out).

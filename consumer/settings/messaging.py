@@ -62,7 +62,8 @@ class TopicSettings(BaseSettings):
     template_topic: str = Field(
         "video.requests.template",
         description="Requests topic of the template pool (workers with `VIDGEN_MODEL=template`), where the job API "
-        "and the product hook route requests they degrade.",
+        "and the product hook route requests they degrade. A template worker's bulk and retry topics add `.bulk` and "
+        "`.retry`.",
     )
     progress_topic: str = Field("video.progress", description="Where progress events go when enabled.")
     progress_events: bool = Field(

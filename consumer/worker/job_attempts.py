@@ -112,9 +112,15 @@ class JobAttempts:
         return result
 
     def release_memory(self, request: VideoRequest) -> None:
-        """End the request's memory reservation (idempotent)."""
+        """End the request's memory reservation (idempotent): at the latest when its attempt ends."""
         if self._memory is not None:
             self._memory.release(request)
+
+    def render_ended(self, request: VideoRequest) -> None:
+        """The request's render ended: a model's gate frees its device memory for the next render now; the template
+        pool's keeps it until the attempt ends (its frames stay in RAM while they are encoded and uploaded)."""
+        if self._memory is not None:
+            self._memory.render_ended(request)
 
     async def _admit(self, job: Job) -> MemoryMode | Reject | Unanswered | None:
         """Wait until the render fits in device memory: the mode to render in (None: memory not managed). Given up
@@ -125,4 +131,6 @@ class JobAttempts:
             admission = await self._memory.admit(job.request, stop=lambda: job.stop.draining or job.stop.requested)
         if admission is None:
             return UNANSWERED
-        return admission if isinstance(admission, Reject) else admission.mode
+        if isinstance(admission, Reject):
+            return admission
+        return admission.mode if self._memory.renders_in_mode else None

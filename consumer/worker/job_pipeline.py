@@ -153,6 +153,7 @@ class JobPipeline:
         track.encoding()
         memory_mode = rendered.mode
         frames = await asyncio.to_thread(to_uint8, rendered.frames)
+        del rendered  # its float frames (4 bytes a sample) are not needed while the 8-bit ones encode and upload
 
         started = time.perf_counter()
         with self._tracer.start_as_current_span("encode"):

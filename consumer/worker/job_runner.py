@@ -115,7 +115,7 @@ class JobRunner:
 
     def render_ended(self, job: Job) -> None:
         """The job no longer needs the model: its memory reservation ends (the scheduler, reacting to `RenderEnded`)."""
-        self._attempts.release_memory(job.request)
+        self._attempts.render_ended(job.request)
 
     def progressed(self, event: RenderProgress) -> None:
         """Tell the job's progress listeners (the scheduler, reacting to `RenderProgress`), in the context the step

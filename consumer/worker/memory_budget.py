@@ -1,6 +1,6 @@
-"""The worker's admission by device memory, as the wiring builds it once the model is loaded: the memory modes the
-device allows (or the one `VIDGEN_MEMORY_MODE` forces), and the probe of free memory: the GPU's own, or on a CPU
-worker a budget, configured or derived from the memory limit."""
+"""The worker's memory gate, built from settings once the model is loaded: a model's renders admitted by device
+memory (`MemoryGate`: the GPU's, or a CPU worker's budget), the template pool's jobs by the worker's own memory
+(`JobMemoryGate`), the stand-in not at all."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from pathlib import Path
 
 from consumer.errors import ModeUnsupported
 from consumer.memory.admission import SafetyMargin
-from consumer.memory.gate import MemoryGate
+from consumer.memory.estimate import estimate_per_mode
+from consumer.memory.gate import JobMemoryGate, MemoryGate
 from consumer.memory.modes import MemoryMode, supported_modes
 from consumer.memory.probe import (
     CpuBudgetProbe,
@@ -19,9 +20,12 @@ from consumer.memory.probe import (
     memory_limit_bytes,
     process_rss_bytes,
 )
+from consumer.memory.template_estimate import decode_bytes, template_job_bytes
 from consumer.render.renderer import Renderer
 from consumer.settings import Settings
+from consumer.settings.pools import TEMPLATE_MODEL
 from consumer.telemetry.worker_metrics import Metrics
+from schemas.events import VideoRequest
 
 __all__ = ["memory_gate"]
 
@@ -31,22 +35,51 @@ log = logging.getLogger(__name__)
 def memory_gate(
     settings: Settings, renderer: Renderer, probe: MemoryProbe | None, metrics: Metrics
 ) -> MemoryGate | None:
-    """Admission by device memory; None where nothing measures memory (the stand-in, the template renderer). Built
-    once the model is loaded: a CPU worker's default budget starts from what the process holds then."""
+    """Admission by memory; None for the stand-in (nothing to estimate). Built once the model is loaded: a CPU
+    worker's default budget starts from what the process holds then."""
     allowed = supported_modes(renderer.device.type)
     forced = None if settings.memory_mode == "auto" else MemoryMode(settings.memory_mode)
     if forced is not None and forced not in allowed:
         raise ModeUnsupported(f"VIDGEN_MEMORY_MODE={forced.value} cannot run on {renderer.device}")
-    if settings.model in ("standin", "template"):  # no weights, nothing to estimate (template: a few frames' worth)
+    margin = SafetyMargin(settings.memory_margin_bytes, settings.memory_margin_fraction)
+    if settings.model == TEMPLATE_MODEL:
+        return _template_gate(settings, probe, margin, metrics)
+    if settings.model == "standin":  # no weights, no frames: nothing to estimate
         return None
+
+    def estimates(request: VideoRequest) -> dict[MemoryMode, int]:
+        width, height, frames, guidance = request.width, request.height, request.num_frames, request.guidance_scale
+        return estimate_per_mode(width, height, frames, guidance, renderer.profile())
+
     return MemoryGate(
         probe or _default_probe(settings, renderer),
-        renderer.profile,
-        margin=SafetyMargin(settings.memory_margin_bytes, settings.memory_margin_fraction),
+        estimates,
+        margin=margin,
         forced=forced,
         allowed=allowed,
         held_bytes=renderer.held_bytes,
         metrics=metrics,
+    )
+
+
+def _template_gate(
+    settings: Settings, probe: MemoryProbe | None, margin: SafetyMargin, metrics: Metrics
+) -> JobMemoryGate:
+    """Each job reserves its peak (`consumer.memory.template_estimate`), its start-image decode included, until it is
+    answered, against `VIDGEN_CPU_MEMORY_BUDGET_BYTES`, else the memory limit less what the worker holds now: at
+    any concurrency the jobs' frames, encoders and decodes together stay inside it."""
+    decode = decode_bytes(
+        decode_memory_bytes=settings.image_decode_memory_bytes, image_max_bytes=settings.image_max_bytes
+    )
+
+    def estimate(request: VideoRequest) -> int:
+        image = decode if request.image_url is not None else None
+        return template_job_bytes(request.width, request.height, request.num_frames, decode=image)
+
+    if probe is None and settings.cpu_memory_budget_bytes is not None:
+        probe = CpuBudgetProbe(settings.cpu_memory_budget_bytes)
+    return JobMemoryGate(
+        probe or _derived_budget(settings, weights_bytes=0, decodes=0), estimate, margin=margin, metrics=metrics
     )
 
 
@@ -62,13 +95,14 @@ def _default_probe(settings: Settings, renderer: Renderer) -> MemoryProbe:
         return CudaProbe(renderer.device.index or 0, backend=settings.memory_probe)
     if settings.cpu_memory_budget_bytes is not None:
         return CpuBudgetProbe(settings.cpu_memory_budget_bytes)
-    limit = memory_limit_bytes(Path(settings.cgroup_root))
     decodes = (settings.max_inflight_jobs - 1) * settings.image_decode_memory_bytes
+    return _derived_budget(settings, weights_bytes=renderer.profile().weights_bytes, decodes=decodes)
+
+
+def _derived_budget(settings: Settings, *, weights_bytes: int, decodes: int) -> CpuBudgetProbe:
+    limit = memory_limit_bytes(Path(settings.cgroup_root))
     budget = cpu_budget_bytes(
-        limit,
-        resident_bytes=process_rss_bytes(),
-        weights_bytes=renderer.profile().weights_bytes,
-        reserved_bytes=decodes,
+        limit, resident_bytes=process_rss_bytes(), weights_bytes=weights_bytes, reserved_bytes=decodes
     )
     log.info(
         "CPU memory budget %d MiB: limit %d MiB, less the worker's resident memory beyond its weights and %d MiB "

@@ -39,6 +39,7 @@ from consumer.object_store import ObjectStore, open_s3_client
 from consumer.render.loader import load_pipeline, resolve_device, resolve_dtype
 from consumer.render.renderer import Renderer
 from consumer.settings import Settings
+from consumer.settings.pools import worker_settings
 from consumer.telemetry.worker_metrics import Metrics
 from consumer.worker.consume_loop import ConsumeLoop
 from consumer.worker.job_pipeline import JobPipeline
@@ -70,7 +71,9 @@ async def serve(
 ) -> int:
     """Run one worker until `stop` is set (with `burst`, also until everything there was is answered). Returns the
     process exit code: 0 after a clean drain, 1 when the model is unusable (the orchestrator should restart the
-    process). A `renderer` passed in is started here but never closed: it may serve several workers."""
+    process). A `renderer` passed in is started here but never closed: it may serve several workers. Settings whose
+    topics or group contradict the model raise `pool_mismatch` before anything starts (`worker_settings`)."""
+    settings = worker_settings(settings)
     metrics = Metrics()
     model = renderer or _renderer(settings)
     async with contextlib.AsyncExitStack() as stack:

@@ -26,6 +26,7 @@ PURE = sorted(
         "consumer.memory.estimate",
         "consumer.memory.modes",
         "consumer.memory.profile",
+        "consumer.memory.template_estimate",
         # The job API's rules: job state from events, shedding and the wait estimate, the queue counts, ids, JWT
         # claim checks, pagination, content links.
         "consumer.api.auth.jwt_claims",
