@@ -95,7 +95,10 @@ class VideoControl(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, title="VideoControl")
 
     schema_version: Literal[1] = Field(SCHEMA_VERSION, description="Contract version; always 1.")
-    action: Literal["cancel"] = Field(description="`cancel`: answer the request `failed` with `error.code: cancelled`.")
+    action: Literal["cancel", "delete"] = Field(
+        description="`cancel`: answer the request `failed` with `error.code: cancelled`. `delete` (the job API's "
+        "`DELETE /v1/videos/{id}`): the same for the worker; the job API also forgets the job and deletes its video."
+    )
     request_id: RequestId = Field(description="The request it applies to; also the record key.")
     tenant_id: TenantId = Field(description="Must be the request's own tenant, else the command is ignored.")
     requested_at: AwareDatetime = Field(description="When it was issued (ISO 8601 UTC).")

@@ -103,11 +103,14 @@ def make_app(
     app.router.add_post("/v1/videos", handlers.submit, expect_handler=defer_continue)
     app.router.add_get("/v1/videos", handlers.list_jobs, allow_head=False)
     app.router.add_get("/v1/videos/{id}", handlers.status, allow_head=False)
-    app.router.add_delete("/v1/videos/{id}", handlers.cancel)
+    app.router.add_delete("/v1/videos/{id}", handlers.delete)
+    app.router.add_post("/v1/videos/{id}/cancel", handlers.cancel)
     app.router.add_get("/v1/videos/{id}/content", handlers.content, allow_head=False)
     app.router.add_post("/v1/videos/{id}/links", links.issue)
     app.router.add_get("/v1/videos/{id}/events", streams.stream, allow_head=False)
     app.router.add_get("/v1/queue", handlers.queue, allow_head=False)
+    app.router.add_get("/v1/models", handlers.list_models, allow_head=False)
+    app.router.add_get("/v1/models/{model}", handlers.model, allow_head=False)
     openapi_text = json.dumps(openapi)
 
     async def openapi_view(_: web.Request) -> web.Response:
