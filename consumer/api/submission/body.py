@@ -30,6 +30,7 @@ from consumer.api.submission.body_budget import BodyBudget
 from consumer.api.submission.uploads import SpooledImage, spool_part
 from consumer.core.intake import DeadLetter, Rejection, parse_request
 from consumer.core.moderation import ContentPolicy
+from consumer.core.sanitize import name_safely
 from schemas.events import VideoRequest
 from schemas.job_api import API_FILLED_FIELDS, Fallback
 
@@ -142,6 +143,9 @@ async def _read_parts(reader: MultipartReader, submission: Submission, limits: B
             if submission.image is not None:
                 raise ApiFailure(422, "invalid_field", "send one image", field=_IMAGE_PART)
             submission.image = await spool_part(part, max_bytes=limits.max_image_bytes)
+        elif part.filename is not None:
+            field = name_safely(part.name, kind="form part", position=position)
+            raise ApiFailure(422, "unknown_field", f"a file goes in the {_IMAGE_PART} part", field=field)
         else:
             raw = await _read_capped(part.read_chunk, text_left, "the form's text fields together")
             text_left -= len(raw)
