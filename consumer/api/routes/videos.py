@@ -68,7 +68,6 @@ log = logging.getLogger(__name__)
 
 CALLER = web.RequestKey("caller", Caller)
 _IMAGE_STATUS = {"image_too_large": 413, "unsupported_image_type": 415}
-_IMAGE_FIELD = "input_reference"
 _MIN_POLL_AFTER_MS = 500
 
 
@@ -186,8 +185,7 @@ class Handlers:
                 max_decoded_bytes=settings.image_max_decoded_bytes,
             )
         except (ImageError, ImageTooLarge) as exc:
-            message = exc.message.replace("image", _IMAGE_FIELD, 1)
-            raise ApiFailure(_IMAGE_STATUS.get(exc.code, 422), exc.code, message, field=_IMAGE_FIELD) from exc
+            raise ApiFailure(_IMAGE_STATUS.get(exc.code, 422), exc.code, exc.message, field=exc.field) from exc
 
     def _route(self, tenant: str, requested: Fallback | None, lane: Lane, model: VideoModel) -> DegradedReason | None:
         """None: the model's pool takes the job. A reason: the template pool does, degraded for that reason. 503 when

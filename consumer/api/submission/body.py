@@ -27,7 +27,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from consumer.api.routes.error_answers import ApiFailure, error_response
 from consumer.api.submission.body_budget import BodyBudget
-from consumer.api.submission.uploads import SpooledImage, spool_part
+from consumer.api.submission.uploads import IMAGE_FIELD, SpooledImage, spool_part
 from consumer.core.intake import DeadLetter, Rejection, parse_request
 from consumer.core.moderation import ContentPolicy
 from consumer.core.sanitize import name_safely
@@ -38,7 +38,6 @@ __all__ = ["BodyLimits", "Submission", "build_request", "defer_continue", "recei
 
 # Form fields that are text as they come; every other field is a JSON value (numbers, the metadata object).
 _TEXT_FIELDS = frozenset({"prompt", "negative_prompt", "image_url", "deadline", "fallback", "model", "size", "seconds"})
-_IMAGE_PART = "input_reference"
 _OBJECT_FIELD = re.compile(r"(metadata|input_reference)\[(.+)\]", re.DOTALL)
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
@@ -139,13 +138,13 @@ async def _read_parts(reader: MultipartReader, submission: Submission, limits: B
         position += 1
         if not isinstance(part, BodyPartReader) or not part.name:
             raise ApiFailure(422, "invalid_body", f"form part {position} has no name")
-        if part.name == _IMAGE_PART:
+        if part.name == IMAGE_FIELD:
             if submission.image is not None:
-                raise ApiFailure(422, "invalid_field", "send one image", field=_IMAGE_PART)
+                raise ApiFailure(422, "invalid_field", "send one image", field=IMAGE_FIELD)
             submission.image = await spool_part(part, max_bytes=limits.max_image_bytes)
         elif part.filename is not None:
             field = name_safely(part.name, kind="form part", position=position)
-            raise ApiFailure(422, "unknown_field", f"a file goes in the {_IMAGE_PART} part", field=field)
+            raise ApiFailure(422, "unknown_field", f"a file goes in the {IMAGE_FIELD} part", field=field)
         else:
             raw = await _read_capped(part.read_chunk, text_left, "the form's text fields together")
             text_left -= len(raw)
