@@ -69,7 +69,9 @@ export class Detail {
 
     const parameters = PARAMETERS.filter(([key]) => request[key] !== undefined && request[key] !== null)
       .map(([key, label]) => [label, String(request[key])]);
-    parameters.splice(1, 0, ["Model", job.model], ["Size", job.size ?? "?"], ["Seconds", job.seconds ?? "?"]);
+    const size = job.size ? job.size.replace("x", " × ") : "?";
+    const duration = job.seconds ? `${job.seconds} s` : "?";
+    parameters.splice(1, 0, ["Model", job.model], ["Size", size], ["Duration", duration]);
     if (request.metadata && Object.keys(request.metadata).length > 0) {
       parameters.push(["Metadata", JSON.stringify(request.metadata)]);
     }
