@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 __all__ = [
     "ID_PATTERN",
@@ -86,6 +86,14 @@ class VideoRequest(BaseModel):
         "(`VIDGEN_BULK_MIN_SHARE`) while both wait. Absent or `interactive`: someone waits for the video. A bulk "
         "request found on `video.requests` is still served, as bulk.",
     )
+
+    @field_validator("deadline", mode="before")
+    @classmethod
+    def _deadline_is_text(cls, value: object) -> object:
+        """The schema says a string: a JSON number (which pydantic would read as Unix seconds) is refused."""
+        if isinstance(value, int | float):
+            raise ValueError("deadline must be an ISO 8601 date-time string with a UTC offset")  # noqa: TRY004
+        return value
 
 
 class VideoControl(BaseModel):

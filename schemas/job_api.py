@@ -62,11 +62,12 @@ _OPENAI_FIELDS: dict[str, Any] = {
         ),
     ),
     "seconds": (
-        str | None,
+        str | float | None,
         Field(
             None,
-            description="How long the video is, at least: frames are the smallest count on the model's frame grid "
-            "with `frames / fps >= seconds`; past the model's most frames, 422. Instead of `num_frames`.",
+            description="How long the video is, at least (a decimal string, as OpenAI's SDKs send it, or a number): "
+            "frames are the smallest count on the model's frame grid with `frames / fps >= seconds`; past the "
+            "model's most frames, 422. Instead of `num_frames`.",
         ),
     ),
 }
