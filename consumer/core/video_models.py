@@ -173,10 +173,11 @@ def seconds_text(frames: int, fps: int) -> str:
 def contract_fields(fields: Mapping[str, Any], model: VideoModel, *, image_part: bool) -> dict[str, Any]:
     """The submission's fields in the request contract's terms, checked against `model`: `model` removed, `size`
     ("WxH") as `width` and `height`, `seconds` as `num_frames`, `input_reference: {"image_url"}` as `image_url`, and
-    `fps` the model's unless the body names one. `image_part`: the submission carries a start image file.
-    `InvalidRequest` names the field at fault."""
+    `fps` the model's unless the body names one (OpenAI's fields given as null count as absent). `image_part`: the
+    submission carries a start image file. `InvalidRequest` names the field at fault."""
     family = model.family
     out = {name: value for name, value in fields.items() if name not in _OPENAI_ONLY}
+    fields = {name: value for name, value in fields.items() if value is not None or name not in _OPENAI_ONLY}
     if "input_reference" in fields:
         if "image_url" in fields or image_part:
             raise InvalidRequest("send one start image", field="input_reference")
