@@ -7,7 +7,10 @@
 - view freshness: a result published straight to the results topic -> the first GET that shows it, p50/p99
   (GETs every 2 ms; the view fetches with a 100 ms wait, which on tansu is when a fetch is answered).
 
-    python -m bench.api [--posts 1000] [--gets 3000] [--concurrency 50] [--freshness 50]
+    python -m bench.api [--posts 1000] [--gets 3000] [--concurrency 50] [--freshness 50] [--checkout DIR]
+
+`--checkout` runs the API of another checkout (a worktree of an older commit; this interpreter, its code) against
+the same clients, for the figures before a change.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import aiohttp
 from aiokafka import AIOKafkaProducer
 
 from bench import stats
-from bench.infra import Infra, embedded_infra, end_group, machine_info, new_run, spawn_api
+from bench.infra import REPO_ROOT, Infra, embedded_infra, end_group, machine_info, new_run, spawn_api
 from consumer.api.api_settings import ApiSettings
 from consumer.api.auth.api_keys import create_key
 from consumer.dev.embedded import free_port
@@ -38,15 +41,18 @@ from consumer.kafka.clients import client_options, ensure_topics, worker_topics
 from consumer.settings import Settings
 from schemas.events import VideoRequest, VideoResult
 
-__all__ = ["main", "measure"]
+__all__ = ["main", "measure", "unthrottled_api"]
 
 _BODY = {"prompt": "a red sneaker on a white table", "width": 256, "height": 256, "num_frames": 5}
 _WARMUP = 50
 
 
 @contextlib.asynccontextmanager
-async def _api_process(infra: Infra, settings: Settings, tmp: Path) -> AsyncIterator[tuple[str, str]]:
-    """`python -m consumer api` for the run; yields its URL and an API key."""
+async def unthrottled_api(
+    infra: Infra, settings: Settings, tmp: Path, *, checkout: Path = REPO_ROOT
+) -> AsyncIterator[tuple[str, str]]:
+    """`python -m consumer api` of `checkout` for the run, its rate and queue limits out of the way; yields its URL
+    and an API key."""
     api = ApiSettings(
         host="127.0.0.1",
         port=free_port(),
@@ -61,7 +67,7 @@ async def _api_process(infra: Infra, settings: Settings, tmp: Path) -> AsyncIter
     key = create_key(Path(str(api.keys_file)), "bench-shop")
     env = {name: value for name, value in os.environ.items() if not name.startswith("VIDGEN_")}
     env |= settings.model_copy(update={"log_level": "WARNING"}).as_environment() | api.as_environment()
-    process = await asyncio.to_thread(spawn_api, env, infra.log_dir / "api.log")
+    process = await asyncio.to_thread(spawn_api, env, infra.log_dir / "api.log", checkout=checkout)
     url = f"http://127.0.0.1:{api.port}"
     try:
         async with aiohttp.ClientSession() as http, asyncio.timeout(120):
@@ -95,7 +101,9 @@ async def _concurrently(count: int, concurrency: int, call: Callable[[int], Awai
     return {"count": count, "per_s": round(count / elapsed, 1), "latency_ms": stats.summary(latencies, scale=1000)}
 
 
-async def measure(infra: Infra, *, posts: int, gets: int, concurrency: int, freshness: int) -> dict[str, Any]:
+async def measure(
+    infra: Infra, *, posts: int, gets: int, concurrency: int, freshness: int, checkout: Path = REPO_ROOT
+) -> dict[str, Any]:
     settings = new_run(infra, "api").model_copy(update={"progress_events": True})
     floor_topic = settings.requests_topic + ".floor"
     await ensure_topics(settings, [*worker_topics(settings), floor_topic])
@@ -111,7 +119,7 @@ async def measure(infra: Infra, *, posts: int, gets: int, concurrency: int, fres
         await _concurrently(_WARMUP, concurrency, produce)
         floor = await _concurrently(posts, concurrency, produce)
         with tempfile.TemporaryDirectory(prefix="vidgen-api-bench-") as tmp:
-            async with _api_process(infra, settings, Path(tmp)) as (url, key):
+            async with unthrottled_api(infra, settings, Path(tmp), checkout=checkout) as (url, key):
                 api = await _against_api(
                     url=url,
                     key=key,
@@ -127,6 +135,7 @@ async def measure(infra: Infra, *, posts: int, gets: int, concurrency: int, fres
     post = api["post"]
     return {
         "machine": machine_info(),
+        "checkout": str(checkout),
         "concurrency": concurrency,
         "produce_floor": floor,
         **api,
@@ -204,10 +213,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gets", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--freshness", type=int, default=50)
+    parser.add_argument("--checkout", type=Path, default=REPO_ROOT, help="the checkout whose API to run")
     args = parser.parse_args(argv)
     with embedded_infra() as infra:
         report = asyncio.run(
-            measure(infra, posts=args.posts, gets=args.gets, concurrency=args.concurrency, freshness=args.freshness)
+            measure(
+                infra,
+                posts=args.posts,
+                gets=args.gets,
+                concurrency=args.concurrency,
+                freshness=args.freshness,
+                checkout=args.checkout.resolve(),
+            )
         )
     print(json.dumps(report, indent=2))
     return 0
