@@ -4,6 +4,8 @@
   in the same run: 50 concurrent bare produces of the same record (acks=all) from this process, which is the one
   thing a submission must wait for;
 - GET /v1/videos/{id} of those jobs from 50 concurrent clients: p50/p99 and requests/s;
+- the API process's CPU time per POST and per GET (user + system, over each phase): its cost, much less
+  sensitive than latency to what else the machine runs;
 - view freshness: a result published straight to the results topic -> the first GET that shows it, p50/p99
   (GETs every 2 ms; the view fetches with a 100 ms wait, which on tansu is when a fetch is answered).
 
@@ -30,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psutil
 from aiokafka import AIOKafkaProducer
 
 from bench import stats
@@ -50,9 +53,9 @@ _WARMUP = 50
 @contextlib.asynccontextmanager
 async def unthrottled_api(
     infra: Infra, settings: Settings, tmp: Path, *, checkout: Path = REPO_ROOT
-) -> AsyncIterator[tuple[str, str]]:
-    """`python -m consumer api` of `checkout` for the run, its rate and queue limits out of the way; yields its URL
-    and an API key."""
+) -> AsyncIterator[tuple[str, str, int]]:
+    """`python -m consumer api` of `checkout` for the run, its rate and queue limits out of the way; yields its URL,
+    an API key and its process id."""
     api = ApiSettings(
         host="127.0.0.1",
         port=free_port(),
@@ -63,6 +66,9 @@ async def unthrottled_api(
         rate_per_s=1e6,
         burst=1_000_000,
         max_queued=1_000_000,
+        tenant_max_queued=1_000_000,  # one tenant sends every job here: no fair share to keep
+        max_wait_s=1e9,
+        tenant_max_wait_s=1e9,
     )
     key = create_key(Path(str(api.keys_file)), "bench-shop")
     env = {name: value for name, value in os.environ.items() if not name.startswith("VIDGEN_")}
@@ -79,9 +85,27 @@ async def unthrottled_api(
                         if response.status == 200:
                             break
                 await asyncio.sleep(0.1)
-        yield url, key
+        yield url, key, process.pid
     finally:
         end_group(process, grace_s=10)
+
+
+class _CpuClock:
+    """CPU seconds (user + system) a process has used, lap by lap."""
+
+    def __init__(self, pid: int) -> None:
+        self._process = psutil.Process(pid)
+        self._last = self._used()
+
+    def _used(self) -> float:
+        times = self._process.cpu_times()
+        return float(times.user + times.system)
+
+    def lap_ms(self, calls: int) -> float:
+        """Milliseconds of CPU since the last lap, per call."""
+        now = self._used()
+        spent, self._last = now - self._last, now
+        return round(spent * 1000 / calls, 3)
 
 
 async def _concurrently(count: int, concurrency: int, call: Callable[[int], Awaitable[None]]) -> dict[str, Any]:
@@ -119,8 +143,9 @@ async def measure(
         await _concurrently(_WARMUP, concurrency, produce)
         floor = await _concurrently(posts, concurrency, produce)
         with tempfile.TemporaryDirectory(prefix="vidgen-api-bench-") as tmp:
-            async with unthrottled_api(infra, settings, Path(tmp), checkout=checkout) as (url, key):
+            async with unthrottled_api(infra, settings, Path(tmp), checkout=checkout) as (url, key, pid):
                 api = await _against_api(
+                    pid=pid,
                     url=url,
                     key=key,
                     settings=settings,
@@ -149,6 +174,7 @@ async def measure(
 
 async def _against_api(
     *,
+    pid: int,
     url: str,
     key: str,
     settings: Settings,
@@ -176,9 +202,13 @@ async def _against_api(
                 await response.read()
 
         await _concurrently(_WARMUP, concurrency, post)
+        cpu = _CpuClock(pid)
         submitted = await _concurrently(posts, concurrency, post)
+        submitted["api_cpu_ms_each"] = cpu.lap_ms(posts)
         await _concurrently(_WARMUP, concurrency, get)
+        cpu.lap_ms(1)
         read = await _concurrently(gets, concurrency, get)
+        read["api_cpu_ms_each"] = cpu.lap_ms(gets)
         delays = [await _freshness(http, url, settings, producer, job_id) for job_id in ids[:freshness]]
     return {"post": submitted, "get": read, "view_freshness_ms": stats.summary(delays, scale=1000)}
 

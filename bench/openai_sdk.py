@@ -107,7 +107,7 @@ async def measure(infra: Infra, *, repeats: int, render_s: float) -> dict[str, A
     await ensure_topics(settings, worker_topics(settings))
     with tempfile.TemporaryDirectory(prefix="vidgen-openai-bench-") as tmp:
         async with (
-            unthrottled_api(infra, settings, Path(tmp)) as (url, key),
+            unthrottled_api(infra, settings, Path(tmp)) as (url, key, _),
             running_workers(infra, settings, 1, render_s=render_s),
             AsyncOpenAI(base_url=f"{url}/v1", api_key=key) as client,
         ):
