@@ -11,6 +11,7 @@ than asked; past the model's most frames the request is refused, naming `seconds
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -100,17 +101,12 @@ EASYANIMATE = ModelFamily(
     negative_prompt=True,
     guidance=(1.0, 20.0),
 )
-TEMPLATE = ModelFamily(
+TEMPLATE = dataclasses.replace(
+    EASYANIMATE,  # the same sizes, most frames and fps: the request contract's bounds
     name="template",
     owned_by="vidgen",
     created=_unix(2026, 12, 1),  # the template renderer: a slow zoom over the start image, or a title card
-    size_multiple=16,
-    min_side=256,
-    max_side=1024,
     frame_step=1,
-    max_frames=49,
-    fps=8,
-    start_image=True,
     negative_prompt=False,
     guidance=None,
 )

@@ -5,8 +5,9 @@ fields; `client.models` lists the deployment's models. (Wall times of these flow
 
 from __future__ import annotations
 
+import contextlib
 import io
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,9 @@ from PIL import Image
 from consumer.core.keys import object_keys
 from consumer.object_store import ObjectStore
 from consumer.settings import Settings
-from schemas.events import VideoInfo, VideoResult
-from tests.integration.api_helpers import IdentityProvider, api_settings, new_key, png, running_api
-from tests.support import KafkaClient, until
+from schemas.events import VideoResult
+from tests.integration.api_helpers import IdentityProvider, RunningApi, api_settings, new_key, png, running_api
+from tests.support import KafkaClient, until, video_info
 
 pytestmark = [
     pytest.mark.integration,
@@ -46,6 +47,18 @@ def _client(url: str, key: str, **options: Any) -> AsyncOpenAI:
     return AsyncOpenAI(base_url=f"{url}/v1", api_key=key, **options)
 
 
+@contextlib.asynccontextmanager
+async def _sdk(
+    settings: Settings, tmp_path: Path, identity: IdentityProvider, **overrides: Any
+) -> AsyncIterator[tuple[RunningApi, AsyncOpenAI]]:
+    """The API (ApiSettings `overrides`) and an SDK client with shop-1's key; retries off when overrides are given."""
+    api = api_settings(tmp_path, identity.url, **overrides)
+    key = new_key(api, "shop-1")
+    options = {"max_retries": 0} if overrides else {}
+    async with running_api(settings, api) as server, _client(server.url, key, **options) as client:
+        yield server, client
+
+
 async def test_the_sdk_creates_polls_lists_downloads_and_deletes(
     settings: Settings,
     start_worker: Callable[..., Any],
@@ -53,9 +66,7 @@ async def test_the_sdk_creates_polls_lists_downloads_and_deletes(
     tmp_path: Path,
     identity: IdentityProvider,
 ) -> None:
-    api = api_settings(tmp_path, identity.url)
-    key = new_key(api, "shop-1")
-    async with running_api(settings, api) as server, _client(server.url, key) as client:
+    async with _sdk(settings, tmp_path, identity) as (server, client):
         await start_worker(settings)
         photo = ("shoe.png", png(), "image/png")
         metadata = {"metadata": {"sku": "42"}}
@@ -70,7 +81,8 @@ async def test_the_sdk_creates_polls_lists_downloads_and_deletes(
         assert first.seconds == "1.125"
         assert isinstance(first.created_at, int) and isinstance(first.completed_at, int)
         assert first.expires_at is not None  # the view forgets it a retention after its last change
-        assert api.retention_s - 5 <= first.expires_at - first.completed_at <= api.retention_s + 60
+        retention_s = server.settings.retention_s
+        assert retention_s - 5 <= first.expires_at - first.completed_at <= retention_s + 60
         extra = first.model_extra or {}
         assert extra["metadata"] == {"sku": "42"} and extra["request"]["num_frames"] == 9
 
@@ -127,9 +139,7 @@ async def test_deleting_queued_jobs_cancels_them_and_a_video_that_comes_anyway_i
     tmp_path: Path,
     identity: IdentityProvider,
 ) -> None:
-    api = api_settings(tmp_path, identity.url)
-    key = new_key(api, "shop-1")
-    async with running_api(settings, api) as server, _client(server.url, key) as client:
+    async with _sdk(settings, tmp_path, identity) as (_, client):
         queued = await client.videos.create(prompt=PROMPT, size="256x256", seconds="1", extra_body=FAST)
         late = await client.videos.create(prompt="a green lamp", size="256x256", seconds="1", extra_body=FAST)
         assert queued.status == late.status == "queued"
@@ -143,20 +153,7 @@ async def test_deleting_queued_jobs_cancels_them_and_a_video_that_comes_anyway_i
         await store.put(keys.poster, b"poster", content_type="image/jpeg", metadata={})
         await store.put(keys.video, b"video", content_type="video/mp4", metadata={})
         now = datetime.now(UTC)
-        video = VideoInfo(
-            uri=store.uri(keys.video),
-            url="https://s3.test/video",
-            url_expires_at=now,
-            poster_uri=store.uri(keys.poster),
-            poster_url="https://s3.test/poster",
-            bytes=5,
-            sha256="0" * 64,
-            width=256,
-            height=256,
-            num_frames=9,
-            fps=8,
-            duration_s=1.125,
-        )
+        video = video_info().model_copy(update={"uri": store.uri(keys.video), "poster_uri": store.uri(keys.poster)})
         result = VideoResult(
             request_id=late.id,
             tenant_id="shop-1",
@@ -187,11 +184,8 @@ async def test_deleting_queued_jobs_cancels_them_and_a_video_that_comes_anyway_i
 async def test_errors_raise_the_sdk_classes_with_code_and_param(
     settings: Settings, tmp_path: Path, identity: IdentityProvider
 ) -> None:
-    api = api_settings(tmp_path, identity.url, rate_per_s=0.01, burst=12, tenant_max_queued=1)
-    key = new_key(api, "shop-1")
     async with (
-        running_api(settings, api) as server,
-        _client(server.url, key, max_retries=0) as client,
+        _sdk(settings, tmp_path, identity, rate_per_s=0.01, burst=12, tenant_max_queued=1) as (server, client),
         _client(server.url, "vgk_not-a-key", max_retries=0) as stranger,
     ):
         with pytest.raises(openai.AuthenticationError) as auth:
@@ -242,9 +236,7 @@ async def test_errors_raise_the_sdk_classes_with_code_and_param(
 
 
 async def test_models_list_the_deployment(settings: Settings, tmp_path: Path, identity: IdentityProvider) -> None:
-    api = api_settings(tmp_path, identity.url, model_id="easyanimate-v5.1-7b")
-    key = new_key(api, "shop-1")
-    async with running_api(settings, api) as server, _client(server.url, key) as client:
+    async with _sdk(settings, tmp_path, identity, model_id="easyanimate-v5.1-7b") as (_, client):
         models = [model async for model in client.models.list()]
         assert [(model.id, model.object, model.owned_by) for model in models] == [
             ("easyanimate-v5.1-7b", "model", "alibaba-pai"),
