@@ -140,9 +140,9 @@ class Console {
     this.queue.refresh();
   }
 
-  // The same parameters (the photo included: it is already in the tenant's folder) with another seed.
+  // The same model and parameters (the photo included: it is already in the tenant's folder) with another seed.
   async again(job) {
-    const body = {...job.request};
+    const body = {...job.request, model: job.model};
     delete body.deadline;  // it may have passed
     const seeds = new Uint32Array(1);
     do crypto.getRandomValues(seeds); while (seeds[0] === body.seed);
