@@ -1,4 +1,4 @@
-"""Object storage through aioboto3: content-addressed uploads, cache lookups, presigned URLs."""
+"""Object storage through aioboto3: content-addressed uploads, cache lookups, presigned URLs, deletes."""
 
 from __future__ import annotations
 
@@ -101,6 +101,11 @@ class ObjectStore:
                 data: bytes = await body.read()
                 return data
 
+    async def delete(self, key: str) -> None:
+        """Delete `key` (nothing happens when it is not there)."""
+        with _storage_errors(f"delete s3://{self.bucket}/{key}"):
+            await self._client.delete_object(Bucket=self.bucket, Key=key)
+
     async def presign(self, key: str) -> str:
         url: str = await self._client.generate_presigned_url(
             "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=self.presign_ttl_s
@@ -109,6 +114,11 @@ class ObjectStore:
 
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"
+
+    def key_of(self, uri: str) -> str | None:
+        """The key of `s3://<bucket>/<key>` when it is in this bucket, else None."""
+        prefix = f"s3://{self.bucket}/"
+        return uri.removeprefix(prefix) if uri.startswith(prefix) else None
 
 
 def _error_code(exc: ClientError) -> str:

@@ -9,8 +9,9 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from consumer.api.auth.jwt_claims import ASYMMETRIC_ALGORITHMS, check_algorithms
+from consumer.core.video_models import EASYANIMATE, TEMPLATE, TEMPLATE_MODEL_ID, ModelRegistry, VideoModel
 from consumer.http_server.connection_guard import HttpLimits
-from consumer.settings import environment_of
+from consumer.settings import TopicSettings, environment_of
 from schemas.job_api import Fallback
 
 __all__ = ["ApiSettings", "KeysFileSettings"]
@@ -52,6 +53,19 @@ class ApiSettings(KeysFileSettings):
     )
     retention_s: float = Field(
         7 * 86_400.0, gt=0, description="Jobs not updated for this long leave the view (404 afterwards)."
+    )
+    model_id: str = Field(
+        "easyanimate-v5.1",
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9._:-]+$",
+        description="Public id of the GPU pool's model (EasyAnimate V5.1, whatever VIDGEN_MODEL names on the workers) "
+        "in `GET /v1/models` and a job's `model`; the default of a request that names none.",
+    )
+    template_model: bool = Field(
+        True,
+        description="Also serve the template pool's renderer as the model `template` (requests go to "
+        "VIDGEN_TEMPLATE_TOPIC). Turn off where no template pool runs.",
     )
     id_key: SecretStr = Field(
         description="HMAC key (at least 32 characters) that turns an `Idempotency-Key` into a job id; the same on "
@@ -184,7 +198,17 @@ class ApiSettings(KeysFileSettings):
             raise ValueError("body_budget_bytes must be at least max_body_bytes (else no large upload could start)")
         if self.port != 0 and self.port == self.operator_port:
             raise ValueError("port and operator_port must differ")
+        if self.model_id == TEMPLATE_MODEL_ID:
+            raise ValueError(f"model_id must not be {TEMPLATE_MODEL_ID!r}, the template pool's model")
         return self
+
+    def models(self, topics: TopicSettings) -> ModelRegistry:
+        """The models this deployment serves: the GPU pool's (the default), then the template pool's if served."""
+        gpu = VideoModel(self.model_id, EASYANIMATE, topic=topics.requests_topic, bulk_topic=topics.bulk_topic)
+        template = VideoModel(
+            TEMPLATE_MODEL_ID, TEMPLATE, topic=topics.template_topic, bulk_topic=topics.template_topic
+        )
+        return ModelRegistry([gpu, template] if self.template_model else [gpu])
 
     def as_environment(self) -> dict[str, str]:
         """The `VIDGEN_API_*` variables that rebuild these settings in another process (the id key revealed on

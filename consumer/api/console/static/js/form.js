@@ -13,7 +13,7 @@ const PRESETS = [
 
 // Which input shows a field's error (the API names fields as the request does).
 const INPUTS = {
-  prompt: "prompt", negative_prompt: "negative-prompt", image: "image", image_url: "image", width: "size",
+  prompt: "prompt", negative_prompt: "negative-prompt", input_reference: "image", image_url: "image", width: "size",
   height: "size", num_frames: "num-frames", num_inference_steps: "steps", guidance_scale: "guidance", seed: "seed",
   fallback: "allow-template",
 };
@@ -180,13 +180,13 @@ export class SubmitForm {
       if (text(id) !== "") data.set(name, text(id));
     }
     if (this.fallback !== null && $("allow-template").checked) data.set("fallback", this.fallback);
-    if (this.photo) data.set("image", this.photo, this.photo.name || "photo");
+    if (this.photo) data.set("input_reference", this.photo, this.photo.name || "photo");
     return data;
   }
 
   async submit() {
     this.clearErrors();
-    if ($("image-error").hidden === false) return this.showError("Choose another photo first.", "image");
+    if ($("image-error").hidden === false) return this.showError("Choose another photo first.", "input_reference");
     if (!$("prompt").value.trim()) return this.showError("Describe the video in the prompt.", "prompt");
     const button = $("submit");
     button.disabled = true;
