@@ -145,7 +145,7 @@ async def test_a_cancelled_job_is_delivered_as_video_failed(stack: Stack) -> Non
         # Another process's view: only its API can say.
         while (await stack.call("GET", f"/v1/videos/{job}"))[1]["status"] != "in_progress":  # noqa: ASYNC110
             await asyncio.sleep(0.1)
-    assert (await stack.call("DELETE", f"/v1/videos/{job}"))[0] == 202
+    assert (await stack.call("POST", f"/v1/videos/{job}/cancel"))[0] == 202
     seen = await stack.receiver.until(lambda seen: bool(_events(seen, "/failed", job, "video.failed")))
     [delivery] = _events(seen, "/failed", job, "video.failed")
     StandardWebhook(endpoint["secret"]).verify(delivery.body, delivery.headers)
