@@ -88,9 +88,9 @@ async def stack(
         worker_id=f"webhooks-{run}",
     )
     receiver, receiver_runner = await start_receiver(home)
-    api = api_settings(home, identity.url, port=free_port())
+    api = api_settings(home, identity.url, port=free_port(), operator_port=free_port())
     keys = {tenant: new_key(api, tenant) for tenant in ("shop-1", "shop-2", "shop-ops")}
-    api_process = ApiProcess(process_env(settings, api), home / "api.log", api.port)
+    api_process = ApiProcess(process_env(settings, api), home / "api.log", api.port, api.operator_port)
     operator = {"shop-ops": {"url": f"{receiver.url}/ops", "secret": OPERATOR_SECRET}}
     notifier = NotifierProcess(settings, receiver, operator, home / f"{run}.log", free_port())
     renderer = Renderer(lambda: SlowPipeline(step_s=STEP_S))
