@@ -9,22 +9,10 @@ unavailable, 78 bad configuration, each failure answered in one line that names 
 
 from __future__ import annotations
 
-import sys
-
-from pydantic import ValidationError
-
 from consumer.core.clock import utc_now
-from consumer.errors import UsageError
 from consumer.kafka.clients import ensure_topics, start_producer
 from consumer.settings import Settings
-from producer_examples.command_line import (
-    EXIT_CODES,
-    EXIT_COMPLETED,
-    EXIT_USAGE,
-    StrictArgumentParser,
-    describe_invalid,
-    run_with_settings,
-)
+from producer_examples.command_line import EXIT_CODES, EXIT_COMPLETED, StrictArgumentParser, run_command
 from schemas.events import VideoControl
 
 __all__ = ["cancel_main", "cancel_parser"]
@@ -43,21 +31,12 @@ def cancel_parser(prog: str = "vidgen cancel") -> StrictArgumentParser:
 
 
 def cancel_main(argv: list[str] | None = None, *, settings: Settings | None = None, prog: str = "vidgen cancel") -> int:
-    try:
+    def parse() -> VideoControl:
         args = cancel_parser(prog).parse_args(argv)
-        command = VideoControl(
-            action="cancel", request_id=args.request_id, tenant_id=args.tenant, requested_at=utc_now()
-        )
-    except UsageError as exc:
-        print(f"{prog}: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except ValidationError as exc:
-        options = {"request_id": "REQUEST_ID", "tenant_id": "--tenant"}
-        print(f"{prog}: invalid command:\n{describe_invalid(exc, options)}", file=sys.stderr)
-        return EXIT_USAGE
-    return run_with_settings(
-        prog, lambda settings: _publish(command, settings), settings=settings, failing="cannot publish"
-    )
+        return VideoControl(action="cancel", request_id=args.request_id, tenant_id=args.tenant, requested_at=utc_now())
+
+    options = {"request_id": "REQUEST_ID", "tenant_id": "--tenant"}
+    return run_command(prog, parse, _publish, settings=settings, failing="cannot publish", options=options)
 
 
 async def _publish(command: VideoControl, settings: Settings) -> int:

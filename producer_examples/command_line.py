@@ -1,7 +1,7 @@
 """What the example command lines (`vidgen submit`, `watch`, `cancel`) share: their exit codes, an argument parser
-that raises `UsageError` instead of exiting, and one way to load the settings and run, so each command answers bad
-arguments, bad configuration and unreachable services with one line each (naming the option or the variable that
-fixes it) and its own exit code, never a traceback."""
+that raises `UsageError` instead of exiting, and one way to parse, load the settings and run, so each command
+answers bad arguments, bad configuration and unreachable services with one line each (naming the option or the
+variable that fixes it) and its own exit code, never a traceback."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Callable, Coroutine, Mapping
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
@@ -29,13 +29,15 @@ __all__ = [
     "EXIT_USAGE",
     "StrictArgumentParser",
     "describe_invalid",
-    "run_with_settings",
+    "run_command",
 ]
 
 EXIT_COMPLETED, EXIT_FAILED, EXIT_TIMEOUT = 0, 1, 2
 EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_CONFIG = 64, 69, 78
 EXIT_CODES = "64 bad arguments, 69 Kafka or S3 unavailable (the line names the fix), 78 bad configuration"
 """The exit codes every client command shares, for the end of its help (the CLI reference shows it)."""
+
+Parsed = TypeVar("Parsed")
 
 
 class StrictArgumentParser(argparse.ArgumentParser):
@@ -49,23 +51,34 @@ def describe_invalid(error: ValidationError, options: Mapping[str, str]) -> str:
     return "\n".join(f"  {line}" for line in field_errors(error, lambda name: options.get(name, name)))
 
 
-def run_with_settings(
+def run_command(
     prog: str,
-    work: Callable[[Settings], Coroutine[Any, Any, int]],
+    parse: Callable[[], Parsed],
+    work: Callable[[Parsed, Settings], Coroutine[Any, Any, int]],
     *,
     settings: Settings | None,
     failing: str,
+    options: Mapping[str, str] | None = None,
 ) -> int:
-    """Build the settings (unless given), then run `work` with them. Bad configuration: one line per variable, exit
-    78; a `UsageError` found on the way: exit 64; Kafka, S3 or the network failing: `<prog>: <failing>: <why and the
-    fix>`, exit 69. `work` closes its own clients, however it ends."""
+    """Parse the command line (`parse()`, which may also build the event it describes), build the settings (unless
+    given), then run `work` with both. Bad arguments: one line, or one per field the contract refuses (named by
+    `options`: field -> option), exit 64; bad configuration: one line per variable, exit 78; Kafka, S3 or the network
+    failing: `<prog>: <failing>: <why and the fix>`, exit 69. `work` closes its own clients, however it ends."""
+    try:
+        parsed = parse()
+    except UsageError as exc:
+        _say(prog, str(exc))
+        return EXIT_USAGE
+    except ValidationError as exc:
+        _say(prog, f"invalid arguments:\n{describe_invalid(exc, options or {})}")
+        return EXIT_USAGE
     try:
         settings = settings or Settings()
     except ConfigurationError as exc:
         _say(prog, f"invalid configuration:\n{describe_config_error(exc, Settings)}")
         return EXIT_CONFIG
     try:
-        return asyncio.run(work(settings))
+        return asyncio.run(work(parsed, settings))
     except UsageError as exc:
         _say(prog, str(exc))
         return EXIT_USAGE

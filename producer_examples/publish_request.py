@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import mimetypes
 import sys
 import uuid
@@ -21,7 +22,6 @@ from typing import Any
 
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Tracer
-from pydantic import ValidationError
 
 from consumer.core.clock import utc_now
 from consumer.core.keys import upload_key
@@ -29,14 +29,7 @@ from consumer.errors import UsageError
 from consumer.kafka.clients import ensure_topics, start_producer
 from consumer.object_store import ObjectStore, open_s3_client
 from consumer.settings import Settings
-from producer_examples.command_line import (
-    EXIT_CODES,
-    EXIT_COMPLETED,
-    EXIT_USAGE,
-    StrictArgumentParser,
-    describe_invalid,
-    run_with_settings,
-)
+from producer_examples.command_line import EXIT_CODES, EXIT_COMPLETED, StrictArgumentParser, run_command
 from producer_examples.publishing import RequestPublisher
 from producer_examples.tracer_setup import make_tracer_provider
 from producer_examples.waiting import ResultWatcher, report_result
@@ -145,26 +138,17 @@ def main(
 ) -> int:
     """Entry point for `python -m producer_examples.publish_request` and `vidgen submit`. Configures no
     logging (the caller's job) and installs no global tracer provider."""
-    try:
-        args = _parse_args(prog, argv)
-    except UsageError as exc:
-        print(f"{prog}: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except ValidationError as exc:
-        print(f"{prog}: invalid request:\n{describe_invalid(exc, OPTIONS)}", file=sys.stderr)
-        return EXIT_USAGE
-    provider = tracer_provider or make_tracer_provider("vidgen-submit", args.otlp_endpoint)
-    tracer = provider.get_tracer(__name__)
-    try:
-        return run_with_settings(
-            prog,
-            lambda settings: _submit(args, settings, tracer, prog=prog),
-            settings=settings,
-            failing="cannot publish",
-        )
-    finally:
-        if tracer_provider is None:
-            provider.shutdown()
+
+    async def submit(args: argparse.Namespace, settings: Settings) -> int:
+        provider = tracer_provider or make_tracer_provider("vidgen-submit", args.otlp_endpoint)
+        try:
+            return await _submit(args, settings, provider.get_tracer(__name__), prog=prog)
+        finally:
+            if tracer_provider is None:
+                await asyncio.to_thread(provider.shutdown)  # flushes the trace to --otlp-endpoint
+
+    parse = functools.partial(_parse_args, prog, argv)
+    return run_command(prog, parse, submit, settings=settings, failing="cannot publish", options=OPTIONS)
 
 
 def _parse_args(prog: str, argv: list[str] | None) -> argparse.Namespace:

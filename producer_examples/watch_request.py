@@ -9,12 +9,11 @@ come from the worker's `VIDGEN_*` variables.
 from __future__ import annotations
 
 import argparse
-import sys
+import functools
 from collections.abc import Callable
 
-from consumer.errors import UsageError
 from consumer.settings import Settings
-from producer_examples.command_line import EXIT_CODES, EXIT_USAGE, StrictArgumentParser, run_with_settings
+from producer_examples.command_line import EXIT_CODES, StrictArgumentParser, run_command
 from producer_examples.waiting import ResultWatcher, report_result
 
 __all__ = ["watch_main", "watch_parser"]
@@ -42,13 +41,8 @@ def watch_main(
 ) -> int:
     """`vidgen watch REQUEST_ID`. `on_positioned` is told once the watcher is positioned: a result that existed by
     then is found, and what is published after that is seen."""
-    try:
-        args = watch_parser(prog).parse_args(argv)
-    except UsageError as exc:
-        print(f"{prog}: {exc}", file=sys.stderr)
-        return EXIT_USAGE
 
-    async def follow(settings: Settings) -> int:
+    async def follow(args: argparse.Namespace, settings: Settings) -> int:
         watcher = ResultWatcher(settings, args.request_id, progress_topic=settings.progress_topic, existing=True)
         try:
             await watcher.start()
@@ -58,4 +52,5 @@ def watch_main(
         finally:
             await watcher.stop()
 
-    return run_with_settings(prog, follow, settings=settings, failing="cannot follow")
+    parse = functools.partial(watch_parser(prog).parse_args, argv)
+    return run_command(prog, parse, follow, settings=settings, failing="cannot follow")

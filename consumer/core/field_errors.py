@@ -15,10 +15,11 @@ Location = tuple[int | str, ...]
 _PREFIXES = ("Value error, ", "Assertion failed, ")  # pydantic's wrapping of a validator's own message
 
 
-def field_errors(error: ValidationError, name_of: Callable[[str], str]) -> list[str]:
-    """One line per error: `name_of(field)` (plus the place inside the field, when nested) and pydantic's message;
-    a rule about the whole model gives its message alone (it names the fields itself). The input is never shown: it
-    may be a secret or a URL with a token."""
+def field_errors(error: ValidationError, name_of: Callable[[str], str] | None = None) -> list[str]:
+    """One line per error: where, and pydantic's message; a rule about the whole model gives its message alone (it
+    names the fields itself). With `name_of`, the field is named as the reader sets it and a place inside it follows
+    in brackets (`VIDGEN_NOTIFIER_WEBHOOKS [shop-a.secret]`); without, the dotted location (`webhooks.shop-a.secret`).
+    The input is never shown: it may be a secret or a URL with a token."""
     lines = []
     for item in error.errors(include_input=False, include_url=False, include_context=False):
         message = str(item["msg"])
@@ -31,7 +32,9 @@ def field_errors(error: ValidationError, name_of: Callable[[str], str]) -> list[
     return lines
 
 
-def _name(location: Location, name_of: Callable[[str], str]) -> str:
+def _name(location: Location, name_of: Callable[[str], str] | None) -> str:
+    if name_of is None:
+        return ".".join(str(part) for part in location)
     field, *inside = location
     name = name_of(str(field))
     return f"{name} [{'.'.join(str(part) for part in inside)}]" if inside else name

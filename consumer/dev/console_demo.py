@@ -34,8 +34,8 @@ __all__ = ["DEMO_FORM", "DEMO_TENANT", "run_console_demo"]
 
 DEMO_TENANT = "demo-shop"
 DEMO_FORM: dict[FormField, int | float] = {"width": 256, "height": 256, "num_frames": 9, "num_inference_steps": 4}
-"""The console form's starting values in the demo: the tiny model renders them in about a second on a CPU (the
-contract's defaults, 512x512, 25 frames, 30 steps, take half a minute)."""
+"""The console form's starting values in the demo: the tiny model rendered them in 14 s on a busy 2-core CPU where the
+contract's defaults (512x512, 25 frames, 30 steps) took 204 s."""
 
 
 def run_console_demo(settings: Settings, listener: Listener) -> int:

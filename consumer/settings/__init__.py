@@ -116,10 +116,10 @@ def describe_config_error(error: ValidationError | SettingsError, model: type[Ba
 
     def name_of(field: str) -> str:
         if model is None or field not in model.model_fields:
-            return field  # no model, or already a variable's name (a field's alias)
+            return field  # already a variable's name (a field's alias)
         return " or ".join(variable_names(model, field))
 
     if isinstance(error, SettingsError):  # a variable that is not valid JSON; the message names the field
         found = re.search(r'field "(\w+)"', str(error))
         return f"  {name_of(found.group(1))}: not valid JSON" if found else f"  {error}"
-    return "\n".join(f"  {line}" for line in field_errors(error, name_of))
+    return "\n".join(f"  {line}" for line in field_errors(error, name_of if model is not None else None))
