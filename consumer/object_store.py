@@ -17,12 +17,20 @@ from consumer.settings import Settings
 __all__ = ["ObjectStore", "StoredObject", "open_s3_client"]
 
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
+_NO_CREDENTIALS = (
+    "no S3 credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or run with a role "
+    "(an instance profile, IRSA or another web identity)"
+)
 
 
 @contextlib.asynccontextmanager
 async def open_s3_client(settings: Settings) -> AsyncIterator[Any]:
-    """An S3 client for the configured endpoint. Credentials come from the standard AWS chain only."""
+    """An S3 client for the configured endpoint. Credentials come from the standard AWS chain only; none there is a
+    StorageError naming the variables, at once (else the first request would fail, deep in a job)."""
     session = aioboto3.Session()
+    # boto3's signature says sync; aioboto3's session returns aiobotocore's coroutine (and caches what it found).
+    if await session.get_credentials() is None:  # type: ignore[misc]
+        raise StorageError(_NO_CREDENTIALS)
     config = AioConfig(
         retries={"mode": "standard", "max_attempts": 3},
         connect_timeout=5,

@@ -32,7 +32,7 @@ from consumer.core.moderation import ContentPolicy
 from consumer.core.rate_limit import TenantLimiter
 from consumer.errors import VidgenError
 from consumer.http_server.connection_guard import ConnectionGuard, GuardedSite, HttpLimits
-from consumer.kafka.clients import ensure_topics, make_producer, worker_topics
+from consumer.kafka.clients import ensure_topics, start_producer, worker_topics
 from consumer.kafka.record_publisher import RecordPublisher
 from consumer.object_store import ObjectStore, open_s3_client
 from consumer.settings import Settings
@@ -90,8 +90,7 @@ async def serve(
         )
         await view.start()
         stack.push_async_callback(view.stop)
-        producer = make_producer(settings)
-        await producer.start()
+        producer = await start_producer(settings)
         stack.push_async_callback(producer.stop)
         http = await stack.enter_async_context(aiohttp.ClientSession())
         publisher = RecordPublisher(producer, tracer=tracer, source=settings.event_source, clock=clock)

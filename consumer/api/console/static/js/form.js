@@ -49,8 +49,9 @@ function bound(input, rules, fallbackStep = null) {
 }
 
 export class SubmitForm {
-  constructor({schema, imageLimits, onSubmit}) {
+  constructor({schema, imageLimits, starting, onSubmit}) {
     this.schema = schema;
+    this.starting = starting;  // the API's suggested starting values (light ones for CPU workers), else the schema's
     this.limits = imageLimits;
     this.onSubmit = onSubmit;
     this.form = $("submit-form");
@@ -68,12 +69,17 @@ export class SubmitForm {
     size.replaceChildren();
     for (const [name, w, h] of PRESETS.filter(([, w, h]) => fits(w, width) && fits(h, height))) {
       const option = new Option(`${name} ${w} × ${h}`, `${w}x${h}`);
-      option.selected = w === (width?.default ?? 512) && h === (height?.default ?? 512);
+      option.selected = w === (this.starting.width ?? width?.default ?? 512)
+        && h === (this.starting.height ?? height?.default ?? 512);
       size.append(option);
     }
     bound($("num-frames"), property(this.schema, "num_frames"));
     bound($("steps"), property(this.schema, "num_inference_steps"));
     bound($("guidance"), property(this.schema, "guidance_scale"), "0.5");
+    const inputs = [["num_frames", "num-frames"], ["num_inference_steps", "steps"], ["guidance_scale", "guidance"]];
+    for (const [name, id] of inputs) {
+      if (this.starting[name] !== undefined) $(id).value = this.starting[name];
+    }
     const seed = property(this.schema, "seed");
     if (seed?.maximum !== undefined) $("seed").max = seed.maximum;
     const prompt = property(this.schema, "prompt");

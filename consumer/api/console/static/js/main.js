@@ -27,6 +27,7 @@ class Console {
     this.form = new SubmitForm({
       schema: config.submission,
       imageLimits: config.image,
+      starting: config.form,
       onSubmit: (data) => this.submit(data),
     });
     $("signin-form").addEventListener("submit", (event) => {
@@ -188,7 +189,7 @@ async function main() {
   let config;
   try {
     const [limits, openapi] = await Promise.all([fetchJson("/console/config.json"), fetchJson("/openapi.json")]);
-    config = {image: limits.image, submission: openapi.components.schemas.VideoSubmission};
+    config = {image: limits.image, form: limits.form ?? {}, submission: openapi.components.schemas.VideoSubmission};
   } catch (error) {
     say($("signin-error"), `The console cannot start: ${error.message}`);
     return;
