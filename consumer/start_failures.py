@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import errno
 import socket
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from consumer.errors import VidgenError
 
-__all__ = ["Listener", "check_port", "explain"]
+__all__ = ["Listener", "check_port", "explain", "taken_listener"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,20 @@ def check_port(listener: Listener) -> None:
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.bind((listener.host, listener.port))
+
+
+def taken_listener(exc: BaseException, listeners: Iterable[Listener]) -> Listener | None:
+    """For a server with several ports that failed with `exc`: when that is a port in use (a race lost after
+    `check_port`), the first of `listeners` whose port is taken now (the server's own sockets are closed by then), so
+    `explain` names the setting of the right port; else None."""
+    if not isinstance(exc, OSError) or exc.errno != errno.EADDRINUSE:
+        return None
+    for listener in listeners:
+        try:
+            check_port(listener)
+        except OSError:
+            return listener
+    return None
 
 
 def explain(exc: BaseException, *, bootstrap_servers: str = "", listener: Listener | None = None) -> str:

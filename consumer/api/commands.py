@@ -18,7 +18,7 @@ from consumer.api.api_settings import ApiSettings, KeysFileSettings
 from consumer.api.auth.api_keys import create_key
 from consumer.errors import VidgenError
 from consumer.settings import ConfigurationError, Settings, describe_config_error
-from consumer.start_failures import Listener, check_port, explain
+from consumer.start_failures import Listener, check_port, explain, taken_listener
 from consumer.telemetry.logs import configure_logging
 from consumer.telemetry.otlp import tracer_provider_from_env
 
@@ -38,8 +38,9 @@ def serve_parser(prog: str = "vidgen api") -> argparse.ArgumentParser:
     return argparse.ArgumentParser(
         prog=prog,
         description="Serve the job API (configured by VIDGEN_* variables).",
-        epilog="Exit codes: 0 a clean stop after SIGTERM or SIGINT; 1 Kafka, S3 or the view failed, or the port is "
-        "taken (one line naming the fix); 2 bad configuration (one line per variable).",
+        epilog="Exit codes: 0 a clean stop after SIGTERM or SIGINT; 1 Kafka, S3 or the view failed, or a port (the "
+        "API's or the operator port) is taken (one line naming the fix); 2 bad configuration (one line per "
+        "variable).",
     )
 
 
@@ -58,8 +59,9 @@ def api_key_parser(prog: str = "vidgen api-key") -> argparse.ArgumentParser:
 
 
 def serve_main(argv: list[str], *, prog: str = "vidgen api") -> int:
-    """Serve until SIGTERM or SIGINT. Exit 0 after a clean stop, 1 when Kafka, S3 or the view fail or the port is
-    taken (one line naming the setting), 2 on bad configuration (one line per variable)."""
+    """Serve until SIGTERM or SIGINT. Exit 0 after a clean stop, 1 when Kafka, S3 or the view fail or a port (the
+    API's, the operator port) is taken (one line naming the setting), 2 on bad configuration (one line per
+    variable)."""
     serve_parser(prog).parse_args(argv)
     problems: list[tuple[ValidationError | SettingsError, type[BaseSettings]]] = []
     try:
@@ -73,12 +75,16 @@ def serve_main(argv: list[str], *, prog: str = "vidgen api") -> int:
     if problems:
         return _config_error(prog, *problems)
     configure_logging(fmt=settings.log_format, level=settings.log_level)
-    listener = Listener(api.host, api.port, "set VIDGEN_API_PORT")
-    try:
-        check_port(listener)  # before Kafka, S3 and the view: a taken port is answered within a second
-    except OSError as exc:
-        log.critical("job API cannot start: %s", explain(exc, listener=listener))
-        return 1
+    listeners = (
+        Listener(api.host, api.port, "set VIDGEN_API_PORT"),
+        Listener(api.host, api.operator_port, "set VIDGEN_API_OPERATOR_PORT"),  # probes and metrics
+    )
+    for listener in listeners:
+        try:
+            check_port(listener)  # before Kafka, S3 and the view: a taken port is answered within a second
+        except OSError as exc:
+            log.critical("job API cannot start: %s", explain(exc, listener=listener))
+            return 1
     provider = tracer_provider_from_env(os.environ, default_service_name="vidgen-api")
     tracer = provider.get_tracer("vidgen.api") if provider is not None else None
     from consumer.api.wiring import serve  # aiohttp app, Kafka and S3 clients only when serving
@@ -93,9 +99,8 @@ def serve_main(argv: list[str], *, prog: str = "vidgen api") -> int:
     try:
         return asyncio.run(run())
     except (KafkaError, VidgenError, OSError) as exc:
-        log.critical(
-            "job API stopped: %s", explain(exc, bootstrap_servers=settings.kafka_bootstrap_servers, listener=listener)
-        )
+        why = explain(exc, bootstrap_servers=settings.kafka_bootstrap_servers, listener=taken_listener(exc, listeners))
+        log.critical("job API stopped: %s", why)
         return 1
     finally:
         if provider is not None:

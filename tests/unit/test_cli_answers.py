@@ -16,7 +16,7 @@ from pydantic_settings import SettingsError
 from consumer.api.api_settings import ApiSettings
 from consumer.errors import ProducerUnsupported
 from consumer.settings import Settings, describe_config_error
-from consumer.start_failures import Listener, check_port, explain
+from consumer.start_failures import Listener, check_port, explain, taken_listener
 from producer_examples.command_line import describe_invalid
 from producer_examples.product_hook import HookSettings
 from producer_examples.publish_request import OPTIONS, build_request, submit_parser
@@ -130,6 +130,24 @@ def test_a_taken_port_is_found_before_anything_starts_and_named_with_its_setting
         f"port {listener.port} is in use: set VIDGEN_API_PORT (or stop what listens there)"
     )
     check_port(Listener("127.0.0.1", 0, "set VIDGEN_API_PORT"))  # any free port: nothing to check
+
+
+def test_a_port_lost_after_the_check_is_named_by_the_listener_now_taken() -> None:
+    """The job API listens on two ports; a race lost after `check_port` names the one that is taken, not the first."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with socket.socket() as spare:
+            spare.bind(("127.0.0.1", 0))
+            free = spare.getsockname()[1]
+        api = Listener("127.0.0.1", free, "set VIDGEN_API_PORT")
+        operator = Listener("127.0.0.1", taken.getsockname()[1], "set VIDGEN_API_OPERATOR_PORT")
+        lost = OSError(errno.EADDRINUSE, "error while attempting to bind on address: address already in use")
+        assert taken_listener(lost, (api, operator)) is operator
+        assert explain(lost, listener=taken_listener(lost, (api, operator))) == (
+            f"port {operator.port} is in use: set VIDGEN_API_OPERATOR_PORT (or stop what listens there)"
+        )
+        assert taken_listener(OSError(errno.EACCES, "Permission denied"), (api, operator)) is None  # not a port
 
 
 def test_kafka_failures_name_the_variable_that_fixes_them() -> None:
