@@ -25,13 +25,10 @@ import io
 import json
 import logging
 import os
-import secrets
 import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -44,12 +41,10 @@ from bench.hostile_clients import (
     ProbeWatch,
     RssSampler,
     S3RequestCount,
-    api_process,
     stalled_upload,
+    started_api,
 )
 from bench.infra import REPO_ROOT, machine_info
-from consumer.api.api_settings import ApiSettings
-from consumer.api.auth.api_keys import create_key
 from consumer.dev.embedded import TcpProxy, free_port, isolated_settings, kafka_broker, s3_server
 from consumer.settings import Settings
 
@@ -58,7 +53,6 @@ __all__ = [
     "big_png",
     "main",
     "readiness_flood",
-    "started_api",
     "stream_flood",
     "unauthenticated_uploads",
 ]
@@ -69,36 +63,6 @@ _KAFKA_METADATA = 3
 
 def _bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
-
-
-@asynccontextmanager
-async def started_api(
-    settings: Settings,
-    folder: Path,
-    *,
-    checkout: Path = REPO_ROOT,
-    tenants: tuple[str, ...] = ("shop-a", "shop-b"),
-    **api_overrides: Any,
-) -> AsyncIterator[tuple[ApiUnderTest, dict[str, str]]]:
-    """`vidgen api` of `checkout` with `api_overrides` (ApiSettings fields), and an API key per tenant."""
-    fields: dict[str, Any] = {
-        "host": "127.0.0.1",
-        "port": free_port(),
-        "operator_port": free_port(),
-        "state_path": str(folder / f"view-{uuid.uuid4().hex[:6]}.sqlite3"),
-        "keys_file": str(folder / "api-keys"),
-        "id_key": secrets.token_urlsafe(32),
-        **api_overrides,
-    }
-    api = ApiSettings(**fields)
-    keys = {tenant: create_key(folder / "api-keys", tenant) for tenant in tenants}
-    env = {name: value for name, value in os.environ.items() if not name.startswith("VIDGEN_")}
-    env |= settings.model_copy(update={"log_format": "text", "log_level": "WARNING"}).as_environment()
-    env |= api.as_environment()
-    log_path = folder / f"api-{uuid.uuid4().hex[:6]}.log"
-    ports = {"port": fields["port"], "operator_port": fields["operator_port"]}  # as set, whatever the model knows
-    async with api_process(env, **ports, log_path=log_path, checkout=checkout) as running:
-        yield running, keys
 
 
 async def unauthenticated_uploads(

@@ -7,19 +7,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import secrets
 import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import psutil
 
 from bench.infra import REPO_ROOT, end_group, spawn_api
+from consumer.api.api_settings import ApiSettings
+from consumer.api.auth.api_keys import create_key
+from consumer.dev.embedded import free_port
+from consumer.settings import Settings
 
 __all__ = [
     "ApiUnderTest",
@@ -30,6 +39,7 @@ __all__ = [
     "Stalled",
     "api_process",
     "stalled_upload",
+    "started_api",
 ]
 
 _MIB = 1 << 20
@@ -247,3 +257,33 @@ class S3RequestCount:
             tail = seen[-(len(self._pattern) - 1) :]
 
         return observe
+
+
+@asynccontextmanager
+async def started_api(
+    settings: Settings,
+    folder: Path,
+    *,
+    checkout: Path = REPO_ROOT,
+    tenants: tuple[str, ...] = ("shop-a", "shop-b"),
+    **api_overrides: Any,
+) -> AsyncIterator[tuple[ApiUnderTest, dict[str, str]]]:
+    """`vidgen api` of `checkout` with `api_overrides` (ApiSettings fields), and an API key per tenant."""
+    fields: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": free_port(),
+        "operator_port": free_port(),
+        "state_path": str(folder / f"view-{uuid.uuid4().hex[:6]}.sqlite3"),
+        "keys_file": str(folder / "api-keys"),
+        "id_key": secrets.token_urlsafe(32),
+        **api_overrides,
+    }
+    api = ApiSettings(**fields)
+    keys = {tenant: create_key(folder / "api-keys", tenant) for tenant in tenants}
+    env = {name: value for name, value in os.environ.items() if not name.startswith("VIDGEN_")}
+    env |= settings.model_copy(update={"log_format": "text", "log_level": "WARNING"}).as_environment()
+    env |= api.as_environment()
+    log_path = folder / f"api-{uuid.uuid4().hex[:6]}.log"
+    ports = {"port": fields["port"], "operator_port": fields["operator_port"]}  # as set, whatever the model knows
+    async with api_process(env, **ports, log_path=log_path, checkout=checkout) as running:
+        yield running, keys

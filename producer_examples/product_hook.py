@@ -32,7 +32,8 @@ from consumer.core.degrade import DEGRADED_REASON_HEADER, choose_fallback, degra
 from consumer.core.moderation import ContentPolicy
 from consumer.core.rate_limit import Clock, TenantLimiter
 from consumer.errors import SignatureError, VidgenError
-from consumer.http_server.connection_guard import ConnectionGuard, GuardedSite
+from consumer.http_server.connection_guard import ConnectionGuard
+from consumer.http_server.guarded_site import GuardedSite
 from consumer.http_server.health_routes import add_probe_routes
 from consumer.http_server.request_metrics import HttpMetrics, measured
 from consumer.http_server.server_spans import server_spans

@@ -31,7 +31,8 @@ from consumer.api.webhook_endpoints import webhook_routes
 from consumer.core.moderation import ContentPolicy
 from consumer.core.rate_limit import TenantLimiter
 from consumer.errors import VidgenError
-from consumer.http_server.connection_guard import ConnectionGuard, GuardedSite, HttpLimits
+from consumer.http_server.connection_guard import ConnectionGuard, HttpLimits
+from consumer.http_server.guarded_site import GuardedSite
 from consumer.kafka.clients import ensure_topics, start_producer, worker_topics
 from consumer.kafka.record_publisher import RecordPublisher
 from consumer.object_store import ObjectStore, open_s3_client

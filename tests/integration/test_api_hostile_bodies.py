@@ -17,8 +17,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bench.hostile_api import authenticated_upload, big_png, started_api, unauthenticated_uploads
-from bench.hostile_clients import ApiUnderTest, stalled_upload
+from bench.hostile_api import authenticated_upload, big_png, unauthenticated_uploads
+from bench.hostile_clients import ApiUnderTest, stalled_upload, started_api
 from consumer.dev.embedded import isolated_settings
 from consumer.object_store import ObjectStore, open_s3_client
 from consumer.settings import Settings

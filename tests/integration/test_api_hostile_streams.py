@@ -16,8 +16,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bench.hostile_api import started_api, stream_flood
-from bench.hostile_clients import Stalled, stalled_upload
+from bench.hostile_api import stream_flood
+from bench.hostile_clients import Stalled, stalled_upload, started_api
 from consumer.dev.embedded import isolated_settings
 from tests.integration.api_helpers import ApiStack, bearer
 

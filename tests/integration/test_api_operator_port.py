@@ -13,8 +13,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from bench.hostile_api import readiness_flood, started_api
-from bench.hostile_clients import KafkaRequestCount, S3RequestCount
+from bench.hostile_api import readiness_flood
+from bench.hostile_clients import KafkaRequestCount, S3RequestCount, started_api
 from consumer.dev.embedded import TcpProxy, free_port, isolated_settings, kafka_broker
 from tests.integration.api_helpers import ApiStack, IdentityProvider, api_settings, bearer, new_key, running_api
 

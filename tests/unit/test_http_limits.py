@@ -12,7 +12,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from consumer.http_server.connection_guard import ConnectionGuard, GuardedSite, HttpLimits
+from consumer.http_server.connection_guard import ConnectionGuard, HttpLimits
+from consumer.http_server.guarded_site import GuardedSite
 
 Opened = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
