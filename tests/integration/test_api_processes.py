@@ -177,4 +177,4 @@ def test_vidgen_api_without_its_id_key_exits_2_naming_the_setting(tmp_path: Path
     done = subprocess.run(
         [sys.executable, "-m", "consumer", "api"], capture_output=True, text=True, timeout=60, env=env, check=False
     )
-    assert done.returncode == 2 and "id_key" in done.stderr
+    assert done.returncode == 2 and "VIDGEN_API_ID_KEY" in done.stderr

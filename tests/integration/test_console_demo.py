@@ -31,7 +31,8 @@ pytestmark = pytest.mark.integration
 
 
 async def test_demo_api_serves_the_console_and_a_worker_until_interrupted(tmp_path: Path) -> None:
-    env = {name: value for name, value in os.environ.items() if not name.startswith("VIDGEN_")}
+    # A fresh machine: no vidgen settings and no S3 credentials (another test may have set them in this process).
+    env = {name: value for name, value in os.environ.items() if not name.startswith(("VIDGEN_", "AWS_"))}
     log = tmp_path / "demo.log"
     with log.open("wb") as stderr:
         demo = await asyncio.create_subprocess_exec(
