@@ -11,34 +11,18 @@ starts, and the result does the rest.
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import get_args
 
 from schemas.events import ProgressPhase
+from schemas.job_api import JobPhase
 
 __all__ = [
-    "JOB_PHASES",
     "PHASE_SHARES",
     "JobPhase",
     "ended_phase",
     "step_phase",
     "work_percent",
 ]
-
-JobPhase = Literal[
-    "queued",
-    "waiting_for_worker",
-    "preparing",
-    "denoising",
-    "decoding",
-    "encoding",
-    "uploading",
-    "completed",
-    "failed",
-    "cancelled",
-]
-"""A job's phase in the job API: `queued` (a worker is active: it waits its turn), `waiting_for_worker` (no worker of
-its pool is active), the worker's phases while it works, then how it ended."""
-JOB_PHASES: tuple[JobPhase, ...] = get_args(JobPhase)
 
 PHASE_SHARES: dict[ProgressPhase, float] = {
     "preparing": 4.0,

@@ -110,7 +110,7 @@ def make_app(
     app.router.add_get("/v1/videos/{id}", handlers.status, allow_head=False)
     app.router.add_delete("/v1/videos/{id}", handlers.delete)
     app.router.add_post("/v1/videos/{id}/cancel", handlers.cancel)
-    app.router.add_get("/v1/videos/{id}/content", handlers.content, allow_head=False)
+    app.router.add_get("/v1/videos/{id}/content", handlers.content)  # HEAD too: a client checks before it saves
     app.router.add_post("/v1/videos/{id}/links", links.issue)
     app.router.add_get("/v1/videos/{id}/events", streams.stream, allow_head=False)
     app.router.add_get("/v1/queue", handlers.queue, allow_head=False)
