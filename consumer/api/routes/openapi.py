@@ -170,8 +170,7 @@ def build_openapi() -> dict[str, Any]:
         "/v1/videos/{id}/content": {
             "get": _operation(
                 "Redirect to the video (saved as an attachment under a readable name), its poster "
-                "(`variant=thumbnail`) or its start image (`variant=start_image`) through a fresh presigned URL; "
-                "`HEAD` answers the same",
+                "(`variant=thumbnail`) or its start image (`variant=start_image`) through a fresh presigned URL",
                 _responses(
                     {302: {"description": "To the object.", "headers": {"Location": {"schema": {"type": "string"}}}}},
                     404,
@@ -244,6 +243,8 @@ def build_openapi() -> dict[str, Any]:
         **webhook_paths(_operation, _responses, _json),
         "/openapi.json": {"get": _plain("This document", "application/json")},
     }
+    content = paths["/v1/videos/{id}/content"]
+    content["head"] = {**content["get"], "summary": "The same answer as GET (the redirect), without a body"}
     return {
         "openapi": "3.1.0",
         "info": {

@@ -83,13 +83,16 @@ class Handlers:
         return await self.answers.render(state, now=self.clock(), spot=await self.queue_spot(state))
 
     async def queue_spot(self, state: JobState) -> QueueSpot | None:
-        """A queued job's place in its lane, and whether it waits for a GPU worker (none is active)."""
+        """A queued job's place in its lane, and whether it waits for a GPU worker: none is active and it has waited
+        longer than a worker's heartbeat (a worker that just started has reported nothing yet)."""
         if state.status != "queued":
             return None
         stats = self.queue_stats()
         own_ahead = await self.store.queued_ahead(state)
         position = queue_position(stats, state.tenant_id, state.lane, own_ahead=own_ahead, degraded=state.degraded)
-        return QueueSpot(position, waiting_for_worker=not state.degraded and stats.workers_active == 0)
+        waited_s = (self.clock() - state.created_at).total_seconds()
+        idle = not state.degraded and stats.workers_active == 0 and waited_s > self.api.worker_heartbeat_s
+        return QueueSpot(position, waiting_for_worker=idle)
 
     def pool_is_down(self, stats: QueueStats) -> bool:
         return pool_down(
