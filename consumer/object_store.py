@@ -114,10 +114,13 @@ class ObjectStore:
         with _storage_errors(f"delete s3://{self.bucket}/{key}"):
             await self._client.delete_object(Bucket=self.bucket, Key=key)
 
-    async def presign(self, key: str) -> str:
-        url: str = await self._client.generate_presigned_url(
-            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=self.presign_ttl_s
-        )
+    async def presign(self, key: str, *, disposition: str | None = None) -> str:
+        """A GET URL of `key` for `presign_ttl_s`; `disposition`: the `Content-Disposition` S3 answers it with
+        (`response-content-disposition`, signed into the URL)."""
+        params = {"Bucket": self.bucket, "Key": key}
+        if disposition is not None:
+            params["ResponseContentDisposition"] = disposition
+        url: str = await self._client.generate_presigned_url("get_object", Params=params, ExpiresIn=self.presign_ttl_s)
         return url
 
     def uri(self, key: str) -> str:

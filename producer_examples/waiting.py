@@ -5,8 +5,10 @@ published, so the result cannot slip past) or first looks up the result that alr
 reads the one partition of the results topic the request id's key hashes to (the default partitioner, murmur2 as
 aiokafka and the Java client compute it; workers key results by request id) from its earliest retained offset up to
 the end it had when the watch began, and answers with the latest result found there, else goes on following.
-Progress records are keyed by request_id and hold `{"request_id": ..., "step": n, "total": m}`; without the topic
-the bar is a spinner with the elapsed time.
+Progress records are keyed by request_id and hold `{"request_id": ..., "step": n, "total": m}` and, from workers
+that report it, the `phase` and the `percent` of the whole job (weighted by each phase's share, below 100 until the
+result): the bar then moves through preparing, denoising n/m, decoding, encoding and uploading. Without the topic the
+bar is a spinner with the elapsed time.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TextIO
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -29,18 +32,35 @@ from consumer.settings import Settings
 from producer_examples.command_line import EXIT_COMPLETED, EXIT_FAILED, EXIT_TIMEOUT
 from schemas.events import VideoResult
 
-__all__ = ["ResultWatcher", "render_progress", "report_result"]
+__all__ = ["ResultWatcher", "Where", "render_progress", "report_result"]
 
 log = logging.getLogger(__name__)
 
 _SPINNER = "|/-\\"
 _WIDTH = 24
 
-Tick = Callable[[int | None, int | None], None]
+Tick = Callable[["Where"], None]
 
 
-def render_progress(step: int | None, total: int | None, *, elapsed_s: float, tick: int) -> str:
-    """One line: a bar when step and total are known, else a spinner; always the elapsed time."""
+@dataclass(frozen=True)
+class Where:
+    """What the worker last reported of a request: its step of total, and its phase and percent when it says."""
+
+    step: int | None = None
+    total: int | None = None
+    phase: str | None = None
+    percent: float | None = None
+
+
+def render_progress(
+    step: int | None, total: int | None, *, elapsed_s: float, tick: int, phase: str | None = None, percent: float = 0
+) -> str:
+    """One line: a bar of the whole job with its phase (`denoising n/m` while denoising) when the worker reports its
+    phase, else of the steps when step and total are known, else a spinner; always the elapsed time."""
+    if phase is not None:
+        done = min(_WIDTH, int(_WIDTH * percent // 100))
+        where = f"{phase} {step}/{total}" if phase == "denoising" and step is not None and total else phase
+        return f"[{'#' * done}{'.' * (_WIDTH - done)}] {percent:3.0f}% {where}  {elapsed_s:5.1f}s"
     if step is not None and total:
         done = min(_WIDTH, _WIDTH * step // total)
         return f"[{'#' * done}{'.' * (_WIDTH - done)}] step {step}/{total}  {elapsed_s:5.1f}s"
@@ -62,8 +82,7 @@ class ResultWatcher:
         self._existing = existing
         self._history: tuple[TopicPartition, int] | None = None  # the partition read from the start, and its end
         self._found: VideoResult | None = None  # the latest result in that history so far
-        self._step: int | None = None
-        self._total: int | None = None
+        self._where = Where()
 
     async def start(self) -> None:
         """Positions the reader. Stop it with `stop()` even when this raises."""
@@ -112,7 +131,7 @@ class ResultWatcher:
                 if self._found is not None:
                     return self._found
             if on_tick is not None:
-                on_tick(self._step, self._total)
+                on_tick(self._where)
         return None
 
     def _read(self, record: ConsumerRecord[bytes, bytes]) -> VideoResult | None:
@@ -126,8 +145,10 @@ class ResultWatcher:
                 return None
         try:
             event = json.loads(record.value or b"")
-            self._step, self._total = int(event["step"]), int(event["total"])
-        except (ValueError, KeyError, TypeError):
+            step, total = int(event["step"]), int(event["total"])
+            phase = event.get("phase")
+            self._where = Where(step, total, str(phase) if phase else None, float(event.get("percent") or 0))
+        except (ValueError, KeyError, TypeError, AttributeError):
             log.debug("ignoring a progress record that is not {step, total}")
         return None
 
@@ -160,10 +181,18 @@ class _Bar:
         self._started = time.monotonic()
         self._ticks = 0
 
-    def draw(self, step: int | None, total: int | None) -> None:
+    def draw(self, where: Where) -> None:
         if self._live:
             self._ticks += 1
-            line = render_progress(step, total, elapsed_s=time.monotonic() - self._started, tick=self._ticks)
+            elapsed_s = time.monotonic() - self._started
+            line = render_progress(
+                where.step,
+                where.total,
+                elapsed_s=elapsed_s,
+                tick=self._ticks,
+                phase=where.phase,
+                percent=where.percent or 0,
+            )
             self._stream.write("\r" + line)
             self._stream.flush()
 

@@ -15,6 +15,7 @@ __all__ = [
     "ID_PATTERN",
     "ErrorInfo",
     "Priority",
+    "ProgressPhase",
     "ResultStatus",
     "Timings",
     "VideoControl",
@@ -35,6 +36,9 @@ Metadata = Annotated[dict[MetadataKey, MetadataValue], Field(max_length=32)]
 Dimension = Annotated[int, Field(ge=256, le=1024, multiple_of=16)]
 ResultStatus = Literal["completed", "failed", "rejected"]
 Priority = Literal["interactive", "bulk"]
+ProgressPhase = Literal["preparing", "denoising", "decoding", "encoding", "uploading"]
+"""What a worker is doing for a request: `preparing` (moderation, start image, memory, the model), `denoising` (the
+steps), `decoding` (the VAE turns latents into frames), `encoding` (MP4 and poster), `uploading`."""
 
 
 class VideoRequest(BaseModel):
@@ -169,7 +173,15 @@ class VideoProgress(BaseModel):
     event: Literal["started", "progress"]
     step: int = Field(0, ge=0, description="Denoising steps done.")
     total: int = Field(ge=1, description="Denoising steps in all.")
-    percent: float = Field(ge=0, le=100)
+    percent: float = Field(
+        ge=0,
+        le=100,
+        description="Of the whole job, each phase weighted by its measured share of a job's time (below 100 until the "
+        "result); from a worker that sends no `phase`, of the denoising steps.",
+    )
+    phase: ProgressPhase | None = Field(
+        None, description="What the worker is doing now; absent from workers older than this field."
+    )
     eta_s: float | None = Field(None, ge=0, description="Estimated seconds until the render is done.")
     attempt: int = Field(1, ge=1)
     worker_id: str

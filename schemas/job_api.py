@@ -22,6 +22,7 @@ __all__ = [
     "DegradedReason",
     "Fallback",
     "JobError",
+    "JobPhase",
     "JobStatus",
     "ModelInfo",
     "ModelList",
@@ -36,6 +37,21 @@ API_FILLED_FIELDS = frozenset({"schema_version", "request_id", "tenant_id"})
 """Request fields the API sets itself (the tenant comes from the credential); a body that sends them is refused."""
 
 JobStatus = Literal["queued", "in_progress", "completed", "failed"]
+JobPhase = Literal[
+    "queued",
+    "waiting_for_worker",
+    "preparing",
+    "denoising",
+    "decoding",
+    "encoding",
+    "uploading",
+    "completed",
+    "failed",
+    "cancelled",
+]
+"""Where a job is: `queued` (a worker of its pool is active: it waits its turn), `waiting_for_worker` (no GPU worker
+is active), the worker's phases while it works (`schemas.events.ProgressPhase`), then how it ended (`cancelled`: its
+tenant cancelled it; its `status` is `failed`)."""
 """OpenAI's video statuses. A job the worker rejected, a cancelled one and an expired one are `failed`, and
 `error.code` says which."""
 Fallback = Literal["template", "none"]
@@ -141,7 +157,12 @@ class VideoJob(BaseModel):
     id: str = Field(description="The request id; also the Kafka record key.")
     object: Literal["video"] = "video"
     status: JobStatus
-    progress: int = Field(ge=0, le=100, description="Percent of the render done.")
+    progress: int = Field(
+        ge=0,
+        le=100,
+        description="Percent of the job done: each phase (`phase`) weighted by its measured share of a job's time; "
+        "100 only once completed.",
+    )
     model: str = Field(description="The model asked for (the default when none was named).")
     prompt: str | None = Field(None, description="Null until the request reaches this replica's view.")
     seconds: str | None = Field(
@@ -175,6 +196,20 @@ class VideoJob(BaseModel):
     metadata: dict[str, str] = Field(default_factory=dict)
     timings: Timings | None = None
     cancel_requested_at: int | None = Field(None, description="Unix seconds a cancel was requested, if one was.")
+    phase: JobPhase = Field(
+        "queued",
+        description="Where the job is: `queued` or `waiting_for_worker` (no GPU worker is active), then the worker's "
+        "`preparing`, `denoising`, `decoding`, `encoding`, `uploading`, then `completed`, `failed` or `cancelled`.",
+    )
+    queue_position: int | None = Field(
+        None,
+        ge=1,
+        description="While queued: about how many jobs of its lane start before it, itself included (1: next). "
+        "Workers serve tenants round-robin, so it counts the caller's own jobs ahead and, for each round until its "
+        "turn, one job of every other tenant with jobs queued in that lane. Null once it started.",
+    )
+    step: int | None = Field(None, ge=0, description="Denoising steps done, as its worker last reported.")
+    total: int | None = Field(None, ge=1, description="Denoising steps in all, once a worker reported any.")
 
 
 class VideoJobList(BaseModel):

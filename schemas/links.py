@@ -22,3 +22,6 @@ class ContentLinks(BaseModel):
     video_url: str = Field(description="Redirects to a fresh presigned URL of the MP4.")
     poster_url: str = Field(description="Redirects to a fresh presigned URL of the poster.")
     expires_at: datetime = Field(description="After this the links answer 401; ask for new ones.")
+    start_image_url: str | None = Field(
+        None, description="Redirects to a fresh presigned URL of the start image, when it is in the tenant's folder."
+    )

@@ -139,6 +139,14 @@ class ApiSettings(KeysFileSettings):
     worker_active_s: float = Field(
         300.0, gt=0, description="A worker counts as active this long after its last progress event or result."
     )
+    worker_heartbeat_s: float = Field(
+        60.0,
+        gt=0,
+        description="Once a job has waited for the GPU pool this long, a GPU worker counts as active only if it "
+        "published progress or a result within it: a worker at work reports every step and phase (at least every "
+        "VIDGEN_PROGRESS_INTERVAL_S), so one silent that long while jobs wait is not active. Keep it above the "
+        "longest silent stretch of a render (its slowest step or VAE decode).",
+    )
     fallback: Fallback = Field(
         "none",
         description="A new job's fallback when neither its body (`fallback`) nor its tenant "

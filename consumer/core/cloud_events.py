@@ -23,6 +23,7 @@ from cloudevents.core.bindings.kafka import to_binary
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 
+from consumer.core.progress_phases import id_parts
 from schemas.events import VideoProgress
 
 __all__ = [
@@ -120,12 +121,12 @@ def _about_job(event_type: str, *, tenant_id: str | None, request_id: str, sourc
 
 
 def progress_event(progress: VideoProgress, *, source: str) -> list[Header]:
-    """Headers of a progress event: one id per (request, attempt, kind, step)."""
+    """Headers of a progress event: one id per (request, attempt, kind, step), and phase after the last step."""
     event_type = EVENT_TYPES[progress.event]
     return envelope(
         event_type=event_type,
         source=source,
-        id_=event_id(event_type, progress.request_id, progress.attempt, progress.step),
+        id_=event_id(event_type, progress.request_id, progress.attempt, progress.step, *id_parts(progress.phase)),
         time=progress.at,
         subject=progress.request_id,
     )

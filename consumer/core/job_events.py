@@ -1,5 +1,6 @@
 """What a running job tells the scheduler: typed events on the scheduler's one queue (a render ended, a denoising
-step ended), and the job's lifecycle moved where its work happens. Pure: the queue is anything with `put_nowait`.
+step ended, its work entered a later phase), and the job's lifecycle moved where its work happens. Pure: the queue is
+anything with `put_nowait`.
 
 The job runner makes one `JobTrack` per job and hands it to the pipeline, which calls it as the job's work moves on;
 nothing is called back across the scheduler. The scheduler reacts to the events in turn: a render slot to the next
@@ -14,8 +15,9 @@ from typing import Protocol
 
 from consumer.core.job import Job
 from consumer.core.lifecycle import Phase
+from schemas.events import ProgressPhase
 
-__all__ = ["JobEvent", "JobEventSink", "JobTrack", "RenderEnded", "RenderProgress"]
+__all__ = ["JobEvent", "JobEventSink", "JobTrack", "PhaseReached", "RenderEnded", "RenderProgress"]
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,17 @@ class RenderProgress:
     context: contextvars.Context = field(default_factory=contextvars.copy_context, compare=False)
 
 
-JobEvent = RenderEnded | RenderProgress
+@dataclass(frozen=True)
+class PhaseReached:
+    """The job's work after its render entered `phase` (`encoding`, `uploading`): its progress listeners hear of it,
+    in the `context` it happened in. The phases before are told by the render's steps."""
+
+    job: Job
+    phase: ProgressPhase
+    context: contextvars.Context = field(default_factory=contextvars.copy_context, compare=False)
+
+
+JobEvent = RenderEnded | RenderProgress | PhaseReached
 
 
 class JobEventSink(Protocol):
@@ -79,6 +91,8 @@ class JobTrack:
 
     def encoding(self) -> None:
         self.job.lifecycle.advance(Phase.ENCODING)
+        self._events.put_nowait(PhaseReached(self.job, "encoding"))
 
     def uploading(self) -> None:
         self.job.lifecycle.advance(Phase.UPLOADING)
+        self._events.put_nowait(PhaseReached(self.job, "uploading"))

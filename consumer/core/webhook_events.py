@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from consumer.core.cloud_events import event_id
+from consumer.core.progress_phases import id_parts
 from schemas.events import ResultStatus, VideoProgress, VideoResult
 from schemas.webhooks import WebhookEvent, WebhookEventData, WebhookEventType
 
@@ -36,11 +37,12 @@ def result_webhook_event(*, endpoint_id: str, result: VideoResult) -> WebhookEve
 
 
 def progress_webhook_event(*, endpoint_id: str, progress: VideoProgress) -> WebhookEvent:
-    """The event of a progress record for one endpoint: one id per (endpoint, tenant, job, attempt, step)."""
+    """The event of a progress record for one endpoint: one id per (endpoint, tenant, job, attempt, step), and
+    phase after the last step."""
     video_id = progress.request_id
-    key = ("webhook", endpoint_id, progress.tenant_id, video_id, "video.progress", progress.attempt, progress.step)
+    key = (endpoint_id, progress.tenant_id, video_id, "video.progress", progress.attempt, progress.step)
     return WebhookEvent(
-        id="evt_" + event_id(*key),
+        id="evt_" + event_id("webhook", *key, *id_parts(progress.phase)),
         type="video.progress",
         created_at=int(progress.at.timestamp()),
         data=WebhookEventData(id=video_id, progress=max(0, min(100, int(progress.percent)))),

@@ -1,4 +1,7 @@
-"""Progress events on `video.progress`: `started`, then at most one `progress` per request per interval.
+"""Progress events on `video.progress`: `started`, then at most one `progress` per request per interval, and one at
+each change of phase (`schemas.events.ProgressPhase`: the last denoising step starts `decoding`, then `encoding`
+and `uploading`). `percent` is of the whole job, each phase weighted by its measured share
+(`consumer.core.progress_phases`).
 
 Best effort by design: they are sent without waiting for the broker's ack and never hold up a render or a commit;
 the result on `video.results` stays the one event that counts. Each carries CloudEvents headers
@@ -18,9 +21,10 @@ from aiokafka.errors import KafkaError
 
 from consumer.core.clock import WallClock, utc_now
 from consumer.core.cloud_events import progress_event
+from consumer.core.progress_phases import step_phase, work_percent
 from consumer.settings import Settings
 from consumer.telemetry.tracing import inject_headers
-from schemas.events import VideoProgress, VideoRequest
+from schemas.events import ProgressPhase, VideoProgress, VideoRequest
 
 __all__ = ["ProgressReporter"]
 
@@ -41,23 +45,30 @@ class ProgressReporter:
         """Announce the request and return the step callback for its render."""
         began = time.monotonic()
         last_sent = began
-        self._send(request, "started", step=0, total=request.num_inference_steps, attempt=attempt, eta_s=None)
+        total = request.num_inference_steps
+        self._send(request, "started", "preparing", step=0, total=total, attempt=attempt, eta_s=None)
 
         def step(done: int, total: int) -> None:
             nonlocal last_sent
             now = time.monotonic()
-            if done < total and now - last_sent < self._interval_s:
-                return
+            if done < total and done > 1 and now - last_sent < self._interval_s:
+                return  # the first step is always told: the phase moves from preparing to denoising
             last_sent = now
             eta = (now - began) / done * (total - done) if done else None
-            self._send(request, "progress", step=done, total=total, attempt=attempt, eta_s=eta)
+            self._send(request, "progress", step_phase(done, total), step=done, total=total, attempt=attempt, eta_s=eta)
 
         return step
+
+    def phase(self, request: VideoRequest, phase: ProgressPhase, *, attempt: int) -> None:
+        """The request's work after its render entered `phase`: one event at once, whatever the interval."""
+        total = request.num_inference_steps
+        self._send(request, "progress", phase, step=total, total=total, attempt=attempt, eta_s=None)
 
     def _send(
         self,
         request: VideoRequest,
         event: Literal["started", "progress"],
+        phase: ProgressPhase,
         *,
         step: int,
         total: int,
@@ -70,7 +81,8 @@ class ProgressReporter:
             event=event,
             step=step,
             total=total,
-            percent=round(100 * step / total, 1),
+            percent=work_percent(phase, step, total),
+            phase=phase,
             eta_s=None if eta_s is None else round(eta_s, 1),
             attempt=attempt,
             worker_id=self._worker_id,

@@ -21,7 +21,7 @@ from opentelemetry.trace import Span, Tracer
 from consumer.core.clock import WallClock, utc_now
 from consumer.core.intake import DeadLetter, Rejection
 from consumer.core.job import Job, Record, past_deadline
-from consumer.core.job_events import JobEventSink, JobTrack, RenderProgress
+from consumer.core.job_events import JobEventSink, JobTrack, PhaseReached, RenderProgress
 from consumer.core.quotas import QuotaDecision
 from consumer.core.results import Identity, failed, not_started, rejected
 from consumer.crash_guard.counts import crash_verdict
@@ -117,12 +117,17 @@ class JobRunner:
         """The job no longer needs the model: its memory reservation ends (the scheduler, reacting to `RenderEnded`)."""
         self._attempts.render_ended(job.request)
 
-    def progressed(self, event: RenderProgress) -> None:
-        """Tell the job's progress listeners (the scheduler, reacting to `RenderProgress`), in the context the step
-        ended in; nothing once the job's run has ended."""
+    def progressed(self, event: RenderProgress | PhaseReached) -> None:
+        """Tell the job's progress listeners (the scheduler, reacting to `RenderProgress` or `PhaseReached`), in the
+        context the step ended or the phase began in; nothing once the job's run has ended."""
         step = self._listening.get(id(event.job))
-        if step is not None:
+        if step is None:
+            return
+        if isinstance(event, RenderProgress):
             event.context.run(step, event.step, event.total)
+            return
+        for listener in self._progress:
+            event.context.run(listener.phase, event.job.request, event.phase, attempt=event.job.delivery.attempt)
 
     def runs_alone(self, job: Job) -> bool:
         """Whether the job must run with no other job beside it: a worker died holding its record before (and the

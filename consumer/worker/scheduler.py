@@ -31,7 +31,7 @@ from consumer.cancellation.commands import CancelCommand, CancelIndex, cancelled
 from consumer.core.clock import Monotonic
 from consumer.core.intake import DeadLetter, Rejection
 from consumer.core.job import Job, Record
-from consumer.core.job_events import RenderEnded, RenderProgress
+from consumer.core.job_events import PhaseReached, RenderEnded, RenderProgress
 from consumer.core.lifecycle import Phase
 from consumer.core.offsets import OffsetTracker
 from consumer.core.priority_lanes import bulk_render_slots
@@ -45,9 +45,9 @@ __all__ = ["JobScheduler", "SchedulerEvent"]
 
 log = logging.getLogger(__name__)
 
-SchedulerEvent = RenderEnded | RenderProgress | CancelCommand
+SchedulerEvent = RenderEnded | RenderProgress | PhaseReached | CancelCommand
 """What the scheduler's one queue carries: a job's render ended or one of its denoising steps did (from the job's
-`JobTrack`), a new cancel command (from the control topic's follower)."""
+`JobTrack`), or its work entered a later phase, a new cancel command (from the control topic's follower)."""
 
 
 class JobScheduler:
@@ -94,7 +94,7 @@ class JobScheduler:
         """Forever, each event of the queue in turn. Runs as its own task."""
         while True:
             event = await self._events.get()
-            if isinstance(event, RenderProgress):
+            if isinstance(event, RenderProgress | PhaseReached):
                 self._runner.progressed(event)
             elif isinstance(event, RenderEnded):
                 self._render_ended(event.job)

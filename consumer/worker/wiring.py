@@ -46,7 +46,7 @@ from consumer.worker.job_runner import JobRunner
 from consumer.worker.memory_budget import memory_gate
 from consumer.worker.readiness import Readiness, probes
 from consumer.worker.scheduler import JobScheduler, SchedulerEvent
-from schemas.events import VideoRequest
+from schemas.events import ProgressPhase, VideoRequest
 
 __all__ = ["ProgressSink", "serve"]
 
@@ -244,6 +244,9 @@ class _SinkProgress:
 
     def started(self, request: VideoRequest, *, attempt: int) -> StepFn:
         return functools.partial(self._sink, request.request_id)
+
+    def phase(self, request: VideoRequest, phase: ProgressPhase, *, attempt: int) -> None:
+        """A sink hears denoising steps only."""
 
 
 def _start_images(settings: Settings, store: ObjectStore) -> StartImageSource:

@@ -10,7 +10,7 @@ import pytest
 from aiokafka import TopicPartition
 
 from consumer.core.job import Job
-from consumer.core.job_events import JobEvent, JobTrack, RenderEnded, RenderProgress
+from consumer.core.job_events import JobEvent, JobTrack, PhaseReached, RenderEnded, RenderProgress
 from consumer.core.lifecycle import TRANSITIONS, Lifecycle, Phase
 from consumer.errors import IllegalTransition, VidgenError
 from schemas.events import VideoRequest
@@ -101,7 +101,13 @@ def test_a_track_moves_its_job_and_posts_what_the_scheduler_reacts_to() -> None:
     track.encoding()
     track.uploading()
     assert job.lifecycle.history == [Phase.QUEUED, Phase.ADMITTED, *WORK]
-    assert queue.posted == [RenderProgress(job, 1, 2), RenderProgress(job, 2, 2), RenderEnded(job)]
+    assert queue.posted == [
+        RenderProgress(job, 1, 2),
+        RenderProgress(job, 2, 2),
+        RenderEnded(job),
+        PhaseReached(job, "encoding"),
+        PhaseReached(job, "uploading"),
+    ]
 
 
 def test_a_render_end_is_posted_once_even_when_a_retry_renders_again() -> None:

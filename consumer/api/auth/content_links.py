@@ -33,13 +33,16 @@ class LinkIssuer:
         self._key = handlers.api.id_key.get_secret_value().encode("utf-8")
 
     async def issue(self, request: web.Request) -> web.Response:
-        """`POST /v1/videos/{id}/links`: 200 and the links once the job is completed; 404 and 409 as content."""
+        """`POST /v1/videos/{id}/links`: 200 and the links once the job is completed, or at any status when it has a
+        start image in its tenant's folder (its video and poster links then answer 409 until it completes); 404 and
+        409 as content."""
         caller = request[CALLER]
         tenant = caller.tenant_id
         state = await self._handlers.store.get(tenant, request.match_info["id"])
         if state is None:
             raise ApiFailure(404, "not_found", "no such video job")
-        if state.status != "completed":
+        start_image = self._handlers.start_image_key(state) is not None
+        if state.status != "completed" and not start_image:
             raise ApiFailure(409, "not_completed", f"the job is {state.status}, not completed")
         token, expires = sign_link(
             self._key,
@@ -53,6 +56,7 @@ class LinkIssuer:
         body = ContentLinks(
             video_url=f"{path}?{urlencode({'token': token})}",
             poster_url=f"{path}?{urlencode({'variant': 'thumbnail', 'token': token})}",
+            start_image_url=f"{path}?{urlencode({'variant': 'start_image', 'token': token})}" if start_image else None,
             expires_at=datetime.fromtimestamp(expires, UTC),
         )
         return web.json_response(text=body.model_dump_json(), headers={"Cache-Control": "no-store"})
@@ -62,7 +66,9 @@ class LinkIssuer:
         401 when the token is not one of ours for this job, has expired or its API key was revoked."""
         token = request.query.get("token")
         resource = request.match_info.route.resource
-        if token is None or request.method != "GET" or resource is None or resource.canonical != CONTENT_ROUTE:
+        if token is None or request.method not in ("GET", "HEAD") or resource is None:
+            return None
+        if resource.canonical != CONTENT_ROUTE:
             return None
         now = self._handlers.clock().timestamp()
         grant = verify_link(self._key, token, job_id=request.match_info["id"], now=now)

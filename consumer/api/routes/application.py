@@ -110,7 +110,7 @@ def make_app(
     app.router.add_get("/v1/videos/{id}", handlers.status, allow_head=False)
     app.router.add_delete("/v1/videos/{id}", handlers.delete)
     app.router.add_post("/v1/videos/{id}/cancel", handlers.cancel)
-    app.router.add_get("/v1/videos/{id}/content", handlers.content, allow_head=False)
+    app.router.add_get("/v1/videos/{id}/content", handlers.content)  # HEAD too: a client checks before it saves
     app.router.add_post("/v1/videos/{id}/links", links.issue)
     app.router.add_get("/v1/videos/{id}/events", streams.stream, allow_head=False)
     app.router.add_get("/v1/queue", handlers.queue, allow_head=False)
@@ -140,9 +140,14 @@ def make_operator_app(
 
 
 def _query_parameters(openapi: Mapping[str, Any]) -> dict[tuple[str, str], frozenset[str]]:
-    """(method, route) -> the query parameters the document declares: the only ones accepted."""
+    """(method, route) -> the query parameters the document declares: the only ones accepted (`NAME[` for a
+    `deepObject` one, which is sent as `NAME[KEY]=VALUE`)."""
     return {
-        (method.upper(), path): frozenset(p["name"] for p in operation.get("parameters", ()) if p["in"] == "query")
+        (method.upper(), path): frozenset(
+            p["name"] + ("[" if p.get("style") == "deepObject" else "")
+            for p in operation.get("parameters", ())
+            if p["in"] == "query"
+        )
         for path, operations in openapi["paths"].items()
         for method, operation in operations.items()
     }
@@ -181,7 +186,7 @@ def _gate(
         resource = request.match_info.route.resource
         allowed = query_parameters.get((request.method, resource.canonical if resource else ""), frozenset())
         for position, name in enumerate(request.query, start=1):
-            if name not in allowed:
+            if name not in allowed and name.partition("[")[0] + "[" not in allowed:
                 field = name_safely(name, kind="query parameter", position=position)
                 raise ApiFailure(422, "unknown_parameter", "this endpoint takes no such query parameter", field=field)
         if not calls.try_take(caller.tenant_id):

@@ -1,6 +1,9 @@
 """A job as the API answers it, in OpenAI's shape: the view's state, with the video's URLs presigned afresh for this
 answer (the ones in the result event expire; presigning is a local signature, no S3 round trip).
 
+`phase` says where the job is (`consumer.core.progress_phases`); a queued job's `queue_position` and whether it waits
+for a worker come from the queue as the view sees it (`QueueSpot`).
+
 `seconds` and `size` are the video's once it exists (the frames rendered, over its fps); before, the request's, with
 its frames as the model will render them. `expires_at` is when the job leaves the view: `VIDGEN_API_RETENTION_S`
 after its last change, once it has ended.
@@ -13,12 +16,22 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from consumer.api.view.job_state import JobState
+from consumer.core.progress_phases import ended_phase
 from consumer.core.video_models import ModelRegistry, seconds_text, size_text
 from consumer.object_store import ObjectStore
 from schemas.events import VideoInfo, VideoResult
-from schemas.job_api import JobError, VideoJob
+from schemas.job_api import JobError, JobPhase, VideoJob
 
-__all__ = ["JobAnswers"]
+__all__ = ["JobAnswers", "QueueSpot"]
+
+
+@dataclass(frozen=True)
+class QueueSpot:
+    """A queued job's place: about how many jobs of its lane start before it (itself included), and whether no
+    worker of its pool is active."""
+
+    position: int
+    waiting_for_worker: bool = False
 
 
 @dataclass(frozen=True)
@@ -29,7 +42,7 @@ class JobAnswers:
     models: ModelRegistry
     retention_s: float
 
-    async def render(self, state: JobState, *, now: datetime) -> VideoJob:
+    async def render(self, state: JobState, *, now: datetime, spot: QueueSpot | None = None) -> VideoJob:
         result = VideoResult.model_validate(state.result) if state.result is not None else None
         video = result.video if result is not None else None
         if video is not None:
@@ -41,7 +54,7 @@ class JobAnswers:
         return VideoJob(
             id=state.id,
             status="failed" if state.status == "rejected" else state.status,
-            progress=state.progress,
+            progress=100 if state.status == "completed" else min(state.progress, 99),
             model=model,
             prompt=request.get("prompt") if request is not None else None,
             seconds=seconds,
@@ -59,6 +72,10 @@ class JobAnswers:
             metadata=result.metadata if result is not None else (request or {}).get("metadata", {}),
             timings=result.timings if result is not None else None,
             cancel_requested_at=_unix(state.cancel_requested_at) if state.cancel_requested_at else None,
+            phase=_phase(state, result, spot),
+            queue_position=spot.position if spot is not None and state.status == "queued" else None,
+            step=state.step if state.status != "queued" else None,
+            total=state.total if state.status != "queued" else None,
         )
 
     def _duration_and_size(
@@ -89,6 +106,14 @@ class JobAnswers:
     async def _presign(self, info: VideoInfo, variant: Literal["video", "poster"]) -> str | None:
         key = self.objects.key_of(info.uri if variant == "video" else info.poster_uri)
         return await self.objects.presign(key) if key is not None else None
+
+
+def _phase(state: JobState, result: VideoResult | None, spot: QueueSpot | None) -> JobPhase:
+    if state.terminal:
+        return ended_phase(state.status, result.error.code if result is not None and result.error else None)
+    if state.status == "in_progress":
+        return state.phase or "preparing"
+    return "waiting_for_worker" if spot is not None and spot.waiting_for_worker else "queued"
 
 
 def _unix(moment: datetime) -> int:

@@ -12,6 +12,7 @@ from typing import Any
 from pydantic.json_schema import models_json_schema
 
 from consumer.api.routes.webhook_openapi import WEBHOOK_MODELS, delivery_webhooks, webhook_paths
+from consumer.api.view.pages import LIST_FILTER_PARAMETERS
 from schemas.events import ID_PATTERN
 from schemas.job_api import (
     ApiErrorBody,
@@ -146,6 +147,7 @@ def build_openapi() -> dict[str, Any]:
                     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
                     {"name": "after", "in": "query", "schema": {"type": "string", "pattern": ID_PATTERN}},
                     {"name": "order", "in": "query", "schema": {"type": "string", "enum": ["asc", "desc"]}},
+                    *LIST_FILTER_PARAMETERS,
                 ],
             ),
         },
@@ -167,7 +169,8 @@ def build_openapi() -> dict[str, Any]:
         },
         "/v1/videos/{id}/content": {
             "get": _operation(
-                "Redirect to the video (or, `variant=thumbnail`, its poster) through a fresh presigned URL",
+                "Redirect to the video (saved as an attachment under a readable name), its poster "
+                "(`variant=thumbnail`) or its start image (`variant=start_image`) through a fresh presigned URL",
                 _responses(
                     {302: {"description": "To the object.", "headers": {"Location": {"schema": {"type": "string"}}}}},
                     404,
@@ -176,7 +179,11 @@ def build_openapi() -> dict[str, Any]:
                 ),
                 parameters=[
                     _job_id(),
-                    {"name": "variant", "in": "query", "schema": {"type": "string", "enum": ["video", "thumbnail"]}},
+                    {
+                        "name": "variant",
+                        "in": "query",
+                        "schema": {"type": "string", "enum": ["video", "thumbnail", "start_image"]},
+                    },
                     {
                         "name": "token",
                         "in": "query",
@@ -236,6 +243,8 @@ def build_openapi() -> dict[str, Any]:
         **webhook_paths(_operation, _responses, _json),
         "/openapi.json": {"get": _plain("This document", "application/json")},
     }
+    content = paths["/v1/videos/{id}/content"]
+    content["head"] = {**content["get"], "summary": "The same answer as GET (the redirect), without a body"}
     return {
         "openapi": "3.1.0",
         "info": {

@@ -21,16 +21,18 @@ from pydantic import BaseModel
 from consumer.api.api_metrics import ApiMetrics
 from consumer.api.api_settings import ApiSettings
 from consumer.api.auth.authenticator import Caller
-from consumer.api.routes.job_body import JobAnswers
+from consumer.api.routes.job_body import JobAnswers, QueueSpot
 from consumer.api.submission.body_budget import BodyBudget
 from consumer.api.submission.shedding import Limits
-from consumer.api.submission.wait_estimate import QueueStats, estimated_wait_s
+from consumer.api.submission.wait_estimate import QueueStats, estimated_wait_s, queue_position
 from consumer.api.video_deletion import VideoDeletion
 from consumer.api.view.follower import Listeners
 from consumer.api.view.job_state import CancelRequested, JobState
 from consumer.api.view.job_store import JobStore
 from consumer.api.view.pages import page, parse_page_query
 from consumer.core.degrade import pool_down
+from consumer.core.download_names import content_disposition
+from consumer.core.keys import tenant_may_read
 from consumer.core.moderation import ContentPolicy
 from consumer.core.priority_lanes import LanePolicy
 from consumer.core.video_models import (
@@ -78,7 +80,19 @@ class Handlers:
         return JobAnswers(self.objects, self.models, self.api.retention_s)
 
     async def render(self, state: JobState) -> VideoJob:
-        return await self.answers.render(state, now=self.clock())
+        return await self.answers.render(state, now=self.clock(), spot=await self.queue_spot(state))
+
+    async def queue_spot(self, state: JobState) -> QueueSpot | None:
+        """A queued job's place in its lane, and whether it waits for a GPU worker: none is active and it has waited
+        longer than a worker's heartbeat (a worker that just started has reported nothing yet)."""
+        if state.status != "queued":
+            return None
+        stats = self.queue_stats()
+        own_ahead = await self.store.queued_ahead(state)
+        position = queue_position(stats, state.tenant_id, state.lane, own_ahead=own_ahead, degraded=state.degraded)
+        waited_s = (self.clock() - state.created_at).total_seconds()
+        idle = not state.degraded and stats.workers_active == 0 and waited_s > self.api.worker_heartbeat_s
+        return QueueSpot(position, waiting_for_worker=idle)
 
     def pool_is_down(self, stats: QueueStats) -> bool:
         return pool_down(
@@ -107,28 +121,54 @@ class Handlers:
         return await self.job_response(state)
 
     async def content(self, request: web.Request) -> web.Response:
-        """302 to a fresh presigned URL of the MP4 (`variant=video`) or the poster (`variant=thumbnail`)."""
+        """302 to a fresh presigned URL of the MP4 (`variant=video`, saved as `attachment` under a readable name:
+        `consumer.core.download_names`), the poster (`variant=thumbnail`) or the job's start image
+        (`variant=start_image`, any status: only one in its tenant's own upload folder). `HEAD` answers the same."""
         state = await self.require(request[CALLER].tenant_id, request.match_info["id"])
         variant = request.query.get("variant", "video")
-        if variant not in ("video", "thumbnail"):
-            raise ApiFailure(422, "invalid_field", "variant must be video or thumbnail", field="variant")
+        if variant not in ("video", "thumbnail", "start_image"):
+            raise ApiFailure(422, "invalid_field", "variant must be video, thumbnail or start_image", field="variant")
+        if variant == "start_image":
+            key = self.start_image_key(state)
+            if key is None:
+                raise ApiFailure(409, "not_available", "the job has no start image in this API's bucket")
+            raise web.HTTPFound(await self.objects.presign(key), headers={"Cache-Control": "no-store"})
         video = (await self.render(state)).video
         if state.status != "completed" or video is None:
             raise ApiFailure(409, "not_completed", f"the job is {state.status}, not completed")
         key = self.objects.key_of(video.uri if variant == "video" else video.poster_uri)
         if key is None:
             raise ApiFailure(409, "not_available", "the video is not in this API's bucket")
-        raise web.HTTPFound(await self.objects.presign(key), headers={"Cache-Control": "no-store"})
+        disposition = None
+        if variant == "video":
+            request_fields = state.request or {}
+            disposition = content_disposition(
+                job_id=state.id, metadata=request_fields.get("metadata") or {}, prompt=request_fields.get("prompt")
+            )
+        url = await self.objects.presign(key, disposition=disposition)
+        raise web.HTTPFound(url, headers={"Cache-Control": "no-store"})
+
+    def start_image_key(self, state: JobState) -> str | None:
+        """The key of the job's start image when it is in this API's bucket, in its tenant's own upload folder."""
+        image_url = (state.request or {}).get("image_url")
+        key = self.objects.key_of(image_url) if isinstance(image_url, str) else None
+        if key is None or not tenant_may_read(key, prefix=self.settings.s3_key_prefix, tenant_id=state.tenant_id):
+            return None
+        return key
 
     async def cancel(self, request: web.Request) -> web.Response:
-        """Stop a job that has not ended; it stays, `failed` with `error.code: cancelled`."""
+        """Stop a job that has not ended; it stays, `failed` with `error.code: cancelled`. The answer is the job as
+        the cancel leaves it: `cancel_requested_at` set, its status as it then is."""
         tenant = request[CALLER].tenant_id
         state = await self.require(tenant, request.match_info["id"])
         if state.terminal:
             raise ApiFailure(409, "already_terminal", f"the job is already {state.status}")
-        await self._control("cancel", state)
+        control = await self._control("cancel", state)
         self.metrics.cancels.inc()
-        return await self.job_response(state, status=202)
+        outcome = await self.store.apply([CancelRequested(control, self.clock())])
+        self.listeners.notify(outcome.changed)
+        latest = {changed.id: changed for changed in outcome.changed}.get(state.id, state)
+        return await self.job_response(latest, status=202)
 
     async def delete(self, request: web.Request) -> web.Response:
         """OpenAI's delete: the video and poster are deleted unless another job shows them
@@ -205,7 +245,10 @@ class Handlers:
 
     def queue_stats(self) -> QueueStats:
         return self.store.queue_stats(
-            now=self.clock(), active_s=self.api.worker_active_s, default_service_s=self.api.default_service_s
+            now=self.clock(),
+            active_s=self.api.worker_active_s,
+            default_service_s=self.api.default_service_s,
+            heartbeat_s=self.api.worker_heartbeat_s,
         )
 
     async def require(self, tenant: str, job_id: str) -> JobState:

@@ -27,7 +27,16 @@ from datetime import datetime
 
 from consumer.core.priority_lanes import Lane
 
-__all__ = ["NO_JOBS", "QueueStats", "TenantQueue", "estimated_wait_s", "jobs_ahead", "queued_ahead", "tenants_waiting"]
+__all__ = [
+    "NO_JOBS",
+    "QueueStats",
+    "TenantQueue",
+    "estimated_wait_s",
+    "jobs_ahead",
+    "queue_position",
+    "queued_ahead",
+    "tenants_waiting",
+]
 
 
 @dataclass(frozen=True)
@@ -110,3 +119,16 @@ def estimated_wait_s(stats: QueueStats, tenant: str, lane: Lane, *, bulk_period:
         return None
     rounds = (jobs_ahead(stats, tenant, lane, bulk_period=bulk_period) + stats.in_progress) / stats.workers_active
     return round(rounds * stats.service_s, 1)
+
+
+def queue_position(stats: QueueStats, tenant: str, lane: Lane, *, own_ahead: int, degraded: bool) -> int:
+    """About how many jobs of its lane start before a queued job of `tenant`, itself included (1: next), when
+    `own_ahead` of the tenant's own jobs in that pool and lane are queued before it: those, and one job per round of
+    every other tenant with jobs queued there (up to what it has), for as many rounds as it waits."""
+    rounds = own_ahead + 1
+    others = 0
+    for name, jobs in stats.tenants.items():
+        if name != tenant:
+            queued = jobs.template_queued if degraded else jobs.bulk_queued if lane == "bulk" else jobs.ahead(lane)
+            others += min(queued, rounds)
+    return rounds + others

@@ -9,7 +9,7 @@ others are the GPU pool's.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -18,7 +18,7 @@ from consumer.api.view.job_state import Answered, Event, IgnoredEvent, JobState,
 from consumer.api.view.pages import PageQuery
 from consumer.api.view.queue_counts import ActiveCounts, JobSlot, QueueState, active_key
 from consumer.api.view.retention import TenantCap
-from consumer.api.view.schema import COLUMNS, UPSERT, connect, dt, row_of, state_of, ts
+from consumer.api.view.schema import COLUMNS, METADATA_ROWS, UPSERT, connect, dt, row_of, state_of, ts
 
 __all__ = ["RECENT_RENDERS", "BatchOutcome", "Partition", "ViewDatabase"]
 
@@ -29,6 +29,42 @@ _ACTIVE_ROWS = (
     "SELECT tenant_id, status, degraded, lane, COUNT(*) FROM jobs WHERE status IN ('queued', 'in_progress') "
     "GROUP BY tenant_id, status, degraded, lane"
 )
+
+
+_QUEUED_AHEAD = (
+    "SELECT COUNT(*) FROM jobs WHERE status = 'queued' AND tenant_id = ? AND degraded = ? AND lane = ? "
+    "AND (created_at < ? OR (created_at = ? AND id < ?))"
+)
+
+
+def _key(state: JobState) -> tuple[float, float, str]:
+    created = ts(state.created_at)
+    return created, created, state.id
+
+
+def _filters(tenant_id: str, query: PageQuery) -> tuple[list[str], list[object]]:
+    """The SQL conditions (constant text) and their values of the query's filters."""
+    conditions = ["tenant_id = ?", "deleted_at IS NULL"]
+    values: list[object] = [tenant_id]
+    if query.statuses:
+        conditions.append(f"status IN ({', '.join('?' * len(query.statuses))})")
+        values.extend(query.statuses)
+    if query.created_after is not None:
+        conditions.append("created_at >= ?")
+        values.append(query.created_after)
+    for key, value in query.metadata:
+        conditions.append("id IN (SELECT job_id FROM job_metadata WHERE tenant_id = ? AND key = ? AND value = ?)")
+        values.extend((tenant_id, key, value))
+    return conditions, values
+
+
+def _metadata_rows(states: Iterable[JobState]) -> list[tuple[str, str, str, str]]:
+    return [
+        (state.id, state.tenant_id, str(key), str(value))
+        for state in states
+        if state.request is not None
+        for key, value in (state.request.get("metadata") or {}).items()
+    ]
 
 
 @dataclass
@@ -97,6 +133,7 @@ class ViewDatabase:
         self._db.execute("BEGIN")
         try:
             self._db.executemany(UPSERT, [row_of(state) for state in latest.values()])
+            self._db.executemany(METADATA_ROWS, _metadata_rows(latest.values()))
             added = [state.tenant_id for job_id, state in latest.items() if before[job_id] is None]
             for tenant in added:
                 self._cap.added(tenant)
@@ -136,26 +173,30 @@ class ViewDatabase:
         return state if state is not None and state.tenant_id == tenant_id else None
 
     def page(self, tenant_id: str, query: PageQuery) -> list[JobState] | None:
-        """Up to `query.fetch` jobs of the tenant (not deleted) in the query's order, after `query.after`; None when
-        that job is not the tenant's (or gone)."""
+        """Up to `query.fetch` jobs of the tenant (not deleted) that pass the query's filters, in its order, after
+        `query.after`; None when that job is not the tenant's (or gone)."""
         order = "DESC" if query.order == "desc" else "ASC"
-        listed = f"SELECT {COLUMNS} FROM jobs WHERE tenant_id = ? AND deleted_at IS NULL"  # noqa: S608 - constants
-        if query.after is None:
-            rows = self._db.execute(
-                f"{listed} ORDER BY created_at {order}, id {order} LIMIT ?", (tenant_id, query.fetch)
-            ).fetchall()
-            return [state_of(row) for row in rows]
-        anchor = self.get(tenant_id, query.after)
-        if anchor is None:
-            return None
-        created = ts(anchor.created_at)
-        beyond = "<" if query.order == "desc" else ">"
+        conditions, values = _filters(tenant_id, query)
+        if query.after is not None:
+            anchor = self.get(tenant_id, query.after)
+            if anchor is None:
+                return None
+            created = ts(anchor.created_at)
+            beyond = "<" if query.order == "desc" else ">"
+            conditions.append(f"(created_at {beyond} ? OR (created_at = ? AND id {beyond} ?))")
+            values.extend((created, created, anchor.id))
         rows = self._db.execute(
-            f"{listed} AND (created_at {beyond} ? OR (created_at = ? AND id {beyond} ?)) "
+            f"SELECT {COLUMNS} FROM jobs WHERE {' AND '.join(conditions)} "  # noqa: S608 - constant conditions
             f"ORDER BY created_at {order}, id {order} LIMIT ?",
-            (tenant_id, created, created, anchor.id, query.fetch),
+            (*values, query.fetch),
         ).fetchall()
         return [state_of(row) for row in rows]
+
+    def queued_ahead(self, state: JobState) -> int:
+        """The tenant's own jobs queued in the same pool and lane as `state`, created before it."""
+        values = (state.tenant_id, int(state.degraded), state.lane, *_key(state))
+        (count,) = self._db.execute(_QUEUED_AHEAD, values).fetchone()
+        return int(count)
 
     def sharing(self, state: JobState, video_uri: str | None) -> list[JobState]:
         """The tenant's other jobs (not deleted) that may show the same objects as `state`: those whose result names

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from consumer.core.keys import CONTENT_FIELDS
 from consumer.core.priority_lanes import Lane, lane_for
-from schemas.events import VideoControl, VideoProgress, VideoRequest, VideoResult
+from schemas.events import ProgressPhase, VideoControl, VideoProgress, VideoRequest, VideoResult
 from schemas.job_api import API_FILLED_FIELDS, DegradedReason
 
 __all__ = [
@@ -69,6 +69,9 @@ class JobState:
     degraded_reason: DegradedReason | None = None  # why it was routed there, when the router said
     model: str | None = None  # the public id of the model asked for (None: not known from the events)
     deleted_at: datetime | None = None  # when its tenant deleted it: hidden from then on
+    phase: ProgressPhase | None = None  # what its worker last said it was doing (None: no progress event yet)
+    step: int | None = None  # denoising steps done, as its worker last said
+    total: int | None = None  # denoising steps in all
 
     @property
     def terminal(self) -> bool:
@@ -196,13 +199,26 @@ def _progressed(state: JobState | None, event: Progressed) -> JobState | Ignored
         return IgnoredEvent("after_terminal")  # a late or redelivered progress event
     if progress.attempt < state.attempt:
         return None  # from an attempt that has been superseded
-    percent = int(progress.percent)
+    # Below 100 until the result: a worker that sends no phase reports 100 at its last denoising step.
+    percent = min(int(progress.percent), 99)
+    phase = progress.phase or ("denoising" if progress.step else "preparing")
+    where = (phase, progress.step, progress.total)
     # Within an attempt progress only grows (events of one request may be read out of order after a retry).
-    if progress.attempt == state.attempt:
-        percent = max(percent, state.progress)
-    if state.version and (state.status, state.progress, state.attempt) == ("in_progress", percent, progress.attempt):
-        return None
-    return _changed(state, event.at, status="in_progress", progress=percent, attempt=progress.attempt)
+    if progress.attempt == state.attempt and state.status == "in_progress":
+        if percent < state.progress:
+            return None
+        if state.version and (percent, where) == (state.progress, (state.phase, state.step, state.total)):
+            return None
+    return _changed(
+        state,
+        event.at,
+        status="in_progress",
+        progress=percent,
+        attempt=progress.attempt,
+        phase=phase,
+        step=progress.step,
+        total=progress.total,
+    )
 
 
 def _answered(state: JobState | None, event: Answered) -> JobState | IgnoredEvent | None:

@@ -126,10 +126,22 @@ class JobStore:
         db = self._require()
         return await self._run(lambda: db.page(tenant_id, query))
 
-    def queue_stats(self, *, now: datetime, active_s: float, default_service_s: float) -> QueueStats:
+    async def queued_ahead(self, state: JobState) -> int:
+        """The tenant's own jobs queued before `state` in its pool and lane (`ViewDatabase.queued_ahead`)."""
+        db = self._require()
+        return await self._run(lambda: db.queued_ahead(state))
+
+    def queue_stats(
+        self, *, now: datetime, active_s: float, default_service_s: float, heartbeat_s: float | None = None
+    ) -> QueueStats:
         """The GPU pool's queue, in all and per tenant (and the template pool's length), from memory, kept current
-        by every write: shedding and routing cost no query."""
+        by every write: shedding and routing cost no query. A GPU worker counts as active when seen within
+        `active_s`; and, once a job has waited for the pool longer than `heartbeat_s`, only when seen within that
+        (a worker with work waiting reports at every step and phase: one silent that long is gone)."""
         seen_since = now - timedelta(seconds=active_s)
+        waiting = self._waiting_since
+        if heartbeat_s is not None and waiting is not None and (now - waiting).total_seconds() > heartbeat_s:
+            seen_since = max(seen_since, now - timedelta(seconds=heartbeat_s))
         workers = self._queue.workers
         active = self._queue.active
         return QueueStats(

@@ -1,9 +1,10 @@
 """The view's SQLite file: its tables and indexes, the upgrade of a file written by an earlier release, and a job's row
 and back.
 
-Tables: `jobs` (one row per job), `offsets` (the next offset of every partition read, written in the same transaction
-as the rows it produced), `workers` (when each was last seen, and whether it is the template pool's), `renders` (the
-service times of recent renders).
+Tables: `jobs` (one row per job), `job_metadata` (each job's metadata, one row per key, for the list's filter; a
+trigger deletes a job's rows with it), `offsets` (the next offset of every partition read, written in the same
+transaction as the rows it produced), `workers` (when each was last seen, and whether it is the template pool's),
+`renders` (the service times of recent renders).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 from consumer.api.view.job_state import TERMINAL, JobState
 
-__all__ = ["COLUMNS", "TERMINAL_ROWS", "UPSERT", "connect", "dt", "row_of", "state_of", "ts"]
+__all__ = ["COLUMNS", "METADATA_ROWS", "TERMINAL_ROWS", "UPSERT", "connect", "dt", "row_of", "state_of", "ts"]
 
 TERMINAL_ROWS = "status IN ({})".format(", ".join(f"'{status}'" for status in sorted(TERMINAL)))
 """The SQL condition of a terminal job's row, exactly as the partial index `jobs_terminal_by_tenant` has it (a query
@@ -40,7 +41,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     degraded_reason TEXT,
     lane TEXT NOT NULL DEFAULT 'interactive',
     model TEXT,
-    deleted_at REAL
+    deleted_at REAL,
+    phase TEXT,
+    step INTEGER,
+    total INTEGER
 );
 CREATE INDEX IF NOT EXISTS jobs_by_tenant ON jobs (tenant_id, created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status);
@@ -56,6 +60,21 @@ CREATE TABLE IF NOT EXISTS workers (
     worker_id TEXT PRIMARY KEY, last_seen REAL NOT NULL, template INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS renders (id INTEGER PRIMARY KEY AUTOINCREMENT, service_s REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS job_metadata (
+    job_id TEXT NOT NULL, tenant_id TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (job_id, key)
+);
+CREATE INDEX IF NOT EXISTS job_metadata_by_value ON job_metadata (tenant_id, key, value);
+"""
+# Indexes on columns added since the first release: made once the columns exist. `jobs_by_tenant_status` serves the
+# list's status filter; `jobs_queued_by_tenant` a queued job's place in its lane. The trigger drops a job's metadata
+# with its row.
+_INDEXES = """
+CREATE INDEX IF NOT EXISTS jobs_by_tenant_status ON jobs (tenant_id, status, created_at, id);
+CREATE INDEX IF NOT EXISTS jobs_queued_by_tenant ON jobs (tenant_id, degraded, lane, created_at, id)
+    WHERE status = 'queued';
+CREATE TRIGGER IF NOT EXISTS job_metadata_leaves AFTER DELETE ON jobs BEGIN
+    DELETE FROM job_metadata WHERE job_id = old.id;
+END;
 """
 # Columns added since the first release: a view file written before them gains them (as "not degraded"), then
 # the statement beside it, if any, fills them in from what the rows already hold (a job's lane from its request).
@@ -71,11 +90,20 @@ _ADDED_COLUMNS = (
     ),
     ("jobs", "model", "TEXT", None),
     ("jobs", "deleted_at", "REAL", None),
+    ("jobs", "phase", "TEXT", None),
+    ("jobs", "step", "INTEGER", None),
+    ("jobs", "total", "INTEGER", None),
 )
+_METADATA_BACKFILL = (
+    "INSERT OR IGNORE INTO job_metadata (job_id, tenant_id, key, value) SELECT jobs.id, jobs.tenant_id, item.key, "
+    "item.value FROM jobs, json_each(jobs.request, '$.metadata') AS item WHERE jobs.request IS NOT NULL"
+)
+METADATA_ROWS = "INSERT OR IGNORE INTO job_metadata (job_id, tenant_id, key, value) VALUES (?, ?, ?, ?)"
+"""A job's metadata, one row per key, once its request is known (the request never changes after)."""
 # `lane` is JobState.lane (derived from the request), stored to be counted; reading a row ignores it.
 COLUMNS = (
     "id, tenant_id, status, progress, attempt, created_at, updated_at, version, request, result, cancel_requested_at, "
-    "degraded, degraded_reason, lane, model, deleted_at"
+    "degraded, degraded_reason, lane, model, deleted_at, phase, step, total"
 )
 _COLUMN_COUNT = len(COLUMNS.split(", "))
 UPSERT = (
@@ -91,12 +119,16 @@ def connect(path: str) -> sqlite3.Connection:
     db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")  # WAL: a crash loses at most the last commits, never corrupts
+    fresh = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'job_metadata'").fetchone() is None
     db.executescript(_SCHEMA)
     for table, column, kind, backfill in _ADDED_COLUMNS:
         if column not in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}:
             db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
             if backfill is not None:
                 db.execute(backfill)
+    db.executescript(_INDEXES)
+    if fresh:  # a file from before the metadata filter: its jobs' metadata, from their requests
+        db.execute(_METADATA_BACKFILL)
     return db
 
 
@@ -127,6 +159,9 @@ def row_of(state: JobState) -> tuple[Any, ...]:
         state.lane,
         state.model,
         ts(state.deleted_at) if state.deleted_at is not None else None,
+        state.phase,
+        state.step,
+        state.total,
     )
 
 
@@ -148,4 +183,7 @@ def state_of(row: Sequence[Any]) -> JobState:
         degraded_reason=row[12],
         model=row[14],
         deleted_at=dt(row[15]) if row[15] is not None else None,
+        phase=row[16],
+        step=row[17],
+        total=row[18],
     )

@@ -76,9 +76,15 @@ export class Api {
     return this.json("/v1/queue").then(({body}) => body);
   }
 
-  list(after = null) {
+  // A page of the tenant's jobs; `filters`: {status, sku, createdAfter (YYYY-MM-DD, local midnight)}, each optional.
+  list(after = null, filters = {}) {
     const query = new URLSearchParams({limit: "20", order: "desc"});
     if (after) query.set("after", after);
+    if (filters.status) query.set("status", filters.status);
+    if (filters.sku) query.set("metadata[sku]", filters.sku);
+    if (filters.createdAfter) {
+      query.set("created_after", String(Math.floor(new Date(`${filters.createdAfter}T00:00`).getTime() / 1000)));
+    }
     return this.json(`/v1/videos?${query}`).then(({body}) => body);
   }
 

@@ -1,14 +1,15 @@
 // One job in a dialog: the player (through the API's content redirect, with a short-lived content link since a
-// <video> cannot send the bearer header), the parameters, the timings and the ids.
+// <video> cannot send the bearer header), the start image as a thumbnail (the same links), the parameters, the
+// timings (from when the job was submitted: its wait counts) and the ids.
 
 import {$, pairs, say, show} from "./dom.js";
-import {between, bytes, milliseconds, seconds, when} from "./format.js";
+import {between, bytes, milliseconds, phaseText, seconds, statusWord, when} from "./format.js";
 import {errorText} from "./jobs.js";
 import {traceOf} from "./session.js";
 import {isTerminal} from "./streams.js";
 
 const PARAMETERS = [
-  ["prompt", "Prompt"], ["negative_prompt", "Negative prompt"], ["image_url", "Start image"],
+  ["prompt", "Prompt"], ["negative_prompt", "Negative prompt"],
   ["num_frames", "Frames"], ["fps", "Frames per second"], ["num_inference_steps", "Steps"],
   ["guidance_scale", "Guidance"], ["seed", "Seed"], ["fallback", "Template video allowed"],
   ["render_timeout_s", "Render timeout (s)"], ["deadline", "Deadline"],
@@ -23,6 +24,7 @@ export class Detail {
     this.player = $("player");
     this.job = null;
     this.mediaFor = null;  // the job id whose links the player holds
+    this.imageFor = null;  // the job id whose start image the thumbnail shows
     this.retried = false;
     $("detail-close").addEventListener("click", () => this.dialog.close());
     this.dialog.addEventListener("close", () => this.unload());
@@ -57,14 +59,15 @@ export class Detail {
     const request = job.request ?? {};
     $("detail-title").textContent = job.prompt ?? job.id;
     const status = $("detail-status");
-    status.textContent = job.status;
-    status.className = `status ${job.status}`;
+    const word = statusWord(job);
+    status.textContent = word === "cancelled" ? phaseText(job) : isTerminal(job) ? word : `${word}: ${phaseText(job)}`;
+    status.className = `status ${word}`;
     const degraded = $("detail-degraded");
     show(degraded, job.degraded === true);
     const reason = Object.hasOwn(DEGRADED, job.degraded_reason ?? "") ? DEGRADED[job.degraded_reason] : null;
     degraded.textContent = reason ? `template video: ${reason}` : "template video";
-    say($("detail-error"), job.error ? errorText(job.error) : "");
-    show($("again"), job.request !== null && job.request !== undefined);
+    say($("detail-error"), job.error && word !== "cancelled" ? errorText(job.error) : "");
+    show($("again"), isTerminal(job) && job.request !== null && job.request !== undefined);  // a finished job only
     show($("detail-cancel"), !isTerminal(job) && !job.cancel_requested_at);
 
     const parameters = PARAMETERS.filter(([key]) => request[key] !== undefined && request[key] !== null)
@@ -81,17 +84,18 @@ export class Detail {
     const video = job.video;
     pairs($("detail-timings"), [
       ["Submitted", when(job.created_at)],
-      ["Queued", between(t.received_at, t.render_started_at)],
+      ["Queued", between(job.created_at, t.render_started_at)],
       ["Render", milliseconds(t.render_ms)],
       ["Encode", milliseconds(t.encode_ms)],
       ["Upload", milliseconds(t.upload_ms)],
-      ["Total", between(t.received_at, t.completed_at)],
+      ["Total", between(job.created_at, t.completed_at)],
       ...(video ? [["Video", `${video.width} × ${video.height}, ${video.num_frames} frames at ${video.fps} fps, `
         + `${seconds(video.duration_s)}, ${bytes(video.bytes)}${job.cache_hit ? " (from the cache)" : ""}`]] : []),
     ]);
+    const trace = traceOf(job.id);
     pairs($("detail-ids"), [
       ["Job id", job.id],
-      ["Trace id", traceOf(job.id) ?? "not known here (only for jobs submitted from this tab)"],
+      ...(trace ? [["Trace id", trace]] : []),
       ["Updated", when(job.updated_at)],
       ["Expires", job.expires_at ? when(job.expires_at) : "–"],
     ]);
@@ -99,22 +103,30 @@ export class Detail {
     const playable = job.status === "completed" && Boolean(video);
     show($("detail-media"), playable);
     if (playable && this.mediaFor !== job.id) this.load(job.id);
+    if (request.image_url && !playable && this.imageFor !== job.id) this.load(job.id);
   }
 
+  // The job's links: the start image's (any status), and the video's once it is completed.
   async load(id) {
-    this.mediaFor = id;
+    const completed = this.job.status === "completed";
+    if (completed) this.mediaFor = id;
+    this.imageFor = id;
     try {
       const links = await this.api.links(id);
       if (this.job?.id !== id || !this.dialog.open) return;
+      const image = $("detail-start-image");
+      if (links.start_image_url && !image.getAttribute("src")) image.src = links.start_image_url;
+      show(image, Boolean(links.start_image_url));
+      if (!completed) return;
       this.player.poster = links.poster_url;
       this.player.src = links.video_url;
       this.player.autoplay = true;
-      const download = $("download");
-      download.href = links.video_url;
-      download.download = `${id}.mp4`;
+      // The API answers with the file as an attachment under a readable name (the SKU or prompt, and the id).
+      $("download").href = links.video_url;
     } catch (error) {
       this.mediaFor = null;
       if (error.status === undefined) throw error;
+      if (!completed) return;  // no start image in the tenant's folder (409): nothing to show, nothing wrong
       this.message(`The video cannot be loaded: ${error.describe()}`);
     }
   }
@@ -132,7 +144,10 @@ export class Detail {
     this.player.removeAttribute("poster");
     this.player.load();
     $("download").removeAttribute("href");
+    $("detail-start-image").removeAttribute("src");
+    show($("detail-start-image"), false);
     this.mediaFor = null;
+    this.imageFor = null;
     this.retried = false;
     this.message("");
   }

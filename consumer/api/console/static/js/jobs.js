@@ -1,7 +1,7 @@
 // The list of the tenant's jobs, newest first: one row per job, updated in place from its event stream.
 
 import {$, h, say, show} from "./dom.js";
-import {wait} from "./format.js";
+import {phaseText, statusWord, wait} from "./format.js";
 import {isTerminal} from "./streams.js";
 
 export class JobList {
@@ -62,6 +62,18 @@ export class JobList {
     for (const row of this.rows.values()) this.render(row);
   }
 
+  // Where the job is, in words: its phase, its place in line and the wait (the queue's estimate is an interactive
+  // job's), its progress while it renders.
+  note(job) {
+    if (job.cancel_requested_at && !isTerminal(job)) return "cancel requested";
+    const where = phaseText(job);
+    if (job.phase === "waiting_for_worker") return `${where}: none is active`;
+    if (job.status === "queued" && job.request?.priority === "bulk") return `${where}; bulk: after interactive jobs`;
+    if (job.status === "queued") return `${where}; wait: ${wait(this.estimate)}`;
+    if (job.status === "in_progress") return `${where} · ${job.progress}%`;
+    return statusWord(job) === "cancelled" ? where : "";
+  }
+
   create(job) {
     const parts = {
       thumb: h("img", {class: "thumb", attrs: {alt: "", loading: "lazy", width: 88, height: 88}}),
@@ -91,25 +103,36 @@ export class JobList {
     parts.prompt.textContent = prompt;
     parts.open.setAttribute("aria-label", `Open: ${prompt.slice(0, 80)}`);
     parts.cancel.setAttribute("aria-label", `Cancel: ${prompt.slice(0, 80)}`);
-    parts.status.textContent = job.status;
-    parts.status.className = `status ${job.status}`;
+    const word = statusWord(job);
+    parts.status.textContent = word;
+    parts.status.className = `status ${word}`;
     show(parts.degraded, job.degraded === true);
     parts.progress.value = job.progress;
     parts.progress.textContent = `${job.progress}%`;
     parts.progress.setAttribute("aria-label", `Progress ${job.progress}%`);
     show(parts.progress, !isTerminal(job) || job.status === "completed");
-    say(parts.error, job.error ? errorText(job.error) : "");
-    const cancelling = job.cancel_requested_at && !isTerminal(job);
-    parts.note.textContent = cancelling ? "cancel requested"
-      : job.status === "queued" && job.request?.priority === "bulk" ? "bulk: after interactive jobs"
-      : job.status === "queued" ? `wait: ${wait(this.estimate)}`  // the queue's estimate is an interactive job's
-        : job.status === "in_progress" ? `${job.progress}%` : "";
+    say(parts.error, job.error && word !== "cancelled" ? errorText(job.error) : "");
+    parts.note.textContent = this.note(job);
     show(parts.cancel, !isTerminal(job) && !job.cancel_requested_at);
     const poster = job.video?.poster_url;
     if (poster && !parts.thumb.getAttribute("src")) parts.thumb.src = poster;  // each answer signs it anew: keep one
     show(parts.thumb, Boolean(poster));
     show(parts.placeholder, !poster);
   }
+}
+
+// The list's filters as the form holds them (`Api.list`), and a call when they change.
+export function listFilters() {
+  return {status: $("filter-status").value, sku: $("filter-sku").value.trim(), createdAfter: $("filter-created").value};
+}
+
+export function onFiltersChange(reload) {
+  const form = $("job-filters");
+  form.addEventListener("change", () => reload());
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    reload();
+  });
 }
 
 export function errorText(error) {

@@ -5,7 +5,7 @@ import {Api, ApiError, fetchJson} from "./api.js";
 import {Detail} from "./detail.js";
 import {$, say, show} from "./dom.js";
 import {SubmitForm} from "./form.js";
-import {JobList} from "./jobs.js";
+import {JobList, listFilters, onFiltersChange} from "./jobs.js";
 import {QueuePanel} from "./queue.js";
 import * as session from "./session.js";
 import {isTerminal, Streams} from "./streams.js";
@@ -37,6 +37,7 @@ class Console {
     $("signout").addEventListener("click", () => this.signOut());
     $("refresh").addEventListener("click", () => this.load());
     $("more").addEventListener("click", () => this.load(this.after));
+    onFiltersChange(() => this.api && this.load());
     document.addEventListener("visibilitychange", () => {
       if (document.visibilityState === "visible" && this.api) this.load();
     });
@@ -102,7 +103,7 @@ class Console {
   // The first page (after = null) replaces the list; "Show older" appends the next page.
   async load(after = null) {
     try {
-      const page = await this.api.list(after);
+      const page = await this.api.list(after, listFilters());
       if (after === null) this.jobs.clear();
       say($("jobs-error"), "");
       for (const job of page.data) {

@@ -3,7 +3,7 @@
 // backlogs). Refreshed after this console's own changes, when a job ends, and every REFRESH_MS while the page is
 // visible (other tenants' jobs change it too).
 
-import {$} from "./dom.js";
+import {$, say} from "./dom.js";
 import {wait} from "./format.js";
 
 const REFRESH_MS = 15000;
@@ -45,6 +45,8 @@ export class QueuePanel {
     $("queue-in-progress").textContent = queue ? String(queue.in_progress) : "–";
     $("queue-workers").textContent = queue ? String(queue.workers_active) : "–";
     $("queue-wait").textContent = queue ? wait(queue.estimated_wait_s) : "–";
+    // A worker silent past its heartbeat is not counted: no active one while jobs wait is said plainly.
+    say($("queue-down"), queue?.pool_down ? "No GPU worker is active: queued jobs wait until one starts." : "");
     this.onEstimate(queue ? queue.estimated_wait_s : null);
   }
 }
