@@ -2,6 +2,7 @@
 
 import {$, h, say, show} from "./dom.js";
 import {wait} from "./format.js";
+import {explain} from "./labels.js";
 import {isTerminal} from "./streams.js";
 
 export class JobList {
@@ -113,5 +114,5 @@ export class JobList {
 }
 
 export function errorText(error) {
-  return error.field ? `${error.message} (field: ${error.field})` : error.message;
+  return explain(error.message, error.field);
 }
