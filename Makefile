@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup demo test lint typecheck tests unit integration schemas docs bench clean
+.PHONY: setup demo test lint typecheck tests unit integration schemas docs screenshots bench clean
 
 $(STAMP): pyproject.toml .ci/constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ schemas: setup  ## regenerate schemas/json after changing schemas/events.py
 
 docs: setup  ## build the docs site into site/ (strict: a broken link, anchor or page fails); open site/index.html
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+screenshots: setup  ## the console's docs images (desktop and phone, light and dark) from the real chromium and stack
+	VIDGEN_CONSOLE_SCREENSHOTS=docs/assets/screenshots $(BIN)/pytest -q \
+		tests/integration/test_console_a11y.py -k test_main_views
 
 bench: setup  ## benchmarks 1-4 (JSON report and PNG chart under bench/results/)
 	$(BIN)/python -m bench.run_all

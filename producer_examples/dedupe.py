@@ -25,11 +25,14 @@ def delivery_key(tenant_id: str | None, request_id: str, status: str) -> str:
 
 
 class RecentKeys:
+    """Recently seen keys, each with an optional note (the product hook keeps why a request was degraded, so a
+    retried webhook is answered as the first one was)."""
+
     def __init__(self, capacity: int) -> None:
         if capacity < 1:
             raise ValueError("capacity must be >= 1")
         self._capacity = capacity
-        self._keys: OrderedDict[str, None] = OrderedDict()
+        self._keys: OrderedDict[str, str | None] = OrderedDict()
 
     def __contains__(self, key: object) -> bool:
         return key in self._keys
@@ -37,9 +40,13 @@ class RecentKeys:
     def __len__(self) -> int:
         return len(self._keys)
 
-    def add(self, key: str) -> None:
-        """Remember `key` as the most recent; forget the oldest when full."""
-        self._keys[key] = None
+    def note(self, key: str) -> str | None:
+        """The note `key` was added with (None when it had none or is not remembered)."""
+        return self._keys.get(key)
+
+    def add(self, key: str, note: str | None = None) -> None:
+        """Remember `key` (with `note`) as the most recent; forget the oldest when full."""
+        self._keys[key] = note
         self._keys.move_to_end(key)
         while len(self._keys) > self._capacity:
             self._keys.popitem(last=False)

@@ -4,8 +4,11 @@
 Checks, in order: signature (401), payload and the worker's own request rules (422), tenant rate limit (429);
 then publishes (202, or 503 when Kafka does not acknowledge in time, so the platform retries). When the GPU pool is
 busy or down (`producer_examples.pool_watch`) a shop's request goes to the template pool instead, answered
-`degraded` (its fallback, `template` by default), or, with the fallback `none`, gets 503 when busy. Connections go
-through `consumer.http_server.connection_guard`: header and body deadlines and a bound on open connections (408 / 503).
+`degraded` (its fallback, `template` by default), or, with the fallback `none`, gets 503 when busy. A retried webhook
+is answered as the first one was (`duplicate: true`, with its `degraded`). Connections go through
+`consumer.http_server.connection_guard`: header and body deadlines and a bound on open connections (408 / 503).
+Every error is the job API's shape, `{"error": {"message", "type", "param", "code", "field"}}`, aiohttp's own (404,
+405, 413) included.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from opentelemetry.trace import Tracer
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import ValidationError
 
+from consumer.api.routes.error_answers import error_middleware, error_response
 from consumer.core.clock import utc_now
 from consumer.core.degrade import DEGRADED_REASON_HEADER, choose_fallback, degrade
 from consumer.core.moderation import ContentPolicy
@@ -87,11 +91,12 @@ class _Hook:
             )
         except SignatureError as exc:
             log.warning("webhook refused: %s", exc)
-            return web.json_response({"error": "invalid_signature", "reason": exc.reason}, status=401)
+            message = f"{SIGNATURE_HEADER} refused: {exc.reason}"  # missing, malformed, stale, future or mismatch
+            return error_response(401, "invalid_signature", message, field=SIGNATURE_HEADER)
         try:
             product = ProductCreated.model_validate_json(body)
         except ValidationError as exc:
-            return web.json_response({"error": "invalid_payload", "fields": _field_errors(exc)}, status=422)
+            return _invalid_payload(exc)
         try:
             video_request = build_request(
                 product,
@@ -105,22 +110,23 @@ class _Hook:
             )
         except VidgenError as exc:  # what the worker would reject the request with, told to the shop now
             log.info("webhook refused: %s on %s", exc.code, exc.field or "the request")
-            field = {"field": exc.field or "(request)", "message": exc.message, "type": exc.code}
-            return web.json_response({"error": "invalid_payload", "fields": [field]}, status=422)
+            return error_response(422, exc.code, exc.message, field=exc.field)
         if video_request.request_id in self._recent:
-            return web.json_response({"request_id": video_request.request_id, "duplicate": True}, status=202)
+            reason = self._recent.note(video_request.request_id)
+            return web.json_response(_accepted(video_request.request_id, duplicate=True, reason=reason), status=202)
         wait_s = self._limiter.try_take(product.shop_id)
         if wait_s > 0:
             retry_after = str(max(1, math.ceil(wait_s)))
-            body_out = {"error": "rate_limited", "retry_after_s": round(wait_s, 3)}
-            return web.json_response(body_out, status=429, headers={"Retry-After": retry_after})
+            message = f"too many products from this shop: retry in {retry_after} s"
+            return error_response(429, "rate_limited", message, headers={"Retry-After": retry_after})
         return await self._publish(video_request, shop_id=product.shop_id)
 
     async def _publish(self, video_request: VideoRequest, *, shop_id: str) -> web.Response:
         """To the GPU pool's topic, or to the template pool's (degraded) when the GPU pool is busy or down and the
         shop's fallback allows it; 503 when busy and it does not."""
         if self.publisher is None:
-            return web.json_response({"error": "starting"}, status=503, headers={"Retry-After": "5"})
+            message = "the hook is starting: retry in 5 s"
+            return error_response(503, "starting", message, headers={"Retry-After": "5"})
         busy = self.pool is not None and self.pool.busy(self._hook.max_queued)
         reason = degrade(
             busy=busy,
@@ -128,7 +134,8 @@ class _Hook:
             fallback=choose_fallback(None, self._hook.shop_fallback.get(shop_id), self._hook.fallback),
         )
         if reason is None and busy:
-            return web.json_response({"error": "busy"}, status=503, headers={"Retry-After": "30"})
+            message = "the GPU pool is busy and this shop has no fallback: retry in 30 s"
+            return error_response(503, "busy", message, headers={"Retry-After": "30"})
         topic = None if reason is None else self._template_topic  # None: the request's lane on the GPU pool
         headers = [] if reason is None else [(DEGRADED_REASON_HEADER, reason.encode())]
         try:
@@ -136,21 +143,35 @@ class _Hook:
                 await self.publisher.publish(video_request, extra_headers=headers, topic=topic)
         except (KafkaError, TimeoutError) as exc:
             log.error("publishing %s failed: %r", video_request.request_id, exc)  # noqa: TRY400 - no traceback needed
-            return web.json_response({"error": "unavailable"}, status=503, headers={"Retry-After": "10"})
-        self._recent.add(video_request.request_id)
-        answer: dict[str, Any] = {"request_id": video_request.request_id, "duplicate": False, "degraded": False}
+            message = "the request could not be queued: retry in 10 s"
+            return error_response(503, "unavailable", message, headers={"Retry-After": "10"})
+        self._recent.add(video_request.request_id, reason)
         if reason is not None:
             trace.get_current_span().set_attribute("vidgen.degraded_reason", reason)
             self._degraded.labels(reason=reason).inc()
-            answer.update(degraded=True, degraded_reason=reason)
-        return web.json_response(answer, status=202)
+        return web.json_response(_accepted(video_request.request_id, duplicate=False, reason=reason), status=202)
 
 
-def _field_errors(exc: ValidationError) -> list[dict[str, str]]:
-    return [
-        {"field": ".".join(str(part) for part in error["loc"]), "message": error["msg"], "type": error["type"]}
-        for error in exc.errors(include_url=False, include_input=False)
-    ]
+def _accepted(request_id: str, *, duplicate: bool, reason: str | None) -> dict[str, Any]:
+    """A 202's body: the request id, whether it repeats one already published, and whether it went to the template
+    pool (`degraded`, with its `degraded_reason`): a duplicate is answered as its first delivery was."""
+    answer: dict[str, Any] = {"request_id": request_id, "duplicate": duplicate, "degraded": reason is not None}
+    if reason is not None:
+        answer["degraded_reason"] = reason
+    return answer
+
+
+def _invalid_payload(exc: ValidationError) -> web.Response:
+    """422 for a body that is not a product: every problem in the message (`title: Field required; ...`), the first
+    one's field in `field`, never echoing what was sent (the job API's rule). The code: `invalid_json`,
+    `missing_field`, `invalid_field` (the worker's text rule) or `invalid_payload`."""
+    problems = exc.errors(include_url=False, include_input=False)
+    fields = [".".join(str(part) for part in problem["loc"]) for problem in problems]
+    message = "; ".join(
+        f"{field}: {p['msg']}" if field else p["msg"] for field, p in zip(fields, problems, strict=True)
+    )
+    codes = {"json_invalid": "invalid_json", "missing": "missing_field", "invalid_field": "invalid_field"}
+    return error_response(422, codes.get(problems[0]["type"], "invalid_payload"), message, field=fields[0] or None)
 
 
 def make_app(
@@ -203,7 +224,12 @@ def make_app(
 
     app = web.Application(
         client_max_size=hook.max_body_bytes,
-        middlewares=[server_spans(tracer), measured(HttpMetrics("vidgen_hook", registry)), guard.middleware],
+        middlewares=[
+            error_middleware,
+            server_spans(tracer),
+            measured(HttpMetrics("vidgen_hook", registry)),
+            guard.middleware,
+        ],
     )
     app[GUARD] = guard
     app.cleanup_ctx.append(kafka_producer)

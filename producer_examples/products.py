@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import string
 import unicodedata
 from collections.abc import Callable, Mapping
@@ -34,6 +35,7 @@ __all__ = [
     "build_request",
     "check_template",
     "derive_request_id",
+    "punctuate",
     "render_prompt",
 ]
 
@@ -52,6 +54,14 @@ _ID_PURPOSE = "vidgen product-hook request id v1"  # binds the HMAC to this use 
 # A trimmed description ends at a space when there is one this close to the cut (not in CJK or Thai text).
 _WORD_BACKOFF = 32
 _JOINERS = frozenset("\u200c\u200d")
+_SENTENCE_ENDS = ".!?\u2026\u3002\uff01\uff1f"  # . ! ? ... and their CJK forms
+# What `punctuate` mends, in order: a space before punctuation; doubled stops (". .", "..", "!.", ",.");
+# a missing space after a word's stop before a capital ("upper.White") or after a word's comma ("mesh,white").
+_SPACE_BEFORE = re.compile(r"\s+([.,;:!?])")
+_ELLIPSIS = re.compile(r"\.{3,}")
+_DOUBLED_STOP = re.compile(r"([.!?\u2026,;:])(?:\s*\.)+")
+_STOP_THEN_CAPITAL = re.compile(r"(?<=[a-z]{2}[.!?])(?=[A-Z])")
+_COMMA_THEN_WORD = re.compile(r"(?<=[^\W\d_],)(?=[^\W\d_])")
 
 
 def _cleaned(field: str, *, max_length: int | None = None) -> Callable[[str], str]:
@@ -129,11 +139,11 @@ def render_prompt(template: str, product: ProductCreated) -> str:
     def fill(description: str) -> str:
         values = {
             "title": product.title,
-            "description": description,
+            "description": _sentence(description),
             "product_id": product.product_id,
             "shop_id": product.shop_id,
         }
-        return _squash(clean_text(template.format_map(values), "prompt"))
+        return punctuate(_squash(clean_text(template.format_map(values), "prompt")))
 
     description = product.description
     prompt = fill(description)
@@ -147,7 +157,20 @@ def render_prompt(template: str, product: ProductCreated) -> str:
             fits = middle
         else:
             too_long = middle
-    return fill(description[: _cut_point(description, fits)])
+    cut = _cut_point(description, fits)
+    while cut > 0 and len(fill(description[:cut])) > _PROMPT_MAX:  # a stop added to the cut text can tip it over
+        cut = _cut_point(description, cut - 1)
+    return fill(description[:cut])
+
+
+def punctuate(text: str) -> str:
+    """Product text joined into a template, with its punctuation mended: no space before a stop or comma, no doubled
+    stop (a title ending in "." before the template's own, an empty description between two stops, "!." or ",."),
+    and a space after a word's full stop before a capital ("upper.White") or after a word's comma ("mesh,white").
+    Numbers ("3.5", "1,000"), domains ("example.com"), ellipses and CJK punctuation are left as they are."""
+    text = _ELLIPSIS.sub("\u2026", _SPACE_BEFORE.sub(r"\1", text))
+    text = _DOUBLED_STOP.sub(lambda stop: "." if stop[1] in ",;:" else stop[1], text)
+    return _COMMA_THEN_WORD.sub(" ", _STOP_THEN_CAPITAL.sub(" ", text))
 
 
 def derive_request_id(key: bytes, shop_id: str, product_id: str, content: Mapping[str, Any]) -> str:
@@ -219,6 +242,12 @@ def _joined(text: str, index: int) -> bool:
     sequence (emoji ZWJ sequences, Indic conjuncts)."""
     after = text[index]
     return unicodedata.category(after).startswith("M") or after in _JOINERS or text[index - 1] in _JOINERS
+
+
+def _sentence(text: str) -> str:
+    """A description as a sentence: ending with a stop (a full stop added when it has none), or empty."""
+    text = text.strip()
+    return text if not text or text[-1] in _SENTENCE_ENDS else text + "."
 
 
 def _squash(text: str) -> str:

@@ -22,6 +22,9 @@ The guard, for any `web.Application`:
   at once with `503` and closed. A real client sends its request as soon as it connects, so it is the newest waiter and
   the last to be evicted; slowloris clients, however many, evict each other.
 
+Both refusals are JSON in the job API's error shape (`{"error": {"message", "type", "param", "code", "field"}}`, codes
+`request_timeout` and `server_busy`), so the job API's and the product hook's clients read every error one way.
+
 Keep `max_connections` well under the process's file-descriptor limit (RLIMIT_NOFILE): the guard warns at
 start-up when it is not. Responses are expected to be small (the header deadline of the next request starts when
 the handler returns). A flood of new connections faster than real clients can send a request is not solved here:
@@ -49,15 +52,22 @@ from typing import cast
 from aiohttp import StreamReader, web
 
 from consumer.errors import BodyTimeout
+from schemas.job_api import ApiError, ApiErrorBody
 
 __all__ = ["ConnectionGuard", "HttpLimits"]
 
 log = logging.getLogger(__name__)
 
-_BUSY_TEXT = b"too many connections, try again\n"
+
+def _error_json(message: str, *, code: str, kind: str) -> str:
+    return ApiErrorBody(error=ApiError(message=message, type=kind, code=code)).model_dump_json()
+
+
+_BUSY_TEXT = _error_json("too many connections, try again", code="server_busy", kind="server_error").encode()
 _BUSY = (
     b"HTTP/1.1 503 Service Unavailable\r\n"
-    b"Content-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Type: application/json; charset=utf-8\r\n"
+    b"x-should-retry: true\r\n"
     b"Content-Length: %d\r\n"
     b"Retry-After: 1\r\n"
     b"Connection: close\r\n"
@@ -221,7 +231,13 @@ class ConnectionGuard:
         return deadline
 
     async def _request_timeout(self, request: web.Request) -> web.StreamResponse:
-        response = web.Response(status=408, text=f"request body not received within {self.limits.body_timeout_s:g} s\n")
+        message = f"request body not received within {self.limits.body_timeout_s:g} s"
+        response = web.Response(
+            status=408,
+            text=_error_json(message, code="request_timeout", kind="invalid_request_error"),
+            content_type="application/json",
+            headers={"x-should-retry": "true"},
+        )
         response.force_close()
         await response.prepare(request)
         await response.write_eof()

@@ -6,6 +6,7 @@ violation, a dialog (`alert()`) or a request to any origin but the API's and the
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from playwright.async_api import Browser, async_playwright
@@ -25,12 +26,13 @@ async def browser() -> AsyncIterator[Browser]:
 
 @pytest.fixture
 async def open_page(browser: Browser, api_stack: ApiStack) -> AsyncIterator[OpenPage]:
-    """`await open_page(viewport=PHONE)`: a page in a fresh context (its own sessionStorage and cookies). At the
-    end: no problems, and no request left the API's and the object store's origins (no CDN, nothing external)."""
+    """`await open_page(viewport=PHONE)`: a page in a fresh context (its own sessionStorage and cookies; further
+    keywords go to `new_context`, e.g. `color_scheme="dark"`). At the end: no problems, and no request left the API's
+    and the object store's origins (no CDN, nothing external)."""
     opened: list[Watched] = []
 
-    async def open_one(*, viewport: dict[str, int] = DESKTOP) -> Watched:
-        context = await browser.new_context(viewport=viewport)
+    async def open_one(*, viewport: dict[str, int] = DESKTOP, **options: Any) -> Watched:
+        context = await browser.new_context(viewport=viewport, **options)
         page = await context.new_page()
         watched = Watched(page)
         page.on("pageerror", lambda error: watched.problems.append(f"uncaught: {error}"))

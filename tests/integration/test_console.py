@@ -206,7 +206,7 @@ async def test_submit_with_a_photo_watch_the_progress_play_the_video_and_cancel_
     )
     await expect(page.get_by_test_id("image-info")).to_have_text(re.compile(f"^PNG, 320 {TIMES} 240, "))
     await page.get_by_test_id("size").select_option("256x256")
-    await page.get_by_test_id("frames").fill(str(RENDER["num_frames"]))
+    await page.get_by_test_id("length").fill("1")  # seconds: 9 frames at the tiny model's 8 fps
     await page.get_by_test_id("steps").fill(str(RENDER["num_inference_steps"]))
     await page.get_by_test_id("seed").fill("7")
     # Every value the rows' progress bars take, recorded in the page as it happens.
@@ -391,7 +391,7 @@ async def test_a_refused_submission_names_the_field(api_stack: ApiStack, open_pa
     await page.get_by_test_id("prompt").fill(f"a lamp with a {BANNED} on it")
     await page.get_by_test_id("submit").click()
     error = page.get_by_test_id("form-error")
-    await expect(error).to_contain_text("(field: prompt)")
+    await expect(error).to_contain_text("Prompt: violates the content policy")  # the form's label
     await expect(error).to_contain_text("Not accepted:")
     await expect(page.get_by_test_id("prompt")).to_have_attribute("aria-invalid", "true")
     await expect(page.get_by_test_id("prompt")).to_be_focused()
@@ -419,7 +419,7 @@ async def test_a_rejected_job_shows_its_error_and_field(api_stack: ApiStack, ope
     await sign_in(page, api_stack.url, api_stack.keys["shop-1"])
     row = page.get_by_test_id(f"job-{job['id']}")
     await expect(row.get_by_test_id("job-status")).to_have_text("failed")
-    await expect(row.get_by_test_id("job-error")).to_have_text("start image not found in the bucket (field: image_url)")
+    await expect(row.get_by_test_id("job-error")).to_have_text("start image not found in the bucket (Product photo)")
     await expect(row.get_by_test_id("job-cancel")).to_be_hidden()
 
 

@@ -24,7 +24,7 @@ from consumer.dev.console_demo import DEMO_FORM
 from consumer.settings import Settings
 from schemas.events import VideoResult
 from tests.integration.api_helpers import bearer
-from tests.integration.console_helpers import chromium
+from tests.integration.console_helpers import chromium, sign_in
 from tests.support import REPO
 
 pytestmark = pytest.mark.integration
@@ -88,7 +88,7 @@ async def test_demo_api_serves_the_console_and_a_worker_until_interrupted(tmp_pa
         assert submitted.returncode == 0, submitted.stderr
         result = VideoResult.model_validate_json(submitted.stdout.partition("\n")[2])
         assert (result.model, result.degraded, result.status) == ("template", True, "completed")
-        await _form_starts_light(url)
+        await _form_starts_light(url, key)
         broker_port = int(re.findall(r"broker \(tansu\) on 127\.0\.0\.1:(\d+)", log.read_text())[0])
     finally:
         if demo.returncode is None:
@@ -106,15 +106,19 @@ async def _vidgen(argv: list[str], env: dict[str, str]) -> subprocess.CompletedP
     )
 
 
-async def _form_starts_light(url: str) -> None:
-    """In a browser: the console's form opens at the values the demo's API suggests."""
+async def _form_starts_light(url: str, key: str) -> None:
+    """In a browser: the console's form opens at the values the demo's API suggests (the length in seconds once the
+    form knows the model's fps: 9 frames at 8 fps ask for 1 s)."""
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=str(chromium()), args=["--no-sandbox"])
         try:
             page = await browser.new_page()
-            await page.goto(f"{url}/")
+            await sign_in(page, url, key)
             await expect(page.get_by_test_id("steps")).to_have_value(str(DEMO_FORM["num_inference_steps"]))
-            await expect(page.get_by_test_id("frames")).to_have_value(str(DEMO_FORM["num_frames"]))
+            await expect(page.get_by_test_id("length")).to_have_value("1")
+            await expect(page.get_by_test_id("length-hint")).to_have_text(
+                f"{DEMO_FORM['num_frames']} frames at 8 fps: 1.125 s of video."
+            )
             await expect(page.get_by_test_id("size")).to_have_value(f"{DEMO_FORM['width']}x{DEMO_FORM['height']}")
         finally:
             await browser.close()

@@ -80,7 +80,7 @@ async def test_busy_gpu_pool_products_get_a_degraded_video_or_503(
     status, degraded = await post("p-3")
     assert (status, degraded["degraded"], degraded["degraded_reason"]) == (202, True, "busy")
     status, refused = await post("p-4", shop_id="shop-9")  # this shop opted out of the template
-    assert (status, refused) == (503, {"error": "busy"})
+    assert (status, refused["error"]["code"], refused["error"]["type"]) == (503, "busy", "server_error")
 
     result = (await kafka.results(1))[degraded["request_id"]]
     assert (result.status, result.model, result.degraded) == ("completed", "template", True)
@@ -100,6 +100,8 @@ async def test_gpu_pool_down_products_get_a_degraded_video(
 
     status, degraded = await post("p-2")
     assert (status, degraded["degraded"], degraded["degraded_reason"]) == (202, True, "pool_down")
+    status, retried = await post("p-2")  # the platform retries: answered as the first delivery was
+    assert (status, retried) == (202, {**degraded, "duplicate": True})
     result = (await kafka.results(1))[degraded["request_id"]]
     assert (result.status, result.degraded) == ("completed", True)
     assert await metric(port, 'vidgen_hook_degraded_total{reason="pool_down"}') == 1

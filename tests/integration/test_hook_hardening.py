@@ -53,7 +53,10 @@ def _hook_settings(**overrides: Any) -> HookSettings:
 
 
 def _signed(payload: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
-    body = json.dumps(payload).encode()
+    return _signed_bytes(json.dumps(payload).encode())
+
+
+def _signed_bytes(body: bytes) -> tuple[bytes, dict[str, str]]:
     return body, {"Content-Type": "application/json", SIGNATURE_HEADER: sign(body, SECRET, timestamp=int(time.time()))}
 
 
@@ -101,7 +104,7 @@ async def test_request_ids_are_keyed_so_they_cannot_be_predicted_yet_repeat_for_
         after_restart = await restarted.post(product_payload())
 
     request_id = first.body["request_id"]
-    assert first.status == 202 and retried.body == {"request_id": request_id, "duplicate": True}
+    assert first.status == 202 and retried.body == {"request_id": request_id, "duplicate": True, "degraded": False}
     assert after_restart.body["request_id"] == request_id  # deterministic across restarts, for deduplication
     # The same webhook under another key gets an unrelated id: the id depends on a secret, not on public fields.
     assert elsewhere.status == 202 and elsewhere.body["request_id"] != request_id
@@ -148,11 +151,10 @@ async def test_text_the_worker_would_reject_is_refused_with_422_naming_the_field
 
     for (payload, field, code), answer in zip(cases, answers, strict=True):
         assert answer.status == 422, (payload, answer.body)
-        assert answer.body["error"] == "invalid_payload"
-        assert [(f["field"], f["type"]) for f in answer.body["fields"]] == [(field, code)], answer.body
+        assert (answer.body["error"]["field"], answer.body["error"]["code"]) == (field, code), answer.body
         # Nothing the shop sent is echoed: not the banned word, not the invisible character.
         assert "contraband" not in answer.text.lower()
-        assert not re.search(r"[\u200b\u202e\u2066\u2069\x00]", json.loads(answer.text)["fields"][0]["message"])
+        assert not re.search(r"[\u200b\u202e\u2066\u2069\x00]", answer.body["error"]["message"])
     assert fine.status == 202
     [record] = await kafka.read(settings.bulk_topic, 1)  # only the clean product was published
     assert record.key.decode() == fine.body["request_id"]
@@ -284,6 +286,43 @@ async def test_a_client_announcing_a_body_and_sending_nothing_is_cut_off_within_
     elapsed = time.monotonic() - started
     assert received.startswith(b"HTTP/1.1 408"), received[:200]
     assert elapsed < 1.0 + 2.0, elapsed
+    error = json.loads(received.partition(b"\r\n\r\n")[2])["error"]  # the job API's shape, as every refusal
+    assert (error["code"], error["type"]) == ("request_timeout", "invalid_request_error"), error
+
+
+async def test_every_refusal_of_the_hook_process_is_in_the_job_apis_error_shape(hook_process: Any) -> None:
+    """Through `python -m producer_examples.product_hook`: signature, payload, the worker's text rule, the rate limit
+    and aiohttp's own refusals (404, 405, 413) all answer `{"error": {"message", "type", "param", "code", "field"}}`
+    as JSON. (Busy: tests/integration/test_hook_degradation.py; the body deadline: the test above.)"""
+    hook = await hook_process(rate_per_s=0.01, burst=1, max_body_bytes=1024)
+    unsigned = json.dumps(product_payload()).encode()
+    missing_title = {key: value for key, value in product_payload().items() if key != "title"}
+    cases: list[tuple[str, str, bytes, dict[str, str], int, str, str | None]] = [
+        ("POST", ROUTE, unsigned, {"Content-Type": "application/json"}, 401, "invalid_signature", SIGNATURE_HEADER),
+        ("POST", ROUTE, *_signed_bytes(b"not json"), 422, "invalid_json", None),
+        ("POST", ROUTE, *_signed(missing_title), 422, "missing_field", "title"),
+        ("POST", ROUTE, *_signed(product_payload(title="Red\u200bsneaker")), 422, "invalid_field", "title"),
+        ("POST", ROUTE, *_signed(product_payload("p-1")), 202, "", None),  # the shop's one token
+        ("POST", ROUTE, *_signed(product_payload("p-2")), 429, "rate_limited", None),
+        ("GET", "/no-such-route", b"", {}, 404, "not_found", None),
+        ("GET", ROUTE, b"", {}, 405, "method_not_allowed", None),
+        ("POST", ROUTE, *_signed_bytes(b"x" * 2048), 413, "body_too_large", None),
+    ]
+    async with aiohttp.ClientSession() as http:
+        for method, path, body, headers, status, code, field in cases:
+            url = f"http://127.0.0.1:{hook.port}{path}"
+            async with http.request(method, url, data=body, headers=headers) as response:
+                answer = await response.json(content_type=None)
+                assert response.status == status, (path, answer)
+                if status == 202:
+                    assert answer["degraded"] is False and answer["duplicate"] is False, answer
+                    continue
+                assert response.content_type == "application/json", (status, response.content_type)
+                error = answer["error"]
+                assert set(error) == {"message", "type", "param", "code", "field"}, answer
+                assert (error["code"], error["field"], error["param"]) == (code, field, field), answer
+                assert error["message"] and "\u200b" not in error["message"], answer
+    assert hook.process.poll() is None  # none of it hurt the process
 
 
 async def test_a_client_dripping_its_headers_is_cut_off_within_the_header_timeout(hook_process: Any) -> None:

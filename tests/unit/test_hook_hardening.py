@@ -46,11 +46,11 @@ def test_a_trimmed_description_keeps_the_template_and_never_splits_a_character_f
     # "x" has no precomposed form with an acute accent: under NFC each pair stays two code points.
     prompt = render_prompt(DEFAULT_TEMPLATE, _product(description="x\u0301" * 600))
     assert len(prompt) <= 1000 and unicodedata.is_normalized("NFC", prompt)
-    kept = prompt.removeprefix("A short product video of Red sneaker. ").removesuffix(" " + SUFFIX)
-    assert prompt.endswith(SUFFIX) and kept and kept == "x\u0301" * (len(kept) // 2)
+    kept = prompt.removeprefix("A short product video of Red sneaker. ").removesuffix(". " + SUFFIX)
+    assert prompt.endswith(SUFFIX) and kept and kept == "x\u0301" * (len(kept) // 2)  # then the stop it lacked
     # With words, the cut falls between two of them.
     worded = render_prompt(DEFAULT_TEMPLATE, _product(description="breathable mesh " * 200))
-    assert re.search(r"(breathable|mesh) " + re.escape(SUFFIX) + "$", worded) and len(worded) <= 1000
+    assert re.search(r"(breathable|mesh)\. " + re.escape(SUFFIX) + "$", worded) and len(worded) <= 1000
 
 
 def test_titles_follow_the_worker_text_rule_and_count_after_normalisation() -> None:

@@ -23,6 +23,7 @@ from producer_examples.products import (
     build_request,
     check_template,
     derive_request_id,
+    punctuate,
     render_prompt,
 )
 from producer_examples.signing import sign, verify
@@ -113,6 +114,42 @@ def test_recent_keys_forget_the_oldest() -> None:
     for key in ("a", "b", "a", "c"):
         recent.add(key)
     assert "a" in recent and "c" in recent and "b" not in recent and len(recent) == 2
+    recent.add("d", "busy")  # a note travels with its key (why the hook degraded a request) and leaves with it
+    assert (recent.note("d"), recent.note("c"), recent.note("a")) == ("busy", None, None) and "a" not in recent
+
+
+@pytest.mark.parametrize(
+    ("title", "description", "expected"),
+    [
+        ("Red sneaker", "Breathable mesh, white sole", "Red sneaker. Breathable mesh, white sole. Studio"),
+        ("Red sneaker.", "Breathable mesh.", "Red sneaker. Breathable mesh. Studio"),  # no ".."
+        ("Red sneaker", "", "Red sneaker. Studio"),  # no ". ."
+        ("Red sneaker", ".", "Red sneaker. Studio"),
+        ("Red sneaker!", "Light!", "Red sneaker! Light! Studio"),  # no "!."
+        ("Red sneaker", "Light, breathable,", "Red sneaker. Light, breathable. Studio"),  # no ",."
+        ("Red sneaker", "Mesh upper.White sole ,light", "Red sneaker. Mesh upper. White sole, light. Studio"),
+        (
+            "Red sneaker",
+            "Size 3.5, 1,000 pairs, see example.com",
+            "Red sneaker. Size 3.5, 1,000 pairs, see example.com.",
+        ),
+        ("Red sneaker", "And more...", "Red sneaker. And more\u2026 Studio"),
+        ("红色运动鞋", "轻盈透气。", "红色运动鞋. 轻盈透气。 Studio"),
+    ],
+)
+def test_the_default_prompt_punctuates_the_product_text(title: str, description: str, expected: str) -> None:
+    prompt = render_prompt(DEFAULT_TEMPLATE, _product(title=title, description=description))
+    assert prompt.startswith("A short product video of " + expected), prompt
+    assert not re.search(r"\.\s*\.|\s[.,!?]|[!?,]\.", prompt), prompt
+    assert prompt.endswith("Studio lighting, slow camera orbit, clean background, photorealistic.")
+
+
+def test_punctuate_mends_joins_and_leaves_numbers_and_domains() -> None:
+    assert punctuate("of Red sneaker. . Studio") == "of Red sneaker. Studio"
+    assert punctuate("Sneaker !. Light ,white") == "Sneaker! Light, white"
+    assert punctuate("v1.2.3 at 3.5 GHz, 1,000 units on shop.example.com") == (
+        "v1.2.3 at 3.5 GHz, 1,000 units on shop.example.com"
+    )
 
 
 def _product(**overrides: Any) -> ProductCreated:
@@ -131,7 +168,7 @@ def test_prompt_templates() -> None:
     assert render_prompt("{title} by {shop_id}: {description}", product) == "Red Sneaker by shop-1: Light, breathable."
     assert render_prompt(DEFAULT_TEMPLATE, product).startswith("A short product video of Red Sneaker. Light,")
     long = render_prompt("{description}", _product(description="word " * 1000))
-    assert len(long) <= 1000 and long.endswith("word")
+    assert len(long) <= 1000 and long.endswith("word word.")  # cut between words, then ended as a sentence
     for bad in ("{price}", "{title.__class__}", "{title[0]}", "{title!r}", "{title:>30}"):
         with pytest.raises(ValueError, match="template field"):
             check_template(bad)

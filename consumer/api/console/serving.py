@@ -1,6 +1,7 @@
 """Serving the console, and the security headers of every answer.
 
-- `GET /` is the page, `GET /console/...` its stylesheet and modules, `GET /console/config.json` the start-image limits
+- `GET /` is the page, `GET /favicon.ico` its icon (browsers ask for it on every load), `GET /console/...` its
+  stylesheet and modules, `GET /console/config.json` the start-image limits
   the API applies (so the page checks a photo before uploading it; the request fields' rules it reads from
   `/openapi.json`) and the form's starting values where the API suggests some (`VIDGEN_API_CONSOLE_DEFAULTS`). No
   credential: nothing here is secret, and every call the page makes goes to `/v1` with the bearer header.
@@ -28,7 +29,8 @@ __all__ = ["ASSETS_PREFIX", "STATIC", "Console", "trace_response"]
 STATIC = Path(__file__).parent / "static"
 ASSETS_PREFIX = "/console/"
 # The types we mean, not the system's mime database's guesses (which vary: application/javascript, text/plain).
-_TYPES = {".html": "text/html", ".css": "text/css", ".js": "text/javascript"}  # all text: served as UTF-8
+_TYPES = {".html": "text/html", ".css": "text/css", ".js": "text/javascript", ".ico": "image/x-icon"}
+_TEXT = frozenset({".html", ".css", ".js"})  # served as UTF-8
 _API_POLICY = "default-src 'none'; frame-ancestors 'none'"
 _EVERY_ANSWER = {
     "X-Content-Type-Options": "nosniff",
@@ -79,12 +81,16 @@ class Console:
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/", self.page, allow_head=False)
+        app.router.add_get("/favicon.ico", self.icon, allow_head=False)
         app.router.add_get(f"{ASSETS_PREFIX}config.json", self.config, allow_head=False)
         app.router.add_get(ASSETS_PREFIX + "{name:.+}", self.asset, allow_head=False)
         app.on_response_prepare.append(self.secure)
 
     async def page(self, _: web.Request) -> web.FileResponse:
         return self._file("index.html")
+
+    async def icon(self, _: web.Request) -> web.FileResponse:
+        return self._file("favicon.ico")
 
     async def asset(self, request: web.Request) -> web.FileResponse:
         return self._file(request.match_info["name"])
@@ -94,7 +100,8 @@ class Console:
         if found is None:
             raise web.HTTPNotFound()
         path, content_type = found
-        return web.FileResponse(path, headers={"Content-Type": f"{content_type}; charset=utf-8"})
+        charset = "; charset=utf-8" if path.suffix in _TEXT else ""
+        return web.FileResponse(path, headers={"Content-Type": content_type + charset})
 
     async def config(self, _: web.Request) -> web.Response:
         settings = self._handlers.settings
@@ -109,7 +116,7 @@ class Console:
         """`on_response_prepare`: runs for every answer, event streams and errors included."""
         for name, value in _EVERY_ANSWER.items():
             response.headers.setdefault(name, value)
-        if request.path == "/" or request.path.startswith(ASSETS_PREFIX):
+        if request.path in ("/", "/favicon.ico") or request.path.startswith(ASSETS_PREFIX):
             response.headers["Content-Security-Policy"] = await self._console_policy()
             response.headers.setdefault("Cache-Control", "no-cache")  # revalidate (ETag): a deploy shows at once
         else:

@@ -1,9 +1,11 @@
 // The "New video" form: the request fields with the contract's bounds (read from /openapi.json, so the form follows
-// the API), a product photo checked the way the API checks it before anything is uploaded, and errors that name the
-// field at fault.
+// the API), the length in seconds (sent as OpenAI's `seconds`; the model's fps and frame rule from /v1/models say how
+// many frames that makes), a quick preview preset light enough for a CPU worker, a product photo checked the way the
+// API checks it before anything is uploaded, and errors that name the field at fault by the form's label.
 
 import {$, say, show} from "./dom.js";
 import {bytes} from "./format.js";
+import {describe} from "./labels.js";
 
 const PRESETS = [
   ["Square", 256, 256], ["Square", 512, 512], ["Square", 768, 768],
@@ -13,10 +15,12 @@ const PRESETS = [
 
 // Which input shows a field's error (the API names fields as the request does).
 const INPUTS = {
-  prompt: "prompt", negative_prompt: "negative-prompt", input_reference: "image", image_url: "image", width: "size",
-  height: "size", num_frames: "num-frames", num_inference_steps: "steps", guidance_scale: "guidance", seed: "seed",
-  fallback: "allow-template",
+  prompt: "prompt", negative_prompt: "negative-prompt", input_reference: "image", image_url: "image", size: "size",
+  width: "size", height: "size", seconds: "length", num_frames: "length", num_inference_steps: "steps",
+  guidance_scale: "guidance", seed: "seed", fallback: "allow-template",
 };
+// A render a CPU worker finishes in seconds: the smallest square, about a second, few steps.
+const QUICK = {side: 256, seconds: 1, steps: 4};
 
 // The first bytes of each type the API accepts (it sniffs too, never trusting the name or the browser's type).
 const SIGNATURES = {
@@ -55,6 +59,7 @@ export class SubmitForm {
     this.limits = imageLimits;
     this.onSubmit = onSubmit;
     this.form = $("submit-form");
+    this.model = null;  // {fps, step, maxFrames} of the model it renders with, once /v1/models answered
     this.photo = null;  // {file} once the chosen file passed the checks
     this.previewUrl = null;
     this.setUp();
@@ -73,13 +78,14 @@ export class SubmitForm {
         && h === (this.starting.height ?? height?.default ?? 512);
       size.append(option);
     }
-    bound($("num-frames"), property(this.schema, "num_frames"));
     bound($("steps"), property(this.schema, "num_inference_steps"));
     bound($("guidance"), property(this.schema, "guidance_scale"), "0.5");
-    const inputs = [["num_frames", "num-frames"], ["num_inference_steps", "steps"], ["guidance_scale", "guidance"]];
-    for (const [name, id] of inputs) {
+    for (const [name, id] of [["num_inference_steps", "steps"], ["guidance_scale", "guidance"]]) {
       if (this.starting[name] !== undefined) $(id).value = this.starting[name];
     }
+    $("length").addEventListener("input", () => this.describeLength());
+    $("preset-quick").addEventListener("click", () => this.preset(this.quick()));
+    $("preset-full").addEventListener("click", () => this.preset(this.full()));
     const seed = property(this.schema, "seed");
     if (seed?.maximum !== undefined) $("seed").max = seed.maximum;
     const prompt = property(this.schema, "prompt");
@@ -112,6 +118,66 @@ export class SubmitForm {
       event.preventDefault();
       this.submit();
     });
+  }
+
+  // The model the form renders with (an entry of GET /v1/models): the length's bounds and step follow its fps and
+  // frame rule ("4k+1": 1, 5, 9, ... frames), and the form starts at the suggested number of frames.
+  useModel(model) {
+    const step = Number.parseInt(model.frame_rule, 10);
+    this.model = {fps: model.fps, step: Number.isNaN(step) ? 1 : step, maxFrames: model.max_frames};
+    const length = $("length");
+    length.step = String(this.model.step / model.fps);
+    length.min = length.step;
+    length.max = model.max_seconds;
+    const frames = this.starting.num_frames ?? property(this.schema, "num_frames")?.default ?? this.model.fps;
+    length.value = String(this.secondsOf(frames));
+    $("preset-hint").textContent = `Quick preview: ${this.summary(this.quick())}, light enough for a CPU worker. `
+      + `Full quality: ${this.summary(this.full())}.`;
+    this.describeLength();
+  }
+
+  // The length that asks for `frames`: the API renders the smallest count on the grid lasting at least that long.
+  secondsOf(frames) {
+    return Math.max(this.model.step, frames - 1) / this.model.fps;
+  }
+
+  framesFor(seconds) {
+    const needed = Math.max(1, Math.ceil(seconds * this.model.fps - 1e-9));
+    return Math.ceil((needed - 1) / this.model.step) * this.model.step + 1;
+  }
+
+  describeLength() {
+    if (!this.model) return;
+    const seconds = Number($("length").value);
+    const frames = this.framesFor(seconds);
+    const rendered = Math.round((frames / this.model.fps) * 1000) / 1000;
+    $("length-hint").textContent = !(seconds > 0) ? "Length: a number of seconds, such as 2."
+      : frames > this.model.maxFrames ? `Length: at most ${$("length").max} s for this model.`
+        : `${frames} frames at ${this.model.fps} fps: ${rendered} s of video.`;
+  }
+
+  quick() {
+    const sizes = [...$("size").options].map((option) => option.value);
+    const square = `${QUICK.side}x${QUICK.side}`;
+    return {size: sizes.includes(square) ? square : sizes[0], seconds: QUICK.seconds, steps: QUICK.steps};
+  }
+
+  full() {
+    const rule = (name) => property(this.schema, name)?.default;
+    const frames = rule("num_frames") ?? this.model.fps * 3 + 1;
+    return {size: `${rule("width") ?? 512}x${rule("height") ?? 512}`, seconds: this.secondsOf(frames),
+      steps: rule("num_inference_steps") ?? 30};
+  }
+
+  summary({size, seconds, steps}) {
+    return `${size.replace("x", " × ")}, ${seconds} s, ${steps} steps`;
+  }
+
+  preset({size, seconds, steps}) {
+    $("size").value = size;
+    $("length").value = String(seconds);
+    $("steps").value = String(steps);
+    this.describeLength();
   }
 
   // Check a chosen photo as the API will (type from its bytes, size, pixels) and preview it; nothing is uploaded.
@@ -181,8 +247,8 @@ export class SubmitForm {
     if (text("negative-prompt")) data.set("negative_prompt", text("negative-prompt"));
     data.set("width", width);
     data.set("height", height);
-    for (const [name, id] of [["num_frames", "num-frames"], ["num_inference_steps", "steps"],
-      ["guidance_scale", "guidance"], ["seed", "seed"]]) {
+    for (const [name, id] of [["seconds", "length"], ["num_inference_steps", "steps"], ["guidance_scale", "guidance"],
+      ["seed", "seed"]]) {
       if (text(id) !== "") data.set(name, text(id));
     }
     if (this.fallback !== null && $("allow-template").checked) data.set("fallback", this.fallback);
@@ -200,7 +266,7 @@ export class SubmitForm {
       await this.onSubmit(this.fields());
     } catch (error) {
       if (error.status === undefined) throw error;
-      this.showError(`Not accepted: ${error.describe()}`, error.field);
+      this.showError(`Not accepted: ${describe(error)}`, error.field);
     } finally {
       button.disabled = false;
     }

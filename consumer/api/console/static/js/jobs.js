@@ -2,6 +2,7 @@
 
 import {$, h, say, show} from "./dom.js";
 import {phaseText, statusWord, wait} from "./format.js";
+import {explain} from "./labels.js";
 import {isTerminal} from "./streams.js";
 
 export class JobList {
@@ -136,5 +137,5 @@ export function onFiltersChange(reload) {
 }
 
 export function errorText(error) {
-  return error.field ? `${error.message} (field: ${error.field})` : error.message;
+  return explain(error.message, error.field);
 }

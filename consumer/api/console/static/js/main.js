@@ -1,11 +1,13 @@
 // The console's start: sign in (the key or token stays in this tab's sessionStorage), then the form, the job list
-// driven by event streams, the queue panel and the detail dialog.
+// driven by event streams, the queue panel and the detail dialog. A screen reader hears a job's status changes from
+// one status region (#announcer), never every progress tick.
 
 import {Api, ApiError, fetchJson} from "./api.js";
 import {Detail} from "./detail.js";
 import {$, say, show} from "./dom.js";
 import {SubmitForm} from "./form.js";
 import {JobList, listFilters, onFiltersChange} from "./jobs.js";
+import {describe} from "./labels.js";
 import {QueuePanel} from "./queue.js";
 import * as session from "./session.js";
 import {isTerminal, Streams} from "./streams.js";
@@ -62,13 +64,15 @@ class Console {
     say($("signin-error"), "");
     if (!credential) return this.showSignIn("Paste an API key or a token first.");
     const api = new Api(credential, (error) => this.expired(error));
+    let models;
     try {
       await api.queue();
+      ({body: models} = await api.json("/v1/models"));
     } catch (error) {
       if (!(error instanceof ApiError)) throw error;
       session.forget();
       const text = error.status === 401 ? `That key or token was not accepted: ${error.message}.`
-        : `Cannot sign in now: ${error.describe()}`;
+        : `Cannot sign in now: ${describe(error)}`;
       $("signin-key").setAttribute("aria-invalid", "true");
       return this.showSignIn(text);
     }
@@ -76,6 +80,7 @@ class Console {
     $("signin-key").value = "";
     $("signin-key").removeAttribute("aria-invalid");
     this.api = api;
+    this.form.useModel(models.data.find((model) => model.default) ?? models.data[0]);
     this.streams = new Streams(api, (job) => this.changed(job), (id, error) => this.streamFailed(id, error));
     this.queue = new QueuePanel(api, (estimate) => this.jobs.setEstimate(estimate));
     show($("signin"), false);
@@ -115,18 +120,29 @@ class Console {
       show($("more"), this.after !== null);
     } catch (error) {
       if (!(error instanceof ApiError)) throw error;
-      if (error.status !== 401) say($("jobs-error"), `The list cannot be loaded: ${error.describe()}`);
+      if (error.status !== 401) say($("jobs-error"), `The list cannot be loaded: ${describe(error)}`);
     }
   }
 
   changed(job) {
+    const before = this.jobs.job(job.id);
+    if (before !== null && (before.status !== job.status || before.degraded !== job.degraded)) this.announce(job);
     this.jobs.put(job, {atTop: true});
     this.detail.update(job);
     if (isTerminal(job)) this.queue.refresh();
   }
 
   streamFailed(id, error) {
-    if (error.status !== 401) say($("jobs-error"), `Updates for a job stopped: ${error.describe()}`);
+    if (error.status !== 401) say($("jobs-error"), `Updates for a job stopped: ${describe(error)}`);
+  }
+
+  // One sentence per status change ("a red sneaker…: completed"), read out by the status region.
+  announce(job) {
+    const prompt = job.prompt ?? "Your video";
+    const name = prompt.length > 60 ? `${prompt.slice(0, 60)}…` : prompt;
+    const cancelled = job.status === "failed" && job.error?.code === "cancelled";
+    const status = cancelled ? "cancelled" : job.status.replace("_", " ");
+    $("announcer").textContent = `${name}: ${status}${job.degraded ? " (template video)" : ""}`;
   }
 
   async submit(data) {
@@ -136,6 +152,7 @@ class Console {
   }
 
   accepted(job) {
+    this.announce(job);
     this.jobs.put(job, {atTop: true});
     this.jobs.highlight(job.id);
     this.streams.follow(job.id);
@@ -156,7 +173,7 @@ class Console {
       this.accepted(next);
     } catch (error) {
       if (!(error instanceof ApiError)) throw error;
-      this.detail.message(`Not accepted: ${error.describe()}`);
+      this.detail.message(`Not accepted: ${describe(error)}`);
     }
   }
 
@@ -168,7 +185,7 @@ class Console {
       this.queue.refresh();
     } catch (error) {
       if (!(error instanceof ApiError)) throw error;
-      say($("jobs-error"), `The job was not cancelled: ${error.describe()}`);
+      say($("jobs-error"), `The job was not cancelled: ${describe(error)}`);
     }
   }
 
@@ -181,7 +198,7 @@ class Console {
       this.queue.refresh();
     } catch (error) {
       if (!(error instanceof ApiError)) throw error;
-      this.detail.message(`The job was not deleted: ${error.describe()}`);
+      this.detail.message(`The job was not deleted: ${describe(error)}`);
     }
   }
 }
