@@ -3,7 +3,8 @@ and back.
 
 Tables: `jobs` (one row per job), `offsets` (the next offset of every partition read, written in the same transaction
 as the rows it produced), `workers` (when each was last seen, and whether it is the template pool's), `renders` (the
-service times of recent renders).
+service times of recent renders), `image_keys` (the similar-video fallback's index of completed videos by start
+image: `consumer.api.view.similar_index`).
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     degraded_reason TEXT,
     lane TEXT NOT NULL DEFAULT 'interactive',
     model TEXT,
-    deleted_at REAL
+    deleted_at REAL,
+    image_print TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_by_tenant ON jobs (tenant_id, created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status);
@@ -57,6 +59,16 @@ CREATE TABLE IF NOT EXISTS workers (
 );
 CREATE TABLE IF NOT EXISTS renders (id INTEGER PRIMARY KEY AUTOINCREMENT, service_s REAL NOT NULL);
 """
+_SIMILAR_SCHEMA = """
+CREATE TABLE IF NOT EXISTS image_keys (
+    tenant_id TEXT NOT NULL, key TEXT NOT NULL, completed_at REAL NOT NULL, job_id TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, key, completed_at, job_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS image_keys_by_job ON image_keys (job_id);
+CREATE TRIGGER IF NOT EXISTS image_keys_of_removed_job AFTER DELETE ON jobs BEGIN
+    DELETE FROM image_keys WHERE job_id = old.id;
+END;
+"""
 # Columns added since the first release: a view file written before them gains them (as "not degraded"), then
 # the statement beside it, if any, fills them in from what the rows already hold (a job's lane from its request).
 _ADDED_COLUMNS = (
@@ -71,11 +83,12 @@ _ADDED_COLUMNS = (
     ),
     ("jobs", "model", "TEXT", None),
     ("jobs", "deleted_at", "REAL", None),
+    ("jobs", "image_print", "TEXT", None),
 )
 # `lane` is JobState.lane (derived from the request), stored to be counted; reading a row ignores it.
 COLUMNS = (
     "id, tenant_id, status, progress, attempt, created_at, updated_at, version, request, result, cancel_requested_at, "
-    "degraded, degraded_reason, lane, model, deleted_at"
+    "degraded, degraded_reason, lane, model, deleted_at, image_print"
 )
 _COLUMN_COUNT = len(COLUMNS.split(", "))
 UPSERT = (
@@ -92,6 +105,7 @@ def connect(path: str) -> sqlite3.Connection:
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")  # WAL: a crash loses at most the last commits, never corrupts
     db.executescript(_SCHEMA)
+    db.executescript(_SIMILAR_SCHEMA)
     for table, column, kind, backfill in _ADDED_COLUMNS:
         if column not in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}:
             db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
@@ -127,6 +141,7 @@ def row_of(state: JobState) -> tuple[Any, ...]:
         state.lane,
         state.model,
         ts(state.deleted_at) if state.deleted_at is not None else None,
+        state.image_print,
     )
 
 
@@ -148,4 +163,5 @@ def state_of(row: Sequence[Any]) -> JobState:
         degraded_reason=row[12],
         model=row[14],
         deleted_at=dt(row[15]) if row[15] is not None else None,
+        image_print=row[16],
     )
