@@ -98,7 +98,12 @@ class Submissions:
         self.handlers.metrics.submitted.inc()
         degraded = reason is not None or model.family is TEMPLATE
         submitted = Submitted(
-            video_request, self.handlers.clock(), degraded=degraded, degraded_reason=reason, model=model.id
+            video_request,
+            self.handlers.clock(),
+            degraded=degraded,
+            degraded_reason=reason,
+            model=model.id,
+            image_print=image_print.text if image_print is not None else None,
         )
         outcome = await self.handlers.store.apply([submitted])
         self.handlers.listeners.notify(outcome.changed)
