@@ -5,12 +5,18 @@ same near-white. Used by the similar-video benchmark and tests."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import random
+import tempfile
 
 from PIL import Image, ImageDraw, ImageFilter
 
-__all__ = ["jpeg_bytes", "png_bytes", "product_photo"]
+from consumer.api.submission.image_print import image_print
+from consumer.api.submission.uploads import SpooledImage
+from consumer.core.similar import ImagePrint
+
+__all__ = ["jpeg_bytes", "png_bytes", "print_of", "product_photo"]
 
 
 def product_photo(seed: int, size: tuple[int, int] = (512, 512)) -> Image.Image:
@@ -57,3 +63,14 @@ def png_bytes(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def print_of(data: bytes) -> ImagePrint:
+    """The print the job API takes of these uploaded bytes (`consumer.api.submission.image_print`)."""
+    file = tempfile.TemporaryFile()  # noqa: SIM115 - closed with the SpooledImage
+    file.write(data)
+    image = SpooledImage(file=file, size=len(data), sha256=hashlib.sha256(data).hexdigest())
+    try:
+        return image_print(image)
+    finally:
+        image.close()

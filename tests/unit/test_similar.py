@@ -4,18 +4,14 @@ videos (SQLite in a temporary file: only completed, non-degraded, not deleted vi
 
 from __future__ import annotations
 
-import hashlib
-import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from bench.product_photos import jpeg_bytes, png_bytes, product_photo
-from consumer.api.submission.image_print import image_print
+from bench.product_photos import jpeg_bytes, png_bytes, print_of, product_photo
 from consumer.api.submission.similar_answer import similar_result
-from consumer.api.submission.uploads import SpooledImage
 from consumer.api.view.database import ViewDatabase
 from consumer.api.view.job_state import Answered, CancelRequested, Event, JobState, Submitted
 from consumer.core.similar import BANDS, MAX_DISTANCE, Candidate, ImagePrint, best_match, index_keys, same_image
@@ -23,20 +19,6 @@ from schemas.events import VideoControl, VideoRequest, VideoResult
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 GREY = bytes([200] * 12)
-
-
-def _spooled(data: bytes) -> SpooledImage:
-    file = tempfile.TemporaryFile()  # noqa: SIM115 - closed with the SpooledImage
-    file.write(data)
-    return SpooledImage(file=file, size=len(data), sha256=hashlib.sha256(data).hexdigest())
-
-
-def _print_of(data: bytes) -> ImagePrint:
-    image = _spooled(data)
-    try:
-        return image_print(image)
-    finally:
-        image.close()
 
 
 def _bits(*positions: int) -> int:
@@ -48,10 +30,10 @@ HALF = _bits(*range(0, 64, 2))  # 32 bits set: informative
 
 def test_a_reencoded_and_a_resized_copy_match_another_product_does_not() -> None:
     photo = product_photo(7)
-    original = _print_of(png_bytes(photo))
-    reencoded = _print_of(jpeg_bytes(photo, quality=60))
-    resized = _print_of(jpeg_bytes(photo.resize((300, 300), Image.Resampling.LANCZOS)))
-    other = _print_of(png_bytes(product_photo(8)))
+    original = print_of(png_bytes(photo))
+    reencoded = print_of(jpeg_bytes(photo, quality=60))
+    resized = print_of(jpeg_bytes(photo.resize((300, 300), Image.Resampling.LANCZOS)))
+    other = print_of(png_bytes(product_photo(8)))
     assert original.sha256 != reencoded.sha256 != resized.sha256
     assert same_image(original, reencoded) and same_image(original, resized)
     assert not same_image(original, other)
