@@ -20,6 +20,7 @@ ratio is the request's (a 9:16 video never answers a 16:9 request).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -51,7 +52,7 @@ most 3; distinct photos within `MAX_DISTANCE` bits of each other at least 12."""
 COLOR_BYTES = 12  # four quarters, RGB
 BANDS = MAX_DISTANCE + 1
 _MIN_BITS, _MAX_BITS = 12, HASH_BITS - 12  # an informative hash has at least this many bits set, and at most
-_SHA256_HEX = 64
+_PRINT_TEXT = re.compile(rf"[0-9a-fA-F]{{64}}\.[0-9a-fA-F]{{{HASH_BITS // 4}}}\.[0-9a-fA-F]{{{COLOR_BYTES * 2}}}")
 
 
 @dataclass(frozen=True)
@@ -68,19 +69,14 @@ class ImagePrint:
     @classmethod
     def of_text(cls, text: str) -> ImagePrint | None:
         """The print a header names; None when it is not one (anything else is ignored)."""
-        parts = text.split(".")
-        lengths = (_SHA256_HEX, HASH_BITS // 4, COLOR_BYTES * 2)
-        if [len(part) for part in parts] != list(lengths) or not all(_hex(part) for part in parts):
+        if _PRINT_TEXT.fullmatch(text) is None:
             return None
-        return cls(parts[0].lower(), int(parts[1], 16), bytes.fromhex(parts[2]))
+        sha256, phash, colors = text.split(".")
+        return cls(sha256.lower(), int(phash, 16), bytes.fromhex(colors))
 
     @property
     def informative(self) -> bool:
         return _MIN_BITS <= self.phash.bit_count() <= _MAX_BITS
-
-
-def _hex(text: str) -> bool:
-    return all(char in "0123456789abcdefABCDEF" for char in text)
 
 
 def _bands(phash: int) -> list[tuple[int, int]]:

@@ -62,6 +62,7 @@ CREATE TABLE IF NOT EXISTS renders (id INTEGER PRIMARY KEY AUTOINCREMENT, servic
 _SIMILAR_SCHEMA = """
 CREATE TABLE IF NOT EXISTS image_keys (
     tenant_id TEXT NOT NULL, key TEXT NOT NULL, completed_at REAL NOT NULL, job_id TEXT NOT NULL,
+    image_print TEXT NOT NULL, width INTEGER NOT NULL, height INTEGER NOT NULL,
     PRIMARY KEY (tenant_id, key, completed_at, job_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS image_keys_by_job ON image_keys (job_id);

@@ -1,12 +1,14 @@
 """The similar-video fallback's index in the view: each tenant's completed, non-degraded, not deleted videos by the
 print of their start image (`consumer.core.similar`), so that a lookup reads a few rows of the caller's own tenant.
 
-Table `image_keys (tenant_id, key, completed_at, job_id)`, its primary key in that order: a job is stored under its
-print's SHA-256 key and, when its perceptual hash is informative, one key per band. A lookup reads, for each key of
-the new print, the most recent rows of the caller's tenant under it (one index range each, at most MAX_CANDIDATES),
-loads those jobs and lets the pure rules choose. Another tenant's rows are never read, so whether they exist changes
-neither the answer nor how long it takes (beyond the depth of one B-tree). A job leaves the index when it is deleted,
-and with its row (retention, the per-tenant cap: a trigger of the schema).
+Table `image_keys (tenant_id, key, completed_at, job_id, image_print, width, height)`, its primary key the first
+four in that order: a job is stored under its print's SHA-256 key and, when its perceptual hash is informative, one
+key per band, each row with what the rules judge (the print, the video's size). A lookup reads, for each key of the
+new print, the most recent rows of the caller's tenant under it (one index range each, at most MAX_CANDIDATES), lets
+the pure rules choose among them and loads the one job chosen. Another tenant's rows are never read, so whether they
+exist changes neither the answer nor how long it takes (beyond the depth of one B-tree); nothing else (no object
+store) is asked when nothing matches. A job leaves the index when it is deleted, and with its row (retention, the
+per-tenant cap: a trigger of the schema).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from consumer.api.view.job_state import JobState
-from consumer.api.view.schema import COLUMNS, state_of, ts
+from consumer.api.view.schema import COLUMNS, dt, state_of, ts
 from consumer.core.similar import Candidate, ImagePrint, best_match, index_keys
 
 __all__ = ["MAX_CANDIDATES", "reindex", "similar_video"]
@@ -26,7 +28,8 @@ MAX_CANDIDATES = 50
 times still costs a bounded lookup, answered from its most recent videos of it."""
 _JOB = f"SELECT {COLUMNS} FROM jobs WHERE id = ? AND tenant_id = ?"  # noqa: S608 - constant columns
 _KEY_ROWS = (
-    "SELECT job_id FROM image_keys WHERE tenant_id = ? AND key = ? ORDER BY completed_at DESC, job_id DESC LIMIT ?"
+    "SELECT job_id, image_print, width, height, completed_at FROM image_keys WHERE tenant_id = ? AND key = ? "
+    "ORDER BY completed_at DESC, job_id DESC LIMIT ?"
 )
 
 
@@ -53,8 +56,20 @@ def reindex(db: sqlite3.Connection, states: Iterable[JobState]) -> None:
             continue
         image, candidate = indexed
         db.executemany(
-            "INSERT OR IGNORE INTO image_keys (tenant_id, key, completed_at, job_id) VALUES (?, ?, ?, ?)",
-            [(state.tenant_id, key, ts(candidate.completed_at), state.id) for key in index_keys(image)],
+            "INSERT OR IGNORE INTO image_keys (tenant_id, key, completed_at, job_id, image_print, width, height) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    state.tenant_id,
+                    key,
+                    ts(candidate.completed_at),
+                    state.id,
+                    image.text,
+                    candidate.width,
+                    candidate.height,
+                )
+                for key in index_keys(image)
+            ],
         )
 
 
@@ -63,18 +78,19 @@ def similar_video(
 ) -> JobState | None:
     """The tenant's video to answer a request of `width` x `height` with start image `image`, or None: the best match
     (`consumer.core.similar.best_match`) among the videos sharing a key with it (the most recent MAX_CANDIDATES of
-    each key)."""
-    ids: set[str] = set()
+    each key), judged from the index's rows; only the chosen job's row is read."""
+    candidates: dict[str, Candidate] = {}
     for key in index_keys(image):
-        ids.update(job_id for (job_id,) in db.execute(_KEY_ROWS, (tenant_id, key, MAX_CANDIDATES)))
-    found: dict[str, JobState] = {}
-    candidates: list[Candidate] = []
-    for job_id in sorted(ids):
-        row = db.execute(_JOB, (job_id, tenant_id)).fetchone()
-        state = state_of(row) if row is not None else None
-        indexed = _indexed(state) if state is not None else None
-        if state is not None and indexed is not None:
-            found[job_id] = state
-            candidates.append(indexed[1])
-    best = best_match(image, width, height, candidates)
-    return found[best.job_id] if best is not None else None
+        for job_id, text, video_width, video_height, completed_at in db.execute(
+            _KEY_ROWS, (tenant_id, key, MAX_CANDIDATES)
+        ):
+            if job_id in candidates:
+                continue  # under another key of this print too
+            stored = ImagePrint.of_text(text)
+            if stored is not None:
+                candidates[job_id] = Candidate(job_id, stored, video_width, video_height, dt(completed_at))
+    best = best_match(image, width, height, candidates.values())
+    if best is None:
+        return None
+    row = db.execute(_JOB, (best.job_id, tenant_id)).fetchone()
+    return state_of(row) if row is not None else None

@@ -94,6 +94,7 @@ export class JobList {
     parts.status.textContent = job.status;
     parts.status.className = `status ${job.status}`;
     show(parts.degraded, job.degraded === true);
+    parts.degraded.textContent = job.similar_to ? "an earlier video of this product" : "template video";
     parts.progress.value = job.progress;
     parts.progress.textContent = `${job.progress}%`;
     parts.progress.setAttribute("aria-label", `Progress ${job.progress}%`);
