@@ -18,7 +18,6 @@ a random informative perceptual hash and colours), except that tenant `shop-0` h
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import statistics
 import tempfile
@@ -27,11 +26,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from bench.infra import machine_info
+from bench.infra import machine_info, print_report
+from bench.watch_lookup import completed_result
 from consumer.api.view.database import ViewDatabase
 from consumer.api.view.job_state import Answered, Event, Submitted
 from consumer.core.similar import ImagePrint
-from schemas.events import Timings, VideoInfo, VideoRequest, VideoResult
+from schemas.events import VideoRequest
 
 __all__ = ["main", "measure"]
 
@@ -54,31 +54,8 @@ def _copy(image: ImagePrint, rng: random.Random) -> ImagePrint:
 
 def _job(job_id: str, tenant: str, image: ImagePrint, at: datetime) -> list[Event]:
     request = VideoRequest(request_id=job_id, tenant_id=tenant, prompt="a product turning", width=512, height=512)
-    key = f"s3://vidgen-videos/{tenant}/{job_id}"
-    video = VideoInfo(
-        uri=key + ".mp4",
-        url="https://s3.example.com/v.mp4",
-        url_expires_at=at + timedelta(hours=1),
-        poster_uri=key + ".jpg",
-        poster_url="https://s3.example.com/p.jpg",
-        bytes=1_000_000,
-        sha256="0" * 64,
-        width=512,
-        height=512,
-        num_frames=25,
-        fps=8,
-        duration_s=3.125,
-    )
-    result = VideoResult(
-        request_id=job_id,
-        tenant_id=tenant,
-        status="completed",
-        video=video,
-        timings=Timings(received_at=at, completed_at=at),
-        worker_id="bench-worker",
-        model="tiny",
-    )
-    return [Submitted(request, at, image_print=image.text), Answered(result, at)]
+    result = completed_result(job_id, tenant)
+    return [Submitted(request, at, image_print=image.text), Answered(result, result.timings.completed_at)]
 
 
 def _fill(view: ViewDatabase, jobs: int, photo: ImagePrint, copies: int, rng: random.Random) -> float:
@@ -147,10 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine_info(),
         **measure(args.jobs, args.copies, args.repeat),
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.output is not None:
-        args.output.write_text(text + "\n", encoding="utf-8")
+    print_report(report, args.output)
     return 0
 
 

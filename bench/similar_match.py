@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import statistics
 import time
 from pathlib import Path
 
 from PIL import Image
 
-from bench.infra import machine_info
+from bench.infra import machine_info, print_report
 from bench.product_photos import jpeg_bytes, png_bytes, print_of, product_photo
 from consumer.core.similar import MAX_DISTANCE, ImagePrint, index_keys, same_image
 
@@ -81,10 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, help="also write the JSON report here")
     args = parser.parse_args(argv)
     report = {"benchmark": "similar_match", "machine": machine_info(), **measure(args.photos, args.size)}
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.output is not None:
-        args.output.write_text(text + "\n", encoding="utf-8")
+    print_report(report, args.output)
     return 0
 
 

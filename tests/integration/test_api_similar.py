@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import time
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,6 @@ from numpy.typing import NDArray
 from bench.product_photos import jpeg_bytes, png_bytes, product_photo
 from consumer.core.degrade import DEGRADED_REASON_HEADER
 from consumer.core.similar import PRINT_HEADER, ImagePrint
-from consumer.dev.embedded import isolated_settings
 from consumer.render.renderer import Renderer
 from consumer.settings import Settings
 from schemas.events import VideoResult
@@ -34,20 +32,6 @@ pytest_plugins = ["tests.integration.api_fixtures"]
 
 FAST = {"num_inference_steps": "2", "num_frames": "5", "width": "256", "height": "256"}
 PHOTO = product_photo(3, (256, 256))
-
-
-@pytest.fixture
-def settings(broker: str, s3_endpoint: str) -> Settings:
-    return isolated_settings(
-        broker,
-        s3_endpoint,
-        "sim" + uuid.uuid4().hex[:8],
-        topic_partitions=2,
-        http_host="127.0.0.1",
-        http_port=0,
-        session_timeout_ms=6_000,
-        heartbeat_interval_ms=500,
-    )
 
 
 class Api(TenantSessions):
@@ -92,6 +76,16 @@ async def api(settings: Settings, tmp_path: Path, identity: IdentityProvider) ->
         client = Api(server.url, keys)
         yield client
         await client.close()
+
+
+async def _records(settings: Settings, *topics: str) -> list[list[Any]]:
+    """Every record on each of these topics, from the beginning."""
+    client = KafkaClient(settings)
+    await client.start()
+    try:
+        return [(await client.read_to_end(topic))[0] for topic in topics]
+    finally:
+        await client.stop()
 
 
 def _frames(mp4: bytes) -> list[NDArray[np.uint8]]:
@@ -151,13 +145,7 @@ async def test_the_same_photo_gets_the_earlier_video_while_the_pool_is_down(
 
     # On the topics: the first request carries its photo's print (every replica's view indexes it), and the
     # similar answer is a result record with `similar_to` and the degraded reason in its header.
-    client = KafkaClient(settings)
-    await client.start()
-    try:
-        requests, _ = await client.read_to_end(settings.requests_topic)
-        results, _ = await client.read_to_end(settings.results_topic)
-    finally:
-        await client.stop()
+    requests, results = await _records(settings, settings.requests_topic, settings.results_topic)
     (request,) = [record for record in requests if record.key == first["id"].encode()]
     assert ImagePrint.of_text(dict(request.headers)[PRINT_HEADER].decode()) is not None
     (answer,) = [record for record in results if record.key == again["id"].encode()]
