@@ -80,12 +80,12 @@ class Submissions:
                 return await self._replay(existing, video_request, model)
         reason, chosen = self._route(tenant, fallback, lane_for(video_request.priority), model)
         image_print = await asyncio.to_thread(_print_of, image) if checked is not None and image is not None else None
+        if checked is not None:
+            await self._upload(checked)  # also for a similar answer: the job's request names an image that exists
         if reason is not None and chosen == "similar" and image_print is not None:
             earlier = await self.handlers.store.similar(tenant, image_print, video_request.width, video_request.height)
             if earlier is not None:
                 return await self._answer_similar(video_request, model, earlier, reason)
-        if checked is not None:
-            await self._upload(checked)
         headers = [(MODEL_HEADER, model.id.encode())]
         if image_print is not None:
             headers.append((PRINT_HEADER, image_print.text.encode()))
@@ -113,7 +113,7 @@ class Submissions:
         self, video_request: VideoRequest, model: VideoModel, earlier: JobState, reason: DegradedReason
     ) -> web.Response:
         """Complete the job at once with the tenant's earlier video of the same start image: its result published
-        (the degraded reason in its header, for every replica's view), nothing uploaded or rendered."""
+        (the degraded reason in its header, for every replica's view), nothing rendered."""
         now = self.handlers.clock()
         result = similar_result(earlier, video_request, now=now)
         headers = [(DEGRADED_REASON_HEADER, reason.encode())]
