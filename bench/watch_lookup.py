@@ -28,10 +28,11 @@ from consumer.settings import Settings
 from producer_examples.waiting import ResultWatcher
 from schemas.events import Timings, VideoInfo, VideoResult
 
-__all__ = ["main", "measure"]
+__all__ = ["completed_result", "main", "measure"]
 
 
-def _result(request_id: str) -> bytes:
+def completed_result(request_id: str, tenant_id: str = "shop-1") -> VideoResult:
+    """A completed result the size a worker publishes (presigned URLs included), completed now."""
     now = datetime.now(UTC)
     key = f"videos/{request_id}/{'c' * 64}"
     signed = "?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=" + "x" * 60 + "&X-Amz-Signature=" + "f" * 64
@@ -51,14 +52,14 @@ def _result(request_id: str) -> bytes:
     )
     result = VideoResult(
         request_id=request_id,
-        tenant_id="shop-1",
+        tenant_id=tenant_id,
         status="completed",
         video=video,
         timings=Timings(received_at=now, completed_at=now),
         worker_id="bench-worker",
         model="tiny",
     )
-    return result.model_dump_json().encode()
+    return result
 
 
 async def measure(settings: Settings, count: int) -> dict[str, object]:
@@ -68,7 +69,7 @@ async def measure(settings: Settings, count: int) -> dict[str, object]:
     size = 0
     try:
         for n in range(count):
-            value = _result(f"req-{n}")
+            value = completed_result(f"req-{n}").model_dump_json().encode()
             size += len(value)
             await producer.send(settings.results_topic, key=f"req-{n}".encode(), value=value, partition=0)
         await producer.flush()

@@ -50,9 +50,12 @@ class HookSettings(BaseSettings):
         "template",
         description="A product's request when the GPU pool is busy or down: `template` sends it to the template pool "
         "(VIDGEN_TEMPLATE_TOPIC; a simple product video on the page within seconds beats a blank one), `none` "
-        "answers 503 when busy (the platform retries) and queues it when down.",
+        "answers 503 when busy (the platform retries) and queues it when down. `similar` acts as `template` here: "
+        "the hook keeps no index of earlier videos (the job API does).",
     )
-    shop_fallback: dict[str, Fallback] = Field({}, description="JSON map shop_id -> `template` or `none`.")
+    shop_fallback: dict[str, Fallback] = Field(
+        {}, description="JSON map shop_id -> `similar` (as `template`), `template` or `none`."
+    )
     max_queued: int = Field(
         100,
         ge=1,

@@ -212,6 +212,12 @@ class VideoResult(BaseModel):
         "model, as the job API and the product hook route requests when the GPU pool is busy or down. Set from the "
         "worker's renderer, never from the request.",
     )
+    similar_to: str | None = Field(
+        None,
+        description="Set only on a result the job API published itself (the similar-video fallback, `worker_id` "
+        "`api`): the request_id of the same tenant's earlier job whose video (same start image) answers this "
+        "request; `video` names that job's objects, `degraded` is true. Null on every result a worker published.",
+    )
     memory_mode: str | None = Field(
         None,
         description="How the render held the model: resident, vae_tiling, model_offload or sequential_offload "

@@ -54,14 +54,17 @@ is active), the worker's phases while it works (`schemas.events.ProgressPhase`),
 tenant cancelled it; its `status` is `failed`)."""
 """OpenAI's video statuses. A job the worker rejected, a cancelled one and an expired one are `failed`, and
 `error.code` says which."""
-Fallback = Literal["template", "none"]
-"""What a request may get instead of a refusal when the GPU pool is busy or down: the template video, or nothing."""
+Fallback = Literal["similar", "template", "none"]
+"""What a request may get instead of a refusal when the GPU pool is busy or down: an earlier video of the same
+product photo if the tenant has one, else the template video (`similar`); the template video; or nothing."""
 DegradedReason = Literal["busy", "pool_down"]
 """Why a request went to the template pool: the GPU pool's queue was full (`busy`), or no GPU worker had shown
 activity for `VIDGEN_API_POOL_DOWN_S` while jobs were queued (`pool_down`)."""
 _FALLBACK_DESCRIPTION = (
     "When the GPU pool is busy (the answer would be 503) or down, `template` accepts a simpler video from the "
-    "template renderer instead (the job says `degraded: true` and why); `none` refuses (busy) or waits (down). "
+    "template renderer instead (the job says `degraded: true` and why); `similar` accepts the tenant's most recent "
+    "completed video of the same start image at once (the job says `similar_to`), else the template video; "
+    "`none` refuses (busy) or waits (down). "
     "Absent: the tenant's or the service's default. Not part of the request the workers see."
 )
 _OPENAI_FIELDS: dict[str, Any] = {
@@ -191,6 +194,11 @@ class VideoJob(BaseModel):
     )
     degraded_reason: DegradedReason | None = Field(
         None, description="Why it was routed to the template pool: `busy` or `pool_down`."
+    )
+    similar_to: str | None = Field(
+        None,
+        description="The id of the caller's earlier job whose video answers this one (the `similar` fallback: same "
+        "start image, GPU pool busy or down); the job completed at once with that video and poster, `degraded`.",
     )
     cache_hit: bool = False
     metadata: dict[str, str] = Field(default_factory=dict)

@@ -40,6 +40,11 @@ class ApiMetrics:
             ["reason"],
             registry=r,
         )
+        self.similar = Counter(
+            "vidgen_api_similar",
+            "Degraded jobs answered at once with an earlier video of the same start image.",
+            registry=r,
+        )
         self.rate_limited = Counter("vidgen_api_rate_limited", "Calls refused with 429.", registry=r)
         self.auth_failures = Counter(
             "vidgen_api_auth_failures", "Calls refused with 401, by reason.", ["reason"], registry=r

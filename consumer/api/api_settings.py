@@ -151,11 +151,12 @@ class ApiSettings(KeysFileSettings):
         "none",
         description="A new job's fallback when neither its body (`fallback`) nor its tenant "
         "(VIDGEN_API_TENANT_FALLBACK) names one: `template` sends it to the template pool "
-        "(VIDGEN_TEMPLATE_TOPIC, `degraded`) when the GPU pool is busy or down; `none` refuses it with 503 when "
-        "busy and queues it when down.",
+        "(VIDGEN_TEMPLATE_TOPIC, `degraded`) when the GPU pool is busy or down; `similar` answers it at once with "
+        "the tenant's most recent completed video of the same uploaded start image, else as `template`; `none` "
+        "refuses it with 503 when busy and queues it when down.",
     )
     tenant_fallback: dict[str, Fallback] = Field(
-        {}, description="JSON map tenant -> `template` or `none`: that tenant's default fallback."
+        {}, description="JSON map tenant -> `similar`, `template` or `none`: that tenant's default fallback."
     )
     pool_down_s: float = Field(
         120.0,

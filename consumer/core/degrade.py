@@ -10,8 +10,10 @@ when its fallback allows it and either
   jobs; the product hook, which sees the pool only through committed offsets, judges it over every request. Or
 - `pool_down`: no GPU worker has shown activity for a while although requests are waiting for one (`pool_down`).
 
-Without the fallback a busy request is refused (`503`, try later) and a request for a pool that is down is queued
-all the same (it is answered once a worker returns).
+The fallback `similar` goes further first: a request with an uploaded start image that the tenant already has a
+completed, non-degraded video of is answered with that video at once (`consumer.core.similar`; the job API only);
+else it goes to the template pool like `template`. Without a fallback a busy request is refused (`503`, try later)
+and a request for a pool that is down is queued all the same (it is answered once a worker returns).
 """
 
 from __future__ import annotations
@@ -61,9 +63,10 @@ def pool_down(*, last_active: datetime | None, waiting_since: datetime | None, n
 
 
 def degrade(*, busy: bool, down: bool, fallback: Fallback, template_full: bool = False) -> DegradedReason | None:
-    """Why a new request goes to the template pool, or None: it goes to the GPU pool (or, when `busy`, is refused).
-    A template pool whose own queue is full for the request (`template_full`) takes nothing more."""
-    if fallback != "template" or template_full:
+    """Why a new request degrades (to an earlier video or the template pool), or None: it goes to the GPU pool (or,
+    when `busy`, is refused). A template pool whose own queue is full for the request (`template_full`) takes
+    nothing more."""
+    if fallback == "none" or template_full:
         return None
     if down:
         return "pool_down"  # the reason that matters when the pool is both down and busy

@@ -2,7 +2,8 @@
 each in a PRODUCER span whose context travels in the record's `traceparent` header, so the worker continues the
 caller's trace. Requests and commands also carry CloudEvents headers (`io.vidgen.video.requested`,
 `io.vidgen.video.cancel_requested`, `io.vidgen.video.delete_requested`) when the publisher is given a source; the
-worker never requires them."""
+worker never requires them. A result the API answers itself (an earlier video: the similar-video fallback) carries
+a result's headers, as a worker's does."""
 
 from __future__ import annotations
 
@@ -15,9 +16,9 @@ from opentelemetry.trace import SpanKind, Tracer
 from pydantic import BaseModel
 
 from consumer.core.clock import WallClock, utc_now
-from consumer.core.cloud_events import command_event
+from consumer.core.cloud_events import command_event, result_event
 from consumer.telemetry.tracing import inject_headers, messaging_attributes
-from schemas.events import VideoControl, VideoRequest
+from schemas.events import VideoControl, VideoRequest, VideoResult
 
 __all__ = ["RecordPublisher"]
 
@@ -47,6 +48,14 @@ class RecordPublisher:
         await self._send(topic, key, encoded, [*headers, *self._envelope(value)])
 
     def _envelope(self, value: BaseModel) -> list[tuple[str, bytes]]:
+        if self._source is not None and isinstance(value, VideoResult):  # the API's own answer: a similar video
+            return result_event(
+                status=value.status,
+                tenant_id=value.tenant_id,
+                request_id=value.request_id,
+                source=self._source,
+                time=self._clock(),
+            )
         if self._source is None or not isinstance(value, VideoRequest | VideoControl):
             return []
         return command_event(

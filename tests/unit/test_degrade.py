@@ -28,6 +28,9 @@ def at(seconds: float) -> datetime:
         (False, True, "none", None),  # the pool is down, no fallback: queued until a worker returns
         (True, True, "template", "pool_down"),  # both: the pool being down is the reason that matters
         (True, True, "none", None),
+        (True, False, "similar", "busy"),  # an earlier video if one matches, else the template
+        (False, True, "similar", "pool_down"),
+        (False, False, "similar", None),
     ],
 )
 def test_degrade(busy: bool, down: bool, fallback: Fallback, expected: str | None) -> None:

@@ -68,6 +68,7 @@ class JobAnswers:
             video=video,
             degraded=state.degraded,
             degraded_reason=state.degraded_reason,
+            similar_to=result.similar_to if result is not None else None,
             cache_hit=result.cache_hit if result is not None else False,
             metadata=result.metadata if result is not None else (request or {}).get("metadata", {}),
             timings=result.timings if result is not None else None,

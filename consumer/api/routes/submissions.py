@@ -2,7 +2,9 @@
 to its model's pool (or degraded to the template pool, or refused when the pool is full), its start image uploaded,
 the request published and the job answered. The model (`model`, else the deployment's default) turns `size` and
 `seconds` into the contract's fields and checks them against what it can render; its id travels in the record's
-`vidgen-model` header, so every replica's view knows it."""
+`vidgen-model` header, so every replica's view knows it. With the fallback `similar`, a degraded job whose uploaded
+start image the tenant already has a completed video of is answered at once with that video (`consumer.core.similar`);
+every uploaded image's print travels in the `vidgen-image-print` header, so every replica's view indexes it."""
 
 from __future__ import annotations
 
@@ -16,12 +18,15 @@ from opentelemetry import trace
 
 from consumer.api.routes.videos import CALLER, Handlers
 from consumer.api.submission.body import BodyLimits, build_request, received_submission, take_fallback
+from consumer.api.submission.image_print import image_print as print_image
 from consumer.api.submission.job_ids import IDEMPOTENCY_KEY_PATTERN, idempotent_id, random_id
 from consumer.api.submission.shedding import shed, template_full
+from consumer.api.submission.similar_answer import similar_result
 from consumer.api.submission.uploads import CheckedImage, SpooledImage, check_upload
-from consumer.api.view.job_state import JobState, Submitted, request_parameters
+from consumer.api.view.job_state import Answered, JobState, Submitted, request_parameters
 from consumer.core.degrade import DEGRADED_REASON_HEADER, choose_fallback, degrade
 from consumer.core.priority_lanes import Lane, lane_for
+from consumer.core.similar import PRINT_HEADER, ImagePrint
 from consumer.core.video_models import MODEL_HEADER, TEMPLATE, VideoModel, contract_fields
 from consumer.errors import ApiFailure, ImageError, ImageTooLarge, InvalidRequest, StorageError
 from schemas.events import VideoRequest
@@ -73,10 +78,17 @@ class Submissions:
             existing = await self.handlers.store.find(tenant, job_id)
             if existing is not None:
                 return await self._replay(existing, video_request, model)
-        reason = self._route(tenant, fallback, lane_for(video_request.priority), model)
+        reason, chosen = self._route(tenant, fallback, lane_for(video_request.priority), model)
+        image_print = await asyncio.to_thread(_print_of, image) if checked is not None and image is not None else None
         if checked is not None:
-            await self._upload(checked)
+            await self._upload(checked)  # also for a similar answer: the job's request names an image that exists
+        if reason is not None and chosen == "similar" and image_print is not None:
+            earlier = await self.handlers.store.similar(tenant, image_print, video_request.width, video_request.height)
+            if earlier is not None:
+                return await self._answer_similar(video_request, model, earlier, reason)
         headers = [(MODEL_HEADER, model.id.encode())]
+        if image_print is not None:
+            headers.append((PRINT_HEADER, image_print.text.encode()))
         if reason is None:
             await self.handlers.publish(model.topic_for(video_request.priority), job_id, video_request, headers=headers)
         else:
@@ -86,11 +98,35 @@ class Submissions:
         self.handlers.metrics.submitted.inc()
         degraded = reason is not None or model.family is TEMPLATE
         submitted = Submitted(
-            video_request, self.handlers.clock(), degraded=degraded, degraded_reason=reason, model=model.id
+            video_request,
+            self.handlers.clock(),
+            degraded=degraded,
+            degraded_reason=reason,
+            model=model.id,
+            image_print=image_print.text if image_print is not None else None,
         )
         outcome = await self.handlers.store.apply([submitted])
         self.handlers.listeners.notify(outcome.changed)
         return await self.handlers.job_response(await self.handlers.require(tenant, job_id), status=202)
+
+    async def _answer_similar(
+        self, video_request: VideoRequest, model: VideoModel, earlier: JobState, reason: DegradedReason
+    ) -> web.Response:
+        """Complete the job at once with the tenant's earlier video of the same start image: its result published
+        (the degraded reason in its header, for every replica's view), nothing rendered."""
+        now = self.handlers.clock()
+        result = similar_result(earlier, video_request, now=now)
+        headers = [(DEGRADED_REASON_HEADER, reason.encode())]
+        await self.handlers.publish(self.handlers.settings.results_topic, result.request_id, result, headers=headers)
+        self.handlers.metrics.degraded.labels(reason=reason).inc()
+        self.handlers.metrics.similar.inc()
+        trace.get_current_span().set_attribute("vidgen.similar_to", earlier.id)
+        submitted = Submitted(video_request, now, degraded=True, degraded_reason=reason, model=model.id)
+        outcome = await self.handlers.store.apply([submitted, Answered(result, now, degraded_reason=reason)])
+        self.handlers.listeners.notify(outcome.changed)
+        return await self.handlers.job_response(
+            await self.handlers.require(video_request.tenant_id, video_request.request_id), status=202
+        )
 
     def _job_id(self, tenant: str, idempotency_key: str | None) -> str:
         if idempotency_key is None:
@@ -133,8 +169,11 @@ class Submissions:
         except (ImageError, ImageTooLarge) as exc:
             raise ApiFailure(_IMAGE_STATUS.get(exc.code, 422), exc.code, exc.message, field=exc.field) from exc
 
-    def _route(self, tenant: str, requested: Fallback | None, lane: Lane, model: VideoModel) -> DegradedReason | None:
-        """None: the model's pool takes the job. A reason: the template pool does, degraded for that reason. 503 when
+    def _route(
+        self, tenant: str, requested: Fallback | None, lane: Lane, model: VideoModel
+    ) -> tuple[DegradedReason | None, Fallback]:
+        """The reason and the fallback chosen. None: the model's pool takes the job. A reason: the job degrades for
+        that reason (to an earlier video, with the fallback `similar`, or the template pool). 503 when
         the GPU pool is busy for this tenant's job of this lane (it would be shed: over the tenant's own limits, or
         the pool is full and the tenant at or over its share) and the job may not degrade, or the template pool is
         full for the tenant too. A job that asks for the template model itself gets 503 only when that pool is full
@@ -147,12 +186,13 @@ class Submissions:
                 raise ApiFailure(
                     503, "queue_full", "the template pool's queue is full; try again", headers={"Retry-After": "5"}
                 )
-            return None
+            return None, "none"
         verdict = shed(stats, tenant=tenant, lane=lane, limits=handlers.limits())
+        fallback = choose_fallback(requested, api.tenant_fallback.get(tenant), api.fallback)
         reason = degrade(
             busy=verdict is not None,
             down=handlers.pool_is_down(stats),
-            fallback=choose_fallback(requested, api.tenant_fallback.get(tenant), api.fallback),
+            fallback=fallback,
             template_full=template_full(stats, tenant=tenant, max_queued=api.max_queued),
         )
         if reason is not None:
@@ -160,7 +200,7 @@ class Submissions:
         elif verdict is not None:
             handlers.metrics.shed.labels(reason=verdict.reason).inc()
             raise ApiFailure(503, verdict.reason, verdict.message, headers={"Retry-After": str(verdict.retry_after_s)})
-        return reason
+        return reason, fallback
 
     async def _upload(self, checked: CheckedImage) -> None:
         file = checked.image.file
@@ -173,3 +213,12 @@ class Submissions:
                 503, "storage_unavailable", "object storage is unavailable; try again", headers={"Retry-After": "5"}
             ) from exc
         self.handlers.metrics.uploads.inc()
+
+
+def _print_of(image: SpooledImage) -> ImagePrint | None:
+    """The print of a checked upload; None when it cannot be decoded after all (the worker will say why)."""
+    try:
+        return print_image(image)
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:  # what Pillow raises on a broken image
+        log.info("no print of the start image: %s", type(exc).__name__)
+        return None

@@ -181,11 +181,10 @@ def take_fallback(fields: dict[str, Any]) -> Fallback | None:
     value = fields.pop("fallback", None)
     if value is None:
         return None
-    if value == "template":
-        return "template"
-    if value == "none":
-        return "none"
-    raise ApiFailure(422, "invalid_field", "fallback must be template or none", field="fallback")
+    if value in ("similar", "template", "none"):
+        fallback: Fallback = value
+        return fallback
+    raise ApiFailure(422, "invalid_field", "fallback must be similar, template or none", field="fallback")
 
 
 def build_request(

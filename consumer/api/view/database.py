@@ -19,6 +19,8 @@ from consumer.api.view.pages import PageQuery
 from consumer.api.view.queue_counts import ActiveCounts, JobSlot, QueueState, active_key
 from consumer.api.view.retention import TenantCap
 from consumer.api.view.schema import COLUMNS, METADATA_ROWS, UPSERT, connect, dt, row_of, state_of, ts
+from consumer.api.view.similar_index import reindex, similar_video
+from consumer.core.similar import ImagePrint
 
 __all__ = ["RECENT_RENDERS", "BatchOutcome", "Partition", "ViewDatabase"]
 
@@ -123,7 +125,7 @@ class ViewDatabase:
                 outcome.changed.append(after)
                 if isinstance(event, Answered) and (seconds := service_seconds(event.result)) is not None:
                     services.append(seconds)
-            if isinstance(event, Answered) and event.result.degraded:
+            if isinstance(event, Answered) and event.result.degraded and event.result.similar_to is None:
                 template.add(event.result.worker_id)
             elif isinstance(event, Progressed) and getattr(states[job_id], "degraded", False):
                 template.add(event.progress.worker_id)
@@ -134,6 +136,7 @@ class ViewDatabase:
         try:
             self._db.executemany(UPSERT, [row_of(state) for state in latest.values()])
             self._db.executemany(METADATA_ROWS, _metadata_rows(latest.values()))
+            reindex(self._db, latest.values())
             added = [state.tenant_id for job_id, state in latest.items() if before[job_id] is None]
             for tenant in added:
                 self._cap.added(tenant)
@@ -207,6 +210,10 @@ class ViewDatabase:
             (state.tenant_id, state.id, video_uri),
         ).fetchall()
         return [state_of(row) for row in rows]
+
+    def similar(self, tenant_id: str, image: ImagePrint, width: int, height: int) -> JobState | None:
+        """The tenant's earlier video of the same start image for a `width` x `height` request (`similar_index`)."""
+        return similar_video(self._db, tenant_id, image, width, height)
 
     def queue_state(self) -> QueueState:
         workers = self._db.execute("SELECT worker_id, last_seen FROM workers WHERE template = 0").fetchall()

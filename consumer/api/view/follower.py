@@ -1,7 +1,9 @@
 """The view: every partition of the six topics, read without a consumer group (so every replica sees every job),
 decoded into job events and applied to the store with the offsets they came from. Requests come from both lanes
 (`video.requests`, `video.requests.bulk`) and the template pool's topic, whose jobs are degraded; the API and the
-hook name why in the `vidgen-degraded-reason` header.
+hook name why in the `vidgen-degraded-reason` header (on a result the API published itself, a similar video, too). A
+request the API published with an uploaded start image carries the image's print (`vidgen-image-print`), which
+indexes its video once completed (`similar_index`).
 
 A request's model is the one its `vidgen-model` header names (the API sets it), else the one whose topic it came
 from; a request the hook degraded to the template pool asked for the default model.
@@ -29,6 +31,7 @@ from consumer.api.view.job_state import Answered, CancelRequested, Event, JobSta
 from consumer.api.view.job_store import JobStore
 from consumer.core.degrade import DEGRADED_REASON_HEADER, degraded_reason_of
 from consumer.core.intake import parse_request
+from consumer.core.similar import PRINT_HEADER, ImagePrint
 from consumer.core.video_models import MODEL_HEADER, ModelRegistry
 from consumer.kafka.clients import follower_consumer
 from consumer.settings import Settings
@@ -212,7 +215,8 @@ class ViewFollower:
             if topic == settings.progress_topic:
                 return Progressed(VideoProgress.model_validate_json(value), at)
             if topic == settings.results_topic:
-                return Answered(VideoResult.model_validate_json(value), at)
+                reason = degraded_reason_of(dict(record.headers).get(DEGRADED_REASON_HEADER))
+                return Answered(VideoResult.model_validate_json(value), at, degraded_reason=reason)
             return CancelRequested(VideoControl.model_validate_json(value), at)
         except ValidationError:
             self._metrics.view_ignored.labels(reason="unreadable").inc()
@@ -225,7 +229,10 @@ class ViewFollower:
             return None  # rejected records get a result from the worker; the job appears with it
         headers = dict(record.headers)
         if topic != self._settings.template_topic:
-            return Submitted(request, at, model=self._model_of(topic, headers, degraded=False))
+            image = headers.get(PRINT_HEADER)
+            image_print = ImagePrint.of_text(image.decode("ascii", "replace")) if image is not None else None
+            model = self._model_of(topic, headers, degraded=False)
+            return Submitted(request, at, model=model, image_print=image_print.text if image_print else None)
         reason = degraded_reason_of(headers.get(DEGRADED_REASON_HEADER))
         model = self._model_of(topic, headers, degraded=reason is not None)
         return Submitted(request, at, degraded=True, degraded_reason=reason, model=model)
@@ -251,7 +258,7 @@ class ViewFollower:
 def _worker_of(event: Event) -> str | None:
     if isinstance(event, Progressed):
         return event.progress.worker_id
-    if isinstance(event, Answered):
+    if isinstance(event, Answered) and event.result.similar_to is None:  # not the API's own answer
         return event.result.worker_id
     return None
 

@@ -72,6 +72,7 @@ class JobState:
     phase: ProgressPhase | None = None  # what its worker last said it was doing (None: no progress event yet)
     step: int | None = None  # denoising steps done, as its worker last said
     total: int | None = None  # denoising steps in all
+    image_print: str | None = None  # its uploaded start image's print (`consumer.core.similar.ImagePrint.text`)
 
     @property
     def terminal(self) -> bool:
@@ -90,6 +91,7 @@ class Submitted:
     degraded: bool = False  # published to the template pool's topic
     degraded_reason: DegradedReason | None = None
     model: str | None = None  # the public id of the model asked for
+    image_print: str | None = None  # the print of its uploaded start image, when the API gave one
 
     @property
     def job_id(self) -> str:
@@ -110,6 +112,7 @@ class Progressed:
 class Answered:
     result: VideoResult
     at: datetime
+    degraded_reason: DegradedReason | None = None  # the API's own answers (a similar video) say why on the record
 
     @property
     def job_id(self) -> str:
@@ -186,6 +189,7 @@ def _submitted(state: JobState | None, event: Submitted) -> JobState | IgnoredEv
         degraded=state.degraded or event.degraded,
         degraded_reason=state.degraded_reason or event.degraded_reason,
         model=state.model or event.model,
+        image_print=state.image_print or event.image_print,
     )
 
 
@@ -241,6 +245,7 @@ def _answered(state: JobState | None, event: Answered) -> JobState | IgnoredEven
         attempt=max(state.attempt, result.attempt),
         result=result.model_dump(mode="json"),
         degraded=state.degraded or result.degraded,
+        degraded_reason=state.degraded_reason or event.degraded_reason,
     )
 
 

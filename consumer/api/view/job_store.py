@@ -18,6 +18,7 @@ from consumer.api.view.database import RECENT_RENDERS, BatchOutcome, Partition, 
 from consumer.api.view.job_state import Event, JobState
 from consumer.api.view.pages import PageQuery
 from consumer.api.view.queue_counts import QueueState, active_key, pool_count
+from consumer.core.similar import ImagePrint
 
 __all__ = ["JobStore"]
 
@@ -121,6 +122,11 @@ class JobStore:
         """The tenant's other jobs that may show the objects of `state` (`ViewDatabase.sharing`)."""
         db = self._require()
         return await self._run(lambda: db.sharing(state, video_uri))
+
+    async def similar(self, tenant_id: str, image: ImagePrint, width: int, height: int) -> JobState | None:
+        """The tenant's earlier video of the same start image (`ViewDatabase.similar`): a few index reads."""
+        db = self._require()
+        return await self._run(lambda: db.similar(tenant_id, image, width, height))
 
     async def page(self, tenant_id: str, query: PageQuery) -> list[JobState] | None:
         db = self._require()

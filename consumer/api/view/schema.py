@@ -4,7 +4,8 @@ and back.
 Tables: `jobs` (one row per job), `job_metadata` (each job's metadata, one row per key, for the list's filter; a
 trigger deletes a job's rows with it), `offsets` (the next offset of every partition read, written in the same
 transaction as the rows it produced), `workers` (when each was last seen, and whether it is the template pool's),
-`renders` (the service times of recent renders).
+`renders` (the service times of recent renders), `image_keys` (the similar-video fallback's index of completed
+videos by start image: `consumer.api.view.similar_index`).
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     deleted_at REAL,
     phase TEXT,
     step INTEGER,
-    total INTEGER
+    total INTEGER,
+    image_print TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_by_tenant ON jobs (tenant_id, created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status);
@@ -76,6 +78,17 @@ CREATE TRIGGER IF NOT EXISTS job_metadata_leaves AFTER DELETE ON jobs BEGIN
     DELETE FROM job_metadata WHERE job_id = old.id;
 END;
 """
+_SIMILAR_SCHEMA = """
+CREATE TABLE IF NOT EXISTS image_keys (
+    tenant_id TEXT NOT NULL, key TEXT NOT NULL, completed_at REAL NOT NULL, job_id TEXT NOT NULL,
+    image_print TEXT NOT NULL, width INTEGER NOT NULL, height INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, key, completed_at, job_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS image_keys_by_job ON image_keys (job_id);
+CREATE TRIGGER IF NOT EXISTS image_keys_of_removed_job AFTER DELETE ON jobs BEGIN
+    DELETE FROM image_keys WHERE job_id = old.id;
+END;
+"""
 # Columns added since the first release: a view file written before them gains them (as "not degraded"), then
 # the statement beside it, if any, fills them in from what the rows already hold (a job's lane from its request).
 _ADDED_COLUMNS = (
@@ -93,6 +106,7 @@ _ADDED_COLUMNS = (
     ("jobs", "phase", "TEXT", None),
     ("jobs", "step", "INTEGER", None),
     ("jobs", "total", "INTEGER", None),
+    ("jobs", "image_print", "TEXT", None),
 )
 _METADATA_BACKFILL = (
     "INSERT OR IGNORE INTO job_metadata (job_id, tenant_id, key, value) SELECT jobs.id, jobs.tenant_id, item.key, "
@@ -103,7 +117,7 @@ METADATA_ROWS = "INSERT OR IGNORE INTO job_metadata (job_id, tenant_id, key, val
 # `lane` is JobState.lane (derived from the request), stored to be counted; reading a row ignores it.
 COLUMNS = (
     "id, tenant_id, status, progress, attempt, created_at, updated_at, version, request, result, cancel_requested_at, "
-    "degraded, degraded_reason, lane, model, deleted_at, phase, step, total"
+    "degraded, degraded_reason, lane, model, deleted_at, phase, step, total, image_print"
 )
 _COLUMN_COUNT = len(COLUMNS.split(", "))
 UPSERT = (
@@ -121,6 +135,7 @@ def connect(path: str) -> sqlite3.Connection:
     db.execute("PRAGMA synchronous=NORMAL")  # WAL: a crash loses at most the last commits, never corrupts
     fresh = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'job_metadata'").fetchone() is None
     db.executescript(_SCHEMA)
+    db.executescript(_SIMILAR_SCHEMA)
     for table, column, kind, backfill in _ADDED_COLUMNS:
         if column not in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}:
             db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
@@ -162,6 +177,7 @@ def row_of(state: JobState) -> tuple[Any, ...]:
         state.phase,
         state.step,
         state.total,
+        state.image_print,
     )
 
 
@@ -186,4 +202,5 @@ def state_of(row: Sequence[Any]) -> JobState:
         phase=row[16],
         step=row[17],
         total=row[18],
+        image_print=row[19],
     )

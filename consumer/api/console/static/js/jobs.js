@@ -108,6 +108,7 @@ export class JobList {
     parts.status.textContent = word;
     parts.status.className = `status ${word}`;
     show(parts.degraded, job.degraded === true);
+    parts.degraded.textContent = job.similar_to ? "an earlier video of this product" : "template video";
     parts.progress.value = job.progress;
     parts.progress.textContent = `${job.progress}%`;
     parts.progress.setAttribute("aria-label", `Progress ${job.progress}%`);
