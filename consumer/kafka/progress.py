@@ -1,8 +1,9 @@
-"""Progress events on `video.progress`: `started`, then at most one `progress` per request per interval.
+"""Progress events on `video.progress`: `started`, then at most one `progress` per request per interval, and one
+`checkpointed` or `resumed` event each time a render's state is saved or a render resumes from one.
 
 Best effort by design: they are sent without waiting for the broker's ack and never hold up a render or a commit;
 the result on `video.results` stays the one event that counts. Each carries CloudEvents headers
-(`io.vidgen.video.started` / `io.vidgen.video.progress`, `consumer.core.cloud_events`).
+(`io.vidgen.video.started`, `.progress`, `.checkpointed`, `.resumed`: `consumer.core.cloud_events`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from aiokafka.errors import KafkaError
 
 from consumer.core.clock import WallClock, utc_now
 from consumer.core.cloud_events import progress_event
+from consumer.core.job_events import Milestone
 from consumer.settings import Settings
 from consumer.telemetry.tracing import inject_headers
 from schemas.events import VideoProgress, VideoRequest
@@ -41,23 +43,30 @@ class ProgressReporter:
         """Announce the request and return the step callback for its render."""
         began = time.monotonic()
         last_sent = began
+        first: int | None = None  # the first step this render reported: a resumed one starts past 1
         self._send(request, "started", step=0, total=request.num_inference_steps, attempt=attempt, eta_s=None)
 
         def step(done: int, total: int) -> None:
-            nonlocal last_sent
+            nonlocal last_sent, first
+            first = done if first is None else first
             now = time.monotonic()
             if done < total and now - last_sent < self._interval_s:
                 return
             last_sent = now
-            eta = (now - began) / done * (total - done) if done else None
+            rendered = done - first + 1
+            eta = (now - began) / rendered * (total - done) if rendered > 0 else None
             self._send(request, "progress", step=done, total=total, attempt=attempt, eta_s=eta)
 
         return step
 
+    def milestone(self, request: VideoRequest, milestone: Milestone, *, step: int, total: int, attempt: int) -> None:
+        """The render's state after `step` was saved, or the render resumed from it."""
+        self._send(request, milestone, step=step, total=total, attempt=attempt, eta_s=None)
+
     def _send(
         self,
         request: VideoRequest,
-        event: Literal["started", "progress"],
+        event: Literal["started", "progress"] | Milestone,
         *,
         step: int,
         total: int,

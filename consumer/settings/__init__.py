@@ -1,8 +1,8 @@
 """The one configuration object, read from `VIDGEN_*` environment variables once at start-up.
 
-`Settings` is composed of one model per concern (`consumer.settings.messaging`, `processing`, `media`, `service`);
-a component that needs one concern takes that model, so its signature says what it reads. Every variable keeps its
-`VIDGEN_` name: the concerns only group them."""
+`Settings` is composed of one model per concern (`consumer.settings.messaging`, `processing`, `media`, `checkpoints`,
+`service`); a component that needs one concern takes that model, so its signature says what it reads. Every variable
+keeps its `VIDGEN_` name: the concerns only group them."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import json
 from pydantic import SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
+from consumer.settings.checkpoints import CheckpointSettings
 from consumer.settings.media import ImageSettings, MemorySettings, RenderSettings, StorageSettings
 from consumer.settings.messaging import KafkaSettings, TopicSettings
 from consumer.settings.pools import TEMPLATE_MODEL, template_pool_names
@@ -19,6 +20,7 @@ from consumer.settings.service import ServiceSettings
 from consumer.settings.webhooks import WebhookSettings
 
 __all__ = [
+    "CheckpointSettings",
     "ConfigurationError",
     "ImageSettings",
     "KafkaSettings",
@@ -50,6 +52,7 @@ class Settings(
     ImageSettings,
     RenderSettings,
     MemorySettings,
+    CheckpointSettings,
     ServiceSettings,
     WebhookSettings,
 ):

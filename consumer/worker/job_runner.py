@@ -5,7 +5,9 @@ lifecycle and posts its render's end and steps on the scheduler's queue; the sch
 (`render_ended`, `progressed`) as it reacts.
 
 Before a job's work starts it may be answered without starting: its tenant cancelled it, its deadline passed, or workers
-that started it died too often (the crash guard, which records every start in a `StartLog` first)."""
+that started it died too often (the crash guard, which records every start in a `StartLog` first, whether or not the
+job resumes from a checkpoint: a request that kills workers never resumes forever). Once a request is answered (or
+cancelled), its render checkpoint is deleted."""
 
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from consumer.memory.gate import MemoryGate
 from consumer.settings import Settings
 from consumer.telemetry.tracing import extract_context
 from consumer.telemetry.worker_metrics import Metrics
+from consumer.worker.checkpoint_store import CheckpointStore
 from consumer.worker.job_attempts import UNANSWERED, JobAttempts, Unanswered
 from consumer.worker.job_pipeline import JobPipeline
 from consumer.worker.job_ports import Outbox, ProgressListener, StartLog, StepFn
@@ -61,6 +64,7 @@ class JobRunner:
         memory: MemoryGate | None = None,
         progress: Sequence[ProgressListener] = (),
         starts: StartLog | None = None,
+        checkpoints: CheckpointStore | None = None,
     ) -> None:
         self._settings = settings
         self._publisher = publisher
@@ -70,6 +74,7 @@ class JobRunner:
         self._clock = clock
         self._progress = progress
         self._starts = starts
+        self._checkpoints = checkpoints
         self._retry = retry_policy(settings)
         self._attempts = JobAttempts(
             pipeline=pipeline,
@@ -80,7 +85,7 @@ class JobRunner:
             clock=clock,
             memory=memory,
         )
-        self._listening: dict[int, StepFn] = {}  # the progress listeners of each running job, by id() of the job
+        self._listening: dict[int, tuple[StepFn, int]] = {}  # each running job's step callback and attempt, by id()
 
     async def run(self, job: Job, events: JobEventSink) -> bool:
         """Render and answer an admitted job. When its render ends (or a cache hit makes it unnecessary, or its
@@ -108,6 +113,7 @@ class JobRunner:
                 return False
             if isinstance(outcome, VideoResult):
                 await self._publish(span, outcome)
+                await self._discard_checkpoint(job)
             if self._starts is not None:
                 await self._starts.answered(job.record)
             self._note_stop(span, job, outcome)
@@ -120,9 +126,22 @@ class JobRunner:
     def progressed(self, event: RenderProgress) -> None:
         """Tell the job's progress listeners (the scheduler, reacting to `RenderProgress`), in the context the step
         ended in; nothing once the job's run has ended."""
-        step = self._listening.get(id(event.job))
-        if step is not None:
+        listening = self._listening.get(id(event.job))
+        if listening is None:
+            return
+        step, attempt = listening
+        if event.milestone is None:
             event.context.run(step, event.step, event.total)
+            return
+        for listener in self._progress:
+            event.context.run(
+                listener.milestone,
+                event.job.request,
+                event.milestone,
+                step=event.step,
+                total=event.total,
+                attempt=attempt,
+            )
 
     def runs_alone(self, job: Job) -> bool:
         """Whether the job must run with no other job beside it: a worker died holding its record before (and the
@@ -193,9 +212,15 @@ class JobRunner:
             self._metrics.worker_crash_refusals.inc()
             await self._publisher.dead_letter(job.record, code=error.code, message=error.message)
         await self._publish(span, result)
+        await self._discard_checkpoint(job)
         if isinstance(error, WorkerCrashed) and self._starts is not None:
             await self._starts.answered(job.record)
         self._note_stop(span, job, result)
+
+    async def _discard_checkpoint(self, job: Job) -> None:
+        """The request is answered: its render checkpoint, if any, is no longer needed."""
+        if self._checkpoints is not None:
+            await self._checkpoints.discard(job.request)
 
     async def _given_up(self, record: Record) -> None:
         """A graceful end without an answer is no crash: the start it recorded is taken back. Within a bound, so that
@@ -244,7 +269,7 @@ class JobRunner:
         `RenderProgress` of the job's run."""
         steps = [listener.started(job.request, attempt=job.delivery.attempt) for listener in self._progress]
         if steps:
-            self._listening[id(job)] = _each(steps)
+            self._listening[id(job)] = (_each(steps), job.delivery.attempt)
 
     def _now_ms(self) -> int:
         return int(self._clock().timestamp() * 1000)
