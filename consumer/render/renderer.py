@@ -23,7 +23,7 @@ from PIL import Image
 
 from consumer.core.clock import WallClock, utc_now
 from consumer.core.job import StopSignal, past_deadline
-from consumer.errors import ModelUnavailable, VidgenError
+from consumer.errors import ModelUnavailable, RenderHandedBack, RenderPreempted, VidgenError
 from consumer.memory.modes import MemoryMode
 from consumer.memory.profile import ModelMemoryProfile
 from consumer.render.checkpointing import supports_checkpoints
@@ -214,11 +214,15 @@ class Renderer:
             )
             try:
                 frames, used = await future
-                hold.seconds = time.perf_counter() - started
-                hold.released_at = self._clock()
             except asyncio.CancelledError:
                 abandon.set()  # the thread stops at the next denoising step
                 raise
+            except (RenderPreempted, RenderHandedBack):
+                hold.seconds = time.perf_counter() - started  # stopped at a step, to go on later: time it held
+                raise
+            else:
+                hold.seconds = time.perf_counter() - started
+                hold.released_at = self._clock()
             finally:
                 if self.state == "busy":
                     self.state = "ready"

@@ -85,7 +85,7 @@ class JobRunner:
             clock=clock,
             memory=memory,
         )
-        self._listening: dict[int, tuple[StepFn, int]] = {}  # each running job's step callback and attempt, by id()
+        self._listening: dict[int, StepFn] = {}  # the progress listeners of each running job, by id() of the job
 
     async def run(self, job: Job, events: JobEventSink) -> bool:
         """Render and answer an admitted job. When its render ends (or a cache hit makes it unnecessary, or its
@@ -125,22 +125,19 @@ class JobRunner:
 
     def progressed(self, event: RenderProgress) -> None:
         """Tell the job's progress listeners (the scheduler, reacting to `RenderProgress`), in the context the step
-        ended in; nothing once the job's run has ended."""
-        listening = self._listening.get(id(event.job))
-        if listening is None:
-            return
-        step, attempt = listening
+        ended in: a step only while the job's run lasts, a checkpoint or resume also after it (a job that handed its
+        record back says so as it ends)."""
+        job = event.job
         if event.milestone is None:
-            event.context.run(step, event.step, event.total)
+            step = self._listening.get(id(job))
+            if step is not None:
+                event.context.run(step, event.step, event.total)
             return
         for listener in self._progress:
+            attempt = job.delivery.attempt
+            milestone = event.milestone
             event.context.run(
-                listener.milestone,
-                event.job.request,
-                event.milestone,
-                step=event.step,
-                total=event.total,
-                attempt=attempt,
+                listener.milestone, job.request, milestone, step=event.step, total=event.total, attempt=attempt
             )
 
     def runs_alone(self, job: Job) -> bool:
@@ -269,7 +266,7 @@ class JobRunner:
         `RenderProgress` of the job's run."""
         steps = [listener.started(job.request, attempt=job.delivery.attempt) for listener in self._progress]
         if steps:
-            self._listening[id(job)] = (_each(steps), job.delivery.attempt)
+            self._listening[id(job)] = _each(steps)
 
     def _now_ms(self) -> int:
         return int(self._clock().timestamp() * 1000)
