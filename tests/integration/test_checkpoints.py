@@ -153,6 +153,14 @@ async def test_a_cancel_deletes_the_checkpoint_of_a_handed_back_request(
     await until(lambda: _gone(store, key), timeout_s=30)
 
 
+def _spawn(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
+    """`python -m tests.checkpoint_worker` with these settings, its output in `log_path`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIDGEN_")} | settings.as_environment()
+    command = [sys.executable, "-m", "tests.checkpoint_worker", str(STEP_S)]
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=log)
+
+
 @pytest.fixture
 async def worker_process(checkpointing: Settings, tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     started: list[subprocess.Popen[bytes]] = []
@@ -160,18 +168,9 @@ async def worker_process(checkpointing: Settings, tmp_path: Path) -> AsyncIterat
     async def start(**overrides: Any) -> subprocess.Popen[bytes]:
         port = free_port()
         settings = checkpointing.model_copy(update={"http_port": port, "log_format": "text", **overrides})
-        env = {k: v for k, v in os.environ.items() if not k.startswith("VIDGEN_")} | settings.as_environment()
-        with open(tmp_path / f"worker-{len(started)}.log", "wb") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "tests.checkpoint_worker", str(STEP_S)],
-                cwd=REPO,
-                env=env,
-                stdout=log,
-                stderr=log,
-            )
-        started.append(process)
+        started.append(_spawn(settings, tmp_path / f"worker-{len(started)}.log"))
         await until(lambda: _ready(port), timeout_s=180)
-        return process
+        return started[-1]
 
     yield start
     for process in started:

@@ -118,7 +118,7 @@ async def jobs() -> AsyncIterator[Callable[..., _Jobs]]:
 async def test_a_bulk_render_pauses_for_an_interactive_job_and_resumes_after_it(jobs: Callable[..., _Jobs]) -> None:
     worker = jobs()
     bulk = worker.queue("b0", bulk=True)
-    await condition(lambda: worker.pipeline.model.locked())  # b0 holds the model
+    await condition(worker.pipeline.model.locked)  # b0 holds the model
     interactive = worker.queue("i0", bulk=False)
     await condition(lambda: len(worker.publisher.results) == 2, timeout_s=30)
     assert worker.pipeline.rendered == ["i0", "b0"]  # the interactive render went first
@@ -133,7 +133,7 @@ async def test_a_bulk_render_pauses_for_an_interactive_job_and_resumes_after_it(
 async def test_a_render_is_paused_at_most_the_allowed_number_of_times(jobs: Callable[..., _Jobs]) -> None:
     worker = jobs(_SteppingPipeline(steps=200), max_preemptions=1)
     bulk = worker.queue("b0", bulk=True)
-    await condition(lambda: worker.pipeline.model.locked())
+    await condition(worker.pipeline.model.locked)
     worker.queue("i0", bulk=False)
     await condition(lambda: "i0" in worker.pipeline.rendered, timeout_s=30)
     await condition(lambda: bulk.lifecycle.phase == Phase.RENDERING and worker.pipeline.model.locked())
@@ -148,7 +148,7 @@ async def test_no_pause_when_bulk_is_owed_its_share_or_preemption_is_off(
 ) -> None:
     worker = jobs(**overrides)
     bulk = worker.queue("b0", bulk=True)
-    await condition(lambda: worker.pipeline.model.locked())
+    await condition(worker.pipeline.model.locked)
     worker.queue("i0", bulk=False)
     await condition(lambda: len(worker.publisher.results) == 2, timeout_s=30)
     assert worker.pipeline.rendered == ["b0", "i0"] and bulk.preemption.count == 0
@@ -157,7 +157,7 @@ async def test_no_pause_when_bulk_is_owed_its_share_or_preemption_is_off(
 async def test_with_one_render_slot_the_paused_job_gives_it_to_the_interactive_one(jobs: Callable[..., _Jobs]) -> None:
     worker = jobs(max_inflight_jobs=1)
     bulk = worker.queue("b0", bulk=True)
-    await condition(lambda: worker.pipeline.model.locked())
+    await condition(worker.pipeline.model.locked)
     worker.queue("i0", bulk=False)  # queued: no render slot is free
     await condition(lambda: len(worker.publisher.results) == 2, timeout_s=30)
     assert worker.pipeline.rendered == ["i0", "b0"] and bulk.preemption.count == 1
@@ -167,7 +167,7 @@ async def test_a_paused_job_cancelled_is_answered_and_gives_nothing_back_twice(j
     pipeline = _SteppingPipeline(steps=400)
     worker = jobs(pipeline, max_inflight_jobs=1)  # the paused job waits for the one slot
     bulk = worker.queue("b0", bulk=True)
-    await condition(lambda: pipeline.model.locked())
+    await condition(pipeline.model.locked)
     worker.queue("i0", bulk=False)
     await condition(lambda: bulk.lifecycle.phase == Phase.PAUSED)
     bulk.stop.request(Cancelled("cancelled by its tenant"))
@@ -181,7 +181,7 @@ async def test_a_shutdown_hands_paused_and_rendering_jobs_back_unanswered(jobs: 
     pipeline = _SteppingPipeline(steps=4000)
     worker = jobs(pipeline, max_inflight_jobs=1)
     bulk = worker.queue("b0", bulk=True)
-    await condition(lambda: pipeline.model.locked())
+    await condition(pipeline.model.locked)
     interactive = worker.queue("i0", bulk=False)
     await condition(lambda: bulk.lifecycle.phase == Phase.PAUSED and interactive.lifecycle.phase == Phase.RENDERING)
     worker.scheduler.stop_accepting()
