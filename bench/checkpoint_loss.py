@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import random
 import time
 from typing import Any
@@ -28,7 +27,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.client import SMALL, Client, make_requests
-from bench.infra import Infra, embedded_infra, machine_info, new_run
+from bench.infra import Infra, new_run, run_on_embedded_infra
 from bench.workers import WorkerProcess, stop_workers, worker_env
 from consumer.dev.embedded import free_port
 from consumer.kafka.clients import client_options
@@ -207,23 +206,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
 
-    async def run() -> dict[str, Any]:
-        with embedded_infra() as infra:
-            report = await measure(
-                infra,
-                requests=args.requests,
-                workers=args.workers,
-                render_s=args.render_s,
-                steps=args.steps,
-                kill_every=(args.kill_every[0], args.kill_every[1]),
-                interval_s=args.interval_s,
-                grace_s=args.grace_s,
-                seed=args.seed,
-            )
-        return {"machine": machine_info(), **report}
-
-    print(json.dumps(asyncio.run(run())))
-    return 0
+    return run_on_embedded_infra(
+        lambda infra: measure(
+            infra,
+            requests=args.requests,
+            workers=args.workers,
+            render_s=args.render_s,
+            steps=args.steps,
+            kill_every=(args.kill_every[0], args.kill_every[1]),
+            interval_s=args.interval_s,
+            grace_s=args.grace_s,
+            seed=args.seed,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import time
 from typing import Any
 
 from bench.client import SMALL, Arrival, Client, make_requests
-from bench.infra import Infra, embedded_infra, machine_info, new_run
+from bench.infra import Infra, new_run, run_on_embedded_infra
 from bench.stats import summary
 from bench.workers import running_workers
 
@@ -122,20 +121,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval-s", type=float, default=7.0)
     args = parser.parse_args(argv)
 
-    async def run() -> dict[str, Any]:
-        with embedded_infra() as infra:
-            report = await measure(
-                infra,
-                render_s=args.render_s,
-                steps=args.steps,
-                bulk=args.bulk,
-                interactive=args.interactive,
-                interval_s=args.interval_s,
-            )
-        return {"machine": machine_info(), **report}
-
-    print(json.dumps(asyncio.run(run())))
-    return 0
+    return run_on_embedded_infra(
+        lambda infra: measure(
+            infra,
+            render_s=args.render_s,
+            steps=args.steps,
+            bulk=args.bulk,
+            interactive=args.interactive,
+            interval_s=args.interval_s,
+        )
+    )
 
 
 if __name__ == "__main__":

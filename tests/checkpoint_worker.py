@@ -7,18 +7,13 @@ untouched), so a test can stop or kill the worker in the middle of a render."""
 
 from __future__ import annotations
 
-import asyncio
 import functools
-import signal
 import sys
 import time
 from typing import Any
 
-from consumer.render.renderer import Renderer
 from consumer.render.tiny import build_tiny_pipeline
-from consumer.settings import Settings
-from consumer.telemetry.logs import configure_logging
-from consumer.worker.wiring import serve
+from tests.worker_main import serve_with
 
 
 def slow_tiny_pipeline(step_s: float) -> Any:
@@ -38,21 +33,7 @@ def slow_tiny_pipeline(step_s: float) -> Any:
 
 def main() -> int:
     step_s = float(sys.argv[1])
-    settings = Settings()
-    configure_logging(fmt=settings.log_format, level=settings.log_level)
-    renderer = Renderer(lambda: slow_tiny_pipeline(step_s))
-
-    async def run() -> int:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
-        return await serve(settings, stop, renderer=renderer)
-
-    try:
-        return asyncio.run(run())
-    finally:
-        renderer.close()
+    return serve_with(lambda _settings: slow_tiny_pipeline(step_s))
 
 
 if __name__ == "__main__":

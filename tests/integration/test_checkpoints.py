@@ -1,7 +1,8 @@
 """Never throw away GPU work: real workers with the tiny model (steps slowed so a test can stop them mid-render), the
 real broker and S3 server. A worker told to stop checkpoints its render and gives the record back; a worker killed
 with SIGKILL leaves its last periodic checkpoint; the next owner resumes either, and the video's decoded frames are
-identical to an uninterrupted render's. Cancelling a request deletes its checkpoint, as answering it does."""
+identical to an uninterrupted render's. Cancelling a request deletes its checkpoint, as answering it does; a deadline
+that passed while the render was handed back is checked before the resume."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -136,13 +138,10 @@ async def test_a_cancel_deletes_the_checkpoint_of_a_handed_back_request(
     start_worker: Callable[..., Any],
     slow_renderer: Renderer,
 ) -> None:
-    worker = await start_worker(checkpointing, renderer=slow_renderer)
     body = request_body("cancelled", **BODY)
-    await kafka.send(body)
-    await until(lambda: _stepped(worker.progress, 3), timeout_s=120)
-    await worker.shutdown()
-    key = _key(checkpointing, body)
-    assert await _stored_step(store, key) >= 3
+    key = await _handed_back(
+        body, checkpointing, kafka, store, await start_worker(checkpointing, renderer=slow_renderer)
+    )
     command = VideoControl(action="cancel", request_id="cancelled", tenant_id="shop-1", requested_at=utc_now())
     await kafka.producer.send_and_wait(
         checkpointing.control_topic, key=b"cancelled", value=command.model_dump_json().encode()
@@ -151,6 +150,42 @@ async def test_a_cancel_deletes_the_checkpoint_of_a_handed_back_request(
     [result] = (await kafka.results(1, timeout_s=120)).values()
     assert result.error is not None and result.error.code == "cancelled"
     await until(lambda: _gone(store, key), timeout_s=30)
+
+
+async def test_a_deadline_that_passed_meanwhile_is_checked_before_the_resume(
+    checkpointing: Settings,
+    kafka: KafkaClient,
+    store: ObjectStore,
+    start_worker: Callable[..., Any],
+    slow_renderer: Renderer,
+) -> None:
+    worker = await start_worker(checkpointing, renderer=slow_renderer)
+    deadline = utc_now() + timedelta(seconds=20)  # room for the first worker to start the render on a busy machine
+    key = await _handed_back(
+        request_body("late", deadline=deadline.isoformat(), **BODY), checkpointing, kafka, store, worker
+    )
+    await until(lambda: _past(deadline), timeout_s=30)
+    await start_worker(checkpointing, renderer=slow_renderer)
+    [result] = (await kafka.results(1, timeout_s=120)).values()
+    assert (result.status, result.resumed_from_step) == ("failed", None)
+    assert result.error is not None and result.error.code == "expired"  # not resumed past its deadline
+    await until(lambda: _gone(store, key), timeout_s=30)
+
+
+async def _handed_back(
+    body: dict[str, Any], settings: Settings, kafka: KafkaClient, store: ObjectStore, worker: Any
+) -> str:
+    """Send `body`, stop `worker` once it rendered 2 steps of it (it hands the render back); the checkpoint's key."""
+    await kafka.send(body)
+    await until(lambda: _stepped(worker.progress, 2), timeout_s=120)
+    await worker.shutdown()
+    key = _key(settings, body)
+    assert await _stored_step(store, key) >= 2
+    return key
+
+
+async def _past(moment: datetime) -> bool:
+    return utc_now() > moment
 
 
 def _spawn(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
