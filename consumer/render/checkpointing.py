@@ -128,7 +128,7 @@ def _on_device(value: Any, device: torch.device) -> Any:
 
 @contextmanager
 def _instance_override(target: Any, name: str, replacement: Callable[..., Any]) -> Iterator[None]:
-    """Shadow a method on this instance only; nests (an earlier instance-level override is put back on exit)."""
+    """Shadow a method on this instance (or a module's function) only; nests (an earlier override is put back)."""
     previous = vars(target).get(name)
     setattr(target, name, replacement)
     try:
@@ -138,16 +138,6 @@ def _instance_override(target: Any, name: str, replacement: Callable[..., Any]) 
             delattr(target, name)
         else:
             setattr(target, name, previous)
-
-
-@contextmanager
-def _module_override(module: Any, name: str, replacement: Callable[..., Any]) -> Iterator[None]:
-    previous = getattr(module, name)
-    setattr(module, name, replacement)
-    try:
-        yield
-    finally:
-        setattr(module, name, previous)
 
 
 def _wrapping(original: Callable[..., Any], implementation: Callable[..., Any]) -> Callable[..., Any]:
@@ -209,7 +199,7 @@ class DiffusersState:
             original_retrieve = getattr(module, "retrieve_timesteps", None)
             if original_retrieve is not None:
                 stack.enter_context(
-                    _module_override(module, "retrieve_timesteps", resume.retrieve_timesteps(original_retrieve))
+                    _instance_override(module, "retrieve_timesteps", resume.retrieve_timesteps(original_retrieve))
                 )
             original_renoise = getattr(pipeline, "add_noise_to_image_conditioning_latents", None)
             if original_renoise is not None:
