@@ -110,9 +110,10 @@ async def _one_mode(
             "VIDGEN_MAX_FINISHING_JOBS": str(finishing),
             "VIDGEN_CHECKPOINT_INTERVAL_S": str(checkpoint_interval_s),
         }
-        async with running_workers(infra, settings, 1, render_s=hold_s, max_inflight=inflight, extra=stages):
+        async with running_workers(infra, settings, 1, render_s=hold_s, max_inflight=inflight, extra=stages) as workers:
             if not await client.wait_for(ids, timeout_s=120 + count * (hold_s + 5)):
                 raise TimeoutError(f"{len(set(ids) - client.answered())} of {count} requests unanswered")
+            checkpoints = await workers[0].metric("vidgen_checkpoints_total")
         wall = time.monotonic() - started
         results = list(client.first_results(ids).values())
     statuses = {result.result.status for result in results}
@@ -120,7 +121,7 @@ async def _one_mode(
         raise RuntimeError(f"unexpected result statuses {statuses}")
     (intervals,) = render_intervals(results).values()  # one worker
     summary = summarise(intervals, hold_s=hold_s, inflight=inflight, wall_s=wall, results=results)
-    return {"max_finishing_jobs": finishing, **summary}
+    return {"max_finishing_jobs": finishing, "checkpoints_written": int(checkpoints), **summary}
 
 
 def summarise(
