@@ -23,7 +23,7 @@ import asyncio
 import time
 from typing import Any
 
-from bench.client import SMALL, Arrival, Client, make_requests
+from bench.client import SMALL, Client, make_requests
 from bench.infra import Infra, new_run, run_on_embedded_infra
 from bench.stats import summary
 from bench.workers import running_workers, settle_group
@@ -114,10 +114,10 @@ async def _run(
         wall_s = time.monotonic() - started
     backlog_ids = [body["request_id"] for body in backlog]
     stream_ids = [body["request_id"] for body in stream]
-    waits = [_render_start(first[rid]) - client.sent_at[rid] for rid in stream_ids]
+    waits = [first[rid].render_started - client.sent_at[rid] for rid in stream_ids]
     bulk_span = max(first[rid].arrived_at for rid in backlog_ids) - min(client.sent_at[rid] for rid in backlog_ids)
-    window = (client.sent_at[stream_ids[0]], max(_render_start(first[rid]) for rid in stream_ids))
-    during = [rid for rid in ids if window[0] <= _render_start(first[rid]) <= window[1]]
+    window = (client.sent_at[stream_ids[0]], max(first[rid].render_started for rid in stream_ids))
+    during = [rid for rid in ids if window[0] <= first[rid].render_started <= window[1]]
     bulk_during = len(set(during) & set(backlog_ids))
     return {
         "interactive_wait_s": summary(waits, digits=3),
@@ -127,13 +127,6 @@ async def _run(
         "statuses": sorted({arrival.result.status for arrival in first.values()}),
         "wall_s": round(wall_s, 1),
     }
-
-
-def _render_start(arrival: Arrival) -> float:
-    started = arrival.result.timings.render_started_at
-    if started is None:
-        raise ValueError(f"{arrival.request_id} was not rendered ({arrival.result.status})")
-    return started.timestamp()
 
 
 def _ratio(numerator: float, denominator: float) -> float | None:

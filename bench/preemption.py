@@ -19,7 +19,7 @@ import asyncio
 import time
 from typing import Any
 
-from bench.client import SMALL, Arrival, Client, make_requests
+from bench.client import SMALL, Client, make_requests
 from bench.infra import Infra, new_run, run_on_embedded_infra
 from bench.stats import summary
 from bench.workers import running_workers
@@ -90,7 +90,7 @@ async def _run(
             raise TimeoutError(f"{len(set(ids) - client.answered())} of {len(ids)} requests unanswered")
         first = client.first_results(ids)
         wall_s = time.monotonic() - started
-    waits = [_render_start(first[body["request_id"]]) - client.sent_at[body["request_id"]] for body in stream]
+    waits = [first[body["request_id"]].render_started - client.sent_at[body["request_id"]] for body in stream]
     resumed = [first[body["request_id"]].result.resumed_from_step for body in backlog]
     bulk_done = max(first[body["request_id"]].arrived_at for body in backlog) - min(
         client.sent_at[body["request_id"]] for body in backlog
@@ -103,13 +103,6 @@ async def _run(
         "statuses": sorted({arrival.result.status for arrival in first.values()}),
         "wall_s": round(wall_s, 1),
     }
-
-
-def _render_start(arrival: Arrival) -> float:
-    started = arrival.result.timings.render_started_at
-    if started is None:
-        raise ValueError(f"{arrival.request_id} was not rendered ({arrival.result.status})")
-    return started.timestamp()
 
 
 def main(argv: list[str] | None = None) -> int:
