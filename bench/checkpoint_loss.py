@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import random
 import time
+from collections import Counter
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -104,6 +105,8 @@ async def _run(
         "VIDGEN_CHECKPOINT_INTERVAL_S": str(interval_s),
         "VIDGEN_PROGRESS_INTERVAL_S": "0",
         "VIDGEN_SHUTDOWN_GRACE_S": str(max(0.1, grace_s - 0.5)),
+        # the chaos kills random renders, not poison requests: the crash guard would answer a request killed twice
+        "VIDGEN_MAX_WORKER_CRASHES": "1000",
     }
     bodies = make_requests("loss", requests, video=SMALL, steps=steps)
     ids = [body["request_id"] for body in bodies]
@@ -149,6 +152,7 @@ async def _run(
     return {
         "stops": kills,
         "completed": sum(arrival.result.status == "completed" for arrival in first.values()),
+        "failed": dict(Counter(arrival.result.error.code for arrival in first.values() if arrival.result.error)),
         "lost": len(set(ids) - set(first)),
         "resumed": sum(arrival.result.resumed_from_step is not None for arrival in first.values()),
         "steps_rendered": rendered,
