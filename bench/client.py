@@ -59,6 +59,14 @@ class Arrival:
     arrived_at: float  # time.time() when the collector saw it
     result: VideoResult
 
+    @property
+    def render_started(self) -> float:
+        """When the render started (epoch s); a ValueError for a request that was not rendered."""
+        started = self.result.timings.render_started_at
+        if started is None:
+            raise ValueError(f"{self.request_id} was not rendered ({self.result.status})")
+        return started.timestamp()
+
 
 @dataclass
 class Client:

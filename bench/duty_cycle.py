@@ -20,7 +20,11 @@ once the model is released):
   intervals overlap; it is an upper bound.
 The first render of a fresh worker (cold allocations) is left out (`warmup_renders`).
 
-    python -m bench.duty_cycle [--render-s 1 3] [--requests 40 10]   # --requests 100 for the full backlog
+`--checkpoint-interval-s S` runs the workers with periodic render checkpoints every S seconds
+(`VIDGEN_CHECKPOINT_INTERVAL_S`; 0, the default here, writes none): each capture copies the stand-in's latents (shaped
+as EasyAnimate's for the request) on the render thread and uploads them in the background, as a model's would be.
+
+    python -m bench.duty_cycle [--render-s 1 3] [--requests 40 10] [--checkpoint-interval-s 0.25]
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ async def measure(
     requests: Sequence[int] = DEFAULT_REQUESTS,
     video: dict[str, int] = VIDEO_512,
     timeline: bool = True,
+    checkpoint_interval_s: float = 0.0,
 ) -> dict[str, Any]:
     if len(requests) == 1:
         requests = list(requests) * len(render_s)
@@ -64,7 +69,13 @@ async def measure(
         run: dict[str, Any] = {"render_s": hold_s, "requests": count}
         for mode, (inflight, finishing) in MODES.items():
             run[mode] = await _one_mode(
-                infra, hold_s=hold_s, count=count, inflight=inflight, finishing=finishing, video=video
+                infra,
+                hold_s=hold_s,
+                count=count,
+                inflight=inflight,
+                finishing=finishing,
+                video=video,
+                checkpoint_interval_s=checkpoint_interval_s,
             )
             if not timeline:
                 run[mode].pop("timeline")
@@ -74,12 +85,20 @@ async def measure(
         "benchmark": "duty_cycle",
         "video": video,
         "warmup_renders": WARMUP_RENDERS,
+        "checkpoint_interval_s": checkpoint_interval_s,
         "runs": runs,
     }
 
 
 async def _one_mode(
-    infra: Infra, *, hold_s: float, count: int, inflight: int, finishing: int, video: dict[str, int]
+    infra: Infra,
+    *,
+    hold_s: float,
+    count: int,
+    inflight: int,
+    finishing: int,
+    video: dict[str, int],
+    checkpoint_interval_s: float,
 ) -> dict[str, Any]:
     settings = new_run(infra, f"duty-{inflight}")
     bodies = make_requests("duty", count, video=video)
@@ -87,10 +106,14 @@ async def _one_mode(
     async with Client(settings) as client:
         await client.send(bodies)  # the whole backlog waits before the worker starts
         started = time.monotonic()
-        stages = {"VIDGEN_MAX_FINISHING_JOBS": str(finishing)}
-        async with running_workers(infra, settings, 1, render_s=hold_s, max_inflight=inflight, extra=stages):
+        stages = {
+            "VIDGEN_MAX_FINISHING_JOBS": str(finishing),
+            "VIDGEN_CHECKPOINT_INTERVAL_S": str(checkpoint_interval_s),
+        }
+        async with running_workers(infra, settings, 1, render_s=hold_s, max_inflight=inflight, extra=stages) as workers:
             if not await client.wait_for(ids, timeout_s=120 + count * (hold_s + 5)):
                 raise TimeoutError(f"{len(set(ids) - client.answered())} of {count} requests unanswered")
+            checkpoints = await workers[0].metric("vidgen_checkpoints_total")
         wall = time.monotonic() - started
         results = list(client.first_results(ids).values())
     statuses = {result.result.status for result in results}
@@ -98,7 +121,7 @@ async def _one_mode(
         raise RuntimeError(f"unexpected result statuses {statuses}")
     (intervals,) = render_intervals(results).values()  # one worker
     summary = summarise(intervals, hold_s=hold_s, inflight=inflight, wall_s=wall, results=results)
-    return {"max_finishing_jobs": finishing, **summary}
+    return {"max_finishing_jobs": finishing, "checkpoints_written": int(checkpoints), **summary}
 
 
 def summarise(
@@ -161,11 +184,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--render-s", type=float, nargs="+", default=list(DEFAULT_RENDER_S))
     parser.add_argument("--requests", type=int, nargs="+", default=list(DEFAULT_REQUESTS))
     parser.add_argument("--no-timeline", action="store_true", help="leave the per-render intervals out")
+    parser.add_argument(
+        "--checkpoint-interval-s", type=float, default=0.0, help="periodic render checkpoints (0: none)"
+    )
     args = parser.parse_args(argv)
 
     async def run() -> dict[str, Any]:
         with embedded_infra() as infra:
-            return await measure(infra, render_s=args.render_s, requests=args.requests, timeline=not args.no_timeline)
+            return await measure(
+                infra,
+                render_s=args.render_s,
+                requests=args.requests,
+                timeline=not args.no_timeline,
+                checkpoint_interval_s=args.checkpoint_interval_s,
+            )
 
     print(json.dumps(asyncio.run(run())))
     return 0

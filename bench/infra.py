@@ -3,6 +3,7 @@ settings naming fresh topics per run, and a description of the machine."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -11,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ __all__ = [
     "machine_info",
     "new_run",
     "print_report",
+    "run_on_embedded_infra",
     "spawn_api",
 ]
 
@@ -133,3 +135,16 @@ def print_report(report: dict[str, Any], output: Path | None) -> None:
     print(text)
     if output:
         output.write_text(text + "\n", encoding="utf-8")
+
+
+def run_on_embedded_infra(measure: Callable[[Infra], Awaitable[dict[str, Any]]]) -> int:
+    """A benchmark's main: `measure` on a fresh embedded broker and S3 server, its report with the machine's
+    description printed as one line of JSON."""
+
+    async def run() -> dict[str, Any]:
+        with embedded_infra() as infra:
+            report = await measure(infra)
+        return {"machine": machine_info(), **report}
+
+    print(json.dumps(asyncio.run(run())))
+    return 0

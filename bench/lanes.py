@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import time
 from typing import Any
 
-from bench.client import SMALL, Arrival, Client, make_requests
-from bench.infra import Infra, embedded_infra, machine_info, new_run
+from bench.client import SMALL, Client, make_requests
+from bench.infra import Infra, new_run, run_on_embedded_infra
 from bench.stats import summary
 from bench.workers import running_workers, settle_group
 
@@ -115,10 +114,10 @@ async def _run(
         wall_s = time.monotonic() - started
     backlog_ids = [body["request_id"] for body in backlog]
     stream_ids = [body["request_id"] for body in stream]
-    waits = [_render_start(first[rid]) - client.sent_at[rid] for rid in stream_ids]
+    waits = [first[rid].render_started - client.sent_at[rid] for rid in stream_ids]
     bulk_span = max(first[rid].arrived_at for rid in backlog_ids) - min(client.sent_at[rid] for rid in backlog_ids)
-    window = (client.sent_at[stream_ids[0]], max(_render_start(first[rid]) for rid in stream_ids))
-    during = [rid for rid in ids if window[0] <= _render_start(first[rid]) <= window[1]]
+    window = (client.sent_at[stream_ids[0]], max(first[rid].render_started for rid in stream_ids))
+    during = [rid for rid in ids if window[0] <= first[rid].render_started <= window[1]]
     bulk_during = len(set(during) & set(backlog_ids))
     return {
         "interactive_wait_s": summary(waits, digits=3),
@@ -128,13 +127,6 @@ async def _run(
         "statuses": sorted({arrival.result.status for arrival in first.values()}),
         "wall_s": round(wall_s, 1),
     }
-
-
-def _render_start(arrival: Arrival) -> float:
-    started = arrival.result.timings.render_started_at
-    if started is None:
-        raise ValueError(f"{arrival.request_id} was not rendered ({arrival.result.status})")
-    return started.timestamp()
 
 
 def _ratio(numerator: float, denominator: float) -> float | None:
@@ -150,20 +142,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bulk-min-share", type=float, default=0.1)
     args = parser.parse_args(argv)
 
-    async def run() -> dict[str, Any]:
-        with embedded_infra() as infra:
-            report = await measure(
-                infra,
-                render_s=args.render_s,
-                bulk=args.bulk,
-                interactive=args.interactive,
-                interval_s=args.interval_s,
-                bulk_min_share=args.bulk_min_share,
-            )
-        return {"machine": machine_info(), **report}
-
-    print(json.dumps(asyncio.run(run())))
-    return 0
+    return run_on_embedded_infra(
+        lambda infra: measure(
+            infra,
+            render_s=args.render_s,
+            bulk=args.bulk,
+            interactive=args.interactive,
+            interval_s=args.interval_s,
+            bulk_min_share=args.bulk_min_share,
+        )
+    )
 
 
 if __name__ == "__main__":

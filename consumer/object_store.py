@@ -1,4 +1,4 @@
-"""Object storage through aioboto3: content-addressed uploads, cache lookups, presigned URLs, deletes."""
+"""Object storage through aioboto3: content-addressed uploads, cache lookups, presigned URLs, deletes, checkpoints."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from consumer.errors import ImageTooLarge, StorageError
 from consumer.settings import Settings
 
-__all__ = ["ObjectStore", "StoredObject", "open_s3_client"]
+__all__ = ["ObjectStore", "StoredObject", "lifecycle_rules", "open_s3_client"]
 
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
 _NO_CREDENTIALS = (
@@ -61,7 +61,9 @@ class ObjectStore:
         self.bucket = bucket
         self.presign_ttl_s = presign_ttl_s
 
-    async def ensure_bucket(self) -> None:
+    async def ensure_bucket(self, *, expire: dict[str, int] | None = None) -> None:
+        """Create the bucket if it is missing, with a lifecycle rule expiring objects under each prefix of `expire`
+        after its number of days (never touching the rules of a bucket that exists: they are its owner's)."""
         with _storage_errors(f"create bucket {self.bucket}"):
             try:
                 await self._client.head_bucket(Bucket=self.bucket)
@@ -69,6 +71,10 @@ class ObjectStore:
                 if _error_code(exc) not in _NOT_FOUND:
                     raise
                 await self._client.create_bucket(Bucket=self.bucket)
+                if expire:
+                    await self._client.put_bucket_lifecycle_configuration(
+                        Bucket=self.bucket, LifecycleConfiguration={"Rules": lifecycle_rules(expire)}
+                    )
 
     async def ping(self) -> None:
         with _storage_errors(f"reach bucket {self.bucket}"):
@@ -109,6 +115,21 @@ class ObjectStore:
                 data: bytes = await body.read()
                 return data
 
+    async def read(self, key: str, *, max_bytes: int) -> bytes | None:
+        """One of the worker's own objects (None: there is none), refused over `max_bytes` before it is read."""
+        with _storage_errors(f"read s3://{self.bucket}/{key}"):
+            try:
+                response = await self._client.get_object(Bucket=self.bucket, Key=key)
+            except ClientError as exc:
+                if _error_code(exc) in _NOT_FOUND:
+                    return None
+                raise
+            async with response["Body"] as body:
+                if int(response["ContentLength"]) > max_bytes:
+                    raise StorageError(f"s3://{self.bucket}/{key} is over {max_bytes} bytes")
+                data: bytes = await body.read()
+                return data
+
     async def delete(self, key: str) -> None:
         """Delete `key` (nothing happens when it is not there)."""
         with _storage_errors(f"delete s3://{self.bucket}/{key}"):
@@ -130,6 +151,15 @@ class ObjectStore:
         """The key of `s3://<bucket>/<key>` when it is in this bucket, else None."""
         prefix = f"s3://{self.bucket}/"
         return uri.removeprefix(prefix) if uri.startswith(prefix) else None
+
+
+def lifecycle_rules(expire: dict[str, int]) -> list[dict[str, Any]]:
+    """S3 lifecycle rules expiring the objects under each prefix after its number of days."""
+    return [
+        {"ID": f"vidgen-expire-{prefix.strip('/').replace('/', '-') or 'all'}", "Filter": {"Prefix": prefix},
+         "Status": "Enabled", "Expiration": {"Days": days}}
+        for prefix, days in expire.items()
+    ]  # fmt: skip
 
 
 def _error_code(exc: ClientError) -> str:

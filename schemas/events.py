@@ -170,8 +170,13 @@ class VideoProgress(BaseModel):
     schema_version: Literal[1] = SCHEMA_VERSION
     request_id: str
     tenant_id: str
-    event: Literal["started", "progress"]
-    step: int = Field(0, ge=0, description="Denoising steps done.")
+    event: Literal["started", "progress", "checkpointed", "resumed"] = Field(
+        description="`started`: a worker took the request; `progress`: steps done so far; `checkpointed`: the "
+        "render's state after `step` was saved (to object storage, or kept in memory while a bulk render is paused "
+        "for an interactive request); `resumed`: the render continues from `step` instead of from the start. Consumers "
+        "should ignore kinds they do not know."
+    )
+    step: int = Field(0, ge=0, description="Denoising steps done (counted from the render's first, also when resumed).")
     total: int = Field(ge=1, description="Denoising steps in all.")
     percent: float = Field(
         ge=0,
@@ -222,4 +227,11 @@ class VideoResult(BaseModel):
         None,
         description="How the render held the model: resident, vae_tiling, model_offload or sequential_offload "
         "(null when nothing was rendered or modes are not managed).",
+    )
+    resumed_from_step: int | None = Field(
+        None,
+        ge=1,
+        description="The step the render last resumed from: it continued from a checkpoint (saved by a worker that "
+        "stopped or died, or kept while the render was paused for an interactive request) instead of rendering "
+        "every step here; the video is the same. Null when the render never resumed.",
     )

@@ -8,17 +8,13 @@ driver, a CUDA fatal error or the kernel's OOM killer would: no answer, no commi
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import sys
 from typing import Any
 
-from consumer.render.renderer import Renderer
 from consumer.render.standin import StandInPipeline
-from consumer.settings import Settings
-from consumer.telemetry.logs import configure_logging
-from consumer.worker.wiring import serve
+from tests.worker_main import serve_with
 
 POISON = "POISON"
 
@@ -38,21 +34,7 @@ def _die(*_: Any) -> dict[str, Any]:
 
 
 def main() -> int:
-    settings = Settings()
-    configure_logging(fmt=settings.log_format, level=settings.log_level)
-    renderer = Renderer(lambda: KillingPipeline(settings.standin_render_s))
-
-    async def run() -> int:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
-        return await serve(settings, stop, renderer=renderer)
-
-    try:
-        return asyncio.run(run())
-    finally:
-        renderer.close()
+    return serve_with(lambda settings: KillingPipeline(settings.standin_render_s))
 
 
 if __name__ == "__main__":

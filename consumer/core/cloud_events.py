@@ -57,6 +57,8 @@ EVENT_TYPES: Final = {
     "rejected": f"{_NAMESPACE}.video.rejected",
     "started": f"{_NAMESPACE}.video.started",
     "progress": f"{_NAMESPACE}.video.progress",
+    "checkpointed": f"{_NAMESPACE}.video.checkpointed",
+    "resumed": f"{_NAMESPACE}.video.resumed",
     "requested": f"{_NAMESPACE}.video.requested",
     "cancel_requested": f"{_NAMESPACE}.video.cancel_requested",
     "delete_requested": f"{_NAMESPACE}.video.delete_requested",

@@ -11,8 +11,9 @@ from datetime import UTC, datetime
 from typing import Literal, Protocol
 
 from consumer.core.lifecycle import Lifecycle
+from consumer.core.preemption import Preemption
 from consumer.core.retries import Delivery
-from consumer.errors import Expired, VidgenError
+from consumer.errors import Expired, RenderHandedBack, VidgenError
 from schemas.events import VideoRequest
 
 __all__ = ["Headers", "Job", "Record", "StopSignal", "StopStage", "past_deadline"]
@@ -48,13 +49,18 @@ class StopSignal:
     plain attribute read, so no lock is needed). `stopped_in` records where the job noticed it.
 
     `draining` is the scheduler's other word to a job: the worker shuts down, so a job still waiting for device memory
-    gives up unanswered (its record is read again); a job past that finishes and is answered."""
+    gives up unanswered (its record is read again); a job past that finishes and is answered. `handing_back` goes
+    further, where renders are checkpointed (a shutdown, or the job's partition revoked): a job waiting for the model
+    or paused gives up too, and a rendering one stops at its next step with its state saved; the next owner resumes
+    it. Either way a job past its render finishes and is answered."""
 
     def __init__(self) -> None:
         self._reason: VidgenError | None = None
         self._requested = asyncio.Event()
+        self._interrupted = asyncio.Event()  # a stop request or a hand-back
         self.stopped_in: StopStage | None = None
         self.draining = False
+        self.handing_back = False
 
     @property
     def requested(self) -> bool:
@@ -65,20 +71,34 @@ class StopSignal:
         if self._reason is None:
             self._reason = reason
             self._requested.set()
+            self._interrupted.set()
 
     def drain(self) -> None:
         """Shutdown: stop waiting for device memory (see `draining`). On the event loop."""
         self.draining = True
 
+    def hand_back(self) -> None:
+        """Shutdown or revocation where renders are checkpointed (see `handing_back`). On the event loop."""
+        self.draining = True
+        self.handing_back = True
+        self._interrupted.set()
+
     async def wait(self) -> None:
         """Until a stop is requested."""
         await self._requested.wait()
 
+    async def interrupted(self) -> None:
+        """Until a stop is requested or the job is asked to hand its record back."""
+        await self._interrupted.wait()
+
     async def acquire(self, lock: asyncio.Lock) -> None:
-        """Take `lock` (the model's), unless a stop is requested first: then raise its reason at once, without the
-        lock and without waiting for whoever holds it."""
+        """Take `lock` (the model's), unless a stop is requested first (then raise its reason) or the job is asked
+        to hand back its record (then raise `RenderHandedBack`): at once, without the lock and without waiting for
+        whoever holds it."""
+        if self.handing_back and self._reason is None:
+            raise RenderHandedBack("handed back before it had the model")
         taking = asyncio.ensure_future(lock.acquire())
-        stopping = asyncio.ensure_future(self.wait())
+        stopping = asyncio.ensure_future(self.interrupted())
         try:
             await asyncio.wait((taking, stopping), return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
@@ -88,6 +108,8 @@ class StopSignal:
         finally:
             stopping.cancel()
         if taking.cancel():  # still waiting, so the stop came first (a cancelled acquire never holds the lock)
+            if self._reason is None:
+                raise RenderHandedBack("handed back while it waited for the model")
             raise self.stopped("queued")
 
     def check(self, where: StopStage) -> None:
@@ -116,7 +138,8 @@ def past_deadline(deadline: datetime | None, *, now: datetime) -> Expired | None
 class Job:
     """A parsed request, from its fetch until it is answered. `tp` is its record's topic partition (a key of the
     consume loop's bookkeeping); `delivery` is the retry state its headers carried, read once at intake; `stop` is how
-    the scheduler asks it to stop (a cancel); `lifecycle` is the phase it is in (`consumer.core.lifecycle`)."""
+    the scheduler asks it to stop (a cancel); `preemption` how it pauses its render for an interactive request;
+    `lifecycle` is the phase it is in (`consumer.core.lifecycle`)."""
 
     tp: Hashable
     record: Record
@@ -124,6 +147,7 @@ class Job:
     received_at: datetime
     delivery: Delivery = field(default_factory=Delivery)
     stop: StopSignal = field(default_factory=StopSignal, compare=False)
+    preemption: Preemption = field(default_factory=Preemption, compare=False)
     lifecycle: Lifecycle = field(default_factory=Lifecycle, compare=False)
 
     @property

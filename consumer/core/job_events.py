@@ -1,6 +1,6 @@
-"""What a running job tells the scheduler: typed events on the scheduler's one queue (a render ended, a denoising
-step ended, its work entered a later phase), and the job's lifecycle moved where its work happens. Pure: the queue is
-anything with `put_nowait`.
+"""What a running job tells the scheduler: typed events on the scheduler's one queue (a render ended or paused, a
+denoising step ended, the render's state was checkpointed or resumed, its work entered a later phase), and the job's
+lifecycle moved where its work happens. Pure: the queue is anything with `put_nowait`.
 
 The job runner makes one `JobTrack` per job and hands it to the pipeline, which calls it as the job's work moves on;
 nothing is called back across the scheduler. The scheduler reacts to the events in turn: a render slot to the next
@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import contextvars
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
 from consumer.core.job import Job
 from consumer.core.lifecycle import Phase
 from schemas.events import ProgressPhase
 
-__all__ = ["JobEvent", "JobEventSink", "JobTrack", "PhaseReached", "RenderEnded", "RenderProgress"]
+__all__ = ["JobEvent", "JobEventSink", "JobTrack", "Milestone", "PhaseReached", "RenderEnded", "RenderPaused", "RenderProgress"]
+
+Milestone = Literal["checkpointed", "resumed"]
+"""A render's state was saved after a step (to object storage, or in memory while it is paused), or a render resumed
+from a saved state."""
 
 
 @dataclass(frozen=True)
@@ -29,13 +33,23 @@ class RenderEnded:
 
 
 @dataclass(frozen=True)
+class RenderPaused:
+    """A job's bulk render paused for an interactive request (preemption): the scheduler takes its render slot back
+    and gives it one again later, to resume in."""
+
+    job: Job
+
+
+@dataclass(frozen=True)
 class RenderProgress:
-    """Denoising step `step` of `total` of the job's render ended. `context` is the one it ended in (the render's
-    trace span, the job's log fields), for the listeners to run in: a progress event carries the job's trace."""
+    """Denoising step `step` of `total` of the job's render ended (`milestone` None), or its state after that step was
+    checkpointed, or it resumed from that step. `context` is the one it happened in (the render's trace span, the
+    job's log fields), for the listeners to run in: a progress event carries the job's trace."""
 
     job: Job
     step: int
     total: int
+    milestone: Milestone | None = None
     context: contextvars.Context = field(default_factory=contextvars.copy_context, compare=False)
 
 
@@ -49,7 +63,7 @@ class PhaseReached:
     context: contextvars.Context = field(default_factory=contextvars.copy_context, compare=False)
 
 
-JobEvent = RenderEnded | RenderProgress | PhaseReached
+JobEvent = RenderEnded | RenderPaused | RenderProgress | PhaseReached
 
 
 class JobEventSink(Protocol):
@@ -79,10 +93,20 @@ class JobTrack:
         """A denoising step ended."""
         self._events.put_nowait(RenderProgress(self.job, step, total))
 
+    def noted(self, milestone: Milestone, step: int, total: int) -> None:
+        """The render's state after `step` was checkpointed, or the render resumed from it."""
+        self._events.put_nowait(RenderProgress(self.job, step, total, milestone))
+
+    def paused(self) -> None:
+        """The render paused for an interactive request: its slot goes back to the scheduler until it may resume."""
+        self.job.lifecycle.advance(Phase.PAUSED)
+        self._events.put_nowait(RenderPaused(self.job))
+
     def render_ended(self) -> None:
-        """The job no longer needs the model; a no-op once it is past its render. `RenderEnded` is posted the first
-        time only: a retried attempt that renders again keeps the slot it moved to."""
-        if self.job.lifecycle.past_render:
+        """The job no longer needs the model; a no-op once it is past its render, or while it is paused (it holds no
+        slot: cancelled while paused). `RenderEnded` is posted the first time only: a retried attempt that renders
+        again keeps the slot it moved to."""
+        if self.job.lifecycle.past_render or self.job.lifecycle.phase is Phase.PAUSED:
             return
         self.job.lifecycle.advance(Phase.RENDER_ENDED)
         if not self._render_posted:

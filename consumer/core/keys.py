@@ -14,6 +14,9 @@ __all__ = [
     "CONTENT_FIELDS",
     "RENDER_VERSION",
     "ObjectKeys",
+    "checkpoint_binding",
+    "checkpoint_key",
+    "checkpoint_prefix",
     "content_key",
     "derive_seed",
     "is_plain_key",
@@ -85,6 +88,31 @@ def object_keys(*, prefix: str, tenant_id: str, key: str, poster_ext: str) -> Ob
     """Per-tenant, content-addressed keys. No user input appears verbatim: the tenant is hashed too."""
     base = f"{prefix}videos/{_tenant_digest(tenant_id)[:16]}/{key[:2]}/{key}"
     return ObjectKeys(video=f"{base}.mp4", poster=f"{base}.poster.{poster_ext}")
+
+
+def checkpoint_prefix(prefix: str) -> str:
+    """Where every render checkpoint lives in the output bucket: the lifecycle rule that expires them names it."""
+    return f"{prefix}checkpoints/"
+
+
+def checkpoint_key(*, prefix: str, request: VideoRequest, model: str) -> str:
+    """Where a request's render checkpoint is stored: under its tenant's hash, named by a hash of the request id and
+    everything that decides the render (the start image by its URL: the key is known before the image is fetched, so
+    a cancel can delete it; `checkpoint_binding` pins the image's bytes), the model and the render version. Another
+    tenant's request with the same id never lands on it; a redelivery or retry-topic copy of the request does."""
+    named: dict[str, object] = {name: getattr(request, name) for name in CONTENT_FIELDS}
+    named.update(
+        request_id=request.request_id, tenant_id=request.tenant_id, seed=request.seed, model=model,
+        render_version=RENDER_VERSION,
+    )  # fmt: skip
+    return f"{checkpoint_prefix(prefix)}{_tenant_digest(request.tenant_id)[:16]}/{_digest(named)}.safetensors"
+
+
+def checkpoint_binding(*, content_key: str, render_setup: str) -> str:
+    """What a checkpoint may be applied to, carried in its header and checked before a resume: the request's content
+    key (prompt, sizes, steps, guidance, seed, start image bytes, model, render version) and the worker's render setup
+    (dtype and the options that change the output), so a checkpoint is never resumed into anything else."""
+    return _digest({"content_key": content_key, "render_setup": render_setup, "render_version": RENDER_VERSION})
 
 
 _UPLOAD_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif"})

@@ -2,12 +2,17 @@
 (or given up), and the transitions allowed between them. Pure.
 
     queued -> admitted -> started -> rendering -> render_ended -> encoding -> uploading -> answered
+                 ^                       |
+                 '------- paused <-------'   (a bulk render preempted for an interactive request)
 
 - `queued`: fetched and parsed, waiting in the pending queue for a render slot and its tenant's turn.
 - `admitted`: holds a render slot; its task runs (the scheduler).
 - `started`: its start is recorded (the crash guard) and an attempt runs: moderation, start image, memory admission.
   A retry starts the next attempt here again, from wherever the failed one got to.
 - `rendering`: waits for the model, then renders.
+- `paused`: a bulk render stopped at a step boundary for an interactive request waiting for the model (preemption):
+  its state is kept in memory, its render slot and memory reservation are given up; it moves to `admitted` when the
+  scheduler gives it a render slot again, and resumes from that step.
 - `render_ended`: no longer needs the model (its render ended, a cache hit made one unnecessary, or its answer is final
   without one): its render slot goes to the next job.
 - `encoding`, `uploading`: the MP4 and poster are made, then stored.
@@ -33,6 +38,7 @@ class Phase(StrEnum):
     ADMITTED = "admitted"
     STARTED = "started"
     RENDERING = "rendering"
+    PAUSED = "paused"
     RENDER_ENDED = "render_ended"
     ENCODING = "encoding"
     UPLOADING = "uploading"
@@ -47,7 +53,8 @@ TRANSITIONS: dict[Phase, frozenset[Phase]] = {
     Phase.QUEUED: frozenset({Phase.ADMITTED}) | _ENDS,
     Phase.ADMITTED: frozenset({Phase.STARTED}) | _ENDS,
     Phase.STARTED: frozenset({Phase.RENDERING, Phase.RENDER_ENDED}) | _RETRY | _ENDS,
-    Phase.RENDERING: frozenset({Phase.RENDER_ENDED}) | _RETRY | _ENDS,
+    Phase.RENDERING: frozenset({Phase.RENDER_ENDED, Phase.PAUSED}) | _RETRY | _ENDS,
+    Phase.PAUSED: frozenset({Phase.ADMITTED}) | _ENDS,
     Phase.RENDER_ENDED: frozenset({Phase.ENCODING}) | _RETRY | _ENDS,
     Phase.ENCODING: frozenset({Phase.UPLOADING}) | _RETRY | _ENDS,
     Phase.UPLOADING: _RETRY | _ENDS,

@@ -54,6 +54,14 @@ class PendingJobs:
         taken = self._queue.take(bulk_allowed=bulk_allowed)
         return None if taken is None else (taken[1], taken[2])
 
+    def bulk_owed(self) -> bool:
+        """Whether the lane policy owes bulk its minimum share: the next start would be bulk if one could start."""
+        return self._queue.policy.order(bulk_startable=True)[0] == "bulk"
+
+    def resumed(self, job: Job) -> None:
+        """A paused job resumed: it counts as a start of its lane (a bulk one satisfies the share)."""
+        self._queue.policy.started(self.lane(job), bulk_waiting=True)
+
     def overflow(self) -> list[tuple[Job, QuotaDecision]]:
         """Deferred jobs given up so that fetching never stops for them (see `FairQueue.overflow`): the worker
         refuses the rejected ones and hands the others to the retry topic. Known waits come first, shortest first,

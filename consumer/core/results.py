@@ -65,6 +65,7 @@ def completed(
     attempt: int,
     identity: Identity,
     memory_mode: str | None = None,
+    resumed_from_step: int | None = None,
 ) -> VideoResult:
     return _answer(
         request,
@@ -75,6 +76,7 @@ def completed(
         memory_mode=memory_mode,
         video=video,
         cache_hit=cache_hit,
+        resumed_from_step=resumed_from_step,
     )
 
 

@@ -5,9 +5,12 @@ whoever frees a slot (the job scheduler, `consumer/worker/scheduler.py`) starts 
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable
+from typing import Generic, Literal, TypeVar
 
-__all__ = ["Slot", "StageSlots"]
+__all__ = ["HeldSlots", "Slot", "StageSlots"]
+
+J = TypeVar("J")
 
 Stage = Literal["rendering", "finishing", "done"]
 
@@ -64,3 +67,44 @@ class Slot:
 
     def __init__(self) -> None:
         self.stage: Stage = "rendering"
+
+
+class HeldSlots(Generic[J]):
+    """Which running job holds which slot (by identity), and whether bulk jobs may take one more render slot: they
+    hold at most `bulk_limit` at once (`consumer.core.priority_lanes.bulk_render_slots`)."""
+
+    def __init__(self, slots: StageSlots, *, bulk_limit: int, is_bulk: Callable[[J], bool]) -> None:
+        self._slots = slots
+        self._bulk_limit = bulk_limit
+        self._is_bulk = is_bulk
+        self._held: dict[int, tuple[J, Slot]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._held)
+
+    def __contains__(self, job: J) -> bool:
+        return id(job) in self._held
+
+    @property
+    def free(self) -> bool:
+        return self._slots.free
+
+    def jobs(self) -> list[J]:
+        return [job for job, _ in self._held.values()]
+
+    def take(self, job: J) -> None:
+        self._held[id(job)] = (job, self._slots.take())
+
+    def advance(self, job: J) -> bool:
+        """`StageSlots.advance` of the job's slot (False when it holds none)."""
+        held = self._held.get(id(job))
+        return held is not None and self._slots.advance(held[1])
+
+    def release(self, job: J) -> bool:
+        """The job gives its slot back (idempotent). True when that freed one."""
+        held = self._held.pop(id(job), None)
+        return held is not None and self._slots.release(held[1])
+
+    def bulk_free(self) -> bool:
+        rendering = sum(slot.stage == "rendering" for job, slot in self._held.values() if self._is_bulk(job))
+        return rendering < self._bulk_limit

@@ -9,7 +9,13 @@ cannot run), `api` (the job API's HTTP answers), `webhooks` (the notifier's deli
 from __future__ import annotations
 
 from consumer.errors.api import ApiFailure, AuthFailure, BodyTimeout, ClaimError, QueryError
-from consumer.errors.internal import IllegalTransition, RenderAbandoned
+from consumer.errors.internal import (
+    CheckpointRejected,
+    IllegalTransition,
+    RenderAbandoned,
+    RenderHandedBack,
+    RenderPreempted,
+)
 from consumer.errors.results import (
     Cancelled,
     ContentPolicyViolation,
@@ -48,6 +54,7 @@ __all__ = [
     "AuthFailure",
     "BodyTimeout",
     "Cancelled",
+    "CheckpointRejected",
     "ClaimError",
     "ContentPolicyViolation",
     "DeliveryRejected",
@@ -70,6 +77,8 @@ __all__ = [
     "RateLimited",
     "RenderAbandoned",
     "RenderFailed",
+    "RenderHandedBack",
+    "RenderPreempted",
     "RenderTimeout",
     "SecretUnreadable",
     "SignatureError",

@@ -1,11 +1,11 @@
-"""Progress events on `video.progress`: `started`, then at most one `progress` per request per interval, and one at
+"""Progress events on `video.progress`: `started`, then at most one `progress` per request per interval, one at
 each change of phase (`schemas.events.ProgressPhase`: the last denoising step starts `decoding`, then `encoding`
-and `uploading`). `percent` is of the whole job, each phase weighted by its measured share
-(`consumer.core.progress_phases`).
+and `uploading`), and one `checkpointed` or `resumed` event each time a render's state is saved or a render resumes
+from one. `percent` is of the whole job, each phase weighted by its measured share (`consumer.core.progress_phases`).
 
 Best effort by design: they are sent without waiting for the broker's ack and never hold up a render or a commit;
 the result on `video.results` stays the one event that counts. Each carries CloudEvents headers
-(`io.vidgen.video.started` / `io.vidgen.video.progress`, `consumer.core.cloud_events`).
+(`io.vidgen.video.started`, `.progress`, `.checkpointed`, `.resumed`: `consumer.core.cloud_events`).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from aiokafka.errors import KafkaError
 from consumer.core.clock import WallClock, utc_now
 from consumer.core.cloud_events import progress_event
 from consumer.core.progress_phases import step_phase, work_percent
+from consumer.core.job_events import Milestone
 from consumer.settings import Settings
 from consumer.telemetry.tracing import inject_headers
 from schemas.events import ProgressPhase, VideoProgress, VideoRequest
@@ -46,15 +47,18 @@ class ProgressReporter:
         began = time.monotonic()
         last_sent = began
         total = request.num_inference_steps
+        first: int | None = None  # the first step this render reported: a resumed one starts past 1
         self._send(request, "started", "preparing", step=0, total=total, attempt=attempt, eta_s=None)
 
         def step(done: int, total: int) -> None:
-            nonlocal last_sent
+            nonlocal last_sent, first
+            first = done if first is None else first
             now = time.monotonic()
             if done < total and done > 1 and now - last_sent < self._interval_s:
                 return  # the first step is always told: the phase moves from preparing to denoising
             last_sent = now
-            eta = (now - began) / done * (total - done) if done else None
+            rendered = done - first + 1
+            eta = (now - began) / rendered * (total - done) if rendered > 0 else None
             self._send(request, "progress", step_phase(done, total), step=done, total=total, attempt=attempt, eta_s=eta)
 
         return step
@@ -64,10 +68,14 @@ class ProgressReporter:
         total = request.num_inference_steps
         self._send(request, "progress", phase, step=total, total=total, attempt=attempt, eta_s=None)
 
+    def milestone(self, request: VideoRequest, milestone: Milestone, *, step: int, total: int, attempt: int) -> None:
+        """The render's state after `step` was saved, or the render resumed from it: both while denoising."""
+        self._send(request, milestone, "denoising", step=step, total=total, attempt=attempt, eta_s=None)
+
     def _send(
         self,
         request: VideoRequest,
-        event: Literal["started", "progress"],
+        event: Literal["started", "progress"] | Milestone,
         phase: ProgressPhase,
         *,
         step: int,

@@ -4,6 +4,7 @@ mode. Called by `consumer.render.renderer.Renderer` on its render thread; nothin
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import threading
@@ -22,6 +23,7 @@ from consumer.errors import RenderAbandoned, RenderFailed, RenderTimeout, Vidgen
 from consumer.memory.modes import MemoryMode, more_frugal, supported_modes
 from consumer.render.offload import apply_mode, current_mode
 from consumer.render.render_spec import ProgressFn, RenderSpec
+from consumer.render.step_checkpoints import StepCheckpoints
 
 __all__ = ["Inputs", "StepBounds", "denoise", "render_in_mode"]
 
@@ -34,12 +36,15 @@ Inputs = tuple[torch.Tensor | None, torch.Tensor | None, Image.Image | None]
 @dataclass(frozen=True)
 class StepBounds:
     """What is checked after each denoising step, on the render thread: the task awaiting the render is gone
-    (`abandon`), a cancel (`stop`), the deadline (`time.monotonic()`), then the step is reported (`progress`)."""
+    (`abandon`), a cancel (`stop`), the deadline (`time.monotonic()`), then the step is reported (`progress`) and the
+    render's `checkpoints` decide whether to capture its state (and to stop there: paused or handed back). Steps are
+    counted from the render's first, also in a call that resumed from a checkpoint."""
 
     deadline: float
     abandon: threading.Event
     progress: ProgressFn
     stop: StopSignal | None
+    checkpoints: StepCheckpoints | None = None
 
 
 def render_in_mode(
@@ -85,20 +90,27 @@ def denoise(
     video, mask, image = inputs
     # A pipeline that resamples the start image itself gets it at the size it asked for (`source_size`).
     source = {"source_image": image} if hasattr(pipeline, "source_size") else {}
+    checkpoints = bounds.checkpoints
+    offset = 0 if checkpoints is None else checkpoints.offset
+    generator = torch.Generator(device="cpu").manual_seed(spec.seed)
 
     def on_step_end(_pipe: Any, step: int, _t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+        done = offset + step + 1  # a resumed call counts its steps from 0
         if bounds.abandon.is_set():
             raise RenderAbandoned
         if bounds.stop is not None:
             bounds.stop.check("rendering")  # a cancel stops the render here, before the next step
         if time.monotonic() > bounds.deadline:
-            raise RenderTimeout(f"render stopped after step {step + 1} of {spec.steps}: deadline passed")
-        bounds.progress(step + 1, spec.steps)
+            raise RenderTimeout(f"render stopped after step {done} of {spec.steps}: deadline passed")
+        bounds.progress(done, spec.steps)
+        if checkpoints is not None:
+            checkpoints.step_ended(done, spec.steps, tensors.get("latents"))
         return tensors
 
     started = time.monotonic()
+    attached = contextlib.nullcontext() if checkpoints is None else checkpoints.attached(pipeline, generator)
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), attached:
             output = pipeline(
                 prompt=spec.prompt,
                 # None crashes encode_prompt when guidance > 1; an empty prompt is the neutral choice.
@@ -110,7 +122,7 @@ def denoise(
                 width=spec.width,
                 num_inference_steps=spec.steps,
                 guidance_scale=spec.guidance_scale,
-                generator=torch.Generator(device="cpu").manual_seed(spec.seed),
+                generator=generator,
                 output_type="np",
                 callback_on_step_end=on_step_end,
                 **source,

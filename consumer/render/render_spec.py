@@ -41,7 +41,7 @@ class Rendered(Generic[_Frames]):
 class ModelHold:
     """When one render held the model, written by the renderer as it happens: `taken_at` once the model is taken
     (after any wait for the previous render; set even if the render then fails), `released_at` and `seconds` once
-    a render that succeeded gives it back."""
+    a render that succeeded gives it back (`seconds` also when it stopped at a step to go on later)."""
 
     taken_at: datetime | None = None
     released_at: datetime | None = None

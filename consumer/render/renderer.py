@@ -23,13 +23,15 @@ from PIL import Image
 
 from consumer.core.clock import WallClock, utc_now
 from consumer.core.job import StopSignal, past_deadline
-from consumer.errors import ModelUnavailable, VidgenError
+from consumer.errors import ModelUnavailable, RenderHandedBack, RenderPreempted, VidgenError
 from consumer.memory.modes import MemoryMode
 from consumer.memory.profile import ModelMemoryProfile
+from consumer.render.checkpointing import supports_checkpoints
 from consumer.render.denoising import StepBounds, render_in_mode
 from consumer.render.module_sizes import profile_pipeline
 from consumer.render.offload import current_mode
 from consumer.render.render_spec import ModelHold, ProgressFn, Rendered, RenderSpec, to_uint8
+from consumer.render.step_checkpoints import StepCheckpoints
 
 __all__ = ["Renderer", "RendererState"]
 
@@ -102,6 +104,11 @@ class Renderer:
         return (width, height) if wanted is None else wanted(width, height)
 
     @property
+    def checkpointable(self) -> bool:
+        """Whether the loaded pipeline's renders can be checkpointed and resumed (`consumer.render.checkpointing`)."""
+        return supports_checkpoints(self._pipeline)
+
+    @property
     def _resamples_start_image(self) -> bool:
         """Whether the pipeline takes the start image itself (`source_image`) rather than a start video."""
         return hasattr(self._pipeline, "source_size")
@@ -146,6 +153,7 @@ class Renderer:
         hold: ModelHold | None = None,
         stop: StopSignal | None = None,
         start_by: datetime | None = None,
+        checkpoints: StepCheckpoints | None = None,
     ) -> Rendered[NDArray[np.float32]]:
         """Render in `mode` (None: as the pipeline is) and return as soon as the model is released, with the
         pipeline's frames in [0, 1]. Raises RenderTimeout past the deadline, RenderFailed on a crash; a CUDA
@@ -154,7 +162,9 @@ class Renderer:
 
         `stop` (a cancel) raises its reason while the job waits for the model (without waiting on), once it has the
         model, and between denoising steps; past `start_by` (the request's own deadline) when the render would
-        start, `Expired` is raised instead of rendering. Either way the model is released at once."""
+        start, `Expired` is raised instead of rendering. Either way the model is released at once. `checkpoints` may
+        resume the render from a saved state and capture it between steps (and stop it there: paused or handed back,
+        `consumer.render.step_checkpoints`)."""
         if self.state == "failed":
             raise ModelUnavailable(f"renderer is broken: {self.failure}")
         hold = hold or ModelHold()
@@ -190,7 +200,13 @@ class Renderer:
                     self.device,
                     spec,
                     (*inputs, image),
-                    StepBounds(deadline=time.monotonic() + timeout_s, abandon=abandon, progress=progress, stop=stop),
+                    StepBounds(
+                        deadline=time.monotonic() + timeout_s,
+                        abandon=abandon,
+                        progress=progress,
+                        stop=stop,
+                        checkpoints=checkpoints,
+                    ),
                     mode=mode,
                     oom_downgrade=self._oom_downgrade,
                     fail=self._fail,
@@ -198,11 +214,15 @@ class Renderer:
             )
             try:
                 frames, used = await future
-                hold.seconds = time.perf_counter() - started
-                hold.released_at = self._clock()
             except asyncio.CancelledError:
                 abandon.set()  # the thread stops at the next denoising step
                 raise
+            except (RenderPreempted, RenderHandedBack):
+                hold.seconds = time.perf_counter() - started  # stopped at a step, to go on later: time it held
+                raise
+            else:
+                hold.seconds = time.perf_counter() - started
+                hold.released_at = self._clock()
             finally:
                 if self.state == "busy":
                     self.state = "ready"

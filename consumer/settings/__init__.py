@@ -1,8 +1,8 @@
 """The one configuration object, read from `VIDGEN_*` environment variables once at start-up.
 
-`Settings` is composed of one model per concern (`consumer.settings.messaging`, `processing`, `media`, `service`);
-a component that needs one concern takes that model, so its signature says what it reads. Every variable keeps its
-`VIDGEN_` name: the concerns only group them."""
+`Settings` is composed of one model per concern (`consumer.settings.messaging`, `processing`, `media`, `checkpoints`,
+`service`); a component that needs one concern takes that model, so its signature says what it reads. Every variable
+keeps its `VIDGEN_` name: the concerns only group them."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import re
 from pydantic import AliasChoices, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
+from consumer.settings.checkpoints import CheckpointSettings
 from consumer.settings.field_errors import field_errors
 from consumer.settings.media import ImageSettings, MemorySettings, RenderSettings, StorageSettings
 from consumer.settings.messaging import KafkaSettings, TopicSettings
@@ -21,6 +22,7 @@ from consumer.settings.service import ServiceSettings
 from consumer.settings.webhooks import WebhookSettings
 
 __all__ = [
+    "CheckpointSettings",
     "ConfigurationError",
     "ImageSettings",
     "KafkaSettings",
@@ -53,6 +55,7 @@ class Settings(
     ImageSettings,
     RenderSettings,
     MemorySettings,
+    CheckpointSettings,
     ServiceSettings,
     WebhookSettings,
 ):

@@ -87,6 +87,30 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.checkpoints = Counter(
+            "vidgen_checkpoints",
+            "Render states saved at a step boundary: periodic and handed_back (to object storage), paused (in memory).",
+            ["reason"],
+            registry=r,
+        )
+        self.checkpoint_write_seconds = Histogram(
+            "vidgen_checkpoint_write_seconds", "Serialising and uploading one checkpoint.", buckets=_SECONDS, registry=r
+        )
+        self.checkpoint_bytes = Histogram(
+            "vidgen_checkpoint_bytes",
+            "Size of the checkpoints stored.",
+            buckets=(1e4, 1e5, 1e6, 4e6, 1.6e7, 6.4e7, 2.56e8),
+            registry=r,
+        )
+        self.resumes = Counter(
+            "vidgen_resumes",
+            "Renders resumed from a checkpoint: from object storage or from memory.",
+            ["source"],
+            registry=r,
+        )
+        self.preemptions = Counter(
+            "vidgen_preemptions", "Bulk renders asked to pause for a waiting interactive request.", registry=r
+        )
         self.worker_crash_refusals = Counter(
             "vidgen_worker_crash_refusals",
             "Requests not started again because workers that started them died VIDGEN_MAX_WORKER_CRASHES times.",

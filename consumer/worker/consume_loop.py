@@ -89,16 +89,16 @@ class ConsumeLoop:
         self._consumer = self._consumer_factory(_GroupListener(self))
         await self._consumer.start()
         reacting = asyncio.create_task(self._scheduler.react(), name="scheduler")
-        reacting.add_done_callback(self._scheduler.note_crash)
+        reacting.add_done_callback(self._scheduler.tasks.note_crash)
         try:
-            while not stop.is_set() and self._scheduler.crash is None:
+            while not stop.is_set() and self._scheduler.tasks.crash is None:
                 await self._poll(accepting=True)
                 if burst and await self._caught_up():
                     log.info("burst: everything fetched is answered; stopping")
                     break
             await self._drain()
-            if self._scheduler.crash is not None:
-                raise RuntimeError("a job crashed outside the result path") from self._scheduler.crash
+            if self._scheduler.tasks.crash is not None:
+                raise RuntimeError("a job crashed outside the result path") from self._scheduler.tasks.crash
         finally:
             waiting = [task for task in (reacting, self._catching_up) if task is not None]
             for task in waiting:
@@ -230,7 +230,7 @@ class ConsumeLoop:
     async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
         """Finish (and commit) in-flight jobs of revoked partitions within the rebalance grace, else abandon
         them uncommitted; the next owner re-reads them."""
-        tasks = self._scheduler.tasks_of(revoked)
+        tasks = self._scheduler.tasks.of(revoked)
         self._scheduler.drop(revoked)
         if tasks:
             log.info(
@@ -248,10 +248,10 @@ class ConsumeLoop:
         """Shutdown: no new records; keep polling (paused) so the member stays alive while jobs finish."""
         deadline = time.monotonic() + self._settings.shutdown_grace_s
         self._scheduler.stop_accepting()
-        log.info("draining %d in-flight job(s)", self._scheduler.running)
-        while self._scheduler.running and time.monotonic() < deadline:
+        log.info("draining %d in-flight job(s)", len(self._scheduler.tasks))
+        while self._scheduler.tasks and time.monotonic() < deadline:
             await self._poll(accepting=False)
-        leftover = self._scheduler.running_tasks()
+        leftover = self._scheduler.tasks.running()
         if leftover:
             log.warning("grace period over: abandoning %d job(s) without commit", len(leftover))
             await _finish_or_cancel(leftover, grace_s=0)

@@ -1,7 +1,11 @@
 """One admitted job's attempts: each admitted by device memory first, then the pipeline; transient failures retried
 in process with backoff, then the request handed to the retry topic, and after the last round (or when the retry
 topic refuses the copy for good) failed for good with a copy in the DLQ. The job runner
-(`consumer/worker/job_runner.py`) runs them inside the job's span, once its start is recorded."""
+(`consumer/worker/job_runner.py`) runs them inside the job's span, once its start is recorded.
+
+A render preempted for an interactive request waits here between its pause and its resume (`JobPause`: its memory
+reservation and render slot given up, then both taken again); a job that hands its record back (its render
+checkpointed) ends unanswered, like one given up while it waited for memory."""
 
 from __future__ import annotations
 
@@ -15,9 +19,10 @@ from opentelemetry.trace import Tracer
 from consumer.core.clock import WallClock
 from consumer.core.job import Job
 from consumer.core.job_events import JobTrack
+from consumer.core.lifecycle import Phase
 from consumer.core.results import Identity, failed, not_started
 from consumer.core.retries import RetryPolicy
-from consumer.errors import PublishRefused, TooLargeForWorker
+from consumer.errors import PublishRefused, RenderHandedBack, TooLargeForWorker
 from consumer.memory.admission import Reject
 from consumer.memory.gate import MemoryGate
 from consumer.memory.modes import MemoryMode
@@ -25,13 +30,13 @@ from consumer.worker.job_pipeline import JobPipeline
 from consumer.worker.job_ports import Outbox
 from schemas.events import VideoRequest, VideoResult
 
-__all__ = ["UNANSWERED", "JobAttempts", "Unanswered"]
+__all__ = ["UNANSWERED", "JobAttempts", "JobPause", "Unanswered"]
 
 log = logging.getLogger(__name__)
 
 
 class Unanswered:
-    """Marks a job given up unanswered: shut down or revoked while it waited for memory."""
+    """Marks a job given up unanswered: shut down or revoked while it waited for memory, or handed back."""
 
 
 UNANSWERED = Unanswered()
@@ -67,7 +72,7 @@ class JobAttempts:
         attempt = delivery.attempt
         for retry in range(1, self._retry.attempts + 1):
             track.start()
-            mode = await self._admit(job)
+            mode = await self.admit(job)
             if isinstance(mode, Unanswered) and not job.stop.requested:
                 return UNANSWERED
             if isinstance(mode, Reject | Unanswered):
@@ -83,7 +88,11 @@ class JobAttempts:
                     attempt=attempt,
                     memory_mode=mode,
                     stop=job.stop,
+                    pauses=JobPause(self, job, track),
                 )
+            except RenderHandedBack as handed:
+                log.info("request %s handed back: %s", request.request_id, handed.message)
+                return UNANSWERED
             finally:
                 self.release_memory(request)  # an attempt that failed before its render ended
             if result.status != "failed" or result.error is None or not result.error.retryable:
@@ -122,7 +131,7 @@ class JobAttempts:
         if self._memory is not None:
             self._memory.render_ended(request)
 
-    async def _admit(self, job: Job) -> MemoryMode | Reject | Unanswered | None:
+    async def admit(self, job: Job) -> MemoryMode | Reject | Unanswered | None:
         """Wait until the render fits in device memory: the mode to render in (None: memory not managed). Given up
         at shutdown (the scheduler drains the job) or when the job is asked to stop."""
         if self._memory is None:
@@ -134,3 +143,36 @@ class JobAttempts:
         if isinstance(admission, Reject):
             return admission
         return admission.mode if self._memory.renders_in_mode else None
+
+
+class JobPause:
+    """Where a job's preempted render waits (`consumer.worker.resumable_render.PauseGate`): its memory reservation ends
+    and the scheduler takes its render slot back (`JobTrack.paused`); once the scheduler gives it a slot again, it is
+    admitted by device memory as a start is, and resumes in the mode admission chose. A cancel meanwhile raises the
+    cancel's reason; a shutdown or revocation raises `RenderHandedBack`."""
+
+    def __init__(self, attempts: JobAttempts, job: Job, track: JobTrack) -> None:
+        self._attempts = attempts
+        self._job = job
+        self._track = track
+
+    async def paused(self) -> MemoryMode | None:
+        job = self._job
+        self._attempts.release_memory(job.request)
+        self._track.paused()
+        resumed = await job.preemption.wait_resumed(job.stop.interrupted())
+        if job.lifecycle.phase is Phase.ADMITTED:
+            self._track.start()  # it has its render slot back, whatever happens next
+        if not resumed:
+            raise self._interruption()
+        mode = await self._attempts.admit(job)
+        if isinstance(mode, Unanswered):
+            raise self._interruption()
+        if isinstance(mode, Reject):
+            raise TooLargeForWorker(mode.message)
+        self._track.rendering()
+        return mode
+
+    def _interruption(self) -> Exception:
+        stop = self._job.stop
+        return stop.stopped("rendering") if stop.requested else RenderHandedBack("handed back while paused")

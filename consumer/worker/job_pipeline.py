@@ -1,5 +1,6 @@
-"""One valid request in, one result out: start image, cache lookup, render, encode, upload, presign. The job's
-`JobTrack` is told as the work moves on (rendering, render ended, each denoising step, encoding, uploading)."""
+"""One valid request in, one result out: start image, cache lookup, render (resumed from its checkpoint if it has one,
+`resumable_render`), encode, upload, presign. The job's `JobTrack` is told as the work moves on (rendering, render
+ended, each denoising step, checkpoints, encoding, uploading)."""
 
 from __future__ import annotations
 
@@ -21,15 +22,18 @@ from consumer.core.job_events import JobTrack
 from consumer.core.keys import content_key, derive_seed, object_keys
 from consumer.core.moderation import Moderator
 from consumer.core.results import Identity, StageTimes, completed, failed
-from consumer.errors import VidgenError
+from consumer.errors import RenderHandedBack, VidgenError
 from consumer.images.sandbox import DecodeLimits, decode_in_sandbox
 from consumer.images.sources import StartImageSource
 from consumer.memory.modes import MemoryMode
 from consumer.object_store import ObjectStore
 from consumer.render.render_spec import ModelHold, Rendered, RenderSpec, to_uint8
 from consumer.render.renderer import Renderer
+from consumer.render.step_checkpoints import StepCheckpoints
 from consumer.settings import Settings
 from consumer.telemetry.worker_metrics import Metrics, resolution_label
+from consumer.worker.checkpoint_store import CheckpointStore, JobCheckpoints
+from consumer.worker.resumable_render import PauseGate, render_resumably
 from consumer.worker.stored_videos import answers_from_cache, stored_video, video_info
 from consumer.worker.video_encoding import POSTER_TYPES, encode_mp4, encode_poster
 from schemas.events import VideoRequest, VideoResult
@@ -54,8 +58,10 @@ class JobPipeline:
         moderator: Moderator | None = None,
         tracer: Tracer | None = None,
         clock: WallClock = utc_now,
+        checkpoints: CheckpointStore | None = None,
     ) -> None:
         self._moderator = moderator
+        self._checkpoints = checkpoints
         self._tracer = tracer or trace.get_tracer(__name__)
         self._settings = settings
         self._store = store
@@ -75,12 +81,13 @@ class JobPipeline:
         attempt: int = 1,
         memory_mode: MemoryMode | None = None,
         stop: StopSignal | None = None,
+        pauses: PauseGate | None = None,
     ) -> VideoResult:
         """`track` is told when the render starts, each denoising step, once the model is no longer needed (its
         render ended and the model is released, or a cache hit made it unnecessary; not when the attempt fails
         before that), and when encoding and uploading start. `stop` is checked before the start image and before and
         during the render (a cancel answers `failed`, `cancelled`); the request's deadline, when the render would
-        start (`expired`)."""
+        start (`expired`). A preempted render waits at `pauses`; `RenderHandedBack` is raised, not answered."""
         stages = StageTimes(received_at=received_at)
         try:
             return await self._process(
@@ -91,7 +98,10 @@ class JobPipeline:
                 attempt=attempt,
                 track=track,
                 stop=stop or StopSignal(),
+                pauses=pauses,
             )
+        except RenderHandedBack:
+            raise
         except VidgenError as exc:
             log.warning("request %s %s: %s", request.request_id, exc.code, exc.message)
             error = exc
@@ -110,6 +120,7 @@ class JobPipeline:
         attempt: int,
         track: JobTrack,
         stop: StopSignal,
+        pauses: PauseGate | None,
     ) -> VideoResult:
         stop.check("queued")
         if self._moderator is not None:
@@ -139,6 +150,9 @@ class JobPipeline:
                 identity=self._identity,
             )
 
+        checkpoints = None
+        if self._checkpoints is not None and self._renderer.checkpointable:
+            checkpoints = self._checkpoints.for_job(request, content_key=key, noted=track.noted)
         rendered = await self._render(
             request,
             image=image,
@@ -148,6 +162,8 @@ class JobPipeline:
             record_time=record_time,
             track=track,
             stop=stop,
+            checkpoints=checkpoints,
+            pauses=pauses,
         )
         track.render_ended()
         track.encoding()
@@ -183,6 +199,7 @@ class JobPipeline:
             attempt=attempt,
             identity=self._identity,
             memory_mode=memory_mode.value if memory_mode else None,
+            resumed_from_step=None if checkpoints is None else checkpoints.resumed_from,
         )
 
     async def _start_image(self, request: VideoRequest) -> tuple[Image.Image | None, str | None]:
@@ -216,6 +233,8 @@ class JobPipeline:
         record_time: datetime,
         track: JobTrack,
         stop: StopSignal,
+        checkpoints: JobCheckpoints | None,
+        pauses: PauseGate | None,
     ) -> Rendered[NDArray[np.float32]]:
         """Returns once the model is released, with the frames still in floats."""
         spec = RenderSpec(
@@ -228,7 +247,7 @@ class JobPipeline:
             guidance_scale=request.guidance_scale,
             seed=seed,
         )
-        hold = ModelHold()
+        holds: list[ModelHold] = []  # one per model hold (a paused render takes it again)
         timeout_s = min(self._settings.render_timeout_s, request.render_timeout_s or self._settings.render_timeout_s)
         with self._tracer.start_as_current_span("render") as span:
             span.set_attributes({"vidgen.width": spec.width, "vidgen.height": spec.height, "vidgen.steps": spec.steps})
@@ -238,28 +257,35 @@ class JobPipeline:
                 span.add_event("denoising step", {"step": step, "total": total})
                 track.progress(step, total)
 
-            track.rendering()
-            try:
-                rendered = await self._renderer.render_float(
+            async def render(session: StepCheckpoints | None, mode: MemoryMode | None) -> Rendered[NDArray[np.float32]]:
+                holds.append(hold := ModelHold())
+                return await self._renderer.render_float(
                     spec,
                     image,
                     timeout_s=timeout_s,
                     on_progress=progress,
-                    mode=memory_mode,
+                    mode=mode,
                     hold=hold,
                     stop=stop,
                     start_by=request.deadline,
+                    checkpoints=session,
+                )
+
+            track.rendering()
+            try:
+                rendered = await render_resumably(
+                    render, job=track.job, checkpoints=checkpoints, pauses=pauses, mode=memory_mode
                 )
             finally:
-                if hold.taken_at is not None:
+                taken = next((hold.taken_at for hold in holds if hold.taken_at is not None), None)
+                if taken is not None:
                     # Time spent waiting for the previous render is queue time, not render time.
-                    stages.render_started_at = hold.taken_at
-                    queued_s = (hold.taken_at - record_time).total_seconds()
-                    self._metrics.queue_wait_seconds.observe(max(0.0, queued_s))
+                    stages.render_started_at = taken
+                    self._metrics.queue_wait_seconds.observe(max(0.0, (taken - record_time).total_seconds()))
             if rendered.mode is not None:
                 span.set_attribute("vidgen.memory_mode", rendered.mode.value)
-        stages.render_finished_at = hold.released_at
-        stages.render_ms = round((hold.seconds or 0.0) * 1000)
+        stages.render_finished_at = holds[-1].released_at
+        stages.render_ms = round(sum(hold.seconds or 0.0 for hold in holds) * 1000)
         self._metrics.renders.labels(memory_mode=rendered.mode.value if rendered.mode else "unmanaged").inc()
         self._metrics.render_seconds.labels(
             resolution=resolution_label(request.width, request.height), frames=str(rendered.frames.shape[0])

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from consumer.core.job import Headers, Record
+from consumer.core.job_events import Milestone
 from schemas.events import ProgressPhase, VideoRequest, VideoResult
 
 __all__ = ["Outbox", "ProgressListener", "StartLog", "StepFn"]
@@ -27,12 +28,16 @@ class Outbox(Protocol):
 
 
 class ProgressListener(Protocol):
-    """Told when an attempt at a request starts, answering with what to call after each denoising step, and when its
-    work after the render enters a phase (`consumer.kafka.progress.ProgressReporter` is one)."""
+    """Told when an attempt at a request starts, answering with what to call after each denoising step; when its work
+    after the render enters a phase; and when its render's state is checkpointed or it resumes
+    (`consumer.kafka.progress.ProgressReporter` is one)."""
 
     def started(self, request: VideoRequest, *, attempt: int) -> StepFn: ...
     def phase(self, request: VideoRequest, phase: ProgressPhase, *, attempt: int) -> None:
         """The request's work after its render entered `phase` (encoding, uploading)."""
+    def milestone(
+        self, request: VideoRequest, milestone: Milestone, *, step: int, total: int, attempt: int
+    ) -> None: ...
 
 
 class StartLog(Protocol):

@@ -5,7 +5,9 @@ lifecycle and posts its render's end and steps on the scheduler's queue; the sch
 (`render_ended`, `progressed`) as it reacts.
 
 Before a job's work starts it may be answered without starting: its tenant cancelled it, its deadline passed, or workers
-that started it died too often (the crash guard, which records every start in a `StartLog` first)."""
+that started it died too often (the crash guard, which records every start in a `StartLog` first, whether or not the
+job resumes from a checkpoint: a request that kills workers never resumes forever). Once a request is answered (or
+cancelled), its render checkpoint is deleted."""
 
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from consumer.memory.gate import MemoryGate
 from consumer.settings import Settings
 from consumer.telemetry.tracing import extract_context
 from consumer.telemetry.worker_metrics import Metrics
+from consumer.worker.checkpoint_store import CheckpointStore
 from consumer.worker.job_attempts import UNANSWERED, JobAttempts, Unanswered
 from consumer.worker.job_pipeline import JobPipeline
 from consumer.worker.job_ports import Outbox, ProgressListener, StartLog, StepFn
@@ -61,6 +64,7 @@ class JobRunner:
         memory: MemoryGate | None = None,
         progress: Sequence[ProgressListener] = (),
         starts: StartLog | None = None,
+        checkpoints: CheckpointStore | None = None,
     ) -> None:
         self._settings = settings
         self._publisher = publisher
@@ -70,6 +74,7 @@ class JobRunner:
         self._clock = clock
         self._progress = progress
         self._starts = starts
+        self._checkpoints = checkpoints
         self._retry = retry_policy(settings)
         self._attempts = JobAttempts(
             pipeline=pipeline,
@@ -108,6 +113,7 @@ class JobRunner:
                 return False
             if isinstance(outcome, VideoResult):
                 await self._publish(span, outcome)
+                await self._discard_checkpoint(job)
             if self._starts is not None:
                 await self._starts.answered(job.record)
             self._note_stop(span, job, outcome)
@@ -119,15 +125,25 @@ class JobRunner:
 
     def progressed(self, event: RenderProgress | PhaseReached) -> None:
         """Tell the job's progress listeners (the scheduler, reacting to `RenderProgress` or `PhaseReached`), in the
-        context the step ended or the phase began in; nothing once the job's run has ended."""
-        step = self._listening.get(id(event.job))
-        if step is None:
+        context the step ended or the phase began in: a step or a phase only while the job's run lasts, a checkpoint
+        or resume also after it (a job that handed its record back says so as it ends)."""
+        job = event.job
+        attempt = job.delivery.attempt
+        if isinstance(event, PhaseReached):
+            if id(job) in self._listening:
+                for listener in self._progress:
+                    event.context.run(listener.phase, job.request, event.phase, attempt=attempt)
             return
-        if isinstance(event, RenderProgress):
-            event.context.run(step, event.step, event.total)
+        if event.milestone is None:
+            step = self._listening.get(id(job))
+            if step is not None:
+                event.context.run(step, event.step, event.total)
             return
         for listener in self._progress:
-            event.context.run(listener.phase, event.job.request, event.phase, attempt=event.job.delivery.attempt)
+            milestone = event.milestone
+            event.context.run(
+                listener.milestone, job.request, milestone, step=event.step, total=event.total, attempt=attempt
+            )
 
     def runs_alone(self, job: Job) -> bool:
         """Whether the job must run with no other job beside it: a worker died holding its record before (and the
@@ -198,9 +214,15 @@ class JobRunner:
             self._metrics.worker_crash_refusals.inc()
             await self._publisher.dead_letter(job.record, code=error.code, message=error.message)
         await self._publish(span, result)
+        await self._discard_checkpoint(job)
         if isinstance(error, WorkerCrashed) and self._starts is not None:
             await self._starts.answered(job.record)
         self._note_stop(span, job, result)
+
+    async def _discard_checkpoint(self, job: Job) -> None:
+        """The request is answered: its render checkpoint, if any, is no longer needed."""
+        if self._checkpoints is not None:
+            await self._checkpoints.discard(job.request)
 
     async def _given_up(self, record: Record) -> None:
         """A graceful end without an answer is no crash: the start it recorded is taken back. Within a bound, so that

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from consumer.core.clock import Monotonic
 from consumer.core.pending import PendingJobs
+from consumer.core.preemption import PreemptionPolicy
 from consumer.core.priority_lanes import LanePolicy
 from consumer.core.quotas import TenantQuotas
 from consumer.core.retries import RetryPolicy
-from consumer.settings import RetrySettings, Settings
+from consumer.settings import CheckpointSettings, RetrySettings, Settings
 
-__all__ = ["pending_jobs", "retry_policy"]
+__all__ = ["pending_jobs", "preemption_policy", "retry_policy"]
 
 
 def pending_jobs(settings: Settings, *, clock: Monotonic) -> PendingJobs:
@@ -40,3 +41,9 @@ def retry_policy(settings: RetrySettings) -> RetryPolicy:
         topic_delay_s=settings.retry_topic_delay_s,
         topic_rounds=settings.retry_topic_rounds,
     )
+
+
+def preemption_policy(settings: CheckpointSettings, *, checkpoints: bool) -> PreemptionPolicy:
+    """When a bulk render pauses for an interactive request (`VIDGEN_PREEMPTION`, `VIDGEN_MAX_PREEMPTIONS`): only
+    where renders are checkpointed (`checkpoints`: the paused state is one)."""
+    return PreemptionPolicy(enabled=checkpoints and settings.preemption, max_preemptions=settings.max_preemptions)

@@ -5,8 +5,8 @@ is stopped in reverse order however the run ends: the S3 client, the probes, the
 refuse it fail the start before a model loads), the renderer, the follower of the control and attempts topics, then
 the worker itself until it is told to stop (or its model breaks). Every collaborator is built here and passed in:
 the follower's consumer, cancel index and counts, the scheduler and its one event queue (shared with the follower),
-the job runner, the pipeline and the consume loop's consumer factory. The HTTP probes are in `readiness`, the memory
-gate's construction in `memory_budget`.
+the job runner, the pipeline, the render checkpoints' store and the consume loop's consumer factory. The HTTP probes
+are in `readiness`, the memory gate's construction in `memory_budget`.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from opentelemetry.trace import Tracer
 
 from consumer.cancellation.commands import CancelIndex
 from consumer.core.clock import utc_now
+from consumer.core.keys import checkpoint_prefix
 from consumer.core.moderation import ContentPolicy
 from consumer.core.results import Identity
 from consumer.crash_guard.counts import StartCounts
@@ -39,21 +40,19 @@ from consumer.render.renderer import Renderer
 from consumer.settings import Settings
 from consumer.settings.pools import worker_settings
 from consumer.telemetry.worker_metrics import Metrics
+from consumer.worker.checkpoint_store import checkpoint_store
 from consumer.worker.consume_loop import ConsumeLoop
 from consumer.worker.job_pipeline import JobPipeline
-from consumer.worker.job_ports import ProgressListener, StepFn
+from consumer.worker.job_ports import ProgressListener
 from consumer.worker.job_runner import JobRunner
 from consumer.worker.memory_budget import memory_gate
+from consumer.worker.progress_sinks import ProgressSink, SinkProgress
 from consumer.worker.readiness import Readiness, probes
 from consumer.worker.scheduler import JobScheduler, SchedulerEvent
-from schemas.events import ProgressPhase, VideoRequest
 
 __all__ = ["ProgressSink", "serve"]
 
 log = logging.getLogger(__name__)
-
-ProgressSink = Callable[[str, int, int], None]
-"""(request_id, step, total) after each denoising step: the demo's progress bar, the tests' record of steps."""
 
 
 async def serve(
@@ -127,7 +126,7 @@ async def _object_store(settings: Settings) -> AsyncIterator[ObjectStore]:
 
 async def _prepare_infrastructure(settings: Settings, store: ObjectStore) -> None:
     if settings.s3_create_bucket:
-        await store.ensure_bucket()
+        await store.ensure_bucket(expire={checkpoint_prefix(settings.s3_key_prefix): settings.checkpoint_expire_days})
     if settings.create_topics:
         await ensure_topics(settings, worker_topics(settings))
 
@@ -193,6 +192,7 @@ def _worker(
 ) -> ConsumeLoop:
     """The worker and the collaborators it is built from."""
     identity = Identity(worker_id=settings.worker_id, model=settings.model, degraded=renderer.degraded)
+    checkpoints = checkpoint_store(settings, renderer, store, metrics)
     pipeline = JobPipeline(
         settings=settings,
         store=store,
@@ -206,12 +206,13 @@ def _worker(
             fields=("prompt", "negative_prompt") if settings.policy_check_negative_prompt else ("prompt",),
         ),
         tracer=tracer,
+        checkpoints=checkpoints,
     )
     progress: list[ProgressListener] = []
     if settings.progress_events:
         progress.append(ProgressReporter(producer, settings))
     if on_progress is not None:
-        progress.append(_SinkProgress(on_progress))
+        progress.append(SinkProgress(on_progress))
     memory = memory_gate(settings, renderer, probe, metrics)
     publisher = WorkerPublisher(producer, settings, tracer=tracer)
     runner = JobRunner(
@@ -224,8 +225,12 @@ def _worker(
         memory=memory,
         progress=progress,
         starts=CrashGuardLedger(publisher, state.counts, settings),
+        checkpoints=checkpoints,
     )
-    scheduler = JobScheduler(settings, runner, metrics, events=state.events, cancels=state.cancels)
+    checkpointed = checkpoints is not None  # stopping jobs hand their records back; bulk renders may pause
+    scheduler = JobScheduler(
+        settings, runner, metrics, events=state.events, cancels=state.cancels, checkpointed=checkpointed
+    )
     return ConsumeLoop(
         settings=settings,
         consumer_factory=functools.partial(make_consumer, settings),
@@ -234,19 +239,6 @@ def _worker(
         memory=memory,
         controls=controls,
     )
-
-
-class _SinkProgress:
-    """A `ProgressSink` as a `ProgressListener`."""
-
-    def __init__(self, sink: ProgressSink) -> None:
-        self._sink = sink
-
-    def started(self, request: VideoRequest, *, attempt: int) -> StepFn:
-        return functools.partial(self._sink, request.request_id)
-
-    def phase(self, request: VideoRequest, phase: ProgressPhase, *, attempt: int) -> None:
-        """A sink hears denoising steps only."""
 
 
 def _start_images(settings: Settings, store: ObjectStore) -> StartImageSource:

@@ -10,7 +10,7 @@ import pytest
 from aiokafka import TopicPartition
 
 from consumer.core.job import Job
-from consumer.core.job_events import JobEvent, JobTrack, PhaseReached, RenderEnded, RenderProgress
+from consumer.core.job_events import JobEvent, JobTrack, PhaseReached, RenderEnded, RenderPaused, RenderProgress
 from consumer.core.lifecycle import TRANSITIONS, Lifecycle, Phase
 from consumer.errors import IllegalTransition, VidgenError
 from schemas.events import VideoRequest
@@ -58,6 +58,9 @@ def test_the_machine_says_where_each_phase_may_go() -> None:
     assert Phase.STARTED not in TRANSITIONS[Phase.QUEUED]
     assert Phase.ENCODING not in TRANSITIONS[Phase.RENDERING] | TRANSITIONS[Phase.STARTED]
     assert Phase.UPLOADING not in TRANSITIONS[Phase.RENDER_ENDED]
+    # Only a render pauses, and a paused job goes on only once it has a render slot again.
+    assert {phase for phase in Phase if Phase.PAUSED in TRANSITIONS[phase]} == {Phase.RENDERING}
+    assert TRANSITIONS[Phase.PAUSED] == {Phase.ADMITTED} | ENDS
 
 
 def test_every_phase_is_reachable_from_queued() -> None:
@@ -127,3 +130,30 @@ def test_a_track_refuses_what_the_machine_refuses() -> None:
     track = JobTrack(_admitted_job(), asyncio.Queue())
     with pytest.raises(IllegalTransition):
         track.encoding()  # nothing started, nothing rendered
+
+
+def test_a_paused_render_gives_its_slot_back_and_resumes_once_admitted_again() -> None:
+    job, queue = _admitted_job(), _Queue()
+    track = JobTrack(job, queue)
+    track.start()
+    track.rendering()
+    track.progress(1, 4)
+    track.noted("checkpointed", 1, 4)
+    track.paused()
+    track.render_ended()  # cancelled while paused: it holds no slot, so nothing is posted or moved
+    job.lifecycle.advance(Phase.ADMITTED)  # the scheduler gives it a slot again
+    track.start()
+    track.rendering()
+    track.noted("resumed", 1, 4)
+    track.render_ended()
+    assert job.lifecycle.history == [
+        Phase.QUEUED, Phase.ADMITTED, Phase.STARTED, Phase.RENDERING, Phase.PAUSED,
+        Phase.ADMITTED, Phase.STARTED, Phase.RENDERING, Phase.RENDER_ENDED,
+    ]  # fmt: skip
+    assert queue.posted == [
+        RenderProgress(job, 1, 4),
+        RenderProgress(job, 1, 4, "checkpointed"),
+        RenderPaused(job),
+        RenderProgress(job, 1, 4, "resumed"),
+        RenderEnded(job),
+    ]
