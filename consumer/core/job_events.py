@@ -17,7 +17,16 @@ from consumer.core.job import Job
 from consumer.core.lifecycle import Phase
 from schemas.events import ProgressPhase
 
-__all__ = ["JobEvent", "JobEventSink", "JobTrack", "Milestone", "PhaseReached", "RenderEnded", "RenderPaused", "RenderProgress"]
+__all__ = [
+    "JobEvent",
+    "JobEventSink",
+    "JobTrack",
+    "Milestone",
+    "PhaseReached",
+    "RenderEnded",
+    "RenderPaused",
+    "RenderProgress",
+]
 
 Milestone = Literal["checkpointed", "resumed"]
 """A render's state was saved after a step (to object storage, or in memory while it is paused), or a render resumed

@@ -21,8 +21,8 @@ from aiokafka.errors import KafkaError
 
 from consumer.core.clock import WallClock, utc_now
 from consumer.core.cloud_events import progress_event
-from consumer.core.progress_phases import step_phase, work_percent
 from consumer.core.job_events import Milestone
+from consumer.core.progress_phases import step_phase, work_percent
 from consumer.settings import Settings
 from consumer.telemetry.tracing import inject_headers
 from schemas.events import ProgressPhase, VideoProgress, VideoRequest

@@ -35,6 +35,7 @@ class ProgressListener(Protocol):
     def started(self, request: VideoRequest, *, attempt: int) -> StepFn: ...
     def phase(self, request: VideoRequest, phase: ProgressPhase, *, attempt: int) -> None:
         """The request's work after its render entered `phase` (encoding, uploading)."""
+
     def milestone(
         self, request: VideoRequest, milestone: Milestone, *, step: int, total: int, attempt: int
     ) -> None: ...
