@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -160,6 +162,11 @@ async def test_at_the_bound_with_every_connection_busy_a_newcomer_is_refused_at_
         await _wait_for(lambda: guard.open_connections == 2 and guard.waiting_connections == 0)
         refused, elapsed = await _until_closed(await _open(port, b"GET /hold HTTP/1.1\r\n\r\n"), timeout_s=5)
         assert refused.startswith(b"HTTP/1.1 503 ") and b"Retry-After: 1" in refused
+        head, _, body = refused.partition(b"\r\n\r\n")  # the job API's error shape, as every refusal
+        assert b"Content-Type: application/json" in head and int(re.findall(rb"Content-Length: (\d+)", head)[0]) == len(
+            body
+        )
+        assert json.loads(body)["error"]["code"] == "server_busy"
         assert elapsed < 1.0
         release.set()
         assert await asyncio.gather(*held) == ["released", "released"]
