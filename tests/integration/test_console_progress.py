@@ -1,10 +1,10 @@
 """The truth about a job (issue 25, items 1-6), in a real browser (Chromium driven by Playwright) and over HTTP against
 the real stack: tansu, moto, the job API and a worker with the tiny model. Progress moves through the worker's phases
 and reaches 100 only when the job is completed; a queued job has its place in line and, once the only worker is
-silent past its heartbeat, waits for a worker, and the queue says no worker is active; timings count from the
-submission; the download is an attachment with a readable name and HEAD answers; a cancelled job is shown neutrally
-and the cancel's answer says so; the list filters by status, SKU and date; the start image is a thumbnail; "Render
-again" only on finished jobs; no trace row when no trace is known."""
+silent past its heartbeat, waits for a worker (and offers a template video now), and the queue says no worker is
+active; timings count from the submission; the download is an attachment with a readable name and HEAD answers; a
+cancelled job is shown neutrally and the cancel's answer says so; the list filters by status, SKU and date; the start
+image is a thumbnail; "Render again" only on finished jobs; no trace row when no trace is known."""
 
 from __future__ import annotations
 
@@ -184,3 +184,13 @@ async def test_a_queue_without_a_worker_says_so_and_a_cancel_is_neutral(
     await page.get_by_test_id("filter-status").select_option("failed")
     await expect(page.locator("#job-list li")).to_have_count(1)
     await expect(row).to_be_visible()
+
+    # The job still waiting: "use a template video now" submits it again, a template video allowed, and cancels it.
+    await page.get_by_test_id("filter-status").select_option("")
+    stuck = page.get_by_test_id(f"job-{first['id']}")
+    async with page.expect_response(lambda r: r.url.endswith("/v1/videos") and r.request.method == "POST") as posted:
+        await stuck.get_by_test_id("job-template").click()
+    again = await (await posted.value).json()
+    assert (again["degraded"], again["degraded_reason"], again["metadata"]) == (True, "pool_down", {"sku": SKU})
+    await expect(stuck.get_by_test_id("job-note")).to_have_text("cancel requested")
+    await expect(page.get_by_test_id(f"job-{again['id']}").get_by_test_id("job-degraded")).to_be_visible()
