@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from schemas.events import Timings, VideoInfo, VideoRequest
+from schemas.events import ProgressPhase, Timings, VideoInfo, VideoRequest
 
 __all__ = [
     "API_FILLED_FIELDS",
@@ -37,23 +37,12 @@ API_FILLED_FIELDS = frozenset({"schema_version", "request_id", "tenant_id"})
 """Request fields the API sets itself (the tenant comes from the credential); a body that sends them is refused."""
 
 JobStatus = Literal["queued", "in_progress", "completed", "failed"]
-JobPhase = Literal[
-    "queued",
-    "waiting_for_worker",
-    "preparing",
-    "denoising",
-    "decoding",
-    "encoding",
-    "uploading",
-    "completed",
-    "failed",
-    "cancelled",
-]
-"""Where a job is: `queued` (a worker of its pool is active: it waits its turn), `waiting_for_worker` (no GPU worker
-is active), the worker's phases while it works (`schemas.events.ProgressPhase`), then how it ended (`cancelled`: its
-tenant cancelled it; its `status` is `failed`)."""
 """OpenAI's video statuses. A job the worker rejected, a cancelled one and an expired one are `failed`, and
 `error.code` says which."""
+JobPhase = Literal["queued", "waiting_for_worker", ProgressPhase, "completed", "failed", "cancelled"]
+"""Where a job is: `queued` (waiting its turn), `waiting_for_worker` (it has waited past a worker's heartbeat and no
+GPU worker is active), the worker's phases (`ProgressPhase`), then how it ended (`cancelled`: its tenant cancelled it;
+its `status` is `failed`)."""
 Fallback = Literal["similar", "template", "none"]
 """What a request may get instead of a refusal when the GPU pool is busy or down: an earlier video of the same
 product photo if the tenant has one, else the template video (`similar`); the template video; or nothing."""
@@ -212,9 +201,8 @@ class VideoJob(BaseModel):
     queue_position: int | None = Field(
         None,
         ge=1,
-        description="While queued: about how many jobs of its lane start before it, itself included (1: next). "
-        "Workers serve tenants round-robin, so it counts the caller's own jobs ahead and, for each round until its "
-        "turn, one job of every other tenant with jobs queued in that lane. Null once it started.",
+        description="While queued: about how many jobs of its lane start before it, itself included (1: next): the "
+        "caller's own jobs ahead and, per round-robin round until its turn, one of every other tenant's. Null after.",
     )
     step: int | None = Field(None, ge=0, description="Denoising steps done, as its worker last reported.")
     total: int | None = Field(None, ge=1, description="Denoising steps in all, once a worker reported any.")

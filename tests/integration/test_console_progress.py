@@ -1,10 +1,10 @@
 """The truth about a job (issue 25, items 1-6), in a real browser (Chromium driven by Playwright) and over HTTP against
 the real stack: tansu, moto, the job API and a worker with the tiny model. Progress moves through the worker's phases
 and reaches 100 only when the job is completed; a queued job has its place in line and, once the only worker is
-silent past its heartbeat, waits for a worker, and the queue says no worker is active; timings count from the
-submission; the download is an attachment with a readable name and HEAD answers; a cancelled job is shown neutrally
-and the cancel's answer says so; the list filters by status, SKU and date; the start image is a thumbnail; "Render
-again" only on finished jobs; no trace row when no trace is known."""
+silent past its heartbeat, waits for a worker (and offers a template video now), and the queue says no worker is
+active; timings count from the submission; the download is an attachment with a readable name and HEAD answers; a
+cancelled job is shown neutrally and the cancel's answer says so; the list filters by status, SKU and date; the start
+image is a thumbnail; "Render again" only on finished jobs; no trace row when no trace is known."""
 
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ async def test_progress_moves_through_the_phases_and_the_download_is_named(
         files=[{"name": "sneaker.png", "mimeType": "image/png", "buffer": png(320, 240)}]
     )
     await page.get_by_test_id("size").select_option("256x256")
-    await page.get_by_test_id("frames").fill(str(RENDER["num_frames"]))
+    await page.get_by_test_id("length").fill("1")  # seconds: 9 frames at the tiny model's 8 fps
     await page.get_by_test_id("steps").fill(str(RENDER["num_inference_steps"]))
     async with page.expect_response(lambda r: r.url.endswith("/v1/videos") and r.request.method == "POST") as posted:
         await page.get_by_test_id("submit").click()
@@ -148,6 +148,15 @@ async def test_a_queue_without_a_worker_says_so_and_a_cancel_is_neutral(
     assert answer["cancel_requested_at"] is not None and answer["status"] == "queued"
     await page.get_by_test_id("detail-close").click()
 
+    # The job still waiting: "use a template video now" submits it again, a template video allowed, and cancels it.
+    stuck = page.get_by_test_id(f"job-{first['id']}")
+    async with page.expect_response(lambda r: r.url.endswith("/v1/videos") and r.request.method == "POST") as posted:
+        await stuck.get_by_test_id("job-template").click()
+    again = await (await posted.value).json()
+    assert (again["degraded"], again["degraded_reason"], again["metadata"]) == (True, "pool_down", {"sku": SKU})
+    await expect(stuck.get_by_test_id("job-note")).to_have_text("cancel requested")
+    await expect(page.get_by_test_id(f"job-{again['id']}").get_by_test_id("job-degraded")).to_be_visible()
+
     # A worker ends it as cancelled: the row says so neutrally, at the local time of the cancel.
     error = ErrorInfo(code="cancelled", message="cancelled by its tenant", retryable=False)
     result = VideoResult(
@@ -171,14 +180,14 @@ async def test_a_queue_without_a_worker_says_so_and_a_cancel_is_neutral(
         return [item["id"] for item in body["data"]]
 
     assert await listed("status=failed") == [second["id"]]
-    assert await listed(f"metadata[sku]={quote(SKU)}") == [first["id"]]
+    assert await listed(f"metadata[sku]={quote(SKU)}") == [again["id"], first["id"]]  # newest first
     assert await listed(f"metadata[sku]={quote(SKU)}&status=completed") == []
     tomorrow = (datetime.now(UTC) + timedelta(days=1)).date().isoformat()
     assert await listed(f"created_after={tomorrow}") == []
     assert (await call(api_stack, "GET", "/v1/videos?status=done", "shop-2"))[0] == 422
     await page.get_by_test_id("filter-sku").fill(SKU)
     await page.get_by_test_id("filter-sku").press("Enter")
-    await expect(page.locator("#job-list li")).to_have_count(1)
+    await expect(page.locator("#job-list li")).to_have_count(2)
     await expect(page.get_by_test_id(f"job-{first['id']}")).to_be_visible()
     await page.get_by_test_id("filter-sku").fill("")
     await page.get_by_test_id("filter-status").select_option("failed")

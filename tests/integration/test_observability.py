@@ -138,15 +138,19 @@ async def test_progress_events_and_vidgen_watch(settings: Settings, kafka: Kafka
     assert await asyncio.to_thread(positioned.wait, 30)
     await kafka.send(request_body("watched-1", num_inference_steps=3), headers=[("traceparent", TRACEPARENT)])
     assert await watching == 0
-    records = await kafka.read(chatty.progress_topic, 4)
+    records = await kafka.read(chatty.progress_topic, 6)
     events = [VideoProgress.model_validate_json(r.value) for r in records]
-    assert [(e.event, e.step, e.total) for e in events] == [
-        ("started", 0, 3),
-        ("progress", 1, 3),
-        ("progress", 2, 3),
-        ("progress", 3, 3),
+    # Each step, then one event per phase after the last step (issue 25): the percent is of the whole job.
+    assert [(e.event, e.phase, e.step, e.total) for e in events] == [
+        ("started", "preparing", 0, 3),
+        ("progress", "denoising", 1, 3),
+        ("progress", "denoising", 2, 3),
+        ("progress", "decoding", 3, 3),
+        ("progress", "encoding", 3, 3),
+        ("progress", "uploading", 3, 3),
     ]
-    assert events[-1].percent == 100 and events[1].eta_s is not None
+    percents = [e.percent for e in events]
+    assert percents == sorted(percents) and percents[-1] < 100 and events[1].eta_s is not None
     assert {r.key for r in records} == {b"watched-1"}
     assert all(dict(r.headers)["traceparent"].startswith(f"00-{TRACE_ID}".encode()) for r in records)
 

@@ -6,9 +6,10 @@ import {explain} from "./labels.js";
 import {isTerminal} from "./streams.js";
 
 export class JobList {
-  constructor({onOpen, onCancel}) {
+  constructor({onOpen, onCancel, onTemplate}) {
     this.onOpen = onOpen;
     this.onCancel = onCancel;
+    this.onTemplate = onTemplate;
     this.list = $("job-list");
     this.rows = new Map();  // job id -> {node, parts, job}
     this.estimate = null;
@@ -87,14 +88,17 @@ export class JobList {
       error: h("p", {class: "error", testid: "job-error"}),
       open: h("button", {class: "secondary small", testid: "job-open", text: "Open", attrs: {type: "button"}}),
       cancel: h("button", {class: "danger small", testid: "job-cancel", text: "Cancel", attrs: {type: "button"}}),
+      template: h("button", {class: "secondary small", testid: "job-template", text: "Use a template video now",
+        attrs: {type: "button"}}),
     };
     parts.open.addEventListener("click", () => this.onOpen(this.rows.get(job.id).job));
     parts.cancel.addEventListener("click", () => this.onCancel(this.rows.get(job.id).job));
+    parts.template.addEventListener("click", () => this.onTemplate(this.rows.get(job.id).job));
     const node = h("li", {class: "job", testid: `job-${job.id}`},
       parts.thumb, parts.placeholder,
       h("div", {class: "job-body"}, parts.prompt, h("p", {class: "job-meta"}, parts.status, parts.degraded, parts.note),
         parts.progress, parts.error),
-      h("div", {class: "job-actions"}, parts.open, parts.cancel));
+      h("div", {class: "job-actions"}, parts.open, parts.cancel, parts.template));
     return {node, parts, job};
   }
 
@@ -116,6 +120,8 @@ export class JobList {
     say(parts.error, job.error && word !== "cancelled" ? errorText(job.error) : "");
     parts.note.textContent = this.note(job);
     show(parts.cancel, !isTerminal(job) && !job.cancel_requested_at);
+    // A job no worker will take soon: the same request again, a template video allowed (the API decides).
+    show(parts.template, job.phase === "waiting_for_worker" && !job.cancel_requested_at);
     const poster = job.video?.poster_url;
     if (poster && !parts.thumb.getAttribute("src")) parts.thumb.src = poster;  // each answer signs it anew: keep one
     show(parts.thumb, Boolean(poster));

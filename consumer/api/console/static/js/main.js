@@ -19,7 +19,11 @@ class Console {
     this.streams = null;
     this.queue = null;
     this.after = null;
-    this.jobs = new JobList({onOpen: (job) => this.detail.open(job), onCancel: (job) => this.cancel(job)});
+    this.jobs = new JobList({
+      onOpen: (job) => this.detail.open(job),
+      onCancel: (job) => this.cancel(job),
+      onTemplate: (job) => this.useTemplate(job),
+    });
     this.detail = new Detail({
       api: {links: (id) => this.api.links(id)},
       onAgain: (job) => this.again(job),
@@ -163,6 +167,7 @@ class Console {
   async again(job) {
     const body = {...job.request, model: job.model};
     delete body.deadline;  // it may have passed
+    if (job.degraded) body.fallback = "template";  // it allowed a template video: so does its rerun
     const seeds = new Uint32Array(1);
     do crypto.getRandomValues(seeds); while (seeds[0] === body.seed);
     body.seed = seeds[0];
@@ -174,6 +179,22 @@ class Console {
     } catch (error) {
       if (!(error instanceof ApiError)) throw error;
       this.detail.message(`Not accepted: ${describe(error)}`);
+    }
+  }
+
+  // A job waiting for a worker while the GPU pool is down: the same request with a template video allowed (the API
+  // routes it to the template pool when the tenant's settings let it), then the waiting one cancelled.
+  async useTemplate(job) {
+    const body = {...job.request, model: job.model, fallback: "template"};
+    delete body.deadline;
+    try {
+      const {job: next, trace} = await this.api.submit(body);
+      session.rememberTrace(next.id, trace);
+      this.accepted(next);
+      await this.cancel(job);
+    } catch (error) {
+      if (!(error instanceof ApiError)) throw error;
+      say($("jobs-error"), `Not accepted: ${error.describe()}`);
     }
   }
 

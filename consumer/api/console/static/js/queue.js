@@ -45,8 +45,11 @@ export class QueuePanel {
     $("queue-in-progress").textContent = queue ? String(queue.in_progress) : "–";
     $("queue-workers").textContent = queue ? String(queue.workers_active) : "–";
     $("queue-wait").textContent = queue ? wait(queue.estimated_wait_s) : "–";
-    // A worker silent past its heartbeat is not counted: no active one while jobs wait is said plainly.
-    say($("queue-down"), queue?.pool_down ? "No GPU worker is active: queued jobs wait until one starts." : "");
+    // A worker silent past its heartbeat is not counted: no active one while jobs wait is said plainly, and read out
+    // once as it happens by the page's one status region.
+    const down = queue?.pool_down ? "No GPU worker is active: queued jobs wait until one starts." : "";
+    if (down !== "" && $("queue-down").textContent !== down) $("announcer").textContent = down;
+    say($("queue-down"), down);
     this.onEstimate(queue ? queue.estimated_wait_s : null);
   }
 }
