@@ -2,6 +2,7 @@
 
 `consumer/render/module_sizes.py` measures a loaded pipeline into a `ModelMemoryProfile` (parameters and buffers,
 numel x element size, per component), so the tiny model and any checkpoint get exact weight bytes.
+The family's measured activation coefficients ride along (`consumer/memory/coefficients.py`).
 `EASYANIMATE_V51_7B` is the same computation done ahead of time for the published V5.1-7B InP configs (tests rebuild
 the modules on the meta device and check these numbers), so a worker can estimate before the 30 GB of weights are
 downloaded.
@@ -10,6 +11,8 @@ downloaded.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from consumer.memory.coefficients import EASYANIMATE_ACTIVATIONS, ActivationCoefficients
 
 __all__ = [
     "EASYANIMATE_V51_7B",
@@ -43,6 +46,8 @@ class ModelMemoryProfile:
     text_tokens: int = TEXT_TOKENS
     text_activation_bytes: int = 0  # one prompt through the text encoder (logits and hidden states)
     step_cache: bool = False  # step caching hooked in: tensors carried between denoising steps
+    patch_size_t: int = 1  # latent frames per token (CogVideoX 1.5: 2, the latent frames padded to a multiple)
+    activations: ActivationCoefficients = EASYANIMATE_ACTIVATIONS  # the family's measured coefficients
 
     @property
     def weights_bytes(self) -> int:
