@@ -22,11 +22,12 @@ high-water mark reconstructed from torch.profiler memory events (allocations mad
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import math
 import platform
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +41,12 @@ from consumer.render.flops import peak_tflops, transformer_step_flops
 from consumer.render.fp8 import fp8_unsupported_reason, quantize_fp8
 from consumer.render.module_sizes import profile_pipeline
 from consumer.render.offload import apply_mode
-from consumer.render.step_cache import apply_step_cache, remove_step_cache, step_cache_stats
+from consumer.render.step_cache import StepCache
 from consumer.render.tiny import build_tiny_pipeline
 
 FULL_SIZES = ((512, 512, 25), (672, 384, 49))
 TINY_SIZES = ((256, 256, 5),)  # one small size keeps the smoke test well under a minute
-STEP_CACHE_THRESHOLD = 0.1  # upstream suggests 0.08-0.1 for V5.1-7B
+STEP_CACHE_THRESHOLD = 0.1  # cache-dit's residual threshold (0.12 skips what TeaCache 0.1 did: docs/benchmarks.md)
 MIN_OPTIMISATION_STEPS = 10
 
 
@@ -102,14 +103,14 @@ def run_optimisations(
         timed = _timed(pipeline, device, size, steps, prompts, keep=frames)
         exact[size] = timed, frames[0]
         runs.append({**_row("optimisation", "exact", str(dtype), size), **timed})
-        apply_step_cache(pipeline, step_cache_threshold)
+        cache = StepCache([pipeline.transformer], step_cache_threshold)
         try:
-            timed = _timed(pipeline, device, size, steps, prompts, keep=frames)
-            stats = step_cache_stats(pipeline)
+            timed = _timed(
+                pipeline, device, size, steps, prompts, keep=frames, before=functools.partial(cache.begin, steps)
+            )
+            stats = cache.stats()
         finally:
-            remove_step_cache(pipeline)
-        if stats is None:
-            raise RuntimeError("the step cache hooks went missing during the render")
+            cache.remove()
         runs.append(
             {
                 **_row("optimisation", f"step_cache(threshold={step_cache_threshold})", str(dtype), size),
@@ -169,11 +170,14 @@ def _timed(
     prompts: dict[str, Any],
     *,
     keep: list[torch.Tensor] | None = None,
+    before: Callable[[], None] = lambda: None,
 ) -> dict[str, Any]:
-    """Timings of one render; `keep` receives its frames (on the CPU)."""
+    """Timings of one render; `keep` receives its frames (on the CPU); `before` runs ahead of each call."""
+    before()
     render(pipeline, size, 1, prompts)  # warm-up, untimed: lazy init, CUDA kernels, cuDNN autotuning, hooks
 
     def timed_render() -> None:
+        before()
         frames = render(pipeline, size, steps, prompts)
         if keep is not None:
             keep[:] = [frames.cpu()]

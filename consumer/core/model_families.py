@@ -29,6 +29,7 @@ __all__ = [
     "WAN",
     "ModelFamily",
     "ServedModel",
+    "WorkerModel",
     "check_request",
     "family_named",
     "size_buckets",
@@ -79,6 +80,14 @@ class ServedModel(Protocol):
 
     @property
     def family(self) -> ModelFamily: ...
+
+
+@dataclass(frozen=True)
+class WorkerModel:
+    """The model a worker serves: its public id (`VIDGEN_MODEL_ID`) and the rules of the checkpoint it loaded."""
+
+    id: str
+    family: ModelFamily
 
 
 # diffusers 0.42 pipelines and the model authors' own numbers; docs/running-workers.md cites each.

@@ -55,11 +55,18 @@ class ModelMemoryProfile:
 
 
 def text_activation_bytes(
-    *, hidden_size: int, intermediate_size: int, num_layers: int, vocab_size: int, element: int
+    *,
+    hidden_size: int,
+    intermediate_size: int,
+    num_layers: int,
+    vocab_size: int,
+    element: int,
+    tokens: int = TEXT_TOKENS,
 ) -> int:
-    """One padded prompt: fp32 logits (the LM head runs), every layer's hidden state kept, one MLP in flight."""
+    """One padded prompt of `tokens`: fp32 logits (where an LM head runs: `vocab_size` > 0), every layer's hidden
+    state kept, one MLP in flight."""
     per_token = vocab_size * 4 + (num_layers + 1) * hidden_size * element + 3 * intermediate_size * element
-    return TEXT_TOKENS * per_token
+    return tokens * per_token
 
 
 # EasyAnimateTransformer3DModel kwargs of V5.1-7B from the hub transformer/config.json of the 7B V5.1 repos (read

@@ -83,7 +83,11 @@ def denoise(
 ) -> NDArray[np.float32]:
     """One run of the model's pipeline for this kind of request, stopped between denoising steps as `bounds` says."""
 
+    cache = model.step_cache
+
     def on_step(step: int) -> None:
+        if cache is not None and step + 1 == spec.steps:
+            cache.finish()  # the transformer is done: its cached residuals go before the VAE decodes
         if bounds.abandon.is_set():
             raise RenderAbandoned
         if bounds.stop is not None:
@@ -93,6 +97,8 @@ def denoise(
         bounds.progress(step + 1, spec.steps)
 
     started = time.monotonic()
+    if cache is not None:
+        cache.begin(spec.steps)
     try:
         with torch.inference_mode():
             frames = model.adapter.call(model.pipelines, spec, prepared, on_step)

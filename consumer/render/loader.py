@@ -19,7 +19,7 @@ from consumer.render.families.base import LoadedModel, Pipelines
 from consumer.render.families.registry import EASYANIMATE_ADAPTER, adapter_for_class, adapter_named, supported
 from consumer.render.fp8 import check_fp8, quantize_fp8
 from consumer.render.standin import StandInPipeline
-from consumer.render.step_cache import apply_step_cache
+from consumer.render.step_cache import StepCache
 from consumer.render.template import TemplatePipeline
 
 __all__ = ["TINY_MIN_SIDE", "load_model", "resolve_device", "resolve_dtype"]
@@ -60,7 +60,7 @@ def load_model(
     """Build or load the model and move it to the device. Slow: call it from a worker thread. `model_id` is its
     public id (None: the family's default).
 
-    `step_cache_threshold` > 0 turns on step caching (consumer/render/step_cache.py) and `fp8` FP8 matmuls
+    `step_cache_threshold` > 0 turns on step caching (cache-dit, consumer/render/step_cache.py) and `fp8` FP8 matmuls
     (consumer/render/fp8.py); both change the output. FP8 is checked against the device before anything loads;
     an unsupported family is refused before any weights load, naming the supported ones."""
     weights = model not in _NO_WEIGHTS
@@ -73,7 +73,15 @@ def load_model(
         pipeline.to(device)
         pipeline.set_progress_bar_config(disable=True)
     if weights:
-        _speed_levers(loaded.pipelines, fp8=fp8, step_cache_threshold=step_cache_threshold, backend=compile_backend)
+        if fp8:
+            for transformer in loaded.pipelines.transformers():
+                quantize_fp8(transformer)
+        if step_cache_threshold > 0:
+            loaded = dataclasses.replace(
+                loaded, step_cache=StepCache(loaded.pipelines.transformers(), step_cache_threshold)
+            )
+        if compile_backend is not None:
+            _compile(loaded.pipelines, compile_backend)
     log.info(
         "model loaded",
         extra={"model": model, "model_id": loaded.model_id, "device": str(device), "dtype": str(dtype)},
@@ -119,16 +127,9 @@ def _pipeline_class(model: str) -> str:
     return name
 
 
-def _speed_levers(pipelines: Pipelines, *, fp8: bool, step_cache_threshold: float, backend: str | None) -> None:
-    """FP8, the step cache and compilation, once per distinct transformer, then handed to every pipeline using it."""
-    replaced: dict[int, Any] = {}
-    for transformer in pipelines.transformers():
-        if fp8:
-            quantize_fp8(transformer)
-        # Compiled lazily on the first call per input shape: the renderer's warm-up pays that before requests.
-        replaced[id(transformer)] = transformer if backend is None else torch.compile(transformer, backend=backend)
-    if step_cache_threshold > 0:
-        for pipeline in pipelines.each():
-            apply_step_cache(pipeline, step_cache_threshold)
+def _compile(pipelines: Pipelines, backend: str) -> None:
+    """Each distinct transformer compiled once and handed to every pipeline using it. Compiled lazily on the first
+    call per input shape: the renderer's warm-up pays that before requests."""
+    compiled = {id(t): torch.compile(t, backend=backend) for t in pipelines.transformers()}
     for pipeline in pipelines.each():
-        pipeline.transformer = replaced[id(pipeline.transformer)]
+        pipeline.transformer = compiled[id(pipeline.transformer)]

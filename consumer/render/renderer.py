@@ -30,7 +30,7 @@ from consumer.memory.profile import ModelMemoryProfile
 from consumer.render.denoising import StepBounds, render_in_mode
 from consumer.render.families.base import LoadedModel, Pipelines
 from consumer.render.families.registry import EASYANIMATE_ADAPTER
-from consumer.render.module_sizes import profile_pipeline
+from consumer.render.module_sizes import profile_model
 from consumer.render.offload import current_mode
 from consumer.render.render_spec import ModelHold, ProgressFn, Rendered, RenderSpec, to_uint8
 
@@ -129,8 +129,10 @@ class Renderer:
         return (width, height) if wanted is None else wanted(width, height)
 
     def profile(self) -> ModelMemoryProfile:
-        """Weights and dimensions of the loaded pipeline, for memory estimates."""
-        return profile_pipeline(self._pipeline)
+        """Weights and dimensions of the loaded model, for memory estimates."""
+        if self._model is None:
+            raise ModelUnavailable("renderer is not started")
+        return profile_model(self._model)
 
     def held_bytes(self) -> int:
         """Weights the device probe already counts as used: all of them while the model is resident on a GPU."""

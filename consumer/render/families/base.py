@@ -29,6 +29,7 @@ from PIL import Image
 from consumer.core.model_families import ModelFamily
 from consumer.memory.coefficients import ActivationCoefficients
 from consumer.render.render_spec import RenderSpec
+from consumer.render.step_cache import StepCache
 
 __all__ = [
     "FamilyAdapter",
@@ -120,12 +121,13 @@ def served_kinds(family: ModelFamily, pipelines: Pipelines, **rules: Any) -> Mod
 @dataclass(frozen=True)
 class LoadedModel:
     """What the loader hands the renderer. `rules` None: no family rules apply (the template renderer, the stand-in,
-    a bare pipeline a test passes)."""
+    a bare pipeline a test passes). `step_cache`: cache-dit on its transformers, when enabled."""
 
     adapter: FamilyAdapter
     pipelines: Pipelines
     rules: ModelFamily | None
     model_id: str | None = None
+    step_cache: StepCache | None = None
 
     @property
     def pipeline(self) -> Any:

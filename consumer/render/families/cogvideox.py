@@ -54,7 +54,7 @@ class CogVideoXAdapter(FamilyAdapter):
             "out_channels": 4,
             "time_embed_dim": 2,
             "text_embed_dim": TEXT_DIM,
-            "num_layers": 1,
+            "num_layers": 2,  # the step cache always runs the first block
             # The rotary grid's largest size in latent pixels: 1360x768 at 8x, as CogVideoX1.5-5B's config.
             "sample_width": 170,
             "sample_height": 96,

@@ -71,7 +71,7 @@ class HunyuanVideo15Adapter(FamilyAdapter):
                     out_channels=4,
                     num_attention_heads=2,
                     attention_head_dim=8,
-                    num_layers=1,
+                    num_layers=2,  # the step cache always runs the first block
                     num_refiner_layers=1,
                     mlp_ratio=2.0,
                     patch_size=1,

@@ -55,7 +55,7 @@ class LtxAdapter(FamilyAdapter):
                     num_attention_heads=4,
                     attention_head_dim=8,
                     cross_attention_dim=32,
-                    num_layers=1,
+                    num_layers=2,  # the step cache always runs the first block
                     caption_channels=TEXT_DIM,
                 )
             )
