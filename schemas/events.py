@@ -32,7 +32,7 @@ TenantId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern
 MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 MetadataValue = Annotated[str, StringConstraints(max_length=512)]
 Metadata = Annotated[dict[MetadataKey, MetadataValue], Field(max_length=32)]
-Dimension = Annotated[int, Field(ge=256, le=1360, multiple_of=16)]
+Dimension = Annotated[int, Field(ge=64, le=1360, multiple_of=16)]
 ModelId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=ID_PATTERN)]
 ResultStatus = Literal["completed", "failed", "rejected"]
 Priority = Literal["interactive", "bulk"]
@@ -69,10 +69,14 @@ class VideoRequest(BaseModel):
         "`rejected`, `model_not_served`, and renders nothing.",
     )
     width: Dimension = Field(
-        512, description="Pixels; 256-1360, a multiple of 16. Each model narrows it (docs/running-workers.md)."
+        512,
+        description="Pixels; 64-1360, a multiple of 16. Each model narrows it (real checkpoints take 256 and up; "
+        "docs/running-workers.md).",
     )
     height: Dimension = Field(
-        512, description="Pixels; 256-1360, a multiple of 16. Each model narrows it (docs/running-workers.md)."
+        512,
+        description="Pixels; 64-1360, a multiple of 16. Each model narrows it (real checkpoints take 256 and up; "
+        "docs/running-workers.md).",
     )
     num_frames: int = Field(
         25,

@@ -118,8 +118,8 @@ def _pipeline_class(model: str) -> str:
         index: dict[str, Any] = DiffusionPipeline.load_config(model)
     except (OSError, ValueError) as exc:
         raise ModelUnavailable(
-            f"cannot read model_index.json of {model!r}: {exc}. VIDGEN_MODEL takes a diffusers folder or Hugging "
-            f"Face id of a supported family ({supported()}), tiny:<family>, template or standin"
+            f"cannot load a model from {model!r}: no readable model_index.json ({exc}). VIDGEN_MODEL takes a diffusers "
+            f"folder or Hugging Face id of a supported family ({supported()}), tiny:<family>, template or standin"
         ) from exc
     name = index.get("_class_name")
     if not isinstance(name, str):

@@ -61,8 +61,9 @@ async def test_a_checkpoint_folder_loads_through_the_same_path(tmp_path: Path, t
 async def test_missing_checkpoint_is_a_clear_start_up_error(tmp_path: Path) -> None:
     renderer = Renderer(lambda: load_model(str(tmp_path / "nope"), device=CPU, dtype=torch.float32))
     try:
-        with pytest.raises(ModelUnavailable, match="cannot load EasyAnimate"):
+        with pytest.raises(ModelUnavailable, match="cannot load a model from") as raised:
             await renderer.start()
+        assert "easyanimate (EasyAnimateInpaintPipeline)" in raised.value.message  # what it would have taken
         assert renderer.state == "failed"
     finally:
         renderer.close()
