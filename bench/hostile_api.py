@@ -147,7 +147,7 @@ async def authenticated_upload(api: ApiUnderTest, key: str, image: bytes) -> dic
     form.add_field("prompt", "a red sneaker on a white table")
     for name, value in _SMALL.items():
         form.add_field(name, str(value))
-    form.add_field("image", io.BytesIO(image), filename="big.png", content_type="image/png")
+    form.add_field("input_reference", io.BytesIO(image), filename="big.png", content_type="image/png")
     before = api.rss_mib()
     with RssSampler(api.process.pid).sampling() as rss:
         async with (

@@ -27,6 +27,12 @@ class ApiMetrics:
             registry=r,
         )
         self.cancels = Counter("vidgen_api_cancels", "Cancel commands published.", registry=r)
+        self.deletes = Counter(
+            "vidgen_api_deletes",
+            "Jobs deleted, by what became of their video: deleted, kept (another job shows it), none (it had none).",
+            ["video"],
+            registry=r,
+        )
         self.shed = Counter("vidgen_api_shed", "Submissions refused with 503, by reason.", ["reason"], registry=r)
         self.degraded = Counter(
             "vidgen_api_degraded",

@@ -3,19 +3,24 @@ shared `VIDGEN_*` Settings, so the API checks a request exactly as the worker wi
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from consumer.api.auth.jwt_claims import ASYMMETRIC_ALGORITHMS, check_algorithms
+from consumer.core.video_models import EASYANIMATE, TEMPLATE, TEMPLATE_MODEL_ID, ModelRegistry, VideoModel
 from consumer.http_server.connection_guard import HttpLimits
-from consumer.settings import environment_of
+from consumer.settings import TopicSettings, environment_of
+from schemas.events import VideoRequest
 from schemas.job_api import Fallback
 
-__all__ = ["ApiSettings", "KeysFileSettings"]
+__all__ = ["ApiSettings", "FormField", "KeysFileSettings"]
 
 _ID_KEY_MIN = 32
+
+FormField = Literal["width", "height", "num_frames", "num_inference_steps", "guidance_scale"]
+"""The console's form fields whose starting values the API may suggest (`VIDGEN_API_CONSOLE_DEFAULTS`)."""
 
 
 class KeysFileSettings(BaseSettings):
@@ -52,6 +57,19 @@ class ApiSettings(KeysFileSettings):
     )
     retention_s: float = Field(
         7 * 86_400.0, gt=0, description="Jobs not updated for this long leave the view (404 afterwards)."
+    )
+    model_id: str = Field(
+        "easyanimate-v5.1",
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9._:-]+$",
+        description="Public id of the GPU pool's model (EasyAnimate V5.1, whatever VIDGEN_MODEL names on the workers) "
+        "in `GET /v1/models` and a job's `model`; the default of a request that names none.",
+    )
+    template_model: bool = Field(
+        True,
+        description="Also serve the template pool's renderer as the model `template` (requests go to "
+        "VIDGEN_TEMPLATE_TOPIC). Turn off where no template pool runs.",
     )
     id_key: SecretStr = Field(
         description="HMAC key (at least 32 characters) that turns an `Idempotency-Key` into a job id; the same on "
@@ -157,6 +175,12 @@ class ApiSettings(KeysFileSettings):
         description="Fraction of VIDGEN_API_MAX_CONNECTIONS one tenant's calls may hold at once, while they are "
         "handled (event streams and uploads included): 429 too_many_connections past it.",
     )
+    console_defaults: dict[FormField, int | float] = Field(
+        {},
+        description="JSON map: the web console's starting values for `width`, `height`, `num_frames`, "
+        "`num_inference_steps`, `guidance_scale` (e.g. light ones for CPU workers, as `vidgen demo --api` sets); "
+        "unset fields start at the contract's defaults. A body that omits a field still gets the contract's default.",
+    )
 
     @field_validator("jwt_algorithms", mode="before")
     @classmethod
@@ -170,21 +194,48 @@ class ApiSettings(KeysFileSettings):
     def _asymmetric_only(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return check_algorithms(value)
 
+    @field_validator("console_defaults")
+    @classmethod
+    def _within_the_contract(cls, value: dict[FormField, int | float]) -> dict[FormField, int | float]:
+        try:
+            VideoRequest.model_validate({"request_id": "r", "tenant_id": "t", "prompt": "p", **value})
+        except ValidationError as exc:
+            raise ValueError(
+                "; ".join(f"{'.'.join(map(str, error['loc']))}: {error['msg']}" for error in exc.errors())
+            ) from None
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> ApiSettings:
         if len(self.id_key.get_secret_value()) < _ID_KEY_MIN:
-            raise ValueError(f"id_key must be at least {_ID_KEY_MIN} characters")
+            raise ValueError(f"VIDGEN_API_ID_KEY must be at least {_ID_KEY_MIN} characters")
         if self.jwt_jwks_url and self.jwt_public_key_file:
-            raise ValueError("set jwt_jwks_url or jwt_public_key_file, not both")
+            raise ValueError("set VIDGEN_API_JWT_JWKS_URL or VIDGEN_API_JWT_PUBLIC_KEY_FILE, not both")
         if self.jwt_enabled and not (self.jwt_issuer and self.jwt_audience):
-            raise ValueError("JWT auth needs jwt_issuer and jwt_audience")
+            raise ValueError("JWT auth needs VIDGEN_API_JWT_ISSUER and VIDGEN_API_JWT_AUDIENCE")
         if not self.jwt_enabled and not self.keys_file:
-            raise ValueError("no way to authenticate callers: set keys_file, jwt_jwks_url or jwt_public_key_file")
+            raise ValueError(
+                "no way to authenticate callers: set VIDGEN_API_KEYS_FILE, VIDGEN_API_JWT_JWKS_URL or "
+                "VIDGEN_API_JWT_PUBLIC_KEY_FILE"
+            )
         if self.body_budget_bytes < self.max_body_bytes:
-            raise ValueError("body_budget_bytes must be at least max_body_bytes (else no large upload could start)")
+            raise ValueError(
+                "VIDGEN_API_BODY_BUDGET_BYTES must be at least VIDGEN_API_MAX_BODY_BYTES (else no large upload could "
+                "start)"
+            )
         if self.port != 0 and self.port == self.operator_port:
-            raise ValueError("port and operator_port must differ")
+            raise ValueError("VIDGEN_API_PORT and VIDGEN_API_OPERATOR_PORT must differ")
+        if self.model_id == TEMPLATE_MODEL_ID:
+            raise ValueError(f"VIDGEN_API_MODEL_ID must not be {TEMPLATE_MODEL_ID!r}, the template pool's model")
         return self
+
+    def models(self, topics: TopicSettings) -> ModelRegistry:
+        """The models this deployment serves: the GPU pool's (the default), then the template pool's if served."""
+        gpu = VideoModel(self.model_id, EASYANIMATE, topic=topics.requests_topic, bulk_topic=topics.bulk_topic)
+        template = VideoModel(
+            TEMPLATE_MODEL_ID, TEMPLATE, topic=topics.template_topic, bulk_topic=topics.template_topic
+        )
+        return ModelRegistry([gpu, template] if self.template_model else [gpu])
 
     def as_environment(self) -> dict[str, str]:
         """The `VIDGEN_API_*` variables that rebuild these settings in another process (the id key revealed on

@@ -24,6 +24,7 @@ from consumer.api.routes.application import GUARD, LINGER_S, make_app, make_oper
 from consumer.api.routes.openapi import build_openapi
 from consumer.api.routes.videos import Handlers
 from consumer.api.submission.body_budget import BodyBudget
+from consumer.api.video_deletion import VideoDeletion
 from consumer.api.view.follower import Listeners, ViewFollower, view_topics
 from consumer.api.view.job_store import JobStore
 from consumer.api.webhook_endpoints import webhook_routes
@@ -31,7 +32,7 @@ from consumer.core.moderation import ContentPolicy
 from consumer.core.rate_limit import TenantLimiter
 from consumer.errors import VidgenError
 from consumer.http_server.connection_guard import ConnectionGuard, GuardedSite, HttpLimits
-from consumer.kafka.clients import ensure_topics, make_producer, worker_topics
+from consumer.kafka.clients import ensure_topics, start_producer, worker_topics
 from consumer.kafka.record_publisher import RecordPublisher
 from consumer.object_store import ObjectStore, open_s3_client
 from consumer.settings import Settings
@@ -65,6 +66,7 @@ async def serve(
     metrics = ApiMetrics()
     listeners = Listeners()
     store = JobStore(api.state_path, tenant_max_jobs=api.tenant_max_jobs)
+    models = api.models(settings)
     async with contextlib.AsyncExitStack() as stack:
         s3 = await stack.enter_async_context(open_s3_client(settings))
         objects = ObjectStore(s3, bucket=settings.s3_bucket, presign_ttl_s=settings.presign_ttl_s)
@@ -75,11 +77,20 @@ async def serve(
             await ensure_topics(settings, sorted(topics))
         await store.open()
         stack.push_async_callback(store.close)
-        view = ViewFollower(settings, store, listeners, metrics, retention_s=api.retention_s, clock=clock)
+        deletion = VideoDeletion(store, objects)
+        view = ViewFollower(
+            settings,
+            store,
+            listeners,
+            metrics,
+            models=models,
+            retention_s=api.retention_s,
+            clock=clock,
+            on_changed=deletion.reclaim,
+        )
         await view.start()
         stack.push_async_callback(view.stop)
-        producer = make_producer(settings)
-        await producer.start()
+        producer = await start_producer(settings)
         stack.push_async_callback(producer.stop)
         http = await stack.enter_async_context(aiohttp.ClientSession())
         publisher = RecordPublisher(producer, tracer=tracer, source=settings.event_source, clock=clock)
@@ -97,6 +108,8 @@ async def serve(
             clock=clock,
             entropy=secrets.token_bytes,
             bodies=BodyBudget(api.body_budget_bytes),
+            models=models,
+            deletion=deletion,
             publisher=publisher,
         )
 

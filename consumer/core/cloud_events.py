@@ -58,9 +58,10 @@ EVENT_TYPES: Final = {
     "progress": f"{_NAMESPACE}.video.progress",
     "requested": f"{_NAMESPACE}.video.requested",
     "cancel_requested": f"{_NAMESPACE}.video.cancel_requested",
+    "delete_requested": f"{_NAMESPACE}.video.delete_requested",
 }
-"""`ce_type` of a result by its status, of a progress event by its kind, and of the job API's requests and cancel
-commands (which the worker never requires)."""
+"""`ce_type` of a result by its status, of a progress event by its kind, and of the job API's requests, cancel and
+delete commands (which the worker never requires)."""
 
 Header = tuple[str, bytes]
 
@@ -97,13 +98,14 @@ def result_event(*, status: str, tenant_id: str | None, request_id: str, source:
 
 def command_event(
     *,
-    kind: Literal["requested", "cancel_requested"],
+    kind: Literal["requested", "cancel_requested", "delete_requested"],
     tenant_id: str,
     request_id: str,
     source: str,
     time: datetime,
 ) -> list[Header]:
-    """Headers of a request or a cancel command the job API publishes: one id per (tenant, request, kind)."""
+    """Headers of a request, a cancel or a delete command the job API publishes: one id per (tenant, request, kind),
+    so a job cancelled and then deleted publishes two events, not one id for two different records."""
     return _about_job(EVENT_TYPES[kind], tenant_id=tenant_id, request_id=request_id, source=source, time=time)
 
 

@@ -11,6 +11,7 @@ from pathlib import PurePosixPath
 from schemas.events import VideoRequest
 
 __all__ = [
+    "CONTENT_FIELDS",
     "RENDER_VERSION",
     "ObjectKeys",
     "content_key",
@@ -26,8 +27,7 @@ __all__ = [
 # Bump when rendering or encoding changes what bytes a request produces, so old cache entries are not reused.
 RENDER_VERSION = 1
 
-# Fields that decide what the video looks like. request_id, tenant_id and metadata do not.
-_CONTENT_FIELDS = (
+CONTENT_FIELDS = (
     "prompt",
     "negative_prompt",
     "image_url",
@@ -38,6 +38,8 @@ _CONTENT_FIELDS = (
     "guidance_scale",
     "fps",
 )
+"""Fields that decide what the video looks like (with the seed and the model). request_id, tenant_id and metadata do
+not."""
 
 
 def _digest(payload: dict[str, object]) -> str:
@@ -47,7 +49,7 @@ def _digest(payload: dict[str, object]) -> str:
 
 def _content(request: VideoRequest, image_sha256: str | None) -> dict[str, object]:
     # The image counts by its bytes, not its URL: the same picture at two addresses is the same request.
-    content: dict[str, object] = {name: getattr(request, name) for name in _CONTENT_FIELDS}
+    content: dict[str, object] = {name: getattr(request, name) for name in CONTENT_FIELDS}
     content["image_url"] = None
     content["image_sha256"] = image_sha256
     return content

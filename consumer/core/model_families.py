@@ -12,8 +12,10 @@ at the model's resolution, so an image-to-video request must name one of those b
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Protocol
 
 from consumer.errors import InvalidRequest
@@ -70,6 +72,20 @@ class ModelFamily:
     def rendered_frames(self, frames: int) -> int:
         """The frames it renders for a request of `frames`: the largest count on its grid not above it."""
         return (max(1, frames) - 1) // self.frame_step * self.frame_step + 1
+
+    def frames_for(self, seconds: Decimal, fps: int) -> int:
+        """The smallest count on its grid lasting at least `seconds` at `fps`."""
+        needed = max(1, math.ceil(seconds * fps))
+        steps = -(-(needed - 1) // self.frame_step)  # ceiling division
+        return steps * self.frame_step + 1
+
+    def check_side(self, value: int, *, field: str) -> None:
+        if not self.min_side <= value <= self.max_side or value % self.size_multiple:
+            raise InvalidRequest(
+                f"{field} must be {self.min_side}-{self.max_side} pixels, a multiple of {self.size_multiple}, for "
+                f"this model",
+                field=field,
+            )
 
 
 class ServedModel(Protocol):

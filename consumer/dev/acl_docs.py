@@ -1,26 +1,21 @@
-"""Keeps the documentation's Kafka ACL table generated from the code's own topic list
-(`consumer.kafka.topic_access`): who reads and writes which topic, the literal `kafka-acls.sh` commands that grant
-exactly that, and what a prefixed ACL would grant beyond it. `make docs` rewrites the text between the markers;
-tests check it is current.
+"""The documentation's Kafka ACL table, rendered from the code's own topic list (`consumer.kafka.topic_access`): who
+reads and writes which topic, the literal `kafka-acls.sh` commands that grant exactly that, and what a prefixed ACL
+would grant beyond it. The docs site renders it at every build from a generated block of the security page,
 
-    python -m consumer.dev.acl_docs [FILE]
-"""
+    <!-- generated:acls consumer.dev.acl_docs.default_access -->
+    <!-- /generated -->
+
+(`consumer.dev.reference_docs`), so the table can never drift from the code."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterable
-from pathlib import Path
 
 from consumer.kafka.topic_access import ComponentAccess, prefixed_grant_leaks, topic_access
 from consumer.settings import Settings
 from producer_examples.notifier_settings import NotifierSettings
 
-__all__ = ["ACLS_END", "ACLS_START", "DEFAULT_PATH", "acl_markdown", "default_access", "update_file"]
-
-ACLS_START = "<!-- topic-acls:start -->"
-ACLS_END = "<!-- topic-acls:end -->"
-DEFAULT_PATH = Path("docs/_pending/template-acl.md")
+__all__ = ["acl_markdown", "default_access"]
 
 
 def default_access() -> tuple[ComponentAccess, ...]:
@@ -34,6 +29,8 @@ def default_access() -> tuple[ComponentAccess, ...]:
 
 
 def acl_markdown(access: tuple[ComponentAccess, ...]) -> str:
+    """The table (one row per component), its notes, one literal `kafka-acls.sh` command per component and operation,
+    and what a prefixed Write ACL would grant each component beyond its row."""
     lines = [
         "| Component | Runs as | Reads (Read) | Writes (Write) | Offsets only (Describe) | Consumer group | "
         "Creates with `VIDGEN_CREATE_TOPICS=true` |",
@@ -88,14 +85,3 @@ def _leaks(access: tuple[ComponentAccess, ...]) -> list[str]:
                 "never writes."
             )
     return lines
-
-
-def update_file(path: Path, access: tuple[ComponentAccess, ...] | None = None) -> None:
-    text = path.read_text(encoding="utf-8")
-    start, end = text.index(ACLS_START) + len(ACLS_START), text.index(ACLS_END)
-    table = acl_markdown(access or default_access())
-    path.write_text(f"{text[:start]}\n{table}\n{text[end:]}", encoding="utf-8")
-
-
-if __name__ == "__main__":
-    update_file(Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_PATH)

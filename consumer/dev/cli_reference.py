@@ -1,6 +1,6 @@
 """The command-line reference, generated from the argument parsers when the docs site is built: per command its
-usage line, its description and a table of its arguments; a command with subcommands lists them and then documents
-each one that takes arguments of its own."""
+usage line, its description, a table of its arguments and its epilog (the exit codes); a command with subcommands
+lists them and then documents each one that takes arguments of its own."""
 
 from __future__ import annotations
 
@@ -75,6 +75,8 @@ def cli_reference(parser: argparse.ArgumentParser, *, heading_level: int = 3) ->
     own = [a for a in parser._actions if not isinstance(a, argparse._HelpAction | argparse._SubParsersAction)]
     if own or not children:
         parts.append("\n".join(_arguments(parser)))
+    if parser.epilog:
+        parts.append(_cell(parser.epilog))
     if children:
         helps = _helps(parser)
         rows = [f"| `{name}` | {_cell(helps.get(name, ''))} |" for name in children]

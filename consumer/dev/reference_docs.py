@@ -6,8 +6,10 @@ as pages. A generated block is written in a page as
     (anything: what GitHub shows, replaced on the site)
     <!-- /generated -->
 
-with a kind (`settings`: a settings model; `cli`: a function returning an `argparse` parser) and the dotted name of
-what it documents, so a new setting or argument is on the site without anyone writing it down."""
+with a kind (`settings`: a settings model; `cli`: a function returning an `argparse` parser; `acls`: a function
+returning every component's topic access, rendered as the Kafka ACL table and its `kafka-acls.sh` commands) and the
+dotted name of what it documents, so a new setting, argument or topic is on the site without anyone writing it
+down."""
 
 from __future__ import annotations
 
@@ -19,8 +21,10 @@ from pathlib import Path
 
 from pydantic_settings import BaseSettings
 
+from consumer.dev.acl_docs import acl_markdown
 from consumer.dev.cli_reference import cli_reference
 from consumer.dev.settings_reference import settings_reference
+from consumer.kafka.topic_access import ComponentAccess
 
 __all__ = [
     "API_PACKAGE_ROOTS",
@@ -56,6 +60,11 @@ def _render(kind: str, target: str) -> str:
         parser = factory()
         if isinstance(parser, argparse.ArgumentParser):
             return cli_reference(parser)
+    if kind == "acls" and callable(found):
+        reader: Callable[[], object] = found
+        access = reader()
+        if isinstance(access, tuple) and access and all(isinstance(row, ComponentAccess) for row in access):
+            return acl_markdown(access)
     raise ValueError(f"generated block: cannot render {kind} {target}")
 
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import inspect
 
-from pydantic import AliasChoices, SecretStr
+from pydantic import SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings
 
-__all__ = ["concerns_of", "settings_reference", "settings_table", "variable_names"]
+from consumer.settings import variable_names
+
+__all__ = ["concerns_of", "settings_reference", "settings_table"]
 
 _HEADER = ["| Variable | Default | Meaning |", "|---|---|---|"]
 
@@ -19,16 +21,6 @@ def concerns_of(model: type[BaseSettings]) -> list[type[BaseSettings]]:
     it is one model, perhaps extending another (`ApiSettings` extends `KeysFileSettings`: one table)."""
     bases = [base for base in model.__bases__ if issubclass(base, BaseSettings) and base is not BaseSettings]
     return bases if len(bases) > 1 else [model]
-
-
-def variable_names(model: type[BaseSettings], name: str) -> list[str]:
-    """The environment variables that set field `name`: its validation aliases, else the prefix and the name."""
-    alias = model.model_fields[name].validation_alias
-    if isinstance(alias, AliasChoices):
-        return [str(choice) for choice in alias.choices]
-    if isinstance(alias, str):
-        return [alias]
-    return [f"{model.model_config.get('env_prefix', '')}{name}".upper()]
 
 
 def _default(field: FieldInfo) -> str:

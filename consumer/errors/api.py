@@ -1,6 +1,6 @@
 """Errors the job API answers over HTTP (`vidgen api`): never in a result event. `ApiFailure` carries its status
 and code per answer; the pure rules of the API (JWT claims, pagination) raise their own kinds, which the handlers
-turn into `ApiFailure`. Codes: the job API's error list in the README."""
+turn into `ApiFailure`. Codes: the job API's error table (docs/job-api.md)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The errors a result event can carry: the request's own faults (`rejects`: status `rejected`) and failures of
-processing it (status `failed`, `retriable` when trying again may help). Each code is a row of the README's error
-table."""
+processing it (status `failed`, `retriable` when trying again may help). Each code is a row of the event contract's
+error table (docs/event-contract.md)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Errors that stop a process before it serves anything: a worker that cannot start (memory mode, producer), a
-node layout the supervisor refuses, a command line the CLI cannot run. Their codes are in the README's error table
-as `(start-up)` and `(CLI)`."""
+node layout the supervisor refuses, a command line the CLI cannot run. Their codes are in the event contract's
+error table (docs/event-contract.md) as `(start-up)` and `(CLI)`; `pool_mismatch` (`consumer.settings.pools`) too."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Errors of webhook delivery and signatures (the notifier and the product hook in `producer_examples/`): never in
-a result event. The notifier's outcome codes are the `vidgen-error-code` of its DLQ records (the README's table of
-them); a refused signature is the product hook's 401."""
+a result event. The notifier's outcome codes are the `vidgen-error-code` of its DLQ records (the event contract's
+table of them, docs/event-contract.md); a refused signature is the product hook's 401."""
 
 from __future__ import annotations
 

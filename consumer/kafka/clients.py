@@ -9,9 +9,11 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import BrokerResponseError
 from aiokafka.helpers import create_ssl_context
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
+from consumer.errors import ProducerUnsupported
 from consumer.kafka.topic_access import worker_topics
 from consumer.settings import Settings
 
@@ -23,6 +25,7 @@ __all__ = [
     "make_producer",
     "make_state_consumer",
     "record_bytes",
+    "start_producer",
     "topic_configs",
     "worker_topics",
 ]
@@ -80,6 +83,28 @@ def follower_consumer(settings: Settings, *, fetch_max_wait_ms: int, **options: 
     )
 
 
+async def start_producer(settings: Settings) -> AIOKafkaProducer:
+    """A started producer, or an error naming the fix: `ProducerUnsupported` when the brokers refuse the idempotent
+    producer (tansu, some managed services), else what `start()` raised. A producer that failed to start is stopped
+    here, so nothing is left unclosed."""
+    producer = make_producer(settings)
+    try:
+        await producer.start()
+    except BrokerResponseError as exc:  # past the bootstrap, start() asks the brokers for a producer id, nothing else
+        await producer.stop()
+        if not settings.kafka_enable_idempotence:
+            raise
+        raise ProducerUnsupported(
+            f"the brokers refused an idempotent producer (InitProducerId: {type(exc).__name__}): set "
+            "VIDGEN_KAFKA_ENABLE_IDEMPOTENCE=false where they do not support it (tansu, some managed services), or "
+            "grant the IdempotentWrite permission"
+        ) from exc
+    except BaseException:
+        await producer.stop()
+        raise
+    return producer
+
+
 def record_bytes(key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]]) -> int:
     """Size of a one-record batch exactly as the producer checks it against `max_request_size`."""
     return int(DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, list(headers)))
@@ -133,8 +158,8 @@ async def ensure_topics(settings: Settings, topics: list[str]) -> None:
     """Create the topics that are missing (with `topic_configs` where the brokers accept them). Existing topics are
     left exactly as they are."""
     admin = AIOKafkaAdminClient(**client_options(settings))
-    await admin.start()
     try:
+        await admin.start()
         existing = set(await admin.list_topics())
         missing = [name for name in topics if name not in existing]
         if missing:

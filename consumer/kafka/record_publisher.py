@@ -1,12 +1,14 @@
-"""Records the API writes: requests, cancel commands and tenant webhook endpoints (and their tombstones), each in a
-PRODUCER span whose context travels in the record's `traceparent` header, so the worker continues the caller's
-trace. Requests and cancel commands also carry CloudEvents headers (`io.vidgen.video.requested`,
-`io.vidgen.video.cancel_requested`) when the publisher is given a source; the worker never requires them."""
+"""Records the API writes: requests, cancel and delete commands and tenant webhook endpoints (and their tombstones),
+each in a PRODUCER span whose context travels in the record's `traceparent` header, so the worker continues the
+caller's trace. Requests and commands also carry CloudEvents headers (`io.vidgen.video.requested`,
+`io.vidgen.video.cancel_requested`, `io.vidgen.video.delete_requested`) when the publisher is given a source; the
+worker never requires them."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Literal
 
 from aiokafka import AIOKafkaProducer
 from opentelemetry.trace import SpanKind, Tracer
@@ -20,6 +22,11 @@ from schemas.events import VideoControl, VideoRequest
 __all__ = ["RecordPublisher"]
 
 log = logging.getLogger(__name__)
+
+_COMMAND_KINDS: dict[str, Literal["cancel_requested", "delete_requested"]] = {
+    "cancel": "cancel_requested",
+    "delete": "delete_requested",
+}
 
 
 class RecordPublisher:
@@ -43,7 +50,7 @@ class RecordPublisher:
         if self._source is None or not isinstance(value, VideoRequest | VideoControl):
             return []
         return command_event(
-            kind="requested" if isinstance(value, VideoRequest) else "cancel_requested",
+            kind="requested" if isinstance(value, VideoRequest) else _COMMAND_KINDS[value.action],
             tenant_id=value.tenant_id,
             request_id=value.request_id,
             source=self._source,

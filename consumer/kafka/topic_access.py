@@ -1,7 +1,7 @@
 """Who reads and writes which Kafka topic: every component of the project, from the same settings the components
 themselves are built from (no I/O: it reads the settings only). `consumer/dev/acl_docs.py` renders it as the
-documentation's ACL table and its literal `kafka-acls.sh` commands; tests check it against the code and against what
-each component sends a broker.
+security page's ACL table and its literal `kafka-acls.sh` commands whenever the docs site is built; tests check it
+against the code and against what each component sends a broker.
 
 Every internal topic shares the requests topic's prefix (`video.requests.retry`, `.attempts`, `.dlq`, `.bulk`,
 `.template`), so a *prefixed* ACL on a topic a producer writes grants it the internal topics too:

@@ -7,10 +7,12 @@ a component that needs one concern takes that model, so its signature says what 
 from __future__ import annotations
 
 import json
+import re
 
-from pydantic import SecretStr, ValidationError
+from pydantic import AliasChoices, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
+from consumer.settings.field_errors import field_errors
 from consumer.settings.media import ImageSettings, MemorySettings, RenderSettings, StorageSettings
 from consumer.settings.messaging import KafkaSettings, TopicSettings
 from consumer.settings.pools import TEMPLATE_MODEL, template_pool_names
@@ -34,6 +36,7 @@ __all__ = [
     "WebhookSettings",
     "describe_config_error",
     "environment_of",
+    "variable_names",
 ]
 
 ConfigurationError = (ValidationError, SettingsError)
@@ -92,11 +95,27 @@ def environment_of(settings: BaseSettings, prefix: str) -> dict[str, str]:
     return environment
 
 
-def describe_config_error(error: ValidationError | SettingsError) -> str:
-    """Where and why, one line each, never the input: it may hold a secret or a URL with a token."""
-    if isinstance(error, SettingsError):  # a variable that is not valid JSON; the message names it, not its value
-        return f"  {error}"
-    return "\n".join(
-        f"  {'.'.join(str(part) for part in item['loc']) or '(settings)'}: {item['msg']}"
-        for item in error.errors(include_input=False, include_url=False)
-    )
+def variable_names(model: type[BaseSettings], name: str) -> list[str]:
+    """The environment variables that set field `name`: its validation aliases, else the prefix and the name."""
+    alias = model.model_fields[name].validation_alias
+    if isinstance(alias, AliasChoices):
+        return [str(choice) for choice in alias.choices]
+    if isinstance(alias, str):
+        return [alias]
+    return [f"{model.model_config.get('env_prefix', '')}{name}".upper()]
+
+
+def describe_config_error(error: ValidationError | SettingsError, model: type[BaseSettings] | None = None) -> str:
+    """Where and why, one indented line per variable at fault, never the input: it may hold a secret or a URL with a
+    token. With the `model` that raised it, each line names the environment variable (`VIDGEN_API_ID_KEY`), else
+    the field (`id_key`)."""
+
+    def name_of(field: str) -> str:
+        if model is None or field not in model.model_fields:
+            return field  # already a variable's name (a field's alias)
+        return " or ".join(variable_names(model, field))
+
+    if isinstance(error, SettingsError):  # a variable that is not valid JSON; the message names the field
+        found = re.search(r'field "(\w+)"', str(error))
+        return f"  {name_of(found.group(1))}: not valid JSON" if found else f"  {error}"
+    return "\n".join(f"  {line}" for line in field_errors(error, name_of if model is not None else None))

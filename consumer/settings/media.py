@@ -130,7 +130,7 @@ class RenderSettings(BaseSettings):
     @classmethod
     def _warmup_size(cls, value: str) -> str:
         if value and not re.fullmatch(r"\d+x\d+x\d+", value):
-            raise ValueError("warmup must look like 512x512x25 (width x height x frames)")
+            raise ValueError("must look like 512x512x25 (width x height x frames)")
         return value
 
 

@@ -14,10 +14,11 @@ import sys
 from aiokafka.errors import KafkaError
 from opentelemetry.trace import NoOpTracer
 
-from consumer.errors import SecretUnreadable
-from consumer.kafka.clients import make_producer
+from consumer.errors import SecretUnreadable, VidgenError
+from consumer.kafka.clients import start_producer
 from consumer.kafka.record_publisher import RecordPublisher
 from consumer.settings import ConfigurationError, Settings, describe_config_error
+from consumer.start_failures import explain
 from consumer.webhooks.directory import EndpointDirectory
 from consumer.webhooks.follower import DirectoryFollower
 from consumer.webhooks.secret_box import SecretBox
@@ -34,8 +35,7 @@ async def reseal(settings: Settings, box: SecretBox) -> tuple[int, list[str]]:
         await follower.catch_up()
     finally:
         await follower.stop()
-    producer = make_producer(settings)
-    await producer.start()
+    producer = await start_producer(settings)  # brokers without the idempotent producer: the setting is named
     rewritten, unreadable = 0, []
     try:
         publisher = RecordPublisher(producer, tracer=NoOpTracer())
@@ -69,15 +69,15 @@ def reseal_main(argv: list[str], *, prog: str = "vidgen webhook-keys") -> int:
     try:
         settings = Settings()
     except ConfigurationError as exc:
-        print(f"{prog}: invalid configuration:\n{describe_config_error(exc)}", file=sys.stderr)  # noqa: T201 - CLI
+        print(f"{prog}: invalid configuration:\n{describe_config_error(exc, Settings)}", file=sys.stderr)  # noqa: T201
         return 2
     if settings.webhook_secrets_key is None:
         print(f"{prog}: set VIDGEN_WEBHOOK_SECRETS_KEY (newest key first)", file=sys.stderr)  # noqa: T201 - CLI
         return 2
     try:
         rewritten, unreadable = asyncio.run(reseal(settings, SecretBox(settings.webhook_secrets_key)))
-    except KafkaError as exc:
-        print(f"{prog}: Kafka failed: {exc!r}", file=sys.stderr)  # noqa: T201 - CLI
+    except (KafkaError, VidgenError) as exc:  # one line naming the fix: the brokers, the idempotent producer
+        print(f"{prog}: {explain(exc, bootstrap_servers=settings.kafka_bootstrap_servers)}", file=sys.stderr)  # noqa: T201
         return 1
     print(f"{rewritten} endpoint(s) re-encrypted under the newest key")  # noqa: T201 - CLI
     if unreadable:

@@ -18,7 +18,6 @@ import logging
 from collections.abc import AsyncIterator, Callable
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import BrokerResponseError
 from opentelemetry.trace import Tracer
 
 from consumer.cancellation.commands import CancelIndex
@@ -28,10 +27,9 @@ from consumer.core.moderation import ContentPolicy
 from consumer.core.results import Identity
 from consumer.crash_guard.counts import StartCounts
 from consumer.crash_guard.ledger import CrashGuardLedger
-from consumer.errors import ProducerUnsupported
 from consumer.images.https_download import FetchPolicy
 from consumer.images.sources import S3Sources, StartImageSource
-from consumer.kafka.clients import ensure_topics, make_consumer, make_producer, make_state_consumer, worker_topics
+from consumer.kafka.clients import ensure_topics, make_consumer, make_state_consumer, start_producer, worker_topics
 from consumer.kafka.progress import ProgressReporter
 from consumer.kafka.state_topics import StateTopicsFollower
 from consumer.kafka.worker_publisher import WorkerPublisher
@@ -147,18 +145,7 @@ async def _load(renderer: Renderer, settings: Settings) -> None:
 
 @contextlib.asynccontextmanager
 async def _producer(settings: Settings) -> AsyncIterator[AIOKafkaProducer]:
-    producer = make_producer(settings)
-    try:
-        await producer.start()
-    except BrokerResponseError as exc:  # past the bootstrap, start() asks the brokers for a producer id, nothing else
-        await producer.stop()
-        if not settings.kafka_enable_idempotence:
-            raise
-        raise ProducerUnsupported(
-            f"the brokers refused an idempotent producer (InitProducerId: {type(exc).__name__}): set "
-            "VIDGEN_KAFKA_ENABLE_IDEMPOTENCE=false where they do not support it (tansu, some managed services), or "
-            "grant the IdempotentWrite permission"
-        ) from exc
+    producer = await start_producer(settings)
     try:
         yield producer
     finally:

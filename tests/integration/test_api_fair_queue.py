@@ -160,7 +160,7 @@ async def test_the_view_keeps_at_most_the_cap_of_a_tenants_jobs(
             return all(status == 200 and job["status"] == "completed" for status, job in jobs)
 
         await until(all_completed, timeout_s=120, every_s=0.2)
-        ended = {job: (await api.get("shop-b", f"/v1/videos/{job}"))[1]["updated_at"] for job in b_jobs}
+        ended = {job: (await api.get("shop-b", f"/v1/videos/{job}"))[1]["timings"]["completed_at"] for job in b_jobs}
         status, newest = await api.submit("shop-b")
         assert status == 202
         _, listed = await api.get("shop-b", "/v1/videos?limit=100")

@@ -165,7 +165,7 @@ async def test_an_image_part_over_the_limit_is_refused_as_it_streams(
     async with started_api(limited, tmp_path) as (running, keys):
         form = aiohttp.FormData()
         form.add_field("prompt", "a lamp")
-        form.add_field("image", big_png(256 * 1024), filename="big.png", content_type="image/png")
+        form.add_field("input_reference", big_png(256 * 1024), filename="big.png", content_type="image/png")
         payload = form()
         body = await payload.as_bytes()
 
@@ -179,4 +179,5 @@ async def test_an_image_part_over_the_limit_is_refused_as_it_streams(
             http.post(f"{running.url}/v1/videos", data=chunked(), headers=headers) as response,
         ):
             answer = await response.json()
-        assert (response.status, answer["error"]["code"], answer["error"]["field"]) == (413, "image_too_large", "image")
+        error = answer["error"]
+        assert (response.status, error["code"], error["field"]) == (413, "image_too_large", "input_reference")

@@ -60,13 +60,23 @@ async def _until_job(
             await asyncio.sleep(0.1)
 
 
+async def _until_gone(http: aiohttp.ClientSession, url: str, *, timeout_s: float = 60) -> None:
+    """Until GET answers 404 (polled, as `_until_job`)."""
+    async with asyncio.timeout(timeout_s):
+        while True:
+            async with http.get(url) as response:
+                if response.status == 404:
+                    return
+            await asyncio.sleep(0.1)
+
+
 async def _metric(url: str, name: str, labels: str = "") -> float:
     async with aiohttp.ClientSession() as http, http.get(f"{url}/metrics") as response:
         text = await response.text()
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + labels))
 
 
-async def test_submit_through_one_replica_read_and_cancel_through_the_other(
+async def test_submit_through_one_replica_read_cancel_and_delete_through_the_other(
     settings: Settings,
     start_worker: Callable[..., Any],
     tmp_path: Path,
@@ -81,16 +91,20 @@ async def test_submit_through_one_replica_read_and_cancel_through_the_other(
     await asyncio.gather(first.ready(), second.ready())
     async with aiohttp.ClientSession(headers=bearer(key)) as http:
         jobs = []
-        for prompt in ("a red sneaker", "a blue sneaker"):
+        for prompt in ("a red sneaker", "a blue sneaker", "a green sneaker"):
             async with http.post(f"{first.url}/v1/videos", json={"prompt": prompt, **SMALL}) as response:
                 assert response.status == 202, await response.text()
                 jobs.append(await response.json())
-        kept, cancelled = (job["id"] for job in jobs)
+        kept, cancelled, deleted = (job["id"] for job in jobs)
         assert (await _until_job(http, f"{second.url}/v1/videos/{kept}"))["status"] == "queued"
         await _until_job(http, f"{second.url}/v1/videos/{cancelled}")
-        async with http.delete(f"{second.url}/v1/videos/{cancelled}") as response:
+        async with http.post(f"{second.url}/v1/videos/{cancelled}/cancel") as response:
             assert response.status == 202
         await _until_job(http, f"{first.url}/v1/videos/{cancelled}")  # the cancel is in both views' topics
+        await _until_job(http, f"{second.url}/v1/videos/{deleted}")
+        async with http.delete(f"{second.url}/v1/videos/{deleted}") as response:
+            assert response.status == 200
+        await _until_gone(http, f"{first.url}/v1/videos/{deleted}")  # the other replica forgets it too
 
         await start_worker(settings)
         async with http.get(f"{second.url}/v1/videos/{kept}/events") as response:

@@ -64,16 +64,20 @@ async def test_results_progress_and_dead_letters_are_cloudevents(
     assert dict(dead.headers)["vidgen-error-code"] == b"not_utf8"
 
 
-async def test_the_apis_requests_and_cancels_carry_an_envelope(api_stack: ApiStack) -> None:
+async def test_the_apis_requests_cancels_and_deletes_carry_an_envelope(api_stack: ApiStack) -> None:
     async with aiohttp.ClientSession(headers=bearer(api_stack.keys["shop-1"])) as http:
         async with http.post(f"{api_stack.url}/v1/videos", json={"prompt": "a blue mug", **SMALL}) as response:
             job = (await response.json())["id"]
-        async with http.delete(f"{api_stack.url}/v1/videos/{job}") as response:
+        async with http.post(f"{api_stack.url}/v1/videos/{job}/cancel") as response:
             assert response.status == 202
+        async with http.delete(f"{api_stack.url}/v1/videos/{job}") as response:
+            assert response.status == 200
     settings = api_stack.settings
     [request] = [r for r in await topic_records(settings, settings.requests_topic) if r.key == job.encode()]
-    [cancel] = [r for r in await topic_records(settings, settings.control_topic) if r.key == job.encode()]
-    for record, kind in ((request, "requested"), (cancel, "cancel_requested")):
-        event = _event(record)
+    cancel, delete = [r for r in await topic_records(settings, settings.control_topic) if r.key == job.encode()]
+    events = [_event(record) for record in (request, cancel, delete)]
+    kinds = ("requested", "cancel_requested", "delete_requested")
+    for record, event, kind in zip((request, cancel, delete), events, kinds, strict=True):
         assert (event.get_type(), event.get_subject()) == (f"io.vidgen.video.{kind}", job)
         assert event.get_data() == json.loads(record.value)
+    assert len({event.get_id() for event in events}) == 3  # a delete is not a repeat of the cancel

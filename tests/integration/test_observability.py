@@ -26,7 +26,7 @@ from consumer.object_store import ObjectStore
 from consumer.settings import Settings
 from consumer.telemetry.logs import configure_logging
 from consumer.telemetry.otlp import tracer_provider_from_env
-from producer_examples.publish_request import watch_main
+from producer_examples.watch_request import watch_main
 from schemas.events import VideoProgress
 from tests.support import KafkaClient, metric, request_body
 

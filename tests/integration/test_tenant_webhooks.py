@@ -88,9 +88,9 @@ async def stack(
         worker_id=f"webhooks-{run}",
     )
     receiver, receiver_runner = await start_receiver(home)
-    api = api_settings(home, identity.url, port=free_port())
+    api = api_settings(home, identity.url, port=free_port(), operator_port=free_port())
     keys = {tenant: new_key(api, tenant) for tenant in ("shop-1", "shop-2", "shop-ops")}
-    api_process = ApiProcess(process_env(settings, api), home / "api.log", api.port)
+    api_process = ApiProcess(process_env(settings, api), home / "api.log", api.port, api.operator_port)
     operator = {"shop-ops": {"url": f"{receiver.url}/ops", "secret": OPERATOR_SECRET}}
     notifier = NotifierProcess(settings, receiver, operator, home / f"{run}.log", free_port())
     renderer = Renderer(lambda: SlowPipeline(step_s=STEP_S))
@@ -145,7 +145,7 @@ async def test_a_cancelled_job_is_delivered_as_video_failed(stack: Stack) -> Non
         # Another process's view: only its API can say.
         while (await stack.call("GET", f"/v1/videos/{job}"))[1]["status"] != "in_progress":  # noqa: ASYNC110
             await asyncio.sleep(0.1)
-    assert (await stack.call("DELETE", f"/v1/videos/{job}"))[0] == 202
+    assert (await stack.call("POST", f"/v1/videos/{job}/cancel"))[0] == 202
     seen = await stack.receiver.until(lambda seen: bool(_events(seen, "/failed", job, "video.failed")))
     [delivery] = _events(seen, "/failed", job, "video.failed")
     StandardWebhook(endpoint["secret"]).verify(delivery.body, delivery.headers)

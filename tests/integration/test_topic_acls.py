@@ -170,8 +170,10 @@ async def test_the_job_api_stays_within_its_row(
         await until(pool_down, timeout_s=30, every_s=0.2)
         degraded, bulk = await submit(fallback="template"), await submit(priority="bulk", fallback="none")
         assert (waiting["degraded"], degraded["degraded"], bulk["degraded"]) == (False, True, False)
-        async with http.delete(f"{server.url}/v1/videos/{waiting['id']}") as response:
+        async with http.post(f"{server.url}/v1/videos/{waiting['id']}/cancel") as response:
             assert response.status == 202, await response.text()
+        async with http.delete(f"{server.url}/v1/videos/{bulk['id']}") as response:  # a delete command: control too
+            assert response.status == 200, await response.text()
         endpoint = {"url": "https://localhost:8443/hooks/shop", "events": ["video.completed"]}
         async with http.post(f"{server.url}/v1/webhooks", json=endpoint) as response:
             assert response.status == 201, await response.text()

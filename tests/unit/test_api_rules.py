@@ -93,7 +93,9 @@ def test_header_and_tenant_claim_checks() -> None:
 def test_page_queries_and_pages() -> None:
     assert parse_page_query({}) == PageQuery(limit=20, after=None)
     assert parse_page_query({"limit": "5", "after": "vid-1"}) == PageQuery(limit=5, after="vid-1")
-    for bad in ({"limit": "0"}, {"limit": str(MAX_LIMIT + 1)}, {"limit": "x"}, {"limit": "٣"}, {"after": "a b"}):
+    assert parse_page_query({"order": "asc"}) == PageQuery(limit=20, after=None, order="asc")
+    bad_queries = ({"limit": "0"}, {"limit": str(MAX_LIMIT + 1)}, {"limit": "x"}, {"limit": "٣"}, {"after": "a b"})
+    for bad in (*bad_queries, {"order": "ASC"}, {"order": "newest"}):
         with pytest.raises(QueryError):
             parse_page_query(bad)
     query = PageQuery(limit=2, after=None)

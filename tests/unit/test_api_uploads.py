@@ -52,7 +52,7 @@ def test_what_is_not_an_allowed_image_is_refused_by_type() -> None:
     for data in (b"%!PS-Adobe-3.0 EPSF-3.0\n", b"GIF87a", b"<svg xmlns='http://www.w3.org/2000/svg'/>"):
         with pytest.raises(ImageError) as refused:
             _check(data, tenant_id="t")
-        assert refused.value.field == "image"
+        assert refused.value.field == "input_reference"
 
 
 def test_limits_are_checked_from_the_header_without_decoding() -> None:

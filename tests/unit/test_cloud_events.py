@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 import annotated_types
 import pytest
 from cloudevents.core.bindings import kafka as ce_kafka
 from cloudevents.v1 import kafka as ce_kafka_v1
+from opentelemetry.trace import NoOpTracer
 
 from consumer.core.cloud_events import (
     DEAD_LETTER_TYPE,
@@ -22,9 +24,10 @@ from consumer.core.cloud_events import (
 )
 from consumer.core.dlq import dead_letter_copy
 from consumer.kafka.clients import record_bytes
+from consumer.kafka.record_publisher import RecordPublisher
 from consumer.kafka.worker_publisher import WorkerPublisher
 from consumer.settings import Settings
-from schemas.events import Timings, VideoProgress, VideoResult
+from schemas.events import Timings, VideoControl, VideoProgress, VideoResult
 from tests.support import consumed
 
 NOW = datetime(2026, 12, 7, 12, 0, 0, tzinfo=UTC)
@@ -143,8 +146,9 @@ class _Producer:
 
     async def send_and_wait(
         self, topic: str, *, value: bytes | None, key: bytes | None, headers: list[tuple[str, bytes]]
-    ) -> None:
+    ) -> SimpleNamespace:
         self.sent.append((topic, key, value, headers))
+        return SimpleNamespace(partition=0, offset=len(self.sent) - 1)  # the record metadata the publishers log
 
 
 async def test_the_publisher_puts_an_envelope_on_results_and_dead_letters() -> None:
@@ -158,6 +162,23 @@ async def test_the_publisher_puts_an_envelope_on_results_and_dead_letters() -> N
     assert (event.get_type(), event.get_subject(), event.get_source()) == ("io.vidgen.video.failed", "req-1", SOURCE)
     dead = _read(dead_headers, dead_value or b"")
     assert (dead.get_type(), dead.get_subject()) == (DEAD_LETTER_TYPE, "req-1")
+
+
+async def test_a_cancel_and_a_delete_of_one_job_are_two_events() -> None:
+    """The job API cancels (`POST .../cancel`) and deletes (`DELETE`) with commands on one key: a consumer that
+    de-duplicates on (source, id) must not drop the delete as a repeat of the cancel."""
+    producer = _Producer()
+    publisher = RecordPublisher(producer, tracer=NoOpTracer(), source=SOURCE, clock=lambda: NOW)  # type: ignore[arg-type]
+    for action in ("cancel", "delete"):
+        command = VideoControl(action=action, request_id="req-1", tenant_id="shop-1", requested_at=NOW)
+        await publisher.publish("video.control", "req-1", command)
+    cancel, delete = (_read(headers, value or b"") for _, _, value, headers in producer.sent)
+    assert (cancel.get_type(), delete.get_type()) == (
+        "io.vidgen.video.cancel_requested",
+        "io.vidgen.video.delete_requested",
+    )
+    assert cancel.get_id() != delete.get_id()
+    assert (cancel.get_subject(), delete.get_subject()) == ("req-1", "req-1")
 
 
 def test_the_largest_possible_result_fits_the_smallest_bound_with_its_envelope() -> None:

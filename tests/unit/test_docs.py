@@ -16,7 +16,7 @@ from consumer import errors
 from consumer.cli import build_parser
 from consumer.dev.cli_reference import subcommands
 from consumer.dev.reference_docs import REPOSITORY_PAGES, api_pages, generated_blocks, render_generated, resolve
-from consumer.dev.settings_reference import variable_names
+from consumer.settings import variable_names
 from tests.support import REPO
 
 DOCS = REPO / "docs"

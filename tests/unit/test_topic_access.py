@@ -1,13 +1,17 @@
 """The ACL table (`consumer.kafka.topic_access`) against the code that uses the topics, the deploy files, and the
-documentation generated from it. What each component really sends a broker is checked in
+documentation rendered from it when the docs site is built. What each component really sends a broker is checked in
 tests/integration/test_topic_acls.py."""
 
 from __future__ import annotations
 
+import re
+
+import pytest
 import yaml
 
 from consumer.api.view.follower import view_topics
-from consumer.dev.acl_docs import ACLS_END, ACLS_START, DEFAULT_PATH, acl_markdown, default_access
+from consumer.dev.acl_docs import acl_markdown, default_access
+from consumer.dev.reference_docs import generated_blocks, render_generated
 from consumer.kafka.clients import make_consumer, topic_configs, worker_topics
 from consumer.kafka.topic_access import ComponentAccess, prefixed_grant_leaks
 from consumer.settings import Settings
@@ -16,12 +20,63 @@ from tests.support import REPO
 DEFAULTS = Settings.model_construct()
 ACCESS = {row.name: row for row in default_access()}
 PRODUCERS = ("Job API", "Product hook", "Operator: submit and watch", "Operator: cancel")
+SECURITY_PAGE = REPO / "docs" / "security" / "index.md"
+ACL_BLOCK = ("acls", "consumer.dev.acl_docs.default_access")
 
 
-def test_the_documented_acl_table_is_current() -> None:
-    text = (REPO / DEFAULT_PATH).read_text(encoding="utf-8")
-    start, end = text.index(ACLS_START) + len(ACLS_START), text.index(ACLS_END)
-    assert text[start:end].strip() == acl_markdown(default_access()).strip(), "topics changed: run `make docs`"
+def _names(cell: str) -> set[str]:
+    return set(re.findall(r"`([^`]+)`", cell))
+
+
+def _rendered_acls() -> str:
+    """The security page as the site shows it: its ACL block rendered from the code."""
+    page = SECURITY_PAGE.read_text(encoding="utf-8")
+    assert generated_blocks(page).count(ACL_BLOCK) == 1, "the security page renders the ACL table once"
+    return render_generated(page)
+
+
+def test_the_security_page_shows_every_components_row_as_the_code_says() -> None:
+    rendered = _rendered_acls()
+    assert acl_markdown(default_access()) in rendered
+    for row in ACCESS.values():
+        line = next(line for line in rendered.splitlines() if line.startswith(f"| {row.name}: `{row.command}` |"))
+        principal, reads, writes, watches, groups, creates = line.strip("|").split(" | ")[1:]
+        assert principal.strip() == f"`{row.principal}`", row.name
+        assert (_names(reads), _names(writes), _names(watches)) == (set(row.reads), set(row.writes), set(row.watches))
+        assert _names(groups) == {*row.groups, *row.watched_groups}, row.name
+        assert _names(creates) == set(row.creates), row.name
+
+
+def test_the_security_pages_kafka_acls_commands_grant_each_row_literally_and_nothing_more() -> None:
+    rendered = _rendered_acls()
+    script = rendered[rendered.index("```bash\n# GPU worker pool") :]
+    script = script[: script.index("```", 3)]
+    assert "prefixed" not in script
+    granted: dict[tuple[str, str], set[str]] = {}
+    for section in script.split("\n# ")[1:]:
+        name = section.split(" (", 1)[0]
+        for principal, pattern, operation, resources in re.findall(
+            r"--allow-principal (\S+) \\\n +--resource-pattern-type (\w+) --operation (\w+) \\\n +(.+)", section
+        ):
+            assert (principal, pattern) == (ACCESS[name].principal, "literal"), name
+            granted[name, operation] = set(re.findall(r"--(?:topic|group) (\S+)", resources))
+    expected = {
+        (row.name, operation): set(topics) | set(groups)
+        for row in ACCESS.values()
+        for operation, topics, groups in (
+            ("Read", row.reads, row.groups),
+            ("Write", row.writes, ()),
+            ("Describe", row.watches, row.watched_groups),
+        )
+        if topics or groups
+    }
+    assert granted == expected
+
+
+def test_an_acls_block_naming_anything_but_the_components_access_fails_the_build() -> None:
+    page = "<!-- generated:acls consumer.cli.build_parser -->\nshown on GitHub\n<!-- /generated -->\n"
+    with pytest.raises(ValueError, match=r"cannot render acls consumer\.cli\.build_parser"):
+        render_generated(page)
 
 
 async def test_a_worker_reads_what_it_subscribes_and_follows_and_creates_what_it_uses() -> None:

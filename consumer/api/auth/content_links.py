@@ -52,7 +52,7 @@ class LinkIssuer:
         path = CONTENT_ROUTE.format(id=state.id)
         body = ContentLinks(
             video_url=f"{path}?{urlencode({'token': token})}",
-            poster_url=f"{path}?{urlencode({'variant': 'poster', 'token': token})}",
+            poster_url=f"{path}?{urlencode({'variant': 'thumbnail', 'token': token})}",
             expires_at=datetime.fromtimestamp(expires, UTC),
         )
         return web.json_response(text=body.model_dump_json(), headers={"Cache-Control": "no-store"})

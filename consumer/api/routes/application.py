@@ -39,6 +39,8 @@ from consumer.api.auth.content_links import LinkIssuer
 from consumer.api.console import Console, trace_response
 from consumer.api.routes.error_answers import error_middleware
 from consumer.api.routes.event_streams import EventStreams
+from consumer.api.routes.model_list import ModelRoutes
+from consumer.api.routes.submissions import Submissions
 from consumer.api.routes.videos import CALLER, Handlers
 from consumer.api.routes.webhooks import WebhookRoutes
 from consumer.api.submission.body import defer_continue
@@ -103,14 +105,18 @@ def make_app(
     )
     app[GUARD] = guard
     app.on_shutdown.append(close_streams)
-    app.router.add_post("/v1/videos", handlers.submit, expect_handler=defer_continue)
+    app.router.add_post("/v1/videos", Submissions(handlers).submit, expect_handler=defer_continue)
     app.router.add_get("/v1/videos", handlers.list_jobs, allow_head=False)
     app.router.add_get("/v1/videos/{id}", handlers.status, allow_head=False)
-    app.router.add_delete("/v1/videos/{id}", handlers.cancel)
+    app.router.add_delete("/v1/videos/{id}", handlers.delete)
+    app.router.add_post("/v1/videos/{id}/cancel", handlers.cancel)
     app.router.add_get("/v1/videos/{id}/content", handlers.content, allow_head=False)
     app.router.add_post("/v1/videos/{id}/links", links.issue)
     app.router.add_get("/v1/videos/{id}/events", streams.stream, allow_head=False)
     app.router.add_get("/v1/queue", handlers.queue, allow_head=False)
+    models = ModelRoutes(handlers.models)
+    app.router.add_get("/v1/models", models.list_models, allow_head=False)
+    app.router.add_get("/v1/models/{model}", models.model, allow_head=False)
     openapi_text = json.dumps(openapi)
 
     async def openapi_view(_: web.Request) -> web.Response:

@@ -1,5 +1,7 @@
-"""HTTP errors of the API: each one a `VidgenError` with a status, answered as `{"error": {"code", "message",
-"field"?}}`. Messages are written here, never copied from what the client sent."""
+"""HTTP errors of the API: each one a `VidgenError` with a status, answered in OpenAI's shape, `{"error": {"message",
+"type", "param", "code", "field"}}` (`param` and `field` both name the field at fault), so OpenAI's SDKs raise their
+own error classes with these fields. `x-should-retry` tells those SDKs whether retrying can help (429, 503 and 408
+can). Messages are written here, never copied from what the client sent."""
 
 from __future__ import annotations
 
@@ -31,11 +33,25 @@ _STATUS_CODES = {
 }
 
 
+_RETRIABLE = frozenset({408, 429, 503})
+
+
 def error_response(
     status: int, code: str, message: str, *, field: str | None = None, headers: Mapping[str, str] | None = None
 ) -> web.Response:
-    body = ApiErrorBody(error=ApiError(code=code, message=message, field=field))
-    return web.json_response(body.model_dump(exclude_none=True), status=status, headers=headers)
+    error = ApiError(message=message, type=_error_type(status), param=field, code=code, field=field)
+    retry = {"x-should-retry": "true" if status in _RETRIABLE else "false"}
+    return web.json_response(
+        ApiErrorBody(error=error).model_dump(), status=status, headers={**(headers or {}), **retry}
+    )
+
+
+def _error_type(status: int) -> str:
+    if status == 401:
+        return "authentication_error"
+    if status == 429:
+        return "rate_limit_error"
+    return "server_error" if status >= 500 else "invalid_request_error"
 
 
 @web.middleware

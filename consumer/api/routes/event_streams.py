@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from consumer.api.auth.authenticator import Authenticator, Caller
-from consumer.api.routes.job_body import render_job
 from consumer.api.routes.videos import CALLER, Handlers
 from consumer.api.view.job_state import JobState
 from consumer.core.tenant_slots import TenantSlots
@@ -169,5 +168,5 @@ class EventStreams:
         return "shutdown" if self._closing else None
 
     async def _message(self, state: JobState) -> bytes:
-        job = await render_job(state, self._handlers.objects, now=self._handlers.clock())
+        job = await self._handlers.render(state)
         return format_event(state.version, job.model_dump_json(exclude_none=True))

@@ -13,7 +13,16 @@ from pydantic.json_schema import models_json_schema
 
 from consumer.api.routes.webhook_openapi import WEBHOOK_MODELS, delivery_webhooks, webhook_paths
 from schemas.events import ID_PATTERN
-from schemas.job_api import ApiErrorBody, QueueInfo, VideoJob, VideoJobList, VideoSubmission
+from schemas.job_api import (
+    ApiErrorBody,
+    ModelInfo,
+    ModelList,
+    QueueInfo,
+    VideoDeleted,
+    VideoJob,
+    VideoJobList,
+    VideoSubmission,
+)
 from schemas.links import ContentLinks
 
 __all__ = ["OPENAPI_PATH", "build_openapi", "render_openapi"]
@@ -25,7 +34,8 @@ _ERRORS = {
     400: "The body is not valid JSON or multipart.",
     401: "Missing, malformed, expired, wrongly signed or wrong-audience credential (`WWW-Authenticate: Bearer`).",
     403: "Tenant webhooks are not enabled on this service (`webhooks_disabled`).",
-    404: "No such job or webhook endpoint for this tenant (another tenant's id answers the same).",
+    404: "No such job, model or webhook endpoint for this tenant (another tenant's id and a deleted job answer the "
+    "same).",
     409: "The job is not in a state that allows this, or the tenant has all the webhook endpoints it may have.",
     413: "The body (its declared length refused before it is read), the image or the resulting record is too large.",
     415: "Not JSON or multipart, or the image is not an allowed image type.",
@@ -71,6 +81,9 @@ def build_openapi() -> dict[str, Any]:
             (VideoSubmission, "validation"),
             (VideoJob, "serialization"),
             (VideoJobList, "serialization"),
+            (VideoDeleted, "serialization"),
+            (ModelInfo, "serialization"),
+            (ModelList, "serialization"),
             (QueueInfo, "serialization"),
             (ContentLinks, "serialization"),
             (ApiErrorBody, "serialization"),
@@ -84,16 +97,27 @@ def build_openapi() -> dict[str, Any]:
         "type": "object",
         "properties": {
             **submission["properties"],
-            "image": {"type": "string", "contentMediaType": "application/octet-stream"},
+            "input_reference": {
+                "type": "string",
+                "contentMediaType": "application/octet-stream",
+                "description": "The start image (JPEG, PNG, WebP, GIF, BMP or TIFF, sniffed from its bytes).",
+            },
         },
         "required": submission.get("required", []),
         "additionalProperties": False,
     }
+    poll_after = {
+        "openai-poll-after-ms": {
+            "description": "While the job has not ended: how long to wait before asking again (OpenAI's SDKs obey).",
+            "schema": {"type": "integer"},
+        }
+    }
     job_created = {
         "description": "Accepted (or, with the same Idempotency-Key, the job accepted before).",
-        "headers": {"Location": {"schema": {"type": "string"}}},
+        "headers": {"Location": {"schema": {"type": "string"}}, **poll_after},
         "content": _json("VideoJob"),
     }
+    job = {"description": "The job.", "headers": poll_after, "content": _json("VideoJob")}
     paths = {
         "/v1/videos": {
             "post": _operation(
@@ -121,24 +145,29 @@ def build_openapi() -> dict[str, Any]:
                 parameters=[
                     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
                     {"name": "after", "in": "query", "schema": {"type": "string", "pattern": ID_PATTERN}},
+                    {"name": "order", "in": "query", "schema": {"type": "string", "enum": ["asc", "desc"]}},
                 ],
             ),
         },
         "/v1/videos/{id}": {
-            "get": _operation(
-                "A job",
-                _responses({200: {"description": "The job.", "content": _json("VideoJob")}}, 404),
-                parameters=[_job_id()],
-            ),
+            "get": _operation("A job", _responses({200: job}, 404), parameters=[_job_id()]),
             "delete": _operation(
-                "Cancel a job",
-                _responses({202: {"description": "Cancel requested.", "content": _json("VideoJob")}}, 404, 409),
+                "Delete a job: cancel it if it runs, forget it (404 afterwards) and delete its video and poster unless "
+                "another job of yours shows them",
+                _responses({200: {"description": "Deleted.", "content": _json("VideoDeleted")}}, 404),
                 parameters=[_job_id()],
             ),
         },
+        "/v1/videos/{id}/cancel": {
+            "post": _operation(
+                "Cancel a job that has not ended; it stays, `failed` with `error.code: cancelled`",
+                _responses({202: {"description": "Cancel requested.", "content": _json("VideoJob")}}, 404, 409),
+                parameters=[_job_id()],
+            )
+        },
         "/v1/videos/{id}/content": {
             "get": _operation(
-                "Redirect to the video (or poster) through a fresh presigned URL",
+                "Redirect to the video (or, `variant=thumbnail`, its poster) through a fresh presigned URL",
                 _responses(
                     {302: {"description": "To the object.", "headers": {"Location": {"schema": {"type": "string"}}}}},
                     404,
@@ -147,7 +176,7 @@ def build_openapi() -> dict[str, Any]:
                 ),
                 parameters=[
                     _job_id(),
-                    {"name": "variant", "in": "query", "schema": {"type": "string", "enum": ["video", "poster"]}},
+                    {"name": "variant", "in": "query", "schema": {"type": "string", "enum": ["video", "thumbnail"]}},
                     {
                         "name": "token",
                         "in": "query",
@@ -191,6 +220,19 @@ def build_openapi() -> dict[str, Any]:
                 _responses({200: {"description": "The queue.", "content": _json("QueueInfo")}}),
             )
         },
+        "/v1/models": {
+            "get": _operation(
+                "The models this deployment serves, and what each can render",
+                _responses({200: {"description": "The models.", "content": _json("ModelList")}}),
+            )
+        },
+        "/v1/models/{model}": {
+            "get": _operation(
+                "One model",
+                _responses({200: {"description": "The model.", "content": _json("ModelInfo")}}, 404),
+                parameters=[{"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}],
+            )
+        },
         **webhook_paths(_operation, _responses, _json),
         "/openapi.json": {"get": _plain("This document", "application/json")},
     }
@@ -199,9 +241,10 @@ def build_openapi() -> dict[str, Any]:
         "info": {
             "title": "vidgen job API",
             "version": "1",
-            "description": "Submit product videos, follow them and fetch the result. Every error is "
-            '`{"error": {"code", "message", "field"?}}`. Probes and metrics (`/healthz`, `/readyz`, `/metrics`) are '
-            "served on the operator port (`VIDGEN_API_OPERATOR_PORT`), not here.",
+            "description": "Submit product videos, follow them and fetch the result, in the shape of OpenAI's video "
+            "API: its SDKs' `client.videos` and `client.models` work against it. Every error is "
+            '`{"error": {"message", "type", "param", "code", "field"}}`. Probes and metrics (`/healthz`, `/readyz`, '
+            "`/metrics`) are served on the operator port (`VIDGEN_API_OPERATOR_PORT`), not here.",
         },
         "paths": paths,
         "webhooks": delivery_webhooks(_json),

@@ -4,8 +4,10 @@ worker's own rules (intake, sanitising, banned terms) so a request the worker wo
 The body is read here, after the caller was authenticated and rate-limited on its headers, and streamed: a size
 declared over the cap is refused (413) before a byte is read, the body's bytes are reserved in the process's
 `BodyBudget` first (503 when it is full), a JSON body (or a form's text fields together) may be at most
-`VIDGEN_MAX_RECORD_BYTES` (the largest record a worker reads), and the image part goes to a temporary file
-(`consumer.api.submission.uploads`). A client that sent `Expect: 100-continue` is told to continue only then.
+`VIDGEN_MAX_RECORD_BYTES` (the largest record a worker reads), and the image part (`input_reference`, as OpenAI's
+SDKs send it) goes to a temporary file (`consumer.api.submission.uploads`). A client that sent `Expect:
+100-continue` is told to continue only then. In a form, `metadata` is a JSON object, or one `metadata[KEY]` field per
+key (how OpenAI's SDKs send a dict in a form; `input_reference[image_url]` likewise).
 
 Messages and field names come from the intake, which names client-chosen keys by position, never verbatim.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -24,9 +27,10 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from consumer.api.routes.error_answers import error_response
 from consumer.api.submission.body_budget import BodyBudget
-from consumer.api.submission.uploads import SpooledImage, spool_part
+from consumer.api.submission.uploads import IMAGE_FIELD, SpooledImage, spool_part
 from consumer.core.intake import DeadLetter, Rejection, parse_request
 from consumer.core.moderation import ContentPolicy
+from consumer.core.sanitize import name_safely
 from consumer.errors import ApiFailure
 from schemas.events import VideoRequest
 from schemas.job_api import API_FILLED_FIELDS, Fallback
@@ -34,8 +38,8 @@ from schemas.job_api import API_FILLED_FIELDS, Fallback
 __all__ = ["BodyLimits", "Submission", "build_request", "defer_continue", "received_submission", "take_fallback"]
 
 # Form fields that are text as they come; every other field is a JSON value (numbers, the metadata object).
-_TEXT_FIELDS = frozenset({"prompt", "negative_prompt", "image_url", "deadline", "fallback"})
-_IMAGE_PART = "image"
+_TEXT_FIELDS = frozenset({"prompt", "negative_prompt", "image_url", "deadline", "fallback", "model", "size", "seconds"})
+_OBJECT_FIELD = re.compile(r"(metadata|input_reference)\[(.+)\]", re.DOTALL)
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
@@ -135,16 +139,32 @@ async def _read_parts(reader: MultipartReader, submission: Submission, limits: B
         position += 1
         if not isinstance(part, BodyPartReader) or not part.name:
             raise ApiFailure(422, "invalid_body", f"form part {position} has no name")
-        if part.name == _IMAGE_PART:
+        if part.name == IMAGE_FIELD:
             if submission.image is not None:
-                raise ApiFailure(422, "invalid_field", "send one image", field=_IMAGE_PART)
+                raise ApiFailure(422, "invalid_field", "send one image", field=IMAGE_FIELD)
             submission.image = await spool_part(part, max_bytes=limits.max_image_bytes)
-        elif part.name in submission.fields:
-            raise ApiFailure(422, "invalid_body", f"form part {position} repeats an earlier field")
+        elif part.filename is not None:
+            field = name_safely(part.name, kind="form part", position=position)
+            raise ApiFailure(422, "unknown_field", f"a file goes in the {IMAGE_FIELD} part", field=field)
         else:
             raw = await _read_capped(part.read_chunk, text_left, "the form's text fields together")
             text_left -= len(raw)
-            submission.fields[part.name] = _form_value(part.name, raw.decode("utf-8"))
+            _set_field(submission.fields, part.name, raw.decode("utf-8"), position)
+
+
+def _set_field(fields: dict[str, Any], name: str, text: str, position: int) -> None:
+    """A form field into the fields: `metadata[KEY]` as one key of `metadata` (`input_reference[KEY]` likewise),
+    every other name as itself."""
+    entry = _OBJECT_FIELD.fullmatch(name)
+    if entry is None:
+        if name in fields:
+            raise ApiFailure(422, "invalid_body", f"form part {position} repeats an earlier field")
+        fields[name] = _form_value(name, text)
+        return
+    parent = fields.setdefault(entry[1], {})
+    if not isinstance(parent, dict) or entry[2] in parent:
+        raise ApiFailure(422, "invalid_body", f"form part {position} repeats an earlier field")
+    parent[entry[2]] = text
 
 
 def _form_value(name: str, text: str) -> Any:

@@ -25,10 +25,12 @@ from consumer.core.keys import upload_key_of_digest
 from consumer.errors import ApiFailure, ImageError, ImageTooLarge
 from consumer.images.decoding import ALLOWED_FORMATS, check_size, check_tiff_directory
 
-__all__ = ["CheckedImage", "SpooledImage", "check_upload", "spool_part"]
+__all__ = ["IMAGE_FIELD", "CheckedImage", "SpooledImage", "check_upload", "spool_part"]
 
 _SUFFIX = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tiff"}
 _FLUSH_BYTES = 1 << 20
+IMAGE_FIELD = "input_reference"
+"""The form part of the start image, as OpenAI's SDKs name it."""
 
 
 @dataclass
@@ -68,7 +70,7 @@ async def _copy(part: BodyPartReader, file: BinaryIO, *, max_bytes: int) -> tupl
     while chunk := await part.read_chunk():
         size += len(chunk)
         if size > max_bytes:
-            raise ApiFailure(413, "image_too_large", f"image is over {max_bytes} bytes", field="image")
+            raise ApiFailure(413, "image_too_large", f"{IMAGE_FIELD} is over {max_bytes} bytes", field=IMAGE_FIELD)
         digest.update(chunk)
         pending += chunk
         if len(pending) >= _FLUSH_BYTES:
@@ -84,7 +86,7 @@ def check_upload(
     """Raises `ImageTooLarge` or `ImageError` (both name the field `image`). Blocking (file reads) but CPU-light:
     headers only, read through a read-only map of the file."""
     if not image.size:
-        raise ImageError("image is empty", field="image")
+        raise ImageError(f"{IMAGE_FIELD} is empty", field=IMAGE_FIELD)
     image.file.flush()
     try:
         with mmap.mmap(image.file.fileno(), 0, access=mmap.ACCESS_READ) as data:
@@ -94,16 +96,18 @@ def check_upload(
                 image_format = opened.format or ""
                 check_size(opened, max_pixels=max_pixels, max_decoded_bytes=max_decoded_bytes)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageTooLarge("image has too many pixels", field="image") from exc
+        raise ImageTooLarge(f"{IMAGE_FIELD} has too many pixels", field=IMAGE_FIELD) from exc
     except UnidentifiedImageError as exc:
         raise ImageError(
-            f"image is not a {'/'.join(ALLOWED_FORMATS)} image", code="unsupported_image_type", field="image"
+            f"{IMAGE_FIELD} is not a {'/'.join(ALLOWED_FORMATS)} image",
+            code="unsupported_image_type",
+            field=IMAGE_FIELD,
         ) from exc
     except (ImageError, ImageTooLarge) as exc:
-        exc.field = "image"
+        exc.field = IMAGE_FIELD
         raise
     except (OSError, ValueError, SyntaxError, EOFError) as exc:  # what Pillow raises on a broken header
-        raise ImageError("image header could not be read", field="image") from exc
+        raise ImageError(f"{IMAGE_FIELD} header could not be read", field=IMAGE_FIELD) from exc
     # Known suffixes keep the key readable; TIFF has none in the upload rules, so it goes without one.
     name = "image" + _SUFFIX.get(image_format, "")
     return CheckedImage(

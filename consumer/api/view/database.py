@@ -131,27 +131,39 @@ class ViewDatabase:
         return state_of(row) if row is not None else None
 
     def get(self, tenant_id: str, job_id: str) -> JobState | None:
+        """The tenant's job, deleted or not."""
         state = self._load(job_id)
         return state if state is not None and state.tenant_id == tenant_id else None
 
     def page(self, tenant_id: str, query: PageQuery) -> list[JobState] | None:
-        """Up to `query.fetch` jobs of the tenant, newest first, after `query.after`; None when that job is not
-        the tenant's (or gone)."""
+        """Up to `query.fetch` jobs of the tenant (not deleted) in the query's order, after `query.after`; None when
+        that job is not the tenant's (or gone)."""
+        order = "DESC" if query.order == "desc" else "ASC"
+        listed = f"SELECT {COLUMNS} FROM jobs WHERE tenant_id = ? AND deleted_at IS NULL"  # noqa: S608 - constants
         if query.after is None:
             rows = self._db.execute(
-                f"SELECT {COLUMNS} FROM jobs WHERE tenant_id = ? "  # noqa: S608 - constant column list
-                "ORDER BY created_at DESC, id DESC LIMIT ?",
-                (tenant_id, query.fetch),
+                f"{listed} ORDER BY created_at {order}, id {order} LIMIT ?", (tenant_id, query.fetch)
             ).fetchall()
             return [state_of(row) for row in rows]
         anchor = self.get(tenant_id, query.after)
         if anchor is None:
             return None
         created = ts(anchor.created_at)
+        beyond = "<" if query.order == "desc" else ">"
         rows = self._db.execute(
-            f"SELECT {COLUMNS} FROM jobs WHERE tenant_id = ? "  # noqa: S608 - constant column list
-            "AND (created_at < ? OR (created_at = ? AND id < ?)) ORDER BY created_at DESC, id DESC LIMIT ?",
+            f"{listed} AND (created_at {beyond} ? OR (created_at = ? AND id {beyond} ?)) "
+            f"ORDER BY created_at {order}, id {order} LIMIT ?",
             (tenant_id, created, created, anchor.id, query.fetch),
+        ).fetchall()
+        return [state_of(row) for row in rows]
+
+    def sharing(self, state: JobState, video_uri: str | None) -> list[JobState]:
+        """The tenant's other jobs (not deleted) that may show the same objects as `state`: those whose result names
+        `video_uri`, and every one still queued or rendering (a cache hit may give it those objects)."""
+        rows = self._db.execute(
+            f"SELECT {COLUMNS} FROM jobs WHERE tenant_id = ? AND id != ? AND deleted_at IS NULL "  # noqa: S608
+            "AND (status IN ('queued', 'in_progress') OR json_extract(result, '$.video.uri') = ?)",
+            (state.tenant_id, state.id, video_uri),
         ).fetchall()
         return [state_of(row) for row in rows]
 

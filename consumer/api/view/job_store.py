@@ -102,6 +102,12 @@ class JobStore:
         return outcome
 
     async def get(self, tenant_id: str, job_id: str) -> JobState | None:
+        """The tenant's job; None when it is not the tenant's, not known or deleted."""
+        state = await self.find(tenant_id, job_id)
+        return state if state is not None and state.deleted_at is None else None
+
+    async def find(self, tenant_id: str, job_id: str) -> JobState | None:
+        """The tenant's job, deleted or not."""
         state = self._cache.get(job_id)
         if state is None:
             db = self._require()
@@ -110,6 +116,11 @@ class JobStore:
                 return None
             self._remember([state])
         return state if state.tenant_id == tenant_id else None
+
+    async def sharing(self, state: JobState, video_uri: str | None) -> list[JobState]:
+        """The tenant's other jobs that may show the objects of `state` (`ViewDatabase.sharing`)."""
+        db = self._require()
+        return await self._run(lambda: db.sharing(state, video_uri))
 
     async def page(self, tenant_id: str, query: PageQuery) -> list[JobState] | None:
         db = self._require()

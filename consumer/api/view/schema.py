@@ -38,7 +38,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     cancel_requested_at REAL,
     degraded INTEGER NOT NULL DEFAULT 0,
     degraded_reason TEXT,
-    lane TEXT NOT NULL DEFAULT 'interactive'
+    lane TEXT NOT NULL DEFAULT 'interactive',
+    model TEXT,
+    deleted_at REAL
 );
 CREATE INDEX IF NOT EXISTS jobs_by_tenant ON jobs (tenant_id, created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status);
@@ -67,11 +69,13 @@ _ADDED_COLUMNS = (
         "TEXT NOT NULL DEFAULT 'interactive'",
         "UPDATE jobs SET lane = 'bulk' WHERE json_extract(request, '$.priority') = 'bulk'",
     ),
+    ("jobs", "model", "TEXT", None),
+    ("jobs", "deleted_at", "REAL", None),
 )
 # `lane` is JobState.lane (derived from the request), stored to be counted; reading a row ignores it.
 COLUMNS = (
     "id, tenant_id, status, progress, attempt, created_at, updated_at, version, request, result, cancel_requested_at, "
-    "degraded, degraded_reason, lane"
+    "degraded, degraded_reason, lane, model, deleted_at"
 )
 _COLUMN_COUNT = len(COLUMNS.split(", "))
 UPSERT = (
@@ -121,6 +125,8 @@ def row_of(state: JobState) -> tuple[Any, ...]:
         int(state.degraded),
         state.degraded_reason,
         state.lane,
+        state.model,
+        ts(state.deleted_at) if state.deleted_at is not None else None,
     )
 
 
@@ -140,4 +146,6 @@ def state_of(row: Sequence[Any]) -> JobState:
         cancel_requested_at=dt(row[10]) if row[10] is not None else None,
         degraded=bool(row[11]),
         degraded_reason=row[12],
+        model=row[14],
+        deleted_at=dt(row[15]) if row[15] is not None else None,
     )
