@@ -4,7 +4,10 @@ its requests to the pool `VIDGEN_HOOK_MODEL` names."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
+from pydantic import ValidationError
 
 from consumer.api.api_settings import ApiSettings
 from consumer.api.submission.body import build_request
@@ -45,6 +48,17 @@ def test_the_registry_holds_each_pool_with_its_family_and_topics() -> None:
     with pytest.raises(InvalidRequest) as refused:
         models.resolve("sora-2")
     assert (refused.value.code, refused.value.field) == ("model_not_found", "model")
+
+
+def test_the_pools_are_read_from_one_json_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VIDGEN_MODEL_POOLS", json.dumps(POOLS))
+    [wan, ltx] = Settings().model_pools
+    assert (wan.id, wan.family, wan.bulk) == ("wan-2", "wan", "video.requests.wan.bulk")
+    assert wan.group == "video.requests.wan"
+    assert (ltx.bulk, ltx.group) == ("ltx.later", "ltx-gpus")
+    monkeypatch.setenv("VIDGEN_MODEL_POOLS", '[{"id": "sora-2", "family": "sora", "topic": "t"}]')
+    with pytest.raises(ValidationError, match="family"):
+        Settings()
 
 
 def test_the_default_pool_may_be_of_another_family() -> None:
