@@ -117,3 +117,11 @@ def test_the_hooks_request_names_its_model_and_keeps_its_rules() -> None:
     with pytest.raises(InvalidRequest, match=r"num_frames must be 8k\+1 for ltx, got 21") as refused:
         product_request(product, render={"width": 512, "height": 512, "num_frames": 21}, model=ltx, **rules)
     assert refused.value.field == "num_frames"
+
+
+def test_the_pools_round_trip_through_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker's child process (the supervisor) rebuilds `VIDGEN_MODEL_POOLS` from `as_environment`."""
+    original = _settings()
+    for name, value in original.as_environment().items():
+        monkeypatch.setenv(name, value)
+    assert Settings() == original
