@@ -34,7 +34,8 @@ from typing import Any
 import diffusers
 import torch
 
-from bench.render_harness import GUIDANCE, TEXT_SHAPE, build_full_pipeline, measure, prompt_kwargs, render
+from bench.families import FAMILY_SIZES, family_rows
+from bench.render_harness import GUIDANCE, TEXT_SHAPE, build_full_pipeline, measure, parse_size, prompt_kwargs, render
 from consumer.memory.estimate import estimate_bytes
 from consumer.memory.modes import MemoryMode, supported_modes
 from consumer.render.flops import peak_tflops, transformer_step_flops
@@ -213,11 +214,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--size", action="append", help="WxHxF, repeatable")
     parser.add_argument("--step-cache-threshold", type=float, default=STEP_CACHE_THRESHOLD, help="step cache row")
     parser.add_argument("--output", type=Path, help="also write the report here")
+    parser.add_argument(
+        "--family", action="append", choices=[*FAMILY_SIZES, "all"], help="also each family's model (bench.families)"
+    )
     args = parser.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     tiny = args.tiny or device.type != "cuda"
     steps = args.steps or (2 if tiny else 30)
-    sizes = [_parse_size(s) for s in args.size] if args.size else (TINY_SIZES if tiny else FULL_SIZES)
+    sizes = [parse_size(s) for s in args.size] if args.size else (TINY_SIZES if tiny else FULL_SIZES)
     if tiny:
         pipeline = build_tiny_pipeline()
         pipeline.set_progress_bar_config(disable=True)
@@ -231,6 +235,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     runs += run_optimisations(
         pipeline, device, sizes, steps, prompts, dtype=dtype, step_cache_threshold=args.step_cache_threshold
     )
+    del pipeline, prompts  # the families' models (below) need the memory
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    families = list(FAMILY_SIZES) if "all" in (args.family or ()) else args.family or []
     report = {
         "model": "tiny" if tiny else "easyanimate-v5.1-7b-inp, random weights",
         "text_encoder": "tiny Qwen2-VL" if tiny else f"excluded: random prompt embeds {list(TEXT_SHAPE)}",
@@ -239,16 +247,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "diffusers": diffusers.__version__,
         "guidance_scale": GUIDANCE,
         "runs": runs,
+        "families": [row for family in families for row in family_rows(family, not tiny, device, args.steps, None)],
     }
     print(json.dumps(report, indent=2))
     if args.output is not None:
         args.output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return report
-
-
-def _parse_size(text: str) -> tuple[int, int, int]:
-    width, height, frames = (int(part) for part in text.lower().split("x"))
-    return width, height, frames
 
 
 if __name__ == "__main__":
