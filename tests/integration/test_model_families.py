@@ -12,8 +12,10 @@ from pathlib import Path
 import aiohttp
 import av
 import numpy as np
+import openai
 import pytest
 import torch
+from openai import AsyncOpenAI
 
 from consumer.core.keys import upload_key
 from consumer.dev.demo import product_image
@@ -22,6 +24,8 @@ from consumer.object_store import ObjectStore
 from consumer.render.loader import load_model
 from consumer.render.render_spec import RenderSpec
 from consumer.settings import Settings
+from consumer.settings.messaging import ModelPool
+from tests.integration.api_helpers import api_settings, new_key, running_api
 from tests.support import KafkaClient, request_body
 
 # Each family's smallest request on its own frame rule (4k+1; LTX-Video 8k+1; CogVideoX 1.5 16k+1 from 17).
@@ -119,3 +123,37 @@ def test_an_unsupported_family_is_refused_naming_the_supported_ones(tmp_path: Pa
         assert f"{name} (" in message
     with pytest.raises(ModelUnavailable, match="tiny:<family>, one of easyanimate, wan"):
         load_model("tiny:sora", device=CPU, dtype=torch.float32)
+
+
+@pytest.mark.filterwarnings("ignore:The Sora API:DeprecationWarning")  # the SDK's notice on `videos`, not ours
+async def test_the_job_api_routes_a_job_to_its_models_pool(
+    settings: Settings, kafka: KafkaClient, tmp_path: Path
+) -> None:
+    """The real job API with a Wan pool beside the default one: `GET /v1/models` lists it with its family's rules, a
+    job breaking them is refused before anything is published, and a valid one lands on the pool's topic naming its
+    model (which a Wan worker serving another id would refuse: the first test)."""
+    pool_topic = f"{settings.requests_topic}.wan"
+    settings = settings.model_copy(update={"model_pools": (ModelPool(id="wan-2", family="wan", topic=pool_topic),)})
+    api = api_settings(tmp_path, None)
+    key = new_key(api, "shop-1")
+    async with (
+        running_api(settings, api) as server,
+        AsyncOpenAI(base_url=f"{server.url}/v1", api_key=key, max_retries=0) as client,
+    ):
+        assert [model.id async for model in client.models.list()] == ["easyanimate-v5.1", "wan-2", "template"]
+        wan = (await client.models.retrieve("wan-2")).model_extra or {}
+        assert (wan["family"], wan["frame_rule"], wan["fps"], wan["max_frames"]) == ("wan", "4k+1", 24, 121)
+        with pytest.raises(openai.UnprocessableEntityError) as broken:
+            await client.videos.create(prompt="a red shoe", model="wan-2", extra_body={"num_frames": 10})
+        assert (broken.value.code, broken.value.param) == ("invalid_field", "num_frames")
+        assert broken.value.message.endswith(" - num_frames must be 4k+1 for wan, got 10")  # the SDK adds its prefix
+        with pytest.raises(openai.UnprocessableEntityError) as unknown:
+            await client.videos.create(prompt="a red shoe", model="sora-2")
+        assert (unknown.value.code, unknown.value.param) == ("model_not_found", "model")
+        job = await client.videos.create(prompt="a red shoe", model="wan-2", size="256x256", seconds="1")
+        assert job.model == "wan-2" and job.seconds == "1.042"  # 25 frames (4k+1) at 24 fps: never shorter
+
+    [record] = await kafka.read(pool_topic, 1)
+    published = json.loads(record.value)
+    assert (published["model"], published["num_frames"], published["width"]) == ("wan-2", 25, 256)
+    assert (await kafka.read_to_end(settings.requests_topic))[0] == []  # nothing went to the default pool

@@ -38,6 +38,7 @@ __all__ = [
     "StepHook",
     "frames_of",
     "on_step_end",
+    "pipeline_call",
     "scheduler_step_hook",
     "served_kinds",
 ]
@@ -164,6 +165,25 @@ def scheduler_step_hook(scheduler: Any, on_step: StepHook) -> Iterator[None]:
         yield
     finally:
         del scheduler.step
+
+
+def pipeline_call(pipeline: Any, spec: RenderSpec, on_step: StepHook, **extra: Any) -> NDArray[np.float32]:
+    """The call most families' pipelines share: prompts, size, frames, steps and guidance of `spec`, a generator
+    seeded with its seed, frames as numpy, `on_step` as the step callback; `extra` adds the family's own arguments."""
+    output = pipeline(
+        prompt=spec.prompt,
+        negative_prompt=spec.negative_prompt,  # None crashes some encode_prompt with guidance; "" is neutral
+        height=spec.height,
+        width=spec.width,
+        num_frames=spec.num_frames,
+        num_inference_steps=spec.steps,
+        guidance_scale=spec.guidance_scale,
+        generator=torch.Generator(device="cpu").manual_seed(spec.seed),
+        output_type="np",
+        callback_on_step_end=on_step_end(on_step),
+        **extra,
+    )
+    return frames_of(output)
 
 
 def frames_of(output: Any) -> NDArray[np.float32]:

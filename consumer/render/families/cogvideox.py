@@ -25,7 +25,7 @@ from numpy.typing import NDArray
 
 from consumer.core.model_families import COGVIDEOX, ModelFamily
 from consumer.memory.coefficients import COGVIDEOX_ACTIVATIONS
-from consumer.render.families.base import FamilyAdapter, Pipelines, StepHook, frames_of, on_step_end
+from consumer.render.families.base import FamilyAdapter, Pipelines, StepHook, pipeline_call
 from consumer.render.families.tiny_text import TEXT_DIM, seeded, t5_encoder, t5_tokenizer
 from consumer.render.render_spec import RenderSpec
 
@@ -111,18 +111,5 @@ class CogVideoXAdapter(FamilyAdapter):
     def call(self, pipelines: Pipelines, spec: RenderSpec, prepared: object, on_step: StepHook) -> NDArray[np.float32]:
         pipeline = pipelines.for_kind(prepared)
         image: dict[str, Any] = {} if prepared is None else {"image": prepared}
-        output = pipeline(
-            prompt=spec.prompt,
-            negative_prompt=spec.negative_prompt,
-            height=spec.height,
-            width=spec.width,
-            num_frames=spec.num_frames,
-            num_inference_steps=spec.steps,
-            guidance_scale=spec.guidance_scale,
-            use_dynamic_cfg=isinstance(pipeline.scheduler, CogVideoXDPMScheduler),
-            generator=torch.Generator(device="cpu").manual_seed(spec.seed),
-            output_type="np",
-            callback_on_step_end=on_step_end(on_step),
-            **image,
-        )
-        return frames_of(output)
+        dynamic = isinstance(pipeline.scheduler, CogVideoXDPMScheduler)
+        return pipeline_call(pipeline, spec, on_step, use_dynamic_cfg=dynamic, **image)

@@ -15,7 +15,7 @@ from PIL import Image
 
 from consumer.core.model_families import EASYANIMATE
 from consumer.memory.coefficients import EASYANIMATE_ACTIVATIONS
-from consumer.render.families.base import FamilyAdapter, Pipelines, StepHook, on_step_end
+from consumer.render.families.base import FamilyAdapter, Pipelines, StepHook, pipeline_call
 from consumer.render.render_spec import RenderSpec
 from consumer.render.tiny import build_tiny_pipeline
 
@@ -51,22 +51,7 @@ class EasyAnimateAdapter(FamilyAdapter):
         else:
             video, mask = cast("tuple[torch.Tensor, torch.Tensor]", prepared)  # what prepare made for it
             extra = {"video": video, "mask_video": mask}
-        output = pipeline(
-            prompt=spec.prompt,
-            # None crashes encode_prompt when guidance > 1; an empty prompt is the neutral choice.
-            negative_prompt=spec.negative_prompt,
-            num_frames=spec.num_frames,
-            height=spec.height,
-            width=spec.width,
-            num_inference_steps=spec.steps,
-            guidance_scale=spec.guidance_scale,
-            generator=torch.Generator(device="cpu").manual_seed(spec.seed),
-            output_type="np",
-            callback_on_step_end=on_step_end(on_step),
-            **extra,
-        )
-        frames: NDArray[np.float32] = output.frames[0]
-        return frames
+        return pipeline_call(pipeline, spec, on_step, **extra)
 
 
 def _takes_source_image(pipeline: Any) -> bool:

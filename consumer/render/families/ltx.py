@@ -23,7 +23,7 @@ from numpy.typing import NDArray
 
 from consumer.core.model_families import LTX
 from consumer.memory.coefficients import LTX_ACTIVATIONS
-from consumer.render.families.base import FamilyAdapter, Pipelines, StepHook, frames_of, on_step_end
+from consumer.render.families.base import FamilyAdapter, Pipelines, StepHook, pipeline_call
 from consumer.render.families.tiny_text import TEXT_DIM, seeded, t5_encoder, t5_tokenizer
 from consumer.render.render_spec import RenderSpec
 
@@ -102,21 +102,9 @@ class LtxAdapter(FamilyAdapter):
 
     def call(self, pipelines: Pipelines, spec: RenderSpec, prepared: object, on_step: StepHook) -> NDArray[np.float32]:
         image: dict[str, Any] = {} if prepared is None else {"image": prepared}
-        output = pipelines.for_kind(prepared)(
-            prompt=spec.prompt,
-            negative_prompt=spec.negative_prompt,
-            height=spec.height,
-            width=spec.width,
-            num_frames=spec.num_frames,
-            frame_rate=spec.fps or self.family.fps,
-            num_inference_steps=spec.steps,
-            guidance_scale=spec.guidance_scale,
-            generator=torch.Generator(device="cpu").manual_seed(spec.seed),
-            output_type="np",
-            callback_on_step_end=on_step_end(on_step),
-            **image,
+        return pipeline_call(
+            pipelines.for_kind(prepared), spec, on_step, frame_rate=spec.fps or self.family.fps, **image
         )
-        return frames_of(output)
 
 
 def _both(components: dict[str, Any]) -> Pipelines:

@@ -25,7 +25,7 @@ from transformers import UMT5Config, UMT5EncoderModel
 
 from consumer.core.model_families import WAN, ModelFamily
 from consumer.memory.coefficients import WAN_ACTIVATIONS
-from consumer.render.families.base import FamilyAdapter, Pipelines, StepHook, frames_of, on_step_end, served_kinds
+from consumer.render.families.base import FamilyAdapter, Pipelines, StepHook, pipeline_call, served_kinds
 from consumer.render.families.tiny_text import seeded, t5_config, t5_tokenizer
 from consumer.render.render_spec import RenderSpec
 
@@ -102,20 +102,7 @@ class WanAdapter(FamilyAdapter):
     def call(self, pipelines: Pipelines, spec: RenderSpec, prepared: object, on_step: StepHook) -> NDArray[np.float32]:
         pipeline = pipelines.for_kind(prepared)
         image: dict[str, Any] = {} if prepared is None else {"image": prepared}
-        output = pipeline(
-            prompt=spec.prompt,
-            negative_prompt=spec.negative_prompt,
-            height=spec.height,
-            width=spec.width,
-            num_frames=spec.num_frames,
-            num_inference_steps=spec.steps,
-            guidance_scale=spec.guidance_scale,
-            generator=torch.Generator(device="cpu").manual_seed(spec.seed),
-            output_type="np",
-            callback_on_step_end=on_step_end(on_step),
-            **image,
-        )
-        return frames_of(output)
+        return pipeline_call(pipeline, spec, on_step, **image)
 
 
 def _with_sibling(main: Any) -> Pipelines:
