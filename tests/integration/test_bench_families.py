@@ -1,12 +1,13 @@
 """The families benchmark: its full-size models are the published checkpoints' shapes (built on the meta device: no
-memory, no weights) wired into each family's own pipelines, and its CPU run reports one row per kind."""
+memory, no weights) wired into each family's own pipelines, and its CPU run reports one row per kind; the step
+cache's comparison runs."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from bench import families
+from bench import families, step_cache_compare
 from bench.family_full import CHECKPOINTS, full_model, parameter_counts
 
 # Transformer parameters of the published checkpoints (billions, the model cards' sizes).
@@ -35,3 +36,12 @@ def test_the_cpu_run_reports_each_kind_with_its_estimate() -> None:
         assert row["size"] == "64x64x9" and row["seconds_per_video"] > 0 and row["gflop"] > 0
         assert row["measured_peak_mib"] > row["weights_mib"] > 0 and row["estimate_mib"] > 0
         assert row["fraction_of_bf16_peak"] is None  # no bf16 peak on a CPU
+
+
+def test_the_step_cache_comparison_reports_each_threshold_against_the_exact_path() -> None:
+    report = step_cache_compare.main(["--layers", "3", "--steps", "8", "--size", "64x64x5"])
+    exact, *cached = report["runs"]
+    assert exact["cache"] == "exact" and len(cached) == len(step_cache_compare.THRESHOLDS)
+    for row in cached:
+        assert row["steps_computed"] + row["steps_reused"] == 8 and row["steps_computed"] >= 4  # 4 warm-up steps
+        assert row["drift_psnr_db"] > 20
