@@ -21,7 +21,16 @@ from PIL import Image
 
 from consumer.memory.profile import V51_7B_INP_TRANSFORMER_CONFIG, V51_VAE_CONFIG
 
-__all__ = ["GUIDANCE", "TEXT_SHAPE", "build_full_pipeline", "cpu_peak_bytes", "measure", "prompt_kwargs", "render"]
+__all__ = [
+    "GUIDANCE",
+    "TEXT_SHAPE",
+    "build_full_pipeline",
+    "cpu_peak_bytes",
+    "measure",
+    "parse_size",
+    "prompt_kwargs",
+    "render",
+]
 
 TEXT_SHAPE = (1, 256, 3584)  # Qwen2-VL-7B hidden states for one prompt padded to 256 tokens
 GUIDANCE = 6.0  # upstream default: CFG on, batch 2 through the transformer
@@ -106,3 +115,9 @@ def cpu_peak_bytes(fn: Callable[[], object]) -> int:
         live += nbytes
         peak = max(peak, live)
     return peak
+
+
+def parse_size(text: str) -> tuple[int, int, int]:
+    """`WxHxF` as (width, height, frames)."""
+    width, height, frames = (int(part) for part in text.lower().split("x"))
+    return width, height, frames

@@ -22,30 +22,32 @@ high-water mark reconstructed from torch.profiler memory events (allocations mad
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import math
 import platform
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import diffusers
 import torch
 
-from bench.render_harness import GUIDANCE, TEXT_SHAPE, build_full_pipeline, measure, prompt_kwargs, render
+from bench.families import FAMILY_SIZES, family_rows
+from bench.render_harness import GUIDANCE, TEXT_SHAPE, build_full_pipeline, measure, parse_size, prompt_kwargs, render
 from consumer.memory.estimate import estimate_bytes
 from consumer.memory.modes import MemoryMode, supported_modes
 from consumer.render.flops import peak_tflops, transformer_step_flops
 from consumer.render.fp8 import fp8_unsupported_reason, quantize_fp8
 from consumer.render.module_sizes import profile_pipeline
 from consumer.render.offload import apply_mode
-from consumer.render.step_cache import apply_step_cache, remove_step_cache, step_cache_stats
+from consumer.render.step_cache import StepCache
 from consumer.render.tiny import build_tiny_pipeline
 
 FULL_SIZES = ((512, 512, 25), (672, 384, 49))
 TINY_SIZES = ((256, 256, 5),)  # one small size keeps the smoke test well under a minute
-STEP_CACHE_THRESHOLD = 0.1  # upstream suggests 0.08-0.1 for V5.1-7B
+STEP_CACHE_THRESHOLD = 0.1  # cache-dit's residual threshold (0.12 skips what TeaCache 0.1 did: docs/benchmarks.md)
 MIN_OPTIMISATION_STEPS = 10
 
 
@@ -102,14 +104,14 @@ def run_optimisations(
         timed = _timed(pipeline, device, size, steps, prompts, keep=frames)
         exact[size] = timed, frames[0]
         runs.append({**_row("optimisation", "exact", str(dtype), size), **timed})
-        apply_step_cache(pipeline, step_cache_threshold)
+        cache = StepCache([pipeline.transformer], step_cache_threshold)
         try:
-            timed = _timed(pipeline, device, size, steps, prompts, keep=frames)
-            stats = step_cache_stats(pipeline)
+            timed = _timed(
+                pipeline, device, size, steps, prompts, keep=frames, before=functools.partial(cache.begin, steps)
+            )
+            stats = cache.stats()
         finally:
-            remove_step_cache(pipeline)
-        if stats is None:
-            raise RuntimeError("the step cache hooks went missing during the render")
+            cache.remove()
         runs.append(
             {
                 **_row("optimisation", f"step_cache(threshold={step_cache_threshold})", str(dtype), size),
@@ -169,11 +171,14 @@ def _timed(
     prompts: dict[str, Any],
     *,
     keep: list[torch.Tensor] | None = None,
+    before: Callable[[], None] = lambda: None,
 ) -> dict[str, Any]:
-    """Timings of one render; `keep` receives its frames (on the CPU)."""
+    """Timings of one render; `keep` receives its frames (on the CPU); `before` runs ahead of each call."""
+    before()
     render(pipeline, size, 1, prompts)  # warm-up, untimed: lazy init, CUDA kernels, cuDNN autotuning, hooks
 
     def timed_render() -> None:
+        before()
         frames = render(pipeline, size, steps, prompts)
         if keep is not None:
             keep[:] = [frames.cpu()]
@@ -209,11 +214,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--size", action="append", help="WxHxF, repeatable")
     parser.add_argument("--step-cache-threshold", type=float, default=STEP_CACHE_THRESHOLD, help="step cache row")
     parser.add_argument("--output", type=Path, help="also write the report here")
+    parser.add_argument(
+        "--family", action="append", choices=[*FAMILY_SIZES, "all"], help="also each family's model (bench.families)"
+    )
     args = parser.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     tiny = args.tiny or device.type != "cuda"
     steps = args.steps or (2 if tiny else 30)
-    sizes = [_parse_size(s) for s in args.size] if args.size else (TINY_SIZES if tiny else FULL_SIZES)
+    sizes = [parse_size(s) for s in args.size] if args.size else (TINY_SIZES if tiny else FULL_SIZES)
     if tiny:
         pipeline = build_tiny_pipeline()
         pipeline.set_progress_bar_config(disable=True)
@@ -227,6 +235,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     runs += run_optimisations(
         pipeline, device, sizes, steps, prompts, dtype=dtype, step_cache_threshold=args.step_cache_threshold
     )
+    del pipeline, prompts  # the families' models (below) need the memory
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    families = list(FAMILY_SIZES) if "all" in (args.family or ()) else args.family or []
     report = {
         "model": "tiny" if tiny else "easyanimate-v5.1-7b-inp, random weights",
         "text_encoder": "tiny Qwen2-VL" if tiny else f"excluded: random prompt embeds {list(TEXT_SHAPE)}",
@@ -235,16 +247,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "diffusers": diffusers.__version__,
         "guidance_scale": GUIDANCE,
         "runs": runs,
+        "families": [row for family in families for row in family_rows(family, not tiny, device, args.steps, None)],
     }
     print(json.dumps(report, indent=2))
     if args.output is not None:
         args.output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return report
-
-
-def _parse_size(text: str) -> tuple[int, int, int]:
-    width, height, frames = (int(part) for part in text.lower().split("x"))
-    return width, height, frames
 
 
 if __name__ == "__main__":

@@ -44,6 +44,12 @@ class HookSettings(BaseSettings):
         description="Lane of the hook's requests: a product-created webhook is a catalog import that nobody watches "
         "render, so `bulk` (published to `video.requests.bulk`, rendered while no interactive request waits).",
     )
+    model: str | None = Field(
+        None,
+        description="Public id of the model the hook's requests name: one of VIDGEN_MODEL_POOLS (published to its "
+        "topics, checked against its family's rules first, its pool's lag watched). Unset: the default GPU pool "
+        "(VIDGEN_REQUESTS_TOPIC, VIDGEN_BULK_TOPIC), the request naming no model.",
+    )
     rate_per_s: float = Field(1.0, gt=0, description="Requests per second a shop may sustain.")
     burst: int = Field(10, ge=1, description="Requests a shop may send at once.")
     fallback: Fallback = Field(

@@ -33,8 +33,10 @@ from pydantic import ValidationError
 from consumer.api.routes.error_answers import error_middleware, error_response
 from consumer.core.clock import utc_now
 from consumer.core.degrade import DEGRADED_REASON_HEADER, choose_fallback, degrade
+from consumer.core.model_families import family_named
 from consumer.core.moderation import ContentPolicy
 from consumer.core.rate_limit import Clock, TenantLimiter
+from consumer.core.video_models import VideoModel
 from consumer.errors import SignatureError, VidgenError
 from consumer.http_server.connection_guard import ConnectionGuard
 from consumer.http_server.guarded_site import GuardedSite
@@ -53,7 +55,7 @@ from producer_examples.signing import SIGNATURE_HEADER, verify
 from producer_examples.tracer_setup import make_tracer_provider
 from schemas.events import VideoRequest
 
-__all__ = ["GUARD", "ROUTE", "main", "make_app", "serve"]
+__all__ = ["GUARD", "ROUTE", "main", "make_app", "pool_model", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +77,7 @@ class _Hook:
         self._limiter = TenantLimiter(rate=hook.rate_per_s, burst=hook.burst, clock=monotonic)
         self._recent = RecentKeys(hook.recent_capacity)
         self._template_topic = settings.template_topic
+        self.pool_model = pool_model(hook, settings)
         self._degraded = degraded
         self.publisher: RequestPublisher | None = None
         self.pool: PoolWatch | None = None
@@ -107,6 +110,7 @@ class _Hook:
                 policy=self._policy,
                 max_record_bytes=self._max_record_bytes,
                 deadline=datetime.fromtimestamp(self._wall_clock() + self._hook.deadline_s, UTC),
+                model=self.pool_model,
             )
         except VidgenError as exc:  # what the worker would reject the request with, told to the shop now
             log.info("webhook refused: %s on %s", exc.code, exc.field or "the request")
@@ -137,6 +141,8 @@ class _Hook:
             message = "the GPU pool is busy and this shop has no fallback: retry in 30 s"
             return error_response(503, "busy", message, headers={"Retry-After": "30"})
         topic = None if reason is None else self._template_topic  # None: the request's lane on the GPU pool
+        if topic is None and self.pool_model is not None:
+            topic = self.pool_model.topic_for(video_request.priority)
         headers = [] if reason is None else [(DEGRADED_REASON_HEADER, reason.encode())]
         try:
             async with asyncio.timeout(self._hook.publish_timeout_s):
@@ -174,6 +180,17 @@ def _invalid_payload(exc: ValidationError) -> web.Response:
     return error_response(422, codes.get(problems[0]["type"], "invalid_payload"), message, field=fields[0] or None)
 
 
+def pool_model(hook: HookSettings, settings: Settings) -> VideoModel | None:
+    """The pool `VIDGEN_HOOK_MODEL` names (None: the default GPU pool); ValueError naming the served ids if none."""
+    if hook.model is None:
+        return None
+    pool = next((pool for pool in settings.model_pools if pool.id == hook.model), None)
+    if pool is None:
+        served = ", ".join(pool.id for pool in settings.model_pools) or "none"
+        raise ValueError(f"VIDGEN_HOOK_MODEL must be the id of one of VIDGEN_MODEL_POOLS (served: {served})")
+    return VideoModel(pool.id, family_named(pool.family), topic=pool.topic, bulk_topic=pool.bulk)
+
+
 def make_app(
     hook: HookSettings,
     settings: Settings,
@@ -203,6 +220,11 @@ def make_app(
     )
     guard = ConnectionGuard(hook.http_limits())
     gpu_topics = [settings.requests_topic, settings.bulk_topic]
+    watched = settings
+    if state.pool_model is not None:  # another pool: its topics, read by its own consumer group
+        gpu_topics = [state.pool_model.topic, state.pool_model.bulk_topic]
+        group = next(pool.group for pool in settings.model_pools if pool.id == state.pool_model.id)
+        watched = settings.model_copy(update={"consumer_group": group})
 
     async def kafka_producer(_: web.Application) -> AsyncIterator[None]:
         if settings.create_topics:
@@ -211,7 +233,7 @@ def make_app(
         await producer.start()
         state.publisher = RequestPublisher(producer, settings=settings, tracer=tracer)
         try:
-            async with watching(settings, topics=gpu_topics, interval_s=hook.pool_check_s, clock=utc_now) as pool:
+            async with watching(watched, topics=gpu_topics, interval_s=hook.pool_check_s, clock=utc_now) as pool:
                 state.pool = pool
                 yield
         finally:
@@ -268,6 +290,11 @@ def main(argv: list[str] | None = None) -> int:
         hook, settings = HookSettings(), Settings()  # the secrets come from the environment
     except ConfigurationError as exc:
         print(f"product_hook: invalid configuration:\n{describe_config_error(exc)}", file=sys.stderr)
+        return 2
+    try:
+        pool_model(hook, settings)
+    except ValueError as exc:
+        print(f"product_hook: invalid configuration: {exc}", file=sys.stderr)
         return 2
     configure_logging(fmt=settings.log_format, level=settings.log_level)
     provider = make_tracer_provider("vidgen-product-hook", hook.otlp_endpoint)

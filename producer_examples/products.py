@@ -23,6 +23,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 from pydantic_core import PydanticCustomError
 
 from consumer.core.intake import DeadLetter, Rejection, parse_request
+from consumer.core.model_families import ServedModel
 from consumer.core.moderation import ContentPolicy
 from consumer.core.sanitize import clean_text
 from consumer.errors import ContentPolicyViolation, InvalidRequest, UnsafeText
@@ -195,9 +196,11 @@ def build_request(
     policy: ContentPolicy,
     max_record_bytes: int,
     deadline: datetime | None = None,
+    model: ServedModel | None = None,
 ) -> VideoRequest:
     """The request for a product, exactly as the worker's intake will read it. `render` holds the fixed render
-    options (width, height, num_frames, ...). `deadline` is not part of the request id: a retried webhook names
+    options (width, height, num_frames, ...); `model` the pool's model it names, whose family's rules it is checked
+    against. `deadline` is not part of the request id: a retried webhook names
     the same request whenever it comes.
 
     Raises what the worker would reject it with: `InvalidRequest` (a broken contract rule or record limit) or
@@ -213,7 +216,10 @@ def build_request(
     }
     if deadline is not None:
         record["deadline"] = deadline.isoformat()
-    outcome = parse_request(json.dumps(record, ensure_ascii=False).encode("utf-8"), max_bytes=max_record_bytes)
+    if model is not None:  # not in the id: the same product on another model is the same request
+        record["model"] = model.id
+    value = json.dumps(record, ensure_ascii=False).encode("utf-8")
+    outcome = parse_request(value, max_bytes=max_record_bytes, model=model)
     if isinstance(outcome, DeadLetter):  # only a record over the worker's size limit gets here
         raise InvalidRequest(outcome.message, code=outcome.code)
     if isinstance(outcome, Rejection):

@@ -33,7 +33,8 @@ TenantId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern
 MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 MetadataValue = Annotated[str, StringConstraints(max_length=512)]
 Metadata = Annotated[dict[MetadataKey, MetadataValue], Field(max_length=32)]
-Dimension = Annotated[int, Field(ge=256, le=1024, multiple_of=16)]
+Dimension = Annotated[int, Field(ge=64, le=1360, multiple_of=16)]
+ModelId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=ID_PATTERN)]
 ResultStatus = Literal["completed", "failed", "rejected"]
 Priority = Literal["interactive", "bulk"]
 ProgressPhase = Literal["preparing", "denoising", "decoding", "encoding", "uploading"]
@@ -65,9 +66,29 @@ class VideoRequest(BaseModel):
         None,
         description="Start frame (`s3://bucket/key` or `https://...`). Absent: text-to-video, fully masked.",
     )
-    width: Dimension = Field(512, description="Pixels; 256-1024, a multiple of 16.")
-    height: Dimension = Field(512, description="Pixels; 256-1024, a multiple of 16.")
-    num_frames: int = Field(25, ge=1, le=49)
+    model: ModelId | None = Field(
+        None,
+        description="Public id of the model to render with (the deployment's `GET /v1/models`), which also picks "
+        "the topic. Absent: the model of the pool reading the topic. A worker serving another model answers "
+        "`rejected`, `model_not_served`, and renders nothing.",
+    )
+    width: Dimension = Field(
+        512,
+        description="Pixels; 64-1360, a multiple of 16. Each model narrows it (real checkpoints take 256 and up; "
+        "docs/running-workers.md).",
+    )
+    height: Dimension = Field(
+        512,
+        description="Pixels; 64-1360, a multiple of 16. Each model narrows it (real checkpoints take 256 and up; "
+        "docs/running-workers.md).",
+    )
+    num_frames: int = Field(
+        25,
+        ge=1,
+        le=257,
+        description="Each model narrows it to its own frame rule and range (4k+1 up to 49 for EasyAnimate, 8k+1 for "
+        "LTX-Video...); a count off the rule is rejected.",
+    )
     num_inference_steps: int = Field(30, ge=1, le=100)
     guidance_scale: float = Field(5.0, ge=1.0, le=20.0, allow_inf_nan=False)
     fps: int = Field(8, ge=1, le=60)
@@ -209,7 +230,12 @@ class VideoResult(BaseModel):
     timings: Timings
     attempt: int = Field(1, ge=1, description="How many attempts this result took.")
     worker_id: str
-    model: str = Field(description="Checkpoint id or path, `tiny`, or `template`.")
+    model: str = Field(description="Checkpoint id or path, `tiny`, `tiny:<family>`, or `template`.")
+    model_id: str | None = Field(
+        None,
+        description="Public id the worker serves its model under (`VIDGEN_MODEL_ID`; what a request's `model` names; "
+        "`template` from the template pool). Null only from workers older than model families.",
+    )
     degraded: bool = Field(
         False,
         description="True when the video is the simpler kind: rendered by the template renderer (`model` is "

@@ -97,7 +97,7 @@ else:
         **{
             name: (field.annotation, field)
             for name, field in VideoRequest.model_fields.items()
-            if name not in API_FILLED_FIELDS
+            if name not in API_FILLED_FIELDS and name not in _OPENAI_FIELDS
         },
         fallback=(Fallback | None, Field(None, description=_FALLBACK_DESCRIPTION)),
     )
@@ -239,16 +239,23 @@ class ModelInfo(BaseModel):
     object: Literal["model"] = "model"
     created: int = Field(description="Unix seconds: the family's release (or, for `template`, its addition).")
     owned_by: str
-    family: str = Field(description="`easyanimate` or `template`.")
+    family: str = Field(
+        description="`easyanimate`, `wan`, `ltx`, `hunyuanvideo15`, `cogvideox`, or `template` (the template renderer)."
+    )
     default: bool = Field(description="The model of a request that names none.")
     sizes: dict[str, int] = Field(
         description="`min` and `max` pixels of a side, and the `multiple` every side is; `size` is WIDTHxHEIGHT."
     )
     fps: int = Field(description="Frames per second of its videos unless a request names `fps`.")
-    frame_rule: str = Field(description="Frame counts it renders: `4k+1` (others are rounded down to one), `any`.")
+    frame_rule: str = Field(
+        description="Frame counts it renders: `4k+1`, `8k+1` (LTX-Video), `16k+1` (CogVideoX 1.5) or `any`; "
+        "`num_frames` off the rule is refused (422), `seconds` is rounded up onto it."
+    )
+    min_frames: int = Field(1, description="The fewest frames it renders.")
     max_frames: int
     max_seconds: str = Field(description="The longest `seconds` at its fps.")
     start_image: bool = Field(description="Whether it takes a start image (`input_reference`).")
+    text_to_video: bool = Field(True, description="Whether it renders without a start image.")
     negative_prompt: bool
     guidance_scale: list[float] | None = Field(description="[min, max]; null: it takes no guidance.")
 

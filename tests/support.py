@@ -27,7 +27,7 @@ from consumer.core.results import Identity, completed, failed, not_started
 from consumer.errors import PublishRefused, VidgenError
 from consumer.images.sandbox import DecodeLimits
 from consumer.kafka.clients import client_options
-from consumer.render.loader import load_pipeline
+from consumer.render.loader import load_model
 from consumer.render.renderer import Renderer
 from consumer.render.tiny import build_tiny_pipeline
 from consumer.settings import Settings
@@ -432,4 +432,4 @@ class FakePipeline:
 
 def template_renderer() -> Renderer:
     """The template pipeline, loaded the way `VIDGEN_MODEL=template` loads it."""
-    return Renderer(lambda: load_pipeline("template", device=torch.device("cpu"), dtype=torch.float32))
+    return Renderer(lambda: load_model("template", device=torch.device("cpu"), dtype=torch.float32))

@@ -9,9 +9,11 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from consumer.api.auth.jwt_claims import ASYMMETRIC_ALGORITHMS, check_algorithms
-from consumer.core.video_models import EASYANIMATE, TEMPLATE, TEMPLATE_MODEL_ID, ModelRegistry, VideoModel
+from consumer.core.model_families import family_named
+from consumer.core.video_models import TEMPLATE, TEMPLATE_MODEL_ID, ModelRegistry, VideoModel
 from consumer.http_server.connection_guard import HttpLimits
 from consumer.settings import TopicSettings, environment_of
+from consumer.settings.messaging import FamilyName
 from schemas.events import VideoRequest
 from schemas.job_api import Fallback
 
@@ -65,6 +67,11 @@ class ApiSettings(KeysFileSettings):
         pattern=r"^[A-Za-z0-9._:-]+$",
         description="Public id of the GPU pool's model (EasyAnimate V5.1, whatever VIDGEN_MODEL names on the workers) "
         "in `GET /v1/models` and a job's `model`; the default of a request that names none.",
+    )
+    model_family: FamilyName = Field(
+        "easyanimate",
+        description="Family of the default GPU pool's model (what VIDGEN_MODEL is on its workers): its rules "
+        "(frame rule, sizes, fps...) are checked before a request is published. Other pools: VIDGEN_MODEL_POOLS.",
     )
     template_model: bool = Field(
         True,
@@ -239,12 +246,16 @@ class ApiSettings(KeysFileSettings):
         return self
 
     def models(self, topics: TopicSettings) -> ModelRegistry:
-        """The models this deployment serves: the GPU pool's (the default), then the template pool's if served."""
-        gpu = VideoModel(self.model_id, EASYANIMATE, topic=topics.requests_topic, bulk_topic=topics.bulk_topic)
+        """The models this deployment serves: the default GPU pool's, the other pools' (`VIDGEN_MODEL_POOLS`), then
+        the template pool's if served. ValueError when two share an id."""
+        gpu = VideoModel(
+            self.model_id, family_named(self.model_family), topic=topics.requests_topic, bulk_topic=topics.bulk_topic
+        )
+        pools = [VideoModel(p.id, family_named(p.family), topic=p.topic, bulk_topic=p.bulk) for p in topics.model_pools]
         template = VideoModel(
             TEMPLATE_MODEL_ID, TEMPLATE, topic=topics.template_topic, bulk_topic=topics.template_topic
         )
-        return ModelRegistry([gpu, template] if self.template_model else [gpu])
+        return ModelRegistry([gpu, *pools, template] if self.template_model else [gpu, *pools])
 
     def as_environment(self) -> dict[str, str]:
         """The `VIDGEN_API_*` variables that rebuild these settings in another process (the id key revealed on

@@ -75,6 +75,7 @@ async def serve(
             await objects.ensure_bucket()
         if settings.create_topics:
             topics = {*worker_topics(settings), *view_topics(settings), settings.webhooks_topic}
+            topics |= {topic for model in models for topic in (model.topic, model.bulk_topic)}  # the other pools'
             await ensure_topics(settings, sorted(topics))
         await store.open()
         stack.push_async_callback(store.close)

@@ -1,4 +1,7 @@
-"""Turn the raw value of a request record into a request, a rejection or a dead letter. Pure."""
+"""Turn the raw value of a request record into a request, a rejection or a dead letter. Pure.
+
+Given the model that will render it (the worker's own, or the registry entry the job API and the product hook route
+to), a request is also checked against what that model can render (`consumer.core.model_families`)."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from consumer.core.model_families import ServedModel, check_request
 from consumer.core.sanitize import name_safely, sanitize_request
 from consumer.errors import InvalidRequest, UnsafeText
 from schemas.events import ID_PATTERN, VideoRequest
@@ -44,9 +48,10 @@ class Rejection:
 
 
 def parse_request(  # noqa: PLR0911 - one early return per way a record can be unusable
-    value: bytes | None, *, max_bytes: int
+    value: bytes | None, *, max_bytes: int, model: ServedModel | None = None
 ) -> VideoRequest | Rejection | DeadLetter:
-    """Parse one record value. Never raises: every input maps to exactly one of the three outcomes."""
+    """Parse one record value, and check it against `model` when given. Never raises: every input maps to exactly
+    one of the three outcomes."""
     if value is None:
         return DeadLetter("empty_record", "record has no value (tombstone?)")
     if len(value) > max_bytes:
@@ -70,7 +75,7 @@ def parse_request(  # noqa: PLR0911 - one early return per way a record can be u
     except ValidationError as exc:
         return _rejection(request_id, data, exc)
     try:
-        return sanitize_request(request)
+        request = sanitize_request(request)
     except UnsafeText as exc:
         # Metadata is checked before the prompts: when a prompt is at fault the metadata is safe to echo.
         return Rejection(
@@ -79,6 +84,12 @@ def parse_request(  # noqa: PLR0911 - one early return per way a record can be u
             metadata={} if exc.field.startswith("metadata") else dict(request.metadata),
             error=exc,
         )
+    try:
+        if model is not None:
+            check_request(request, model)
+    except InvalidRequest as exc:
+        return Rejection(request.request_id, request.tenant_id, dict(request.metadata), exc)
+    return request
 
 
 def _rejection(request_id: str, data: dict[str, Any], exc: ValidationError) -> Rejection:

@@ -24,8 +24,9 @@ class Identity:
     renderer), known from the loaded pipeline, never from anything a request carries."""
 
     worker_id: str
-    model: str
+    model: str  # the checkpoint: `VIDGEN_MODEL`
     degraded: bool = False
+    model_id: str | None = None  # its public id: `VIDGEN_MODEL_ID`
 
 
 @dataclass
@@ -111,6 +112,7 @@ def _answer(
         attempt=attempt,
         worker_id=identity.worker_id,
         model=identity.model,
+        model_id=identity.model_id,
         degraded=identity.degraded,
         **outcome,
     )
@@ -126,6 +128,7 @@ def rejected(rejection: Rejection, *, received_at: datetime, identity: Identity)
         timings=not_started(received_at),
         worker_id=identity.worker_id,
         model=identity.model,
+        model_id=identity.model_id,
         degraded=identity.degraded,
     )
 
@@ -143,6 +146,7 @@ def undeliverable(result: VideoResult, refusal: PublishRefused) -> VideoResult:
         attempt=result.attempt,
         worker_id=result.worker_id,
         model=result.model,
+        model_id=result.model_id,
         degraded=result.degraded,
     )
 

@@ -12,7 +12,6 @@ than asked; past the model's most frames the request is refused, naming `seconds
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from consumer.core.model_families import EASYANIMATE, ModelFamily
 from consumer.errors import InvalidRequest
 
 __all__ = [
@@ -43,69 +43,12 @@ _MAX_SECONDS_TEXT = 16
 _OPENAI_ONLY = frozenset({"model", "size", "seconds", "input_reference"})
 
 
-def _unix(year: int, month: int, day: int) -> int:
-    return int(datetime(year, month, day, tzinfo=UTC).timestamp())
-
-
-@dataclass(frozen=True)
-class ModelFamily:
-    """What a family of checkpoints can render, as the worker serving it enforces or does it."""
-
-    name: str
-    owned_by: str
-    created: int  # Unix seconds: when the family was released (upstream) or added (vidgen's own)
-    size_multiple: int  # width and height are multiples of this
-    min_side: int
-    max_side: int
-    frame_step: int  # frames are `frame_step * k + 1`: the VAE's temporal compression
-    max_frames: int
-    fps: int  # the rate it was trained at, and a request's default
-    start_image: bool
-    negative_prompt: bool
-    guidance: tuple[float, float] | None  # None: it takes no guidance (the value is ignored)
-
-    @property
-    def frame_rule(self) -> str:
-        return f"{self.frame_step}k+1" if self.frame_step > 1 else "any"
-
-    def rendered_frames(self, frames: int) -> int:
-        """The frames it renders for a request of `frames`: the largest count on its grid not above it."""
-        return (max(1, frames) - 1) // self.frame_step * self.frame_step + 1
-
-    def frames_for(self, seconds: Decimal, fps: int) -> int:
-        """The smallest count on its grid lasting at least `seconds` at `fps`."""
-        needed = max(1, math.ceil(seconds * fps))
-        steps = -(-(needed - 1) // self.frame_step)  # ceiling division
-        return steps * self.frame_step + 1
-
-    def check_side(self, value: int, *, field: str) -> None:
-        if not self.min_side <= value <= self.max_side or value % self.size_multiple:
-            raise InvalidRequest(
-                f"{field} must be {self.min_side}-{self.max_side} pixels, a multiple of {self.size_multiple}, for "
-                f"this model",
-                field=field,
-            )
-
-
-EASYANIMATE = ModelFamily(
-    name="easyanimate",
-    owned_by="alibaba-pai",
-    created=_unix(2025, 1, 21),  # EasyAnimate V5.1 (Qwen2-VL text encoder), the only version diffusers loads
-    size_multiple=16,
-    min_side=256,
-    max_side=1024,
-    frame_step=4,
-    max_frames=49,
-    fps=8,
-    start_image=True,
-    negative_prompt=True,
-    guidance=(1.0, 20.0),
-)
 TEMPLATE = dataclasses.replace(
     EASYANIMATE,  # the same sizes, most frames and fps: the request contract's bounds
     name="template",
     owned_by="vidgen",
-    created=_unix(2026, 12, 1),  # the template renderer: a slow zoom over the start image, or a title card
+    # the template renderer: a slow zoom over the start image, or a title card
+    created=int(datetime(2026, 12, 1, tzinfo=UTC).timestamp()),
     frame_step=1,
     negative_prompt=False,
     guidance=None,

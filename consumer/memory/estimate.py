@@ -1,24 +1,28 @@
-"""Peak device memory of one image-to-video render, from first principles plus a few measured coefficients.
+"""Peak device memory of one render, from first principles plus a few measured coefficients per model family.
 
 A render runs four phases one after the other; the peak is the largest phase (weights on the device during the
 phase + that phase's activations + the full-size frame buffers the pipeline keeps alive throughout):
 
-    text     W_text_on + A_text                    prompt through Qwen2-VL (fixed: 256 padded tokens)
-    encode   W_encode_on + A_enc + B_frames        VAE encodes the masked start video (image-to-video)
+    text     W_text_on + A_text                    prompt through the text encoder (padded to a fixed length)
+    encode   W_encode_on + A_enc + B_frames        VAE encodes the start image or masked start video
     denoise  W_denoise_on + A_dit + B_frames       the transformer, once per step (the peak repeats, never grows)
     decode   W_decode_on + A_dec + B_frames        VAE decodes the latents
 
-Activations (element size e = the profile's activation dtype, 2 for bf16):
-    F_lat  = (F - 1) // 4 + 1                      MagVIT: 4x temporal compression, first frame alone
-    N      = F_lat * (H // (8p)) * (W // (8p))     8x spatial compression, then p x p patches (p = 2)
-    B      = 2 if guidance_scale > 1 else 1        classifier-free guidance runs cond + uncond as one batch
-    A_dit  = 13 * B * (N + 256) * D * e            D = hidden size (3072); the 256 text tokens join the sequence
-             + 3 * B * (N + 256) * D * e           with the step cache on: the residual, the previous step's
-                                                   modulated input and the stack's input, kept across the block stack
-    A_dec  = 21.5 * C * 4 * P * e                  C = VAE width (128); it decodes one latent frame (4 frames)
-    A_enc  = 12 * C * 4 * P * e                    at a time, encodes 4 frames at a time
-    P      = H * W, or min(H, 512) * min(W, 512) when the VAE tiles (every mode but `resident`)
-    B_frames = 48 * F * H * W                      fp32 video, mask and masked video from preprocessing + output
+Activations (element size e = the profile's activation dtype, 2 for bf16; k_* = the family's coefficients in
+`consumer/memory/coefficients.py`, shown with EasyAnimate's values):
+    F_lat  = (F - 1) // t + 1                      t = temporal compression (4; LTX-Video 8), first frame alone
+    N      = ceil(F_lat / pt) * (H // (s p)) * (W // (s p))
+                                                   s = spatial compression (8), p x p patches (2), pt latent frames
+                                                   per token (1; CogVideoX 1.5: 2, padded)
+    B      = 2 if guidance_scale > 1 and k_cfg_batched else 1
+                                                   classifier-free guidance as one batch of cond + uncond
+    A_dit  = k_dit (13) * B * (N + T) * D * e      D = hidden size (3072); T = the text tokens (256) when they join
+                                                   the sequence (k_joint_text), else 0
+             + 3 * B * (N + T) * D * e             with the step cache on: the residuals it keeps between steps
+    A_dec  = k_decode (21.5) * C * f * P * e       C = VAE width (128); f = frames decoded at once: t x
+    A_enc  = k_encode (12) * C * f * P * e         k_decode_chunk latent frames (4), or all F
+    P      = H * W, or min(H, tile) * min(W, tile) when the VAE tiles (every mode but `resident`)
+    B_frames = k_frame_buffer (48) * F * H * W     fp32 video, mask and masked video from preprocessing + output
 
 Attention costs no N x N matrix: the transformer calls F.scaled_dot_product_attention without a mask, which
 dispatches to flash / memory-efficient kernels (O(N) memory); 13 covers q, k, v, their text-joined copies, the
@@ -32,7 +36,7 @@ Weights on the device per phase (W_t, W_e, W_v = transformer, text encoder, VAE)
     sequential_offload: one layer at a time, bounded by the largest (Qwen2-VL's 1.09 GB token embedding for
         V5.1-7B) and by the model-offload figure of the phase
 
-Where the numbers come from:
+Where the numbers come from (EasyAnimate's; the other families' in consumer/memory/coefficients.py):
     measured  13, 21.5, 12, 48: torch.profiler CPU allocation timelines (diffusers 0.42.1, torch 2.13): the
               transformer at D = 512 and 1024 (12.7-13.1 in fp32 and bf16), the full-size MagVIT VAE with random
               weights at 64-192 px (decode 21.3, encode 11.6; the tiny VAE gives 17.3 and 15), the whole tiny
@@ -53,11 +57,7 @@ from consumer.memory.profile import ModelMemoryProfile
 
 __all__ = ["MemoryEstimate", "estimate", "estimate_bytes", "estimate_per_mode", "latent_tokens"]
 
-DIT_FACTOR = 13.0
 STEP_CACHE_FACTOR = 3.0  # step-cache tensors carried between denoising steps (consumer/render/step_cache.py)
-VAE_DECODE_FACTOR = 21.5
-VAE_ENCODE_FACTOR = 12.0
-FRAME_BUFFER_BYTES = 48  # per pixel per frame
 
 
 @dataclass(frozen=True)
@@ -80,23 +80,25 @@ class MemoryEstimate:
 def latent_tokens(width: int, height: int, num_frames: int, model: ModelMemoryProfile) -> int:
     latent_frames = (num_frames - 1) // model.temporal_compression + 1
     cell = model.spatial_compression * model.patch_size
-    return latent_frames * (height // cell) * (width // cell)
+    return -(-latent_frames // model.patch_size_t) * (height // cell) * (width // cell)
 
 
 def estimate(  # noqa: PLR0917 - the agreed signature: the request's numbers, then mode and model
     width: int, height: int, num_frames: int, guidance_scale: float, mode: MemoryMode, model: ModelMemoryProfile
 ) -> MemoryEstimate:
-    batch = 2 if guidance_scale > 1 else 1
-    tokens = latent_tokens(width, height, num_frames, model) + model.text_tokens
-    dit_factor = DIT_FACTOR + (STEP_CACHE_FACTOR if model.step_cache else 0.0)
+    k = model.activations
+    batch = 2 if guidance_scale > 1 and k.cfg_batched else 1
+    tokens = latent_tokens(width, height, num_frames, model) + (model.text_tokens if k.joint_text else 0)
+    dit_factor = k.dit + (STEP_CACHE_FACTOR if model.step_cache else 0.0)
     a_dit = int(dit_factor * batch * tokens * model.hidden_size * model.activation_bytes)
     pixels = width * height
     if mode != MemoryMode.RESIDENT:  # every other mode tiles the VAE
         pixels = min(width, model.vae_tile) * min(height, model.vae_tile)
-    vae_unit = model.vae_channels * model.temporal_compression * pixels * model.activation_bytes
-    a_enc = int(VAE_ENCODE_FACTOR * vae_unit)
-    a_dec = int(VAE_DECODE_FACTOR * vae_unit)
-    frames = FRAME_BUFFER_BYTES * num_frames * width * height
+    at_once = num_frames if k.decode_chunk is None else k.decode_chunk * model.temporal_compression
+    vae_unit = model.vae_channels * at_once * pixels * model.activation_bytes
+    a_enc = int(k.vae_encode * vae_unit)
+    a_dec = int(k.vae_decode * vae_unit)
+    frames = k.frame_buffer * num_frames * width * height
     w_text, w_enc, w_dit, w_dec = _weights_on_device(mode, model)
     return MemoryEstimate(
         mode=mode,

@@ -2,6 +2,7 @@
 
 `consumer/render/module_sizes.py` measures a loaded pipeline into a `ModelMemoryProfile` (parameters and buffers,
 numel x element size, per component), so the tiny model and any checkpoint get exact weight bytes.
+The family's measured activation coefficients ride along (`consumer/memory/coefficients.py`).
 `EASYANIMATE_V51_7B` is the same computation done ahead of time for the published V5.1-7B InP configs (tests rebuild
 the modules on the meta device and check these numbers), so a worker can estimate before the 30 GB of weights are
 downloaded.
@@ -10,6 +11,8 @@ downloaded.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from consumer.memory.coefficients import EASYANIMATE_ACTIVATIONS, ActivationCoefficients
 
 __all__ = [
     "EASYANIMATE_V51_7B",
@@ -43,6 +46,8 @@ class ModelMemoryProfile:
     text_tokens: int = TEXT_TOKENS
     text_activation_bytes: int = 0  # one prompt through the text encoder (logits and hidden states)
     step_cache: bool = False  # step caching hooked in: tensors carried between denoising steps
+    patch_size_t: int = 1  # latent frames per token (CogVideoX 1.5: 2, the latent frames padded to a multiple)
+    activations: ActivationCoefficients = EASYANIMATE_ACTIVATIONS  # the family's measured coefficients
 
     @property
     def weights_bytes(self) -> int:
@@ -50,11 +55,18 @@ class ModelMemoryProfile:
 
 
 def text_activation_bytes(
-    *, hidden_size: int, intermediate_size: int, num_layers: int, vocab_size: int, element: int
+    *,
+    hidden_size: int,
+    intermediate_size: int,
+    num_layers: int,
+    vocab_size: int,
+    element: int,
+    tokens: int = TEXT_TOKENS,
 ) -> int:
-    """One padded prompt: fp32 logits (the LM head runs), every layer's hidden state kept, one MLP in flight."""
+    """One padded prompt of `tokens`: fp32 logits (where an LM head runs: `vocab_size` > 0), every layer's hidden
+    state kept, one MLP in flight."""
     per_token = vocab_size * 4 + (num_layers + 1) * hidden_size * element + 3 * intermediate_size * element
-    return TEXT_TOKENS * per_token
+    return tokens * per_token
 
 
 # EasyAnimateTransformer3DModel kwargs of V5.1-7B from the hub transformer/config.json of the 7B V5.1 repos (read

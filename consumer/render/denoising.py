@@ -1,6 +1,7 @@
-"""The render thread's work: one run of the diffusers pipeline, stopped between denoising steps (a cancel, the
-deadline, an abandoned task), its steps reported, and a CUDA out-of-memory error retried once in a more frugal memory
-mode. Called by `consumer.render.renderer.Renderer` on its render thread; nothing here touches the event loop."""
+"""The render thread's work: one run of the model's pipeline (its family adapter makes the call), stopped between
+denoising steps (a cancel, the deadline, an abandoned task), its steps reported, and a CUDA out-of-memory error retried
+once in a more frugal memory mode. Called by `consumer.render.renderer.Renderer` on its render thread; nothing here
+touches the event loop."""
 
 from __future__ import annotations
 
@@ -11,26 +12,22 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
-from PIL import Image
 
 from consumer.core.job import StopSignal
 from consumer.errors import RenderAbandoned, RenderFailed, RenderTimeout, VidgenError
 from consumer.memory.modes import MemoryMode, more_frugal, supported_modes
+from consumer.render.families.base import LoadedModel
 from consumer.render.offload import apply_mode, current_mode
 from consumer.render.render_spec import ProgressFn, RenderSpec
 from consumer.render.step_checkpoints import StepCheckpoints
 
-__all__ = ["Inputs", "StepBounds", "denoise", "render_in_mode"]
+__all__ = ["StepBounds", "denoise", "render_in_mode"]
 
 log = logging.getLogger(__name__)
-
-Inputs = tuple[torch.Tensor | None, torch.Tensor | None, Image.Image | None]
-"""The start video and its mask (None for a pipeline that resamples the start image itself), the start image."""
 
 
 @dataclass(frozen=True)
@@ -48,24 +45,27 @@ class StepBounds:
 
 
 def render_in_mode(
-    pipeline: Any,
+    model: LoadedModel,
     device: torch.device,
     spec: RenderSpec,
-    inputs: Inputs,
+    prepared: object,
     bounds: StepBounds,
     *,
     mode: MemoryMode | None,
     oom_downgrade: bool,
     fail: Callable[[str], None],
 ) -> tuple[NDArray[np.float32], MemoryMode | None]:
-    """Frames in [0, 1] and the memory mode they were rendered in: `mode` applied first (None: as the pipeline is),
-    and a CUDA out-of-memory error retried once in the next more frugal mode (unless `oom_downgrade` is off).
+    """Frames in [0, 1] and the memory mode they were rendered in, from what the model's adapter `prepared` (the
+    start image, None for text-to-video, or inputs made from it off the render thread): `mode` applied first (None:
+    as the pipeline is), and a CUDA out-of-memory error retried once in the next more frugal mode (unless
+    `oom_downgrade` is off).
     `fail` is told when a device error leaves the model unusable."""
+    pipeline = model.pipeline
 
     def attempt(in_mode: MemoryMode | None) -> tuple[NDArray[np.float32], MemoryMode | None]:
         if in_mode is not None and current_mode(pipeline) != in_mode:
             apply_mode(pipeline, in_mode, device)
-        frames = denoise(pipeline, spec, inputs, bounds, fail=fail)
+        frames = denoise(model, spec, prepared, bounds, fail=fail)
         return frames, in_mode
 
     try:
@@ -84,18 +84,19 @@ def render_in_mode(
 
 
 def denoise(
-    pipeline: Any, spec: RenderSpec, inputs: Inputs, bounds: StepBounds, *, fail: Callable[[str], None]
+    model: LoadedModel, spec: RenderSpec, prepared: object, bounds: StepBounds, *, fail: Callable[[str], None]
 ) -> NDArray[np.float32]:
-    """One run of the pipeline, stopped between denoising steps as `bounds` says."""
-    video, mask, image = inputs
-    # A pipeline that resamples the start image itself gets it at the size it asked for (`source_size`).
-    source = {"source_image": image} if hasattr(pipeline, "source_size") else {}
+    """One run of the model's pipeline for this kind of request, stopped between denoising steps as `bounds` says;
+    resumed from `bounds.checkpoints` when it holds a saved state."""
+    cache = model.step_cache
     checkpoints = bounds.checkpoints
     offset = 0 if checkpoints is None else checkpoints.offset
     generator = torch.Generator(device="cpu").manual_seed(spec.seed)
 
-    def on_step_end(_pipe: Any, step: int, _t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+    def on_step(step: int, latents: torch.Tensor | None) -> None:
         done = offset + step + 1  # a resumed call counts its steps from 0
+        if cache is not None and done == spec.steps:
+            cache.finish()  # the transformer is done: its cached residuals go before the VAE decodes
         if bounds.abandon.is_set():
             raise RenderAbandoned
         if bounds.stop is not None:
@@ -104,29 +105,16 @@ def denoise(
             raise RenderTimeout(f"render stopped after step {done} of {spec.steps}: deadline passed")
         bounds.progress(done, spec.steps)
         if checkpoints is not None:
-            checkpoints.step_ended(done, spec.steps, tensors.get("latents"))
-        return tensors
+            checkpoints.step_ended(done, spec.steps, latents)
 
     started = time.monotonic()
+    if cache is not None:
+        cache.begin(spec.steps)
+    pipeline = model.pipelines.for_kind(prepared)
     attached = contextlib.nullcontext() if checkpoints is None else checkpoints.attached(pipeline, generator)
     try:
         with torch.inference_mode(), attached:
-            output = pipeline(
-                prompt=spec.prompt,
-                # None crashes encode_prompt when guidance > 1; an empty prompt is the neutral choice.
-                negative_prompt=spec.negative_prompt,
-                num_frames=spec.num_frames,
-                video=video,
-                mask_video=mask,
-                height=spec.height,
-                width=spec.width,
-                num_inference_steps=spec.steps,
-                guidance_scale=spec.guidance_scale,
-                generator=generator,
-                output_type="np",
-                callback_on_step_end=on_step_end,
-                **source,
-            )
+            frames = model.adapter.call(model.pipelines, spec, prepared, on_step, generator)
     except (VidgenError, torch.OutOfMemoryError):
         raise
     except Exception as exc:
@@ -134,7 +122,6 @@ def denoise(
             fail(f"device error while rendering: {exc!r}")
         raise RenderFailed(f"pipeline raised {type(exc).__name__}: {exc}") from exc
     log.debug("render done in %.2fs", time.monotonic() - started)
-    frames: NDArray[np.float32] = output.frames[0]
     return frames
 
 

@@ -1,27 +1,34 @@
-"""Load the EasyAnimate V5.1 inpaint pipeline from `tiny`, a local diffusers folder, or a Hugging Face id; or one of
-the pipelines without weights: `template` (consumer/render/template.py) and `standin` (benchmarks, fault tests)."""
+"""Load the model a worker serves (`VIDGEN_MODEL`): a local diffusers folder (or Hugging Face id) of any supported
+family, read from its `model_index.json`; a built-in tiny model (`tiny:<family>`, `tiny` = `tiny:easyanimate`); or one
+of the pipelines without weights: `template` (consumer/render/template.py) and `standin` (benchmarks, fault tests).
+
+What differs per family is its adapter's (`consumer/render/families/`); what is done to every transformer the model
+has is here: FP8 matmuls, the step cache (cache-dit), compilation."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
 import torch
-from diffusers import EasyAnimateInpaintPipeline
+from diffusers import DiffusionPipeline
 
 from consumer.errors import ModelUnavailable
+from consumer.render.families.base import LoadedModel, Pipelines
+from consumer.render.families.registry import EASYANIMATE_ADAPTER, adapter_for_class, adapter_named, supported
 from consumer.render.fp8 import check_fp8, quantize_fp8
 from consumer.render.standin import StandInPipeline
-from consumer.render.step_cache import apply_step_cache
+from consumer.render.step_cache import StepCache
 from consumer.render.template import TemplatePipeline
-from consumer.render.tiny import build_tiny_pipeline
 
-__all__ = ["load_pipeline", "resolve_device", "resolve_dtype"]
+__all__ = ["TINY_MIN_SIDE", "load_model", "resolve_device", "resolve_dtype"]
 
 log = logging.getLogger(__name__)
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _NO_WEIGHTS = ("standin", "template")  # no transformer: FP8, step caching and compilation do not apply
+TINY_MIN_SIDE = 64  # tiny models render from 64 px, so tests and demos stay cheap on a CPU
 
 
 def resolve_device(setting: str) -> torch.device:
@@ -39,48 +46,90 @@ def resolve_dtype(setting: str, device: torch.device) -> torch.dtype:
     return _DTYPES[setting]
 
 
-def load_pipeline(
+def load_model(
     model: str,
     *,
     device: torch.device,
     dtype: torch.dtype,
+    model_id: str | None = None,
     standin_render_s: float = 1.0,
     compile_backend: str | None = None,
     step_cache_threshold: float = 0.0,
     fp8: bool = False,
-) -> Any:
-    """Build or load the pipeline and move it to the device. Slow: call it from a worker thread.
+) -> LoadedModel:
+    """Build or load the model and move it to the device. Slow: call it from a worker thread. `model_id` is its
+    public id (None: the family's default).
 
-    `step_cache_threshold` > 0 turns on step caching (consumer/render/step_cache.py) and `fp8` FP8 matmuls
-    (consumer/render/fp8.py); both change the output. FP8 is checked against the device before anything loads."""
+    `step_cache_threshold` > 0 turns on step caching (cache-dit, consumer/render/step_cache.py) and `fp8` FP8 matmuls
+    (consumer/render/fp8.py); both change the output. FP8 is checked against the device before anything loads;
+    an unsupported family is refused before any weights load, naming the supported ones."""
     weights = model not in _NO_WEIGHTS
     if fp8 and weights:
         check_fp8(device, dtype)
-    if model == "standin":
-        pipeline: Any = StandInPipeline(standin_render_s)
-    elif model == "template":
-        pipeline = TemplatePipeline()
-    elif model == "tiny":
-        pipeline = build_tiny_pipeline()  # float32, like any CPU render
+    loaded = _build(model, dtype, standin_render_s)
+    if model_id is not None:
+        loaded = dataclasses.replace(loaded, model_id=model_id)
+    for pipeline in loaded.pipelines.each():
+        pipeline.to(device)
+        pipeline.set_progress_bar_config(disable=True)
+    if weights:
+        if fp8:
+            for transformer in loaded.pipelines.transformers():
+                quantize_fp8(transformer)
+        if step_cache_threshold > 0:
+            loaded = dataclasses.replace(
+                loaded, step_cache=StepCache(loaded.pipelines.transformers(), step_cache_threshold)
+            )
+        if compile_backend is not None:
+            _compile(loaded.pipelines, compile_backend)
+    log.info(
+        "model loaded",
+        extra={"model": model, "model_id": loaded.model_id, "device": str(device), "dtype": str(dtype)},
+    )
+    return loaded
+
+
+def _build(model: str, dtype: torch.dtype, standin_render_s: float) -> LoadedModel:
+    if model in _NO_WEIGHTS:
+        plain = StandInPipeline(standin_render_s) if model == "standin" else TemplatePipeline()
+        return LoadedModel(EASYANIMATE_ADAPTER, Pipelines(plain, plain), rules=None, model_id=model)
+    if model == "tiny" or model.startswith("tiny:"):
+        adapter = adapter_named(model.partition(":")[2] or "easyanimate")
+        pipelines = adapter.tiny()  # float32, like any CPU render
         if dtype != torch.float32:
-            pipeline = pipeline.to(dtype=dtype)
-    else:
-        try:
-            pipeline = EasyAnimateInpaintPipeline.from_pretrained(model, torch_dtype=dtype)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ModelUnavailable(
-                f"cannot load EasyAnimate V5.1 InP pipeline from {model!r}: {exc}. Expected a diffusers folder "
-                "(model_index.json, transformer/, vae/, text_encoder/, tokenizer/, scheduler/) or a Hugging Face "
-                "id such as alibaba-pai/EasyAnimateV5.1-7b-zh-InP-diffusers"
-            ) from exc
-    pipeline.to(device)
-    pipeline.set_progress_bar_config(disable=True)
-    if fp8 and weights:
-        quantize_fp8(pipeline.transformer)
-    if step_cache_threshold > 0 and weights:
-        apply_step_cache(pipeline, step_cache_threshold)
-    if compile_backend is not None and weights:
-        # Compiled lazily on the first call per input shape: the renderer's warm-up pays that before requests.
-        pipeline.transformer = torch.compile(pipeline.transformer, backend=compile_backend)
-    log.info("model loaded", extra={"model": model, "device": str(device), "dtype": str(dtype)})
-    return pipeline
+            pipelines = Pipelines(*(None if p is None else p.to(dtype=dtype) for p in (pipelines.i2v, pipelines.t2v)))
+        rules = dataclasses.replace(adapter.rules(pipelines), min_side=TINY_MIN_SIDE)
+        return LoadedModel(adapter, pipelines, rules, adapter.default_model_id)
+    pipeline_class = _pipeline_class(model)
+    adapter = adapter_for_class(pipeline_class)
+    try:
+        pipelines = adapter.load(model, dtype, pipeline_class)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ModelUnavailable(
+            f"cannot load the {adapter.family.name} model from {model!r}: {exc}. Expected a diffusers folder "
+            "(model_index.json and a folder per component) or a Hugging Face id"
+        ) from exc
+    return LoadedModel(adapter, pipelines, adapter.rules(pipelines), adapter.default_model_id)
+
+
+def _pipeline_class(model: str) -> str:
+    """The pipeline class the model's `model_index.json` names, read before any weights load."""
+    try:
+        index: dict[str, Any] = DiffusionPipeline.load_config(model)
+    except (OSError, ValueError) as exc:
+        raise ModelUnavailable(
+            f"cannot load a model from {model!r}: no readable model_index.json ({exc}). VIDGEN_MODEL takes a diffusers "
+            f"folder or Hugging Face id of a supported family ({supported()}), tiny:<family>, template or standin"
+        ) from exc
+    name = index.get("_class_name")
+    if not isinstance(name, str):
+        raise ModelUnavailable(f"the model_index.json of {model!r} names no pipeline class (_class_name)")
+    return name
+
+
+def _compile(pipelines: Pipelines, backend: str) -> None:
+    """Each distinct transformer compiled once and handed to every pipeline using it. Compiled lazily on the first
+    call per input shape: the renderer's warm-up pays that before requests."""
+    compiled = {id(t): torch.compile(t, backend=backend) for t in pipelines.transformers()}
+    for pipeline in pipelines.each():
+        pipeline.transformer = compiled[id(pipeline.transformer)]

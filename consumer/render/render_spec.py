@@ -29,6 +29,7 @@ class RenderSpec:
     steps: int
     guidance_scale: float
     seed: int
+    fps: int | None = None  # what the video is encoded at (LTX-Video takes it as an input); None: the family's
 
 
 @dataclass(frozen=True)

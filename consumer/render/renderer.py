@@ -1,5 +1,6 @@
-"""The renderer: one pipeline, loaded once, run on a dedicated thread so the event loop keeps polling Kafka. What a
-render is asked and returns is in `render_spec`; the render thread's own work in `denoising`."""
+"""The renderer: one model, loaded once, run on a dedicated thread so the event loop keeps polling Kafka. What a
+render is asked and returns is in `render_spec`; the render thread's own work in `denoising`; what differs per model
+family in its adapter (`consumer/render/families/`)."""
 
 from __future__ import annotations
 
@@ -17,18 +18,20 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from diffusers.pipelines.easyanimate.pipeline_easyanimate_inpaint import get_image_to_video_latent
 from numpy.typing import NDArray
 from PIL import Image
 
 from consumer.core.clock import WallClock, utc_now
 from consumer.core.job import StopSignal, past_deadline
+from consumer.core.model_families import ModelFamily
 from consumer.errors import ModelUnavailable, RenderHandedBack, RenderPreempted, VidgenError
 from consumer.memory.modes import MemoryMode
 from consumer.memory.profile import ModelMemoryProfile
 from consumer.render.checkpointing import supports_checkpoints
 from consumer.render.denoising import StepBounds, render_in_mode
-from consumer.render.module_sizes import profile_pipeline
+from consumer.render.families.base import LoadedModel, Pipelines
+from consumer.render.families.registry import EASYANIMATE_ADAPTER
+from consumer.render.module_sizes import profile_model
 from consumer.render.offload import current_mode
 from consumer.render.render_spec import ModelHold, ProgressFn, Rendered, RenderSpec, to_uint8
 from consumer.render.step_checkpoints import StepCheckpoints
@@ -41,11 +44,14 @@ RendererState = Literal["starting", "ready", "busy", "failed"]
 
 
 class Renderer:
-    """Load once, render many. `state` makes a broken model a visible failure instead of a hang."""
+    """Load once, render many. `state` makes a broken model a visible failure instead of a hang.
+
+    `load` returns a `LoadedModel` (`consumer.render.loader.load_model`), or a bare pipeline with EasyAnimate's call
+    signature (tests' failure modes), served with no family rules."""
 
     def __init__(
         self,
-        load: Callable[[], Any],
+        load: Callable[[], LoadedModel | Any],
         *,
         device: torch.device | None = None,
         oom_downgrade: bool = True,
@@ -55,7 +61,7 @@ class Renderer:
         self._clock = clock
         self.device = device or torch.device("cpu")
         self._oom_downgrade = oom_downgrade
-        self._pipeline: Any = None
+        self._model: LoadedModel | None = None
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="render")
         self._lock = asyncio.Lock()
         self.state: RendererState = "starting"
@@ -63,21 +69,40 @@ class Renderer:
 
     async def start(self) -> None:
         """Load the pipeline; a no-op once loaded (one renderer may serve several workers in tests)."""
-        if self._pipeline is not None:
+        if self._model is not None:
             return
         loop = asyncio.get_running_loop()
         try:
-            self._pipeline = await loop.run_in_executor(self._executor, self._load)
+            loaded = await loop.run_in_executor(self._executor, self._load)
         except VidgenError as exc:
             self._fail(exc.message)
             raise
         except Exception as exc:
             self._fail(f"model load failed: {exc!r}")
             raise ModelUnavailable(self.failure or "model load failed") from exc
+        if not isinstance(loaded, LoadedModel):
+            loaded = LoadedModel(EASYANIMATE_ADAPTER, Pipelines(loaded, loaded), rules=None)
+        self._model = loaded
         self.state = "ready"
 
+    @property
+    def _pipeline(self) -> Any:
+        """The loaded model's main pipeline (memory modes, profile); None before `start`."""
+        return None if self._model is None else self._model.pipeline
+
+    @property
+    def rules(self) -> ModelFamily | None:
+        """What the loaded checkpoint can render (None: no family rules, as for the template renderer)."""
+        return None if self._model is None else self._model.rules
+
+    @property
+    def model_id(self) -> str | None:
+        """The public id the loaded model is served under."""
+        return None if self._model is None else self._model.model_id
+
     async def warm_up(self, width: int, height: int, num_frames: int) -> None:
-        """One short render so compilation, kernel autotuning and allocator growth happen before the first job."""
+        """One short render so compilation, kernel autotuning and allocator growth happen before the first job:
+        text-to-video, or from a grey start image where the model only does image-to-video."""
         spec = RenderSpec(
             prompt="warm-up",
             negative_prompt="",
@@ -88,8 +113,10 @@ class Renderer:
             guidance_scale=5.0,
             seed=0,
         )
+        i2v_only = self._model is not None and self._model.pipelines.t2v is None
+        image = Image.new("RGB", (width, height), (128, 128, 128)) if i2v_only else None
         started = time.monotonic()
-        await self.render(spec, None, timeout_s=3_600)
+        await self.render(spec, image, timeout_s=3_600)
         log.info("warm-up render %dx%dx%d took %.1fs", width, height, num_frames, time.monotonic() - started)
 
     @property
@@ -105,17 +132,14 @@ class Renderer:
 
     @property
     def checkpointable(self) -> bool:
-        """Whether the loaded pipeline's renders can be checkpointed and resumed (`consumer.render.checkpointing`)."""
-        return supports_checkpoints(self._pipeline)
-
-    @property
-    def _resamples_start_image(self) -> bool:
-        """Whether the pipeline takes the start image itself (`source_image`) rather than a start video."""
-        return hasattr(self._pipeline, "source_size")
+        """Whether the loaded model's renders can be checkpointed and resumed (`consumer.render.checkpointing`)."""
+        return self._model is not None and all(supports_checkpoints(each) for each in self._model.pipelines.each())
 
     def profile(self) -> ModelMemoryProfile:
-        """Weights and dimensions of the loaded pipeline, for memory estimates."""
-        return profile_pipeline(self._pipeline)
+        """Weights and dimensions of the loaded model, for memory estimates."""
+        if self._model is None:
+            raise ModelUnavailable("renderer is not started")
+        return profile_model(self._model)
 
     def held_bytes(self) -> int:
         """Weights the device probe already counts as used: all of them while the model is resident on a GPU."""
@@ -167,15 +191,14 @@ class Renderer:
         `consumer.render.step_checkpoints`)."""
         if self.state == "failed":
             raise ModelUnavailable(f"renderer is broken: {self.failure}")
+        model = self._model
+        if model is None:
+            raise ModelUnavailable("renderer is not started")
         hold = hold or ModelHold()
         loop = asyncio.get_running_loop()
         abandon = threading.Event()
-        inputs: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)
-        if not self._resamples_start_image:  # else a frame-sized start video would only take memory (12 B/pixel)
-            # CPU-side work stays outside the model's critical section, so it overlaps the previous render.
-            inputs = await asyncio.to_thread(
-                get_image_to_video_latent, image, None, spec.num_frames, (spec.height, spec.width)
-            )
+        # CPU-side work stays outside the model's critical section, so it overlaps the previous render.
+        prepared = await asyncio.to_thread(model.adapter.prepare, spec, image, model.pipelines)
 
         def progress(step: int, total: int) -> None:
             if on_progress is not None:
@@ -196,10 +219,10 @@ class Renderer:
                 contextvars.copy_context().run,
                 functools.partial(
                     render_in_mode,
-                    self._pipeline,
+                    model,
                     self.device,
                     spec,
-                    (*inputs, image),
+                    prepared,
                     StepBounds(
                         deadline=time.monotonic() + timeout_s,
                         abandon=abandon,

@@ -1,252 +1,123 @@
-"""Step caching, TeaCache-style: skip the transformer's block stack on denoising steps that change little.
+"""Step caching with cache-dit's DBCache (`cache_dit.enable_cache`), on every transformer of a model of any family
+(cache-dit 1.5 has block adapters for EasyAnimate, Wan, LTX-Video, HunyuanVideo-1.5 and CogVideoX).
 
-TeaCache (Liu et al., "Timestep Embedding Tells: It's Time to Cache for Video Diffusion Model", arXiv:2411.19108)
-watches the first block's modulated input (`transformer_blocks[0].norm1(...)`, the noisy latents shifted and scaled
-by the timestep embedding). Per step it takes the relative L1 change of that input against the previous step,
-rescales it with a polynomial fitted per model (how the input's change predicts the output's), and accumulates it.
-While the sum stays under a threshold the whole block stack is skipped and the residual (stack output minus stack
-input, for the video and the text tokens) cached at the last fully computed step is added instead; once it crosses
-the threshold the stack runs and the sum restarts at zero. The first and last steps always run.
+On each denoising step the first transformer block always runs; when the relative L1 change of its output residual
+since the previous step stays under the threshold (`VIDGEN_STEP_CACHE_THRESHOLD`, cache-dit's
+`residual_diff_threshold`), the remaining blocks are skipped and the residual they added at the last computed step is
+added instead. The first `WARMUP_STEPS` steps always run. Where classifier-free guidance runs as two transformer calls
+(Wan, HunyuanVideo-1.5) each branch is cached on its own.
 
-The EasyAnimate pipeline runs classifier-free guidance as one batched transformer call per step, so "a call" and
-"a step" are the same thing here. Where a render is in its loop comes from the pipeline's scheduler (`step_index` is
-None until the first step completes), so every render starts from a clean state, including after an abandoned one.
-
-Changes the output: off by default (`VIDGEN_STEP_CACHE_THRESHOLD=0`).
+Enabled on the transformer, not the pipeline: cache-dit's pipeline-level call patches the pipeline *class* and, with
+two pipelines sharing one transformer (image- and text-to-video), leaks one render's cache into the other's. So each
+render refreshes the transformer's cache context first (`StepCache.begin`), and when its last step is done the
+context is refreshed again (`StepCache.finish`): the cached residuals are freed before the VAE decodes, the render's
+counts kept. Changes the output: off by default (`VIDGEN_STEP_CACHE_THRESHOLD=0`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from diffusers.hooks import HookRegistry, ModelHook
 
-__all__ = [
-    "V51_7B_COEFFICIENTS",
-    "StepCacheStats",
-    "StepDecision",
-    "apply_step_cache",
-    "decide",
-    "remove_step_cache",
-    "rescale",
-    "step_cache_stats",
-]
+__all__ = ["FIRST_BLOCKS", "WARMUP_STEPS", "StepCache", "StepCacheStats", "has_step_cache"]
 
-log = logging.getLogger(__name__)
-
-# Upstream EasyAnimate's `get_teacache_coefficients` for "v5.1-7b" (aigc-apps/EasyAnimate,
-# easyanimate/models/transformer3d.py; read in the fork rishipandey125/EasyAnimate at commit 2f75f8f3): fitted on
-# videos sampled from T2V-CompBench with EasyAnimateV5.1-7b-zh-InP. numpy.poly1d order, highest power first.
-V51_7B_COEFFICIENTS: tuple[float, ...] = (1.07862322, -4.19362456, 3.06725828, 0.33161686, 0.02374758)
-
-_HEAD_HOOK = "vidgen_step_cache_head"
-_BLOCK_HOOK = "vidgen_step_cache_block"
-
-
-# The decision rule, free of tensors.
-
-
-@dataclass(frozen=True)
-class StepDecision:
-    compute: bool
-    accumulated: float  # the rescaled change summed since the last computed step
-
-
-def rescale(change: float, coefficients: Sequence[float] = V51_7B_COEFFICIENTS) -> float:
-    """The fitted polynomial at `change` (Horner's rule, numpy.polyval order)."""
-    value = 0.0
-    for coefficient in coefficients:
-        value = value * change + coefficient
-    return value
-
-
-def decide(
-    step: int,
-    total: int,
-    accumulated: float,
-    change: float | None,
-    *,
-    threshold: float,
-    coefficients: Sequence[float] = V51_7B_COEFFICIENTS,
-) -> StepDecision:
-    """Compute step `step` of `total`, or reuse the cached residual? `change` is the relative L1 change of the
-    modulated input since the previous step (None when there is no previous step)."""
-    if step == 0 or step >= total - 1 or change is None:
-        return StepDecision(compute=True, accumulated=0.0)
-    accumulated += rescale(change, coefficients)
-    if accumulated < threshold:
-        return StepDecision(compute=False, accumulated=accumulated)
-    return StepDecision(compute=True, accumulated=0.0)
+FIRST_BLOCKS = 1  # cache-dit's Fn: blocks that always run and whose residual decides
+WARMUP_STEPS = 4  # steps that always run, at the start of every render
 
 
 @dataclass(frozen=True)
 class StepCacheStats:
-    computed: int  # steps whose block stack ran, in the current or last render
-    reused: int  # steps that added the cached residual instead
-    held_bytes: int = 0  # tensors carried to the next step now (none once a render has finished)
+    computed: int  # steps whose whole block stack ran, in the current or last render
+    reused: int  # steps that added the cached residual instead (with two-call guidance: of the cond branch)
+    held_bytes: int = 0  # cached tensors held now (none once a render's last step is done)
 
 
-# The wiring: diffusers hooks on the transformer blocks (the pattern of diffusers.hooks.first_block_cache).
+class StepCache:
+    """DBCache on `transformers` (each model's distinct ones), for one render at a time."""
 
-
-class _RenderState:
-    """What one render carries from step to step; cleared at its first step."""
-
-    def __init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
-        self.accumulated = 0.0
-        self.previous_modulated: torch.Tensor | None = None
-        self.stack_input: tuple[torch.Tensor, torch.Tensor] | None = None
-        self.residual: tuple[torch.Tensor, torch.Tensor] | None = None
-        self.skipping = False
-        self.final = False  # the render's last step: nothing to carry past it
-        self.computed = 0
-        self.reused = 0
-
-    def record_residual(self, output: tuple[torch.Tensor, torch.Tensor]) -> None:
-        inputs = self.stack_input
-        if inputs is None:  # the head block sets it on every computed step
-            raise RuntimeError("step cache: the block stack ran without its first block")
-        self.stack_input = None
-        if self.final:
-            # Nothing reuses them: free the step's tensors before the VAE decodes and between renders.
-            self.residual = self.previous_modulated = None
-            return
-        self.residual = (output[0] - inputs[0], output[1] - inputs[1])
-
-
-class _HeadBlockHook(ModelHook):  # type: ignore[misc]  # diffusers is untyped
-    """On `transformer_blocks[0]`: measures the step's change, decides, and either runs the block or returns the
-    whole stack's output from the cached residual."""
-
-    _is_stateful = True
-
-    def __init__(
-        self, state: _RenderState, pipeline: Any, threshold: float, coefficients: Sequence[float], *, is_tail: bool
-    ) -> None:
-        super().__init__()
-        self.state = state
-        self.pipeline = pipeline
-        self.threshold = threshold
-        self.coefficients = tuple(coefficients)
-        self.is_tail = is_tail
-
-    def new_forward(
-        self,
-        module: Any,  # an EasyAnimateTransformerBlock
-        hidden_states: torch.Tensor,
-        encoder_hidden_states: torch.Tensor,
-        temb: torch.Tensor,
-        image_rotary_emb: Any = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        state = self.state
-        step, total = _position(self.pipeline.scheduler)
-        if step == 0:
-            state.reset()
-        modulated = module.norm1(hidden_states, encoder_hidden_states, temb)[0]
-        decision = self._decide(step, total, modulated)
-        state.previous_modulated = modulated
-        state.final = step >= total - 1
-        state.accumulated = decision.accumulated
-        residual = None if decision.compute else state.residual
-        state.skipping = residual is not None
-        if residual is not None:
-            state.reused += 1
-            output = (hidden_states + residual[0], encoder_hidden_states + residual[1])
-        else:
-            state.computed += 1
-            state.stack_input = (hidden_states, encoder_hidden_states)
-            output = self.fn_ref.original_forward(hidden_states, encoder_hidden_states, temb, image_rotary_emb)
-            if self.is_tail:
-                state.record_residual(output)
-        if step >= total - 1:
-            log.debug("step cache: %d steps computed, %d reused", state.computed, state.reused)
-        return output
-
-    @torch.compiler.disable  # type: ignore[untyped-decorator]  # a host-side decision: .item() breaks the graph
-    def _decide(self, step: int, total: int, modulated: torch.Tensor) -> StepDecision:
-        previous = self.state.previous_modulated
-        change = None
-        if previous is not None and previous.shape == modulated.shape:
-            change = ((modulated - previous).abs().mean() / previous.abs().mean()).item()
-        return decide(
-            step, total, self.state.accumulated, change, threshold=self.threshold, coefficients=self.coefficients
+    def __init__(self, transformers: Sequence[torch.nn.Module], threshold: float) -> None:
+        if threshold <= 0:
+            raise ValueError(f"step cache threshold must be positive, got {threshold}")
+        cache_dit = _cache_dit()
+        self._transformers = list(transformers)
+        self._steps = 0
+        self._last: StepCacheStats | None = None
+        config = cache_dit.DBCacheConfig(
+            Fn_compute_blocks=FIRST_BLOCKS,
+            Bn_compute_blocks=0,
+            residual_diff_threshold=threshold,
+            max_warmup_steps=WARMUP_STEPS,
         )
+        for transformer in self._transformers:
+            cache_dit.enable_cache(transformer, cache_config=config)
 
-    def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:
-        self.state.reset()
-        return module
+    def begin(self, steps: int) -> None:
+        """Before a render of `steps` denoising steps: a fresh context (nothing carried from the last render)."""
+        self._steps = steps
+        self._last = None
+        self._refresh()
 
+    def finish(self) -> None:
+        """After a render's last step: its counts kept, its cached tensors freed."""
+        counted = self._counted()
+        self._refresh()
+        self._last = dataclasses.replace(counted, held_bytes=sum(_held_bytes(t) for t in self._transformers))
 
-class _BlockHook(ModelHook):  # type: ignore[misc]  # diffusers is untyped
-    """On every later block: passes its input through while the head block is reusing, else runs the block (and the
-    last one records the stack's residual)."""
+    def stats(self) -> StepCacheStats:
+        """Counts of the last finished render, or of the one in progress."""
+        return self._last if self._last is not None else self._counted()
 
-    def __init__(self, state: _RenderState, *, is_tail: bool) -> None:
-        super().__init__()
-        self.state = state
-        self.is_tail = is_tail
+    def remove(self) -> None:
+        """Back to the exact path."""
+        cache_dit = _cache_dit()
+        for transformer in self._transformers:
+            cache_dit.disable_cache(transformer)
 
-    def new_forward(
-        self,
-        module: torch.nn.Module,
-        hidden_states: torch.Tensor,
-        encoder_hidden_states: torch.Tensor,
-        temb: torch.Tensor,
-        image_rotary_emb: Any = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.state.skipping:
-            return hidden_states, encoder_hidden_states
-        output: tuple[torch.Tensor, torch.Tensor] = self.fn_ref.original_forward(
-            hidden_states, encoder_hidden_states, temb, image_rotary_emb
-        )
-        if self.is_tail:
-            self.state.record_residual(output)
-        return output
+    def _refresh(self) -> None:
+        cache_dit = _cache_dit()
+        for transformer in self._transformers:
+            cache_dit.refresh_context(transformer, num_inference_steps=max(self._steps, 1))
 
-
-def apply_step_cache(pipeline: Any, threshold: float, coefficients: Sequence[float] = V51_7B_COEFFICIENTS) -> None:
-    """Hook step caching into an EasyAnimate pipeline's transformer. `threshold` > 0: higher skips more steps."""
-    if threshold <= 0:
-        raise ValueError(f"step cache threshold must be positive, got {threshold}")
-    blocks = list(pipeline.transformer.transformer_blocks)
-    state = _RenderState()
-    head = _HeadBlockHook(state, pipeline, threshold, coefficients, is_tail=len(blocks) == 1)
-    HookRegistry.check_if_exists_or_initialize(blocks[0]).register_hook(head, _HEAD_HOOK)
-    for index, block in enumerate(blocks[1:], start=1):
-        hook = _BlockHook(state, is_tail=index == len(blocks) - 1)
-        HookRegistry.check_if_exists_or_initialize(block).register_hook(hook, _BLOCK_HOOK)
+    def _counted(self) -> StepCacheStats:
+        cache_dit = _cache_dit()
+        reused = 0
+        held = 0
+        for transformer in self._transformers:
+            for stats in cache_dit.summary(transformer, details=False, logging=False):
+                reused = max(reused, len(stats.cached_steps))
+            held += _held_bytes(transformer)
+        return StepCacheStats(computed=self._steps - reused, reused=reused, held_bytes=held)
 
 
-def remove_step_cache(pipeline: Any) -> None:
-    """Back to the exact path: unhook every block (a no-op without a step cache)."""
-    for block in pipeline.transformer.transformer_blocks:
-        registry = getattr(block, "_diffusers_hook", None)
-        if registry is not None:
-            for name in (_HEAD_HOOK, _BLOCK_HOOK):
-                registry.remove_hook(name, recurse=False)
+def has_step_cache(transformer: Any) -> bool:
+    """Whether cache-dit is enabled on this transformer (or the one a compiled module wraps)."""
+    return bool(getattr(getattr(transformer, "_orig_mod", transformer), "_is_cached", False))
 
 
-def step_cache_stats(pipeline: Any) -> StepCacheStats | None:
-    """Steps computed and reused in the current or last render; None without a step cache."""
-    registry = getattr(pipeline.transformer.transformer_blocks[0], "_diffusers_hook", None)
-    head = registry.get_hook(_HEAD_HOOK) if registry is not None else None
-    if head is None:
-        return None
-    state = head.state
-    carried = [state.previous_modulated, *(state.residual or ()), *(state.stack_input or ())]
-    held = sum(tensor.numel() * tensor.element_size() for tensor in carried if tensor is not None)
-    return StepCacheStats(computed=state.computed, reused=state.reused, held_bytes=held)
+def _held_bytes(transformer: Any) -> int:
+    manager = getattr(transformer, "_context_manager", None)
+    total = 0
+    for name in getattr(transformer, "_context_names", []):
+        buffers = manager.get_context(name).buffers if manager is not None else {}
+        total += sum(t.numel() * t.element_size() for t in buffers.values() if isinstance(t, torch.Tensor))
+    return total
 
 
-def _position(scheduler: Any) -> tuple[int, int]:
-    """(index of the step being denoised, steps in this render), from the scheduler the pipeline is stepping."""
-    begin = scheduler.begin_index or 0
-    index = scheduler.step_index
-    return (0 if index is None else index - begin), len(scheduler.timesteps) - begin
+def _cache_dit() -> Any:
+    """cache-dit, imported when first used (about 1.5 s). At import it gives its loggers a handler of its own on
+    stdout and stops them propagating: undone, so its records go wherever the process sends everyone's (a worker's
+    JSON lines, a benchmark's stderr) at the level the entry point gives them, and stdout stays the benchmarks'
+    report."""
+    import cache_dit
+
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if isinstance(logger, logging.Logger) and (name == "CACHE_DIT" or name.startswith("cache_dit")):
+            logger.handlers.clear()
+            logger.propagate = True
+            logger.setLevel(logging.NOTSET)  # as the entry point sets `cache_dit` (WARNING unless DEBUG)
+    return cache_dit

@@ -13,26 +13,15 @@ from diffusers import (
     EasyAnimateTransformer3DModel,
     FlowMatchEulerDiscreteScheduler,
 )
-from transformers import Qwen2Tokenizer, Qwen2VLConfig, Qwen2VLForConditionalGeneration
-from transformers.convert_slow_tokenizer import bytes_to_unicode
+from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+
+from consumer.render.families.tiny_text import QWEN_EOS, qwen2_tokenizer
 
 __all__ = ["TINY_SEED", "build_tiny_pipeline"]
 
 TINY_SEED = 0
 _TEXT_DIM = 16
 _LATENT_CHANNELS = 4
-_EOS = "<|endoftext|>"
-# Qwen2-VL's encode_prompt formats prompts through the chat template; this one keeps just the text.
-_CHAT_TEMPLATE = "{% for m in messages %}{% for c in m['content'] %}{{ c['text'] }}{% endfor %}{% endfor %}"
-
-
-def _tokenizer() -> Qwen2Tokenizer:
-    # A byte-level vocabulary of 256 symbols with no merges: every UTF-8 byte is a token.
-    vocab = {symbol: index for index, symbol in enumerate(bytes_to_unicode().values())}
-    vocab[_EOS] = len(vocab)
-    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=[], unk_token=_EOS, eos_token=_EOS, pad_token=_EOS)
-    tokenizer.chat_template = _CHAT_TEMPLATE
-    return tokenizer
 
 
 def build_tiny_pipeline() -> EasyAnimateInpaintPipeline:
@@ -40,7 +29,7 @@ def build_tiny_pipeline() -> EasyAnimateInpaintPipeline:
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(TINY_SEED)
     try:
-        tokenizer = _tokenizer()
+        tokenizer = qwen2_tokenizer()
         transformer = EasyAnimateTransformer3DModel(
             num_attention_heads=2,
             attention_head_dim=16,
@@ -49,7 +38,7 @@ def build_tiny_pipeline() -> EasyAnimateInpaintPipeline:
             out_channels=_LATENT_CHANNELS,
             time_embed_dim=2,
             text_embed_dim=_TEXT_DIM,
-            num_layers=1,
+            num_layers=2,  # the step cache always runs the first block: one would leave it nothing to skip
             sample_width=16,
             sample_height=16,
             patch_size=2,
@@ -63,7 +52,7 @@ def build_tiny_pipeline() -> EasyAnimateInpaintPipeline:
         )
         # Only hub config.json files carry this flag, and the inpaint pipeline reads it.
         vae.register_to_config(cache_mag_vae=True)
-        eos_id = tokenizer.convert_tokens_to_ids(_EOS)
+        eos_id = tokenizer.convert_tokens_to_ids(QWEN_EOS)
         text_config = {
             "hidden_size": _TEXT_DIM,
             "intermediate_size": 32,

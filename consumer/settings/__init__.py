@@ -10,7 +10,8 @@ import json
 import re
 
 from pydantic import AliasChoices, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+from pydantic_core import to_json
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from consumer.settings.checkpoints import CheckpointSettings
 from consumer.settings.field_errors import field_errors
@@ -82,7 +83,7 @@ def environment_of(settings: BaseSettings, prefix: str) -> dict[str, str]:
     """The environment variables (`prefix` + field name) that rebuild `settings` in another process; unset fields
     are left out and secrets revealed (never log the result)."""
     environment = {}
-    for name in type(settings).model_fields:
+    for name, field in type(settings).model_fields.items():
         value = getattr(settings, name)
         if value is None:
             continue
@@ -90,8 +91,10 @@ def environment_of(settings: BaseSettings, prefix: str) -> dict[str, str]:
             value = value.get_secret_value()
         elif isinstance(value, bool):
             value = str(value).lower()
-        elif isinstance(value, tuple):
+        elif isinstance(value, tuple) and NoDecode in field.metadata:
             value = ",".join(value)
+        elif isinstance(value, tuple):
+            value = to_json(value).decode()  # a list of models (VIDGEN_MODEL_POOLS): JSON, as pydantic parses it
         elif isinstance(value, dict):
             value = json.dumps(value)  # what pydantic-settings parses a dict field from
         environment[f"{prefix}{name.upper()}"] = str(value)

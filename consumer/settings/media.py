@@ -81,9 +81,20 @@ class RenderSettings(BaseSettings):
 
     model: str = Field(
         "tiny",
-        description="`tiny`, a local diffusers folder of EasyAnimate V5.1 InP, a Hugging Face id, `template` (no "
+        description="A local diffusers folder (or Hugging Face id) of a supported family, read from its "
+        "model_index.json: EasyAnimate V5.1 InP, Wan 2.1/2.2, LTX-Video, HunyuanVideo-1.5, CogVideoX; `tiny:<family>` "
+        "(the real pipelines with tiny random weights, built offline; `tiny` = `tiny:easyanimate`); `template` (no "
         "model: a Ken Burns move over the start image or a title card, on a CPU; results say `degraded: true`; reads "
         "the template pool's topics in its group unless they are set), or `standin`.",
+    )
+    model_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9._:-]+$",
+        description="Public id this pool serves its model under: requests naming another `model` are rejected "
+        "(`model_not_served`); results carry it as `model_id`. Unset: the family's (easyanimate-v5.1, wan-2, "
+        "ltx-video, hunyuanvideo-1.5, cogvideox-1.5), `template` or `standin`.",
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="`auto`: CUDA when torch sees a GPU.")
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
@@ -97,8 +108,10 @@ class RenderSettings(BaseSettings):
     step_cache_threshold: float = Field(
         0.0,
         ge=0,
-        description="Step caching (TeaCache): skip the transformer on denoising steps whose accumulated input change "
-        "stays under this; 0 = off. Upstream suggests 0.08-0.1 for V5.1-7B. Changes the output.",
+        description="Step caching (cache-dit's DBCache, any model family): on denoising steps where the first "
+        "transformer block's output changed less than this (relative L1) since the previous step, the other blocks "
+        "are skipped and their cached residual reused; 0 = off. 0.12 skipped as many steps as the former TeaCache at "
+        "0.1 (docs/benchmarks.md). Changes the output.",
     )
     fp8: bool = Field(
         False,

@@ -5,10 +5,33 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["KafkaSettings", "TopicSettings"]
+__all__ = ["KafkaSettings", "ModelPool", "TopicSettings"]
+
+FamilyName = Literal["easyanimate", "wan", "ltx", "hunyuanvideo15", "cogvideox"]
+
+
+class ModelPool(BaseModel):
+    """Another GPU pool of the deployment: the model it serves (public id, family) and its requests topics."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")
+    family: FamilyName
+    topic: str = Field(min_length=1, max_length=249)
+    bulk_topic: str | None = Field(None, min_length=1, max_length=249, description="Absent: `topic` + `.bulk`.")
+    consumer_group: str | None = Field(None, min_length=1, max_length=249, description="Absent: `topic`.")
+
+    @property
+    def bulk(self) -> str:
+        return self.bulk_topic or f"{self.topic}.bulk"
+
+    @property
+    def group(self) -> str:
+        """The pool's consumer group (the product hook reads its lag to tell busy from idle)."""
+        return self.consumer_group or self.topic
 
 
 class KafkaSettings(BaseSettings):
@@ -92,6 +115,13 @@ class TopicSettings(BaseSettings):
         description="CloudEvents `ce_source` of every result, progress event and dead letter: a URI naming this "
         "deployment (the same on every worker, so a duplicate answer from another worker keeps its `ce_source` and "
         "`ce_id`).",
+    )
+    model_pools: tuple[ModelPool, ...] = Field(
+        (),
+        description='The deployment\'s other GPU pools, as JSON: `[{"id": "wan-2", "family": "wan", "topic": '
+        '"video.requests.wan"}]` (`bulk_topic` defaults to the topic + `.bulk`, `consumer_group` to the topic). '
+        "The job API and the product hook route a request naming one of these ids to its topic; each pool's "
+        "workers read that topic in their own consumer group with `VIDGEN_MODEL_ID` set to the id.",
     )
     max_record_bytes: int = Field(1_048_576, ge=1_024, description="Records larger than this go to the DLQ unparsed.")
     max_event_bytes: int = Field(

@@ -77,5 +77,6 @@ def configure_logging(*, fmt: str, level: str, stream: TextIO | None = None) -> 
     root.handlers[:] = [handler]
     root.setLevel(level)
     # Chatty libraries stay at WARNING unless the operator asks for DEBUG.
-    for name in ("aiokafka", "botocore", "aiobotocore", "urllib3", "diffusers", "transformers", "werkzeug"):
+    chatty = ("aiokafka", "botocore", "aiobotocore", "urllib3", "diffusers", "transformers", "werkzeug", "cache_dit")
+    for name in (*chatty, "CACHE_DIT"):
         logging.getLogger(name).setLevel(level if level == "DEBUG" else "WARNING")

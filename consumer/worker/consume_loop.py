@@ -22,6 +22,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from consumer.core.clock import WallClock, utc_now
 from consumer.core.intake import parse_request
 from consumer.core.job import Job, Record
+from consumer.core.model_families import WorkerModel
 from consumer.core.priority_lanes import bulk_prefetch
 from consumer.core.retries import Delivery
 from consumer.kafka.state_topics import StateTopicsFollower
@@ -67,8 +68,11 @@ class ConsumeLoop:
         memory: MemoryGate | None = None,
         clock: WallClock = utc_now,
         controls: StateTopicsFollower | None = None,
+        served: WorkerModel | None = None,
     ) -> None:
+        """`served`: the model requests are checked against at intake (None: none, as in the template pool)."""
         self._settings = settings
+        self._served = served
         self._consumer_factory = consumer_factory
         self._metrics = metrics
         self._memory = memory
@@ -193,7 +197,7 @@ class ConsumeLoop:
             self._delayed[tp] = not_before
             return False
         received_at = self._clock()
-        outcome = parse_request(record.value, max_bytes=self._settings.max_record_bytes)
+        outcome = parse_request(record.value, max_bytes=self._settings.max_record_bytes, model=self._served)
         if isinstance(outcome, VideoRequest):
             self._scheduler.queue(Job(tp, record, outcome, received_at, delivery))
         else:

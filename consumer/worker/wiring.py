@@ -23,6 +23,7 @@ from opentelemetry.trace import Tracer
 from consumer.cancellation.commands import CancelIndex
 from consumer.core.clock import utc_now
 from consumer.core.keys import checkpoint_prefix
+from consumer.core.model_families import WorkerModel
 from consumer.core.moderation import ContentPolicy
 from consumer.core.results import Identity
 from consumer.crash_guard.counts import StartCounts
@@ -35,7 +36,7 @@ from consumer.kafka.state_topics import StateTopicsFollower
 from consumer.kafka.worker_publisher import WorkerPublisher
 from consumer.memory.probe import MemoryProbe
 from consumer.object_store import ObjectStore, open_s3_client
-from consumer.render.loader import load_pipeline, resolve_device, resolve_dtype
+from consumer.render.loader import load_model, resolve_device, resolve_dtype
 from consumer.render.renderer import Renderer
 from consumer.settings import Settings
 from consumer.settings.pools import worker_settings
@@ -106,10 +107,11 @@ async def serve(
 def _renderer(settings: Settings) -> Renderer:
     device = resolve_device(settings.device)
     load = functools.partial(
-        load_pipeline,
+        load_model,
         settings.model,
         device=device,
         dtype=resolve_dtype(settings.dtype, device),
+        model_id=settings.model_id,
         standin_render_s=settings.standin_render_s,
         compile_backend=settings.torch_compile_backend if settings.torch_compile else None,
         step_cache_threshold=settings.step_cache_threshold,
@@ -191,7 +193,9 @@ def _worker(
     probe: MemoryProbe | None,
 ) -> ConsumeLoop:
     """The worker and the collaborators it is built from."""
-    identity = Identity(worker_id=settings.worker_id, model=settings.model, degraded=renderer.degraded)
+    identity = Identity(
+        worker_id=settings.worker_id, model=settings.model, degraded=renderer.degraded, model_id=renderer.model_id
+    )
     checkpoints = checkpoint_store(settings, renderer, store, metrics)
     pipeline = JobPipeline(
         settings=settings,
@@ -238,7 +242,14 @@ def _worker(
         metrics=metrics,
         memory=memory,
         controls=controls,
+        served=_served(renderer),
     )
+
+
+def _served(renderer: Renderer) -> WorkerModel | None:
+    """What intake checks requests against: the loaded checkpoint's rules under its public id."""
+    rules, model_id = renderer.rules, renderer.model_id
+    return None if rules is None or model_id is None else WorkerModel(model_id, rules)
 
 
 def _start_images(settings: Settings, store: ObjectStore) -> StartImageSource:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from consumer.render.fp8 import fp8_unsupported_reason
-from consumer.render.loader import load_pipeline
+from consumer.render.loader import load_model
 from consumer.render.render_spec import RenderSpec
 
 CUDA = torch.device("cuda")
@@ -23,11 +23,11 @@ async def test_fp8_renders_close_to_the_exact_bf16_path(make_renderer: Callable)
     pytest.importorskip("torchao", reason="the `fp8` extra is not installed")
     if fp8_unsupported_reason(CUDA, torch.cuda.get_device_capability(), torch.bfloat16, torchao_installed=True):
         pytest.skip("this GPU has no FP8 tensor cores (compute capability < 8.9)")
-    quantized = load_pipeline("tiny", device=CUDA, dtype=torch.bfloat16, fp8=True)
-    linears = [m for m in quantized.transformer.transformer_blocks.modules() if isinstance(m, torch.nn.Linear)]
+    quantized = load_model("tiny", device=CUDA, dtype=torch.bfloat16, fp8=True)
+    linears = [m for m in quantized.pipeline.transformer.transformer_blocks.modules() if isinstance(m, torch.nn.Linear)]
     assert "Float8Tensor" in {type(m.weight).__name__ for m in linears}  # the blocks really multiply in float8
     frames = []
-    for renderer in (make_renderer(load_pipeline("tiny", device=CUDA, dtype=torch.bfloat16)), make_renderer(quantized)):
+    for renderer in (make_renderer(load_model("tiny", device=CUDA, dtype=torch.bfloat16)), make_renderer(quantized)):
         await renderer.start()
         frames.append((await renderer.render(SPEC, None, timeout_s=120)).frames.astype(np.float64))
     mse = float(np.mean((frames[0] - frames[1]) ** 2))

@@ -16,7 +16,7 @@ import torch
 from consumer.dev.embedded import isolated_settings, kafka_broker, s3_server
 from consumer.kafka.clients import ensure_topics, worker_topics
 from consumer.object_store import ObjectStore, open_s3_client
-from consumer.render.loader import load_pipeline
+from consumer.render.loader import load_model
 from consumer.render.renderer import Renderer
 from consumer.settings import Settings
 from consumer.worker.wiring import serve
@@ -64,7 +64,7 @@ def settings(broker: str, s3_endpoint: str) -> Settings:
 @pytest.fixture(scope="session")
 def tiny_renderer() -> Iterator[Renderer]:
     """The tiny pipeline loaded once for the session; each worker shares it (renders are serialised)."""
-    renderer = Renderer(lambda: load_pipeline("tiny", device=torch.device("cpu"), dtype=torch.float32))
+    renderer = Renderer(lambda: load_model("tiny", device=torch.device("cpu"), dtype=torch.float32))
     yield renderer
     renderer.close()
 

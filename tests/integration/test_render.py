@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from consumer.errors import ModelUnavailable, RenderTimeout
-from consumer.render.loader import load_pipeline
+from consumer.render.loader import load_model
 from consumer.render.render_spec import RenderSpec
 from consumer.render.renderer import Renderer
 from consumer.render.tiny import build_tiny_pipeline
@@ -51,7 +51,7 @@ async def test_a_checkpoint_folder_loads_through_the_same_path(tmp_path: Path, t
     """What `save_pretrained` writes is the layout of a real V5.1 InP diffusers folder."""
     build_tiny_pipeline().save_pretrained(tmp_path)
     assert (tmp_path / "model_index.json").exists()
-    from_folder = Renderer(lambda: load_pipeline(str(tmp_path), device=CPU, dtype=torch.float32))
+    from_folder = Renderer(lambda: load_model(str(tmp_path), device=CPU, dtype=torch.float32))
     try:
         assert np.array_equal(await _render(from_folder), await _render(tiny_renderer))
     finally:
@@ -59,10 +59,11 @@ async def test_a_checkpoint_folder_loads_through_the_same_path(tmp_path: Path, t
 
 
 async def test_missing_checkpoint_is_a_clear_start_up_error(tmp_path: Path) -> None:
-    renderer = Renderer(lambda: load_pipeline(str(tmp_path / "nope"), device=CPU, dtype=torch.float32))
+    renderer = Renderer(lambda: load_model(str(tmp_path / "nope"), device=CPU, dtype=torch.float32))
     try:
-        with pytest.raises(ModelUnavailable, match="cannot load EasyAnimate"):
+        with pytest.raises(ModelUnavailable, match="cannot load a model from") as raised:
             await renderer.start()
+        assert "easyanimate (EasyAnimateInpaintPipeline)" in raised.value.message  # what it would have taken
         assert renderer.state == "failed"
     finally:
         renderer.close()
@@ -93,9 +94,9 @@ async def test_progress_is_reported_on_the_event_loop(tiny_renderer: Renderer) -
 
 async def test_compiled_transformer_and_warm_up(make_renderer) -> None:
     """Wiring of VIDGEN_TORCH_COMPILE and VIDGEN_WARMUP; the eager backend keeps it fast on a CPU."""
-    pipeline = load_pipeline("tiny", device=CPU, dtype=torch.float32, compile_backend="eager")
-    assert isinstance(pipeline.transformer, torch._dynamo.eval_frame.OptimizedModule)
-    renderer: Renderer = make_renderer(pipeline)
+    model = load_model("tiny", device=CPU, dtype=torch.float32, compile_backend="eager")
+    assert isinstance(model.pipeline.transformer, torch._dynamo.eval_frame.OptimizedModule)
+    renderer: Renderer = make_renderer(model)
     await renderer.start()
     await renderer.warm_up(256, 256, 5)
     assert renderer.state == "ready"

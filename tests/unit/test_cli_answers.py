@@ -98,12 +98,12 @@ def test_the_console_defaults_must_be_a_request_the_contract_accepts() -> None:
 
 
 def test_a_refused_request_names_the_options_one_line_per_field() -> None:
-    argv = ["--prompt", "x", "--width", "500", "--frames", "99", "--guidance", "0", "--metadata", "k=" + "v" * 600]
+    argv = ["--prompt", "x", "--width", "500", "--frames", "300", "--guidance", "0", "--metadata", "k=" + "v" * 600]
     with pytest.raises(ValidationError) as caught:
         build_request(submit_parser().parse_args(argv), image_url=None)
     assert describe_invalid(caught.value, OPTIONS).splitlines() == [
         "  --width: Input should be a multiple of 16",
-        "  --frames: Input should be less than or equal to 49",
+        "  --frames: Input should be less than or equal to 257",
         "  --guidance: Input should be greater than or equal to 1",
         "  --metadata [k]: String should have at most 512 characters",
     ]

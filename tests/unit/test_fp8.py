@@ -7,7 +7,7 @@ import torch
 
 from consumer.errors import ModelUnavailable
 from consumer.render.fp8 import fp8_unsupported_reason
-from consumer.render.loader import load_pipeline
+from consumer.render.loader import load_model
 from consumer.render.renderer import Renderer
 from consumer.render.standin import StandInPipeline
 
@@ -37,7 +37,7 @@ def test_ada_hopper_and_later_in_bfloat16_can(capability: tuple[int, int]) -> No
 
 
 async def test_fp8_on_a_cpu_fails_the_renderer_at_start_up() -> None:
-    renderer = Renderer(lambda: load_pipeline("tiny", device=CPU, dtype=torch.bfloat16, fp8=True))
+    renderer = Renderer(lambda: load_model("tiny", device=CPU, dtype=torch.bfloat16, fp8=True))
     try:
         with pytest.raises(ModelUnavailable, match="VIDGEN_FP8 needs a CUDA GPU"):
             await renderer.start()
@@ -47,5 +47,5 @@ async def test_fp8_on_a_cpu_fails_the_renderer_at_start_up() -> None:
 
 
 def test_the_stand_in_ignores_fp8() -> None:
-    pipeline = load_pipeline("standin", device=CPU, dtype=torch.float32, standin_render_s=0, fp8=True)
-    assert isinstance(pipeline, StandInPipeline)
+    model = load_model("standin", device=CPU, dtype=torch.float32, standin_render_s=0, fp8=True)
+    assert isinstance(model.pipeline, StandInPipeline)

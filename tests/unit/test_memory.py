@@ -26,7 +26,7 @@ from consumer.memory.profile import (
 )
 from consumer.render.module_sizes import module_bytes, profile_pipeline
 from consumer.render.offload import apply_mode, current_mode
-from consumer.render.step_cache import apply_step_cache
+from consumer.render.step_cache import StepCache
 from consumer.render.tiny import build_tiny_pipeline
 
 GIB = 1 << 30
@@ -77,7 +77,7 @@ def test_the_step_cache_adds_what_it_carries_between_steps() -> None:
 def test_the_profile_knows_whether_the_step_cache_is_on() -> None:
     pipeline = build_tiny_pipeline()
     assert not profile_pipeline(pipeline).step_cache
-    apply_step_cache(pipeline, 0.1)
+    StepCache([pipeline.transformer], 0.1)
     assert profile_pipeline(pipeline).step_cache
 
 

@@ -23,6 +23,7 @@ PURE = sorted(
     [
         *(f"consumer.core.{path.stem}" for path in (REPO / "consumer" / "core").glob("*.py")),
         "consumer.memory.admission",
+        "consumer.memory.coefficients",
         "consumer.memory.estimate",
         "consumer.memory.modes",
         "consumer.memory.profile",

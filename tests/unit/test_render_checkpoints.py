@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 from consumer.errors import CheckpointRejected, RenderHandedBack, RenderPreempted
 from consumer.render.checkpoint_format import decode, encode
 from consumer.render.checkpointing import RenderState, supports_checkpoints
-from consumer.render.loader import load_pipeline
+from consumer.render.loader import load_model
 from consumer.render.render_spec import RenderSpec
 from consumer.render.renderer import Renderer
 from consumer.render.standin import StandInPipeline
@@ -164,5 +164,5 @@ async def test_the_stand_in_is_checkpointed_like_a_model_and_the_template_is_not
         assert steps == [5, 6]
     finally:
         standin.close()
-    template = load_pipeline("template", device=torch.device("cpu"), dtype=torch.float32)
+    template = load_model("template", device=torch.device("cpu"), dtype=torch.float32).pipeline
     assert supports_checkpoints(StandInPipeline(0.1)) and not supports_checkpoints(template)

@@ -29,7 +29,12 @@ def _request_schema() -> dict[str, object]:
         ({"request_id": "a", "tenant_id": "t", "prompt": "x", "image_url": "http://insecure/x.png"}, False),
         ({"request_id": "a b", "tenant_id": "t", "prompt": "x"}, False),
         ({"request_id": "a", "tenant_id": "t", "prompt": "x", "width": 500}, False),
-        ({"request_id": "a", "tenant_id": "t", "prompt": "x", "num_frames": 50}, False),
+        # The contract's bounds are the widest any model family takes; each model narrows them (test_model_families).
+        ({"request_id": "a", "tenant_id": "t", "prompt": "x", "num_frames": 258}, False),
+        ({"request_id": "a", "tenant_id": "t", "prompt": "x", "width": 1376}, False),
+        ({"request_id": "a", "tenant_id": "t", "prompt": "x", "num_frames": 121, "width": 1280}, True),
+        ({"request_id": "a", "tenant_id": "t", "prompt": "x", "model": "wan2.2-ti2v-5b"}, True),
+        ({"request_id": "a", "tenant_id": "t", "prompt": "x", "model": "no spaces"}, False),
         ({"request_id": "a", "tenant_id": "t", "prompt": "x", "seed": 2**32}, False),
         ({"request_id": "a", "tenant_id": "t", "prompt": "x", "extra": 1}, False),
         ({"request_id": "a", "tenant_id": "t", "prompt": "x", "metadata": {str(i): "v" for i in range(33)}}, False),

@@ -39,9 +39,11 @@ class ModelRoutes:
             sizes={"min": family.min_side, "max": family.max_side, "multiple": family.size_multiple},
             fps=family.fps,
             frame_rule=family.frame_rule,
+            min_frames=family.min_frames,
             max_frames=family.max_frames,
             max_seconds=seconds_text(family.rendered_frames(family.max_frames), family.fps),
             start_image=family.start_image,
+            text_to_video=family.text_to_video,
             negative_prompt=family.negative_prompt,
             guidance_scale=list(family.guidance) if family.guidance is not None else None,
         )

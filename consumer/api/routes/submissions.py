@@ -73,6 +73,7 @@ class Submissions:
             tenant_id=tenant,
             max_record_bytes=self.handlers.settings.max_record_bytes,
             policy=self.handlers.policy,
+            model=model,
         )
         if request.headers.get("Idempotency-Key") is not None:
             existing = await self.handlers.store.find(tenant, job_id)

@@ -29,6 +29,7 @@ from consumer.api.routes.error_answers import error_response
 from consumer.api.submission.body_budget import BodyBudget
 from consumer.api.submission.uploads import IMAGE_FIELD, SpooledImage, spool_part
 from consumer.core.intake import DeadLetter, Rejection, parse_request
+from consumer.core.model_families import ServedModel
 from consumer.core.moderation import ContentPolicy
 from consumer.core.sanitize import name_safely
 from consumer.errors import ApiFailure
@@ -194,12 +195,17 @@ def build_request(
     tenant_id: str,
     max_record_bytes: int,
     policy: ContentPolicy,
+    model: ServedModel | None = None,
 ) -> VideoRequest:
-    """The request exactly as the worker's intake will read it; ApiFailure 422 (or 413) when it would reject it."""
+    """The request exactly as the worker's intake will read it; ApiFailure 422 (or 413) when it would reject it.
+    `model`: the registry's model it goes to; the request names it and is checked against its family's rules."""
     for name in sorted(API_FILLED_FIELDS & fields.keys()):
         raise ApiFailure(422, "unknown_field", f"{name} is set by the API, not the caller", field=name)
     record = {**fields, "request_id": request_id, "tenant_id": tenant_id}
-    outcome = parse_request(json.dumps(record, ensure_ascii=False).encode("utf-8"), max_bytes=max_record_bytes)
+    if model is not None:
+        record["model"] = model.id
+    value = json.dumps(record, ensure_ascii=False).encode("utf-8")
+    outcome = parse_request(value, max_bytes=max_record_bytes, model=model)
     if isinstance(outcome, DeadLetter):  # only a record over the worker's size limit gets here
         raise ApiFailure(413, outcome.code, outcome.message)
     if isinstance(outcome, Rejection):
