@@ -32,9 +32,10 @@ async def test_render_longer_than_max_poll_interval_causes_no_rebalance(
     assert [record.key for record in records] == [b"long-1"]
 
 
-async def test_revocation_mid_render_finishes_and_commits_before_handing_over(
+async def test_revocation_mid_render_without_checkpoints_finishes_and_commits_before_handing_over(
     settings: Settings, kafka: KafkaClient, start_worker, make_renderer
 ) -> None:
+    settings = settings.model_copy(update={"checkpoints": False})
     slow = make_renderer(SlowPipeline(step_s=1.0))
     other = make_renderer(SlowPipeline(step_s=1.0))
     first = await start_worker(settings, renderer=slow)
@@ -51,6 +52,28 @@ async def test_revocation_mid_render_finishes_and_commits_before_handing_over(
     assert await first.shutdown() == 0
     records, _ = await kafka.read_to_end(settings.results_topic)
     assert [record.key for record in records] == [b"revoked-1"]
+
+
+async def test_revocation_mid_render_with_checkpoints_hands_the_render_back_and_its_next_owner_resumes_it(
+    settings: Settings, kafka: KafkaClient, start_worker, make_renderer
+) -> None:
+    slow = make_renderer(SlowPipeline(step_s=1.0))
+    other = make_renderer(SlowPipeline(step_s=1.0))
+    first = await start_worker(settings, renderer=slow)
+    await until(lambda: metric(first.http_port, "vidgen_rebalances_total"))
+    await kafka.send(request_body("handed-1", num_inference_steps=5))
+    await until(lambda: metric(first.http_port, "vidgen_inflight_jobs"))
+    # The rebalance revokes every partition: the render stops at its next step, its state goes to the bucket and
+    # the record back to the group uncommitted; whichever worker owns the partition next resumes from that step.
+    second = await start_worker(settings.model_copy(update={"worker_id": "second"}), renderer=other)
+    results = await kafka.results(1)
+    assert results["handed-1"].status == "completed"
+    assert (results["handed-1"].resumed_from_step or 0) >= 1
+    assert await kafka.wait_committed(1) == 1
+    assert await second.shutdown() == 0
+    assert await first.shutdown() == 0
+    records, _ = await kafka.read_to_end(settings.results_topic)
+    assert [record.key for record in records] == [b"handed-1"]
 
 
 async def test_revocation_past_the_grace_abandons_without_commit_and_the_new_owner_renders(
