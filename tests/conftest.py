@@ -8,20 +8,29 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-import torch
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from consumer.render.renderer import Renderer
+if TYPE_CHECKING:
+    from consumer.render.renderer import Renderer
 
 _TIERS = Path(__file__).parent
 
 
+def _cuda_available() -> bool:
+    """Asked only when a GPU test was collected: importing torch costs seconds the unit tier does not spend."""
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    skip_gpu = None if torch.cuda.is_available() else pytest.mark.skip(reason="needs a CUDA device")
+    gpu_collected = any("gpu" in item.keywords or item.path.is_relative_to(_TIERS / "gpu") for item in items)
+    skip_gpu = None if not gpu_collected or _cuda_available() else pytest.mark.skip(reason="needs a CUDA device")
     for item in items:
         tier = item.path.relative_to(_TIERS).parts[0] if item.path.is_relative_to(_TIERS) else ""
         if tier == "integration":
@@ -45,6 +54,8 @@ def spans() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
 @pytest.fixture
 def make_renderer() -> Iterator[Callable[[object], Renderer]]:
     """Renderers around test pipelines; closed only after the workers using them have stopped."""
+    from consumer.render.renderer import Renderer  # torch: loaded by the tests that use renderers only
+
     made: list[Renderer] = []
 
     def make(pipeline: object) -> Renderer:

@@ -15,10 +15,9 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
-import torch
 import trustme
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from PIL import Image
@@ -27,11 +26,14 @@ from consumer.core.results import Identity, completed, failed, not_started
 from consumer.errors import PublishRefused, VidgenError
 from consumer.images.sandbox import DecodeLimits
 from consumer.kafka.clients import client_options
-from consumer.render.loader import load_pipeline
-from consumer.render.renderer import Renderer
-from consumer.render.tiny import build_tiny_pipeline
 from consumer.settings import Settings
 from schemas.events import VideoInfo, VideoRequest, VideoResult
+
+if TYPE_CHECKING:
+    from consumer.render.renderer import Renderer
+
+# torch, diffusers and the renderer are imported by the helpers that need them, never at import: the unit tier
+# imports this module and loads no torch unless a test needs it (tests/unit/test_tier_imports.py).
 
 _T = TypeVar("_T")
 
@@ -209,6 +211,12 @@ class KafkaClient:
 # --- Failure modes around the real tiny pipeline (like cog's failing predictors) -----------------------------
 
 
+def _tiny_pipeline() -> Any:
+    from consumer.render.tiny import build_tiny_pipeline
+
+    return build_tiny_pipeline()
+
+
 class _Wrapped:
     """Everything but the call is the inner tiny pipeline's, so memory profiling and admission see a real model."""
 
@@ -222,7 +230,7 @@ class SlowPipeline(_Wrapped):
     """The tiny pipeline, with each denoising step held for `step_s` seconds: a long render in miniature."""
 
     def __init__(self, step_s: float) -> None:
-        self._inner = build_tiny_pipeline()
+        self._inner = _tiny_pipeline()
         self._step_s = step_s
 
     def __call__(self, **kwargs: Any) -> Any:
@@ -239,7 +247,7 @@ class CrashingPipeline(_Wrapped):
     """Raises for prompts containing `crash` (a plain bug) or `cuda` (a device error that breaks the process)."""
 
     def __init__(self) -> None:
-        self._inner = build_tiny_pipeline()
+        self._inner = _tiny_pipeline()
 
     def __call__(self, **kwargs: Any) -> Any:
         prompt = kwargs["prompt"]
@@ -434,4 +442,9 @@ class FakePipeline:
 
 def template_renderer() -> Renderer:
     """The template pipeline, loaded the way `VIDGEN_MODEL=template` loads it."""
+    import torch
+
+    from consumer.render.loader import load_pipeline
+    from consumer.render.renderer import Renderer
+
     return Renderer(lambda: load_pipeline("template", device=torch.device("cpu"), dtype=torch.float32))

@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
@@ -33,8 +33,10 @@ from consumer.settings import Settings
 from consumer.telemetry.logs import job_context
 from consumer.telemetry.tracing import extract_context, messaging_attributes
 from consumer.telemetry.worker_metrics import Metrics
-from consumer.worker.job_pipeline import JobPipeline
 from schemas.events import VideoRequest, VideoResult
+
+if TYPE_CHECKING:  # the pipeline's module imports the renderer (torch); the runner only calls it
+    from consumer.worker.job_pipeline import JobPipeline
 
 __all__ = ["JobRunner", "Outbox", "ProgressListener", "RenderEnds", "StartLog", "StepFn"]
 

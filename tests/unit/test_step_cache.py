@@ -19,6 +19,8 @@ from consumer.render.step_cache import (
     rescale,
 )
 
+pytestmark = pytest.mark.torch  # loads torch, which the unit tier allows only where declared
+
 CPU = torch.device("cpu")
 
 
