@@ -1,4 +1,5 @@
-"""Traces, logs, metrics and progress events of real jobs against the real broker and S3 server."""
+"""Traces, logs, metrics and progress events of real jobs against the real broker and S3 server. Exporting traces
+over OTLP, configured by the environment alone, is unit-tested in tests/unit/test_otlp_export.py."""
 
 from __future__ import annotations
 
@@ -8,24 +9,20 @@ import io
 import json
 import logging
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import aiohttp
 import pytest
-from aiohttp import web
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
 from consumer.core.keys import upload_key
 from consumer.dev.demo import product_image
-from consumer.dev.embedded import free_port
 from consumer.memory.admission import MemoryReading
 from consumer.memory.probe import ScriptedProbe
 from consumer.object_store import ObjectStore
 from consumer.settings import Settings
 from consumer.telemetry.logs import configure_logging
-from consumer.telemetry.otlp import tracer_provider_from_env
 from producer_examples.publish_request import watch_main
 from schemas.events import VideoProgress
 from tests.support import KafkaClient, metric, request_body
@@ -149,48 +146,3 @@ async def test_progress_events_and_vidgen_watch(settings: Settings, kafka: Kafka
     assert events[-1].percent == 100 and events[1].eta_s is not None
     assert {r.key for r in records} == {b"watched-1"}
     assert all(dict(r.headers)["traceparent"].startswith(f"00-{TRACE_ID}".encode()) for r in records)
-
-
-@pytest.fixture
-async def otlp_receiver() -> AsyncIterator[tuple[int, list[ExportTraceServiceRequest]]]:
-    """A minimal OTLP/HTTP collector: decodes the protobuf body of POST /v1/traces."""
-    received: list[ExportTraceServiceRequest] = []
-
-    async def traces(request: web.Request) -> web.Response:
-        message = ExportTraceServiceRequest()
-        message.ParseFromString(await request.read())
-        received.append(message)
-        return web.Response(body=b"", content_type="application/x-protobuf")
-
-    app = web.Application()
-    app.router.add_post("/v1/traces", traces)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield port, received
-    await runner.cleanup()
-
-
-async def test_export_is_configured_by_environment_variables_alone(
-    monkeypatch: pytest.MonkeyPatch, otlp_receiver
-) -> None:
-    import os
-
-    port, received = otlp_receiver
-    assert tracer_provider_from_env({}, default_service_name="vidgen-worker") is None  # off without an endpoint
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{port}")
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
-    monkeypatch.setenv("OTEL_SERVICE_NAME", "vidgen-under-test")
-    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=ci")
-    provider = tracer_provider_from_env(os.environ, default_service_name="vidgen-worker")
-    assert provider is not None
-    with provider.get_tracer("test").start_as_current_span("process video.requests"):
-        pass
-    assert await asyncio.to_thread(provider.force_flush)
-    await asyncio.to_thread(provider.shutdown)
-    [message] = received
-    resource = {kv.key: kv.value.string_value for kv in message.resource_spans[0].resource.attributes}
-    assert resource["service.name"] == "vidgen-under-test"
-    assert resource["deployment.environment"] == "ci"
-    assert message.resource_spans[0].scope_spans[0].spans[0].name == "process video.requests"
