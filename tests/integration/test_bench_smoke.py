@@ -27,7 +27,7 @@ def bench_infra(broker: str, s3_endpoint: str, tmp_path: Path) -> Infra:
     return Infra(bootstrap=broker, s3_endpoint=s3_endpoint, log_dir=tmp_path)
 
 
-@pytest.mark.timeout(150)
+@pytest.mark.timeout(240)
 async def test_every_benchmark_runs_tiny_and_reports_its_shape(bench_infra: Infra, tmp_path: Path) -> None:
     # Concurrently: each starts its own worker processes on its own topics, and most of the time is their start-up.
     duty, over, scale, res, chaos = await asyncio.gather(
@@ -91,6 +91,7 @@ async def test_every_benchmark_runs_tiny_and_reports_its_shape(bench_infra: Infr
     assert (tmp_path / "report.png").read_bytes().startswith(b"\x89PNG")
 
 
+@pytest.mark.timeout(300)
 def test_render_modes_bench_runs_tiny_and_prints_json() -> None:
     done = subprocess.run(
         # 128x128x5 runs the same code as the default tiny size in a fraction of the time: ~8 s on an idle 2-core

@@ -22,6 +22,7 @@ from tests.support import REPO
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.timeout(240)
 async def test_demo_api_serves_the_console_and_a_worker_until_interrupted(tmp_path: Path) -> None:
     env = {name: value for name, value in os.environ.items() if not name.startswith("VIDGEN_")}
     log = tmp_path / "demo.log"

@@ -126,6 +126,7 @@ async def s3_proxy(s3_endpoint: str) -> AsyncIterator[TcpProxy]:
     await proxy.close()
 
 
+@pytest.mark.timeout(180)
 async def test_s3_outage_makes_the_worker_unready_and_every_request_completes_after(
     settings: Settings, kafka: KafkaClient, store: ObjectStore, start_worker, s3_proxy: TcpProxy
 ) -> None:
@@ -133,7 +134,7 @@ async def test_s3_outage_makes_the_worker_unready_and_every_request_completes_af
         update={
             "s3_endpoint_url": f"http://127.0.0.1:{s3_proxy.port}",
             "retry_backoff_s": 0.5,
-            "retry_topic_delay_s": 5,
+            "retry_topic_delay_s": 2,
             "retry_topic_rounds": 10,
         }
     )
@@ -145,9 +146,10 @@ async def test_s3_outage_makes_the_worker_unready_and_every_request_completes_af
         await kafka.send(request_body(f"outage-{index}"))
     status, body = await http_get(worker.http_port, "/readyz")
     assert status == 503 and "object storage unreachable" in body
-    # A deliberate duration, not a wait for anything: S3 stays down for 30 s, long enough for in-process retries to
-    # run out and the requests to go round the retry topic, as in the README's outage figure.
-    await asyncio.sleep(30 - (time.monotonic() - outage_started))
+    # Until the requests have gone round the retry topic (their in-process retries ran out: 0.5 s then 1 s of
+    # backoff), then a deliberate duration: S3 stays down for at least 8 s, so they go round it again (2 s delay).
+    await kafka.read(via_proxy.retry_topic, 1, timeout_s=60)
+    await asyncio.sleep(max(0.0, 8 - (time.monotonic() - outage_started)))
     s3_proxy.restore()
     results = await kafka.results(3, timeout_s=120)
     assert all(result.status == "completed" for result in results.values())
@@ -155,6 +157,7 @@ async def test_s3_outage_makes_the_worker_unready_and_every_request_completes_af
     assert (await http_get(worker.http_port, "/readyz"))[0] == 200
 
 
+@pytest.mark.timeout(180)
 async def test_transient_failures_go_through_the_retry_topic_then_fail_for_good(
     settings: Settings, kafka: KafkaClient, start_worker, s3_proxy: TcpProxy
 ) -> None:
@@ -185,6 +188,7 @@ async def test_transient_failures_go_through_the_retry_topic_then_fail_for_good(
     assert await kafka.wait_committed(1) >= 1
 
 
+@pytest.mark.timeout(180)
 async def test_broker_cut_makes_the_worker_unready_and_it_completes_after(
     settings: Settings, tmp_path, start_worker, make_renderer
 ) -> None:
@@ -192,7 +196,13 @@ async def test_broker_cut_makes_the_worker_unready_and_it_completes_after(
     with kafka_broker(proxy.target_port, advertised_port=proxy.port, log_path=tmp_path / "tansu.log"):
         await proxy.start()
         try:
-            cut_settings = settings.model_copy(update={"kafka_bootstrap_servers": f"127.0.0.1:{proxy.port}"})
+            cut_settings = settings.model_copy(
+                update={
+                    "kafka_bootstrap_servers": f"127.0.0.1:{proxy.port}",
+                    "session_timeout_ms": 3_000,  # evicted 3 s into the outage
+                    "heartbeat_interval_ms": 300,
+                }
+            )
             client = KafkaClient(cut_settings)
             await client.start()
             slow = make_renderer(SlowPipeline(step_s=1.0))
@@ -203,9 +213,10 @@ async def test_broker_cut_makes_the_worker_unready_and_it_completes_after(
             proxy.cut()  # the render finishes during the outage; publishing has to wait it out
             cut_at = time.monotonic()
             await until(lambda: _unready_because(worker.http_port, "Kafka brokers unreachable"))
-            # A deliberate duration, not a wait for anything: the brokers stay unreachable for 30 s, longer than the
-            # session timeout, as in the README's outage figure.
-            await asyncio.sleep(30 - (time.monotonic() - cut_at))
+            # A deliberate duration, not a wait for anything: the brokers stay unreachable for 8 s, more than twice
+            # the session timeout, so the group has evicted the worker when they come back (the README's outage
+            # figure is the same with 30 s and the default timeouts).
+            await asyncio.sleep(max(0.0, 8 - (time.monotonic() - cut_at)))
             proxy.restore()
             results = await client.results(1, timeout_s=90)
             assert results["cut-1"].status == "completed"

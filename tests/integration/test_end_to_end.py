@@ -14,6 +14,7 @@ from PIL import Image
 from consumer.core.keys import upload_key
 from consumer.dev.demo import product_image
 from consumer.object_store import ObjectStore
+from consumer.render.standin import StandInPipeline
 from consumer.settings import Settings
 from schemas.events import VideoResult
 from tests.support import KafkaClient, request_body
@@ -71,6 +72,7 @@ async def test_text_to_video_completes_with_a_playable_mp4(
     assert headers["traceparent"].startswith(b"00-0af7651916cd43dd8448eb211c80319c-")  # same trace continues
 
 
+@pytest.mark.timeout(120)
 async def test_image_to_video_from_s3_and_cache_hit_for_identical_request(
     settings: Settings, kafka: KafkaClient, store: ObjectStore, start_worker
 ) -> None:
@@ -190,10 +192,14 @@ async def test_control_characters_are_stripped_and_disguised_text_is_rejected(
     assert bidi is not None and (bidi.code, bidi.field) == ("invalid_field", "prompt") and "U+202E" in bidi.message
 
 
+@pytest.mark.timeout(120)
 async def test_a_tenant_over_its_quota_does_not_starve_another(
-    settings: Settings, kafka: KafkaClient, start_worker
+    settings: Settings, kafka: KafkaClient, start_worker, make_renderer
 ) -> None:
-    await start_worker(settings.model_copy(update={"tenant_max_inflight": 1, "max_inflight_jobs": 2}))
+    # The stand-in renders (a second each, no model): the quota's scheduling is the point, and seven tiny-model
+    # renders cost fourteen seconds of CPU.
+    quota = settings.model_copy(update={"tenant_max_inflight": 1, "max_inflight_jobs": 2, "model": "standin"})
+    await start_worker(quota, renderer=make_renderer(StandInPipeline(1.0)))
     key = "one-partition"
     for index in range(6):
         # Distinct prompts: identical requests would be instant cache hits and prove nothing.

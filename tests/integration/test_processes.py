@@ -51,6 +51,7 @@ async def _ready(port: int) -> bool:
         return False
 
 
+@pytest.mark.timeout(150)
 async def test_sigterm_lets_the_render_finish_publishes_commits_and_exits_zero(
     settings: Settings, kafka: KafkaClient, spawn
 ) -> None:
@@ -65,6 +66,7 @@ async def test_sigterm_lets_the_render_finish_publishes_commits_and_exits_zero(
     assert await kafka.wait_committed(1) == 1
 
 
+@pytest.mark.timeout(240)
 async def test_kill_minus_nine_mid_render_loses_nothing(settings: Settings, kafka: KafkaClient, spawn) -> None:
     first, first_port = spawn(settings, "victim", standin_render_s=2)
     await until(lambda: _ready(first_port), timeout_s=60)

@@ -92,6 +92,7 @@ async def test_progress_is_reported_on_the_event_loop(tiny_renderer: Renderer) -
     assert seen == [(1, 2, True), (2, 2, True)]
 
 
+@pytest.mark.timeout(120)
 async def test_compiled_transformer_and_warm_up(make_renderer) -> None:
     """Wiring of VIDGEN_TORCH_COMPILE and VIDGEN_WARMUP; the eager backend keeps it fast on a CPU."""
     pipeline = load_pipeline("tiny", device=CPU, dtype=torch.float32, compile_backend="eager")

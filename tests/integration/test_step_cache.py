@@ -114,6 +114,7 @@ async def test_other_seeds_and_step_counts_reuse_the_same_hooks(make_renderer: C
     assert frames.shape == (5, 144, 160, 3)
 
 
+@pytest.mark.timeout(120)
 async def test_a_compiled_transformer_keeps_the_cache(make_renderer: Callable) -> None:
     """The decision runs outside the compiled graph (the eager backend checks the wiring on a CPU)."""
     compiled = load_pipeline(
