@@ -146,6 +146,17 @@ class KafkaClient:
 
     async def read(self, topic: str, count: int, *, timeout_s: float = 90) -> list[Any]:
         """The first `count` records of a topic, across its partitions."""
+        return await self._collect(topic, lambda records: len(records) >= count, timeout_s=timeout_s)
+
+    async def _collect(
+        self,
+        topic: str,
+        enough: Callable[[list[Any]], bool],
+        *,
+        keep: Callable[[Any], bool] = lambda _: True,
+        timeout_s: float,
+    ) -> list[Any]:
+        """The records of a topic that `keep` accepts, from the start, read until they are `enough`."""
         consumer = AIOKafkaConsumer(**client_options(self.settings), auto_offset_reset="earliest")
         await consumer.start()
         try:
@@ -154,10 +165,10 @@ class KafkaClient:
             consumer.assign([TopicPartition(topic, p) for p in partitions])
             records: list[Any] = []
             async with asyncio.timeout(timeout_s):
-                while len(records) < count:
+                while not enough(records):
                     batch = await consumer.getmany(timeout_ms=200)
                     for part in batch.values():
-                        records.extend(part)
+                        records.extend(record for record in part if keep(record))
             return records
         finally:
             await consumer.stop()
@@ -188,6 +199,24 @@ class KafkaClient:
     async def results(self, count: int, *, timeout_s: float = 90) -> dict[str, VideoResult]:
         records = await self.read(self.settings.results_topic, count, timeout_s=timeout_s)
         return {r.key.decode(): VideoResult.model_validate_json(r.value) for r in records}
+
+    async def records_for(self, topic: str, keys: Iterable[str | bytes], *, timeout_s: float = 90) -> list[Any]:
+        """The records of `topic` with one of `keys`, once each key has one: for tests sharing topics (a module
+        worker's), which see only their own requests' records."""
+        wanted = {key.encode() if isinstance(key, str) else key for key in keys}
+        return await self._collect(
+            topic,
+            lambda records: wanted <= {record.key for record in records},
+            keep=lambda record: record.key in wanted,
+            timeout_s=timeout_s,
+        )
+
+    async def results_for(self, *request_ids: str, timeout_s: float = 90) -> dict[str, VideoResult]:
+        """The first result of each of `request_ids` (results of other requests on the topic are skipped)."""
+        first: dict[str, VideoResult] = {}
+        for record in await self.records_for(self.settings.results_topic, request_ids, timeout_s=timeout_s):
+            first.setdefault(record.key.decode(), VideoResult.model_validate_json(record.value))
+        return first
 
     async def wait_committed(self, total: int, *, timeout_s: float = 30) -> int:
         """Sum of the group's committed offsets once it reaches `total` (commits follow results closely)."""

@@ -19,6 +19,7 @@ from tests.support import KafkaClient, metric, request_body, until
 GIB = 1 << 30
 
 
+@pytest.mark.timeout(120)
 async def test_short_memory_pauses_fetching_keeps_membership_and_resumes_when_freed(
     settings: Settings, kafka: KafkaClient, start_worker
 ) -> None:
