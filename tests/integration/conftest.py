@@ -193,12 +193,6 @@ async def kafka(settings: Settings) -> AsyncIterator[KafkaClient]:
         yield client
 
 
-@pytest.fixture(scope="module")
-async def module_kafka(module_settings: Settings) -> AsyncIterator[KafkaClient]:
-    async with _kafka_client(module_settings) as client:
-        yield client
-
-
 @pytest.fixture
 async def store(settings: Settings) -> AsyncIterator[ObjectStore]:
     async with _object_store(settings) as made:
@@ -206,6 +200,14 @@ async def store(settings: Settings) -> AsyncIterator[ObjectStore]:
 
 
 @pytest.fixture(scope="module")
+async def module_kafka(module_settings: Settings) -> AsyncIterator[KafkaClient]:
+    """The client of the tests sharing `module_worker`: they read back their own ids (`results_for`)."""
+    async with _kafka_client(module_settings) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
 async def module_store(module_settings: Settings) -> AsyncIterator[ObjectStore]:
+    """The module worker's bucket, shared by the module's tests (object keys come from content)."""
     async with _object_store(module_settings) as made:
         yield made
