@@ -45,9 +45,8 @@ integration: setup  ## against a real broker and S3 server, worker processes and
 
 coverage: setup  ## every tier under coverage.py (line coverage of consumer, schemas, producer_examples)
 	rm -rf $(RESULTS)/coverage && mkdir -p $(RESULTS)/coverage
-	$(BIN)/coverage run -m pytest -q $(PARALLEL) $(REPORTS)
-	$(BIN)/coverage combine -q
-	$(BIN)/coverage report
+	$(BIN)/coverage run -m pytest -q $(PARALLEL) $(REPORTS); status=$$?; \
+	$(BIN)/coverage combine -q && $(BIN)/coverage report; exit $$status
 
 schemas: setup  ## regenerate schemas/json after changing schemas/events.py
 	$(BIN)/python -m schemas

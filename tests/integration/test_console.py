@@ -189,6 +189,7 @@ async def test_a_bad_key_shows_a_clear_message(api_stack: ApiStack, open_page: O
         assert await page.evaluate("sessionStorage.length") == 0
 
 
+@pytest.mark.timeout(120)
 async def test_submit_with_a_photo_watch_the_progress_play_the_video_and_cancel_a_render(
     api_stack: ApiStack,
     open_page: OpenPage,

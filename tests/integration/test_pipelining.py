@@ -44,7 +44,7 @@ async def _run(
     await start_worker(no_margin, memory_probe=probe)
     for index in range(count):
         await kafka.send(request_body(f"pipe-{index}", prompt=f"sneaker {index}", **SIZE))
-    results = await kafka.results(count)
+    results = await kafka.results(count, timeout_s=180)  # 13-frame renders: a minute or more on a busy machine
     assert {result.status for result in results.values()} == {"completed"}
     return _renders(results)
 
