@@ -8,8 +8,8 @@ STAMP := $(VENV)/.installed-stamp
 
 # make test runs every tier in one pytest session spread over worker processes (pytest-xdist): integration tests
 # mostly wait on brokers, workers and renders, so four processes keep two cores busy. Each module runs whole in one
-# process (module-scoped workers and APIs are made once); the slowest modules go first (tests/conftest.py). It prints the 25 slowest tests
-# and writes a JUnit report under test-results/ (gitignored).
+# process (module-scoped workers and APIs are made once); the slowest modules go first (tests/conftest.py). It prints
+# the 25 slowest tests and writes a JUnit report under test-results/ (gitignored).
 PYTEST_WORKERS ?= 4
 RESULTS := test-results
 PARALLEL := -n $(PYTEST_WORKERS) --dist loadscope --no-loadscope-reorder
@@ -25,11 +25,12 @@ setup: $(STAMP)
 demo: setup  ## render one product video end to end with an embedded broker and S3 server
 	$(BIN)/vidgen demo
 
-test: lint typecheck tests  ## everything CI runs
+test: lint typecheck docs tests  ## everything CI runs
 
-lint: setup
+lint: setup  ## ruff, and the import contracts of pyproject.toml (layers, the pure core, who may import what)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: setup
 	$(BIN)/mypy
@@ -51,11 +52,11 @@ coverage: setup  ## every tier under coverage.py (line coverage of consumer, sch
 schemas: setup  ## regenerate schemas/json after changing schemas/events.py
 	$(BIN)/python -m schemas
 
-docs: setup  ## regenerate the README's settings table after changing consumer/settings.py
-	$(BIN)/python -m consumer.dev.reference_docs README.md
+docs: setup  ## build the docs site into site/ (strict: a broken link, anchor or page fails); open site/index.html
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 bench: setup  ## benchmarks 1-4 (JSON report and PNG chart under bench/results/)
 	$(BIN)/python -m bench.run_all
 
 clean:
-	rm -rf $(VENV) demo-output .mypy_cache .ruff_cache .pytest_cache $(RESULTS)
+	rm -rf $(VENV) demo-output site .mypy_cache .ruff_cache .pytest_cache $(RESULTS)

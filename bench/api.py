@@ -4,10 +4,15 @@
   in the same run: 50 concurrent bare produces of the same record (acks=all) from this process, which is the one
   thing a submission must wait for;
 - GET /v1/videos/{id} of those jobs from 50 concurrent clients: p50/p99 and requests/s;
+- the API process's CPU time per POST and per GET (user + system, over each phase): its cost, much less
+  sensitive than latency to what else the machine runs;
 - view freshness: a result published straight to the results topic -> the first GET that shows it, p50/p99
   (GETs every 2 ms; the view fetches with a 100 ms wait, which on tansu is when a fetch is answered).
 
-    python -m bench.api [--posts 1000] [--gets 3000] [--concurrency 50] [--freshness 50]
+    python -m bench.api [--posts 1000] [--gets 3000] [--concurrency 50] [--freshness 50] [--checkout DIR]
+
+`--checkout` runs the API of another checkout (a worktree of an older commit; this interpreter, its code) against
+the same clients, for the figures before a change.
 """
 
 from __future__ import annotations
@@ -17,7 +22,6 @@ import asyncio
 import contextlib
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,10 +32,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psutil
 from aiokafka import AIOKafkaProducer
 
 from bench import stats
-from bench.infra import REPO_ROOT, Infra, embedded_infra, end_group, machine_info, new_run
+from bench.infra import REPO_ROOT, Infra, embedded_infra, end_group, machine_info, new_run, spawn_api
 from consumer.api.api_settings import ApiSettings
 from consumer.api.auth.api_keys import create_key
 from consumer.dev.embedded import free_port
@@ -39,42 +44,36 @@ from consumer.kafka.clients import client_options, ensure_topics, worker_topics
 from consumer.settings import Settings
 from schemas.events import VideoRequest, VideoResult
 
-__all__ = ["main", "measure"]
+__all__ = ["main", "measure", "unthrottled_api"]
 
 _BODY = {"prompt": "a red sneaker on a white table", "width": 256, "height": 256, "num_frames": 5}
 _WARMUP = 50
 
 
-def _spawn(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    with open(log_path, "ab") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "consumer", "api"],
-            env=env,
-            cwd=REPO_ROOT,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
 @contextlib.asynccontextmanager
-async def _api_process(infra: Infra, settings: Settings, tmp: Path) -> AsyncIterator[tuple[str, str]]:
-    """`python -m consumer api` for the run; yields its URL and an API key."""
+async def unthrottled_api(
+    infra: Infra, settings: Settings, tmp: Path, *, checkout: Path = REPO_ROOT
+) -> AsyncIterator[tuple[str, str, int]]:
+    """`python -m consumer api` of `checkout` for the run, its rate and queue limits out of the way; yields its URL,
+    an API key and its process id."""
     api = ApiSettings(
         host="127.0.0.1",
         port=free_port(),
+        operator_port=free_port(),
         state_path=str(tmp / "view.sqlite3"),
         id_key="bench-" + uuid.uuid4().hex * 2,
         keys_file=str(tmp / "keys"),
         rate_per_s=1e6,
         burst=1_000_000,
         max_queued=1_000_000,
+        tenant_max_queued=1_000_000,  # one tenant sends every job here: no fair share to keep
+        max_wait_s=1e9,
+        tenant_max_wait_s=1e9,
     )
     key = create_key(Path(str(api.keys_file)), "bench-shop")
     env = {name: value for name, value in os.environ.items() if not name.startswith("VIDGEN_")}
     env |= settings.model_copy(update={"log_level": "WARNING"}).as_environment() | api.as_environment()
-    process = await asyncio.to_thread(_spawn, env, infra.log_dir / "api.log")
+    process = await asyncio.to_thread(spawn_api, env, infra.log_dir / "api.log", checkout=checkout)
     url = f"http://127.0.0.1:{api.port}"
     try:
         async with aiohttp.ClientSession() as http, asyncio.timeout(120):
@@ -82,13 +81,31 @@ async def _api_process(infra: Infra, settings: Settings, tmp: Path) -> AsyncIter
                 if process.poll() is not None:
                     raise RuntimeError(f"the API exited: {(infra.log_dir / 'api.log').read_text()[-2000:]}")
                 with contextlib.suppress(aiohttp.ClientError):
-                    async with http.get(f"{url}/readyz") as response:
+                    async with http.get(f"http://127.0.0.1:{api.operator_port}/readyz") as response:
                         if response.status == 200:
                             break
                 await asyncio.sleep(0.1)
-        yield url, key
+        yield url, key, process.pid
     finally:
         end_group(process, grace_s=10)
+
+
+class _CpuClock:
+    """CPU seconds (user + system) a process has used, lap by lap."""
+
+    def __init__(self, pid: int) -> None:
+        self._process = psutil.Process(pid)
+        self._last = self._used()
+
+    def _used(self) -> float:
+        times = self._process.cpu_times()
+        return float(times.user + times.system)
+
+    def lap_ms(self, calls: int) -> float:
+        """Milliseconds of CPU since the last lap, per call."""
+        now = self._used()
+        spent, self._last = now - self._last, now
+        return round(spent * 1000 / calls, 3)
 
 
 async def _concurrently(count: int, concurrency: int, call: Callable[[int], Awaitable[None]]) -> dict[str, Any]:
@@ -108,7 +125,9 @@ async def _concurrently(count: int, concurrency: int, call: Callable[[int], Awai
     return {"count": count, "per_s": round(count / elapsed, 1), "latency_ms": stats.summary(latencies, scale=1000)}
 
 
-async def measure(infra: Infra, *, posts: int, gets: int, concurrency: int, freshness: int) -> dict[str, Any]:
+async def measure(
+    infra: Infra, *, posts: int, gets: int, concurrency: int, freshness: int, checkout: Path = REPO_ROOT
+) -> dict[str, Any]:
     settings = new_run(infra, "api").model_copy(update={"progress_events": True})
     floor_topic = settings.requests_topic + ".floor"
     await ensure_topics(settings, [*worker_topics(settings), floor_topic])
@@ -124,8 +143,9 @@ async def measure(infra: Infra, *, posts: int, gets: int, concurrency: int, fres
         await _concurrently(_WARMUP, concurrency, produce)
         floor = await _concurrently(posts, concurrency, produce)
         with tempfile.TemporaryDirectory(prefix="vidgen-api-bench-") as tmp:
-            async with _api_process(infra, settings, Path(tmp)) as (url, key):
+            async with unthrottled_api(infra, settings, Path(tmp), checkout=checkout) as (url, key, pid):
                 api = await _against_api(
+                    pid=pid,
                     url=url,
                     key=key,
                     settings=settings,
@@ -140,6 +160,7 @@ async def measure(infra: Infra, *, posts: int, gets: int, concurrency: int, fres
     post = api["post"]
     return {
         "machine": machine_info(),
+        "checkout": str(checkout),
         "concurrency": concurrency,
         "produce_floor": floor,
         **api,
@@ -153,6 +174,7 @@ async def measure(infra: Infra, *, posts: int, gets: int, concurrency: int, fres
 
 async def _against_api(
     *,
+    pid: int,
     url: str,
     key: str,
     settings: Settings,
@@ -180,9 +202,13 @@ async def _against_api(
                 await response.read()
 
         await _concurrently(_WARMUP, concurrency, post)
+        cpu = _CpuClock(pid)
         submitted = await _concurrently(posts, concurrency, post)
+        submitted["api_cpu_ms_each"] = cpu.lap_ms(posts)
         await _concurrently(_WARMUP, concurrency, get)
+        cpu.lap_ms(1)
         read = await _concurrently(gets, concurrency, get)
+        read["api_cpu_ms_each"] = cpu.lap_ms(gets)
         delays = [await _freshness(http, url, settings, producer, job_id) for job_id in ids[:freshness]]
     return {"post": submitted, "get": read, "view_freshness_ms": stats.summary(delays, scale=1000)}
 
@@ -217,10 +243,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gets", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--freshness", type=int, default=50)
+    parser.add_argument("--checkout", type=Path, default=REPO_ROOT, help="the checkout whose API to run")
     args = parser.parse_args(argv)
     with embedded_infra() as infra:
         report = asyncio.run(
-            measure(infra, posts=args.posts, gets=args.gets, concurrency=args.concurrency, freshness=args.freshness)
+            measure(
+                infra,
+                posts=args.posts,
+                gets=args.gets,
+                concurrency=args.concurrency,
+                freshness=args.freshness,
+                checkout=args.checkout.resolve(),
+            )
         )
     print(json.dumps(report, indent=2))
     return 0

@@ -4,6 +4,7 @@ settings naming fresh topics per run, and a description of the machine."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -27,6 +28,8 @@ __all__ = [
     "end_group",
     "machine_info",
     "new_run",
+    "print_report",
+    "spawn_api",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -69,6 +72,23 @@ def _moto_process(log_dir: Path) -> Iterator[str]:
             end_group(process, grace_s=5)
 
 
+def spawn_api(
+    env: dict[str, str], log_path: Path, *, checkout: Path = REPO_ROOT, python: str = sys.executable
+) -> subprocess.Popen[bytes]:
+    """`python -m consumer api` of `checkout` (run from it, so its own code is imported) in a process group of its
+    own, its output appended to `log_path`."""
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            [python, "-m", "consumer", "api"],
+            env=env,
+            cwd=checkout,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
 def end_group(process: subprocess.Popen[bytes], *, grace_s: float) -> None:
     if process.poll() is None:
         with contextlib.suppress(ProcessLookupError):
@@ -105,3 +125,11 @@ def machine_info() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
     }
+
+
+def print_report(report: dict[str, Any], output: Path | None) -> None:
+    """A benchmark's JSON report on stdout, and in `output` when one is given."""
+    text = json.dumps(report, indent=2)
+    print(text)
+    if output:
+        output.write_text(text + "\n", encoding="utf-8")

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 from bench.client import Client, make_requests
-from bench.infra import Infra, embedded_infra, machine_info, new_run
+from bench.infra import Infra, embedded_infra, machine_info, new_run, print_report
 from bench.stats import percentile
 from bench.workers import running_workers
 from consumer.core.keys import upload_key
@@ -30,7 +29,7 @@ from consumer.dev.demo import product_image
 from consumer.object_store import ObjectStore, open_s3_client
 from consumer.settings import Settings
 
-__all__ = ["main", "measure"]
+__all__ = ["main", "measure", "upload_photo"]
 
 _TENANT = "bench"  # make_requests' tenant
 _TIMEOUT_S = 300.0
@@ -65,7 +64,8 @@ def stage_medians(client: Client, request_ids: list[str]) -> dict[str, float | N
     return medians
 
 
-async def _upload_photo(settings: Settings) -> str:
+async def upload_photo(settings: Settings) -> str:
+    """A 1600x1200 product photo in the benchmark tenant's upload folder; its `s3://` URL."""
     photo = product_image(1600, 1200)
     key = upload_key(photo, "product.png", prefix=settings.s3_key_prefix, tenant_id=_TENANT)
     async with open_s3_client(settings) as s3:
@@ -83,7 +83,7 @@ async def measure(infra: Infra, *, count: int, size: tuple[int, int, int]) -> di
         running_workers(infra, pool, 1, render_s=0, extra={"VIDGEN_MODEL": "template"}),
         Client(pool) as client,
     ):
-        image_url = await _upload_photo(pool)
+        image_url = await upload_photo(pool)
         warm = make_requests("warm-up", 1, video=video)
         await client.send([{**body, "image_url": image_url} for body in warm])
         if not await client.wait_for([warm[0]["request_id"]], timeout_s=_TIMEOUT_S):
@@ -119,10 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     width, height, frames = (int(part) for part in args.size.split("x"))
     with embedded_infra() as infra:
         report = asyncio.run(measure(infra, count=args.count, size=(width, height, frames)))
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.output:
-        args.output.write_text(text + "\n", encoding="utf-8")
+    print_report(report, args.output)
     return 0
 
 

@@ -34,7 +34,7 @@ from PIL import Image
 
 from bench.infra import machine_info
 from consumer.images.decoding import fit_image
-from consumer.render.renderer import to_uint8
+from consumer.render.render_spec import to_uint8
 from consumer.render.template import TemplatePipeline, source_size
 from consumer.worker.video_encoding import encode_mp4
 

@@ -1,11 +1,11 @@
-"""Object storage through aioboto3: content-addressed uploads, cache lookups, presigned URLs."""
+"""Object storage through aioboto3: content-addressed uploads, cache lookups, presigned URLs, deletes."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 import aioboto3
 from aiobotocore.config import AioConfig
@@ -17,12 +17,20 @@ from consumer.settings import Settings
 __all__ = ["ObjectStore", "StoredObject", "open_s3_client"]
 
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
+_NO_CREDENTIALS = (
+    "no S3 credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or run with a role "
+    "(an instance profile, IRSA or another web identity)"
+)
 
 
 @contextlib.asynccontextmanager
 async def open_s3_client(settings: Settings) -> AsyncIterator[Any]:
-    """An S3 client for the configured endpoint. Credentials come from the standard AWS chain only."""
+    """An S3 client for the configured endpoint. Credentials come from the standard AWS chain only; none there is a
+    StorageError naming the variables, at once (else the first request would fail, deep in a job)."""
     session = aioboto3.Session()
+    # boto3's signature says sync; aioboto3's session returns aiobotocore's coroutine (and caches what it found).
+    if await session.get_credentials() is None:  # type: ignore[misc]
+        raise StorageError(_NO_CREDENTIALS)
     config = AioConfig(
         retries={"mode": "standard", "max_attempts": 3},
         connect_timeout=5,
@@ -76,7 +84,8 @@ class ObjectStore:
                 raise
         return StoredObject(size=int(response["ContentLength"]), metadata=dict(response.get("Metadata", {})))
 
-    async def put(self, key: str, body: bytes, *, content_type: str, metadata: dict[str, str]) -> None:
+    async def put(self, key: str, body: bytes | BinaryIO, *, content_type: str, metadata: dict[str, str]) -> None:
+        """Store `body`: bytes, or a file read from its current position (streamed, never loaded whole)."""
         with _storage_errors(f"upload s3://{self.bucket}/{key}"):
             await self._client.put_object(
                 Bucket=self.bucket, Key=key, Body=body, ContentType=content_type, Metadata=metadata
@@ -100,6 +109,11 @@ class ObjectStore:
                 data: bytes = await body.read()
                 return data
 
+    async def delete(self, key: str) -> None:
+        """Delete `key` (nothing happens when it is not there)."""
+        with _storage_errors(f"delete s3://{self.bucket}/{key}"):
+            await self._client.delete_object(Bucket=self.bucket, Key=key)
+
     async def presign(self, key: str) -> str:
         url: str = await self._client.generate_presigned_url(
             "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=self.presign_ttl_s
@@ -108,6 +122,11 @@ class ObjectStore:
 
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"
+
+    def key_of(self, uri: str) -> str | None:
+        """The key of `s3://<bucket>/<key>` when it is in this bucket, else None."""
+        prefix = f"s3://{self.bucket}/"
+        return uri.removeprefix(prefix) if uri.startswith(prefix) else None
 
 
 def _error_code(exc: ClientError) -> str:

@@ -1,4 +1,7 @@
-"""Result notifications: consumer group `video-notifier` on video.results -> a signed POST to each tenant's webhook.
+"""Result notifications: consumer group `video-notifier` on video.results -> a signed POST to each tenant's webhook:
+the operator-configured one (`VIDGEN_NOTIFIER_WEBHOOKS`) and the tenant's own endpoints (`POST /v1/webhooks`, read
+from the compacted webhooks topic when `VIDGEN_WEBHOOK_SECRETS_KEY` is set; then video.progress too, for endpoints
+that subscribed to `video.progress`). Every POST is signed the Standard Webhooks way.
 
 At least once: an offset is committed only after its result was delivered, skipped (a duplicate, or a tenant
 without a webhook) or dead-lettered to `video.results.notifier-dlq`, and only as part of the contiguous finished
@@ -14,11 +17,13 @@ the same key in `X-Vidgen-Delivery` to dedupe on their side too.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import ssl
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer
@@ -26,11 +31,18 @@ from aiokafka.errors import KafkaError
 from opentelemetry.trace import Tracer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from consumer.images.https_download import IPNetwork, Resolve, UrlRules
+from consumer.core.clock import utc_now
+from consumer.core.webhook_events import ProgressThrottle
+from consumer.images.url_vetting import IPNetwork, Resolve
 from consumer.kafka.clients import client_options, ensure_topics, make_producer
 from consumer.settings import ConfigurationError, Settings, describe_config_error
 from consumer.telemetry.logs import configure_logging
-from producer_examples.delivery import WebhookDelivery, WebhookUnresolved, WebhookUrlForbidden
+from consumer.webhooks.directory import EndpointDirectory
+from consumer.webhooks.follower import DirectoryFollower
+from consumer.webhooks.secret_box import SecretBox
+from consumer.webhooks.url_rules import webhook_rules
+from producer_examples.delivery import WebhookDelivery
+from producer_examples.dispatches import DispatchPlanner
 from producer_examples.notifier_loop import Notifier
 from producer_examples.notifier_metrics import NotifierMetrics
 from producer_examples.notifier_settings import NotifierSettings
@@ -58,10 +70,15 @@ async def serve(
     from the public-address rule, the CA bundle webhooks are verified against, and the DNS resolver."""
     running: Notifier | None = None
     metrics = NotifierMetrics()
+    box = SecretBox(settings.webhook_secrets_key) if settings.webhook_secrets_key is not None else None
+    directory = EndpointDirectory()
 
     async def healthz(_: web.Request) -> web.Response:
         state = running.health() if running else {}
-        return web.json_response({"status": "ok", "consumer_group": bool(running and running.joined), **state})
+        joined = bool(running and running.joined)
+        return web.json_response(
+            {"status": "ok", "consumer_group": joined, "webhook_endpoints": len(directory), **state}
+        )
 
     async def metrics_view(_: web.Request) -> web.Response:
         return web.Response(body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -75,8 +92,11 @@ async def serve(
         await web.TCPSite(runner, notifier.host, notifier.port).start()
         if on_http_port is not None:
             on_http_port(int(runner.addresses[0][1]))
+        topics = [settings.results_topic, notifier.dlq_topic]
+        progress = box is not None and notifier.progress_deliveries
         if settings.create_topics:
-            await ensure_topics(settings, [settings.results_topic, notifier.dlq_topic])
+            tenant_topics = [settings.webhooks_topic, *([settings.progress_topic] if progress else [])]
+            await ensure_topics(settings, [*topics, *(tenant_topics if box is not None else [])])
         consumer = AIOKafkaConsumer(
             **client_options(settings),
             group_id=notifier.group,
@@ -85,16 +105,21 @@ async def serve(
             session_timeout_ms=settings.session_timeout_ms,
             heartbeat_interval_ms=settings.heartbeat_interval_ms,
             max_poll_interval_ms=settings.max_poll_interval_ms,
+            fetch_max_wait_ms=notifier.fetch_max_wait_ms,
         )
         producer = make_producer(settings)
         delivery = WebhookDelivery(
-            rules=UrlRules(
-                resolve_timeout_s=notifier.timeout_s,
+            rules=webhook_rules(
+                timeout_s=notifier.timeout_s,
                 internal_hosts=notifier.allow_hosts,
                 trusted_networks=trusted_networks,
                 subject="webhook url",
-                forbidden=WebhookUrlForbidden,
-                unresolved=WebhookUnresolved,
+            ),
+            endpoint_rules=webhook_rules(
+                timeout_s=notifier.timeout_s,
+                internal_hosts=settings.webhook_allow_hosts,
+                trusted_networks=trusted_networks,
+                subject="webhook url",
             ),
             tracer=tracer,
             max_attempts=notifier.max_attempts,
@@ -110,22 +135,54 @@ async def serve(
             consumer=consumer,
             producer=producer,
             delivery=delivery,
+            planner=DispatchPlanner(
+                operator_webhooks=notifier.webhooks,
+                directory=directory,
+                box=box,
+                throttle=ProgressThrottle(interval_s=notifier.progress_interval_s),
+                wall_clock=utc_now,
+                monotonic=time.monotonic,
+            ),
             tracer=tracer,
             metrics=metrics,
         )
-        consumer.subscribe([settings.results_topic], listener=running.listener())
-        await producer.start()
-        try:
-            await consumer.start()
+        subscribed = [settings.results_topic, *([settings.progress_topic] if progress else [])]
+        consumer.subscribe(subscribed, listener=running.listener())
+        async with _following(settings, directory, stop, enabled=box is not None):
+            await producer.start()
             try:
-                await running.run(stop)
+                await consumer.start()
+                try:
+                    await running.run(stop)
+                finally:
+                    await consumer.stop()
             finally:
-                await consumer.stop()
-        finally:
-            await producer.stop()
+                await producer.stop()
     finally:
         await runner.cleanup()
     return 0
+
+
+@contextlib.asynccontextmanager
+async def _following(
+    settings: Settings, directory: EndpointDirectory, stop: asyncio.Event, *, enabled: bool
+) -> AsyncIterator[None]:
+    """The tenant endpoints, read to where the topic ended before any result is (so none is missed), then followed
+    until the block ends."""
+    if not enabled:
+        yield
+        return
+    follower = DirectoryFollower(settings, directory)
+    await follower.start()
+    done = asyncio.Event()
+    task = asyncio.create_task(follower.run(done))
+    try:
+        await follower.ready.wait()
+        yield
+    finally:
+        done.set()
+        await task
+        await follower.stop()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,9 +1,11 @@
 """The notifier's consumption loop: concurrent deliveries, ordered commits, dedupe and the DLQ.
 
-At least once: an offset is committed only after its result was delivered, skipped (a duplicate, or a tenant
-without a webhook) or dead-lettered, and only as part of the contiguous finished prefix of its partition
-(`consumer.core.offsets.OffsetTracker`). Deliveries run concurrently (`lanes.TenantBounds`); while `max_pending`
-results are read and unanswered, the partitions are paused and polling goes on, so the group membership holds.
+At least once: an offset is committed only after every delivery its result calls for (`dispatches`: the tenant's
+operator webhook and its own endpoints) was delivered, skipped (a duplicate) or dead-lettered, and only as part of
+the contiguous finished prefix of its partition (`consumer.core.offsets.OffsetTracker`). Deliveries run concurrently
+(`tenant_bounds.TenantBounds`); while `max_pending` records are read and unanswered, the partitions are paused and
+polling goes on, so the group membership holds. Progress events (when tenant endpoints ask for them) are read in the
+same group and delivered best effort: one attempt, never dead-lettered.
 """
 
 from __future__ import annotations
@@ -19,16 +21,20 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from pydantic import ValidationError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
+from consumer.core.clock import utc_now
+from consumer.core.cloud_events import NOTIFICATION_DEAD_LETTER_TYPE, dead_letter_event
 from consumer.core.dlq import dead_letter_headers
+from consumer.core.intake import usable_id
 from consumer.core.offsets import OffsetTracker
 from consumer.settings import Settings
 from consumer.telemetry.tracing import extract_context, messaging_attributes
-from producer_examples.dedupe import RecentKeys, delivery_key
+from producer_examples.dedupe import RecentKeys
 from producer_examples.delivery import Outcome, WebhookDelivery
+from producer_examples.dispatches import Dispatch, DispatchPlanner
 from producer_examples.notifier_metrics import NotifierMetrics
 from producer_examples.notifier_settings import NotifierSettings
 from producer_examples.tenant_bounds import TenantBounds
-from schemas.events import VideoResult
+from schemas.events import VideoProgress, VideoResult
 
 __all__ = ["Notifier"]
 
@@ -59,10 +65,12 @@ class Notifier:
         consumer: AIOKafkaConsumer,
         producer: AIOKafkaProducer,
         delivery: WebhookDelivery,
+        planner: DispatchPlanner,
         tracer: Tracer,
         metrics: NotifierMetrics,
     ) -> None:
         self._settings = settings
+        self._planner = planner
         self._metrics = metrics
         self._notifier = notifier
         self._consumer = consumer
@@ -154,62 +162,102 @@ class Notifier:
                     offset=record.offset,
                 )
             )
+            if record.topic == self._settings.progress_topic:
+                await self._progress(record)
+                return
             try:
                 result = VideoResult.model_validate_json(record.value or b"")
             except ValidationError as exc:
                 span.set_status(Status(StatusCode.ERROR, "invalid_result"))
                 await self._dead_letter(record, "invalid_result", f"not a v1 VideoResult: {exc.error_count()} error(s)")
                 return
-            key = delivery_key(result.tenant_id, result.request_id, result.status)
-            span.set_attribute("vidgen.delivery", key)
-            if key in self._delivered:
-                self._metrics.results.labels(outcome="duplicate").inc()
-                span.set_attribute("vidgen.duplicate", True)
-                log.info("delivery %s already done; skipped", key)
+            dispatches = self._planner.for_result(result, record.value or b"")
+            span.set_attribute("vidgen.deliveries", len(dispatches))
+            if not dispatches:
+                log.info("result %s: no webhook for its tenant; logged only", result.request_id)
+                self._metrics.results.labels(outcome="no_webhook").inc()
                 return
-            earlier = self._under_way.get(key)
-            if earlier is not None:  # the same delivery is under way: its outcome answers for this copy too
-                self._metrics.results.labels(outcome="duplicate").inc()
-                span.set_attribute("vidgen.duplicate", True)
-                await earlier.wait()
-                log.info("delivery %s was under way; skipped", key)
-                return
-            done = self._under_way[key] = asyncio.Event()
-            try:
-                await self._deliver(record, result, key, span)
-            finally:
-                del self._under_way[key]
-                done.set()
+            await asyncio.gather(*(self._once(record, dispatch, span) for dispatch in dispatches))
 
-    async def _deliver(self, record: ConsumerRecord[bytes, bytes], result: VideoResult, key: str, span: Span) -> None:
-        tenant = result.tenant_id or ""
-        webhook = self._notifier.webhooks.get(tenant)
-        if webhook is None:
-            log.info("delivery %s: no webhook for its tenant; logged only", key)
-            self._metrics.results.labels(outcome="no_webhook").inc()
-            self._delivered.add(key)
+    async def _progress(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        """Best effort, as progress itself: throttled, one attempt each, nothing dead-lettered."""
+        try:
+            progress = VideoProgress.model_validate_json(record.value or b"")
+        except ValidationError:
+            self._metrics.results.labels(outcome="invalid_progress").inc()
             return
-        breaker = self._lanes.breaker(tenant)
+        outcomes = await asyncio.gather(*(self._send(dispatch) for dispatch in self._planner.for_progress(progress)))
+        for outcome in outcomes:
+            self._metrics.results.labels(
+                outcome="progress_delivered" if outcome.delivered else "progress_dropped"
+            ).inc()
+
+    async def _once(self, record: ConsumerRecord[bytes, bytes], dispatch: Dispatch, span: Span) -> None:
+        """One delivery, unless it was done already or is under way (its outcome then answers for this copy)."""
+        key = dispatch.message_id
+        span.add_event("delivery", {"vidgen.delivery": key, "vidgen.destination": dispatch.destination})
+        if key in self._delivered:
+            self._metrics.results.labels(outcome="duplicate").inc()
+            span.set_attribute("vidgen.duplicate", True)
+            log.info("delivery %s already done; skipped", key)
+            return
+        earlier = self._under_way.get(key)
+        if earlier is not None:
+            self._metrics.results.labels(outcome="duplicate").inc()
+            span.set_attribute("vidgen.duplicate", True)
+            await earlier.wait()
+            log.info("delivery %s was under way; skipped", key)
+            return
+        done = self._under_way[key] = asyncio.Event()
+        try:
+            outcome = await self._send(dispatch)
+            if outcome.delivered:
+                self._metrics.results.labels(outcome="delivered").inc()
+                self._delivered.add(key)
+                log.info("delivery %s to %s done (%d attempt(s))", key, dispatch.destination, outcome.attempts)
+                return
+            span.set_status(Status(StatusCode.ERROR, outcome.code))
+            span.set_attribute("error.type", outcome.code)
+            await self._dead_letter(record, outcome.code, outcome.message, attempts=outcome.attempts, to=dispatch)
+        finally:
+            del self._under_way[key]
+            done.set()
+
+    async def _send(self, dispatch: Dispatch) -> Outcome:
+        """The POST within the tenant's bound, unless the destination's breaker is open."""
+        breaker = self._lanes.breaker(dispatch.destination)
         if breaker.is_open:  # no need to wait for a slot only to be refused
-            outcome = Outcome("endpoint_unavailable", 0, "the endpoint's circuit breaker is open")
-        else:
-            async with self._lanes.slot(tenant):
-                outcome = await self._delivery.deliver(webhook, record.value or b"", delivery_id=key, breaker=breaker)
-        if outcome.delivered:
-            self._metrics.results.labels(outcome="delivered").inc()
-            self._delivered.add(key)
-            log.info("delivery %s to %s done (%d attempt(s))", key, tenant, outcome.attempts)
-            return
-        span.set_status(Status(StatusCode.ERROR, outcome.code))
-        span.set_attribute("error.type", outcome.code)
-        await self._dead_letter(record, outcome.code, outcome.message, attempts=outcome.attempts)
+            return Outcome("endpoint_unavailable", 0, "the endpoint's circuit breaker is open")
+        async with self._lanes.slot(dispatch.tenant):
+            return await self._delivery.deliver(dispatch, breaker=breaker)
 
     async def _dead_letter(
-        self, record: ConsumerRecord[bytes, bytes], code: str, message: str, *, attempts: int = 0
+        self,
+        record: ConsumerRecord[bytes, bytes],
+        code: str,
+        message: str,
+        *,
+        attempts: int = 0,
+        to: Dispatch | None = None,
     ) -> None:
+        """A copy of the result with what went wrong; `vidgen-webhook-endpoint` names a tenant endpoint that failed
+        (none: the operator's webhook, or a result that could not be read)."""
+        endpoint = to.endpoint_id if to is not None else None
         headers = [
             *dead_letter_headers(record, code=code, message=message, worker_id=self._settings.worker_id),
             ("vidgen-delivery-attempts", str(attempts).encode()),
+            *([("vidgen-webhook-endpoint", endpoint.encode())] if endpoint else []),
+            *dead_letter_event(
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                code=f"{code}:{to.message_id if to else ''}",  # one result, several deliveries: an id each
+                value=record.value,
+                request_id=usable_id(record.key.decode("utf-8", "replace")) if record.key else None,
+                source=self._settings.event_source,
+                time=utc_now(),
+                event_type=NOTIFICATION_DEAD_LETTER_TYPE,
+            ),
         ]
         topic = self._notifier.dlq_topic
         async for attempt in AsyncRetrying(

@@ -1,8 +1,12 @@
-"""`VIDGEN_NOTIFIER_*` settings of the result notifier: each tenant's webhook with its own signing secret, the
-hosts allowed to be internal, and the bounds that keep one tenant's endpoint from stalling the others."""
+"""`VIDGEN_NOTIFIER_*` settings of the result notifier: each tenant's operator-configured webhook with its own
+signing secret, the hosts allowed to be internal, the bounds that keep one tenant's endpoint from stalling the others,
+and how `video.progress` reaches tenant endpoints. Tenant endpoints themselves (`POST /v1/webhooks`) come from the
+webhooks topic and the shared `VIDGEN_WEBHOOK_*` settings."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Annotated
 
 from pydantic import (
@@ -20,6 +24,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 __all__ = ["MIN_SECRET_CHARS", "NotifierSettings", "Webhook"]
 
 MIN_SECRET_CHARS = 32
+_STANDARD_PREFIX = "whsec_"
+_MIN_STANDARD_KEY_BYTES = 24  # Standard Webhooks: 24 to 64 bytes
 
 
 class Webhook(BaseModel):
@@ -43,8 +49,21 @@ class Webhook(BaseModel):
     @field_validator("secret", "previous_secret")
     @classmethod
     def _long_enough(cls, secret: SecretStr | None) -> SecretStr | None:
-        if secret is not None and len(secret.get_secret_value()) < MIN_SECRET_CHARS:
+        if secret is None:
+            return None
+        value = secret.get_secret_value()
+        if len(value) < MIN_SECRET_CHARS:
             raise ValueError(f"webhook secrets need at least {MIN_SECRET_CHARS} characters")
+        if value.startswith(_STANDARD_PREFIX):  # a Standard Webhooks secret: base64 of the key after the prefix
+            encoded = value.removeprefix(_STANDARD_PREFIX)
+            try:
+                key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+            except binascii.Error:
+                key = b""
+            if len(key) < _MIN_STANDARD_KEY_BYTES:
+                raise ValueError(
+                    f"a whsec_ secret needs base64 of at least {_MIN_STANDARD_KEY_BYTES} bytes after whsec_"
+                )
         return secret
 
     @model_validator(mode="after")
@@ -89,7 +108,22 @@ class NotifierSettings(BaseSettings):
     breaker_open_s: float = Field(
         30.0, gt=0, description="An open breaker dead-letters at once (endpoint_unavailable), then tries again."
     )
+    fetch_max_wait_ms: int = Field(
+        500,
+        ge=1,
+        le=10_000,
+        description="How long a fetch waits for new results. Apache Kafka answers as soon as one arrives; a broker "
+        "that answers only when the wait expires (the embedded tansu) adds up to this much to every delivery.",
+    )
     dedupe_capacity: int = Field(100_000, ge=1)
+    progress_deliveries: bool = Field(
+        True,
+        description="Read the progress topic and deliver `video.progress` to tenant endpoints that subscribed to it "
+        "(best effort: one attempt, never dead-lettered).",
+    )
+    progress_interval_s: float = Field(
+        1.0, ge=1.0, description="At most one `video.progress` delivery per job per endpoint this often."
+    )
     host: str = "0.0.0.0"  # noqa: S104 - probes reach the notifier from outside the pod
     port: int = Field(8082, ge=0, le=65_535)
     shutdown_grace_s: float = Field(30.0, ge=0, description="Time in-flight deliveries get on SIGTERM.")

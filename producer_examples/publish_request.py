@@ -4,47 +4,67 @@
 
 Connection settings come from the worker's `VIDGEN_*` variables. Prints the request id, then (with --wait) the
 result event as JSON. Exit codes: 0 published / completed, 1 failed or rejected, 2 no result before --timeout,
-64 bad arguments, 69 broker or S3 unavailable, 78 bad configuration.
+64 bad arguments, 69 broker or S3 unavailable, 78 bad configuration; each failure is one line on stderr (one per
+field for a request the contract refuses) naming the option or the variable that fixes it.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import mimetypes
 import sys
-import time
 import uuid
-from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
-from aiokafka.errors import KafkaError
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Tracer
-from pydantic import ValidationError
 
 from consumer.core.clock import utc_now
 from consumer.core.keys import upload_key
-from consumer.errors import UsageError, VidgenError
-from consumer.kafka.clients import ensure_topics, make_producer
+from consumer.errors import UsageError
+from consumer.kafka.clients import ensure_topics, start_producer
 from consumer.object_store import ObjectStore, open_s3_client
-from consumer.settings import ConfigurationError, Settings, describe_config_error
-from producer_examples.command_line import StrictArgumentParser
+from consumer.settings import Settings
+from producer_examples.command_line import EXIT_CODES, EXIT_COMPLETED, StrictArgumentParser, run_command
 from producer_examples.publishing import RequestPublisher
 from producer_examples.tracer_setup import make_tracer_provider
-from producer_examples.waiting import ResultWatcher, render_progress
+from producer_examples.waiting import ResultWatcher, report_result
 from schemas.events import VideoRequest
 
-__all__ = ["EXIT_COMPLETED", "EXIT_FAILED", "EXIT_TIMEOUT", "build_request", "main", "watch_main"]
+__all__ = ["OPTIONS", "build_request", "main", "submit_parser"]
 
-EXIT_COMPLETED, EXIT_FAILED, EXIT_TIMEOUT = 0, 1, 2
-EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_CONFIG = 64, 69, 78
+OPTIONS = {
+    "request_id": "--request-id",
+    "tenant_id": "--tenant",
+    "prompt": "--prompt",
+    "negative_prompt": "--negative-prompt",
+    "image_url": "--image-url",
+    "width": "--width",
+    "height": "--height",
+    "num_frames": "--frames",
+    "num_inference_steps": "--steps",
+    "guidance_scale": "--guidance",
+    "fps": "--fps",
+    "seed": "--seed",
+    "priority": "--priority",
+    "metadata": "--metadata",
+    "deadline": "--deadline-in",
+}
+"""The option that sets each request field: what an error about the field names."""
 
 
-def _parser(prog: str) -> argparse.ArgumentParser:
-    parser = StrictArgumentParser(prog=prog, description="Publish one video request to Kafka (VIDGEN_* settings).")
+def submit_parser(prog: str = "vidgen submit") -> argparse.ArgumentParser:
+    """`vidgen submit`'s arguments (the CLI reference is generated from them)."""
+    parser = StrictArgumentParser(
+        prog=prog,
+        description="Publish one video request to Kafka (VIDGEN_* settings).",
+        epilog="Exit codes: 0 published (with --wait: completed), 1 failed or rejected, 2 no result before --timeout, "
+        f"{EXIT_CODES}.",
+    )
     parser.add_argument("--prompt", required=True, help="what the video shows")
     parser.add_argument("--negative-prompt", help="what the video should avoid")
     image = parser.add_mutually_exclusive_group()
@@ -118,35 +138,21 @@ def main(
 ) -> int:
     """Entry point for `python -m producer_examples.publish_request` and `vidgen submit`. Configures no
     logging (the caller's job) and installs no global tracer provider."""
-    try:
-        args = _parse_args(prog, argv)
-    except UsageError as exc:
-        print(f"{prog}: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except ValidationError as exc:
-        print(f"{prog}: invalid request:\n{exc}", file=sys.stderr)
-        return EXIT_USAGE
-    try:
-        settings = settings or Settings()
-    except ConfigurationError as exc:
-        print(f"{prog}: invalid configuration:\n{describe_config_error(exc)}", file=sys.stderr)
-        return EXIT_CONFIG
-    provider = tracer_provider or make_tracer_provider("vidgen-submit", args.otlp_endpoint)
-    try:
-        return asyncio.run(_submit(args, settings, provider.get_tracer(__name__), prog=prog))
-    except UsageError as exc:
-        print(f"{prog}: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except (KafkaError, VidgenError, OSError) as exc:
-        print(f"{prog}: cannot publish: {exc!r}", file=sys.stderr)
-        return EXIT_UNAVAILABLE
-    finally:
-        if tracer_provider is None:
-            provider.shutdown()
+
+    async def submit(args: argparse.Namespace, settings: Settings) -> int:
+        provider = tracer_provider or make_tracer_provider("vidgen-submit", args.otlp_endpoint)
+        try:
+            return await _submit(args, settings, provider.get_tracer(__name__), prog=prog)
+        finally:
+            if tracer_provider is None:
+                await asyncio.to_thread(provider.shutdown)  # flushes the trace to --otlp-endpoint
+
+    parse = functools.partial(_parse_args, prog, argv)
+    return run_command(prog, parse, submit, settings=settings, failing="cannot publish", options=OPTIONS)
 
 
 def _parse_args(prog: str, argv: list[str] | None) -> argparse.Namespace:
-    args = _parser(prog).parse_args(argv)
+    args = submit_parser(prog).parse_args(argv)
     if args.image is not None and not args.image.is_file():
         raise UsageError(f"--image {args.image} is not a file")
     build_request(args, image_url=None if args.image else args.image_url)  # fails before any I/O
@@ -164,8 +170,7 @@ async def _submit(args: argparse.Namespace, settings: Settings, tracer: Tracer, 
     try:
         if watcher is not None:
             await watcher.start()  # positioned before publishing, so the result cannot slip past
-        producer = make_producer(settings)
-        await producer.start()
+        producer = await start_producer(settings)
         try:
             await RequestPublisher(producer, settings=settings, tracer=tracer).publish(request)
         finally:
@@ -173,22 +178,10 @@ async def _submit(args: argparse.Namespace, settings: Settings, tracer: Tracer, 
         print(request.request_id, flush=True)
         if watcher is None:
             return EXIT_COMPLETED
-        return await _report(watcher, request.request_id, timeout_s=args.timeout, prog=prog)
+        return await report_result(watcher, request.request_id, timeout_s=args.timeout, prog=prog)
     finally:
         if watcher is not None:
             await watcher.stop()
-
-
-async def _report(watcher: ResultWatcher, request_id: str, *, timeout_s: float, prog: str) -> int:
-    """Wait for the result with a progress bar on stderr, print it, and answer with its exit code."""
-    bar = _Bar(sys.stderr)
-    result = await watcher.wait(timeout_s=timeout_s, on_tick=bar.draw)
-    bar.close()
-    if result is None:
-        print(f"{prog}: no result for {request_id} within {timeout_s:g}s", file=sys.stderr)
-        return EXIT_TIMEOUT
-    print(result.model_dump_json(indent=2))
-    return EXIT_COMPLETED if result.status == "completed" else EXIT_FAILED
 
 
 async def _upload(path: Path, tenant_id: str, settings: Settings) -> str:
@@ -203,64 +196,6 @@ async def _upload(path: Path, tenant_id: str, settings: Settings) -> str:
         if await store.head(key) is None:
             await store.put(key, data, content_type=content_type, metadata={})
         return store.uri(key)
-
-
-def watch_main(
-    argv: list[str] | None = None,
-    *,
-    settings: Settings | None = None,
-    prog: str = "vidgen watch",
-    on_positioned: Callable[[], None] | None = None,
-) -> int:
-    """`vidgen watch REQUEST_ID`: a progress bar from `video.progress`, then the result. Same exit codes.
-    `on_positioned` is told once the watcher reads from the topics' ends: what is published after that is seen."""
-    parser = argparse.ArgumentParser(prog=prog, description="Follow one request until its result arrives.")
-    parser.add_argument("request_id")
-    parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the result")
-    args = parser.parse_args(argv)
-    try:
-        settings = settings or Settings()
-    except ConfigurationError as exc:
-        print(f"{prog}: invalid configuration:\n{describe_config_error(exc)}", file=sys.stderr)
-        return EXIT_CONFIG
-
-    async def follow() -> int:
-        watcher = ResultWatcher(settings, args.request_id, progress_topic=settings.progress_topic)
-        await watcher.start()
-        if on_positioned is not None:
-            on_positioned()
-        try:
-            return await _report(watcher, args.request_id, timeout_s=args.timeout, prog=prog)
-        finally:
-            await watcher.stop()
-
-    try:
-        return asyncio.run(follow())
-    except (KafkaError, OSError) as exc:
-        print(f"{prog}: cannot follow: {exc!r}", file=sys.stderr)
-        return EXIT_UNAVAILABLE
-
-
-class _Bar:
-    """Redraws one line on a terminal; stays silent when stderr is a file or a pipe."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self._stream = stream
-        self._live = stream.isatty()
-        self._started = time.monotonic()
-        self._ticks = 0
-
-    def draw(self, step: int | None, total: int | None) -> None:
-        if self._live:
-            self._ticks += 1
-            line = render_progress(step, total, elapsed_s=time.monotonic() - self._started, tick=self._ticks)
-            self._stream.write("\r" + line)
-            self._stream.flush()
-
-    def close(self) -> None:
-        if self._live:
-            self._stream.write("\n")
-            self._stream.flush()
 
 
 if __name__ == "__main__":

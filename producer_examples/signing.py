@@ -9,21 +9,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Sequence
-from typing import Literal
 
-__all__ = ["SIGNATURE_HEADER", "SignatureError", "sign", "verify"]
+from consumer.errors import SignatureError
+
+__all__ = ["SIGNATURE_HEADER", "sign", "verify"]
 
 SIGNATURE_HEADER = "X-Vidgen-Signature"
-
-Reason = Literal["missing", "malformed", "stale", "future", "mismatch"]
-
-
-class SignatureError(ValueError):
-    """Why a signature was refused. `reason` is stable and machine-readable; the message is for logs."""
-
-    def __init__(self, reason: Reason, message: str) -> None:
-        super().__init__(message)
-        self.reason: Reason = reason
 
 
 def _digest(secret: str, timestamp: int, body: bytes) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 __all__ = [
     "ID_PATTERN",
@@ -87,6 +87,14 @@ class VideoRequest(BaseModel):
         "request found on `video.requests` is still served, as bulk.",
     )
 
+    @field_validator("deadline", mode="before")
+    @classmethod
+    def _deadline_is_text(cls, value: object) -> object:
+        """The schema says a string: a JSON number (which pydantic would read as Unix seconds) is refused."""
+        if isinstance(value, int | float):
+            raise ValueError("deadline must be an ISO 8601 date-time string with a UTC offset")  # noqa: TRY004
+        return value
+
 
 class VideoControl(BaseModel):
     """A command on `video.control` (compacted). Key: `request_id` (UTF-8). Workers follow every partition of it from
@@ -95,7 +103,10 @@ class VideoControl(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, title="VideoControl")
 
     schema_version: Literal[1] = Field(SCHEMA_VERSION, description="Contract version; always 1.")
-    action: Literal["cancel"] = Field(description="`cancel`: answer the request `failed` with `error.code: cancelled`.")
+    action: Literal["cancel", "delete"] = Field(
+        description="`cancel`: answer the request `failed` with `error.code: cancelled`. `delete` (the job API's "
+        "`DELETE /v1/videos/{id}`): the same for the worker; the job API also forgets the job and deletes its video."
+    )
     request_id: RequestId = Field(description="The request it applies to; also the record key.")
     tenant_id: TenantId = Field(description="Must be the request's own tenant, else the command is ignored.")
     requested_at: AwareDatetime = Field(description="When it was issued (ISO 8601 UTC).")
@@ -126,7 +137,7 @@ class ErrorInfo(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    code: str = Field(description="Stable snake_case code; see the README's error table.")
+    code: str = Field(description="Stable snake_case code; see the error table in docs/event-contract.md.")
     message: str = Field(description="Human-readable and specific.")
     retryable: bool = Field(description="Whether resubmitting the same request may succeed.")
     field: str | None = Field(None, description="The request field at fault, for validation errors.")

@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import BaseModel
 
 from schemas.events import VideoControl, VideoProgress, VideoRequest, VideoResult
+from schemas.webhooks import WebhookEndpointRecord, WebhookEvent
 
 __all__ = ["JSON_DIR", "render_all", "write_all"]
 
@@ -18,6 +19,8 @@ _MODELS: dict[str, type[BaseModel]] = {
     "video-result.v1.schema.json": VideoResult,
     "video-progress.v1.schema.json": VideoProgress,
     "video-control.v1.schema.json": VideoControl,
+    "webhook-endpoint.v1.schema.json": WebhookEndpointRecord,
+    "webhook-event.v1.schema.json": WebhookEvent,
 }
 
 

@@ -1,18 +1,19 @@
-"""The job API's HTTP contract: the body of `POST /v1/videos`, the job object, lists, the queue and errors.
+"""The job API's HTTP contract, in the shape of OpenAI's video API so its SDKs work unchanged: the body of
+`POST /v1/videos`, the job object, lists, the deletion answer, models, the queue and errors.
 
-The submission is the request contract (`schemas.events.VideoRequest`) without the fields the API fills in itself
-(`schema_version`, `request_id`, `tenant_id`), generated from it so the two never drift. `consumer.api.routes.openapi`
+The submission is OpenAI's `model`, `size` and `seconds` beside the request contract (`schemas.events.VideoRequest`)
+without the fields the API fills in itself (`schema_version`, `request_id`, `tenant_id`), generated from it so the two
+never drift. `consumer.api.routes.openapi`
 builds the OpenAPI document from these models; the checked-in `schemas/openapi.json` is tested against it.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from schemas.events import ErrorInfo, Timings, VideoInfo, VideoRequest
+from schemas.events import Timings, VideoInfo, VideoRequest
 
 __all__ = [
     "API_FILLED_FIELDS",
@@ -20,8 +21,12 @@ __all__ = [
     "ApiErrorBody",
     "DegradedReason",
     "Fallback",
+    "JobError",
     "JobStatus",
+    "ModelInfo",
+    "ModelList",
     "QueueInfo",
+    "VideoDeleted",
     "VideoJob",
     "VideoJobList",
     "VideoSubmission",
@@ -30,7 +35,9 @@ __all__ = [
 API_FILLED_FIELDS = frozenset({"schema_version", "request_id", "tenant_id"})
 """Request fields the API sets itself (the tenant comes from the credential); a body that sends them is refused."""
 
-JobStatus = Literal["queued", "in_progress", "completed", "failed", "rejected"]
+JobStatus = Literal["queued", "in_progress", "completed", "failed"]
+"""OpenAI's video statuses. A job the worker rejected, a cancelled one and an expired one are `failed`, and
+`error.code` says which."""
 Fallback = Literal["template", "none"]
 """What a request may get instead of a refusal when the GPU pool is busy or down: the template video, or nothing."""
 DegradedReason = Literal["busy", "pool_down"]
@@ -41,6 +48,29 @@ _FALLBACK_DESCRIPTION = (
     "template renderer instead (the job says `degraded: true` and why); `none` refuses (busy) or waits (down). "
     "Absent: the tenant's or the service's default. Not part of the request the workers see."
 )
+_OPENAI_FIELDS: dict[str, Any] = {
+    "model": (
+        str | None,
+        Field(None, description="A model of `GET /v1/models`; absent: the deployment's default. Unknown: 422."),
+    ),
+    "size": (
+        str | None,
+        Field(
+            None,
+            pattern=r"^[0-9]{1,5}x[0-9]{1,5}$",
+            description='"WIDTHxHEIGHT" in pixels, within the model\'s sizes; instead of `width` and `height`.',
+        ),
+    ),
+    "seconds": (
+        str | float | None,
+        Field(
+            None,
+            description="How long the video is, at least (a decimal string, as OpenAI's SDKs send it, or a number): "
+            "frames are the smallest count on the model's frame grid with `frames / fps >= seconds`; past the "
+            "model's most frames, 422. Instead of `num_frames`.",
+        ),
+    ),
+}
 
 if TYPE_CHECKING:  # mypy cannot follow create_model; the fields are VideoRequest's, checked at run time
 
@@ -51,9 +81,11 @@ else:
     VideoSubmission = create_model(
         "VideoSubmission",
         __config__=ConfigDict(extra="forbid", frozen=True, title="VideoSubmission"),
-        __doc__="The body of `POST /v1/videos`: the request contract without schema_version, request_id and "
-        "tenant_id. As multipart/form-data, the same fields are form fields (metadata as a JSON object) and an "
-        "optional `image` file part is the start image.",
+        __doc__="The body of `POST /v1/videos`: OpenAI's `model`, `size` and `seconds`, and the request contract "
+        "without schema_version, request_id and tenant_id. As multipart/form-data, the same fields are form fields "
+        "(metadata as a JSON object, or as `metadata[KEY]` fields) and an optional `input_reference` file part is "
+        "the start image.",
+        **_OPENAI_FIELDS,
         **{
             name: (field.annotation, field)
             for name, field in VideoRequest.model_fields.items()
@@ -64,34 +96,68 @@ else:
 
 
 class ApiError(BaseModel):
-    """What went wrong. `code` is stable snake_case; `field` names the request field or header at fault."""
+    """What went wrong, in OpenAI's shape. `code` is stable snake_case; `param` (and `field`, the same) names the
+    request field, header or query parameter at fault."""
 
     model_config = ConfigDict(frozen=True)
 
-    code: str
     message: str
+    type: str = Field(
+        description="`invalid_request_error` (most 4xx), `authentication_error` (401), `rate_limit_error` (429) or "
+        "`server_error` (5xx)."
+    )
+    param: str | None = None
+    code: str
     field: str | None = None
 
 
 class ApiErrorBody(BaseModel):
-    """Every error response: `{"error": {"code", "message", "field"?}}`."""
+    """Every error response: `{"error": {"message", "type", "param", "code", "field"}}`."""
 
     model_config = ConfigDict(frozen=True, title="ApiErrorBody")
 
     error: ApiError
 
 
+class JobError(BaseModel):
+    """Why a job failed: OpenAI's `code` and `message`, and vidgen's `retryable` and `field`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    code: str = Field(
+        description="`cancelled`, `expired`, a rejection of the request (`invalid_field`, `content_policy`, "
+        "`image_not_found`, ...) or a failure (`render_failed`, ...); see the event contract's error table."
+    )
+    message: str
+    retryable: bool = Field(description="Whether submitting the same request again may succeed.")
+    field: str | None = Field(None, description="The request field at fault, for a rejection.")
+
+
 class VideoJob(BaseModel):
-    """One video job as the API's view of the topics sees it."""
+    """One video job: OpenAI's video object (its fields and types), then vidgen's own."""
 
     model_config = ConfigDict(frozen=True, title="VideoJob")
 
     id: str = Field(description="The request id; also the Kafka record key.")
     object: Literal["video"] = "video"
-    status: JobStatus = Field(description="A cancelled job is `failed` with `error.code: cancelled`.")
+    status: JobStatus
     progress: int = Field(ge=0, le=100, description="Percent of the render done.")
-    created_at: datetime
-    updated_at: datetime
+    model: str = Field(description="The model asked for (the default when none was named).")
+    prompt: str | None = Field(None, description="Null until the request reaches this replica's view.")
+    seconds: str | None = Field(
+        None, description="The video's duration: frames / fps of the frames rendered (or to be rendered)."
+    )
+    size: str | None = Field(None, description='"WIDTHxHEIGHT".')
+    created_at: int = Field(description="Unix seconds.")
+    completed_at: int | None = Field(None, description="Unix seconds, once the job ended (in any way).")
+    expires_at: int | None = Field(
+        None,
+        description="Unix seconds, once the job ended: when it leaves the API's view (`VIDGEN_API_RETENTION_S` after "
+        "its last change), after which it and its content answer 404. The objects stay in the bucket unless it has a "
+        "lifecycle rule of its own.",
+    )
+    error: JobError | None = None
+    updated_at: int = Field(description="Unix seconds of the last change.")
     request: VideoSubmission | None = Field(
         None, description="The parameters as accepted; null until the request record reaches this replica's view."
     )
@@ -99,48 +165,104 @@ class VideoJob(BaseModel):
     degraded: bool = Field(
         False,
         description="The job went to the template pool: its video is the simpler kind (a slow zoom over the start "
-        "image, or a title card), within seconds. True from the start when the API routed it there.",
+        "image, or a title card), within seconds. True from the start when the API routed it there, or when it "
+        "asked for the `template` model.",
     )
     degraded_reason: DegradedReason | None = Field(
         None, description="Why it was routed to the template pool: `busy` or `pool_down`."
     )
     cache_hit: bool = False
-    error: ErrorInfo | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
     timings: Timings | None = None
-    cancel_requested_at: datetime | None = Field(None, description="When a cancel was requested, if one was.")
+    cancel_requested_at: int | None = Field(None, description="Unix seconds a cancel was requested, if one was.")
 
 
 class VideoJobList(BaseModel):
-    """A page of the caller's jobs, newest first; pass the last one's id as `after` for the next page."""
+    """A page of the caller's jobs (newest first unless `order=asc`); pass `last_id` as `after` for the next page."""
 
     model_config = ConfigDict(frozen=True, title="VideoJobList")
 
     object: Literal["list"] = "list"
     data: list[VideoJob]
+    first_id: str | None = Field(description="The page's first job; null for an empty page.")
+    last_id: str | None = Field(description="The page's last job; null for an empty page.")
     has_more: bool
 
 
+class VideoDeleted(BaseModel):
+    """The answer of `DELETE /v1/videos/{id}`."""
+
+    model_config = ConfigDict(frozen=True, title="VideoDeleted")
+
+    id: str
+    object: Literal["video.deleted"] = "video.deleted"
+    deleted: bool = True
+
+
+class ModelInfo(BaseModel):
+    """A model this deployment serves: OpenAI's model object, then what it can render."""
+
+    model_config = ConfigDict(frozen=True, title="ModelInfo")
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int = Field(description="Unix seconds: the family's release (or, for `template`, its addition).")
+    owned_by: str
+    family: str = Field(description="`easyanimate` or `template`.")
+    default: bool = Field(description="The model of a request that names none.")
+    sizes: dict[str, int] = Field(
+        description="`min` and `max` pixels of a side, and the `multiple` every side is; `size` is WIDTHxHEIGHT."
+    )
+    fps: int = Field(description="Frames per second of its videos unless a request names `fps`.")
+    frame_rule: str = Field(description="Frame counts it renders: `4k+1` (others are rounded down to one), `any`.")
+    max_frames: int
+    max_seconds: str = Field(description="The longest `seconds` at its fps.")
+    start_image: bool = Field(description="Whether it takes a start image (`input_reference`).")
+    negative_prompt: bool
+    guidance_scale: list[float] | None = Field(description="[min, max]; null: it takes no guidance.")
+
+
+class ModelList(BaseModel):
+    """`GET /v1/models`."""
+
+    model_config = ConfigDict(frozen=True, title="ModelList")
+
+    object: Literal["list"] = "list"
+    data: list[ModelInfo]
+
+
 class QueueInfo(BaseModel):
-    """The GPU pool's queue as the view sees it, over every tenant (and how many wait for the template pool)."""
+    """The queue as the view sees it: the caller's own jobs and estimates, and the GPU pool's figures over every tenant
+    (and how many wait for the template pool)."""
 
     model_config = ConfigDict(frozen=True, title="QueueInfo")
 
     object: Literal["queue"] = "queue"
-    queued: int = Field(ge=0, description="Jobs accepted and not started, in both lanes.")
+    queued: int = Field(ge=0, description="Jobs of every tenant accepted and not started, in both lanes.")
     bulk_queued: int = Field(
         0,
         ge=0,
         description="Of `queued`, the bulk lane's (`priority: bulk`). Workers take them only while no interactive "
         "job waits, so they count toward the queue limit and the wait of bulk jobs only.",
     )
-    in_progress: int = Field(ge=0, description="Jobs rendering, in both lanes.")
+    in_progress: int = Field(ge=0, description="Jobs of every tenant rendering, in both lanes.")
     workers_active: int = Field(ge=0, description="Workers that published progress or a result recently.")
+    tenant_queued: int = Field(0, ge=0, description="Of `queued`, the caller's own, in both lanes.")
+    tenant_bulk_queued: int = Field(0, ge=0, description="Of `tenant_queued`, the bulk lane's.")
+    tenant_in_progress: int = Field(0, ge=0, description="Of `in_progress`, the caller's own.")
     estimated_wait_s: float | None = Field(
         None,
         ge=0,
-        description="Estimated seconds before an interactive job submitted now starts (the interactive jobs queued "
-        "and every job rendering, over the workers active); null while no worker is seen.",
+        description="Estimated seconds before an interactive job the caller submits now starts: the caller's own "
+        "interactive jobs queued, plus one job of every other tenant with interactive jobs queued for each round "
+        "(workers serve tenants round-robin), plus every job rendering, over the workers active; null while no "
+        "worker is seen.",
+    )
+    bulk_estimated_wait_s: float | None = Field(
+        None,
+        ge=0,
+        description="The same for a bulk job: the caller's bulk jobs and one per round of each other tenant's, plus "
+        "the interactive jobs (anyone's) started before it, at most `1 / VIDGEN_BULK_MIN_SHARE - 1` per bulk job.",
     )
     pool_down: bool = Field(
         False,

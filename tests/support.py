@@ -437,8 +437,8 @@ def video_info() -> VideoInfo:
 
 class FakePipeline:
     """Answers each attempt with the next outcome of its request (by prompt): `"completed"`, or an error to fail
-    with. Each attempt first tells `render_ended`, then waits for `release` if one is set for the request, so a
-    test holds a job past its render for as long as it likes."""
+    with. Each attempt first tells its `track` that its render ended, then waits for `release` if one is set for the
+    request, so a test holds a job past its render for as long as it likes."""
 
     def __init__(self, outcomes: dict[str, list[str | VidgenError]] | None = None) -> None:
         self._outcomes = outcomes or {}
@@ -448,11 +448,9 @@ class FakePipeline:
     async def process(
         self, request: VideoRequest, *, received_at: datetime, attempt: int = 1, **rest: Any
     ) -> VideoResult:
-        """`JobPipeline.process`, of which it reads `render_ended` besides the request."""
-        render_ended: Callable[[], None] | None = rest.get("render_ended")
+        """`JobPipeline.process`, of which it reads `track` besides the request."""
         self.attempts.append((request.request_id, attempt))
-        if render_ended is not None:
-            render_ended()
+        rest["track"].render_ended()
         hold = self.release.get(request.request_id)
         if hold is not None:
             await hold.wait()

@@ -4,7 +4,10 @@ The job API and the product hook ask `degrade` before publishing. A request goes
 (workers with `VIDGEN_MODEL=template`: a simpler video within seconds, marked `degraded`) instead of the GPU pool's
 when its fallback allows it and either
 
-- `busy`: the GPU pool's queue is past its bound (what the job API answers `503` for), or
+- `busy`: the GPU pool would refuse the request (what the job API answers `503` for). The job API judges that per
+  tenant (`consumer.api.submission.shedding`): over the tenant's own queue or wait limit, or the pool full and the
+  tenant at or over its fair share. So a tenant within its share is never degraded because of other tenants' queued
+  jobs; the product hook, which sees the pool only through committed offsets, judges it over every request. Or
 - `pool_down`: no GPU worker has shown activity for a while although requests are waiting for one (`pool_down`).
 
 Without the fallback a busy request is refused (`503`, try later) and a request for a pool that is down is queued
@@ -59,7 +62,7 @@ def pool_down(*, last_active: datetime | None, waiting_since: datetime | None, n
 
 def degrade(*, busy: bool, down: bool, fallback: Fallback, template_full: bool = False) -> DegradedReason | None:
     """Why a new request goes to the template pool, or None: it goes to the GPU pool (or, when `busy`, is refused).
-    A template pool whose own queue is full (`template_full`) takes nothing more."""
+    A template pool whose own queue is full for the request (`template_full`) takes nothing more."""
     if fallback != "template" or template_full:
         return None
     if down:

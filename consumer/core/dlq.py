@@ -13,6 +13,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from consumer.core.cloud_events import CONTENT_TYPE_HEADER, JSON, without_envelope
 from consumer.core.event_bounds import MAX_ERROR_MESSAGE_CHARS, shown
 from consumer.core.job import Headers, Record
 
@@ -60,16 +61,19 @@ def provenance_headers(record: Record, *, code: str, message: str, worker_id: st
 
 
 def dead_letter_headers(record: Record, *, code: str, message: str, worker_id: str) -> Headers:
-    """A DLQ record's headers: the original ones, then the error and the record's origin (see the README)."""
-    return [*list(record.headers or ()), *provenance_headers(record, code=code, message=message, worker_id=worker_id)]
+    """A DLQ record's headers: the original ones (less a CloudEvents envelope: the copy gets its own), then the
+    error and the record's origin (docs/event-contract.md)."""
+    provenance = provenance_headers(record, code=code, message=message, worker_id=worker_id)
+    return [*without_envelope(record.headers), *provenance]
 
 
 def dead_letter_copy(
     record: Record, provenance: Headers, *, max_bytes: int, measure: MeasureRecord, stub: bool = False
 ) -> Outgoing:
-    """The original key, value and headers plus `provenance` (the `vidgen-*` headers) when that fits in
-    `max_bytes`; else, or when `stub` is asked for (the broker refused the full copy), a stub."""
-    headers = list(record.headers or ())
+    """The original key, value and headers plus `provenance` (the `vidgen-*` headers and the copy's own CloudEvents
+    envelope, which replaces the original's) when that fits in `max_bytes`; else, or when `stub` is asked for (the
+    broker refused the full copy), a stub."""
+    headers = without_envelope(record.headers)
     if not stub:
         whole = Outgoing(record.key, record.value, [*headers, *provenance])
         if measure(whole.key, whole.value, whole.headers) <= max_bytes:
@@ -77,13 +81,14 @@ def dead_letter_copy(
     keep_key = record.key is None or len(record.key) <= MAX_KEPT_KEY_BYTES
     keep_headers = _headers_bytes(headers) <= MAX_KEPT_HEADERS_BYTES
     omitted = ("value", *(() if keep_key else ("key",)), *(() if keep_headers else ("headers",)))
-    size = len(record.key or b"") + len(record.value or b"") + _headers_bytes(headers)
+    size = len(record.key or b"") + len(record.value or b"") + _headers_bytes(record.headers or ())
     return Outgoing(
         key=record.key if keep_key else None,
         value=json.dumps({"omitted": list(omitted), "original_bytes": size}).encode(),
         headers=[
             *(headers if keep_headers else []),
-            *provenance,
+            # The stub's value is JSON whatever the original was: its envelope says so.
+            *((name, JSON.encode() if name == CONTENT_TYPE_HEADER else value) for name, value in provenance),
             (OMITTED, ",".join(omitted).encode()),
             (ORIGINAL_BYTES, str(size).encode()),
         ],

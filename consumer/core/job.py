@@ -10,11 +10,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal, Protocol
 
+from consumer.core.lifecycle import Lifecycle
 from consumer.core.retries import Delivery
 from consumer.errors import Expired, VidgenError
 from schemas.events import VideoRequest
 
-__all__ = ["Headers", "Job", "Record", "RenderEnded", "StopSignal", "StopStage", "past_deadline"]
+__all__ = ["Headers", "Job", "Record", "StopSignal", "StopStage", "past_deadline"]
 
 StopStage = Literal["queued", "rendering", "late"]
 """Where a cancel found its job: before its render started, during it, or past it (then the job is left to finish)."""
@@ -44,12 +45,16 @@ class Record(Protocol):
 class StopSignal:
     """One job's stop request. The scheduler sets it on the event loop (a cancel); the job checks it before each stage
     of its work, awaits it while it waits for the model, and the render thread reads it between denoising steps (a
-    plain attribute read, so no lock is needed). `stopped_in` records where the job noticed it."""
+    plain attribute read, so no lock is needed). `stopped_in` records where the job noticed it.
+
+    `draining` is the scheduler's other word to a job: the worker shuts down, so a job still waiting for device memory
+    gives up unanswered (its record is read again); a job past that finishes and is answered."""
 
     def __init__(self) -> None:
         self._reason: VidgenError | None = None
         self._requested = asyncio.Event()
         self.stopped_in: StopStage | None = None
+        self.draining = False
 
     @property
     def requested(self) -> bool:
@@ -60,6 +65,10 @@ class StopSignal:
         if self._reason is None:
             self._reason = reason
             self._requested.set()
+
+    def drain(self) -> None:
+        """Shutdown: stop waiting for device memory (see `draining`). On the event loop."""
+        self.draining = True
 
     async def wait(self) -> None:
         """Until a stop is requested."""
@@ -107,7 +116,7 @@ def past_deadline(deadline: datetime | None, *, now: datetime) -> Expired | None
 class Job:
     """A parsed request, from its fetch until it is answered. `tp` is its record's topic partition (a key of the
     consume loop's bookkeeping); `delivery` is the retry state its headers carried, read once at intake; `stop` is how
-    the scheduler asks it to stop (a cancel)."""
+    the scheduler asks it to stop (a cancel); `lifecycle` is the phase it is in (`consumer.core.lifecycle`)."""
 
     tp: Hashable
     record: Record
@@ -115,6 +124,7 @@ class Job:
     received_at: datetime
     delivery: Delivery = field(default_factory=Delivery)
     stop: StopSignal = field(default_factory=StopSignal, compare=False)
+    lifecycle: Lifecycle = field(default_factory=Lifecycle, compare=False)
 
     @property
     def first_asked_at(self) -> datetime:
@@ -124,11 +134,3 @@ class Job:
         if since is None:
             return self.received_at
         return min(datetime.fromtimestamp(since / 1000, UTC), self.received_at)
-
-
-@dataclass(frozen=True)
-class RenderEnded:
-    """A job no longer needs the model: its render ended, or a cache hit made it unnecessary. The job runner posts
-    it; the scheduler reacts by handing the job's render slot to the next job."""
-
-    job: Job

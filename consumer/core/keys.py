@@ -11,6 +11,7 @@ from pathlib import PurePosixPath
 from schemas.events import VideoRequest
 
 __all__ = [
+    "CONTENT_FIELDS",
     "RENDER_VERSION",
     "ObjectKeys",
     "content_key",
@@ -19,14 +20,14 @@ __all__ = [
     "object_keys",
     "tenant_may_read",
     "upload_key",
+    "upload_key_of_digest",
     "upload_prefix",
 ]
 
 # Bump when rendering or encoding changes what bytes a request produces, so old cache entries are not reused.
 RENDER_VERSION = 1
 
-# Fields that decide what the video looks like. request_id, tenant_id and metadata do not.
-_CONTENT_FIELDS = (
+CONTENT_FIELDS = (
     "prompt",
     "negative_prompt",
     "image_url",
@@ -37,6 +38,8 @@ _CONTENT_FIELDS = (
     "guidance_scale",
     "fps",
 )
+"""Fields that decide what the video looks like (with the seed and the model). request_id, tenant_id and metadata do
+not."""
 
 
 def _digest(payload: dict[str, object]) -> str:
@@ -46,7 +49,7 @@ def _digest(payload: dict[str, object]) -> str:
 
 def _content(request: VideoRequest, image_sha256: str | None) -> dict[str, object]:
     # The image counts by its bytes, not its URL: the same picture at two addresses is the same request.
-    content: dict[str, object] = {name: getattr(request, name) for name in _CONTENT_FIELDS}
+    content: dict[str, object] = {name: getattr(request, name) for name in CONTENT_FIELDS}
     content["image_url"] = None
     content["image_sha256"] = image_sha256
     return content
@@ -97,8 +100,13 @@ def upload_prefix(*, prefix: str, tenant_id: str) -> str:
 def upload_key(data: bytes, filename: str, *, prefix: str, tenant_id: str) -> str:
     """Where a tenant's start image is uploaded: content-addressed, so the same image uploaded twice is one
     object (and the worker's cache matches). Only the file name's suffix is kept, and only a known image one."""
+    return upload_key_of_digest(hashlib.sha256(data).hexdigest(), filename, prefix=prefix, tenant_id=tenant_id)
+
+
+def upload_key_of_digest(sha256_hex: str, filename: str, *, prefix: str, tenant_id: str) -> str:
+    """`upload_key` from the image's SHA-256 (hex), for an image hashed while it streamed in."""
     suffix = PurePosixPath(filename).suffix.lower()
-    name = hashlib.sha256(data).hexdigest()[:32] + (suffix if suffix in _UPLOAD_SUFFIXES else "")
+    name = sha256_hex[:32] + (suffix if suffix in _UPLOAD_SUFFIXES else "")
     return upload_prefix(prefix=prefix, tenant_id=tenant_id) + name
 
 

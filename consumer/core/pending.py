@@ -1,15 +1,14 @@
 """Parsed requests waiting for a slot: in two lanes (interactive first, see `consumer/core/priority_lanes.py`), with
-per-tenant quotas, handed out round-robin across tenants. Pure."""
+per-tenant quotas, handed out round-robin across tenants. Pure: it takes its limit, quotas, lane policy and the bulk
+topic's name as values (`consumer.worker.policies.pending_jobs` reads them from the settings)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Hashable, Iterator
 
-from consumer.core.clock import Monotonic
 from consumer.core.job import Job
 from consumer.core.priority_lanes import Lane, LanePolicy, LaneQueue, lane_of
 from consumer.core.quotas import QuotaDecision, TenantQuotas
-from consumer.settings import Settings
 
 __all__ = ["PendingJobs"]
 
@@ -17,16 +16,11 @@ __all__ = ["PendingJobs"]
 class PendingJobs:
     """A bounded local queue between fetching and processing. While it is full the worker fetches nothing."""
 
-    def __init__(self, settings: Settings, *, clock: Monotonic) -> None:
-        self.limit = settings.max_pending_jobs
-        self.quotas = TenantQuotas(
-            max_inflight_per_tenant=settings.tenant_max_inflight,
-            per_minute=settings.tenant_requests_per_minute,
-            max_wait_s=settings.tenant_max_wait_s,
-            clock=clock,
-        )
-        self._bulk_topic = settings.bulk_topic
-        self._queue: LaneQueue[Job] = LaneQueue(self.quotas, lane=self.lane, policy=LanePolicy(settings.bulk_min_share))
+    def __init__(self, *, limit: int, quotas: TenantQuotas, lanes: LanePolicy, bulk_topic: str) -> None:
+        self.limit = limit
+        self.quotas = quotas
+        self._bulk_topic = bulk_topic
+        self._queue: LaneQueue[Job] = LaneQueue(quotas, lane=self.lane, policy=lanes)
 
     def __len__(self) -> int:
         return len(self._queue)

@@ -10,8 +10,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from consumer.settings import Settings
-
 __all__ = ["ATTEMPT", "NOT_BEFORE", "ROUND", "WAITING_SINCE", "Delivery", "RetryPolicy"]
 
 ATTEMPT = "vidgen-attempt"
@@ -32,17 +30,6 @@ class RetryPolicy:
     deadline_s: float
     topic_delay_s: float
     topic_rounds: int
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> RetryPolicy:
-        return cls(
-            attempts=settings.retry_attempts,
-            backoff_s=settings.retry_backoff_s,
-            backoff_max_s=settings.retry_backoff_max_s,
-            deadline_s=settings.retry_deadline_s,
-            topic_delay_s=settings.retry_topic_delay_s,
-            topic_rounds=settings.retry_topic_rounds,
-        )
 
     def deferral_delay(self, wait_s: float | None) -> float:
         """How long a request its tenant's quota deferred waits in the retry topic: until its turn in the tenant's

@@ -1,2 +1,3 @@
 """Development tooling, never used by a running worker: embedded broker and S3 server (`embedded`), `vidgen demo`
-(`demo`) and the README's generated settings table (`docs`, `make docs`)."""
+(`demo`, `console_demo`) and the docs site's generated parts (`reference_docs`, `settings_reference`,
+`cli_reference`, `acl_docs`; `make docs`)."""

@@ -17,21 +17,25 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 from PIL import Image, ImageDraw
 
 from consumer.core.keys import upload_key
 from consumer.dev.embedded import kafka_broker, s3_server
+from consumer.errors import VidgenError
 from consumer.kafka.clients import client_options, ensure_topics, worker_topics
 from consumer.object_store import ObjectStore, open_s3_client
 from consumer.settings import Settings
+from consumer.start_failures import explain
 from consumer.worker.wiring import serve
 from schemas.events import VideoRequest, VideoResult
 
-__all__ = ["embedded_services", "run_demo"]
+__all__ = ["EmbeddedStack", "embedded_services", "run_demo"]
 
 _RESULT_TIMEOUT_S = 240.0
 
@@ -56,32 +60,52 @@ def product_image(width: int = 512, height: int = 512) -> bytes:
     return buffer.getvalue()
 
 
+@dataclass(frozen=True)
+class EmbeddedStack:
+    """The settings pointed at the embedded services, and the variables that attach another process (`vidgen run`,
+    `vidgen submit`) to them: the broker's and the S3 server's addresses, and the dummy credentials the embedded S3
+    server accepts where the demo set them itself (real credentials are never repeated)."""
+
+    settings: Settings
+    attach: dict[str, str] = field(default_factory=dict)
+
+
 @contextlib.contextmanager
-def embedded_services(settings: Settings) -> Iterator[Settings]:
+def embedded_services(settings: Settings) -> Iterator[EmbeddedStack]:
     """Start what the environment does not provide, and point the settings at it."""
     with contextlib.ExitStack() as stack:
         update: dict[str, object] = {"s3_create_bucket": True}
+        attach: dict[str, str] = {}
         if "kafka_bootstrap_servers" not in settings.model_fields_set:
             update["kafka_bootstrap_servers"] = stack.enter_context(kafka_broker())
             update["kafka_enable_idempotence"] = False  # the embedded broker has no idempotent producer
             _say("started embedded Kafka-protocol broker (tansu) on " + str(update["kafka_bootstrap_servers"]))
+            attach["VIDGEN_KAFKA_BOOTSTRAP_SERVERS"] = str(update["kafka_bootstrap_servers"])
+            attach["VIDGEN_KAFKA_ENABLE_IDEMPOTENCE"] = "false"
         if "s3_endpoint_url" not in settings.model_fields_set:
             update["s3_endpoint_url"] = stack.enter_context(s3_server())
+            attach["VIDGEN_S3_ENDPOINT_URL"] = str(update["s3_endpoint_url"])
             # The embedded server accepts any credentials; real ones still win when set.
-            os.environ.setdefault("AWS_ACCESS_KEY_ID", "demo")
-            os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "demo")
+            for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+                if name not in os.environ:
+                    os.environ[name] = attach[name] = "demo"
             _say(f"started embedded S3 server (moto) on {update['s3_endpoint_url']}")
         if "http_port" not in settings.model_fields_set:
             update["http_port"] = 0
         if "model" not in settings.model_fields_set:
             update["model"] = "tiny"
-        yield settings.model_copy(update=update)
+        yield EmbeddedStack(settings.model_copy(update=update), attach)
 
 
 def run_demo(settings: Settings, output_dir: Path) -> int:
+    """Exit 0 with both videos saved, 1 when a request or a service failed (one line saying which, and the fix)."""
     started = time.monotonic()
-    with embedded_services(settings) as effective:
-        code = asyncio.run(_demo(effective, output_dir))
+    with embedded_services(settings) as stack:
+        try:
+            code = asyncio.run(_demo(stack.settings, output_dir))
+        except (VidgenError, KafkaError, OSError, aiohttp.ClientError) as exc:
+            _say(f"stopped: {explain(exc, bootstrap_servers=stack.settings.kafka_bootstrap_servers)}")
+            code = 1
     _say(f"done in {time.monotonic() - started:.1f}s; everything shut down")
     return code
 

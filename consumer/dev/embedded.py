@@ -8,7 +8,7 @@ import contextlib
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +108,7 @@ def isolated_settings(bootstrap: str, s3_endpoint: str, run: str, **overrides: A
         control_topic=f"{run}.control",
         attempts_topic=f"{run}.attempts",
         template_topic=f"{run}.requests.template",
+        webhooks_topic=f"{run}.webhooks",
         consumer_group=f"{run}.group",
         **overrides,
     )
@@ -115,11 +116,16 @@ def isolated_settings(bootstrap: str, s3_endpoint: str, run: str, **overrides: A
 
 class TcpProxy:
     """A loopback TCP proxy that can cut every connection and refuse new ones, then let traffic flow again:
-    how the fault tests take a broker or S3 server away without restarting it (tansu keeps data in memory)."""
+    how the fault tests take a broker or S3 server away without restarting it (tansu keeps data in memory).
+    With `tap`, each connection's client-to-server bytes are also shown to a reader `tap()` makes for it (how a
+    benchmark counts the requests a process makes)."""
 
-    def __init__(self, target_port: int, *, port: int | None = None) -> None:
+    def __init__(
+        self, target_port: int, *, port: int | None = None, tap: Callable[[], Callable[[bytes], None]] | None = None
+    ) -> None:
         self.target_port = target_port
         self.port = port or free_port()
+        self._tap = tap
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self.is_cut = False
@@ -152,11 +158,21 @@ class TcpProxy:
             client_writer.transport.abort()
             return
         self._writers.update((client_writer, upstream_writer))
-        await asyncio.gather(self._pipe(client_reader, upstream_writer), self._pipe(upstream_reader, client_writer))
+        observe = self._tap() if self._tap is not None else None
+        await asyncio.gather(
+            self._pipe(client_reader, upstream_writer, observe), self._pipe(upstream_reader, client_writer)
+        )
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        observe: Callable[[bytes], None] | None = None,
+    ) -> None:
         try:
             while chunk := await reader.read(65536):
+                if observe is not None:
+                    observe(chunk)
                 writer.write(chunk)
                 await writer.drain()
         except (ConnectionError, OSError):

@@ -13,12 +13,13 @@ The guard, for any `web.Application`:
   response is handed back on a keep-alive connection, the client has this long to complete the next request's
   headers, however slowly it drips them; then the connection is closed.
 - **Body deadline** (`body_timeout_s`): once the headers are in, the whole body must arrive within this long. The
-  middleware reads it (up to the app's `client_max_size`, so `request.read()` in handlers returns it at once);
-  past the deadline the client gets `408` and the connection is closed.
+  middleware does not read the body: whoever needs it reads it, streaming, after the request was judged on its
+  headers (authentication, rate limits), so a request refused on its headers costs no body bytes. Past the
+  deadline the reader gets `BodyTimeout`, the client gets `408` and the connection is closed.
 - **Connection bound** (`max_connections`): at the bound, a new connection takes the place of the one that has
   waited longest for its client (headers or body still arriving), which is closed; connections whose request is
-  being handled are never taken. Only when every connection is being handled is the newcomer refused at once
-  with `503` and closed. A real client sends its request as soon as it connects, so it is the newest waiter and
+  complete and being handled are never taken. Only when every connection is being handled is the newcomer refused
+  at once with `503` and closed. A real client sends its request as soon as it connects, so it is the newest waiter and
   the last to be evicted; slowloris clients, however many, evict each other.
 
 Keep `max_connections` well under the process's file-descriptor limit (RLIMIT_NOFILE): the guard warns at
@@ -29,7 +30,7 @@ that is a job for a rate limit in front (load balancer, firewall).
 Use it in place of `web.TCPSite`:
 
     guard = ConnectionGuard(HttpLimits(header_timeout_s=10, body_timeout_s=10, max_connections=256))
-    app = web.Application(middlewares=[guard.middleware, ...])  # first, so the body is read under its deadline
+    app = web.Application(middlewares=[..., guard.middleware, ...])  # outside every middleware that reads a body
     runner = web.AppRunner(app)
     await runner.setup()
     site = GuardedSite(runner, host, port, guard=guard)
@@ -46,7 +47,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import cast
 
-from aiohttp import web
+from aiohttp import StreamReader, web
+
+from consumer.errors import BodyTimeout
 
 __all__ = ["ConnectionGuard", "GuardedSite", "HttpLimits"]
 
@@ -179,27 +182,46 @@ class ConnectionGuard:
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        """Install first: reads the body under its deadline, then hands the request on."""
+        """Starts the body deadline; the connection counts as waiting for its client until the body is in, then as
+        busy. The body is left to whoever reads it."""
         transport = request.transport
         connection = self._open.get(transport) if transport is not None else None
-        if connection is not None:
-            self._wait(connection, deadline=None)  # headers are in; the body deadline below is the one that counts
+        deadline = self._receive(connection, request.content)
         try:
-            try:
-                async with asyncio.timeout(self.limits.body_timeout_s):
-                    await request.read()
-            except TimeoutError:
-                self._counts["body_timeout"] += 1
-                return await self._request_timeout(request)
-            except ConnectionError:
-                # The client went away, or was evicted, mid-body: nobody is left to answer, so nothing is logged.
-                return web.Response(status=400)
-            if connection is not None:
-                self._busy(connection)
             return await handler(request)
+        except BodyTimeout:
+            return await self._request_timeout(request)
+        except ConnectionError:
+            if transport is not None and not transport.is_closing():
+                raise  # not this client's connection: someone else's failure, for the error handling outside
+            # The client went away, or was evicted, mid-body: nobody is left to answer, so nothing is logged.
+            return web.Response(status=400)
         finally:
+            if deadline is not None:
+                deadline.cancel()
             if connection is not None and connection.transport in self._open:
                 self._await_headers(connection)  # the next request on this keep-alive connection
+
+    def _receive(self, connection: _Connection | None, body: StreamReader) -> asyncio.TimerHandle | None:
+        """The body's deadline (None when the body is in already); the connection waits for its client while the
+        body arrives and is busy from when it is complete."""
+        if body.is_eof():
+            if connection is not None:
+                self._busy(connection)
+            return None
+        if connection is not None:
+            self._wait(connection, deadline=None)  # the body deadline is the one that counts now
+        deadline = asyncio.get_running_loop().call_later(self.limits.body_timeout_s, self._body_late, body)
+
+        def arrived() -> None:
+            if deadline.cancelled():
+                return  # the request is over: the connection's state is no longer this body's to change
+            deadline.cancel()
+            if connection is not None:
+                self._busy(connection)
+
+        body.on_eof(arrived)
+        return deadline
 
     async def _request_timeout(self, request: web.Request) -> web.StreamResponse:
         response = web.Response(status=408, text=f"request body not received within {self.limits.body_timeout_s:g} s\n")
@@ -228,6 +250,11 @@ class ConnectionGuard:
             connection.deadline.cancel()
             connection.deadline = None
         self._waiting.pop(connection, None)
+
+    def _body_late(self, body: StreamReader) -> None:
+        self._counts["body_timeout"] += 1
+        late = BodyTimeout(f"request body not received within {self.limits.body_timeout_s:g} s", code="request_timeout")
+        body.set_exception(late)
 
     def _headers_late(self, connection: _Connection) -> None:
         connection.deadline = None

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
@@ -26,17 +28,40 @@ async def start_http(*, host: str, port: int, metrics: Metrics, checks: dict[str
     return runner
 
 
+class _Readiness:
+    """The checks' answers, asked for by one caller at a time and kept for `cache_s`: however often /readyz is
+    called, the dependencies are asked at most once per `cache_s` (and never by two callers at once)."""
+
+    def __init__(
+        self, checks: Mapping[str, ReadinessCheck], *, cache_s: float, monotonic: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._checks = checks
+        self._cache_s = cache_s
+        self._monotonic = monotonic
+        self._lock = asyncio.Lock()
+        self._answers: dict[str, str | None] = {}
+        self._asked_at = float("-inf")
+
+    async def answers(self) -> dict[str, str | None]:
+        async with self._lock:
+            if self._monotonic() - self._asked_at >= self._cache_s:
+                self._answers = {name: await check() for name, check in self._checks.items()}
+                self._asked_at = self._monotonic()
+            return self._answers
+
+
 def add_probe_routes(
-    app: web.Application, *, checks: Mapping[str, ReadinessCheck], registry: CollectorRegistry
+    app: web.Application, *, checks: Mapping[str, ReadinessCheck], registry: CollectorRegistry, cache_s: float = 0.0
 ) -> None:
-    """/healthz (the event loop answers: alive), /readyz (every check passes; each one's state in the body) and
-    /metrics (the registry's page), as every server of ours exposes them."""
+    """/healthz (the event loop answers: alive), /readyz (every check passes; each one's state in the body, as last
+    asked, at most `cache_s` ago) and /metrics (the registry's page), as every server of ours exposes them."""
+    readiness = _Readiness(checks, cache_s=cache_s)
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
     async def readyz(_: web.Request) -> web.Response:
-        results = {name: await check() for name, check in checks.items()}
+        results = await readiness.answers()
         ready = all(problem is None for problem in results.values())
         body = {
             "status": "ready" if ready else "not ready",

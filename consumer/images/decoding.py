@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import logging
+import mmap
 import struct
 import zlib
 
@@ -107,7 +108,7 @@ def decode_image(data: bytes, *, max_pixels: int, max_decoded_bytes: int | None 
         raise ImageError(f"image could not be decoded: {exc!r}") from exc
 
 
-def check_tiff_directory(data: bytes, *, what: str = "TIFF") -> None:
+def check_tiff_directory(data: bytes | mmap.mmap, *, what: str = "TIFF") -> None:
     """Refuse a TIFF structure (a TIFF file, or an EXIF block) whose first directory, the one Pillow parses, holds
     more than TIFF_MAX_TAGS tags, TIFF_MAX_VALUES numeric values or TIFF_MAX_STRIPS strips or tiles. Reads only
     the directory's entry table; anything that is not TIFF, or is truncated, is left to Pillow to judge."""

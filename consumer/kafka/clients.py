@@ -9,17 +9,23 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import BrokerResponseError
 from aiokafka.helpers import create_ssl_context
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
+from consumer.errors import ProducerUnsupported
+from consumer.kafka.topic_access import worker_topics
 from consumer.settings import Settings
 
 __all__ = [
     "client_options",
     "ensure_topics",
+    "follower_consumer",
     "make_consumer",
     "make_producer",
+    "make_state_consumer",
     "record_bytes",
+    "start_producer",
     "topic_configs",
     "worker_topics",
 ]
@@ -27,6 +33,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _CREATED = (0, 36)  # no error, or TOPIC_ALREADY_EXISTS (another worker was first)
+# tansu answers a fetch only once its max wait expires, so this bounds how late a cancel is seen there; Apache Kafka
+# answers as soon as a record arrives.
+_STATE_FETCH_WAIT_MS = 50
 
 
 def client_options(settings: Settings) -> dict[str, Any]:
@@ -61,6 +70,41 @@ def make_producer(settings: Settings) -> AIOKafkaProducer:
     )
 
 
+def follower_consumer(settings: Settings, *, fetch_max_wait_ms: int, **options: Any) -> AIOKafkaConsumer:
+    """A consumer without a group, starting from the earliest record, for readers that follow whole topics (the
+    job API's view, the webhook endpoints): every replica sees everything, nothing is committed."""
+    return AIOKafkaConsumer(
+        **client_options(settings),
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=fetch_max_wait_ms,
+        **options,
+    )
+
+
+async def start_producer(settings: Settings) -> AIOKafkaProducer:
+    """A started producer, or an error naming the fix: `ProducerUnsupported` when the brokers refuse the idempotent
+    producer (tansu, some managed services), else what `start()` raised. A producer that failed to start is stopped
+    here, so nothing is left unclosed."""
+    producer = make_producer(settings)
+    try:
+        await producer.start()
+    except BrokerResponseError as exc:  # past the bootstrap, start() asks the brokers for a producer id, nothing else
+        await producer.stop()
+        if not settings.kafka_enable_idempotence:
+            raise
+        raise ProducerUnsupported(
+            f"the brokers refused an idempotent producer (InitProducerId: {type(exc).__name__}): set "
+            "VIDGEN_KAFKA_ENABLE_IDEMPOTENCE=false where they do not support it (tansu, some managed services), or "
+            "grant the IdempotentWrite permission"
+        ) from exc
+    except BaseException:
+        await producer.stop()
+        raise
+    return producer
+
+
 def record_bytes(key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]]) -> int:
     """Size of a one-record batch exactly as the producer checks it against `max_request_size`."""
     return int(DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, list(headers)))
@@ -87,27 +131,26 @@ def make_consumer(settings: Settings, listener: ConsumerRebalanceListener) -> AI
     return consumer
 
 
-def worker_topics(settings: Settings) -> list[str]:
-    topics = [
-        settings.requests_topic,
-        settings.bulk_topic,
-        settings.retry_topic,
-        settings.results_topic,
-        settings.dlq_topic,
-        settings.control_topic,
-        settings.attempts_topic,
-    ]
-    return [*topics, settings.progress_topic] if settings.progress_events else topics
+def make_state_consumer(settings: Settings) -> AIOKafkaConsumer:
+    """The consumer of `consumer.kafka.state_topics.StateTopicsFollower`: no group, every partition from the start."""
+    return AIOKafkaConsumer(
+        **client_options(settings),
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=_STATE_FETCH_WAIT_MS,
+    )
 
 
 def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
     """Configs of the topics created with them: the control topic keeps the latest command per request id, each for
     the control retention; the attempts topic keeps the latest count per record (an answered one leaves a tombstone,
-    which compaction then removes)."""
+    which compaction then removes); the webhooks topic keeps the latest state of each tenant endpoint (a deleted one
+    leaves a tombstone)."""
     retention_ms = str(int(settings.control_retention_s * 1000))
     return {
         settings.control_topic: {"cleanup.policy": "compact,delete", "retention.ms": retention_ms},
         settings.attempts_topic: {"cleanup.policy": "compact"},
+        settings.webhooks_topic: {"cleanup.policy": "compact"},
     }
 
 
@@ -115,8 +158,8 @@ async def ensure_topics(settings: Settings, topics: list[str]) -> None:
     """Create the topics that are missing (with `topic_configs` where the brokers accept them). Existing topics are
     left exactly as they are."""
     admin = AIOKafkaAdminClient(**client_options(settings))
-    await admin.start()
     try:
+        await admin.start()
         existing = set(await admin.list_topics())
         missing = [name for name in topics if name not in existing]
         if missing:

@@ -1,7 +1,8 @@
 """Progress events on `video.progress`: `started`, then at most one `progress` per request per interval.
 
 Best effort by design: they are sent without waiting for the broker's ack and never hold up a render or a commit;
-the result on `video.results` stays the one event that counts.
+the result on `video.results` stays the one event that counts. Each carries CloudEvents headers
+(`io.vidgen.video.started` / `io.vidgen.video.progress`, `consumer.core.cloud_events`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from consumer.core.clock import WallClock, utc_now
+from consumer.core.cloud_events import progress_event
 from consumer.settings import Settings
 from consumer.telemetry.tracing import inject_headers
 from schemas.events import VideoProgress, VideoRequest
@@ -31,6 +33,7 @@ class ProgressReporter:
         self._topic = settings.progress_topic
         self._interval_s = settings.progress_interval_s
         self._worker_id = settings.worker_id
+        self._source = settings.event_source
         self._clock = clock
         self._sending: set[asyncio.Task[None]] = set()
 
@@ -83,7 +86,7 @@ class ProgressReporter:
                 self._topic,
                 key=progress.request_id.encode("utf-8"),
                 value=progress.model_dump_json().encode("utf-8"),
-                headers=inject_headers(),
+                headers=[*inject_headers(), *progress_event(progress, source=self._source)],
             )
         except KafkaError as exc:
             log.warning("progress event for %s not sent: %r", progress.request_id, exc)

@@ -2,10 +2,11 @@
 
 `StateTopicsFollower` reads every partition of the control topic (cancel commands) and the attempts topic (the crash
 guard's counts) from their start, without a consumer group, in a background task, for as long as the worker runs:
-commands go into a `CancelIndex` (each new one is handed to the listeners: the scheduler), counts into
-`StartCounts`. `caught_up()` returns once both topics were read as far as they reached when it was called: the
-consume loop starts no record of a newly assigned partition before that, so a request another worker died on is
-known as such, and a cancel issued before the worker started is applied.
+commands go into a `CancelIndex` (each new one is also put on the scheduler's event queue), counts into `StartCounts`.
+The wiring builds the consumer (`consumer.kafka.clients.make_state_consumer`), the index, the counts and the queue, and
+passes them in. `caught_up()` returns once both topics were read as far as they reached when it was called: the consume
+loop starts no record of a newly assigned partition before that, so a request another worker died on is known as such,
+and a cancel issued before the worker started is applied.
 
 `consumer.crash_guard.ledger.CrashGuardLedger` writes the counts.
 """
@@ -15,28 +16,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
 from consumer.cancellation.commands import CancelCommand, CancelIndex, IgnoredCommand
-from consumer.core.clock import WallClock, utc_now
 from consumer.crash_guard.counts import StartCounts
 from consumer.errors import VidgenError
-from consumer.kafka.clients import client_options
-from consumer.settings import Settings
+from consumer.settings import TopicSettings
 from consumer.telemetry.worker_metrics import Metrics
 
-__all__ = ["StateTopicsFollower"]
+__all__ = ["CommandSink", "StateTopicsFollower"]
 
 log = logging.getLogger(__name__)
 
-# tansu answers a fetch only once its max wait expires, so this bounds how late a cancel is seen there; Apache Kafka
-# answers as soon as a record arrives.
-_FETCH_WAIT_MS = 50
 _POLL_MS = 200
 _PRUNE_EVERY_S = 600.0
 _ERROR_BACKOFF_S = 1.0
@@ -53,27 +49,33 @@ class _Barrier:
     targets: dict[TopicPartition, int] = field(default_factory=dict)
 
 
+class CommandSink(Protocol):
+    """Where each cancel command new to the index goes: the scheduler's event queue."""
+
+    def put_nowait(self, item: CancelCommand, /) -> None: ...
+
+
 class StateTopicsFollower:
-    def __init__(self, settings: Settings, metrics: Metrics, *, clock: WallClock = utc_now) -> None:
-        self.cancels = CancelIndex(retention_s=settings.control_retention_s, clock=clock)
-        self.attempts = StartCounts()
-        self._control_topic = settings.control_topic
-        self._topics = (settings.control_topic, settings.attempts_topic)
+    def __init__(
+        self,
+        consumer: AIOKafkaConsumer,
+        topics: TopicSettings,
+        metrics: Metrics,
+        *,
+        cancels: CancelIndex,
+        counts: StartCounts,
+        commands: CommandSink,
+    ) -> None:
+        self._consumer = consumer
+        self._cancels = cancels
+        self._counts = counts
+        self._commands = commands
+        self._control_topic = topics.control_topic
+        self._topics = (topics.control_topic, topics.attempts_topic)
         self._metrics = metrics
-        self._consumer = AIOKafkaConsumer(
-            **client_options(settings),
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            fetch_max_wait_ms=_FETCH_WAIT_MS,
-        )
         self._partitions: list[TopicPartition] = []
-        self._listeners: list[Callable[[CancelCommand], None]] = []
         self._barriers: list[_Barrier] = []
         self._task: asyncio.Task[None] | None = None
-
-    def on_cancel(self, listener: Callable[[CancelCommand], None]) -> None:
-        """Call `listener` with each cancel command new to the index, on the event loop."""
-        self._listeners.append(listener)
 
     async def start(self) -> None:
         """Assign every partition of both topics, from the start. Raises when a topic does not exist."""
@@ -116,19 +118,18 @@ class StateTopicsFollower:
                 await asyncio.sleep(_ERROR_BACKOFF_S)
             if time.monotonic() >= next_prune:
                 next_prune = time.monotonic() + _PRUNE_EVERY_S
-                self.cancels.prune()
+                self._cancels.prune()
 
     def _apply(self, record: ConsumerRecord[bytes, bytes]) -> None:
         if record.topic != self._control_topic:
-            self.attempts.apply(record.key, record.value)
+            self._counts.apply(record.key, record.value)
             return
         logged_at = datetime.fromtimestamp(record.timestamp / 1000, UTC)
-        update = self.cancels.apply(record.key, record.value, logged_at=logged_at)
+        update = self._cancels.apply(record.key, record.value, logged_at=logged_at)
         if isinstance(update, IgnoredCommand):
             self._metrics.control_ignored.labels(reason=update.reason).inc()
         elif update is not None:
-            for listener in self._listeners:
-                listener(update)
+            self._commands.put_nowait(update)
 
     async def _check_barriers(self) -> None:
         if not self._barriers:

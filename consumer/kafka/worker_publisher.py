@@ -8,7 +8,10 @@ record's offset stays uncommitted. An error retrying cannot fix (a record too la
 - a refused retry-topic copy makes the request fail for good at once (`consumer/worker/job_runner.py`).
 
 If a fallback is refused too, the topic takes nothing from this worker: `PublishRefused` propagates, the job
-crashes and the worker stops rather than skip answers (a configuration error for an operator, not a data error)."""
+crashes and the worker stops rather than skip answers (a configuration error for an operator, not a data error).
+
+Results and dead letters carry CloudEvents headers (`consumer.core.cloud_events`); the producer counts them against
+`VIDGEN_MAX_EVENT_BYTES` like any other header, and a dead letter's copy is measured with them."""
 
 from __future__ import annotations
 
@@ -21,7 +24,10 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Tracer
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential, wait_random
 
+from consumer.core.clock import WallClock, utc_now
+from consumer.core.cloud_events import dead_letter_event, result_event
 from consumer.core.dlq import Outgoing, dead_letter_copy, provenance_headers
+from consumer.core.intake import usable_id
 from consumer.core.job import Headers, Record
 from consumer.core.results import undeliverable
 from consumer.errors import PublishRefused
@@ -36,10 +42,18 @@ log = logging.getLogger(__name__)
 
 
 class WorkerPublisher:
-    def __init__(self, producer: AIOKafkaProducer, settings: Settings, *, tracer: Tracer | None = None) -> None:
+    def __init__(
+        self,
+        producer: AIOKafkaProducer,
+        settings: Settings,
+        *,
+        tracer: Tracer | None = None,
+        clock: WallClock = utc_now,
+    ) -> None:
         self._producer = producer
         self._settings = settings
         self._tracer = tracer or trace.get_tracer(__name__)
+        self._clock = clock
 
     async def result(self, result: VideoResult) -> None:
         topic = self._settings.results_topic
@@ -56,7 +70,20 @@ class WorkerPublisher:
     async def dead_letter(self, record: Record, *, code: str, message: str) -> None:
         """The original key, value and headers, plus what went wrong and where the record came from; a stub when
         that would exceed `VIDGEN_MAX_EVENT_BYTES` or the broker refuses it."""
-        provenance = provenance_headers(record, code=code, message=message, worker_id=self._settings.worker_id)
+        provenance = [
+            *provenance_headers(record, code=code, message=message, worker_id=self._settings.worker_id),
+            *dead_letter_event(
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                code=code,
+                value=record.value,
+                # The contract keys requests by their id; a key that is not a well-formed id names no request.
+                request_id=usable_id(record.key.decode("utf-8", "replace")) if record.key else None,
+                source=self._settings.event_source,
+                time=self._clock(),
+            ),
+        ]
         copy = dead_letter_copy(record, provenance, max_bytes=self._settings.max_event_bytes, measure=record_bytes)
         try:
             await self._send_copy(self._settings.dlq_topic, copy)
@@ -82,11 +109,18 @@ class WorkerPublisher:
         await self._send(self._settings.attempts_topic, key=key, value=value, headers=[])
 
     async def _send_result(self, topic: str, result: VideoResult) -> None:
+        envelope = result_event(
+            status=result.status,
+            tenant_id=result.tenant_id,
+            request_id=result.request_id,
+            source=self._settings.event_source,
+            time=result.timings.completed_at or self._clock(),
+        )
         await self._send(
             topic,
             key=result.request_id.encode("utf-8"),
             value=result.model_dump_json().encode("utf-8"),
-            headers=inject_headers(),  # this span's context: the result joins the request's trace
+            headers=[*inject_headers(), *envelope],  # this span's context: the result joins the request's trace
         )
 
     async def _send_copy(self, topic: str, copy: Outgoing) -> None:

@@ -84,8 +84,10 @@ def decide(
     margin: SafetyMargin = SafetyMargin(),
     forced: MemoryMode | None = None,
     allowed: Iterable[MemoryMode] = MODES,
+    subject: str | None = None,
 ) -> Admission:
-    """Decide for one request. `forced` pins the mode (VIDGEN_MEMORY_MODE); `allowed` is what the device supports.
+    """Decide for one request. `forced` pins the mode (VIDGEN_MEMORY_MODE); `allowed` is what the device supports;
+    `subject` says what the estimates are of where memory modes mean nothing to the requester ("for its frames").
 
     Raises ModeUnsupported when the forced mode is not allowed here: a configuration error, not the request's.
     """
@@ -102,8 +104,8 @@ def decide(
         smallest = min(candidates, key=lambda m: estimates[m])
         where = f"memory mode {forced.value!r}" if forced is not None else f"its most frugal mode ({smallest.value})"
         return Reject(
-            f"needs {_gib(estimates[smallest])} in {where}; this worker's {reading.device} has {_gib(usable)} "
-            f"usable of {_gib(reading.total_bytes)}"
+            f"needs {_gib(estimates[smallest])} {subject or 'in ' + where}; this worker's {reading.device} has "
+            f"{_gib(usable)} usable of {_gib(reading.total_bytes)}"
         )
     need = estimates[mode]
     available = min(reading.free_bytes + held_bytes - margin.of(reading.total_bytes), usable - reserved_bytes)
@@ -112,7 +114,7 @@ def decide(
     return Wait(
         mode,
         need,
-        f"needs {_gib(need)} in memory mode {mode.value}; {_gib(max(available, 0))} available now "
+        f"needs {_gib(need)} {subject or 'in memory mode ' + mode.value}; {_gib(max(available, 0))} available now "
         f"({_gib(reading.free_bytes)} free, {_gib(reserved_bytes)} reserved by running renders)",
     )
 

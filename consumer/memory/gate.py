@@ -1,4 +1,8 @@
-"""The worker's memory gate: a job waits here, with the worker's partitions paused, until its render fits."""
+"""The worker's memory gate: a job waits here, with the worker's partitions paused, until its render fits.
+
+`MemoryGate` admits a model's renders by device memory in a memory mode, each reservation ending with its render.
+`JobMemoryGate` admits the template pool's jobs by the worker's own memory, each reservation lasting until the job
+is answered: its frames stay in RAM while they are encoded and uploaded."""
 
 from __future__ import annotations
 
@@ -6,24 +10,25 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from consumer.memory.admission import Admit, MemoryReading, Reject, SafetyMargin, Wait, decide
-from consumer.memory.estimate import estimate_per_mode
 from consumer.memory.modes import MemoryMode
-from consumer.memory.profile import ModelMemoryProfile
 from consumer.telemetry.worker_metrics import Metrics
 from schemas.events import VideoRequest
 
 if TYPE_CHECKING:  # the probes' module imports torch; the gate only reads through the protocol
     from consumer.memory.probe import MemoryProbe
 
-__all__ = ["MemoryGate"]
+__all__ = ["Estimates", "JobMemoryGate", "MemoryGate"]
 
 log = logging.getLogger(__name__)
 
 _RECHECK_S = 0.25
+
+Estimates = Callable[[VideoRequest], Mapping[MemoryMode, int]]
+"""A request's peak memory in each memory mode it may run in."""
 
 
 class MemoryGate:
@@ -34,10 +39,13 @@ class MemoryGate:
     model on the GPU), which every estimate also includes.
     """
 
+    renders_in_mode = True  # an admitted job renders in the memory mode admission chose
+    _subject: str | None = None  # what the estimates are of, in messages; None: a render in a memory mode
+
     def __init__(
         self,
         probe: MemoryProbe,
-        profile: Callable[[], ModelMemoryProfile],
+        estimates: Estimates,
         *,
         margin: SafetyMargin,
         forced: MemoryMode | None,
@@ -46,7 +54,7 @@ class MemoryGate:
         metrics: Metrics,
     ) -> None:
         self._probe = probe
-        self._profile = profile
+        self._estimates = estimates
         self._margin = margin
         self._forced = forced
         self._allowed = allowed
@@ -69,9 +77,7 @@ class MemoryGate:
     async def admit(self, request: VideoRequest, stop: Callable[[], bool]) -> Admit | Reject | None:
         """Admit (and reserve) once the request fits; Reject when it never can here; None when `stop()` turned
         true while waiting (shutdown, revocation): the job is abandoned uncommitted."""
-        estimates = estimate_per_mode(
-            request.width, request.height, request.num_frames, request.guidance_scale, self._profile()
-        )
+        estimates = self._estimates(request)
         waited = False
         last = time.monotonic()
         try:
@@ -84,6 +90,7 @@ class MemoryGate:
                     margin=self._margin,
                     forced=self._forced,
                     allowed=self._allowed,
+                    subject=self._subject,
                 )
                 if not isinstance(decision, Wait):
                     break
@@ -112,10 +119,40 @@ class MemoryGate:
         self._waiters += change
         self._metrics.memory_waiting.set(self._waiters)
 
+    def render_ended(self, request: VideoRequest) -> None:
+        """The job's render ended: its device memory is free for the next render, before its result is out."""
+        self.release(request)
+
     def release(self, request: VideoRequest) -> None:
-        """End a job's reservation (idempotent): called when its render ends, not when its result is out."""
+        """End a job's reservation (idempotent): at the latest when its attempt ends."""
         if self._reserved.pop(id(request), None) is None:
             return
         self._metrics.job_estimate_bytes.set(sum(self._reserved.values()))
         self._freed.set()
         self._freed = asyncio.Event()
+
+
+class JobMemoryGate(MemoryGate):
+    """The template pool's gate: a job is admitted by the worker's memory budget (a CPU budget probe) for its whole
+    peak (`consumer.memory.template_estimate`), and keeps that reservation until it is answered, since its frames
+    stay in RAM while they are encoded and uploaded. No memory modes: the renderer has no weights to place."""
+
+    renders_in_mode = False
+    _subject = "for its frames, encoder and start-image decode"
+
+    def __init__(
+        self, probe: MemoryProbe, estimate: Callable[[VideoRequest], int], *, margin: SafetyMargin, metrics: Metrics
+    ) -> None:
+        only = MemoryMode.RESIDENT  # the one candidate `decide` weighs; never applied to the renderer
+        super().__init__(
+            probe,
+            lambda request: {only: estimate(request)},
+            margin=margin,
+            forced=None,
+            allowed=(only,),
+            held_bytes=lambda: 0,
+            metrics=metrics,
+        )
+
+    def render_ended(self, request: VideoRequest) -> None:
+        """Nothing freed yet: the reservation ends with the job (`release`)."""

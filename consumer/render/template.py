@@ -158,18 +158,19 @@ class TemplatePipeline:
         height: int,
         width: int,
         num_inference_steps: int,
-        video: torch.Tensor,
-        mask_video: torch.Tensor,
         generator: torch.Generator,
         callback_on_step_end: StepCallback,
         source_image: Image.Image | None = None,
+        video: torch.Tensor | None = None,
+        mask_video: torch.Tensor | None = None,
         **_: Any,
     ) -> SimpleNamespace:
         """Frames (1, num_frames, height, width, 3) float32 in [0, 1]. The start image is `source_image` when given
         (any size; `source_size` is what it needs), else the first frame of `video` where `mask_video` keeps it
-        (0 = keep, as `get_image_to_video_latent` builds it); with neither, a title card of `prompt`."""
+        (0 = keep, as `get_image_to_video_latent` builds it); with neither, a title card of `prompt`. The renderer
+        passes `source_image` alone (None for a title card): a start video would be F frames of one image."""
         seed = int(generator.initial_seed())
-        if source_image is None and not mask_video[:, :, 0].any():
+        if source_image is None and video is not None and mask_video is not None and not mask_video[:, :, 0].any():
             source_image = _frame_image(video)
         if source_image is None:
             working, cover = _title_card(prompt, width, height, seed), None

@@ -82,8 +82,8 @@ class RenderSettings(BaseSettings):
     model: str = Field(
         "tiny",
         description="`tiny`, a local diffusers folder of EasyAnimate V5.1 InP, a Hugging Face id, `template` (no "
-        "model: a Ken Burns move over the start image or a title card, on a CPU; results say `degraded: true`), or "
-        "`standin`.",
+        "model: a Ken Burns move over the start image or a title card, on a CPU; results say `degraded: true`; reads "
+        "the template pool's topics in its group unless they are set), or `standin`.",
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="`auto`: CUDA when torch sees a GPU.")
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
@@ -117,7 +117,7 @@ class RenderSettings(BaseSettings):
     @classmethod
     def _warmup_size(cls, value: str) -> str:
         if value and not re.fullmatch(r"\d+x\d+x\d+", value):
-            raise ValueError("warmup must look like 512x512x25 (width x height x frames)")
+            raise ValueError("must look like 512x512x25 (width x height x frames)")
         return value
 
 
@@ -139,7 +139,7 @@ class MemorySettings(BaseSettings):
         ge=1,
         description="On a CPU-only worker, admit renders against this budget. Unset: the memory limit (cgroup, else "
         "total memory) less what the worker holds once its model is loaded and less the memory start-image decodes "
-        "may take beside a render.",
+        "may take beside a render. A template worker admits whole jobs (frames, encoder, decode) against it.",
     )
     cgroup_root: str = Field("/sys/fs/cgroup", description="Where cgroups are mounted (the CPU memory budget's limit).")
     oom_downgrade: bool = Field(True, description="On CUDA out-of-memory, retry once in a more frugal memory mode.")

@@ -62,7 +62,8 @@ class TopicSettings(BaseSettings):
     template_topic: str = Field(
         "video.requests.template",
         description="Requests topic of the template pool (workers with `VIDGEN_MODEL=template`), where the job API "
-        "and the product hook route requests they degrade.",
+        "and the product hook route requests they degrade. A template worker's bulk and retry topics add `.bulk` and "
+        "`.retry`.",
     )
     progress_topic: str = Field("video.progress", description="Where progress events go when enabled.")
     progress_events: bool = Field(
@@ -82,6 +83,15 @@ class TopicSettings(BaseSettings):
         "video.requests.attempts",
         description="The crash guard's compacted topic: per request record (keyed by its position), how many workers "
         "started it without answering it.",
+    )
+    event_source: str = Field(
+        "urn:vidgen",
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x21-\x7e]+$",
+        description="CloudEvents `ce_source` of every result, progress event and dead letter: a URI naming this "
+        "deployment (the same on every worker, so a duplicate answer from another worker keeps its `ce_source` and "
+        "`ce_id`).",
     )
     max_record_bytes: int = Field(1_048_576, ge=1_024, description="Records larger than this go to the DLQ unparsed.")
     max_event_bytes: int = Field(

@@ -4,7 +4,7 @@ It owns the Kafka consumer: what to fetch (nothing while the pending queue is fu
 retry-topic partition not before its head record is due; newly assigned partitions not before the control and
 attempts topics are read as far as they reached at the assignment), intake (an unusable record is answered at once,
 a request is queued), commits of the finished prefix, rebalances and the drain at shutdown. Which job runs when is
-the scheduler's (`consumer/worker/scheduler.py`); cancel commands go to it as events.
+the scheduler's (`consumer/worker/scheduler.py`, built in the wiring and passed in).
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from consumer.kafka.state_topics import StateTopicsFollower
 from consumer.memory.gate import MemoryGate
 from consumer.settings import Settings
 from consumer.telemetry.worker_metrics import Metrics
-from consumer.worker.job_runner import JobRunner
 from consumer.worker.scheduler import JobScheduler
 from schemas.events import VideoRequest
 
@@ -63,7 +62,7 @@ class ConsumeLoop:
         *,
         settings: Settings,
         consumer_factory: ConsumerFactory,
-        runner: JobRunner,
+        scheduler: JobScheduler,
         metrics: Metrics,
         memory: MemoryGate | None = None,
         clock: WallClock = utc_now,
@@ -75,11 +74,8 @@ class ConsumeLoop:
         self._memory = memory
         self._clock = clock
         self._controls = controls
-        self._scheduler = JobScheduler(settings, runner, metrics, cancels=controls.cancels if controls else None)
-        if controls is not None:
-            controls.on_cancel(self._scheduler.post)
+        self._scheduler = scheduler
         self._catching_up: asyncio.Future[None] | None = None  # until the controls are read as of the assignment
-        self._runner = runner
         self._next_lag_report = 0.0
         self._delayed: dict[TopicPartition, int] = {}  # retry-topic partitions waiting for a not-before time
         self._bulk_prefetch = bulk_prefetch(settings.max_inflight_jobs)
@@ -93,6 +89,7 @@ class ConsumeLoop:
         self._consumer = self._consumer_factory(_GroupListener(self))
         await self._consumer.start()
         reacting = asyncio.create_task(self._scheduler.react(), name="scheduler")
+        reacting.add_done_callback(self._scheduler.note_crash)
         try:
             while not stop.is_set() and self._scheduler.crash is None:
                 await self._poll(accepting=True)
@@ -200,7 +197,7 @@ class ConsumeLoop:
         if isinstance(outcome, VideoRequest):
             self._scheduler.queue(Job(tp, record, outcome, received_at, delivery))
         else:
-            self._scheduler.answer(tp, record, self._runner.answer(record, outcome, received_at))
+            self._scheduler.answer(tp, record, outcome, received_at)
         return True
 
     def _bulk_fetched(self) -> bool:

@@ -1,4 +1,5 @@
-"""One valid request in, one result out: start image, cache lookup, render, encode, upload, presign."""
+"""One valid request in, one result out: start image, cache lookup, render, encode, upload, presign. The job's
+`JobTrack` is told as the work moves on (rendering, render ended, each denoising step, encoding, uploading)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,7 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import numpy as np
 from numpy.typing import NDArray
@@ -17,26 +17,26 @@ from PIL import Image
 
 from consumer.core.clock import WallClock, utc_now
 from consumer.core.job import StopSignal
-from consumer.core.keys import ObjectKeys, content_key, derive_seed, object_keys
+from consumer.core.job_events import JobTrack
+from consumer.core.keys import content_key, derive_seed, object_keys
 from consumer.core.moderation import Moderator
 from consumer.core.results import Identity, StageTimes, completed, failed
 from consumer.errors import VidgenError
 from consumer.images.sandbox import DecodeLimits, decode_in_sandbox
 from consumer.images.sources import StartImageSource
 from consumer.memory.modes import MemoryMode
-from consumer.object_store import ObjectStore, StoredObject
-from consumer.render.renderer import ModelHold, ProgressFn, Rendered, Renderer, RenderSpec, to_uint8
+from consumer.object_store import ObjectStore
+from consumer.render.render_spec import ModelHold, Rendered, RenderSpec, to_uint8
+from consumer.render.renderer import Renderer
 from consumer.settings import Settings
 from consumer.telemetry.worker_metrics import Metrics, resolution_label
+from consumer.worker.stored_videos import answers_from_cache, stored_video, video_info
 from consumer.worker.video_encoding import POSTER_TYPES, encode_mp4, encode_poster
-from schemas.events import VideoInfo, VideoRequest, VideoResult
+from schemas.events import VideoRequest, VideoResult
 
 __all__ = ["JobPipeline"]
 
 log = logging.getLogger(__name__)
-
-# Object metadata that lets a cache hit answer without downloading the video.
-_META_FIELDS = ("sha256", "width", "height", "num_frames", "fps")
 
 
 class JobPipeline:
@@ -71,16 +71,16 @@ class JobPipeline:
         *,
         received_at: datetime,
         record_time: datetime | None = None,
+        track: JobTrack,
         attempt: int = 1,
-        on_progress: ProgressFn | None = None,
-        render_ended: Callable[[], None] | None = None,
         memory_mode: MemoryMode | None = None,
         stop: StopSignal | None = None,
     ) -> VideoResult:
-        """`render_ended` is told once the model is no longer needed: its render ended (the model is released),
-        or a cache hit made it unnecessary. It is not told when the attempt fails before that. `stop` is checked
-        before the start image and before and during the render (a cancel answers `failed`, `cancelled`); the
-        request's deadline, when the render would start (`expired`)."""
+        """`track` is told when the render starts, each denoising step, once the model is no longer needed (its
+        render ended and the model is released, or a cache hit made it unnecessary; not when the attempt fails
+        before that), and when encoding and uploading start. `stop` is checked before the start image and before and
+        during the render (a cancel answers `failed`, `cancelled`); the request's deadline, when the render would
+        start (`expired`)."""
         stages = StageTimes(received_at=received_at)
         try:
             return await self._process(
@@ -89,8 +89,7 @@ class JobPipeline:
                 memory_mode=memory_mode,
                 record_time=record_time or received_at,
                 attempt=attempt,
-                on_progress=on_progress,
-                render_ended=render_ended or _nothing,
+                track=track,
                 stop=stop or StopSignal(),
             )
         except VidgenError as exc:
@@ -109,8 +108,7 @@ class JobPipeline:
         memory_mode: MemoryMode | None,
         record_time: datetime,
         attempt: int,
-        on_progress: ProgressFn | None,
-        render_ended: Callable[[], None],
+        track: JobTrack,
         stop: StopSignal,
     ) -> VideoResult:
         stop.check("queued")
@@ -128,10 +126,10 @@ class JobPipeline:
         )
 
         cached = await self._store.head(keys.video)
-        if cached is not None and all(name in cached.metadata for name in _META_FIELDS):
-            render_ended()
+        if answers_from_cache(cached):
+            track.render_ended()
             self._metrics.cache_hits.inc()
-            video = await self._video_info(keys, cached)
+            video = await video_info(self._store, keys, cached, now=self._clock())
             return completed(
                 request,
                 video=video,
@@ -148,12 +146,14 @@ class JobPipeline:
             stages=stages,
             memory_mode=memory_mode,
             record_time=record_time,
-            on_progress=on_progress,
+            track=track,
             stop=stop,
         )
-        render_ended()
+        track.render_ended()
+        track.encoding()
         memory_mode = rendered.mode
         frames = await asyncio.to_thread(to_uint8, rendered.frames)
+        del rendered  # its float frames (4 bytes a sample) are not needed while the 8-bit ones encode and upload
 
         started = time.perf_counter()
         with self._tracer.start_as_current_span("encode"):
@@ -162,16 +162,8 @@ class JobPipeline:
         self._metrics.encode_seconds.observe(stages.encode_ms / 1000)
 
         count, height, width, _ = frames.shape
-        stored = StoredObject(
-            size=len(mp4),
-            metadata={
-                "sha256": hashlib.sha256(mp4).hexdigest(),
-                "width": str(width),
-                "height": str(height),
-                "num_frames": str(count),
-                "fps": str(request.fps),
-            },
-        )
+        stored = stored_video(mp4, frames=count, height=height, width=width, fps=request.fps)
+        track.uploading()
         started = time.perf_counter()
         with self._tracer.start_as_current_span("upload") as span:
             span.set_attribute("vidgen.video.bytes", len(mp4))
@@ -185,7 +177,7 @@ class JobPipeline:
 
         return completed(
             request,
-            video=await self._video_info(keys, stored),
+            video=await video_info(self._store, keys, stored, now=self._clock()),
             cache_hit=False,
             timings=stages.timings(self._clock()),
             attempt=attempt,
@@ -222,7 +214,7 @@ class JobPipeline:
         stages: StageTimes,
         memory_mode: MemoryMode | None,
         record_time: datetime,
-        on_progress: ProgressFn | None,
+        track: JobTrack,
         stop: StopSignal,
     ) -> Rendered[NDArray[np.float32]]:
         """Returns once the model is released, with the frames still in floats."""
@@ -244,9 +236,9 @@ class JobPipeline:
             def progress(step: int, total: int) -> None:
                 # One event per denoising step on the render span, rather than a span per step.
                 span.add_event("denoising step", {"step": step, "total": total})
-                if on_progress is not None:
-                    on_progress(step, total)
+                track.progress(step, total)
 
+            track.rendering()
             try:
                 rendered = await self._renderer.render_float(
                     spec,
@@ -276,29 +268,6 @@ class JobPipeline:
 
     def _encode(self, frames: NDArray[np.uint8], fps: int) -> tuple[bytes, bytes]:
         return encode_mp4(frames, fps=fps), encode_poster(frames[0], fmt=self._settings.poster_format)
-
-    async def _video_info(self, keys: ObjectKeys, stored: StoredObject) -> VideoInfo:
-        meta = stored.metadata
-        expires_at = self._clock() + timedelta(seconds=self._store.presign_ttl_s)
-        frames, fps = int(meta["num_frames"]), int(meta["fps"])
-        return VideoInfo(
-            uri=self._store.uri(keys.video),
-            url=await self._store.presign(keys.video),
-            url_expires_at=expires_at,
-            poster_uri=self._store.uri(keys.poster),
-            poster_url=await self._store.presign(keys.poster),
-            bytes=stored.size,
-            sha256=meta["sha256"],
-            width=int(meta["width"]),
-            height=int(meta["height"]),
-            num_frames=frames,
-            fps=fps,
-            duration_s=round(frames / fps, 3),
-        )
-
-
-def _nothing() -> None:
-    pass
 
 
 def _ms_since(started: float) -> int:

@@ -1,91 +1,50 @@
-"""What happens to one record: admission, processing with retries, and its answer on Kafka (result, dead letter or
-retry-topic copy), inside its trace span and log context. The scheduler (`consumer/worker/scheduler.py`) decides when;
-this decides what. A job's render ending is posted to the scheduler as a `RenderEnded` event.
+"""What happens to one record: its answer on Kafka (result, dead letter or retry-topic copy) inside its trace span and
+log context (`job_spans`), after its attempts (`job_attempts`: memory admission, the pipeline, retries). The
+scheduler (`consumer/worker/scheduler.py`) decides when; this decides what. Each job's `JobTrack` moves its
+lifecycle and posts its render's end and steps on the scheduler's queue; the scheduler hands them back here
+(`render_ended`, `progressed`) as it reacts.
 
-Before a job's work starts it may be answered without starting: its tenant cancelled it, its deadline passed, or
-workers that started it died too often (the crash guard, which records every start in a `StartLog` first)."""
+Before a job's work starts it may be answered without starting: its tenant cancelled it, its deadline passed, or workers
+that started it died too often (the crash guard, which records every start in a `StartLog` first)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import time
-from collections.abc import Callable, Iterator, Sequence
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING
 
 from opentelemetry import trace
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace import Span, Tracer
 
 from consumer.core.clock import WallClock, utc_now
-from consumer.core.intake import DeadLetter, Rejection, usable_id
-from consumer.core.job import Headers, Job, Record, RenderEnded, past_deadline
+from consumer.core.intake import DeadLetter, Rejection
+from consumer.core.job import Job, Record, past_deadline
+from consumer.core.job_events import JobEventSink, JobTrack, RenderProgress
 from consumer.core.quotas import QuotaDecision
 from consumer.core.results import Identity, failed, not_started, rejected
-from consumer.core.retries import RetryPolicy
 from consumer.crash_guard.counts import crash_verdict
-from consumer.errors import Cancelled, PublishRefused, TooLargeForWorker, VidgenError, WorkerCrashed
-from consumer.memory.admission import Reject
+from consumer.errors import Cancelled, VidgenError, WorkerCrashed
 from consumer.memory.gate import MemoryGate
-from consumer.memory.modes import MemoryMode
 from consumer.settings import Settings
-from consumer.telemetry.logs import job_context
-from consumer.telemetry.tracing import extract_context, messaging_attributes
+from consumer.telemetry.tracing import extract_context
 from consumer.telemetry.worker_metrics import Metrics
-from schemas.events import VideoRequest, VideoResult
+from consumer.worker.job_attempts import UNANSWERED, JobAttempts, Unanswered
+from consumer.worker.job_ports import Outbox, ProgressListener, StartLog, StepFn
+from consumer.worker.job_spans import job_logs, mark_error, process_span
+from consumer.worker.policies import retry_policy
+from schemas.events import VideoResult
 
 if TYPE_CHECKING:  # the pipeline's module imports the renderer (torch); the runner only calls it
     from consumer.worker.job_pipeline import JobPipeline
 
-__all__ = ["JobRunner", "Outbox", "ProgressListener", "RenderEnds", "StartLog", "StepFn"]
+__all__ = ["JobRunner"]
 
 log = logging.getLogger(__name__)
 
 _GIVE_UP_WRITE_S = 5.0
-
-StepFn = Callable[[int, int], None]
-"""Called with (step, total) after each denoising step."""
-
-
-class Outbox(Protocol):
-    """Where a job's answers go, each acknowledged before the call returns
-    (`consumer.kafka.worker_publisher.WorkerPublisher` sends them to Kafka). A copy the destination refuses for good
-    raises `PublishRefused`."""
-
-    async def result(self, result: VideoResult) -> None: ...
-    async def dead_letter(self, record: Record, *, code: str, message: str) -> None: ...
-    async def retry_later(self, record: Record, *, headers: Headers) -> None: ...
-
-
-class ProgressListener(Protocol):
-    """Told when an attempt at a request starts; answers with what to call after each denoising step
-    (`consumer.kafka.progress.ProgressReporter` is one)."""
-
-    def started(self, request: VideoRequest, *, attempt: int) -> StepFn: ...
-
-
-class StartLog(Protocol):
-    """The crash guard's durable count of the workers that started a record without answering it
-    (`consumer.kafka.state_topics.CrashGuardLedger`). Each write is acknowledged before the call returns."""
-
-    def previous(self, record: Record) -> int: ...
-    async def started(self, record: Record) -> None: ...
-    async def answered(self, record: Record) -> None: ...
-    async def abandoned(self, record: Record) -> None: ...
-
-
-class RenderEnds(Protocol):
-    """Where a job posts that its render ended: the scheduler's event queue."""
-
-    def put_nowait(self, item: RenderEnded, /) -> None: ...
-
-
-class _Abandoned:
-    """Marks a job given up unanswered: shut down or revoked while it waited for memory."""
-
-
-_ABANDONED = _Abandoned()
 
 
 class JobRunner:
@@ -108,26 +67,34 @@ class JobRunner:
     ) -> None:
         self._settings = settings
         self._publisher = publisher
-        self._pipeline = pipeline
         self._identity = identity
         self._metrics = metrics
         self._tracer = tracer or trace.get_tracer(__name__)
         self._clock = clock
-        self._memory = memory
         self._progress = progress
         self._starts = starts
-        self._retry = RetryPolicy.from_settings(settings)
-        self.draining = False  # set by the scheduler at shutdown: jobs waiting for memory give up
+        self._retry = retry_policy(settings)
+        self._attempts = JobAttempts(
+            pipeline=pipeline,
+            publisher=publisher,
+            identity=identity,
+            retry=self._retry,
+            tracer=self._tracer,
+            clock=clock,
+            memory=memory,
+        )
+        self._listening: dict[int, StepFn] = {}  # the progress listeners of each running job, by id() of the job
 
-    async def run(self, job: Job, events: RenderEnds) -> bool:
+    async def run(self, job: Job, events: JobEventSink) -> bool:
         """Render and answer an admitted job. When its render ends (or a cache hit makes it unnecessary, or its
-        answer is final without one), its memory reservation ends and `RenderEnded(job)` goes on `events`, for the
-        scheduler to hand its render slot to the next job.
+        answer is final without one), `RenderEnded(job)` goes on `events`, for the scheduler to end its memory
+        reservation (`render_ended`) and hand its render slot to the next job; each denoising step goes there as a
+        `RenderProgress`.
 
         A job asked to stop, past its deadline or refused by the crash guard is answered without starting. Otherwise
         its start is recorded before any of its work, withdrawn (a tombstone) once it is answered, and taken back
         (one start less) when it is given up: revoked or shut down past the grace, or abandoned while it waited."""
-        with self._span(job.record) as span, _job_logs(job.record, job.request.request_id, job.request.tenant_id):
+        with self._span(job.record) as span, job_logs(job.record, job.request.request_id, job.request.tenant_id):
             refusal = self._refusal(job)
             if refusal is not None:
                 await self._refuse_start(span, job, refusal)
@@ -139,7 +106,7 @@ class JobRunner:
             except asyncio.CancelledError:
                 await self._given_up(job.record)
                 raise
-            if outcome is _ABANDONED:
+            if outcome is UNANSWERED:
                 await self._given_up(job.record)
                 return False
             if isinstance(outcome, VideoResult):
@@ -148,6 +115,17 @@ class JobRunner:
                 await self._starts.answered(job.record)
             self._note_stop(span, job, outcome)
             return True
+
+    def render_ended(self, job: Job) -> None:
+        """The job no longer needs the model: its memory reservation ends (the scheduler, reacting to `RenderEnded`)."""
+        self._attempts.render_ended(job.request)
+
+    def progressed(self, event: RenderProgress) -> None:
+        """Tell the job's progress listeners (the scheduler, reacting to `RenderProgress`), in the context the step
+        ended in; nothing once the job's run has ended."""
+        step = self._listening.get(id(event.job))
+        if step is not None:
+            event.context.run(step, event.step, event.total)
 
     def runs_alone(self, job: Job) -> bool:
         """Whether the job must run with no other job beside it: a worker died holding its record before (and the
@@ -161,9 +139,9 @@ class JobRunner:
         """Records answered without rendering: dead letters, rejections, quota refusals."""
         request_id = None if isinstance(outcome, DeadLetter) else outcome.request_id
         tenant_id = None if isinstance(outcome, DeadLetter) else outcome.tenant_id
-        with self._span(record) as span, _job_logs(record, request_id, tenant_id):
+        with self._span(record) as span, job_logs(record, request_id, tenant_id):
             if isinstance(outcome, DeadLetter):
-                _mark_error(span, outcome.code)
+                mark_error(span, outcome.code)
                 self._metrics.dead_letters.labels(code=outcome.code).inc()
                 await self._publisher.dead_letter(record, code=outcome.code, message=outcome.message)
                 return True
@@ -189,7 +167,7 @@ class JobRunner:
             now_ms=self._now_ms(),
             delay_s=delay_s,
         )
-        context = _job_logs(record, request.request_id, request.tenant_id)
+        context = job_logs(record, request.request_id, request.tenant_id)
         with self._tracer.start_as_current_span("quota deferral", context=extract_context(record.headers)), context:
             try:
                 await self._publisher.retry_later(record, headers=headers)
@@ -234,7 +212,7 @@ class JobRunner:
         except TimeoutError:
             log.warning("the start of %s[%d]@%d stays counted: no ack", record.topic, record.partition, record.offset)
 
-    def _note_stop(self, span: Span, job: Job, outcome: VideoResult | _Abandoned | None) -> None:
+    def _note_stop(self, span: Span, job: Job, outcome: VideoResult | Unanswered | None) -> None:
         """A cancel that found the job: where (`vidgen_cancellations_total{stage}`, a span event). One that came
         after its render ended is late: the job was left to finish."""
         if not job.stop.requested:
@@ -247,133 +225,37 @@ class JobRunner:
         log.info("request %s cancelled (%s)", job.request.request_id, stage)
 
     def _span(self, record: Record) -> contextlib.AbstractContextManager[Span]:
-        span = self._tracer.start_as_current_span(
-            f"process {record.topic}", context=extract_context(record.headers), kind=SpanKind.CONSUMER
-        )
-        return _described(span, record, self._settings.consumer_group)
+        return process_span(self._tracer, record, self._settings.consumer_group)
 
     async def _publish(self, span: Span, result: VideoResult) -> None:
         if result.error is not None:
-            _mark_error(span, result.error.code)
+            mark_error(span, result.error.code)
         self._metrics.jobs.labels(status=result.status, error_code=result.error.code if result.error else "").inc()
         await self._publisher.result(result)
 
-    async def _admit(self, job: Job) -> MemoryMode | Reject | _Abandoned | None:
-        """Wait until the render fits in device memory: the mode to render in (None: memory not managed). Given up
-        at shutdown or when the job is asked to stop."""
-        if self._memory is None:
-            return None
-        with self._tracer.start_as_current_span("admission wait"):
-            admission = await self._memory.admit(job.request, stop=lambda: self.draining or job.stop.requested)
-        if admission is None:
-            return _ABANDONED
-        return admission if isinstance(admission, Reject) else admission.mode
+    async def _process_with_retries(self, job: Job, events: JobEventSink) -> VideoResult | Unanswered | None:
+        """The job's attempts (`JobAttempts`), heard by its progress listeners meanwhile. None: handed on to the retry
+        topic."""
+        self._listen(job)
+        try:
+            return await self._attempts.run(job, JobTrack(job, events))
+        finally:
+            self._listening.pop(id(job), None)
 
-    async def _process_with_retries(self, job: Job, events: RenderEnds) -> VideoResult | _Abandoned | None:
-        """Retry transient failures in process with backoff, then hand the request to the retry topic, and after
-        the last round (or when the retry topic refuses the copy for good) fail it for good (result `failed`,
-        retryable) with a copy in the DLQ. None: handed on.
-
-        Each attempt is admitted by device memory first; the reservation ends as soon as its render does, and the
-        scheduler hears of it, so the next request renders while this one encodes and uploads."""
-        request, record, delivery = job.request, job.record, job.delivery
-        progress = self._progress_for(request, attempt=delivery.attempt)
-        started = time.monotonic()
-        attempt = delivery.attempt
-
-        posted = False
-
-        def render_ended() -> None:
-            nonlocal posted
-            self._release_memory(request)
-            if not posted:  # once: a retried attempt that renders again keeps the slot it moved to
-                posted = True
-                events.put_nowait(RenderEnded(job))
-
-        for retry in range(1, self._retry.attempts + 1):
-            mode = await self._admit(job)
-            if isinstance(mode, _Abandoned) and not job.stop.requested:
-                return _ABANDONED
-            if isinstance(mode, Reject | _Abandoned):
-                error = TooLargeForWorker(mode.message) if isinstance(mode, Reject) else job.stop.stopped("queued")
-                timings = not_started(job.received_at)
-                return failed(request, error, timings=timings, attempt=attempt, identity=self._identity)
-            try:
-                result = await self._pipeline.process(
-                    request,
-                    received_at=job.received_at,
-                    record_time=datetime.fromtimestamp(record.timestamp / 1000, UTC),
-                    attempt=attempt,
-                    on_progress=progress,
-                    render_ended=render_ended,
-                    memory_mode=mode,
-                    stop=job.stop,
-                )
-            finally:
-                self._release_memory(request)  # an attempt that failed before its render ended
-            if result.status != "failed" or result.error is None or not result.error.retryable:
-                render_ended()  # a final answer (a stopped render too): its slot goes to the next job now
-                return result
-            failure = result.error
-            pause = self._retry.backoff(retry)
-            if retry == self._retry.attempts or time.monotonic() - started + pause > self._retry.deadline_s:
-                break
-            log.warning("request %s attempt %d failed (%s); retrying", request.request_id, attempt, failure.code)
-            await asyncio.sleep(pause)
-            attempt += 1
-        if delivery.round < self._retry.topic_rounds:
-            headers = delivery.next_round(
-                record.headers, next_attempt=attempt + 1, now_ms=self._now_ms(), delay_s=self._retry.topic_delay_s
-            )
-            try:
-                await self._publisher.retry_later(record, headers=headers)
-            except PublishRefused:
-                log.exception("request %s cannot go to the retry topic; it fails now", request.request_id)
-            else:
-                log.warning("request %s moved to the retry topic after attempt %d", request.request_id, attempt)
-                return None
-        await self._publisher.dead_letter(record, code=failure.code, message=failure.message)
-        return result
-
-    def _release_memory(self, request: VideoRequest) -> None:
-        if self._memory is not None:
-            self._memory.release(request)  # idempotent
-
-    def _progress_for(self, request: VideoRequest, *, attempt: int) -> StepFn | None:
-        steps = [listener.started(request, attempt=attempt) for listener in self._progress]
-        if not steps:
-            return None
-
-        def each(step: int, total: int) -> None:
-            for call in steps:
-                call(step, total)
-
-        return each
+    def _listen(self, job: Job) -> None:
+        """Announce the delivery's first attempt to the progress listeners; their step callbacks hear every
+        `RenderProgress` of the job's run."""
+        steps = [listener.started(job.request, attempt=job.delivery.attempt) for listener in self._progress]
+        if steps:
+            self._listening[id(job)] = _each(steps)
 
     def _now_ms(self) -> int:
         return int(self._clock().timestamp() * 1000)
 
 
-@contextlib.contextmanager
-def _described(manager: contextlib.AbstractContextManager[Span], record: Record, group: str) -> Iterator[Span]:
-    """A process span with the OpenTelemetry messaging semantic conventions for a consumed Kafka record."""
-    with manager as span:
-        # Only a well-formed request id: a key is client bytes (any length, any characters) and is never echoed raw.
-        key = None if record.key is None else usable_id(record.key.decode("ascii", "replace"))
-        span.set_attributes(
-            messaging_attributes(
-                "process", record.topic, key=key, group=group, partition=record.partition, offset=record.offset
-            )
-        )
-        yield span
+def _each(steps: Sequence[StepFn]) -> StepFn:
+    def each(step: int, total: int) -> None:
+        for call in steps:
+            call(step, total)
 
-
-def _job_logs(record: Record, request_id: str | None, tenant_id: str | None) -> contextlib.AbstractContextManager[None]:
-    return job_context(
-        request_id=request_id, tenant_id=tenant_id, topic=record.topic, partition=record.partition, offset=record.offset
-    )
-
-
-def _mark_error(span: Span, code: str) -> None:
-    span.set_status(Status(StatusCode.ERROR, code))
-    span.set_attribute("error.type", code)
+    return each

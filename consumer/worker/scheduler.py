@@ -1,16 +1,21 @@
-"""The one owner of which job runs when. The consume loop hands it every fetched record; it queues requests by
-tenant (`PendingJobs`), starts them while render slots are free (`StageSlots`), runs each as a task through the job
-runner and keeps the offsets finished so far (`OffsetTracker`).
+"""The one owner of which job runs when. The consume loop hands it every fetched record; it queues requests by tenant
+(`PendingJobs`), starts them while render slots are free (`StageSlots`), runs each as a task through the job runner
+and keeps the offsets finished so far (`OffsetTracker`).
 
-Scheduling flows one way. Jobs never call back into it: a job whose render ended posts `RenderEnded` on the
-scheduler's queue, and `react` (a task of its own, beside the consume loop) hands that job's render slot on and starts
-the next queued job at once, without waiting for the next fetch. When a job's task ends, the scheduler frees its slot
-and its tenant's quota and starts the next job the same way.
+Scheduling flows one way. Jobs never call back into it: a job posts typed events on the scheduler's one queue
+(`consumer.core.job_events`), and `react` (a task of its own, beside the consume loop) handles them in turn: on
+`RenderEnded` the job's memory reservation ends and its render slot goes to the next queued job at once, without
+waiting for the next fetch; a `RenderProgress` goes to the job's progress listeners. When a job's task ends, the
+scheduler frees its slot and its tenant's quota and starts the next job the same way.
 
-A new cancel command is an event on the same queue: the request's queued job is answered at once, a running one is
-asked to stop (`Job.stop`: a rendering job stops at its next denoising step). A request that arrives after its cancel
-is answered at intake. A record a worker died on (the crash guard's count) runs alone, so that if it kills this
-worker too, no other request is counted with it.
+Each job's phase is explicit (`consumer.core.lifecycle`): the scheduler moves it to `admitted` when it takes a slot,
+to `answered` when its task ends with its answer acknowledged, and to `abandoned` when it is given up unanswered
+(dropped from the queue, revoked, shut down); the job runner and pipeline move it through its work.
+
+A new cancel command is an event on the same queue (the follower of the control topic puts it there): the request's
+queued job is answered at once, a running one is asked to stop (`Job.stop`: a rendering job stops at its next denoising
+step). A request that arrives after its cancel is answered at intake. A record a worker died on (the crash guard's
+count) runs alone, so that if it kills this worker too, no other request is counted with it.
 """
 
 from __future__ import annotations
@@ -19,22 +24,30 @@ import asyncio
 import logging
 import time
 from collections.abc import Collection, Coroutine, Hashable
+from datetime import datetime
 from typing import Any
 
 from consumer.cancellation.commands import CancelCommand, CancelIndex, cancelled_error
 from consumer.core.clock import Monotonic
-from consumer.core.job import Job, Record, RenderEnded
+from consumer.core.intake import DeadLetter, Rejection
+from consumer.core.job import Job, Record
+from consumer.core.job_events import RenderEnded, RenderProgress
+from consumer.core.lifecycle import Phase
 from consumer.core.offsets import OffsetTracker
-from consumer.core.pending import PendingJobs
 from consumer.core.priority_lanes import bulk_render_slots
 from consumer.core.slots import Slot, StageSlots
 from consumer.settings import Settings
 from consumer.telemetry.worker_metrics import Metrics
 from consumer.worker.job_runner import JobRunner
+from consumer.worker.policies import pending_jobs
 
-__all__ = ["JobScheduler"]
+__all__ = ["JobScheduler", "SchedulerEvent"]
 
 log = logging.getLogger(__name__)
+
+SchedulerEvent = RenderEnded | RenderProgress | CancelCommand
+"""What the scheduler's one queue carries: a job's render ended or one of its denoising steps did (from the job's
+`JobTrack`), a new cancel command (from the control topic's follower)."""
 
 
 class JobScheduler:
@@ -47,20 +60,21 @@ class JobScheduler:
         runner: JobRunner,
         metrics: Metrics,
         *,
+        events: asyncio.Queue[SchedulerEvent],
         clock: Monotonic = time.monotonic,
         cancels: CancelIndex | None = None,
     ) -> None:
         self._runner = runner
         self._metrics = metrics
         self._cancels = cancels
-        self.pending = PendingJobs(settings, clock=clock)
+        self.pending = pending_jobs(settings, clock=clock)
         self._slots = StageSlots(rendering=settings.max_inflight_jobs, finishing=settings.max_finishing_jobs)
         self._bulk_slots = bulk_render_slots(settings.max_inflight_jobs)
         self._slot_of: dict[int, Slot] = {}  # by id() of the running job
         self._admitted: dict[int, Job] = {}  # the running jobs that hold a slot, by id()
         self._parked: Job | None = None  # must run alone: taken from the queue, waits for the jobs before it to end
         self._alone: Job | None = None  # running alone: nothing starts beside it
-        self._events: asyncio.Queue[RenderEnded | CancelCommand] = asyncio.Queue()
+        self._events = events
         self.offsets = OffsetTracker()
         self._tasks: dict[Hashable, set[asyncio.Task[None]]] = {}
         self._running: set[asyncio.Task[None]] = set()
@@ -76,20 +90,23 @@ class JobScheduler:
         """Nothing queued and nothing running."""
         return not self._running and not len(self.pending) and self._parked is None
 
-    def post(self, command: CancelCommand) -> None:
-        """A cancel command new to the worker (from the control topic), for `react` to handle in turn."""
-        self._events.put_nowait(command)
-
     async def react(self) -> None:
-        """Forever: a render ended, so its render slot goes to the next job; or a cancel came. Runs as its own task."""
+        """Forever, each event of the queue in turn. Runs as its own task."""
         while True:
             event = await self._events.get()
-            if isinstance(event, CancelCommand):
+            if isinstance(event, RenderProgress):
+                self._runner.progressed(event)
+            elif isinstance(event, RenderEnded):
+                self._render_ended(event.job)
+            else:
                 self._cancel(event)
-                continue
-            slot = self._slot_of.get(id(event.job))
-            if slot is not None and self._slots.advance(slot):
-                self.start_admitted()
+
+    def _render_ended(self, job: Job) -> None:
+        """The job no longer needs the model: its memory reservation ends and its render slot goes to the next job."""
+        self._runner.render_ended(job)
+        slot = self._slot_of.get(id(job))
+        if slot is not None and self._slots.advance(slot):
+            self.start_admitted()
 
     def queue(self, job: Job) -> None:
         """A parsed request: it waits for a slot and its tenant's turn (`start_admitted`), unless its tenant cancelled
@@ -103,14 +120,14 @@ class JobScheduler:
             command = self._cancels.cancel_of(request.request_id, request.tenant_id)
             if command is not None:
                 job.stop.request(cancelled_error(command))
-                self._spawn(job.tp, job.record, self._runner.run(job, self._events))
+                self._spawn(job.tp, job.record, self._runner.run(job, self._events), job=job)
                 return
         self.pending.push(job)
 
-    def answer(self, tp: Hashable, record: Record, work: Coroutine[Any, Any, bool]) -> None:
+    def answer(self, tp: Hashable, record: Record, outcome: DeadLetter | Rejection, received_at: datetime) -> None:
         """A record answered without a slot (a dead letter, a rejection)."""
         self.offsets.start(tp, record.offset)
-        self._spawn(tp, record, work)
+        self._spawn(tp, record, self._runner.answer(record, outcome, received_at))
 
     def start_admitted(self) -> None:
         """Start queued requests while job slots are free, in the order the tenant quotas allow; refuse those the
@@ -128,7 +145,8 @@ class JobScheduler:
                 self._alone = job
             self._slot_of[id(job)] = self._slots.take()
             self._admitted[id(job)] = job
-            self._spawn(job.tp, job.record, self._runner.run(job, self._events), job=job)
+            job.lifecycle.advance(Phase.ADMITTED)
+            self._spawn(job.tp, job.record, self._runner.run(job, self._events), job=job, admitted=True)
 
     def _take(self) -> Job | None:
         """The next queued job the quotas admit (interactive first, see `PendingJobs.take`); those they reject on the
@@ -137,7 +155,7 @@ class JobScheduler:
             job, decision = taken
             if decision.admitted:
                 return job
-            self._spawn(job.tp, job.record, self._runner.refuse(job, decision))
+            self._spawn(job.tp, job.record, self._runner.refuse(job, decision), job=job)
         return None
 
     def _bulk_slot_free(self) -> bool:
@@ -162,7 +180,7 @@ class JobScheduler:
         if self._parked is not None and self._parked.stop.requested:
             answered.append(self._unpark())
         for job in answered:
-            self._spawn(job.tp, job.record, self._runner.run(job, self._events))
+            self._spawn(job.tp, job.record, self._runner.run(job, self._events), job=job)
         if parked and self._parked is None:
             self.start_admitted()
 
@@ -182,7 +200,7 @@ class JobScheduler:
                 work = self._runner.refuse(job, decision)
             else:
                 work = self._runner.defer(job, decision)
-            self._spawn(job.tp, job.record, work)
+            self._spawn(job.tp, job.record, work, job=job)
 
     def tasks_of(self, partitions: Collection[Hashable]) -> list[asyncio.Task[None]]:
         return [task for tp in partitions for task in self._tasks.get(tp, ())]
@@ -192,9 +210,10 @@ class JobScheduler:
 
     def drop(self, partitions: Collection[Hashable]) -> None:
         """Revoked partitions: forget their queued jobs (re-read by the next owner)."""
-        self.pending.drop(partitions)
+        dropped = self.pending.drop(partitions)
         if self._parked is not None and self._parked.tp in partitions:
-            self._unpark()
+            dropped.append(self._unpark())
+        _abandon(dropped)
 
     def forget(self, partitions: Collection[Hashable]) -> None:
         """Revoked partitions, once their jobs finished or were cancelled: nothing of them may be committed by us."""
@@ -206,19 +225,35 @@ class JobScheduler:
     def stop_accepting(self) -> None:
         """Shutdown: start nothing more, forget what is queued, and let jobs waiting for memory give up."""
         self._accepting = False
-        self._runner.draining = True
-        self.pending.drop()
+        for job in self._admitted.values():
+            job.stop.drain()
+        dropped = self.pending.drop()
         if self._parked is not None:
-            self._unpark()
+            dropped.append(self._unpark())
+        _abandon(dropped)
 
-    def _spawn(self, tp: Hashable, record: Record, work: Coroutine[Any, Any, bool], *, job: Job | None = None) -> None:
+    def _spawn(
+        self,
+        tp: Hashable,
+        record: Record,
+        work: Coroutine[Any, Any, bool],
+        *,
+        job: Job | None = None,
+        admitted: bool = False,
+    ) -> None:
+        """Run `work` (answering `record`, of `job` when it is a request) as a task; an `admitted` job holds a slot."""
+
         async def run() -> None:
+            answered = False
             try:
-                if await work:  # False: abandoned unanswered, so the offset must not be committed past it
+                answered = await work  # False: abandoned unanswered, so the offset must not be committed past it
+                if answered:
                     self.offsets.finish(tp, record.offset)
             finally:
                 if job is not None:
-                    self._end(job)
+                    job.lifecycle.advance(Phase.ANSWERED if answered else Phase.ABANDONED)
+                    if admitted:
+                        self._end(job)
             self._metrics.inflight.set(len(self._running))
 
         task = asyncio.create_task(run(), name=f"job-{record.topic}-{record.partition}-{record.offset}")
@@ -226,7 +261,7 @@ class JobScheduler:
         for bucket in (tasks, self._running):
             bucket.add(task)
             task.add_done_callback(bucket.discard)
-        task.add_done_callback(self._check_crash)
+        task.add_done_callback(self.note_crash)
         self._metrics.inflight.set(len(self._running))
 
     def _end(self, job: Job) -> None:
@@ -239,8 +274,15 @@ class JobScheduler:
         if self._slots.release(slot):
             self.start_admitted()
 
-    def _check_crash(self, task: asyncio.Task[None]) -> None:
+    def note_crash(self, task: asyncio.Task[None]) -> None:
+        """A done callback for the scheduler's tasks (its jobs, its `react`): one that raised stops the worker."""
         if task.cancelled() or task.exception() is None:
             return
         self.crash = task.exception()
-        log.critical("job %s crashed: %r; stopping the worker", task.get_name(), self.crash)
+        log.critical("task %s crashed: %r; stopping the worker", task.get_name(), self.crash)
+
+
+def _abandon(jobs: list[Job]) -> None:
+    """Queued jobs given up unanswered: their records are read again."""
+    for job in jobs:
+        job.lifecycle.advance(Phase.ABANDONED)

@@ -11,7 +11,7 @@ import torch
 
 from consumer.render.fp8 import fp8_unsupported_reason
 from consumer.render.loader import load_pipeline
-from consumer.render.renderer import RenderSpec
+from consumer.render.render_spec import RenderSpec
 
 CUDA = torch.device("cuda")
 SPEC = RenderSpec(

@@ -94,10 +94,23 @@ def bearer(credential: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {credential}"}
 
 
+class TenantSessions:
+    """One API and an HTTP session per tenant, each sending its tenant's credential; `close` when done."""
+
+    def __init__(self, url: str, keys: dict[str, str]) -> None:
+        self.url = url
+        self.sessions = {tenant: aiohttp.ClientSession(headers=bearer(key)) for tenant, key in keys.items()}
+
+    async def close(self) -> None:
+        for session in self.sessions.values():
+            await session.close()
+
+
 def api_settings(tmp_path: Path, jwks_url: str | None, **overrides: Any) -> ApiSettings:
     values: dict[str, Any] = {
         "host": "127.0.0.1",
         "port": 0,
+        "operator_port": 0,
         "state_path": str(tmp_path / f"view-{uuid.uuid4().hex[:6]}.sqlite3"),
         "id_key": ID_KEY,
         "keys_file": str(tmp_path / "api-keys"),
@@ -107,6 +120,7 @@ def api_settings(tmp_path: Path, jwks_url: str | None, **overrides: Any) -> ApiS
         "jwks_min_refresh_s": 1.0,
         "rate_per_s": 1000.0,
         "burst": 1000,
+        "tenant_max_queued": 100,  # a module's API collects one tenant's jobs queued over many tests (no worker)
         "sse_keepalive_s": 1.0,
         **overrides,
     }
@@ -116,6 +130,7 @@ def api_settings(tmp_path: Path, jwks_url: str | None, **overrides: Any) -> ApiS
 @dataclass
 class RunningApi:
     url: str
+    operator_url: str  # /healthz, /readyz, /metrics
     task: asyncio.Task[int]
     stop: asyncio.Event
     settings: ApiSettings
@@ -129,14 +144,19 @@ class RunningApi:
 async def running_api(settings: Settings, api: ApiSettings, **serve_options: Any) -> AsyncIterator[RunningApi]:
     """The API in this process, until the block ends; waits for /readyz."""
     stop = asyncio.Event()
-    port: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(serve(api, settings, stop, on_port=port.set_result, **serve_options))
+    loop = asyncio.get_running_loop()
+    port: asyncio.Future[int] = loop.create_future()
+    operator_port: asyncio.Future[int] = loop.create_future()
+    task = asyncio.create_task(
+        serve(api, settings, stop, on_port=port.set_result, on_operator_port=operator_port.set_result, **serve_options)
+    )
     done, _ = await asyncio.wait([port, task], timeout=60, return_when=asyncio.FIRST_COMPLETED)
     if task in done:
         task.result()
-    running = RunningApi(f"http://127.0.0.1:{port.result()}", task, stop, api)
+    urls = (f"http://127.0.0.1:{port.result()}", f"http://127.0.0.1:{operator_port.result()}")
+    running = RunningApi(*urls, task, stop, api)
     try:
-        await wait_ready(running.url)
+        await wait_ready(running.operator_url)
         yield running
     finally:
         if not task.done():
@@ -144,6 +164,7 @@ async def running_api(settings: Settings, api: ApiSettings, **serve_options: Any
 
 
 async def wait_ready(url: str, *, timeout_s: float = 60, process: subprocess.Popen[bytes] | None = None) -> None:
+    """Until GET /readyz (on the operator port `url`) answers 200."""
     async with aiohttp.ClientSession() as http, asyncio.timeout(timeout_s):
         while True:
             if process is not None and process.poll() is not None:
@@ -157,16 +178,19 @@ async def wait_ready(url: str, *, timeout_s: float = 60, process: subprocess.Pop
 
 @dataclass
 class ApiProcess:
-    """`python -m consumer api` with the given settings; port and log of its own."""
+    """`python -m consumer api` with the given settings; ports and log of its own."""
 
     env: dict[str, str]
     log_path: Path
     port: int
+    operator_port: int
     process: subprocess.Popen[bytes] | None = None
     url: str = field(init=False)
+    operator_url: str = field(init=False)  # /healthz, /readyz, /metrics
 
     def __post_init__(self) -> None:
         self.url = f"http://127.0.0.1:{self.port}"
+        self.operator_url = f"http://127.0.0.1:{self.operator_port}"
 
     def start(self) -> None:
         with open(self.log_path, "ab") as log:
@@ -175,7 +199,7 @@ class ApiProcess:
             )
 
     async def ready(self) -> None:
-        await wait_ready(self.url, process=self.process)
+        await wait_ready(self.operator_url, process=self.process)
 
     def stop(self, *, kill: bool = False) -> int:
         if self.process is None:
@@ -207,6 +231,10 @@ class ApiStack:
     @property
     def url(self) -> str:
         return self.server.url
+
+    @property
+    def operator_url(self) -> str:
+        return self.server.operator_url
 
 
 def new_key(api: ApiSettings, tenant: str) -> str:

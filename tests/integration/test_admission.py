@@ -11,7 +11,8 @@ from consumer.errors import RenderFailed
 from consumer.memory.admission import MemoryReading
 from consumer.memory.modes import MemoryMode
 from consumer.memory.probe import ScriptedProbe
-from consumer.render.renderer import Renderer, RenderSpec
+from consumer.render.render_spec import RenderSpec
+from consumer.render.renderer import Renderer
 from consumer.render.tiny import build_tiny_pipeline
 from consumer.settings import Settings
 from tests.support import KafkaClient, metric, request_body, until

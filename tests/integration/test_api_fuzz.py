@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import pytest
 import requests
 import schemathesis
+from cryptography.fernet import Fernet
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
@@ -34,22 +35,39 @@ class _Served:
 @pytest.fixture(scope="module")
 def served(broker: str, s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Served]:
     """The API on an event loop of its own in a thread: Schemathesis calls it synchronously."""
-    vidgen = isolated_settings(broker, s3_endpoint, "fuzz" + uuid.uuid4().hex[:8], topic_partitions=1)
-    api = api_settings(tmp_path_factory.mktemp("fuzz"), None, rate_per_s=10_000.0, burst=10_000, max_queued=100_000)
+    vidgen = isolated_settings(
+        broker,
+        s3_endpoint,
+        "fuzz" + uuid.uuid4().hex[:8],
+        topic_partitions=1,
+        webhook_secrets_key=Fernet.generate_key().decode(),  # /v1/webhooks on, so it is fuzzed too
+    )
+    api = api_settings(
+        tmp_path_factory.mktemp("fuzz"),
+        None,
+        rate_per_s=10_000.0,
+        burst=10_000,
+        max_queued=100_000,
+        tenant_max_queued=100_000,
+    )
     key = new_key(api, "shop-1")
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()
     port: list[int] = []
+    operator_port: list[int] = []
     thread = threading.Thread(
-        target=lambda: loop.run_until_complete(serve(api, vidgen, stop, on_port=port.append)), daemon=True
+        target=lambda: loop.run_until_complete(
+            serve(api, vidgen, stop, on_port=port.append, on_operator_port=operator_port.append)
+        ),
+        daemon=True,
     )
     thread.start()
     url = ""
     for _ in range(600):
-        if port:
+        if port and operator_port:
             url = f"http://127.0.0.1:{port[0]}"
             try:
-                if requests.get(f"{url}/readyz", timeout=1).status_code == 200:
+                if requests.get(f"http://127.0.0.1:{operator_port[0]}/readyz", timeout=1).status_code == 200:
                     break
             except requests.ConnectionError:
                 pass

@@ -1,5 +1,6 @@
 """The job API against the real broker, S3 server and a real worker with the tiny model: submit (JSON and with an
-image), status, the event stream to the end, the content redirect, the list, the queue, cancel and idempotency."""
+image), status, the event stream to the end, the content redirect, the list, the queue, cancel and idempotency.
+(The same API through the official OpenAI SDK: `test_api_openai`.)"""
 
 from __future__ import annotations
 
@@ -54,12 +55,13 @@ async def test_submit_follow_and_fetch_a_video_with_a_start_image(
         for name, value in SMALL.items():
             form.add_field(name, str(value))
         form.add_field("metadata", '{"sku": "42"}')
-        form.add_field("image", png(), filename="../../evil.exe", content_type="text/plain")
+        form.add_field("input_reference", png(), filename="../../evil.exe", content_type="text/plain")
         async with http.post(f"{server.url}/v1/videos", data=form) as response:
             assert response.status == 202, await response.text()
             job = await response.json()
             assert response.headers["Location"] == f"/v1/videos/{job['id']}"
         assert job["status"] == "queued" and job["object"] == "video" and job["metadata"] == {"sku": "42"}
+        assert response.headers["openai-poll-after-ms"] == "2000"  # VIDGEN_PROGRESS_INTERVAL_S
         image_url = job["request"]["image_url"]
         assert image_url.startswith(f"s3://{settings.s3_bucket}/uploads/") and image_url.endswith(".png")
 
@@ -80,13 +82,15 @@ async def test_submit_follow_and_fetch_a_video_with_a_start_image(
         async with http.get(f"{server.url}/v1/videos/{job['id']}") as response:
             done = await response.json()
         assert done["status"] == "completed" and done["progress"] == 100 and done["video"]["width"] == 256
+        assert (done["size"], done["seconds"]) == ("256x256", "0.625")  # 5 frames at 8 fps
+        assert done["created_at"] <= done["completed_at"] < done["expires_at"]
         async with http.get(f"{server.url}/v1/videos/{job['id']}/content", allow_redirects=False) as response:
             assert response.status == 302
             location = response.headers["Location"]
         async with aiohttp.ClientSession() as anonymous, anonymous.get(location) as video:
             assert video.status == 200 and (await video.read())[4:8] == b"ftyp"
 
-        async with http.delete(f"{server.url}/v1/videos/{job['id']}") as response:
+        async with http.post(f"{server.url}/v1/videos/{job['id']}/cancel") as response:
             assert response.status == 409
             assert (await response.json())["error"]["code"] == "already_terminal"
 
@@ -107,7 +111,7 @@ async def test_a_job_cancelled_through_the_api_ends_failed_cancelled(
     async with running_api(settings, api) as server, aiohttp.ClientSession(headers=bearer(key)) as http:
         async with http.post(f"{server.url}/v1/videos", json={"prompt": "a cancelled vase", **SMALL}) as response:
             job = await response.json()
-        async with http.delete(f"{server.url}/v1/videos/{job['id']}") as response:
+        async with http.post(f"{server.url}/v1/videos/{job['id']}/cancel") as response:
             assert response.status == 202
         await start_worker(settings)  # the cancel is on the control topic before the worker starts
         async with http.get(f"{server.url}/v1/videos/{job['id']}/events") as response:

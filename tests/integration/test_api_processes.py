@@ -34,9 +34,14 @@ pytest_plugins = ["tests.integration.api_fixtures"]
 
 def _replica(settings: Settings, tmp_path: Path, identity: IdentityProvider, name: str, **overrides: Any) -> ApiProcess:
     api = api_settings(
-        tmp_path, identity.url, state_path=str(tmp_path / f"{name}.sqlite3"), port=free_port(), **overrides
+        tmp_path,
+        identity.url,
+        state_path=str(tmp_path / f"{name}.sqlite3"),
+        port=free_port(),
+        operator_port=free_port(),
+        **overrides,
     )
-    return ApiProcess(process_env(settings, api), tmp_path / f"{name}.log", api.port)
+    return ApiProcess(process_env(settings, api), tmp_path / f"{name}.log", api.port, api.operator_port)
 
 
 async def _until_job(
@@ -55,13 +60,23 @@ async def _until_job(
             await asyncio.sleep(0.1)
 
 
+async def _until_gone(http: aiohttp.ClientSession, url: str, *, timeout_s: float = 60) -> None:
+    """Until GET answers 404 (polled, as `_until_job`)."""
+    async with asyncio.timeout(timeout_s):
+        while True:
+            async with http.get(url) as response:
+                if response.status == 404:
+                    return
+            await asyncio.sleep(0.1)
+
+
 async def _metric(url: str, name: str, labels: str = "") -> float:
     async with aiohttp.ClientSession() as http, http.get(f"{url}/metrics") as response:
         text = await response.text()
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + labels))
 
 
-async def test_submit_through_one_replica_read_and_cancel_through_the_other(
+async def test_submit_through_one_replica_read_cancel_and_delete_through_the_other(
     settings: Settings,
     start_worker: Callable[..., Any],
     tmp_path: Path,
@@ -76,16 +91,20 @@ async def test_submit_through_one_replica_read_and_cancel_through_the_other(
     await asyncio.gather(first.ready(), second.ready())
     async with aiohttp.ClientSession(headers=bearer(key)) as http:
         jobs = []
-        for prompt in ("a red sneaker", "a blue sneaker"):
+        for prompt in ("a red sneaker", "a blue sneaker", "a green sneaker"):
             async with http.post(f"{first.url}/v1/videos", json={"prompt": prompt, **SMALL}) as response:
                 assert response.status == 202, await response.text()
                 jobs.append(await response.json())
-        kept, cancelled = (job["id"] for job in jobs)
+        kept, cancelled, deleted = (job["id"] for job in jobs)
         assert (await _until_job(http, f"{second.url}/v1/videos/{kept}"))["status"] == "queued"
         await _until_job(http, f"{second.url}/v1/videos/{cancelled}")
-        async with http.delete(f"{second.url}/v1/videos/{cancelled}") as response:
+        async with http.post(f"{second.url}/v1/videos/{cancelled}/cancel") as response:
             assert response.status == 202
         await _until_job(http, f"{first.url}/v1/videos/{cancelled}")  # the cancel is in both views' topics
+        await _until_job(http, f"{second.url}/v1/videos/{deleted}")
+        async with http.delete(f"{second.url}/v1/videos/{deleted}") as response:
+            assert response.status == 200
+        await _until_gone(http, f"{first.url}/v1/videos/{deleted}")  # the other replica forgets it too
 
         await start_worker(settings)
         async with http.get(f"{second.url}/v1/videos/{kept}/events") as response:
@@ -123,11 +142,11 @@ async def test_a_replica_killed_mid_job_resumes_from_its_stored_offsets(
         await _until_job(http, url, status="in_progress", timeout_s=90)
         async with asyncio.timeout(30):
             # Another process's metric: polling is the only way to watch it.
-            while not await _metric(replica.url, "vidgen_api_view_records_total", '{topic="requests"}'):  # noqa: ASYNC110
+            while not await _metric(replica.operator_url, "vidgen_api_view_records_total", '{topic="requests"}'):  # noqa: ASYNC110
                 await asyncio.sleep(0.1)
         replica.stop(kill=True)  # SIGKILL mid-job: nothing flushed on the way out
 
-        restarted = ApiProcess(replica.env, replica.log_path, replica.port)
+        restarted = ApiProcess(replica.env, replica.log_path, replica.port, replica.operator_port)
         api_processes.append(restarted)
         restarted.start()
         await restarted.ready()
@@ -136,7 +155,7 @@ async def test_a_replica_killed_mid_job_resumes_from_its_stored_offsets(
         assert json.loads(messages[-1]["data"])["status"] == "completed"
         assert all(int(message["id"]) > 1 for message in messages)  # only what changed after version 1
         # Resumed where its rows ended: the request record was not read again.
-        assert await _metric(restarted.url, "vidgen_api_view_records_total", '{topic="requests"}') == 0
+        assert await _metric(restarted.operator_url, "vidgen_api_view_records_total", '{topic="requests"}') == 0
     assert restarted.stop() == 0
 
 

@@ -82,7 +82,7 @@ def _form(image: bytes, **fields: Any) -> aiohttp.FormData:
     form = aiohttp.FormData()
     for name, value in {**_BODY, **fields}.items():
         form.add_field(name, str(value))
-    form.add_field("image", image, filename="photo.png", content_type="image/png")
+    form.add_field("input_reference", image, filename="photo.png", content_type="image/png")
     return form
 
 
@@ -133,14 +133,22 @@ async def test_bodies_of_the_wrong_type_size_or_syntax(api_stack: ApiStack) -> N
 async def test_images_are_checked_by_their_bytes_and_header(api_stack: ApiStack) -> None:
     eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n"
     status, _, answer = await _post(api_stack, form=_form(eps))
-    assert (status, answer["error"]["code"], answer["error"]["field"]) == (415, "unsupported_image_type", "image")
+    assert (status, answer["error"]["code"], answer["error"]["param"]) == (
+        415,
+        "unsupported_image_type",
+        "input_reference",
+    )
     status, _, answer = await _post(api_stack, form=_form(png(1200, 1000)))  # 1.2 MP > the 1 MP limit
     assert (status, answer["error"]["code"]) == (413, "image_too_large")
     truncated = png()[:40]
     status, _, answer = await _post(api_stack, form=_form(truncated))
-    assert status in (415, 422) and answer["error"]["field"] == "image"
+    assert status in (415, 422) and answer["error"]["field"] == "input_reference"
     status, _, answer = await _post(api_stack, form=_form(png(), image_url="s3://other-bucket/x.png"))
     assert (status, answer["error"]["field"]) == (422, "image_url")
+    old_name = aiohttp.FormData({"prompt": "a vase"})
+    old_name.add_field("image", png(), filename="photo.png", content_type="image/png")
+    status, _, answer = await _post(api_stack, form=old_name)
+    assert (status, answer["error"]["code"], answer["error"]["field"]) == (422, "unknown_field", "image")
     jpeg = io.BytesIO()
     Image.new("RGB", (32, 32)).save(jpeg, format="JPEG")
     status, _, job = await _post(api_stack, form=_form(jpeg.getvalue()))  # the filename says .png: ignored
@@ -167,9 +175,14 @@ async def test_list_pages_newest_first_and_the_queue(api_stack: ApiStack) -> Non
     created = [(await _post(api_stack, body=_BODY, tenant="shop-2"))[2]["id"] for _ in range(3)]
     status, first = await _get(api_stack, "/v1/videos?limit=2", tenant="shop-2")
     assert status == 200 and first["object"] == "list" and first["has_more"] is True
-    status, second = await _get(api_stack, f"/v1/videos?limit=2&after={first['data'][-1]['id']}", tenant="shop-2")
+    assert (first["first_id"], first["last_id"]) == (first["data"][0]["id"], first["data"][-1]["id"])
+    status, second = await _get(api_stack, f"/v1/videos?limit=2&after={first['last_id']}", tenant="shop-2")
     listed = [job["id"] for job in first["data"] + second["data"]]
     assert listed[:3] == created[::-1] and len(set(listed)) == len(listed)
+    status, oldest = await _get(api_stack, "/v1/videos?limit=100&order=asc", tenant="shop-2")
+    assert [job["id"] for job in oldest["data"]] == listed[::-1]
+    status, answer = await _get(api_stack, "/v1/videos?order=sideways", tenant="shop-2")
+    assert (status, answer["error"]["param"]) == (422, "order")
     status, queue = await _get(api_stack, "/v1/queue")
     assert status == 200 and queue["queued"] >= 3 and queue["workers_active"] == 0
     assert queue["estimated_wait_s"] is None  # no worker seen: nothing to estimate with
@@ -181,21 +194,30 @@ async def test_list_pages_newest_first_and_the_queue(api_stack: ApiStack) -> Non
     assert status == 422 and answer["error"]["field"] == "query parameter #1 (a 5-character name)"
 
 
-async def test_cancel_publishes_one_control_record_and_content_waits_for_completion(api_stack: ApiStack) -> None:
+async def test_cancel_and_delete_publish_one_control_record_each_and_content_waits(api_stack: ApiStack) -> None:
     _, _, job = await _post(api_stack, body=_BODY)
+    _, _, other = await _post(api_stack, body=_BODY)
     status, _ = await _get(api_stack, f"/v1/videos/{job['id']}/content")
     assert status == 409
-    async with (
-        aiohttp.ClientSession(headers=bearer(api_stack.keys["shop-1"])) as http,
-        http.delete(f"{api_stack.url}/v1/videos/{job['id']}") as response,
-    ):
-        assert response.status == 202 and (await response.json())["id"] == job["id"]
+    async with aiohttp.ClientSession(headers=bearer(api_stack.keys["shop-1"])) as http:
+        async with http.post(f"{api_stack.url}/v1/videos/{job['id']}/cancel") as response:
+            assert response.status == 202 and (await response.json())["id"] == job["id"]
+        async with http.delete(f"{api_stack.url}/v1/videos/{other['id']}") as response:
+            assert response.status == 200
+            assert await response.json() == {"id": other["id"], "object": "video.deleted", "deleted": True}
+        async with http.delete(f"{api_stack.url}/v1/videos/{other['id']}") as response:
+            assert response.status == 404  # gone
     controls = [r for r in await _records(api_stack.settings, api_stack.settings.control_topic)]
-    mine = [json.loads(r.value) for r in controls if r.key == job["id"].encode()]
-    assert len(mine) == 1 and mine[0]["action"] == "cancel" and mine[0]["tenant_id"] == "shop-1"
+    actions = {
+        key: [json.loads(r.value)["action"] for r in controls if r.key == key.encode()]
+        for key in (job["id"], other["id"])
+    }
+    assert actions == {job["id"]: ["cancel"], other["id"]: ["delete"]}
+    assert all(json.loads(r.value)["tenant_id"] == "shop-1" for r in controls if r.key == job["id"].encode())
     assert any(r.headers and dict(r.headers).get("traceparent") for r in controls)
     spans = {(span.name, span.kind.name) for span in api_stack.spans.get_finished_spans()}
-    assert {("DELETE /v1/videos/{id}", "SERVER"), (f"send {api_stack.settings.control_topic}", "PRODUCER")} <= spans
+    expected = {"POST /v1/videos/{id}/cancel", "DELETE /v1/videos/{id}", f"send {api_stack.settings.control_topic}"}
+    assert expected <= {name for name, _ in spans}
 
 
 async def test_load_shedding_refuses_before_anything_is_published(
@@ -254,7 +276,7 @@ async def test_duplicate_and_conflicting_results_never_regress_a_job(api_stack: 
     assert last["status"] == "completed"
     async with asyncio.timeout(10):
         while True:  # the contradicting result may be read just after the stream ended
-            async with aiohttp.ClientSession() as http, http.get(f"{api_stack.url}/metrics") as r:
+            async with aiohttp.ClientSession() as http, http.get(f"{api_stack.operator_url}/metrics") as r:
                 metrics = await r.text()
             if 'vidgen_api_view_ignored_total{reason="conflicting_result"} 1.0' in metrics:
                 break

@@ -96,7 +96,7 @@ def test_render_modes_bench_runs_tiny_and_prints_json() -> None:
     done = subprocess.run(
         # 128x128x5 runs the same code as the default tiny size in a fraction of the time: ~8 s on an idle 2-core
         # runner, ~50 s on one busy with other test runs, so the limit only catches a hang.
-        [sys.executable, "bench/render_modes.py", "--tiny", "--size", "128x128x5"],
+        [sys.executable, "-m", "bench.render_modes", "--tiny", "--size", "128x128x5"],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -332,7 +332,7 @@ async def test_content_links_open_one_completed_job_for_a_few_minutes(api_stack:
                 assert response.status == 401, (method, url)
 
 
-async def test_cancel_a_queued_job(api_stack: ApiStack, open_page: OpenPage) -> None:
+async def test_cancel_a_queued_job_then_delete_it(api_stack: ApiStack, open_page: OpenPage) -> None:
     page = (await open_page()).page
     await sign_in(page, api_stack.url, api_stack.keys["shop-1"])
     await page.get_by_test_id("prompt").fill("a vase nobody will wait for")
@@ -353,7 +353,7 @@ async def test_cancel_a_queued_job(api_stack: ApiStack, open_page: OpenPage) -> 
 
     row = page.get_by_test_id(f"job-{job['id']}")
     await expect(row.get_by_test_id("job-status")).to_have_text("queued")
-    async with page.expect_response(lambda r: r.request.method == "DELETE") as cancelled:
+    async with page.expect_response(lambda r: r.url.endswith("/cancel") and r.request.method == "POST") as cancelled:
         await row.get_by_test_id("job-cancel").click()
     assert (await cancelled.value).status == 202
     await expect(row.get_by_test_id("job-cancel")).to_be_hidden()
@@ -365,6 +365,15 @@ async def test_cancel_a_queued_job(api_stack: ApiStack, open_page: OpenPage) -> 
         return (await call(api_stack, "GET", f"/v1/videos/{job['id']}"))[1].get("cancel_requested_at") is not None
 
     assert await until(cancel_seen, timeout_s=30)
+
+    # Delete it from its dialog: it leaves the list, and the API forgets it.
+    await row.get_by_test_id("job-open").click()
+    async with page.expect_response(lambda r: r.request.method == "DELETE") as deleted:
+        await page.get_by_test_id("detail-delete").click()
+    assert (await deleted.value).status == 200
+    await expect(page.get_by_test_id("detail")).to_be_hidden()
+    await expect(row).to_have_count(0)
+    assert (await call(api_stack, "GET", f"/v1/videos/{job['id']}"))[0] == 404
 
 
 async def test_a_refused_submission_names_the_field(api_stack: ApiStack, open_page: OpenPage) -> None:
@@ -411,11 +420,11 @@ async def test_a_rejected_job_shows_its_error_and_field(api_stack: ApiStack, ope
         model="tiny",
     )
     await publish_result(api_stack, result)
-    await wait_status(api_stack, job["id"], "rejected")
+    await wait_status(api_stack, job["id"], "failed")  # OpenAI's status for a rejected job; error.code says why
     page = (await open_page()).page
     await sign_in(page, api_stack.url, api_stack.keys["shop-1"])
     row = page.get_by_test_id(f"job-{job['id']}")
-    await expect(row.get_by_test_id("job-status")).to_have_text("rejected")
+    await expect(row.get_by_test_id("job-status")).to_have_text("failed")
     await expect(row.get_by_test_id("job-error")).to_have_text("start image not found in the bucket (field: image_url)")
     await expect(row.get_by_test_id("job-cancel")).to_be_hidden()
 

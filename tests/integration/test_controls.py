@@ -15,7 +15,7 @@ from consumer.core.clock import utc_now
 from consumer.object_store import open_s3_client
 from consumer.settings import Settings
 from producer_examples.cancel_request import cancel_main
-from producer_examples.publish_request import watch_main
+from producer_examples.watch_request import watch_main
 from schemas.events import VideoControl, VideoResult
 from tests.support import KafkaClient, SlowPipeline, metric, request_body, until
 

@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -21,7 +20,7 @@ from consumer.core.degrade import DEGRADED_REASON_HEADER
 from consumer.dev.embedded import isolated_settings
 from consumer.render.renderer import Renderer
 from consumer.settings import Settings
-from tests.integration.api_helpers import IdentityProvider, api_settings, bearer, new_key, running_api
+from tests.integration.api_helpers import IdentityProvider, TenantSessions, api_settings, new_key, running_api
 from tests.support import KafkaClient, until
 
 pytestmark = pytest.mark.integration
@@ -30,30 +29,26 @@ pytest_plugins = ["tests.integration.api_fixtures"]
 SMALL = {"width": 256, "height": 256, "num_frames": 9, "num_inference_steps": 2}
 
 
-class Api:
+class Api(TenantSessions):
     """One API in this process and a session per tenant."""
 
-    def __init__(self, url: str, keys: dict[str, str]) -> None:
-        self.url = url
-        self._sessions = {tenant: aiohttp.ClientSession(headers=bearer(key)) for tenant, key in keys.items()}
-
-    async def close(self) -> None:
-        for session in self._sessions.values():
-            await session.close()
+    def __init__(self, url: str, operator_url: str, keys: dict[str, str]) -> None:
+        super().__init__(url, keys)
+        self.operator_url = operator_url
 
     async def submit(self, tenant: str = "shop-1", **body: Any) -> tuple[int, dict[str, Any]]:
         payload = {"prompt": f"a lamp {uuid.uuid4().hex[:6]}", **SMALL, **body}
-        async with self._sessions[tenant].post(f"{self.url}/v1/videos", json=payload) as response:
+        async with self.sessions[tenant].post(f"{self.url}/v1/videos", json=payload) as response:
             return response.status, await response.json()
 
     async def get(self, path: str, tenant: str = "shop-1") -> dict[str, Any]:
-        async with self._sessions[tenant].get(self.url + path) as response:
+        async with self.sessions[tenant].get(self.url + path) as response:
             assert response.status == 200, await response.text()
             body: dict[str, Any] = await response.json()
             return body
 
     async def metrics(self) -> str:
-        async with self._sessions["shop-1"].get(f"{self.url}/metrics") as response:
+        async with self.sessions["shop-1"].get(f"{self.operator_url}/metrics") as response:
             return await response.text()
 
     async def all_done(self, jobs: list[dict[str, Any]], tenant: str = "shop-1") -> list[dict[str, Any]]:
@@ -92,7 +87,7 @@ async def start_api(
             api = api_settings(tmp_path, identity.url, **overrides)
             keys = {tenant: new_key(api, tenant) for tenant in ("shop-1", "shop-2")}
             server = await stack.enter_async_context(running_api(settings, api, tracer=spans[0].get_tracer("test")))
-            client = Api(server.url, keys)
+            client = Api(server.url, server.operator_url, keys)
             stack.push_async_callback(client.close)
             return client
 
@@ -135,7 +130,8 @@ async def test_gpu_pool_down_ten_jobs_complete_degraded_within_seconds(
 async def test_busy_without_the_fallback_is_refused_with_it_degraded(
     settings: Settings, start_api: Callable[..., Awaitable[Api]], template_pool_renderer: Renderer, start_worker: Any
 ) -> None:
-    """The service default is `none`; shop-2's tenant default is `template`; a request's own choice wins."""
+    """The service default is `none`; shop-2's tenant default is `template`; a request's own choice wins. Busy is
+    judged per tenant: shop-2's first job is within its share of the full pool and goes to the GPU pool."""
     api = await start_api(max_queued=2, pool_down_s=3600, tenant_fallback={"shop-2": "template"})
     await start_worker(settings.template_pool(), renderer=template_pool_renderer)
     queued = [await api.submit() for _ in range(2)]
@@ -143,7 +139,9 @@ async def test_busy_without_the_fallback_is_refused_with_it_degraded(
     status, refused = await api.submit()
     assert (status, refused["error"]["code"]) == (503, "queue_full")
     status, own_choice = await api.submit(fallback="template")
-    status_2, tenant_default = await api.submit("shop-2")
+    status_2, within_share = await api.submit("shop-2")  # the pool is full, but shop-2 has nothing queued
+    assert (status_2, within_share["degraded"]) == (202, False)
+    status_2, tenant_default = await api.submit("shop-2")  # now at its share of 2 / 2 tenants
     assert (status, own_choice["degraded"], own_choice["degraded_reason"]) == (202, True, "busy")
     assert (status_2, tenant_default["degraded"], tenant_default["degraded_reason"]) == (202, True, "busy")
     status, opted_out = await api.submit("shop-2", fallback="none")
@@ -161,7 +159,7 @@ async def test_busy_without_the_fallback_is_refused_with_it_degraded(
     )
     assert "fallback" not in mine["request"]  # the API's own field never reaches the workers
     queue = await api.get("/v1/queue")
-    assert (queue["queued"], queue["template_queued"], queue["pool_down"]) == (2, 0, False)
+    assert (queue["queued"], queue["template_queued"], queue["pool_down"]) == (3, 0, False)
     text = await api.metrics()
     assert 'vidgen_api_degraded_total{reason="busy"} 2.0' in text
     assert 'vidgen_api_shed_total{reason="queue_full"} 2.0' in text
@@ -174,7 +172,7 @@ async def test_busy_without_the_fallback_is_refused_with_it_degraded(
     finally:
         await client.stop()
     assert sorted(dict(record.headers)[DEGRADED_REASON_HEADER] for record in records) == [b"busy", b"busy"]
-    assert len(requests) == 2
+    assert len(requests) == 3
 
 
 @pytest.mark.timeout(120)

@@ -17,7 +17,8 @@ from aiohttp.test_utils import TestServer
 from consumer.core.degrade import DEGRADED_REASON_HEADER
 from consumer.render.renderer import Renderer
 from consumer.settings import Settings
-from producer_examples.product_hook import ROUTE, HookSettings, make_app
+from producer_examples.hook_settings import HookSettings
+from producer_examples.product_hook import ROUTE, make_app
 from producer_examples.signing import SIGNATURE_HEADER, sign
 from tests.support import KafkaClient, metric, product_payload, until
 

@@ -25,7 +25,8 @@ from opentelemetry.trace import NoOpTracer
 from consumer.core.intake import parse_request
 from consumer.dev.embedded import free_port
 from consumer.settings import Settings
-from producer_examples.product_hook import ROUTE, HookSettings, make_app
+from producer_examples.hook_settings import HookSettings
+from producer_examples.product_hook import ROUTE, make_app
 from producer_examples.products import (
     DEFAULT_TEMPLATE,
 )

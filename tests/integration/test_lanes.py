@@ -152,7 +152,7 @@ async def test_the_job_api_publishes_each_job_to_its_lane_and_follows_both(api_s
     assert interactive["id"] in requests_topic and interactive["id"] not in bulk_topic
 
     async def view_read_the_bulk_topic() -> bool:  # every replica learns of the job from Kafka, bulk included
-        async with aiohttp.ClientSession() as http, http.get(f"{api_stack.url}/metrics") as response:
+        async with aiohttp.ClientSession() as http, http.get(f"{api_stack.operator_url}/metrics") as response:
             return 'vidgen_api_view_records_total{topic="bulk"}' in await response.text()
 
     await until(view_read_the_bulk_topic, timeout_s=30)

@@ -24,14 +24,15 @@ from aiohttp import web
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from opentelemetry.sdk.trace import TracerProvider
 
-from consumer.images.https_download import IPNetwork, Resolve
+from consumer.errors import SignatureError
+from consumer.images.url_vetting import IPNetwork, Resolve
 from consumer.kafka.clients import client_options, ensure_topics
 from consumer.settings import Settings
 from producer_examples.dedupe import delivery_key
 from producer_examples.delivery import DELIVERY_HEADER
 from producer_examples.notifier import serve
 from producer_examples.notifier_settings import NotifierSettings
-from producer_examples.signing import SIGNATURE_HEADER, SignatureError, sign, verify
+from producer_examples.signing import SIGNATURE_HEADER, sign, verify
 from schemas.events import Timings, VideoResult
 from tests.support import KafkaClient, Tls, loopback_tls
 

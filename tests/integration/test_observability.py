@@ -23,7 +23,7 @@ from consumer.memory.probe import ScriptedProbe
 from consumer.object_store import ObjectStore
 from consumer.settings import Settings
 from consumer.telemetry.logs import configure_logging
-from producer_examples.publish_request import watch_main
+from producer_examples.watch_request import watch_main
 from schemas.events import VideoProgress
 from tests.support import KafkaClient, metric, request_body
 

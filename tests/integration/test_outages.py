@@ -112,8 +112,8 @@ async def test_broker_cut_makes_the_worker_unready_and_it_completes_after(
             cut_at = time.monotonic()
             await until(lambda: _unready_because(worker.http_port, "Kafka brokers unreachable"))
             # A deliberate duration, not a wait for anything: the brokers stay unreachable for 8 s, more than twice
-            # the session timeout, so the group has evicted the worker when they come back (the README's outage
-            # figure is the same with 30 s and the default timeouts).
+            # the session timeout, so the group has evicted the worker when they come back (the outage figures
+            # of docs/concepts/delivery.md are the same with 30 s and the default timeouts).
             await asyncio.sleep(max(0.0, 8 - (time.monotonic() - cut_at)))
             proxy.restore()
             results = await client.results(1, timeout_s=90)

@@ -29,12 +29,13 @@ from consumer.dev.embedded import free_port
 from consumer.kafka.clients import client_options, ensure_topics
 from consumer.object_store import ObjectStore
 from consumer.settings import Settings
-from producer_examples import publish_request
+from producer_examples import command_line, publish_request
 from producer_examples.dedupe import delivery_key
 from producer_examples.delivery import DELIVERY_HEADER
+from producer_examples.hook_settings import HookSettings
 from producer_examples.notifier import serve
 from producer_examples.notifier_settings import NotifierSettings
-from producer_examples.product_hook import ROUTE, HookSettings, make_app
+from producer_examples.product_hook import ROUTE, make_app
 from producer_examples.signing import SIGNATURE_HEADER, sign, verify
 from schemas.events import Timings, VideoRequest, VideoResult
 from tests.support import KafkaClient, Tls, http_get, loopback_tls, metric, product_payload
@@ -398,14 +399,14 @@ async def test_publish_request_uploads_the_image_and_publishes_a_valid_traced_re
 async def test_publish_request_refuses_bad_arguments_before_any_io(
     settings: Settings, tmp_path: Path, capsys: Any
 ) -> None:
-    assert await _run_cli(["--prompt", "x", "--width", "500"], settings) == publish_request.EXIT_USAGE
+    assert await _run_cli(["--prompt", "x", "--width", "500"], settings) == command_line.EXIT_USAGE
     assert "multiple of 16" in capsys.readouterr().err
     assert await _run_cli(["--prompt", "x", "--image", str(tmp_path / "missing.png")], settings) == 64
     assert await _run_cli(["--image-url", "s3://b/k"], settings) == 64  # --prompt is required
 
 
 async def test_publish_request_times_out_with_exit_2(settings: Settings, kafka: KafkaClient, capsys: Any) -> None:
-    assert await _run_cli(["--prompt", "x", "--wait", "--timeout", "1"], settings) == publish_request.EXIT_TIMEOUT
+    assert await _run_cli(["--prompt", "x", "--wait", "--timeout", "1"], settings) == command_line.EXIT_TIMEOUT
     assert "no result" in capsys.readouterr().err
 
 
@@ -426,7 +427,7 @@ async def test_publish_request_waits_for_the_result_of_a_real_worker(
     small = ["--width", "256", "--height", "256", "--frames", "5", "--steps", "2", "--timeout", "120", "--wait"]
 
     rejected = await _run_cli(["--prompt", "x", "--image-url", "s3://elsewhere/x.png", *small], settings)
-    assert rejected == publish_request.EXIT_FAILED
+    assert rejected == command_line.EXIT_FAILED
     capsys.readouterr()
 
     assert await _run_cli(["--prompt", "a red sneaker", "--request-id", "cli-wait-1", *small], settings) == 0

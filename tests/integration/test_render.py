@@ -12,7 +12,8 @@ from PIL import Image
 
 from consumer.errors import ModelUnavailable, RenderTimeout
 from consumer.render.loader import load_pipeline
-from consumer.render.renderer import Renderer, RenderSpec
+from consumer.render.render_spec import RenderSpec
+from consumer.render.renderer import Renderer
 from consumer.render.tiny import build_tiny_pipeline
 
 CPU = torch.device("cpu")

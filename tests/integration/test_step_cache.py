@@ -12,7 +12,8 @@ import torch
 
 from consumer.errors import RenderTimeout
 from consumer.render.loader import load_pipeline
-from consumer.render.renderer import Renderer, RenderSpec
+from consumer.render.render_spec import RenderSpec
+from consumer.render.renderer import Renderer
 from consumer.render.step_cache import (
     StepCacheStats,
     remove_step_cache,

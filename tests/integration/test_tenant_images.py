@@ -14,7 +14,7 @@ import pytest
 from consumer.dev.demo import _demo, product_image
 from consumer.object_store import ObjectStore, open_s3_client
 from consumer.settings import Settings
-from producer_examples import publish_request
+from producer_examples import command_line, publish_request
 from schemas.events import VideoRequest, VideoResult
 from tests.support import KafkaClient, request_body
 
@@ -27,7 +27,7 @@ async def _upload_as(tenant: str, image: Path, settings: Settings, kafka: KafkaC
     """`vidgen submit --image` as `tenant`, the real upload side; answers the request it published (the
     `count`-th on the requests topic)."""
     argv = ["--prompt", "a red sneaker", "--image", str(image), "--tenant", tenant, *SMALL_CLI]
-    assert await asyncio.to_thread(publish_request.main, argv, settings=settings) == publish_request.EXIT_COMPLETED
+    assert await asyncio.to_thread(publish_request.main, argv, settings=settings) == command_line.EXIT_COMPLETED
     records = await kafka.read(settings.requests_topic, count)
     requests = [VideoRequest.model_validate_json(record.value) for record in records]
     [mine] = [request for request in requests if request.tenant_id == tenant]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,6 +14,7 @@ from consumer.api.view.job_state import (
     Progressed,
     Submitted,
     apply,
+    may_share_video,
     request_parameters,
     service_seconds,
 )
@@ -124,3 +126,65 @@ def test_service_seconds_counts_rendered_jobs_only() -> None:
     assert service_seconds(_result().result) == 3.0
     assert service_seconds(_result(cache_hit=True).result) is None
     assert service_seconds(_result("failed").result) is None
+
+
+def _control(action: str, *, tenant: str = "shop-1", at: float = 3) -> CancelRequested:
+    control = VideoControl.model_validate(
+        {"action": action, "request_id": "vid-1", "tenant_id": tenant, "requested_at": _at(at)}
+    )
+    return CancelRequested(control, _at(at))
+
+
+def test_a_delete_hides_the_job_cancels_it_while_it_runs_and_happens_once() -> None:
+    state, ignored = _run(_request(), _progress(40), _control("delete"), _control("delete", at=4))
+    assert state is not None and not ignored
+    assert (state.deleted_at, state.cancel_requested_at, state.version) == (_at(3), _at(3), 3)
+    state, _ = _run(_request(), _result(), _control("delete", at=9))
+    assert state is not None and state.deleted_at == _at(9) and state.cancel_requested_at is None  # had ended
+    state, ignored = _run(_request(), _control("delete", tenant="shop-2"))
+    assert state is not None and state.deleted_at is None and ignored == ["tenant_mismatch"]
+
+
+def test_a_delete_read_before_its_request_keeps_the_job_deleted_when_the_request_comes() -> None:
+    state, ignored = _run(_control("delete", at=1), _request(), _result(at=6))
+    assert state is not None and not ignored
+    assert state.deleted_at == _at(1) and state.request is not None and state.status == "completed"
+    assert _run(_control("cancel"))[1] == ["unknown_job"]  # a plain cancel of an unknown job stays ignored
+
+
+def test_a_cancel_after_the_end_keeps_the_cancel_time_it_had() -> None:
+    state, _ = _run(_request(), _control("cancel", at=2), _result(at=5), _control("delete", at=7))
+    assert state is not None and state.cancel_requested_at == _at(2) and state.deleted_at == _at(7)
+
+
+def _shown(uri: str | None = None, *, status: str = "completed", **request: Any) -> JobState:
+    result = {"video": {"uri": uri}} if uri is not None else None
+    parameters = {**request_parameters(_request().request), **request}
+    return JobState(
+        id="vid-2",
+        tenant_id="shop-1",
+        status=status,  # type: ignore[arg-type]  # a status of the view, checked by the test's cases
+        progress=0,
+        attempt=1,
+        created_at=_at(0),
+        updated_at=_at(0),
+        version=1,
+        request=parameters,
+        result=result,
+        model="easyanimate-v5.1",
+    )
+
+
+def test_another_job_shares_a_video_when_it_shows_it_or_may_yet_be_given_it() -> None:
+    deleted = _shown("s3://b/videos/x.mp4")
+    assert may_share_video(deleted, _shown("s3://b/videos/x.mp4"), "s3://b/videos/x.mp4")
+    assert not may_share_video(deleted, _shown("s3://b/videos/y.mp4"), "s3://b/videos/x.mp4")
+    assert not may_share_video(deleted, _shown(status="failed"), "s3://b/videos/x.mp4")
+    # Queued or rendering: the same content would be a cache hit of the deleted job's objects.
+    assert may_share_video(deleted, _shown(status="queued", metadata={"sku": "9"}), "s3://b/videos/x.mp4")
+    assert not may_share_video(deleted, _shown(status="queued", prompt="a hat"), "s3://b/videos/x.mp4")
+    assert not may_share_video(deleted, _shown(status="in_progress", seed=7), "s3://b/videos/x.mp4")
+    unknown = dataclasses.replace(_shown(status="queued"), request=None)
+    assert may_share_video(deleted, unknown, "s3://b/videos/x.mp4")  # its request is not known yet: it might
+    other_model = dataclasses.replace(_shown(status="queued"), model="template")
+    assert not may_share_video(deleted, other_model, "s3://b/videos/x.mp4")

@@ -9,15 +9,41 @@ import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from consumer.api.submission.shedding import QueueStats, estimated_wait_s, shed
-from consumer.api.view.database import JobStore
+from consumer.api.submission.shedding import Limits, shed
+from consumer.api.submission.wait_estimate import QueueStats, TenantQueue, estimated_wait_s
 from consumer.api.view.job_state import Progressed, Submitted
+from consumer.api.view.job_store import JobStore
+from consumer.core.priority_lanes import Lane
 from schemas.events import Priority, VideoProgress, VideoRequest
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
+
+def alone(queued: int, bulk_queued: int, in_progress: int, *, workers_active: int, service_s: float) -> QueueStats:
+    """Every job of one tenant's (shop-1), so the lanes alone are at work here (tenants: test_fair_queue.py)."""
+    return QueueStats(
+        queued=queued,
+        bulk_queued=bulk_queued,
+        in_progress=in_progress,
+        workers_active=workers_active,
+        service_s=service_s,
+        tenants={"shop-1": TenantQueue(queued=queued, bulk_queued=bulk_queued, in_progress=in_progress)},
+    )
+
+
 # A catalog import: 50 bulk jobs queued behind 2 interactive ones, one bulk job rendering on the one worker.
-BACKLOG = QueueStats(queued=52, bulk_queued=50, in_progress=1, workers_active=1, service_s=10)
+BACKLOG = alone(52, 50, 1, workers_active=1, service_s=10)
+
+
+def limits(max_queued: int, max_wait_s: float) -> Limits:
+    """The same limits for the pool and the tenant; strict priority (no bulk share)."""
+    return Limits(
+        max_queued=max_queued, max_wait_s=max_wait_s, tenant_max_queued=max_queued, tenant_max_wait_s=max_wait_s
+    )
+
+
+def wait(stats: QueueStats, lane: Lane) -> float | None:
+    return estimated_wait_s(stats, "shop-1", lane, bulk_period=None)
 
 
 def at(seconds: float) -> datetime:
@@ -44,27 +70,27 @@ def started(job_id: str, seconds: float) -> Progressed:
 
 
 def test_an_interactive_job_waits_only_behind_interactive_jobs_queued_and_jobs_rendering() -> None:
-    assert estimated_wait_s(BACKLOG, "interactive") == 30.0  # (2 queued + 1 rendering) / 1 worker x 10 s
-    assert shed(BACKLOG, lane="interactive", max_queued=10, max_wait_s=60) is None
+    assert wait(BACKLOG, "interactive") == 30.0  # (2 queued + 1 rendering) / 1 worker x 10 s
+    assert shed(BACKLOG, tenant="shop-1", lane="interactive", limits=limits(10, 60)) is None
 
 
 def test_a_bulk_job_waits_behind_everything_and_is_shed_by_the_backlog() -> None:
-    assert estimated_wait_s(BACKLOG, "bulk") == 530.0
-    full = shed(BACKLOG, lane="bulk", max_queued=10, max_wait_s=1e9)
-    assert full is not None and full.reason == "queue_full" and "52 jobs are queued" in full.message
-    slow = shed(BACKLOG, lane="bulk", max_queued=100, max_wait_s=60)
+    assert wait(BACKLOG, "bulk") == 530.0
+    full = shed(BACKLOG, tenant="shop-1", lane="bulk", limits=limits(10, 1e9))
+    assert full is not None and full.reason == "queue_full" and "you have 52 jobs queued" in full.message
+    slow = shed(BACKLOG, tenant="shop-1", lane="bulk", limits=limits(100, 60))
     assert slow is not None and slow.reason == "wait_too_long" and slow.retry_after_s == 300  # capped
 
 
 def test_interactive_jobs_still_shed_at_their_own_limits() -> None:
-    busy = QueueStats(queued=12, bulk_queued=2, in_progress=2, workers_active=1, service_s=10)
-    full = shed(busy, lane="interactive", max_queued=10, max_wait_s=1e9)
-    assert full is not None and full.reason == "queue_full" and "10 interactive jobs are queued" in full.message
-    slow = shed(busy, lane="interactive", max_queued=100, max_wait_s=60)
+    busy = alone(12, 2, 2, workers_active=1, service_s=10)
+    full = shed(busy, tenant="shop-1", lane="interactive", limits=limits(10, 1e9))
+    assert full is not None and full.reason == "queue_full" and "you have 10 interactive jobs queued" in full.message
+    slow = shed(busy, tenant="shop-1", lane="interactive", limits=limits(100, 60))
     assert slow is not None and slow.reason == "wait_too_long" and slow.retry_after_s == 60  # 120 s - 60 s
-    idle = QueueStats(queued=50, bulk_queued=50, in_progress=0, workers_active=0, service_s=60)
-    assert estimated_wait_s(idle, "interactive") is None  # no worker seen: only the queue limit
-    assert shed(idle, lane="interactive", max_queued=1, max_wait_s=1) is None
+    idle = alone(50, 50, 0, workers_active=0, service_s=60)
+    assert wait(idle, "interactive") is None  # no worker seen: only the queue limit
+    assert shed(idle, tenant="shop-1", lane="interactive", limits=limits(1, 1)) is None
 
 
 async def test_the_view_counts_active_jobs_per_lane(tmp_path: Path) -> None:
@@ -86,7 +112,7 @@ async def test_the_view_counts_active_jobs_per_lane(tmp_path: Path) -> None:
         await store.apply([started("bulk-a", 6)], workers={"gpu-1": at(6)})  # a bulk job holds the worker
         stats = store.queue_stats(now=at(7), active_s=60, default_service_s=10)
         assert (stats.queued, stats.bulk_queued, stats.in_progress) == (3, 1, 1)
-        assert (estimated_wait_s(stats, "interactive"), estimated_wait_s(stats, "bulk")) == (30.0, 40.0)
+        assert (wait(stats, "interactive"), wait(stats, "bulk")) == (30.0, 40.0)
     finally:
         await store.close()
     reopened = JobStore(str(path))

@@ -8,37 +8,56 @@ from pathlib import Path
 import pytest
 
 from consumer.api.auth.api_keys import ApiKeys, create_key, hash_key, parse_keys
-from consumer.api.auth.jwt_claims import ClaimError, check_algorithms, check_header, tenant_from_claims
+from consumer.api.auth.jwt_claims import check_algorithms, check_header, tenant_from_claims
 from consumer.api.submission.job_ids import idempotent_id, random_id
-from consumer.api.submission.shedding import QueueStats, estimated_wait_s, shed
-from consumer.api.view.pages import MAX_LIMIT, PageQuery, QueryError, page, parse_page_query
+from consumer.api.submission.shedding import Limits, shed
+from consumer.api.submission.wait_estimate import QueueStats, TenantQueue, estimated_wait_s
+from consumer.api.view.pages import MAX_LIMIT, PageQuery, page, parse_page_query
+from consumer.errors import ClaimError, QueryError
+
+
+def _alone(queued: int, *, in_progress: int, workers_active: int, service_s: float) -> QueueStats:
+    """`queued` interactive jobs, all of one tenant's (shop-1)."""
+    return QueueStats(
+        queued=queued,
+        in_progress=in_progress,
+        workers_active=workers_active,
+        service_s=service_s,
+        tenants={"shop-1": TenantQueue(queued=queued)},
+    )
+
+
+def _limits(max_queued: int, max_wait_s: float) -> Limits:
+    return Limits(
+        max_queued=max_queued, max_wait_s=max_wait_s, tenant_max_queued=max_queued, tenant_max_wait_s=max_wait_s
+    )
 
 
 def test_shedding_refuses_at_the_queue_limit_and_past_the_wait_limit() -> None:
-    calm = QueueStats(queued=3, in_progress=2, workers_active=2, service_s=10)
-    assert estimated_wait_s(calm, "interactive") == 25.0
-    assert shed(calm, lane="interactive", max_queued=10, max_wait_s=60) is None
+    calm = _alone(3, in_progress=2, workers_active=2, service_s=10)
+    assert estimated_wait_s(calm, "shop-1", "interactive", bulk_period=None) == 25.0
+    assert shed(calm, tenant="shop-1", lane="interactive", limits=_limits(10, 60)) is None
     full = shed(
-        QueueStats(queued=10, in_progress=2, workers_active=2, service_s=10),
+        _alone(10, in_progress=2, workers_active=2, service_s=10),
+        tenant="shop-1",
         lane="interactive",
-        max_queued=10,
-        max_wait_s=1e9,
+        limits=_limits(10, 1e9),
     )
     assert full is not None and full.reason == "queue_full" and full.retry_after_s == 5
     slow = shed(
-        QueueStats(queued=8, in_progress=2, workers_active=1, service_s=10),
+        _alone(8, in_progress=2, workers_active=1, service_s=10),
+        tenant="shop-1",
         lane="interactive",
-        max_queued=100,
-        max_wait_s=60,
+        limits=_limits(100, 60),
     )
     assert slow is not None and slow.reason == "wait_too_long" and slow.retry_after_s == 40
 
 
 def test_no_worker_seen_means_no_wait_estimate_and_only_the_queue_limit() -> None:
-    idle = QueueStats(queued=5, in_progress=0, workers_active=0, service_s=60)
-    assert estimated_wait_s(idle, "interactive") is None
-    assert shed(idle, lane="interactive", max_queued=10, max_wait_s=1) is None
-    refused = shed(idle, lane="interactive", max_queued=5, max_wait_s=1)
+    idle = _alone(5, in_progress=0, workers_active=0, service_s=60)
+    assert estimated_wait_s(idle, "shop-1", "interactive", bulk_period=None) is None
+    assert shed(idle, tenant="shop-1", lane="interactive", limits=_limits(10, 1)) is None
+    refused = shed(idle, tenant="shop-1", lane="interactive", limits=_limits(5, 1))
     assert refused is not None and refused.retry_after_s == 60
 
 
@@ -74,7 +93,9 @@ def test_header_and_tenant_claim_checks() -> None:
 def test_page_queries_and_pages() -> None:
     assert parse_page_query({}) == PageQuery(limit=20, after=None)
     assert parse_page_query({"limit": "5", "after": "vid-1"}) == PageQuery(limit=5, after="vid-1")
-    for bad in ({"limit": "0"}, {"limit": str(MAX_LIMIT + 1)}, {"limit": "x"}, {"limit": "٣"}, {"after": "a b"}):
+    assert parse_page_query({"order": "asc"}) == PageQuery(limit=20, after=None, order="asc")
+    bad_queries = ({"limit": "0"}, {"limit": str(MAX_LIMIT + 1)}, {"limit": "x"}, {"limit": "٣"}, {"after": "a b"})
+    for bad in (*bad_queries, {"order": "ASC"}, {"order": "newest"}):
         with pytest.raises(QueryError):
             parse_page_query(bad)
     query = PageQuery(limit=2, after=None)

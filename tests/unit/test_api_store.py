@@ -6,8 +6,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from consumer.api.view.database import JobStore
 from consumer.api.view.job_state import Answered, Submitted
+from consumer.api.view.job_store import JobStore
 from consumer.api.view.pages import PageQuery
 from schemas.events import VideoRequest, VideoResult
 

@@ -2,19 +2,35 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import struct
+import tempfile
 
 import pytest
 from PIL import Image
 
-from consumer.api.routes.error_answers import ApiFailure
 from consumer.api.submission.body import build_request
-from consumer.api.submission.uploads import check_upload
+from consumer.api.submission.uploads import CheckedImage, SpooledImage, check_upload
 from consumer.core.moderation import ContentPolicy
-from consumer.errors import ImageError, ImageTooLarge
+from consumer.errors import ApiFailure, ImageError, ImageTooLarge
 
-_LIMITS = {"key_prefix": "p/", "max_bytes": 1 << 20, "max_pixels": 1_000_000, "max_decoded_bytes": 4_000_000}
+_LIMITS = {"key_prefix": "p/", "max_pixels": 1_000_000, "max_decoded_bytes": 4_000_000}
+
+
+def _spooled(data: bytes) -> SpooledImage:
+    """What `spool_part` leaves of an uploaded part: a temporary file, its size and hash."""
+    file = tempfile.TemporaryFile()  # noqa: SIM115 - closed by each test's `_check`
+    file.write(data)
+    return SpooledImage(file=file, size=len(data), sha256=hashlib.sha256(data).hexdigest())
+
+
+def _check(data: bytes, *, tenant_id: str) -> CheckedImage:
+    image = _spooled(data)
+    try:
+        return check_upload(image, tenant_id=tenant_id, **_LIMITS)
+    finally:
+        image.close()
 
 
 def _image(kind: str, size: tuple[int, int] = (40, 30)) -> bytes:
@@ -26,31 +42,29 @@ def _image(kind: str, size: tuple[int, int] = (40, 30)) -> bytes:
 @pytest.mark.parametrize(("kind", "suffix", "mime"), [("PNG", ".png", "image/png"), ("JPEG", ".jpg", "image/jpeg")])
 def test_type_comes_from_the_bytes_and_the_key_from_the_content(kind: str, suffix: str, mime: str) -> None:
     data = _image(kind)
-    checked = check_upload(data, tenant_id="shop-1", **_LIMITS)
+    checked = _check(data, tenant_id="shop-1")
     assert checked.content_type == mime and checked.key.endswith(suffix)
-    assert checked.key.startswith("p/uploads/") and checked.key == check_upload(data, tenant_id="shop-1", **_LIMITS).key
-    assert checked.key != check_upload(data, tenant_id="shop-2", **_LIMITS).key  # each tenant's own folder
+    assert checked.key.startswith("p/uploads/") and checked.key == _check(data, tenant_id="shop-1").key
+    assert checked.key != _check(data, tenant_id="shop-2").key  # each tenant's own folder
 
 
 def test_what_is_not_an_allowed_image_is_refused_by_type() -> None:
     for data in (b"%!PS-Adobe-3.0 EPSF-3.0\n", b"GIF87a", b"<svg xmlns='http://www.w3.org/2000/svg'/>"):
         with pytest.raises(ImageError) as refused:
-            check_upload(data, tenant_id="t", **_LIMITS)
-        assert refused.value.field == "image"
+            _check(data, tenant_id="t")
+        assert refused.value.field == "input_reference"
 
 
 def test_limits_are_checked_from_the_header_without_decoding() -> None:
     with pytest.raises(ImageTooLarge):
-        check_upload(_image("PNG", (1100, 1000)), tenant_id="t", **_LIMITS)
-    with pytest.raises(ImageTooLarge):
-        check_upload(b"\x89PNG" + b"\0" * (1 << 20), tenant_id="t", **_LIMITS)
+        _check(_image("PNG", (1100, 1000)), tenant_id="t")
     # A TIFF directory declaring a million strips is refused before Pillow parses it.
     entries = struct.pack("<HHII", 273, 4, 1_000_000, 8)
     tiff = b"II*\0" + struct.pack("<I", 8) + struct.pack("<H", 1) + entries + b"\0\0\0\0"
     with pytest.raises(ImageTooLarge):
-        check_upload(tiff, tenant_id="t", **_LIMITS)
+        _check(tiff, tenant_id="t")
     with pytest.raises(ImageError):
-        check_upload(b"", tenant_id="t", **_LIMITS)
+        _check(b"", tenant_id="t")
 
 
 def test_build_request_applies_the_workers_rules() -> None:

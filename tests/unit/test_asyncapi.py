@@ -99,8 +99,12 @@ def test_channels_have_the_topic_addresses_and_their_messages(doc: dict[str, Any
         assert [m["$ref"] for m in messages.values()] == [f"#/components/messages/{message}"]
     retry = by_address["video.requests.retry"]["messages"]
     assert [m["$ref"] for m in retry.values()] == ["#/components/messages/RetriedRequest"]
-    assert "video.progress" in by_address  # optional, documented as such
-    assert "not published by the v1 worker" in by_address["video.progress"]["description"]
+    progress = by_address["video.progress"]["description"]
+    assert Settings.model_fields["progress_events"].default is True  # the worker publishes them by default
+    said = " ".join(progress.split())
+    assert "Published by the worker when VIDGEN_PROGRESS_EVENTS is on" in said
+    assert "at most one `progress` event per request per VIDGEN_PROGRESS_INTERVAL_S" in said
+    assert "consumers must not depend on them for correctness" in said
 
 
 def test_every_ref_resolves_and_payloads_are_the_checked_in_schema_files(doc: dict[str, Any]) -> None:
@@ -110,6 +114,7 @@ def test_every_ref_resolves_and_payloads_are_the_checked_in_schema_files(doc: di
         assert _resolve(doc, ref) is not None
     assert _message(doc, "VideoRequest")["payload"] == {"$ref": "./json/video-request.v1.schema.json"}
     assert _message(doc, "VideoResult")["payload"] == {"$ref": "./json/video-result.v1.schema.json"}
+    assert _message(doc, "Progress")["payload"] == {"$ref": "./json/video-progress.v1.schema.json"}
     for name in ("video-request.v1.schema.json", "video-result.v1.schema.json"):
         Draft202012Validator.check_schema(json.loads((SCHEMAS / "json" / name).read_text(encoding="utf-8")))
 

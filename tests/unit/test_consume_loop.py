@@ -19,6 +19,7 @@ from consumer.settings import Settings
 from consumer.telemetry.worker_metrics import Metrics
 from consumer.worker.consume_loop import ConsumeLoop
 from consumer.worker.job_runner import JobRunner
+from consumer.worker.scheduler import JobScheduler
 from tests.support import IDENTITY, FakeConsumer, FakePipeline, FakePublisher, condition, consumed, request_body
 
 REQUESTS = TopicPartition("video.requests", 0)
@@ -73,7 +74,7 @@ def _loop(
     worker = ConsumeLoop(
         settings=settings,
         consumer_factory=factory,  # type: ignore[arg-type]
-        runner=runner,
+        scheduler=JobScheduler(settings, runner, metrics, events=asyncio.Queue()),
         metrics=metrics,
         memory=memory,
         clock=lambda: clock[0],

@@ -15,7 +15,7 @@ from consumer.core.job import StopSignal, past_deadline
 from consumer.core.moderation import ContentPolicy
 from consumer.crash_guard.counts import StartCounts, StartsValue, crash_verdict, starts_key, starts_value
 from consumer.errors import Cancelled, Expired, WorkerCrashed
-from producer_examples import publish_request
+from producer_examples import command_line, publish_request
 from producer_examples.products import DEFAULT_TEMPLATE, ProductCreated
 from producer_examples.products import build_request as build_product_request
 from tests.support import NOW
@@ -209,11 +209,11 @@ async def test_a_job_takes_the_free_model_and_a_cancelled_wait_leaves_it_free() 
 
 
 def test_submit_deadline_in_sets_the_deadline_that_far_ahead_and_refuses_a_past_one() -> None:
-    args = publish_request._parser("vidgen submit").parse_args(["--prompt", "a vase", "--deadline-in", "60"])
+    args = publish_request.submit_parser("vidgen submit").parse_args(["--prompt", "a vase", "--deadline-in", "60"])
     request = publish_request.build_request(args, image_url=None)
     assert request.deadline is not None
     assert 55 < (request.deadline - datetime.now(UTC)).total_seconds() <= 60
-    assert publish_request.main(["--prompt", "a vase", "--deadline-in", "0"]) == publish_request.EXIT_USAGE
+    assert publish_request.main(["--prompt", "a vase", "--deadline-in", "0"]) == command_line.EXIT_USAGE
 
 
 def test_the_hooks_deadline_is_not_part_of_the_request_id() -> None:

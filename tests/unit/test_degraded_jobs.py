@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from consumer.api.view.database import JobStore
 from consumer.api.view.job_state import Answered, Event, JobState, Progressed, Submitted, apply, service_seconds
+from consumer.api.view.job_store import JobStore
 from schemas.events import VideoProgress, VideoRequest, VideoResult
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)

@@ -212,7 +212,7 @@ def test_prometheus_scrapes_worker_hook_and_notifier() -> None:
         aliases = worker["networks"]["default"]["aliases"]
         port = service_env(worker)["VIDGEN_HTTP_PORT"]
         assert any(f"{alias}:{port}" in targets for alias in aliases), f"{name} is not scraped"
-    assert {"product-hook:8081", "notifier:8082", "api:8000"} <= targets
+    assert {"product-hook:8081", "notifier:8082", "api:8081"} <= targets  # the API's operator port
     prometheus = compose_services()["prometheus"]
     assert "./deploy/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in prometheus["volumes"]
 

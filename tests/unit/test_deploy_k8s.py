@@ -312,18 +312,32 @@ def test_api_runs_two_ready_replicas_behind_a_service(overlay: str) -> None:
     [container] = pod["containers"]
     assert container["command"] == ["vidgen", "api"]
     config = _one(docs, "ConfigMap", API)["data"]
-    [port] = container["ports"]
+    port, operator = container["ports"]
     assert port["name"] == "http"
     assert port["containerPort"] == int(config.get("VIDGEN_API_PORT", ApiSettings.model_fields["port"].default))
+    assert operator["name"] == "operator"
+    assert operator["containerPort"] == int(
+        config.get("VIDGEN_API_OPERATOR_PORT", ApiSettings.model_fields["operator_port"].default)
+    )
+    # The probes on the operator port: a tenant holding every connection of the API's never fails them.
     probes = {"livenessProbe": "/healthz", "startupProbe": "/healthz", "readinessProbe": "/readyz"}
     for probe, path in probes.items():
-        assert container[probe]["httpGet"] == {"path": path, "port": "http"}, probe
+        assert container[probe]["httpGet"] == {"path": path, "port": "operator"}, probe
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     service = _one(docs, "Service", API)
     assert service["spec"]["selector"].items() <= labels.items()
-    assert {"name": "http", "port": port["containerPort"], "targetPort": "http", "protocol": "TCP"} in service["spec"][
-        "ports"
-    ]
+    assert service["spec"]["ports"] == [
+        {"name": "http", "port": port["containerPort"], "targetPort": "http", "protocol": "TCP"}
+    ], "tenants reach the API's port only"
+    scraped = _one(docs, "Service", f"{API}-metrics")
+    assert scraped["spec"]["selector"].items() <= labels.items()
+    assert [p["targetPort"] for p in scraped["spec"]["ports"]] == ["operator"]
+    monitors = [d for d in docs if d["kind"] == "ServiceMonitor" and d["metadata"]["name"] == API]
+    assert len(monitors) == (0 if overlay == "overlays/dev" else 1)  # dev clusters have no Prometheus Operator
+    for monitor in monitors:
+        assert monitor["spec"]["selector"]["matchLabels"].items() <= scraped["metadata"]["labels"].items()
+        [endpoint] = monitor["spec"]["endpoints"]
+        assert (endpoint["port"], endpoint["path"]) == ("operator", "/metrics")
     budget = _one(docs, "PodDisruptionBudget", API)["spec"]
     assert budget["selector"]["matchLabels"].items() <= labels.items() and budget["minAvailable"] == 1
 

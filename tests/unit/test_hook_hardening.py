@@ -11,7 +11,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from producer_examples.product_hook import HookSettings
+from producer_examples.hook_settings import HookSettings
 from producer_examples.products import (
     DEFAULT_TEMPLATE,
     ProductCreated,

@@ -20,7 +20,8 @@ import trustme
 from aiohttp import web
 
 from consumer.errors import ImageFetchError, ImageTooLarge, ImageUrlForbidden, VidgenError
-from consumer.images.https_download import FetchPolicy, Resolve, fetch_https
+from consumer.images.https_download import FetchPolicy, fetch_https
+from consumer.images.url_vetting import Resolve
 
 BODY = b"\x89PNG\r\n\x1a\n" + b"pretend-image-bytes" * 50
 TEST_HOST = "images.example.test"  # a name only our injected resolvers know

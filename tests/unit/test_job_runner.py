@@ -9,7 +9,9 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
-from consumer.core.job import Job, RenderEnded
+from consumer.core.job import Job
+from consumer.core.job_events import RenderEnded
+from consumer.core.lifecycle import Phase
 from consumer.core.quotas import QuotaDecision
 from consumer.core.retries import Delivery
 from consumer.errors import ImageUrlForbidden, StorageError, VidgenError
@@ -39,13 +41,16 @@ def _runner(outcomes: list[str | VidgenError], *, refuse_retry: bool = False, **
 
 
 def _job(delivery: Delivery | None = None) -> Job:
+    """A job as the scheduler hands it to the runner: admitted."""
     body = request_body("r1", prompt="p")
     record = consumed(TP.topic, TP.partition, 7, body, headers=[("traceparent", TRACEPARENT)])
-    return Job(TP, record, VideoRequest.model_validate(body), NOW, delivery or Delivery())
+    job = Job(TP, record, VideoRequest.model_validate(body), NOW, delivery or Delivery())
+    job.lifecycle.advance(Phase.ADMITTED)
+    return job
 
 
 def _seen(runner: JobRunner) -> tuple[FakePipeline, FakePublisher]:
-    return runner._pipeline, runner._publisher  # type: ignore[return-value]
+    return runner._attempts._pipeline, runner._publisher  # type: ignore[return-value]
 
 
 async def test_transient_failures_are_retried_in_process_then_go_to_the_retry_topic() -> None:

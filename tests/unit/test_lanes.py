@@ -25,7 +25,9 @@ from consumer.settings import Settings
 from consumer.telemetry.worker_metrics import Metrics
 from consumer.worker.consume_loop import ConsumeLoop
 from consumer.worker.job_runner import JobRunner
-from producer_examples.publish_request import _parser, build_request
+from consumer.worker.policies import pending_jobs
+from consumer.worker.scheduler import JobScheduler
+from producer_examples.publish_request import build_request, submit_parser
 from schemas.events import VideoRequest
 from tests.support import IDENTITY, REPO, FakeConsumer, FakePipeline, FakePublisher, consumed, request_body
 
@@ -42,7 +44,7 @@ def _job(lane: Lane, *, tenant: str = "shop-1", topic: str | None = None) -> Job
 
 
 def _pending(**overrides: object) -> PendingJobs:
-    return PendingJobs(Settings(**{"max_pending_jobs": 64, **overrides}), clock=time.monotonic)  # type: ignore[arg-type]
+    return pending_jobs(Settings(**{"max_pending_jobs": 64, **overrides}), clock=time.monotonic)  # type: ignore[arg-type]
 
 
 def _lanes_taken(pending: PendingJobs, count: int) -> str:
@@ -83,9 +85,9 @@ def test_the_contract_describes_the_bulk_lane() -> None:
 
 
 def test_vidgen_submit_priority_bulk_marks_the_request_for_the_bulk_lane() -> None:
-    bulk = _parser("vidgen submit").parse_args(["--prompt", "a canvas tote bag", "--priority", "bulk"])
+    bulk = submit_parser("vidgen submit").parse_args(["--prompt", "a canvas tote bag", "--priority", "bulk"])
     assert build_request(bulk, image_url=None).priority == "bulk"
-    default = _parser("vidgen submit").parse_args(["--prompt", "a canvas tote bag"])
+    default = submit_parser("vidgen submit").parse_args(["--prompt", "a canvas tote bag"])
     assert build_request(default, image_url=None).priority is None  # absent: interactive, and not sent at all
 
 
@@ -240,7 +242,8 @@ async def _burst(
         identity=IDENTITY,
         metrics=Metrics(),
     )
-    worker = ConsumeLoop(settings=settings, consumer_factory=factory, runner=runner, metrics=Metrics())  # type: ignore[arg-type]
+    scheduler = JobScheduler(settings, runner, Metrics(), events=asyncio.Queue())
+    worker = ConsumeLoop(settings=settings, consumer_factory=factory, scheduler=scheduler, metrics=Metrics())  # type: ignore[arg-type]
     await asyncio.wait_for(worker.run(asyncio.Event(), burst=True), 10)
     [consumer] = consumers
     return consumer

@@ -10,12 +10,13 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from consumer.errors import SignatureError
 from consumer.settings import describe_config_error
 from producer_examples.breaker import CircuitBreaker
 from producer_examples.dedupe import delivery_key
 from producer_examples.notifier import main
 from producer_examples.notifier_settings import NotifierSettings
-from producer_examples.signing import SignatureError, sign, verify
+from producer_examples.signing import sign, verify
 from producer_examples.tenant_bounds import TenantBounds
 
 SECRET_A = "shop-a-secret-0123456789abcdef-0123"

@@ -10,9 +10,9 @@ import pytest
 from aiokafka import TopicPartition
 
 from consumer.core.job import Job
-from consumer.core.pending import PendingJobs
 from consumer.core.retries import Delivery
 from consumer.settings import Settings
+from consumer.worker.policies import pending_jobs
 from schemas.events import VideoRequest
 from tests.support import consumed, request_body
 
@@ -30,7 +30,7 @@ def _job(offset: int, tenant: str, *, waiting_since: datetime | None = None) -> 
 
 
 def test_max_wait_counts_from_the_first_time_a_request_waited() -> None:
-    pending = PendingJobs(
+    pending = pending_jobs(
         Settings(tenant_max_inflight=1, tenant_max_wait_s=30.0, max_pending_jobs=8), clock=time.monotonic
     )
     assert pending.quotas.try_acquire("a").admitted  # "a" is at its in-flight limit from now on
@@ -46,7 +46,7 @@ def test_max_wait_counts_from_the_first_time_a_request_waited() -> None:
 
 
 def test_pending_jobs_give_up_deferred_jobs_soonest_due_first_and_make_room() -> None:
-    pending = PendingJobs(Settings(tenant_requests_per_minute=12, max_pending_jobs=4), clock=time.monotonic)
+    pending = pending_jobs(Settings(tenant_requests_per_minute=12, max_pending_jobs=4), clock=time.monotonic)
     for _ in range(12):
         assert pending.quotas.try_acquire("flood").admitted
         pending.quotas.release("flood")

@@ -14,8 +14,9 @@ from hypothesis import strategies as st
 from consumer.core.keys import upload_key
 from consumer.core.moderation import ContentPolicy
 from consumer.core.rate_limit import TenantLimiter, TokenBucket
+from consumer.errors import SignatureError
 from producer_examples.dedupe import RecentKeys
-from producer_examples.product_hook import HookSettings
+from producer_examples.hook_settings import HookSettings
 from producer_examples.products import (
     DEFAULT_TEMPLATE,
     ProductCreated,
@@ -24,7 +25,7 @@ from producer_examples.products import (
     derive_request_id,
     render_prompt,
 )
-from producer_examples.signing import SignatureError, sign, verify
+from producer_examples.signing import sign, verify
 from producer_examples.waiting import render_progress
 from schemas.events import ID_PATTERN
 

@@ -14,13 +14,15 @@ from aiokafka import TopicPartition
 
 from consumer.cancellation.commands import CancelCommand, CancelIndex
 from consumer.core.job import Job, Record, StopSignal
+from consumer.core.job_events import JobTrack
+from consumer.core.lifecycle import Phase
 from consumer.core.results import completed, failed, not_started
 from consumer.errors import VidgenError
 from consumer.settings import Settings
 from consumer.telemetry.worker_metrics import Metrics
 from consumer.worker import job_runner as runner_module
 from consumer.worker.job_runner import JobRunner
-from consumer.worker.scheduler import JobScheduler
+from consumer.worker.scheduler import JobScheduler, SchedulerEvent
 from schemas.events import VideoRequest, VideoResult
 from tests.support import IDENTITY, FakePublisher, condition, consumed, request_body, video_info
 
@@ -53,7 +55,7 @@ class RenderingPipeline:
         self, request: VideoRequest, *, received_at: datetime, attempt: int = 1, **rest: Any
     ) -> VideoResult:
         stop: StopSignal = rest["stop"]
-        render_ended: Callable[[], None] = rest["render_ended"]
+        track: JobTrack = rest["track"]
         self.started.append(request.request_id)
         timings = not_started(received_at)
         released = asyncio.ensure_future(self._gate(self.release, request.request_id).wait())
@@ -65,7 +67,7 @@ class RenderingPipeline:
             stop.check("rendering")
         except VidgenError as exc:
             return failed(request, exc, timings=timings, attempt=attempt, identity=IDENTITY)
-        render_ended()
+        track.render_ended()
         await self._gate(self.finish, request.request_id).wait()
         video = video_info()
         return completed(request, video=video, cache_hit=False, timings=timings, attempt=attempt, identity=IDENTITY)
@@ -108,7 +110,8 @@ class Controlled:
             starts=self.starts,
             clock=(lambda: now) if now is not None else lambda: datetime.now(UTC),
         )
-        self.scheduler = JobScheduler(settings, self.runner, self.metrics, cancels=self.cancels)
+        self.events: asyncio.Queue[SchedulerEvent] = asyncio.Queue()
+        self.scheduler = JobScheduler(settings, self.runner, self.metrics, events=self.events, cancels=self.cancels)
         self.offset = 0
 
     def job(self, request_id: str, *, tenant: str = "shop-1", **fields: Any) -> Job:
@@ -116,6 +119,12 @@ class Controlled:
         record = consumed(TP.topic, TP.partition, self.offset, body)
         self.offset += 1
         return Job(TP, record, VideoRequest.model_validate(body), datetime.now(UTC))
+
+    def admitted(self, request_id: str) -> Job:
+        """A job as the scheduler hands it to the runner once it took a slot."""
+        job = self.job(request_id)
+        job.lifecycle.advance(Phase.ADMITTED)
+        return job
 
     def queue(self, request_id: str, *, tenant: str = "shop-1", **fields: Any) -> Job:
         job = self.job(request_id, tenant=tenant, **fields)
@@ -127,7 +136,7 @@ class Controlled:
         at = datetime.now(UTC)
         command = self.cancels.apply(request_id.encode(), _control(request_id, tenant, at), logged_at=at)
         assert isinstance(command, CancelCommand)
-        self.scheduler.post(command)
+        self.events.put_nowait(command)  # as the control topic's follower does
 
     def result(self, request_id: str) -> VideoResult | None:
         return next((r for r in self.publisher.results if r.request_id == request_id), None)
@@ -286,13 +295,13 @@ async def test_a_request_a_worker_died_on_runs_alone(controlled: Callable[..., C
 
 async def test_every_start_is_recorded_before_the_work_and_withdrawn_or_taken_back() -> None:
     jobs = Controlled()
-    answered = jobs.job("r0")
+    answered = jobs.admitted("r0")
     jobs.pipeline.release["r0"] = asyncio.Event()
     jobs.pipeline.release["r0"].set()
     jobs.pipeline.finish["r0"] = asyncio.Event()
     jobs.pipeline.finish["r0"].set()
     assert await jobs.runner.run(answered, asyncio.Queue())
-    given_up = jobs.job("r1")
+    given_up = jobs.admitted("r1")
     task = asyncio.create_task(jobs.runner.run(given_up, asyncio.Queue()))
     await condition(lambda: jobs.pipeline.started == ["r0", "r1"])
     task.cancel()  # revoked past the grace, or shut down: a graceful end
@@ -312,7 +321,7 @@ async def test_a_shutdown_during_a_broker_outage_still_ends(monkeypatch: pytest.
     monkeypatch.setattr(runner_module, "_GIVE_UP_WRITE_S", 0.05)
     jobs = Controlled()
     jobs.runner._starts = StuckStarts()
-    task = asyncio.create_task(jobs.runner.run(jobs.job("r0"), asyncio.Queue()))
+    task = asyncio.create_task(jobs.runner.run(jobs.admitted("r0"), asyncio.Queue()))
     await condition(lambda: jobs.pipeline.started == ["r0"])
     task.cancel()  # the drain's grace is over
     with pytest.raises(asyncio.CancelledError):

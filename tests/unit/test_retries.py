@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from consumer.core.retries import Delivery, RetryPolicy
+from consumer.core.retries import Delivery
 from consumer.settings import Settings
+from consumer.worker.policies import retry_policy
 
 TRACEPARENT = b"00-" + b"7" * 32 + b"-" + b"8" * 16 + b"-01"
 
 
 def test_backoff_doubles_per_retry_up_to_its_cap_with_jitter_on_the_top_half() -> None:
-    policy = RetryPolicy.from_settings(Settings(retry_backoff_s=1.0, retry_backoff_max_s=5.0))
+    policy = retry_policy(Settings(retry_backoff_s=1.0, retry_backoff_max_s=5.0))
     lowest = [policy.backoff(retry, rand=lambda: 0.0) for retry in range(1, 6)]
     highest = [policy.backoff(retry, rand=lambda: 1.0) for retry in range(1, 6)]
     assert highest == [1.0, 2.0, 4.0, 5.0, 5.0]  # doubling, then the cap
@@ -41,12 +42,12 @@ def test_mangled_retry_headers_lose_their_history_but_never_the_record(value: by
 
 
 def test_a_deferral_waits_its_turn_but_never_longer_than_a_retry() -> None:
-    policy = RetryPolicy.from_settings(Settings(retry_topic_delay_s=30.0))
+    policy = retry_policy(Settings(retry_topic_delay_s=30.0))
     assert policy.deferral_delay(12.5) == 12.5
     assert policy.deferral_delay(300.0) == 30.0  # served in several trips: never holds back a later retry
     assert policy.deferral_delay(None) == 30.0  # waits on a release: no known turn
     assert policy.deferral_delay(0.01) == 1.0  # never a busy loop between a full worker and the topic
-    assert RetryPolicy.from_settings(Settings(retry_topic_delay_s=0.0)).deferral_delay(None) == 1.0
+    assert retry_policy(Settings(retry_topic_delay_s=0.0)).deferral_delay(None) == 1.0
 
 
 def test_a_deferral_keeps_trace_attempt_and_round_and_records_when_it_first_waited() -> None:

@@ -9,8 +9,8 @@ from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 
 from consumer.settings import Settings
+from producer_examples.hook_settings import HookSettings
 from producer_examples.notifier_settings import NotifierSettings
-from producer_examples.product_hook import HookSettings
 
 SECRET = "s3cr3t-Zq8Xw1-pq"  # short: pydantic shortens long values in the middle, which would hide a leak
 TOKEN_URL = f"http://h.example/?token={SECRET}"  # http: refused, so the whole URL is in error

@@ -25,7 +25,8 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from consumer.errors import RenderTimeout
 from consumer.images.decoding import fit_image
-from consumer.render.renderer import Renderer, RenderSpec
+from consumer.render.render_spec import RenderSpec
+from consumer.render.renderer import Renderer
 from consumer.render.template import (
     MAX_ZOOM,
     TemplatePipeline,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from consumer.render.renderer import to_uint8
+from consumer.render.render_spec import to_uint8
 
 pytestmark = pytest.mark.torch  # loads torch, which the unit tier allows only where declared
 

@@ -3,7 +3,9 @@
 A key is `vgk_` and 43 characters of URL-safe base64 (32 random bytes): with that much entropy a plain hash is as
 good as a slow one, and lets every replica check a key in microseconds. The file holds one `<hex sha256> <tenant>`
 per line (`#` comments allowed); `vidgen api-key create --tenant T` appends one and prints the key once. A running
-API rereads the file when it changes, so keys are added and revoked (delete the line) without a restart.
+API rereads the file when it changes (looking at most once a second), so keys are added and revoked (delete the line)
+without a restart. A key's id is the first 16 hex characters of its hash: what a content link and an open event
+stream remember of the key that opened them, to end when it is revoked.
 """
 
 from __future__ import annotations
@@ -21,16 +23,22 @@ from pathlib import Path
 
 from consumer.core.intake import usable_id
 
-__all__ = ["KEY_PREFIX", "ApiKeys", "create_key", "hash_key", "parse_keys"]
+__all__ = ["KEY_PREFIX", "ApiKeys", "create_key", "hash_key", "key_id", "parse_keys"]
 
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "vgk_"
 _RECHECK_S = 1.0
+_KEY_ID_CHARS = 16
 
 
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def key_id(key: str) -> str:
+    """The key's id: the start of its hash, which names it without revealing anything that authenticates."""
+    return hash_key(key)[:_KEY_ID_CHARS]
 
 
 def create_key(path: Path, tenant_id: str, *, entropy: Callable[[int], bytes] = secrets.token_bytes) -> str:
@@ -68,6 +76,7 @@ class ApiKeys:
         self._path = path
         self._monotonic = monotonic
         self._entries: list[tuple[bytes, str]] = []
+        self._tenant_of_id: dict[str, str] = {}
         self._signature: tuple[int, int, int] | None = None
         self._checked = float("-inf")
         self._lock = asyncio.Lock()
@@ -83,6 +92,11 @@ class ApiKeys:
                 found = tenant
         return found
 
+    async def holds(self, id_of_key: str, tenant_id: str) -> bool:
+        """Whether the file (as reread at most a second ago) still holds the key with this id, for this tenant."""
+        await self._refresh()
+        return self._tenant_of_id.get(id_of_key) == tenant_id
+
     async def _refresh(self) -> None:
         # While a reread is under way every caller waits for it (a first burst of calls must not find no keys).
         if self._monotonic() - self._checked < _RECHECK_S and not self._lock.locked():
@@ -94,6 +108,7 @@ class ApiKeys:
             self._checked = self._monotonic()
             if loaded is not None:
                 self._entries = loaded
+                self._tenant_of_id = {digest.hex()[:_KEY_ID_CHARS]: tenant for digest, tenant in loaded}
                 log.info("API keys file read: %d keys", len(loaded))
 
     def _load_if_changed(self) -> list[tuple[bytes, str]] | None:

@@ -4,6 +4,9 @@ JWTs are verified by PyJWT (with `cryptography`) against a PEM public key or the
 fetched with aiohttp, cached, and refetched when a token names an unknown `kid` (at most every
 `VIDGEN_API_JWKS_MIN_REFRESH_S`). Only asymmetric algorithms; `exp`, `iss` and `aud` required, `nbf` honoured,
 with a small leeway. Neither tokens nor keys are ever logged or echoed.
+
+What was granted is checked again while it is used (`still_valid`: an event stream, each second): an API key while
+the keys file holds it, a JWT until its `exp` (plus the leeway).
 """
 
 from __future__ import annotations
@@ -23,30 +26,23 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from consumer.api.api_settings import ApiSettings
-from consumer.api.auth.api_keys import KEY_PREFIX, ApiKeys
-from consumer.api.auth.jwt_claims import ClaimError, check_header, tenant_from_claims
-from consumer.api.routes.error_answers import ApiFailure
+from consumer.api.auth.api_keys import KEY_PREFIX, ApiKeys, key_id
+from consumer.api.auth.jwt_claims import check_header, tenant_from_claims
+from consumer.errors import AuthFailure, ClaimError
 
-__all__ = ["AuthFailure", "Authenticator", "Caller", "JwksCache"]
+__all__ = ["Authenticator", "Caller", "JwksCache"]
 
 log = logging.getLogger(__name__)
 
 _MAX_JWKS_BYTES = 1 << 20
-_CHALLENGE = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
 
 
 @dataclass(frozen=True)
 class Caller:
     tenant_id: str
     kind: Literal["api_key", "jwt", "content_link"]  # content_link: consumer.api.auth.content_links
-
-
-class AuthFailure(ApiFailure):
-    """401 with the Bearer challenge. `reason` is a fixed label for the metric."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(401, "invalid_token", message, headers=_CHALLENGE)
-        self.reason = reason
+    key_id: str | None = None  # the API key's id (`api_keys.key_id`): valid while the keys file holds it
+    expires_at: float | None = None  # Unix seconds: a JWT's `exp` plus the leeway
 
 
 class JwksCache:
@@ -125,10 +121,18 @@ def _signing_keys(body: bytes) -> dict[str | None, dict[str, Any]]:
 
 
 class Authenticator:
-    def __init__(self, api: ApiSettings, *, keys: ApiKeys | None, jwks: JwksCache | None) -> None:
+    def __init__(
+        self,
+        api: ApiSettings,
+        *,
+        keys: ApiKeys | None,
+        jwks: JwksCache | None,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
         self._api = api
         self._keys = keys
         self._jwks = jwks
+        self._wall_clock = wall_clock
         self._pem: Any = None
         self._algorithms = api.jwt_algorithms
         if api.jwt_public_key_file:
@@ -146,11 +150,20 @@ class Authenticator:
             return await self._token(credential)
         raise AuthFailure("malformed", "the bearer credential is neither an API key nor a JWT")
 
+    async def still_valid(self, caller: Caller) -> bool:
+        """Whether the credential `caller` came from would still be accepted: an API key while the keys file (looked
+        at at most once a second) holds it for that tenant, a JWT (or a link it asked for) until it expires."""
+        if caller.expires_at is not None and self._wall_clock() >= caller.expires_at:
+            return False
+        if caller.key_id is None:
+            return True
+        return self._keys is not None and await self._keys.holds(caller.key_id, caller.tenant_id)
+
     async def _api_key(self, key: str) -> Caller:
         tenant = await self._keys.tenant_for(key) if self._keys is not None else None
         if tenant is None:
             raise AuthFailure("unknown_api_key", "API key not accepted")
-        return Caller(tenant_id=tenant, kind="api_key")
+        return Caller(tenant_id=tenant, kind="api_key", key_id=key_id(key))
 
     async def _token(self, token: str) -> Caller:
         api = self._api
@@ -170,7 +183,8 @@ class Authenticator:
                 leeway=api.jwt_leeway_s,
                 options={"require": ["exp", "iss", "aud"]},
             )
-            return Caller(tenant_id=tenant_from_claims(payload, api.tenant_claim), kind="jwt")
+            tenant = tenant_from_claims(payload, api.tenant_claim)
+            return Caller(tenant_id=tenant, kind="jwt", expires_at=float(payload["exp"]) + api.jwt_leeway_s)
         except ClaimError as exc:
             raise AuthFailure("claims", str(exc)) from exc
         except jwt.PyJWTError as exc:

@@ -11,16 +11,13 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from consumer.core.intake import usable_id
+from consumer.errors import ClaimError
 
-__all__ = ["ASYMMETRIC_ALGORITHMS", "ClaimError", "check_algorithms", "check_header", "tenant_from_claims"]
+__all__ = ["ASYMMETRIC_ALGORITHMS", "check_algorithms", "check_header", "tenant_from_claims"]
 
 ASYMMETRIC_ALGORITHMS: frozenset[str] = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 )
-
-
-class ClaimError(ValueError):
-    """The credential is not acceptable; the message says why without quoting it."""
 
 
 def check_algorithms(algorithms: Iterable[str]) -> tuple[str, ...]:

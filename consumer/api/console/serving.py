@@ -2,8 +2,8 @@
 
 - `GET /` is the page, `GET /console/...` its stylesheet and modules, `GET /console/config.json` the start-image limits
   the API applies (so the page checks a photo before uploading it; the request fields' rules it reads from
-  `/openapi.json`). No credential: nothing here is secret, and every call the page makes goes to `/v1` with the
-  bearer header.
+  `/openapi.json`) and the form's starting values where the API suggests some (`VIDGEN_API_CONSOLE_DEFAULTS`). No
+  credential: nothing here is secret, and every call the page makes goes to `/v1` with the bearer header.
 - Every answer gets `X-Content-Type-Options: nosniff`, `Referrer-Policy: no-referrer` and `X-Frame-Options: DENY`.
   The console's own answers get a strict Content-Security-Policy: scripts, styles and calls from this origin only
   (no inline script or style), images and media also from the object store's origin (where the content redirect
@@ -103,7 +103,7 @@ class Console:
             "max_pixels": settings.image_max_pixels,
             "types": list(ALLOWED_FORMATS),
         }
-        return web.json_response({"image": image})
+        return web.json_response({"image": image, "form": self._handlers.api.console_defaults})
 
     async def secure(self, request: web.Request, response: web.StreamResponse) -> None:
         """`on_response_prepare`: runs for every answer, event streams and errors included."""

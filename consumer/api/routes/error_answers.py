@@ -1,5 +1,7 @@
-"""HTTP errors of the API: each one a `VidgenError` with a status, answered as `{"error": {"code", "message",
-"field"?}}`. Messages are written here, never copied from what the client sent."""
+"""HTTP errors of the API: each one a `VidgenError` with a status, answered in OpenAI's shape, `{"error": {"message",
+"type", "param", "code", "field"}}` (`param` and `field` both name the field at fault), so OpenAI's SDKs raise their
+own error classes with these fields. `x-should-retry` tells those SDKs whether retrying can help (429, 503 and 408
+can). Messages are written here, never copied from what the client sent."""
 
 from __future__ import annotations
 
@@ -8,10 +10,10 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
 
-from consumer.errors import VidgenError
+from consumer.errors import ApiFailure
 from schemas.job_api import ApiError, ApiErrorBody
 
-__all__ = ["ApiFailure", "error_middleware", "error_response"]
+__all__ = ["error_middleware", "error_response"]
 
 log = logging.getLogger(__name__)
 
@@ -31,32 +33,25 @@ _STATUS_CODES = {
 }
 
 
-class ApiFailure(VidgenError):
-    """An answer other than success: the HTTP status, a stable code, a message and the field at fault."""
-
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        message: str,
-        *,
-        field: str | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(message, code=code, field=field)
-        self.status = status
-        self.headers = dict(headers or {})
-
-    @property
-    def retriable(self) -> bool:  # type: ignore[override]  # per instance: 429 and 503 are worth retrying
-        return self.status in (429, 503)
+_RETRIABLE = frozenset({408, 429, 503})
 
 
 def error_response(
     status: int, code: str, message: str, *, field: str | None = None, headers: Mapping[str, str] | None = None
 ) -> web.Response:
-    body = ApiErrorBody(error=ApiError(code=code, message=message, field=field))
-    return web.json_response(body.model_dump(exclude_none=True), status=status, headers=headers)
+    error = ApiError(message=message, type=_error_type(status), param=field, code=code, field=field)
+    retry = {"x-should-retry": "true" if status in _RETRIABLE else "false"}
+    return web.json_response(
+        ApiErrorBody(error=error).model_dump(), status=status, headers={**(headers or {}), **retry}
+    )
+
+
+def _error_type(status: int) -> str:
+    if status == 401:
+        return "authentication_error"
+    if status == 429:
+        return "rate_limit_error"
+    return "server_error" if status >= 500 else "invalid_request_error"
 
 
 @web.middleware

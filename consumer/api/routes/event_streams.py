@@ -5,23 +5,32 @@ A client that reconnects with `Last-Event-ID` gets only what changed since, and 
 is what stops a browser's EventSource from reconnecting). Versions are counted by each replica's own view: after
 switching replicas a client may see a change twice. Between changes the stream waits on the
 view's notification (no polling) and sends a comment line every `VIDGEN_API_SSE_KEEPALIVE_S` so proxies keep it.
+
+What a stream may hold is bounded: a tenant has at most `VIDGEN_API_MAX_STREAMS_PER_TENANT` open at once (`429
+too_many_streams` past it); a stream ends when its job ends, after `VIDGEN_API_STREAM_IDLE_S` without a change (the
+client reconnects with `Last-Event-ID`, authenticated and rate-limited again), and within two seconds of its
+credential being revoked or expiring (checked each second, `Authenticator.still_valid`), whatever it was waiting for.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from consumer.api.routes.error_answers import ApiFailure
-from consumer.api.routes.job_body import render_job
+from consumer.api.auth.authenticator import Authenticator, Caller
 from consumer.api.routes.videos import CALLER, Handlers
 from consumer.api.view.job_state import JobState
+from consumer.core.tenant_slots import TenantSlots
+from consumer.errors import ApiFailure
 
 __all__ = ["EventStreams", "format_event"]
 
 _KEEPALIVE = b": keep-alive\n\n"
+_RECHECK_S = 1.0  # how often an open stream asks whether its credential still stands
+_RETRY_AFTER_S = "5"
 
 
 def format_event(version: int, job_json: str) -> bytes:
@@ -34,23 +43,67 @@ def _last_event_id(request: web.Request) -> int:
     return int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 19 else 0
 
 
+@dataclass
+class _Stream:
+    """One open stream: where it writes, whose it is, what it waits on, and how far it got."""
+
+    response: web.StreamResponse
+    caller: Caller
+    job_id: str
+    changed: asyncio.Event
+    sent: int  # the version the client has seen
+    last_change: float  # loop time of the last change written (or the start)
+    last_write: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.last_write = self.last_change
+
+
 class EventStreams:
-    def __init__(self, handlers: Handlers, *, keepalive_s: float) -> None:
+    def __init__(
+        self,
+        handlers: Handlers,
+        authenticator: Authenticator,
+        *,
+        keepalive_s: float,
+        idle_s: float,
+        max_per_tenant: int,
+    ) -> None:
         self._handlers = handlers
+        self._authenticator = authenticator
         self._keepalive_s = keepalive_s
-        self._closing = asyncio.Event()
+        self._idle_s = idle_s
+        self._slots = TenantSlots(max_per_tenant)
+        self._closing = False
+        self._waiting: set[asyncio.Event] = set()
 
     def close(self) -> None:
         """Shutting down: every open stream ends (clients reconnect, with Last-Event-ID, to another replica)."""
-        self._closing.set()
+        self._closing = True
+        for changed in self._waiting:
+            changed.set()
 
     async def stream(self, request: web.Request) -> web.StreamResponse:
+        caller = request[CALLER]
+        if not self._slots.try_take(caller.tenant_id):
+            self._handlers.metrics.concurrency_limited.labels(reason="too_many_streams").inc()
+            raise ApiFailure(
+                429,
+                "too_many_streams",
+                f"this tenant has {self._slots.limit} event streams open, the most it may; close one first",
+                headers={"Retry-After": _RETRY_AFTER_S},
+            )
+        try:
+            return await self._serve(request, caller)
+        finally:
+            self._slots.give_back(caller.tenant_id)
+
+    async def _serve(self, request: web.Request, caller: Caller) -> web.StreamResponse:
         handlers = self._handlers
-        tenant = request[CALLER].tenant_id
         job_id = request.match_info["id"]
         sent = _last_event_id(request)
         with handlers.listeners.watch(job_id) as changed:
-            state = await handlers.store.get(tenant, job_id)
+            state = await handlers.store.get(caller.tenant_id, job_id)
             if state is None:
                 raise ApiFailure(404, "not_found", "no such video job")
             if state.terminal and state.version <= sent:
@@ -61,36 +114,59 @@ class EventStreams:
             )
             await response.prepare(request)
             handlers.metrics.event_streams.inc()
+            self._waiting.add(changed)
+            stream = _Stream(response, caller, job_id, changed, sent, last_change=asyncio.get_running_loop().time())
+            ended = "client_left"
             try:
-                while state is not None and not self._closing.is_set():
-                    if state.version > sent:
-                        await response.write(await self._message(state))
-                        sent = state.version
-                    if state.terminal:
-                        break
-                    if not await self._changed(changed):
-                        await response.write(_KEEPALIVE)
-                    changed.clear()  # before reading, so a change after the read wakes the next wait
-                    state = await handlers.store.get(tenant, job_id)
+                ended = await self._follow(stream, state)
                 await response.write_eof()
             except ConnectionResetError:
                 pass  # the client left; nothing to answer
             finally:
+                self._waiting.discard(changed)
                 handlers.metrics.event_streams.dec()
+                handlers.metrics.stream_ends.labels(reason=ended).inc()
         return response
 
-    async def _message(self, state: JobState) -> bytes:
-        job = await render_job(state, self._handlers.objects, now=self._handlers.clock())
-        return format_event(state.version, job.model_dump_json(exclude_none=True))
+    async def _follow(self, stream: _Stream, state: JobState | None) -> str:
+        """Writes each change until the stream ends; returns why it ended."""
+        while state is not None:
+            if not await self._authenticator.still_valid(stream.caller):
+                return "credential_revoked"
+            if state.version > stream.sent:
+                await stream.response.write(await self._message(state))
+                stream.sent = state.version
+                stream.last_change = stream.last_write = asyncio.get_running_loop().time()
+            if state.terminal:
+                return "job_ended"
+            ended = await self._until_changed(stream)
+            if ended is not None:
+                return ended
+            stream.changed.clear()  # before reading, so a change after the read wakes the next wait
+            state = await self._handlers.store.get(stream.caller.tenant_id, stream.job_id)
+        return "job_gone"
 
-    async def _changed(self, changed: asyncio.Event) -> bool:
-        """Until the job changes (True), the keep-alive interval passes or the server closes (False)."""
-        waits = [asyncio.ensure_future(changed.wait()), asyncio.ensure_future(self._closing.wait())]
-        try:
-            await asyncio.wait(waits, timeout=self._keepalive_s, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for wait in waits:
-                wait.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await wait
-        return changed.is_set()
+    async def _until_changed(self, stream: _Stream) -> str | None:
+        """Until the job changes (None), with a keep-alive comment every `keepalive_s`; or why the stream ends
+        first: the server closes, the credential no longer stands, or the job stayed unchanged for `idle_s`."""
+        loop = asyncio.get_running_loop()
+        while not stream.changed.is_set() and not self._closing:
+            if not await self._authenticator.still_valid(stream.caller):
+                return "credential_revoked"
+            now = loop.time()
+            if now - stream.last_change >= self._idle_s:
+                return "idle"
+            if now - stream.last_write >= self._keepalive_s:
+                await stream.response.write(_KEEPALIVE)
+                stream.last_write = now
+            wake_in = min(
+                _RECHECK_S, stream.last_change + self._idle_s - now, stream.last_write + self._keepalive_s - now
+            )
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wake_in):
+                    await stream.changed.wait()
+        return "shutdown" if self._closing else None
+
+    async def _message(self, state: JobState) -> bytes:
+        job = await self._handlers.render(state)
+        return format_event(state.version, job.model_dump_json(exclude_none=True))

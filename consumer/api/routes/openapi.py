@@ -11,8 +11,18 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
+from consumer.api.routes.webhook_openapi import WEBHOOK_MODELS, delivery_webhooks, webhook_paths
 from schemas.events import ID_PATTERN
-from schemas.job_api import ApiErrorBody, QueueInfo, VideoJob, VideoJobList, VideoSubmission
+from schemas.job_api import (
+    ApiErrorBody,
+    ModelInfo,
+    ModelList,
+    QueueInfo,
+    VideoDeleted,
+    VideoJob,
+    VideoJobList,
+    VideoSubmission,
+)
 from schemas.links import ContentLinks
 
 __all__ = ["OPENAPI_PATH", "build_openapi", "render_openapi"]
@@ -23,13 +33,17 @@ _REF = "#/components/schemas/{model}"
 _ERRORS = {
     400: "The body is not valid JSON or multipart.",
     401: "Missing, malformed, expired, wrongly signed or wrong-audience credential (`WWW-Authenticate: Bearer`).",
-    404: "No such job for this tenant (another tenant's id answers the same).",
-    409: "The job is not in a state that allows this.",
-    413: "The body, the image or the resulting record is too large.",
+    403: "Tenant webhooks are not enabled on this service (`webhooks_disabled`).",
+    404: "No such job, model or webhook endpoint for this tenant (another tenant's id and a deleted job answer the "
+    "same).",
+    409: "The job is not in a state that allows this, or the tenant has all the webhook endpoints it may have.",
+    413: "The body (its declared length refused before it is read), the image or the resulting record is too large.",
     415: "Not JSON or multipart, or the image is not an allowed image type.",
     422: "A field, header or query parameter breaks a rule, or is not one this operation takes; `field` names it.",
-    429: "The tenant's rate limit; see `Retry-After`.",
-    503: "Starting, busy (load shedding) or a dependency is down; see `Retry-After`.",
+    429: "The tenant's rate limit (`rate_limited`), or its calls in progress fill its share of the connections "
+    "(`too_many_connections`); see `Retry-After`.",
+    503: "Starting, busy (load shedding), receiving as many bodies as it may hold (`body_budget_full`) or a dependency "
+    "is down; see `Retry-After`.",
 }
 
 
@@ -67,9 +81,13 @@ def build_openapi() -> dict[str, Any]:
             (VideoSubmission, "validation"),
             (VideoJob, "serialization"),
             (VideoJobList, "serialization"),
+            (VideoDeleted, "serialization"),
+            (ModelInfo, "serialization"),
+            (ModelList, "serialization"),
             (QueueInfo, "serialization"),
             (ContentLinks, "serialization"),
             (ApiErrorBody, "serialization"),
+            *WEBHOOK_MODELS,
         ],
         ref_template=_REF,
     )
@@ -79,16 +97,27 @@ def build_openapi() -> dict[str, Any]:
         "type": "object",
         "properties": {
             **submission["properties"],
-            "image": {"type": "string", "contentMediaType": "application/octet-stream"},
+            "input_reference": {
+                "type": "string",
+                "contentMediaType": "application/octet-stream",
+                "description": "The start image (JPEG, PNG, WebP, GIF, BMP or TIFF, sniffed from its bytes).",
+            },
         },
         "required": submission.get("required", []),
         "additionalProperties": False,
     }
+    poll_after = {
+        "openai-poll-after-ms": {
+            "description": "While the job has not ended: how long to wait before asking again (OpenAI's SDKs obey).",
+            "schema": {"type": "integer"},
+        }
+    }
     job_created = {
         "description": "Accepted (or, with the same Idempotency-Key, the job accepted before).",
-        "headers": {"Location": {"schema": {"type": "string"}}},
+        "headers": {"Location": {"schema": {"type": "string"}}, **poll_after},
         "content": _json("VideoJob"),
     }
+    job = {"description": "The job.", "headers": poll_after, "content": _json("VideoJob")}
     paths = {
         "/v1/videos": {
             "post": _operation(
@@ -116,24 +145,29 @@ def build_openapi() -> dict[str, Any]:
                 parameters=[
                     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
                     {"name": "after", "in": "query", "schema": {"type": "string", "pattern": ID_PATTERN}},
+                    {"name": "order", "in": "query", "schema": {"type": "string", "enum": ["asc", "desc"]}},
                 ],
             ),
         },
         "/v1/videos/{id}": {
-            "get": _operation(
-                "A job",
-                _responses({200: {"description": "The job.", "content": _json("VideoJob")}}, 404),
-                parameters=[_job_id()],
-            ),
+            "get": _operation("A job", _responses({200: job}, 404), parameters=[_job_id()]),
             "delete": _operation(
-                "Cancel a job",
-                _responses({202: {"description": "Cancel requested.", "content": _json("VideoJob")}}, 404, 409),
+                "Delete a job: cancel it if it runs, forget it (404 afterwards) and delete its video and poster unless "
+                "another job of yours shows them",
+                _responses({200: {"description": "Deleted.", "content": _json("VideoDeleted")}}, 404),
                 parameters=[_job_id()],
             ),
         },
+        "/v1/videos/{id}/cancel": {
+            "post": _operation(
+                "Cancel a job that has not ended; it stays, `failed` with `error.code: cancelled`",
+                _responses({202: {"description": "Cancel requested.", "content": _json("VideoJob")}}, 404, 409),
+                parameters=[_job_id()],
+            )
+        },
         "/v1/videos/{id}/content": {
             "get": _operation(
-                "Redirect to the video (or poster) through a fresh presigned URL",
+                "Redirect to the video (or, `variant=thumbnail`, its poster) through a fresh presigned URL",
                 _responses(
                     {302: {"description": "To the object.", "headers": {"Location": {"schema": {"type": "string"}}}}},
                     404,
@@ -142,7 +176,7 @@ def build_openapi() -> dict[str, Any]:
                 ),
                 parameters=[
                     _job_id(),
-                    {"name": "variant", "in": "query", "schema": {"type": "string", "enum": ["video", "poster"]}},
+                    {"name": "variant", "in": "query", "schema": {"type": "string", "enum": ["video", "thumbnail"]}},
                     {
                         "name": "token",
                         "in": "query",
@@ -162,7 +196,9 @@ def build_openapi() -> dict[str, Any]:
         },
         "/v1/videos/{id}/events": {
             "get": _operation(
-                "The job's changes as server-sent events (`event: status`, `id:` version, `data:` the job)",
+                "The job's changes as server-sent events (`event: status`, `id:` version, `data:` the job). Ends when "
+                "the job ends, after a while without a change (reconnect with `Last-Event-ID`) or when the credential "
+                "is revoked or expires; 429 `too_many_streams` past the tenant's open streams",
                 _responses(
                     {
                         200: {
@@ -184,13 +220,20 @@ def build_openapi() -> dict[str, Any]:
                 _responses({200: {"description": "The queue.", "content": _json("QueueInfo")}}),
             )
         },
-        "/healthz": {"get": _plain("Liveness", "application/json")},
-        "/readyz": {
-            "get": _plain(
-                "Readiness: broker, S3 and the view caught up (503 with what is wrong)", "application/json", 503
+        "/v1/models": {
+            "get": _operation(
+                "The models this deployment serves, and what each can render",
+                _responses({200: {"description": "The models.", "content": _json("ModelList")}}),
             )
         },
-        "/metrics": {"get": _plain("Prometheus metrics", "text/plain")},
+        "/v1/models/{model}": {
+            "get": _operation(
+                "One model",
+                _responses({200: {"description": "The model.", "content": _json("ModelInfo")}}, 404),
+                parameters=[{"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}],
+            )
+        },
+        **webhook_paths(_operation, _responses, _json),
         "/openapi.json": {"get": _plain("This document", "application/json")},
     }
     return {
@@ -198,10 +241,13 @@ def build_openapi() -> dict[str, Any]:
         "info": {
             "title": "vidgen job API",
             "version": "1",
-            "description": "Submit product videos, follow them and fetch the result. Every error is "
-            '`{"error": {"code", "message", "field"?}}`.',
+            "description": "Submit product videos, follow them and fetch the result, in the shape of OpenAI's video "
+            "API: its SDKs' `client.videos` and `client.models` work against it. Every error is "
+            '`{"error": {"message", "type", "param", "code", "field"}}`. Probes and metrics (`/healthz`, `/readyz`, '
+            "`/metrics`) are served on the operator port (`VIDGEN_API_OPERATOR_PORT`), not here.",
         },
         "paths": paths,
+        "webhooks": delivery_webhooks(_json),
         "components": {
             "schemas": dict(sorted(schemas.items())),
             "securitySchemes": {
@@ -215,10 +261,9 @@ def build_openapi() -> dict[str, Any]:
     }
 
 
-def _plain(summary: str, content_type: str, *other: int) -> dict[str, Any]:
+def _plain(summary: str, content_type: str) -> dict[str, Any]:
     answer = {"description": "OK", "content": {content_type: {"schema": {}}}}
-    responses = {"200": answer, **{str(status): {**answer, "description": "Not ready"} for status in other}}
-    return {"summary": summary, "security": [], "responses": responses}
+    return {"summary": summary, "security": [], "responses": {"200": answer}}
 
 
 def render_openapi() -> str:

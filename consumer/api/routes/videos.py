@@ -1,5 +1,9 @@
-"""The `/v1` endpoints. Each one reads the caller's tenant from the request (set by the auth middleware) and asks
-the view only for that tenant's jobs: another tenant's id and an unknown id get the same 404."""
+"""The `/v1` endpoints, in the shape of OpenAI's video API (`client.videos` and `client.models` of its SDKs work
+against them). Each one reads the caller's tenant from the request (set by the auth middleware) and asks the view
+only for that tenant's jobs: another tenant's id, an unknown id and a deleted job get the same 404.
+
+An answer about a job that has not ended carries `openai-poll-after-ms`, so the SDK's `poll` asks again no faster
+than workers report progress (`VIDGEN_PROGRESS_INTERVAL_S`)."""
 
 from __future__ import annotations
 
@@ -8,34 +12,41 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
 
 from aiohttp import web
 from aiokafka.errors import KafkaError
-from opentelemetry import trace
 from pydantic import BaseModel
 
 from consumer.api.api_metrics import ApiMetrics
 from consumer.api.api_settings import ApiSettings
 from consumer.api.auth.authenticator import Caller
-from consumer.api.routes.error_answers import ApiFailure
-from consumer.api.routes.job_body import object_key, render_job
-from consumer.api.submission.body import build_request, read_submission, take_fallback
-from consumer.api.submission.job_ids import IDEMPOTENCY_KEY_PATTERN, idempotent_id, random_id
-from consumer.api.submission.shedding import QueueStats, estimated_wait_s, shed
-from consumer.api.submission.uploads import CheckedImage, check_upload
-from consumer.api.view.database import JobStore
+from consumer.api.routes.job_body import JobAnswers
+from consumer.api.submission.body_budget import BodyBudget
+from consumer.api.submission.shedding import Limits
+from consumer.api.submission.wait_estimate import QueueStats, estimated_wait_s
+from consumer.api.video_deletion import VideoDeletion
 from consumer.api.view.follower import Listeners
-from consumer.api.view.job_state import JobState, Submitted, request_parameters
-from consumer.api.view.pages import QueryError, page, parse_page_query
-from consumer.core.degrade import DEGRADED_REASON_HEADER, choose_fallback, degrade, pool_down
+from consumer.api.view.job_state import CancelRequested, JobState
+from consumer.api.view.job_store import JobStore
+from consumer.api.view.pages import page, parse_page_query
+from consumer.core.degrade import pool_down
 from consumer.core.moderation import ContentPolicy
-from consumer.core.priority_lanes import Lane, lane_for, topic_for
-from consumer.errors import ImageError, ImageTooLarge, StorageError
+from consumer.core.priority_lanes import LanePolicy
+from consumer.core.video_models import (
+    ModelRegistry,
+)
+from consumer.errors import ApiFailure, QueryError, StorageError
 from consumer.kafka.record_publisher import RecordPublisher
 from consumer.object_store import ObjectStore
 from consumer.settings import Settings
 from schemas.events import VideoControl
-from schemas.job_api import DegradedReason, Fallback, QueueInfo, VideoJob, VideoJobList
+from schemas.job_api import (
+    QueueInfo,
+    VideoDeleted,
+    VideoJob,
+    VideoJobList,
+)
 
 __all__ = ["CALLER", "Handlers"]
 
@@ -43,6 +54,7 @@ log = logging.getLogger(__name__)
 
 CALLER = web.RequestKey("caller", Caller)
 _IMAGE_STATUS = {"image_too_large": 413, "unsupported_image_type": 415}
+_MIN_POLL_AFTER_MS = 500
 
 
 @dataclass
@@ -56,99 +68,19 @@ class Handlers:
     policy: ContentPolicy
     clock: Callable[[], datetime]
     entropy: Callable[[int], bytes]
+    bodies: BodyBudget
+    models: ModelRegistry
+    deletion: VideoDeletion
     publisher: RecordPublisher | None = None
 
-    async def submit(self, request: web.Request) -> web.Response:
-        tenant = request[CALLER].tenant_id
-        fields, image = await read_submission(request, max_image_bytes=self.settings.image_max_bytes)
-        fallback = take_fallback(fields)
-        idempotency_key = request.headers.get("Idempotency-Key")
-        if idempotency_key is None:
-            job_id = random_id(self.entropy(16))
-        elif IDEMPOTENCY_KEY_PATTERN.fullmatch(idempotency_key):
-            job_id = idempotent_id(self.api.id_key.get_secret_value().encode(), tenant, idempotency_key)
-        else:
-            raise ApiFailure(
-                422,
-                "invalid_header",
-                "Idempotency-Key must be 1-255 printable ASCII characters without spaces",
-                field="Idempotency-Key",
-            )
-        checked = None
-        if image is not None:
-            if "image_url" in fields:
-                raise ApiFailure(422, "invalid_field", "send an image or an image_url, not both", field="image_url")
-            checked = await asyncio.to_thread(self._check_image, image, tenant)
-            fields["image_url"] = self.objects.uri(checked.key)
-        video_request = build_request(
-            fields,
-            request_id=job_id,
-            tenant_id=tenant,
-            max_record_bytes=self.settings.max_record_bytes,
-            policy=self.policy,
-        )
-        if idempotency_key is not None and (existing := await self.store.get(tenant, job_id)) is not None:
-            if existing.request is not None and existing.request != request_parameters(video_request):
-                raise ApiFailure(
-                    409,
-                    "idempotency_key_reused",
-                    "this Idempotency-Key was used with different parameters",
-                    field="Idempotency-Key",
-                )
-            self.metrics.idempotent_replays.inc()
-            return await self._job_response(existing, status=202, headers={"Idempotent-Replayed": "true"})
-        reason = self._route(tenant, fallback, lane_for(video_request.priority))
-        if checked is not None:
-            await self._upload(checked)
-        if reason is None:
-            lane = topic_for(
-                video_request.priority, requests_topic=self.settings.requests_topic, bulk_topic=self.settings.bulk_topic
-            )
-            await self._publish(lane, job_id, video_request)
-        else:
-            header = (DEGRADED_REASON_HEADER, reason.encode())
-            await self._publish(self.settings.template_topic, job_id, video_request, headers=[header])
-            self.metrics.degraded.labels(reason=reason).inc()
-        self.metrics.submitted.inc()
-        submitted = Submitted(video_request, self.clock(), degraded=reason is not None, degraded_reason=reason)
-        outcome = await self.store.apply([submitted])
-        self.listeners.notify(outcome.changed)
-        return await self._job_response(await self._require(tenant, job_id), status=202)
+    @property
+    def answers(self) -> JobAnswers:
+        return JobAnswers(self.objects, self.models, self.api.retention_s)
 
-    def _check_image(self, data: bytes, tenant: str) -> CheckedImage:
-        settings = self.settings
-        try:
-            return check_upload(
-                data,
-                tenant_id=tenant,
-                key_prefix=settings.s3_key_prefix,
-                max_bytes=settings.image_max_bytes,
-                max_pixels=settings.image_max_pixels,
-                max_decoded_bytes=settings.image_max_decoded_bytes,
-            )
-        except (ImageError, ImageTooLarge) as exc:
-            raise ApiFailure(_IMAGE_STATUS.get(exc.code, 422), exc.code, exc.message, field="image") from exc
+    async def render(self, state: JobState) -> VideoJob:
+        return await self.answers.render(state, now=self.clock())
 
-    def _route(self, tenant: str, requested: Fallback | None, lane: Lane) -> DegradedReason | None:
-        """None: the GPU pool takes the job. A reason: the template pool does, degraded for that reason. 503 when
-        the GPU pool is busy for the job's lane (it would be shed) and the job may not degrade, or the template pool
-        is full too."""
-        stats = self._queue_stats()
-        verdict = shed(stats, lane=lane, max_queued=self.api.max_queued, max_wait_s=self.api.max_wait_s)
-        reason = degrade(
-            busy=verdict is not None,
-            down=self._pool_down(stats),
-            fallback=choose_fallback(requested, self.api.tenant_fallback.get(tenant), self.api.fallback),
-            template_full=stats.template_queued >= self.api.max_queued,
-        )
-        if reason is not None:
-            trace.get_current_span().set_attribute("vidgen.degraded_reason", reason)
-        elif verdict is not None:
-            self.metrics.shed.labels(reason=verdict.reason).inc()
-            raise ApiFailure(503, verdict.reason, verdict.message, headers={"Retry-After": str(verdict.retry_after_s)})
-        return reason
-
-    def _pool_down(self, stats: QueueStats) -> bool:
+    def pool_is_down(self, stats: QueueStats) -> bool:
         return pool_down(
             last_active=stats.last_active,
             waiting_since=stats.waiting_since,
@@ -156,17 +88,7 @@ class Handlers:
             after_s=self.api.pool_down_s,
         )
 
-    async def _upload(self, image: CheckedImage) -> None:
-        try:
-            await self.objects.put(image.key, image.data, content_type=image.content_type, metadata={})
-        except StorageError as exc:
-            log.warning("start image upload failed: %s", exc.code)
-            raise ApiFailure(
-                503, "storage_unavailable", "object storage is unavailable; try again", headers={"Retry-After": "5"}
-            ) from exc
-        self.metrics.uploads.inc()
-
-    async def _publish(
+    async def publish(
         self, topic: str, key: str, value: BaseModel, *, headers: Sequence[tuple[str, bytes]] = ()
     ) -> None:
         if self.publisher is None:
@@ -181,32 +103,56 @@ class Handlers:
             ) from exc
 
     async def status(self, request: web.Request) -> web.Response:
-        state = await self._require(request[CALLER].tenant_id, request.match_info["id"])
-        return await self._job_response(state)
+        state = await self.require(request[CALLER].tenant_id, request.match_info["id"])
+        return await self.job_response(state)
 
     async def content(self, request: web.Request) -> web.Response:
-        state = await self._require(request[CALLER].tenant_id, request.match_info["id"])
+        """302 to a fresh presigned URL of the MP4 (`variant=video`) or the poster (`variant=thumbnail`)."""
+        state = await self.require(request[CALLER].tenant_id, request.match_info["id"])
         variant = request.query.get("variant", "video")
-        if variant not in ("video", "poster"):
-            raise ApiFailure(422, "invalid_field", "variant must be video or poster", field="variant")
-        video = await render_job(state, self.objects, now=self.clock())
-        if state.status != "completed" or video.video is None:
+        if variant not in ("video", "thumbnail"):
+            raise ApiFailure(422, "invalid_field", "variant must be video or thumbnail", field="variant")
+        video = (await self.render(state)).video
+        if state.status != "completed" or video is None:
             raise ApiFailure(409, "not_completed", f"the job is {state.status}, not completed")
-        uri = video.video.uri if variant == "video" else video.video.poster_uri
-        key = object_key(uri, self.objects.bucket)
+        key = self.objects.key_of(video.uri if variant == "video" else video.poster_uri)
         if key is None:
             raise ApiFailure(409, "not_available", "the video is not in this API's bucket")
         raise web.HTTPFound(await self.objects.presign(key), headers={"Cache-Control": "no-store"})
 
     async def cancel(self, request: web.Request) -> web.Response:
+        """Stop a job that has not ended; it stays, `failed` with `error.code: cancelled`."""
         tenant = request[CALLER].tenant_id
-        state = await self._require(tenant, request.match_info["id"])
+        state = await self.require(tenant, request.match_info["id"])
         if state.terminal:
             raise ApiFailure(409, "already_terminal", f"the job is already {state.status}")
-        control = VideoControl(action="cancel", request_id=state.id, tenant_id=tenant, requested_at=self.clock())
-        await self._publish(self.settings.control_topic, state.id, control)
+        await self._control("cancel", state)
         self.metrics.cancels.inc()
-        return await self._job_response(state, status=202)
+        return await self.job_response(state, status=202)
+
+    async def delete(self, request: web.Request) -> web.Response:
+        """OpenAI's delete: the video and poster are deleted unless another job shows them
+        (`consumer.api.video_deletion`), then the job is cancelled if it runs and forgotten: 404 from now on, on
+        every replica. Objects first, so a failure (503) leaves a job a retry deletes."""
+        tenant = request[CALLER].tenant_id
+        state = await self.require(tenant, request.match_info["id"])
+        try:
+            fate = await self.deletion.delete_objects(state)
+        except StorageError as exc:
+            log.warning("deleting the video of %s failed: %s", state.id, exc.code)
+            raise ApiFailure(
+                503, "storage_unavailable", "object storage is unavailable; try again", headers={"Retry-After": "5"}
+            ) from exc
+        control = await self._control("delete", state)
+        outcome = await self.store.apply([CancelRequested(control, self.clock())])
+        self.listeners.notify(outcome.changed)
+        self.metrics.deletes.labels(video=fate).inc()
+        return web.json_response(text=VideoDeleted(id=state.id).model_dump_json())
+
+    async def _control(self, action: Literal["cancel", "delete"], state: JobState) -> VideoControl:
+        control = VideoControl(action=action, request_id=state.id, tenant_id=state.tenant_id, requested_at=self.clock())
+        await self.publish(self.settings.control_topic, state.id, control)
+        return control
 
     async def list_jobs(self, request: web.Request) -> web.Response:
         tenant = request[CALLER].tenant_id
@@ -218,40 +164,67 @@ class Handlers:
         if rows is None:
             raise ApiFailure(422, "invalid_field", "after must be the id of one of your jobs", field="after")
         states, has_more = page(rows, query)
-        now = self.clock()
         body = VideoJobList(
-            data=[await render_job(state, self.objects, now=now) for state in states], has_more=has_more
+            data=[await self.render(state) for state in states],
+            first_id=states[0].id if states else None,
+            last_id=states[-1].id if states else None,
+            has_more=has_more,
         )
         return web.json_response(text=body.model_dump_json(exclude_none=True))
 
-    async def queue(self, _: web.Request) -> web.Response:
-        stats = self._queue_stats()
+    async def queue(self, request: web.Request) -> web.Response:
+        """The caller's own jobs and estimates, and the pool's figures (counts only: nothing of another tenant)."""
+        tenant = request[CALLER].tenant_id
+        stats = self.queue_stats()
+        mine = stats.tenant(tenant)
+        period = self.limits().bulk_period
         body = QueueInfo(
             queued=stats.queued,
             bulk_queued=stats.bulk_queued,
             in_progress=stats.in_progress,
             workers_active=stats.workers_active,
-            estimated_wait_s=estimated_wait_s(stats, "interactive"),
-            pool_down=self._pool_down(stats),
+            tenant_queued=mine.queued,
+            tenant_bulk_queued=mine.bulk_queued,
+            tenant_in_progress=mine.in_progress,
+            estimated_wait_s=estimated_wait_s(stats, tenant, "interactive", bulk_period=period),
+            bulk_estimated_wait_s=estimated_wait_s(stats, tenant, "bulk", bulk_period=period),
+            pool_down=self.pool_is_down(stats),
             template_queued=stats.template_queued,
         )
         return web.json_response(text=body.model_dump_json())
 
-    def _queue_stats(self) -> QueueStats:
+    def limits(self) -> Limits:
+        api = self.api
+        return Limits(
+            max_queued=api.max_queued,
+            max_wait_s=api.max_wait_s,
+            tenant_max_queued=api.tenant_max_queued,
+            tenant_max_wait_s=api.tenant_max_wait_s,
+            bulk_period=LanePolicy(self.settings.bulk_min_share).period,
+        )
+
+    def queue_stats(self) -> QueueStats:
         return self.store.queue_stats(
             now=self.clock(), active_s=self.api.worker_active_s, default_service_s=self.api.default_service_s
         )
 
-    async def _require(self, tenant: str, job_id: str) -> JobState:
+    async def require(self, tenant: str, job_id: str) -> JobState:
         state = await self.store.get(tenant, job_id)
         if state is None:
             raise ApiFailure(404, "not_found", "no such video job")
         return state
 
-    async def _job_response(
+    async def job_response(
         self, state: JobState, *, status: int = 200, headers: dict[str, str] | None = None
     ) -> web.Response:
-        job: VideoJob = await render_job(state, self.objects, now=self.clock())
+        job = await self.render(state)
+        headers = dict(headers or {})
         if status == 202:
-            headers = {**(headers or {}), "Location": f"/v1/videos/{state.id}"}
+            headers["Location"] = f"/v1/videos/{state.id}"
+        if not state.terminal:
+            headers["openai-poll-after-ms"] = str(self.poll_after_ms)
         return web.json_response(text=job.model_dump_json(exclude_none=True), status=status, headers=headers)
+
+    @property
+    def poll_after_ms(self) -> int:
+        return max(_MIN_POLL_AFTER_MS, round(self.settings.progress_interval_s * 1000))

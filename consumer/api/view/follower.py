@@ -3,7 +3,11 @@ decoded into job events and applied to the store with the offsets they came from
 (`video.requests`, `video.requests.bulk`) and the template pool's topic, whose jobs are degraded; the API and the
 hook name why in the `vidgen-degraded-reason` header.
 
-Listeners (the event streams) are woken when a job they watch changes; nothing polls the store.
+A request's model is the one its `vidgen-model` header names (the API sets it), else the one whose topic it came
+from; a request the hook degraded to the template pool asked for the default model.
+
+Listeners (the event streams) are woken when a job they watch changes; nothing polls the store. Once the view has
+caught up, the jobs each batch changed also go to `on_changed` (the deletion of a late video of a deleted job).
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,11 +24,13 @@ from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from consumer.api.api_metrics import ApiMetrics
-from consumer.api.view.database import JobStore, Partition
+from consumer.api.view.database import Partition
 from consumer.api.view.job_state import Answered, CancelRequested, Event, JobState, Progressed, Submitted
+from consumer.api.view.job_store import JobStore
 from consumer.core.degrade import DEGRADED_REASON_HEADER, degraded_reason_of
 from consumer.core.intake import parse_request
-from consumer.kafka.clients import client_options
+from consumer.core.video_models import MODEL_HEADER, ModelRegistry
+from consumer.kafka.clients import follower_consumer
 from consumer.settings import Settings
 from schemas.events import VideoControl, VideoProgress, VideoRequest, VideoResult
 
@@ -36,6 +42,7 @@ _FETCH_WAIT_MS = 100  # tansu answers a fetch only when the wait expires: keep i
 _BATCH = 500
 _PURGE_EVERY_S = 60.0
 Clock = Callable[[], datetime]
+OnChanged = Callable[[Sequence[JobState]], Awaitable[None]]
 
 
 def view_topics(settings: Settings) -> list[str]:
@@ -88,10 +95,14 @@ class ViewFollower:
         listeners: Listeners,
         metrics: ApiMetrics,
         *,
+        models: ModelRegistry,
         retention_s: float,
         clock: Clock,
+        on_changed: OnChanged | None = None,
     ) -> None:
         self._settings = settings
+        self._models = models
+        self._on_changed = on_changed
         self._store = store
         self._listeners = listeners
         self._metrics = metrics
@@ -102,11 +113,8 @@ class ViewFollower:
         self.caught_up = False
 
     async def start(self) -> None:
-        consumer = AIOKafkaConsumer(
-            **client_options(self._settings),
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
+        consumer = follower_consumer(
+            self._settings,
             fetch_max_wait_ms=_FETCH_WAIT_MS,
             max_partition_fetch_bytes=max(self._settings.max_record_bytes * 2, self._settings.max_event_bytes),
         )
@@ -190,6 +198,8 @@ class ViewFollower:
         for reason, count in outcome.ignored.items():
             self._metrics.view_ignored.labels(reason=reason).inc(count)
         self._listeners.notify(outcome.changed)
+        if self._on_changed is not None and self.caught_up and outcome.changed:
+            await self._on_changed(outcome.changed)
 
     def _decode(self, topic: str, record: ConsumerRecord[Any, Any], at: datetime) -> Event | None:
         settings = self._settings
@@ -213,10 +223,19 @@ class ViewFollower:
         request = parse_request(record.value, max_bytes=self._settings.max_record_bytes)
         if not isinstance(request, VideoRequest):
             return None  # rejected records get a result from the worker; the job appears with it
+        headers = dict(record.headers)
         if topic != self._settings.template_topic:
-            return Submitted(request, at)
-        reason = degraded_reason_of(dict(record.headers).get(DEGRADED_REASON_HEADER))
-        return Submitted(request, at, degraded=True, degraded_reason=reason)
+            return Submitted(request, at, model=self._model_of(topic, headers, degraded=False))
+        reason = degraded_reason_of(headers.get(DEGRADED_REASON_HEADER))
+        model = self._model_of(topic, headers, degraded=reason is not None)
+        return Submitted(request, at, degraded=True, degraded_reason=reason, model=model)
+
+    def _model_of(self, topic: str, headers: dict[str, bytes], *, degraded: bool) -> str | None:
+        named = headers.get(MODEL_HEADER)
+        model = self._models.get(named.decode("utf-8", "replace")) if named is not None else None
+        if model is None:
+            model = self._models.default if degraded else self._models.of_topic(topic)
+        return model.id if model is not None else None
 
     async def _check_caught_up(self) -> None:
         consumer = self._consumer

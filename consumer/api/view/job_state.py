@@ -9,6 +9,8 @@ request, a progress event after its result, the same result twice. The rules:
 - an event whose tenant is not the job's is ignored (`tenant_mismatch`);
 - a job is `degraded` once its request was routed to the template pool (with the reason the API or the hook gave)
   or its result says so; it never stops being degraded;
+- a job is `deleted` by its tenant's `delete` command (a cancel too, while it runs); it stays, hidden, so that
+  events still on their way find it (and a late video can be deleted), until retention takes it;
 - `version` grows by one with every visible change: it is the event stream's `id:`.
 """
 
@@ -19,9 +21,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+from consumer.core.keys import CONTENT_FIELDS
 from consumer.core.priority_lanes import Lane, lane_for
 from schemas.events import VideoControl, VideoProgress, VideoRequest, VideoResult
-from schemas.job_api import API_FILLED_FIELDS, DegradedReason, JobStatus
+from schemas.job_api import API_FILLED_FIELDS, DegradedReason
 
 __all__ = [
     "TERMINAL",
@@ -32,14 +35,20 @@ __all__ = [
     "JobState",
     "Progressed",
     "Submitted",
+    "ViewStatus",
     "apply",
+    "may_share_video",
     "request_parameters",
     "service_seconds",
 ]
 
 TERMINAL: frozenset[str] = frozenset({"completed", "failed", "rejected"})
+# The parameters that decide a video's bytes (with the model): jobs of one tenant equal in them share its objects.
+_CONTENT = (*CONTENT_FIELDS, "seed")
 _RANK = {"queued": 0, "in_progress": 1, "completed": 2, "failed": 2, "rejected": 2}
 
+ViewStatus = Literal["queued", "in_progress", "completed", "failed", "rejected"]
+"""A job's status in the view, the worker's own: the API answers `rejected` as OpenAI's `failed`."""
 IgnoredReason = Literal["tenant_mismatch", "duplicate_result", "conflicting_result", "after_terminal", "unknown_job"]
 
 
@@ -47,7 +56,7 @@ IgnoredReason = Literal["tenant_mismatch", "duplicate_result", "conflicting_resu
 class JobState:
     id: str
     tenant_id: str
-    status: JobStatus
+    status: ViewStatus
     progress: int
     attempt: int
     created_at: datetime
@@ -58,6 +67,8 @@ class JobState:
     cancel_requested_at: datetime | None = None
     degraded: bool = False  # routed to the template pool, or answered by it
     degraded_reason: DegradedReason | None = None  # why it was routed there, when the router said
+    model: str | None = None  # the public id of the model asked for (None: not known from the events)
+    deleted_at: datetime | None = None  # when its tenant deleted it: hidden from then on
 
     @property
     def terminal(self) -> bool:
@@ -75,6 +86,7 @@ class Submitted:
     at: datetime
     degraded: bool = False  # published to the template pool's topic
     degraded_reason: DegradedReason | None = None
+    model: str | None = None  # the public id of the model asked for
 
     @property
     def job_id(self) -> str:
@@ -137,7 +149,7 @@ def apply(state: JobState | None, event: Event) -> JobState | IgnoredEvent | Non
     return _cancel_requested(state, event)
 
 
-def _new(job_id: str, tenant_id: str, at: datetime, status: JobStatus) -> JobState:
+def _new(job_id: str, tenant_id: str, at: datetime, status: ViewStatus) -> JobState:
     return JobState(
         id=job_id,
         tenant_id=tenant_id,
@@ -170,6 +182,7 @@ def _submitted(state: JobState | None, event: Submitted) -> JobState | IgnoredEv
         created_at=min(event.at, state.created_at),
         degraded=state.degraded or event.degraded,
         degraded_reason=state.degraded_reason or event.degraded_reason,
+        model=state.model or event.model,
     )
 
 
@@ -218,12 +231,20 @@ def _answered(state: JobState | None, event: Answered) -> JobState | IgnoredEven
 def _cancel_requested(state: JobState | None, event: CancelRequested) -> JobState | IgnoredEvent | None:
     control = event.control
     if state is None:
-        return IgnoredEvent("unknown_job")
-    if state.tenant_id != control.tenant_id:
+        if control.action != "delete":
+            return IgnoredEvent("unknown_job")
+        # Read before the job's request (the topics are read independently): the request fills it in later.
+        state = _new(control.request_id, control.tenant_id, event.at, "queued")
+    elif state.tenant_id != control.tenant_id:
         return IgnoredEvent("tenant_mismatch")
-    if state.terminal or state.cancel_requested_at is not None:
+    cancel = state.cancel_requested_at or (None if state.terminal else control.requested_at)
+    if control.action == "delete":
+        if state.deleted_at is not None:
+            return None
+        return _changed(state, event.at, cancel_requested_at=cancel, deleted_at=event.at)
+    if cancel == state.cancel_requested_at:
         return None
-    return _changed(state, event.at, cancel_requested_at=control.requested_at)
+    return _changed(state, event.at, cancel_requested_at=cancel)
 
 
 def service_seconds(result: VideoResult) -> float | None:
@@ -233,3 +254,18 @@ def service_seconds(result: VideoResult) -> float | None:
     if result.status != "completed" or result.cache_hit or result.degraded or started is None:
         return None
     return max(0.0, (result.timings.completed_at - started).total_seconds())
+
+
+def may_share_video(deleted: JobState, other: JobState, video_uri: str) -> bool:
+    """Whether `other` (a job of the same tenant) shows, or may yet show, the video `deleted` has at `video_uri`:
+    its result names it, or it is still queued or rendering and asks for the same content (the worker's cache
+    would answer it with those objects) or its request is not known yet (it might)."""
+    result = other.result
+    if result is not None and (result.get("video") or {}).get("uri") == video_uri:
+        return True
+    if other.terminal:
+        return False
+    if other.request is None or deleted.request is None:
+        return True
+    same = all(other.request.get(name) == deleted.request.get(name) for name in _CONTENT)
+    return same and other.model == deleted.model

@@ -1,7 +1,8 @@
-"""Pagination of `GET /v1/videos?limit=N&after=ID`. Pure.
+"""Pagination of `GET /v1/videos?limit=N&after=ID&order=desc|asc`. Pure.
 
-Jobs are listed newest first, ordered by (created_at, id) descending, so the order is total and stable while jobs
-are added: a page after job X holds the jobs strictly older than X in that order. The store fetches one row more
+Jobs are listed newest first (`order=desc`, the default), ordered by (created_at, id) descending, or oldest first
+(`asc`), so the order is total and stable while jobs are added: a page after job X holds the jobs strictly beyond X
+in that order. The store fetches one row more
 than asked, which tells whether there is a next page without counting.
 """
 
@@ -9,28 +10,26 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from consumer.core.intake import usable_id
+from consumer.errors import QueryError
 
-__all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "PageQuery", "QueryError", "page", "parse_page_query"]
+__all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "Order", "PageQuery", "page", "parse_page_query"]
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
 T = TypeVar("T")
 
 
-class QueryError(ValueError):
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-        self.message = message
+Order = Literal["asc", "desc"]
 
 
 @dataclass(frozen=True)
 class PageQuery:
     limit: int
     after: str | None
+    order: Order = "desc"
 
     @property
     def fetch(self) -> int:
@@ -51,7 +50,10 @@ def parse_page_query(query: Mapping[str, str]) -> PageQuery:
         after = usable_id(raw_after)
         if after is None:
             raise QueryError("after", "after must be the id of a job in the previous page")
-    return PageQuery(limit=limit, after=after)
+    raw_order = query.get("order", "desc")
+    if raw_order not in ("asc", "desc"):
+        raise QueryError("order", "order must be asc or desc")
+    return PageQuery(limit=limit, after=after, order="asc" if raw_order == "asc" else "desc")
 
 
 def page(rows: Sequence[T], query: PageQuery) -> tuple[list[T], bool]:

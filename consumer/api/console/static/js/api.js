@@ -77,7 +77,7 @@ export class Api {
   }
 
   list(after = null) {
-    const query = new URLSearchParams({limit: "20"});
+    const query = new URLSearchParams({limit: "20", order: "desc"});
     if (after) query.set("after", after);
     return this.json(`/v1/videos?${query}`).then(({body}) => body);
   }
@@ -97,6 +97,11 @@ export class Api {
   }
 
   cancel(id) {
+    return this.json(`/v1/videos/${encodeURIComponent(id)}/cancel`, {method: "POST"}).then(({body}) => body);
+  }
+
+  // Forget the job and delete its video (the API keeps a video another job of the tenant shows).
+  remove(id) {
     return this.json(`/v1/videos/${encodeURIComponent(id)}`, {method: "DELETE"}).then(({body}) => body);
   }
 

@@ -17,7 +17,7 @@ const PARAMETERS = [
 const DEGRADED = {busy: "the GPUs were busy", pool_down: "no GPU worker was available"};
 
 export class Detail {
-  constructor({api, onAgain, onCancel}) {
+  constructor({api, onAgain, onCancel, onDelete}) {
     this.api = api;
     this.dialog = $("detail");
     this.player = $("player");
@@ -28,6 +28,7 @@ export class Detail {
     this.dialog.addEventListener("close", () => this.unload());
     $("again").addEventListener("click", () => onAgain(this.job));
     $("detail-cancel").addEventListener("click", () => onCancel(this.job));
+    $("detail-delete").addEventListener("click", () => onDelete(this.job));
     this.player.addEventListener("error", () => this.reloadOnce());
   }
 
@@ -54,7 +55,7 @@ export class Detail {
   render() {
     const job = this.job;
     const request = job.request ?? {};
-    $("detail-title").textContent = request.prompt ?? job.id;
+    $("detail-title").textContent = job.prompt ?? job.id;
     const status = $("detail-status");
     status.textContent = job.status;
     status.className = `status ${job.status}`;
@@ -68,7 +69,9 @@ export class Detail {
 
     const parameters = PARAMETERS.filter(([key]) => request[key] !== undefined && request[key] !== null)
       .map(([key, label]) => [label, String(request[key])]);
-    parameters.splice(1, 0, ["Size", `${request.width ?? "?"} × ${request.height ?? "?"}`]);
+    const size = job.size ? job.size.replace("x", " × ") : "?";
+    const duration = job.seconds ? `${job.seconds} s` : "?";
+    parameters.splice(1, 0, ["Model", job.model], ["Size", size], ["Duration", duration]);
     if (request.metadata && Object.keys(request.metadata).length > 0) {
       parameters.push(["Metadata", JSON.stringify(request.metadata)]);
     }
@@ -90,6 +93,7 @@ export class Detail {
       ["Job id", job.id],
       ["Trace id", traceOf(job.id) ?? "not known here (only for jobs submitted from this tab)"],
       ["Updated", when(job.updated_at)],
+      ["Expires", job.expires_at ? when(job.expires_at) : "–"],
     ]);
 
     const playable = job.status === "completed" && Boolean(video);

@@ -13,7 +13,7 @@ const PRESETS = [
 
 // Which input shows a field's error (the API names fields as the request does).
 const INPUTS = {
-  prompt: "prompt", negative_prompt: "negative-prompt", image: "image", image_url: "image", width: "size",
+  prompt: "prompt", negative_prompt: "negative-prompt", input_reference: "image", image_url: "image", width: "size",
   height: "size", num_frames: "num-frames", num_inference_steps: "steps", guidance_scale: "guidance", seed: "seed",
   fallback: "allow-template",
 };
@@ -49,8 +49,9 @@ function bound(input, rules, fallbackStep = null) {
 }
 
 export class SubmitForm {
-  constructor({schema, imageLimits, onSubmit}) {
+  constructor({schema, imageLimits, starting, onSubmit}) {
     this.schema = schema;
+    this.starting = starting;  // the API's suggested starting values (light ones for CPU workers), else the schema's
     this.limits = imageLimits;
     this.onSubmit = onSubmit;
     this.form = $("submit-form");
@@ -68,12 +69,17 @@ export class SubmitForm {
     size.replaceChildren();
     for (const [name, w, h] of PRESETS.filter(([, w, h]) => fits(w, width) && fits(h, height))) {
       const option = new Option(`${name} ${w} × ${h}`, `${w}x${h}`);
-      option.selected = w === (width?.default ?? 512) && h === (height?.default ?? 512);
+      option.selected = w === (this.starting.width ?? width?.default ?? 512)
+        && h === (this.starting.height ?? height?.default ?? 512);
       size.append(option);
     }
     bound($("num-frames"), property(this.schema, "num_frames"));
     bound($("steps"), property(this.schema, "num_inference_steps"));
     bound($("guidance"), property(this.schema, "guidance_scale"), "0.5");
+    const inputs = [["num_frames", "num-frames"], ["num_inference_steps", "steps"], ["guidance_scale", "guidance"]];
+    for (const [name, id] of inputs) {
+      if (this.starting[name] !== undefined) $(id).value = this.starting[name];
+    }
     const seed = property(this.schema, "seed");
     if (seed?.maximum !== undefined) $("seed").max = seed.maximum;
     const prompt = property(this.schema, "prompt");
@@ -180,13 +186,13 @@ export class SubmitForm {
       if (text(id) !== "") data.set(name, text(id));
     }
     if (this.fallback !== null && $("allow-template").checked) data.set("fallback", this.fallback);
-    if (this.photo) data.set("image", this.photo, this.photo.name || "photo");
+    if (this.photo) data.set("input_reference", this.photo, this.photo.name || "photo");
     return data;
   }
 
   async submit() {
     this.clearErrors();
-    if ($("image-error").hidden === false) return this.showError("Choose another photo first.", "image");
+    if ($("image-error").hidden === false) return this.showError("Choose another photo first.", "input_reference");
     if (!$("prompt").value.trim()) return this.showError("Describe the video in the prompt.", "prompt");
     const button = $("submit");
     button.disabled = true;

@@ -22,8 +22,10 @@ export function between(start, end) {
   return seconds((Date.parse(end) - Date.parse(start)) / 1000);
 }
 
-export function when(iso) {
-  return iso ? new Date(iso).toLocaleString() : "–";
+// A moment the API gives in Unix seconds (the job's own times) or as ISO 8601 (the result's timings).
+export function when(moment) {
+  if (moment === null || moment === undefined) return "–";
+  return new Date(typeof moment === "number" ? moment * 1000 : moment).toLocaleString();
 }
 
 export function wait(estimate) {

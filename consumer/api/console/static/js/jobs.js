@@ -42,6 +42,12 @@ export class JobList {
     show($("jobs-empty"), this.rows.size === 0);
   }
 
+  remove(id) {
+    this.rows.get(id)?.node.remove();
+    this.rows.delete(id);
+    this.empty();
+  }
+
   highlight(id) {
     const row = this.rows.get(id);
     if (!row) return;
@@ -81,7 +87,7 @@ export class JobList {
 
   render(row) {
     const {job, parts} = row;
-    const prompt = job.request?.prompt ?? "(parameters not yet known to this replica)";
+    const prompt = job.prompt ?? "(parameters not yet known to this replica)";
     parts.prompt.textContent = prompt;
     parts.open.setAttribute("aria-label", `Open: ${prompt.slice(0, 80)}`);
     parts.cancel.setAttribute("aria-label", `Cancel: ${prompt.slice(0, 80)}`);

@@ -22,10 +22,12 @@ class Console {
       api: {links: (id) => this.api.links(id)},
       onAgain: (job) => this.again(job),
       onCancel: (job) => this.cancel(job),
+      onDelete: (job) => this.remove(job),
     });
     this.form = new SubmitForm({
       schema: config.submission,
       imageLimits: config.image,
+      starting: config.form,
       onSubmit: (data) => this.submit(data),
     });
     $("signin-form").addEventListener("submit", (event) => {
@@ -108,7 +110,7 @@ class Console {
         if (!isTerminal(job)) this.streams.follow(job.id);
       }
       this.jobs.empty();
-      this.after = page.has_more && page.data.length > 0 ? page.data[page.data.length - 1].id : null;
+      this.after = page.has_more ? page.last_id : null;
       show($("more"), this.after !== null);
     } catch (error) {
       if (!(error instanceof ApiError)) throw error;
@@ -139,9 +141,9 @@ class Console {
     this.queue.refresh();
   }
 
-  // The same parameters (the photo included: it is already in the tenant's folder) with another seed.
+  // The same model and parameters (the photo included: it is already in the tenant's folder) with another seed.
   async again(job) {
-    const body = {...job.request};
+    const body = {...job.request, model: job.model};
     delete body.deadline;  // it may have passed
     const seeds = new Uint32Array(1);
     do crypto.getRandomValues(seeds); while (seeds[0] === body.seed);
@@ -160,12 +162,25 @@ class Console {
   async cancel(job) {
     try {
       const answer = await this.api.cancel(job.id);
-      this.jobs.put({...answer, cancel_requested_at: answer.cancel_requested_at ?? new Date().toISOString()});
+      this.jobs.put({...answer, cancel_requested_at: answer.cancel_requested_at ?? Math.floor(Date.now() / 1000)});
       this.detail.update(this.jobs.job(job.id));
       this.queue.refresh();
     } catch (error) {
       if (!(error instanceof ApiError)) throw error;
       say($("jobs-error"), `The job was not cancelled: ${error.describe()}`);
+    }
+  }
+
+  // Delete the job (its video too, unless another of the tenant's jobs shows it): it leaves the list.
+  async remove(job) {
+    try {
+      await this.api.remove(job.id);
+      this.jobs.remove(job.id);
+      if ($("detail").open) $("detail").close();
+      this.queue.refresh();
+    } catch (error) {
+      if (!(error instanceof ApiError)) throw error;
+      this.detail.message(`The job was not deleted: ${error.describe()}`);
     }
   }
 }
@@ -174,7 +189,7 @@ async function main() {
   let config;
   try {
     const [limits, openapi] = await Promise.all([fetchJson("/console/config.json"), fetchJson("/openapi.json")]);
-    config = {image: limits.image, submission: openapi.components.schemas.VideoSubmission};
+    config = {image: limits.image, form: limits.form ?? {}, submission: openapi.components.schemas.VideoSubmission};
   } catch (error) {
     say($("signin-error"), `The console cannot start: ${error.message}`);
     return;

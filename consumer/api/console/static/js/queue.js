@@ -1,5 +1,7 @@
-// The queue panel (GET /v1/queue): refreshed after this console's own changes, when a job ends, and every
-// REFRESH_MS while the page is visible (other tenants' jobs change it too).
+// The queue panel (GET /v1/queue): the pool's figures, this tenant's own queued jobs and its estimated wait (workers
+// serve tenants round-robin, so it depends on this tenant's own jobs and on how many tenants wait, not on their
+// backlogs). Refreshed after this console's own changes, when a job ends, and every REFRESH_MS while the page is
+// visible (other tenants' jobs change it too).
 
 import {$} from "./dom.js";
 import {wait} from "./format.js";
@@ -39,6 +41,7 @@ export class QueuePanel {
 
   show(queue) {
     $("queue-queued").textContent = queue ? String(queue.queued) : "–";
+    $("queue-mine").textContent = queue ? String(queue.tenant_queued) : "–";
     $("queue-in-progress").textContent = queue ? String(queue.in_progress) : "–";
     $("queue-workers").textContent = queue ? String(queue.workers_active) : "–";
     $("queue-wait").textContent = queue ? wait(queue.estimated_wait_s) : "–";

@@ -3,7 +3,7 @@
 // connections to spare. A dropped stream resumes with Last-Event-ID.
 
 const MAX_STREAMS = 4;
-const TERMINAL = new Set(["completed", "failed", "rejected"]);
+const TERMINAL = new Set(["completed", "failed"]);
 const RETRY_MS = [1000, 2000, 5000, 10000];
 
 export function isTerminal(job) {

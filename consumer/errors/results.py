@@ -1,8 +1,10 @@
-"""One error root. The consumer loop decides reject / fail / retry from `code` and `retriable` alone."""
+"""The errors a result event can carry: the request's own faults (`rejects`: status `rejected`) and failures of
+processing it (status `failed`, `retriable` when trying again may help). Each code is a row of the event contract's
+error table (docs/event-contract.md)."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from consumer.errors.root import VidgenError
 
 __all__ = [
     "Cancelled",
@@ -13,11 +15,8 @@ __all__ = [
     "ImageNotFound",
     "ImageTooLarge",
     "ImageUrlForbidden",
-    "InvalidNodeLayout",
     "InvalidRequest",
-    "ModeUnsupported",
     "ModelUnavailable",
-    "ProducerUnsupported",
     "PublishRefused",
     "RateLimited",
     "RenderFailed",
@@ -25,29 +24,8 @@ __all__ = [
     "StorageError",
     "TooLargeForWorker",
     "UnsafeText",
-    "UsageError",
-    "VidgenError",
     "WorkerCrashed",
 ]
-
-
-class VidgenError(Exception):
-    """Root of every error the worker turns into a result event.
-
-    `code` is stable snake_case and lands in `error.code`; `retriable` says whether trying again may help.
-    `rejects` marks errors in the request itself: the result status is `rejected`, never `failed`.
-    """
-
-    code: ClassVar[str] = "internal_error"
-    retriable: ClassVar[bool] = False
-    rejects: ClassVar[bool] = False
-
-    def __init__(self, message: str, *, code: str | None = None, field: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.field = field  # the request field at fault, when there is one
-        if code is not None:
-            self.code = code  # type: ignore[misc]  # instance override of the class default
 
 
 class InvalidRequest(VidgenError):
@@ -150,19 +128,6 @@ class TooLargeForWorker(VidgenError):
     code = "too_large_for_worker"
 
 
-class ModeUnsupported(VidgenError):
-    """The memory mode cannot be applied on this device (offload needs an accelerator)."""
-
-    code = "memory_mode_unsupported"
-
-
-class InvalidNodeLayout(VidgenError):
-    """`vidgen run --gpus` asks for workers this node cannot run: GPUs it does not see, or child ports that clash
-    with the node's own (`code` `invalid_port_layout`). The supervisor exits 2 before starting any worker."""
-
-    code = "invalid_gpu_selection"
-
-
 class ModelUnavailable(VidgenError):
     """The model could not be loaded; the worker cannot render at all."""
 
@@ -193,16 +158,3 @@ class WorkerCrashed(VidgenError):
     """Workers that started the request died without answering it, as many times as the crash guard allows."""
 
     code = "worker_crashed"
-
-
-class ProducerUnsupported(VidgenError):
-    """The brokers refuse a producer feature the settings ask for (the idempotent producer): the worker cannot
-    start until the setting or the brokers change."""
-
-    code = "producer_unsupported"
-
-
-class UsageError(VidgenError):
-    """A command line the CLI cannot run: a missing or malformed argument. Exit 64, never a traceback."""
-
-    code = "usage"
