@@ -25,7 +25,7 @@ from consumer.settings import Settings
 from consumer.telemetry.logs import configure_logging
 from producer_examples.watch_request import watch_main
 from schemas.events import VideoProgress
-from tests.support import KafkaClient, metric, request_body
+from tests.support import KafkaClient, condition, metric, request_body
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
@@ -60,6 +60,9 @@ async def test_one_trace_from_request_to_result_with_conventional_attributes(
     body = request_body("traced-1", image_url=f"s3://{settings.s3_bucket}/{key}")
     await kafka.send(body, headers=[("traceparent", TRACEPARENT)])
     [record] = await kafka.read(settings.results_topic, 1)
+    # The request's span ends after its result is sent: on a busy machine the result can be read first.
+    process_span = f"process {settings.requests_topic}"
+    await condition(lambda: process_span in _by_name(tuple(exporter.get_finished_spans())))
 
     found = _by_name(tuple(exporter.get_finished_spans()))
     process = found[f"process {settings.requests_topic}"]
@@ -110,8 +113,13 @@ async def test_failures_set_span_status_and_error_type_and_metrics_follow(
     await kafka.results(2)
     rejected = 'vidgen_jobs_total{error_code="invalid_field",status="rejected"}'
     assert await metric(worker.http_port, rejected) == 1
-    process = [s for s in exporter.get_finished_spans() if s.name.startswith("process ")]
-    failed = [s for s in process if s.attributes and s.attributes.get("messaging.kafka.message.key") == "bad-1"]
+
+    def failed_spans() -> list[ReadableSpan]:  # a request's span ends after its result is sent: wait for it
+        process = [s for s in exporter.get_finished_spans() if s.name.startswith("process ")]
+        return [s for s in process if s.attributes and s.attributes.get("messaging.kafka.message.key") == "bad-1"]
+
+    await condition(lambda: bool(failed_spans()))
+    failed = failed_spans()
     assert failed[0].status.status_code == StatusCode.ERROR
     assert failed[0].attributes is not None and failed[0].attributes["error.type"] == "invalid_field"
     _, text = await _http_metrics(worker.http_port)
