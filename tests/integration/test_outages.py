@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -24,20 +25,21 @@ async def s3_proxy(s3_endpoint: str) -> AsyncIterator[TcpProxy]:
     await proxy.close()
 
 
+async def _worker_via(proxy: TcpProxy, settings: Settings, start_worker, **retries: Any) -> Any:
+    """A worker reaching S3 through `proxy` with the retry settings given, once it holds its partitions."""
+    via_proxy = settings.model_copy(update={"s3_endpoint_url": f"http://127.0.0.1:{proxy.port}", **retries})
+    worker = await start_worker(via_proxy)
+    await until(lambda: metric(worker.http_port, "vidgen_rebalances_total"))
+    return worker
+
+
 @pytest.mark.timeout(180)
 async def test_s3_outage_makes_the_worker_unready_and_every_request_completes_after(
     settings: Settings, kafka: KafkaClient, store: ObjectStore, start_worker, s3_proxy: TcpProxy
 ) -> None:
-    via_proxy = settings.model_copy(
-        update={
-            "s3_endpoint_url": f"http://127.0.0.1:{s3_proxy.port}",
-            "retry_backoff_s": 0.5,
-            "retry_topic_delay_s": 2,
-            "retry_topic_rounds": 10,
-        }
+    worker = await _worker_via(
+        s3_proxy, settings, start_worker, retry_backoff_s=0.5, retry_topic_delay_s=2, retry_topic_rounds=10
     )
-    worker = await start_worker(via_proxy)
-    await until(lambda: metric(worker.http_port, "vidgen_rebalances_total"))
     s3_proxy.cut()
     outage_started = time.monotonic()
     for index in range(3):
@@ -46,7 +48,7 @@ async def test_s3_outage_makes_the_worker_unready_and_every_request_completes_af
     assert status == 503 and "object storage unreachable" in body
     # Until the requests have gone round the retry topic (their in-process retries ran out: 0.5 s then 1 s of
     # backoff), then a deliberate duration: S3 stays down for at least 8 s, so they go round it again (2 s delay).
-    await kafka.read(via_proxy.retry_topic, 1, timeout_s=60)
+    await kafka.read(settings.retry_topic, 1, timeout_s=60)
     await asyncio.sleep(max(0.0, 8 - (time.monotonic() - outage_started)))
     s3_proxy.restore()
     results = await kafka.results(3, timeout_s=120)
@@ -59,17 +61,15 @@ async def test_s3_outage_makes_the_worker_unready_and_every_request_completes_af
 async def test_transient_failures_go_through_the_retry_topic_then_fail_for_good(
     settings: Settings, kafka: KafkaClient, start_worker, s3_proxy: TcpProxy
 ) -> None:
-    via_proxy = settings.model_copy(
-        update={
-            "s3_endpoint_url": f"http://127.0.0.1:{s3_proxy.port}",
-            "retry_attempts": 2,
-            "retry_backoff_s": 0.1,
-            "retry_topic_delay_s": 1,
-            "retry_topic_rounds": 2,
-        }
+    await _worker_via(
+        s3_proxy,
+        settings,
+        start_worker,
+        retry_attempts=2,
+        retry_backoff_s=0.1,
+        retry_topic_delay_s=1,
+        retry_topic_rounds=2,
     )
-    worker = await start_worker(via_proxy)
-    await until(lambda: metric(worker.http_port, "vidgen_rebalances_total"))
     s3_proxy.cut()
     await kafka.send(
         request_body("doomed-1"), headers=[("traceparent", b"00-" + b"1" * 32 + b"-" + b"2" * 16 + b"-01")]
@@ -78,10 +78,10 @@ async def test_transient_failures_go_through_the_retry_topic_then_fail_for_good(
     assert result.status == "failed" and result.error is not None
     assert (result.error.code, result.error.retryable) == ("storage_unavailable", True)
     assert result.attempt == 6  # 2 in process x (first delivery + 2 retry-topic rounds)
-    retries = await kafka.read(via_proxy.retry_topic, 2)
+    retries = await kafka.read(settings.retry_topic, 2)
     assert [dict(r.headers)["vidgen-retry-round"] for r in retries] == [b"1", b"2"]
     assert dict(retries[0].headers)["traceparent"].startswith(b"00-" + b"1" * 32)  # the trace travels along
-    dead = await kafka.read(via_proxy.dlq_topic, 1)
+    dead = await kafka.read(settings.dlq_topic, 1)
     assert dict(dead[0].headers)["vidgen-error-code"] == b"storage_unavailable"
     assert await kafka.wait_committed(1) >= 1
 
