@@ -15,10 +15,9 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
-import torch
 import trustme
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from PIL import Image
@@ -27,11 +26,14 @@ from consumer.core.results import Identity, completed, failed, not_started
 from consumer.errors import PublishRefused, VidgenError
 from consumer.images.sandbox import DecodeLimits
 from consumer.kafka.clients import client_options
-from consumer.render.loader import load_model
-from consumer.render.renderer import Renderer
-from consumer.render.tiny import build_tiny_pipeline
 from consumer.settings import Settings
 from schemas.events import VideoInfo, VideoRequest, VideoResult
+
+if TYPE_CHECKING:
+    from consumer.render.renderer import Renderer
+
+# torch, diffusers and the renderer are imported by the helpers that need them, never at import: the unit tier
+# imports this module and loads no torch unless a test needs it (tests/unit/test_tier_imports.py).
 
 _T = TypeVar("_T")
 
@@ -144,6 +146,17 @@ class KafkaClient:
 
     async def read(self, topic: str, count: int, *, timeout_s: float = 90) -> list[Any]:
         """The first `count` records of a topic, across its partitions."""
+        return await self._collect(topic, lambda records: len(records) >= count, timeout_s=timeout_s)
+
+    async def _collect(
+        self,
+        topic: str,
+        enough: Callable[[list[Any]], bool],
+        *,
+        keep: Callable[[Any], bool] = lambda _: True,
+        timeout_s: float,
+    ) -> list[Any]:
+        """The records of a topic that `keep` accepts, from the start, read until they are `enough`."""
         consumer = AIOKafkaConsumer(**client_options(self.settings), auto_offset_reset="earliest")
         await consumer.start()
         try:
@@ -152,10 +165,10 @@ class KafkaClient:
             consumer.assign([TopicPartition(topic, p) for p in partitions])
             records: list[Any] = []
             async with asyncio.timeout(timeout_s):
-                while len(records) < count:
+                while not enough(records):
                     batch = await consumer.getmany(timeout_ms=200)
                     for part in batch.values():
-                        records.extend(part)
+                        records.extend(record for record in part if keep(record))
             return records
         finally:
             await consumer.stop()
@@ -187,6 +200,24 @@ class KafkaClient:
         records = await self.read(self.settings.results_topic, count, timeout_s=timeout_s)
         return {r.key.decode(): VideoResult.model_validate_json(r.value) for r in records}
 
+    async def records_for(self, topic: str, keys: Iterable[str | bytes], *, timeout_s: float = 90) -> list[Any]:
+        """The records of `topic` with one of `keys`, once each key has one: for tests sharing topics (a module
+        worker's), which see only their own requests' records."""
+        wanted = {key.encode() if isinstance(key, str) else key for key in keys}
+        return await self._collect(
+            topic,
+            lambda records: wanted <= {record.key for record in records},
+            keep=lambda record: record.key in wanted,
+            timeout_s=timeout_s,
+        )
+
+    async def results_for(self, *request_ids: str, timeout_s: float = 90) -> dict[str, VideoResult]:
+        """The first result of each of `request_ids` (results of other requests on the topic are skipped)."""
+        first: dict[str, VideoResult] = {}
+        for record in await self.records_for(self.settings.results_topic, request_ids, timeout_s=timeout_s):
+            first.setdefault(record.key.decode(), VideoResult.model_validate_json(record.value))
+        return first
+
     async def wait_committed(self, total: int, *, timeout_s: float = 30) -> int:
         """Sum of the group's committed offsets once it reaches `total` (commits follow results closely)."""
 
@@ -209,6 +240,12 @@ class KafkaClient:
 # --- Failure modes around the real tiny pipeline (like cog's failing predictors) -----------------------------
 
 
+def _tiny_pipeline() -> Any:
+    from consumer.render.tiny import build_tiny_pipeline
+
+    return build_tiny_pipeline()
+
+
 class _Wrapped:
     """Everything but the call is the inner tiny pipeline's, so memory profiling and admission see a real model."""
 
@@ -222,7 +259,7 @@ class SlowPipeline(_Wrapped):
     """The tiny pipeline, with each denoising step held for `step_s` seconds: a long render in miniature."""
 
     def __init__(self, step_s: float) -> None:
-        self._inner = build_tiny_pipeline()
+        self._inner = _tiny_pipeline()
         self._step_s = step_s
 
     def __call__(self, **kwargs: Any) -> Any:
@@ -239,7 +276,7 @@ class CrashingPipeline(_Wrapped):
     """Raises for prompts containing `crash` (a plain bug) or `cuda` (a device error that breaks the process)."""
 
     def __init__(self) -> None:
-        self._inner = build_tiny_pipeline()
+        self._inner = _tiny_pipeline()
 
     def __call__(self, **kwargs: Any) -> Any:
         prompt = kwargs["prompt"]
@@ -432,4 +469,9 @@ class FakePipeline:
 
 def template_renderer() -> Renderer:
     """The template pipeline, loaded the way `VIDGEN_MODEL=template` loads it."""
+    import torch
+
+    from consumer.render.loader import load_model
+    from consumer.render.renderer import Renderer
+
     return Renderer(lambda: load_model("template", device=torch.device("cpu"), dtype=torch.float32))

@@ -11,12 +11,15 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 from consumer.memory.admission import Admit, MemoryReading, Reject, SafetyMargin, Wait, decide
 from consumer.memory.modes import MemoryMode
-from consumer.memory.probe import MemoryProbe
 from consumer.telemetry.worker_metrics import Metrics
 from schemas.events import VideoRequest
+
+if TYPE_CHECKING:  # the probes' module imports torch; the gate only reads through the protocol
+    from consumer.memory.probe import MemoryProbe
 
 __all__ = ["Estimates", "JobMemoryGate", "MemoryGate"]
 

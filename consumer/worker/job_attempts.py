@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from opentelemetry.trace import Tracer
 
@@ -26,9 +27,11 @@ from consumer.errors import PublishRefused, RenderHandedBack, TooLargeForWorker
 from consumer.memory.admission import Reject
 from consumer.memory.gate import MemoryGate
 from consumer.memory.modes import MemoryMode
-from consumer.worker.job_pipeline import JobPipeline
 from consumer.worker.job_ports import Outbox
 from schemas.events import VideoRequest, VideoResult
+
+if TYPE_CHECKING:  # the pipeline's module imports the renderer (torch); the attempts only call it
+    from consumer.worker.job_pipeline import JobPipeline
 
 __all__ = ["UNANSWERED", "JobAttempts", "JobPause", "Unanswered"]
 

@@ -16,6 +16,7 @@ import contextlib
 import logging
 from collections.abc import Sequence
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from opentelemetry import trace
 from opentelemetry.trace import Span, Tracer
@@ -32,13 +33,15 @@ from consumer.memory.gate import MemoryGate
 from consumer.settings import Settings
 from consumer.telemetry.tracing import extract_context
 from consumer.telemetry.worker_metrics import Metrics
-from consumer.worker.checkpoint_store import CheckpointStore
 from consumer.worker.job_attempts import UNANSWERED, JobAttempts, Unanswered
-from consumer.worker.job_pipeline import JobPipeline
 from consumer.worker.job_ports import Outbox, ProgressListener, StartLog, StepFn
 from consumer.worker.job_spans import job_logs, mark_error, process_span
 from consumer.worker.policies import retry_policy
 from schemas.events import VideoResult
+
+if TYPE_CHECKING:  # the pipeline's module imports the renderer (torch); the runner only calls it
+    from consumer.worker.checkpoint_store import CheckpointStore
+    from consumer.worker.job_pipeline import JobPipeline
 
 __all__ = ["JobRunner"]
 

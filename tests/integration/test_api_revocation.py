@@ -78,6 +78,7 @@ async def test_a_revoked_keys_stream_ends_at_once_and_never_delivers_the_result(
     assert done["video"]["url"] not in rest and "completed" not in rest
 
 
+@pytest.mark.timeout(120)  # a worker's start and a render: 60 s under a load of 9 on two cores
 async def test_a_revoked_keys_content_links_stop_working(api_stack: ApiStack, start_worker: Callable[..., Any]) -> None:
     revoked, kept = new_key(api_stack.api, "shop-l"), new_key(api_stack.api, "shop-l")
     await _wait_keys_reread()

@@ -30,6 +30,7 @@ from tests.support import REPO
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.timeout(240)
 async def test_demo_api_serves_the_console_and_a_worker_until_interrupted(tmp_path: Path) -> None:
     # A fresh machine: no vidgen settings and no S3 credentials (another test may have set them in this process).
     env = {name: value for name, value in os.environ.items() if not name.startswith(("VIDGEN_", "AWS_"))}

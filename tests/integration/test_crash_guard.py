@@ -97,6 +97,7 @@ def pool(settings: Settings, tmp_path: Path) -> Iterator[Pool]:
     made.stop()
 
 
+@pytest.mark.timeout(300)
 async def test_a_request_that_kills_its_workers_ends_worker_crashed_while_the_pool_serves_the_rest(
     settings: Settings, kafka: KafkaClient, pool: Pool
 ) -> None:
@@ -142,6 +143,7 @@ async def test_a_request_that_kills_its_workers_ends_worker_crashed_while_the_po
     assert len(counts) == 0  # every start was withdrawn once its request was answered
 
 
+@pytest.mark.timeout(180)
 def test_a_worker_against_brokers_without_the_idempotent_producer_says_which_setting_fixes_it(
     settings: Settings, tmp_path: Path
 ) -> None:

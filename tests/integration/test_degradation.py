@@ -175,6 +175,7 @@ async def test_busy_without_the_fallback_is_refused_with_it_degraded(
     assert len(requests) == 3
 
 
+@pytest.mark.timeout(120)
 async def test_pool_down_without_the_fallback_jobs_wait_and_complete_when_a_gpu_worker_returns(
     settings: Settings, start_api: Callable[..., Awaitable[Api]], template_pool_renderer: Renderer, start_worker: Any
 ) -> None:

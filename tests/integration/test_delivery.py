@@ -1,20 +1,18 @@
-"""Delivery guarantees under long renders, revocations, outages, crashes and retries, against the real broker and
-S3 server. Each test ends on its own."""
+"""Delivery guarantees under long renders, revocations, crashes and render deadlines, against the real broker and S3
+server. Each test ends on its own. Outages of S3 and of the broker are in tests/integration/test_outages.py."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 
-from consumer.dev.embedded import TcpProxy, free_port, kafka_broker
-from consumer.object_store import ObjectStore
 from consumer.settings import Settings
-from tests.support import CrashingPipeline, KafkaClient, SlowPipeline, http_get, metric, ready, request_body, until
+from tests.support import CrashingPipeline, KafkaClient, SlowPipeline, metric, request_body, until
 
 
+@pytest.mark.timeout(120)
 async def test_render_longer_than_max_poll_interval_causes_no_rebalance(
     settings: Settings, kafka: KafkaClient, start_worker, make_renderer
 ) -> None:
@@ -32,6 +30,7 @@ async def test_render_longer_than_max_poll_interval_causes_no_rebalance(
     assert [record.key for record in records] == [b"long-1"]
 
 
+@pytest.mark.timeout(150)
 async def test_revocation_mid_render_without_checkpoints_finishes_and_commits_before_handing_over(
     settings: Settings, kafka: KafkaClient, start_worker, make_renderer
 ) -> None:
@@ -54,6 +53,7 @@ async def test_revocation_mid_render_without_checkpoints_finishes_and_commits_be
     assert [record.key for record in records] == [b"revoked-1"]
 
 
+@pytest.mark.timeout(150)
 async def test_revocation_mid_render_with_checkpoints_hands_the_render_back_and_its_next_owner_resumes_it(
     settings: Settings, kafka: KafkaClient, start_worker, make_renderer
 ) -> None:
@@ -76,6 +76,7 @@ async def test_revocation_mid_render_with_checkpoints_hands_the_render_back_and_
     assert [record.key for record in records] == [b"handed-1"]
 
 
+@pytest.mark.timeout(120)
 async def test_revocation_past_the_grace_abandons_without_commit_and_the_new_owner_renders(
     settings: Settings, kafka: KafkaClient, start_worker, make_renderer
 ) -> None:
@@ -139,107 +140,3 @@ async def test_render_deadline_per_request_stops_a_runaway_render(
     assert (runaway.error.code, runaway.error.retryable) == ("render_timeout", False)
     assert runaway.timings.render_started_at is not None
     assert results["normal-1"].status == "completed"
-
-
-@pytest.fixture
-async def s3_proxy(s3_endpoint: str) -> AsyncIterator[TcpProxy]:
-    proxy = TcpProxy(int(s3_endpoint.rsplit(":", 1)[1]))
-    await proxy.start()
-    yield proxy
-    await proxy.close()
-
-
-async def test_s3_outage_makes_the_worker_unready_and_every_request_completes_after(
-    settings: Settings, kafka: KafkaClient, store: ObjectStore, start_worker, s3_proxy: TcpProxy
-) -> None:
-    via_proxy = settings.model_copy(
-        update={
-            "s3_endpoint_url": f"http://127.0.0.1:{s3_proxy.port}",
-            "retry_backoff_s": 0.5,
-            "retry_topic_delay_s": 5,
-            "retry_topic_rounds": 10,
-        }
-    )
-    worker = await start_worker(via_proxy)
-    await until(lambda: metric(worker.http_port, "vidgen_rebalances_total"))
-    s3_proxy.cut()
-    outage_started = time.monotonic()
-    for index in range(3):
-        await kafka.send(request_body(f"outage-{index}"))
-    status, body = await http_get(worker.http_port, "/readyz")
-    assert status == 503 and "object storage unreachable" in body
-    # A deliberate duration, not a wait for anything: S3 stays down for 30 s, long enough for in-process retries to
-    # run out and the requests to go round the retry topic, as in the outage figures of docs/concepts/delivery.md.
-    await asyncio.sleep(30 - (time.monotonic() - outage_started))
-    s3_proxy.restore()
-    results = await kafka.results(3, timeout_s=120)
-    assert all(result.status == "completed" for result in results.values())
-    assert max(result.attempt for result in results.values()) > 1
-    assert (await http_get(worker.http_port, "/readyz"))[0] == 200
-
-
-async def test_transient_failures_go_through_the_retry_topic_then_fail_for_good(
-    settings: Settings, kafka: KafkaClient, start_worker, s3_proxy: TcpProxy
-) -> None:
-    via_proxy = settings.model_copy(
-        update={
-            "s3_endpoint_url": f"http://127.0.0.1:{s3_proxy.port}",
-            "retry_attempts": 2,
-            "retry_backoff_s": 0.1,
-            "retry_topic_delay_s": 1,
-            "retry_topic_rounds": 2,
-        }
-    )
-    worker = await start_worker(via_proxy)
-    await until(lambda: metric(worker.http_port, "vidgen_rebalances_total"))
-    s3_proxy.cut()
-    await kafka.send(
-        request_body("doomed-1"), headers=[("traceparent", b"00-" + b"1" * 32 + b"-" + b"2" * 16 + b"-01")]
-    )
-    result = (await kafka.results(1, timeout_s=120))["doomed-1"]
-    assert result.status == "failed" and result.error is not None
-    assert (result.error.code, result.error.retryable) == ("storage_unavailable", True)
-    assert result.attempt == 6  # 2 in process x (first delivery + 2 retry-topic rounds)
-    retries = await kafka.read(via_proxy.retry_topic, 2)
-    assert [dict(r.headers)["vidgen-retry-round"] for r in retries] == [b"1", b"2"]
-    assert dict(retries[0].headers)["traceparent"].startswith(b"00-" + b"1" * 32)  # the trace travels along
-    dead = await kafka.read(via_proxy.dlq_topic, 1)
-    assert dict(dead[0].headers)["vidgen-error-code"] == b"storage_unavailable"
-    assert await kafka.wait_committed(1) >= 1
-
-
-async def test_broker_cut_makes_the_worker_unready_and_it_completes_after(
-    settings: Settings, tmp_path, start_worker, make_renderer
-) -> None:
-    proxy = TcpProxy(free_port())
-    with kafka_broker(proxy.target_port, advertised_port=proxy.port, log_path=tmp_path / "tansu.log"):
-        await proxy.start()
-        try:
-            cut_settings = settings.model_copy(update={"kafka_bootstrap_servers": f"127.0.0.1:{proxy.port}"})
-            client = KafkaClient(cut_settings)
-            await client.start()
-            slow = make_renderer(SlowPipeline(step_s=1.0))
-            worker = await start_worker(cut_settings, renderer=slow)
-            await until(lambda: metric(worker.http_port, "vidgen_rebalances_total"))
-            await client.send(request_body("cut-1", num_inference_steps=4))
-            await until(lambda: metric(worker.http_port, "vidgen_inflight_jobs"))
-            proxy.cut()  # the render finishes during the outage; publishing has to wait it out
-            cut_at = time.monotonic()
-            await until(lambda: _unready_because(worker.http_port, "Kafka brokers unreachable"))
-            # A deliberate duration, not a wait for anything: the brokers stay unreachable for 30 s, longer than the
-            # session timeout, as in the outage figures of docs/concepts/delivery.md.
-            await asyncio.sleep(30 - (time.monotonic() - cut_at))
-            proxy.restore()
-            results = await client.results(1, timeout_s=90)
-            assert results["cut-1"].status == "completed"
-            assert await client.wait_committed(1, timeout_s=60) == 1
-            await until(lambda: ready(worker.http_port), timeout_s=30)
-            assert await worker.shutdown() == 0  # while its broker still exists
-            await client.stop()
-        finally:
-            await proxy.close()
-
-
-async def _unready_because(port: int, reason: str) -> bool:
-    status, body = await http_get(port, "/readyz")
-    return status == 503 and reason in body

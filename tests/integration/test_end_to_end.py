@@ -1,10 +1,12 @@
-"""The whole path against the real broker and S3 server: request in, MP4 on S3, result event out."""
+"""The whole path against the real broker and S3 server: request in, MP4 on S3, result event out. Tests that only
+need their own request ids share the module's worker (with a banned-terms list); the others start their own."""
 
 from __future__ import annotations
 
 import hashlib
 import io
 import json
+from typing import Any
 
 import aiohttp
 import av
@@ -14,9 +16,12 @@ from PIL import Image
 from consumer.core.keys import upload_key
 from consumer.dev.demo import product_image
 from consumer.object_store import ObjectStore
+from consumer.render.standin import StandInPipeline
 from consumer.settings import Settings
 from schemas.events import VideoResult
 from tests.support import KafkaClient, request_body
+
+MODULE_WORKER_OVERRIDES = {"banned_terms": ("counterfeit*", "fake rolex")}
 
 
 async def _fetch(url: str) -> bytes:
@@ -33,13 +38,13 @@ def _decode(mp4: bytes) -> tuple[int, int, int, str]:
 
 
 async def test_text_to_video_completes_with_a_playable_mp4(
-    settings: Settings, kafka: KafkaClient, store: ObjectStore, start_worker
+    module_settings: Settings, module_kafka: KafkaClient, module_worker: Any
 ) -> None:
-    await start_worker(settings)
+    settings, kafka = module_settings, module_kafka
     body = request_body(metadata={"product_id": "p-1"}, fps=10)
     await kafka.send(body, headers=[("traceparent", b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")])
 
-    result = (await kafka.results(1))[body["request_id"]]
+    result = (await kafka.results_for(body["request_id"]))[body["request_id"]]
 
     assert result.status == "completed", result.error
     assert result.tenant_id == "shop-1"
@@ -66,24 +71,25 @@ async def test_text_to_video_completes_with_a_playable_mp4(
     assert timings.received_at <= timings.render_started_at <= timings.render_finished_at <= timings.completed_at
     assert timings.render_ms is not None and timings.encode_ms is not None and timings.upload_ms is not None
 
-    records = await kafka.read(settings.results_topic, 1)
+    records = await kafka.records_for(settings.results_topic, [body["request_id"]])
     headers = dict(records[0].headers)
     assert headers["traceparent"].startswith(b"00-0af7651916cd43dd8448eb211c80319c-")  # same trace continues
 
 
+@pytest.mark.timeout(120)
 async def test_image_to_video_from_s3_and_cache_hit_for_identical_request(
-    settings: Settings, kafka: KafkaClient, store: ObjectStore, start_worker
+    module_settings: Settings, module_kafka: KafkaClient, module_store: ObjectStore, module_worker: Any
 ) -> None:
-    worker = await start_worker(settings)
+    settings, kafka, store, worker = module_settings, module_kafka, module_store, module_worker
     shoe = product_image(320, 200)
     key = upload_key(shoe, "shoe.png", prefix=settings.s3_key_prefix, tenant_id="shop-1")
     await store.put(key, shoe, content_type="image/png", metadata={})
     first = request_body(image_url=f"s3://{settings.s3_bucket}/{key}", width=320, height=256)
     second = {**first, "request_id": first["request_id"] + "-again", "metadata": {"retry": "1"}}
     await kafka.send(first)
-    results = await kafka.results(1)
+    await kafka.results_for(first["request_id"])
     await kafka.send(second)
-    results = await kafka.results(2)
+    results = await kafka.results_for(first["request_id"], second["request_id"])
 
     one, two = results[first["request_id"]], results[second["request_id"]]
     assert one.status == two.status == "completed"
@@ -162,14 +168,12 @@ async def test_worker_drains_and_exits_zero_on_stop(settings: Settings, kafka: K
     assert sum(offset or 0 for offset in (await kafka.committed()).values()) == 1
 
 
-async def test_banned_terms_are_rejected_with_content_policy(
-    settings: Settings, kafka: KafkaClient, start_worker
-) -> None:
-    await start_worker(settings.model_copy(update={"banned_terms": ("counterfeit*", "fake rolex")}))
+async def test_banned_terms_are_rejected_with_content_policy(module_kafka: KafkaClient, module_worker: Any) -> None:
+    kafka = module_kafka  # the module worker's banned terms: MODULE_WORKER_OVERRIDES
     await kafka.send(request_body("policy-1", prompt="A FAKE   Rolex on a wrist"))
     await kafka.send(request_body("policy-2", prompt="Counterfeits of a handbag"))
     await kafka.send(request_body("policy-ok", prompt="a genuine leather handbag"))
-    results = await kafka.results(3)
+    results = await kafka.results_for("policy-1", "policy-2", "policy-ok")
     for request_id in ("policy-1", "policy-2"):
         error = results[request_id].error
         assert results[request_id].status == "rejected" and error is not None
@@ -179,21 +183,25 @@ async def test_banned_terms_are_rejected_with_content_policy(
 
 
 async def test_control_characters_are_stripped_and_disguised_text_is_rejected(
-    settings: Settings, kafka: KafkaClient, start_worker
+    module_kafka: KafkaClient, module_worker: Any
 ) -> None:
-    await start_worker(settings)
+    kafka = module_kafka
     await kafka.send(request_body("ctl-1", prompt="a red\x1b[31m shoe\x07"))
     await kafka.send(request_body("bidi-1", prompt="a shoe \u202egnp.exe"))
-    results = await kafka.results(2)
+    results = await kafka.results_for("ctl-1", "bidi-1")
     assert results["ctl-1"].status == "completed"
     bidi = results["bidi-1"].error
     assert bidi is not None and (bidi.code, bidi.field) == ("invalid_field", "prompt") and "U+202E" in bidi.message
 
 
+@pytest.mark.timeout(120)
 async def test_a_tenant_over_its_quota_does_not_starve_another(
-    settings: Settings, kafka: KafkaClient, start_worker
+    settings: Settings, kafka: KafkaClient, start_worker, make_renderer
 ) -> None:
-    await start_worker(settings.model_copy(update={"tenant_max_inflight": 1, "max_inflight_jobs": 2}))
+    # The stand-in renders (a second each, no model): the quota's scheduling is the point, and seven tiny-model
+    # renders cost fourteen seconds of CPU.
+    quota = settings.model_copy(update={"tenant_max_inflight": 1, "max_inflight_jobs": 2, "model": "standin"})
+    await start_worker(quota, renderer=make_renderer(StandInPipeline(1.0)))
     key = "one-partition"
     for index in range(6):
         # Distinct prompts: identical requests would be instant cache hits and prove nothing.

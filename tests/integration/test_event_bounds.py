@@ -44,6 +44,7 @@ async def _results(kafka: KafkaClient, count: int) -> dict[str, tuple[VideoResul
     return {r.key.decode(): (VideoResult.model_validate_json(r.value), len(r.value)) for r in records}
 
 
+@pytest.mark.timeout(120)
 async def test_a_request_with_a_huge_unknown_key_gets_a_small_rejection_and_the_partition_moves_on(
     settings: Settings, kafka: KafkaClient, start_worker: Any, send_big: Send
 ) -> None:

@@ -160,6 +160,7 @@ async def test_text_the_worker_would_reject_is_refused_with_422_naming_the_field
     assert record.key.decode() == fine.body["request_id"]
 
 
+@pytest.mark.timeout(120)
 async def test_long_cjk_and_nfc_growing_descriptions_are_trimmed_so_the_worker_renders_them(
     settings: Settings, kafka: KafkaClient, store: Any, start_worker: Any
 ) -> None:

@@ -86,6 +86,7 @@ def test_a_broken_image_is_still_invalid_image() -> None:
     assert caught.value.code == "invalid_image"
 
 
+@pytest.mark.timeout(120)
 async def test_a_worker_refuses_a_start_image_over_its_decode_memory_and_goes_on(
     settings: Settings, kafka: KafkaClient, store: ObjectStore, start_worker, zero_png: bytes
 ) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench import lanes as lanes_bench
@@ -103,6 +104,7 @@ async def test_while_both_lanes_wait_the_bulk_share_holds(
     assert time.monotonic() - started < 60
 
 
+@pytest.mark.timeout(240)
 async def test_the_lanes_benchmark_runs_tiny_and_reports_its_shape(
     broker: str, s3_endpoint: str, tmp_path: Path
 ) -> None:

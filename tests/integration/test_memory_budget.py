@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from consumer.memory.probe import process_rss_bytes
 from consumer.settings import Settings
 from tests.support import KafkaClient, request_body
@@ -15,6 +17,7 @@ GIB = 1 << 30
 TOTAL = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
+@pytest.mark.timeout(300)
 async def test_a_cpu_worker_without_a_budget_refuses_what_its_memory_limit_cannot_hold(
     settings: Settings, kafka: KafkaClient, start_worker, tmp_path: Path
 ) -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import itertools
 from datetime import datetime
 
+import pytest
+
 from consumer.memory.admission import MemoryReading
 from consumer.memory.estimate import estimate_per_mode
 from consumer.memory.modes import MemoryMode
@@ -42,11 +44,12 @@ async def _run(
     await start_worker(no_margin, memory_probe=probe)
     for index in range(count):
         await kafka.send(request_body(f"pipe-{index}", prompt=f"sneaker {index}", **SIZE))
-    results = await kafka.results(count)
+    results = await kafka.results(count, timeout_s=180)  # 13-frame renders: a minute or more on a busy machine
     assert {result.status for result in results.values()} == {"completed"}
     return _renders(results)
 
 
+@pytest.mark.timeout(240)
 async def test_the_next_render_starts_while_the_last_result_is_still_uploading(
     settings: Settings, kafka: KafkaClient, start_worker, tiny_renderer: Renderer
 ) -> None:
@@ -57,6 +60,7 @@ async def test_the_next_render_starts_while_the_last_result_is_still_uploading(
         assert next_started < completed  # ...but it did not wait for the previous result
 
 
+@pytest.mark.timeout(240)
 async def test_without_a_finishing_stage_jobs_run_one_after_another(
     settings: Settings, kafka: KafkaClient, start_worker, tiny_renderer: Renderer
 ) -> None:

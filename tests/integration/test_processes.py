@@ -43,6 +43,11 @@ def spawn(tmp_path: Path) -> Iterator[object]:
             process.wait()
 
 
+# A worker process imports torch and diffusers (about 7 s of CPU) before it listens: over a minute when the two cores
+# are shared with other test processes.
+STARTUP_S = 120
+
+
 async def _ready(port: int) -> bool:
     try:
         async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/readyz") as response:
@@ -51,11 +56,12 @@ async def _ready(port: int) -> bool:
         return False
 
 
+@pytest.mark.timeout(240)
 async def test_sigterm_lets_the_render_finish_publishes_commits_and_exits_zero(
     settings: Settings, kafka: KafkaClient, spawn
 ) -> None:
     worker, port = spawn(settings, "drained", standin_render_s=4)
-    await until(lambda: _ready(port), timeout_s=60)
+    await until(lambda: _ready(port), timeout_s=STARTUP_S)
     await kafka.send(request_body("drain-1"))
     await until(lambda: metric(port, "vidgen_inflight_jobs"))
     worker.send_signal(signal.SIGTERM)
@@ -65,11 +71,12 @@ async def test_sigterm_lets_the_render_finish_publishes_commits_and_exits_zero(
     assert await kafka.wait_committed(1) == 1
 
 
+@pytest.mark.timeout(360)
 async def test_kill_minus_nine_mid_render_loses_nothing(settings: Settings, kafka: KafkaClient, spawn) -> None:
     first, first_port = spawn(settings, "victim", standin_render_s=2)
-    await until(lambda: _ready(first_port), timeout_s=60)
+    await until(lambda: _ready(first_port), timeout_s=STARTUP_S)
     second, second_port = spawn(settings, "survivor", standin_render_s=2)
-    await until(lambda: _ready(second_port), timeout_s=60)
+    await until(lambda: _ready(second_port), timeout_s=STARTUP_S)
     sent = [f"kill-{index}" for index in range(8)]
     for request_id in sent:
         await kafka.send(request_body(request_id, prompt=f"shoe {request_id}"))

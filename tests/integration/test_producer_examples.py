@@ -425,6 +425,7 @@ async def test_publish_request_says_when_kafka_is_unusable(settings: Settings, c
     assert "cannot publish" in capsys.readouterr().err
 
 
+@pytest.mark.timeout(120)
 async def test_publish_request_waits_for_the_result_of_a_real_worker(
     settings: Settings, kafka: KafkaClient, store: ObjectStore, start_worker: Any, capsys: Any
 ) -> None:

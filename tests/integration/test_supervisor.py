@@ -104,6 +104,7 @@ async def _results(kafka: KafkaClient, sent: list[str]) -> dict[str, set[tuple[s
     return by_id
 
 
+@pytest.mark.timeout(300)
 async def test_two_cpu_workers_one_killed_and_restarted_then_all_drained_by_sigterm(
     settings: Settings, kafka: KafkaClient, start_node: Callable[..., Node]
 ) -> None:
@@ -159,6 +160,7 @@ async def test_two_cpu_workers_one_killed_and_restarted_then_all_drained_by_sigt
     assert "every worker drained and exited 0" in node.log()
 
 
+@pytest.mark.timeout(300)
 async def test_a_worker_that_never_starts_stops_the_node_with_a_clear_message(
     settings: Settings, start_node: Callable[..., Node], tmp_path: Path
 ) -> None:
@@ -174,6 +176,7 @@ async def test_a_worker_that_never_starts_stops_the_node_with_a_clear_message(
         os.killpg(node.process.pid, 0)
 
 
+@pytest.mark.timeout(150)
 async def test_sigterm_while_the_workers_still_start_exits_zero(
     settings: Settings, start_node: Callable[..., Node]
 ) -> None:

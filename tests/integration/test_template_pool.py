@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 import av
 import numpy as np
+import pytest
 from PIL import Image
 
 from bench import template_e2e
@@ -106,6 +107,7 @@ async def test_template_and_model_videos_never_answer_each_other(
     assert uris["template-1"] == uris["template-2"] != uris["tiny-1"] == uris["tiny-2"]
 
 
+@pytest.mark.timeout(180)
 async def test_the_end_to_end_benchmark_runs_tiny_and_reports_its_shape(
     broker: str, s3_endpoint: str, tmp_path: Path
 ) -> None:

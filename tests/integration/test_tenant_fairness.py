@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from consumer.kafka.clients import client_options
@@ -95,6 +96,7 @@ async def _deferral_copies(kafka: KafkaClient, settings: Settings) -> int:
     return copies
 
 
+@pytest.mark.timeout(180)
 async def test_a_flooding_tenant_does_not_hold_back_another(
     settings: Settings, kafka: KafkaClient, start_worker: StartWorker, make_renderer: MakeRenderer
 ) -> None:
@@ -124,6 +126,7 @@ async def test_a_flooding_tenant_does_not_hold_back_another(
     print(f"flood: {completed} completed, {FLOOD - completed} rate_limited, {copies} deferrals")  # noqa: T201
 
 
+@pytest.mark.timeout(180)
 async def test_without_a_max_wait_every_deferred_request_completes(
     settings: Settings, kafka: KafkaClient, start_worker: StartWorker, make_renderer: MakeRenderer
 ) -> None:

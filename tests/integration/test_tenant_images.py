@@ -9,6 +9,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from consumer.dev.demo import _demo, product_image
 from consumer.object_store import ObjectStore, open_s3_client
 from consumer.settings import Settings
@@ -37,6 +39,7 @@ def _answer(result: VideoResult) -> tuple[str, str | None, str | None, bool | No
     return (result.status, *((error.code, error.message, error.retryable, error.field) if error else (None,) * 4))
 
 
+@pytest.mark.timeout(180)
 async def test_another_tenants_uploads_posters_and_videos_answer_exactly_like_a_missing_key(
     settings: Settings, kafka: KafkaClient, start_worker: Any, tmp_path: Path, caplog: Any
 ) -> None:
@@ -88,6 +91,7 @@ async def test_another_tenants_uploads_posters_and_videos_answer_exactly_like_a_
     assert touched == [], s3_log
 
 
+@pytest.mark.timeout(120)
 async def test_a_shared_image_bucket_serves_every_tenant(
     settings: Settings, kafka: KafkaClient, start_worker: Any
 ) -> None:
@@ -105,6 +109,7 @@ async def test_a_shared_image_bucket_serves_every_tenant(
     assert {rid: r.status for rid, r in results.items()} == {"shop-a-shared": "completed", "shop-b-shared": "completed"}
 
 
+@pytest.mark.timeout(240)
 async def test_the_demo_uploads_into_its_tenants_folder_and_completes(settings: Settings, tmp_path: Path) -> None:
     assert await _demo(settings.model_copy(update={"s3_key_prefix": "demo-env/"}), tmp_path) == 0
     saved = await asyncio.to_thread(lambda: sorted(path.suffix for path in tmp_path.iterdir()))

@@ -18,6 +18,8 @@ from consumer.errors import CheckpointRejected
 from consumer.render.checkpoint_format import TraceLink, decode, encode
 from consumer.render.checkpointing import RenderState
 
+pytestmark = pytest.mark.torch  # loads torch, which the unit tier allows only where declared
+
 BINDING = "ab" * 32
 OTHER = "cd" * 32
 TRACE = TraceLink(trace_id="0" * 31 + "1", span_id="0" * 15 + "2")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from consumer.render.flops import peak_tflops, step_flops, transformer_step_flops
 from consumer.render.tiny import build_tiny_pipeline
+
+pytestmark = pytest.mark.torch  # loads torch, which the unit tier allows only where declared
 
 
 def test_count_matches_torch_flop_counter_on_the_tiny_transformer() -> None:

@@ -11,6 +11,8 @@ from consumer.render.loader import load_model
 from consumer.render.renderer import Renderer
 from consumer.render.standin import StandInPipeline
 
+pytestmark = pytest.mark.torch  # loads torch, which the unit tier allows only where declared
+
 CPU = torch.device("cpu")
 CUDA = torch.device("cuda")
 

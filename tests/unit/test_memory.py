@@ -29,6 +29,8 @@ from consumer.render.offload import apply_mode, current_mode
 from consumer.render.step_cache import StepCache
 from consumer.render.tiny import build_tiny_pipeline
 
+pytestmark = pytest.mark.torch  # loads torch, which the unit tier allows only where declared
+
 GIB = 1 << 30
 MIB = 1 << 20
 V51 = EASYANIMATE_V51_7B

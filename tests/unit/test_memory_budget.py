@@ -10,6 +10,8 @@ import pytest
 
 from consumer.memory.probe import cpu_budget_bytes, memory_limit_bytes
 
+pytestmark = pytest.mark.torch  # loads torch, which the unit tier allows only where declared
+
 GIB = 1 << 30
 TOTAL = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 V1_UNLIMITED = "9223372036854771712"

@@ -27,6 +27,8 @@ from consumer.core.model_families import (
 from consumer.errors import InvalidRequest
 from schemas.events import VideoRequest
 
+pytestmark = pytest.mark.torch  # loads torch, which the unit tier allows only where declared
+
 
 @dataclass(frozen=True)
 class Served:

@@ -15,6 +15,8 @@ import torch
 
 from consumer.memory.probe import CudaProbe
 
+pytestmark = pytest.mark.torch  # loads torch, which the unit tier allows only where declared
+
 _GiB = 1 << 30
 
 

@@ -3,7 +3,8 @@
 Each group of modules is imported in a fresh interpreter, which then reports every module loaded, directly or
 transitively. The pure core (`consumer/core/`, memory estimates, admission, modes and profiles, `schemas/`) must load
 no Kafka, S3, GPU or image library; `schemas/` must load nothing of `consumer/`; `memory/` must not load `render/`.
-And only the entry points configure logging and tracing (a text check of the calls).
+And only the entry points configure logging and tracing (a text check of the calls). The unit tier itself loads no
+torch but in the test modules that declare it (`pytestmark = pytest.mark.torch`), so `make unit` stays fast.
 """
 
 from __future__ import annotations
@@ -81,6 +82,20 @@ def test_schemas_import_nothing_of_the_worker_and_no_io_library() -> None:
     loaded = _loaded_by(SCHEMAS)
     assert "schemas.events" in loaded
     assert _offenders(loaded, ("consumer", *IO_LIBRARIES)) == []
+
+
+def test_the_unit_tier_loads_torch_only_where_a_module_declares_it() -> None:
+    """The shared conftest, tests/support.py and every unit module without the `torch` marker import no torch,
+    diffusers or transformers (seconds of start-up each): renderers and tiny pipelines are imported where used."""
+    unit = REPO / "tests" / "unit"
+    undeclared = [
+        f"tests.unit.{path.stem}"
+        for path in sorted(unit.glob("test_*.py"))
+        if "pytestmark = pytest.mark.torch" not in path.read_text(encoding="utf-8")
+    ]
+    loaded = _loaded_by(["tests.conftest", "tests.support", *undeclared])
+    assert "tests.unit.test_consume_loop" in loaded  # the probe did import what it checks
+    assert _offenders(loaded, ("torch", "diffusers", "transformers")) == []
 
 
 def test_only_entry_points_configure_logging_and_tracing() -> None:

@@ -23,6 +23,8 @@ from consumer.render.standin import StandInPipeline
 from consumer.render.step_checkpoints import CheckpointSignals, StepCheckpoints
 from consumer.render.tiny import build_tiny_pipeline
 
+pytestmark = pytest.mark.torch  # loads torch, which the unit tier allows only where declared
+
 SPEC = RenderSpec(prompt="a red fox", negative_prompt="", width=64, height=64, num_frames=9, steps=6,
                   guidance_scale=5.0, seed=3)  # fmt: skip
 BINDING = "0f" * 32

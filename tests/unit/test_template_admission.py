@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from consumer.memory.admission import Admit, Reject, SafetyMargin
 from consumer.memory.gate import JobMemoryGate
 from consumer.memory.probe import CpuBudgetProbe
@@ -13,6 +15,8 @@ from consumer.telemetry.worker_metrics import Metrics
 from schemas.events import VideoRequest
 
 MIB = 1 << 20
+pytestmark = pytest.mark.torch  # consumer.memory.probe (CpuBudgetProbe) imports torch for its CUDA probe
+
 DECODE = decode_bytes(decode_memory_bytes=768 * MIB, image_max_bytes=20 * MIB)
 
 

@@ -39,6 +39,8 @@ from consumer.render.template import (
 )
 from consumer.worker.video_encoding import encode_mp4
 
+pytestmark = pytest.mark.torch  # loads torch, which the unit tier allows only where declared
+
 WIDTH, HEIGHT, FRAMES, FPS = 512, 512, 25, 8
 PROMPT = "A red sneaker slowly turning on a white studio table, soft light, product shot"
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from consumer.render.render_spec import to_uint8
+
+pytestmark = pytest.mark.torch  # loads torch, which the unit tier allows only where declared
 
 
 def test_to_uint8_rounds_to_nearest_and_clips_out_of_range_values() -> None:
