@@ -133,7 +133,12 @@ class Renderer:
     @property
     def checkpointable(self) -> bool:
         """Whether the loaded model's renders can be checkpointed and resumed (`consumer.render.checkpointing`)."""
-        return self._model is not None and all(supports_checkpoints(each) for each in self._model.pipelines.each())
+        model = self._model
+        return (
+            model is not None
+            and model.adapter.checkpoints
+            and all(supports_checkpoints(each) for each in model.pipelines.each())
+        )
 
     def profile(self) -> ModelMemoryProfile:
         """Weights and dimensions of the loaded model, for memory estimates."""

@@ -4,11 +4,11 @@
 
 Scheduling flows one way: a job posts typed events on the scheduler's one queue (`consumer.core.job_events`), and
 `react` (a task of its own) handles them in turn: on `RenderEnded` the job's memory reservation ends and its render slot
-goes to the next queued job at once; a `RenderProgress` goes to the job's progress listeners; on `RenderPaused` (a bulk
-render preempted, `consumer.core.paused_jobs`) its slot goes to the interactive job that waited, and the paused job
-gets one again, ahead of every queued bulk job, when no interactive job is left to start or bulk is owed its share.
-When a job's task ends, its slot and its tenant's quota go to the next job the same way. The scheduler moves each
-job's phase (`consumer.core.lifecycle`) to `admitted`, `answered` or `abandoned`; the runner and pipeline the rest.
+goes to the next queued job at once; a `RenderProgress` or `PhaseReached` goes to the job's progress listeners; on
+`RenderPaused` (a bulk render preempted, `consumer.core.paused_jobs`) its slot goes to the interactive job that waited,
+and the paused job gets one again, ahead of every queued bulk job, when no interactive job is left to start or bulk is
+owed its share. A job's ended task frees its slot and its tenant's quota the same way. The scheduler moves each job's
+phase (`consumer.core.lifecycle`) to `admitted`, `answered` or `abandoned`; the runner and pipeline the rest.
 
 A new cancel command is an event on the same queue: the request's queued job is answered at once, a running one is
 asked to stop (`Job.stop`: a rendering job stops at its next denoising step). A record a worker died on (the crash
@@ -91,11 +91,10 @@ class JobScheduler:
         """Forever, each event of the queue in turn. Runs as its own task."""
         while True:
             event = await self._events.get()
-            if isinstance(event, RenderProgress):
+            if isinstance(event, RenderProgress | PhaseReached):
                 self._runner.progressed(event)
-                self._preempt(self._pauses.stepped(event, alone=self._alone))
-            elif isinstance(event, PhaseReached):
-                self._runner.progressed(event)
+                if isinstance(event, RenderProgress):  # a denoising step: where a bulk render may pause
+                    self._preempt(self._pauses.stepped(event, alone=self._alone))
             elif isinstance(event, RenderEnded):
                 self._render_ended(event.job)
             elif isinstance(event, RenderPaused):

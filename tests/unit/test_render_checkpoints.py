@@ -82,12 +82,16 @@ def _session(
 
 
 async def _render(
-    renderer: Renderer, session: StepCheckpoints | None = None, steps: list[int] | None = None
+    renderer: Renderer,
+    session: StepCheckpoints | None = None,
+    steps: list[int] | None = None,
+    *,
+    spec: RenderSpec = SPEC,
 ) -> NDArray[np.float32]:
     await renderer.start()
     heard = steps if steps is not None else []
     rendered = await renderer.render_float(
-        SPEC, None, timeout_s=120, checkpoints=session, on_progress=lambda step, _total: heard.append(step)
+        spec, None, timeout_s=120, checkpoints=session, on_progress=lambda step, _total: heard.append(step)
     )
     return rendered.frames
 

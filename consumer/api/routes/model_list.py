@@ -9,7 +9,7 @@ from aiohttp import web
 
 from consumer.core.video_models import ModelRegistry, VideoModel, seconds_text
 from consumer.errors import ApiFailure
-from schemas.job_api import ModelInfo, ModelList
+from schemas.serving import ModelInfo, ModelList
 
 __all__ = ["ModelRoutes"]
 

@@ -16,15 +16,13 @@ from consumer.api.view.pages import LIST_FILTER_PARAMETERS
 from schemas.events import ID_PATTERN
 from schemas.job_api import (
     ApiErrorBody,
-    ModelInfo,
-    ModelList,
-    QueueInfo,
     VideoDeleted,
     VideoJob,
     VideoJobList,
     VideoSubmission,
 )
 from schemas.links import ContentLinks
+from schemas.serving import ModelInfo, ModelList, QueueInfo
 
 __all__ = ["OPENAPI_PATH", "build_openapi", "render_openapi"]
 

@@ -44,11 +44,11 @@ from consumer.object_store import ObjectStore
 from consumer.settings import Settings
 from schemas.events import VideoControl
 from schemas.job_api import (
-    QueueInfo,
     VideoDeleted,
     VideoJob,
     VideoJobList,
 )
+from schemas.serving import QueueInfo
 
 __all__ = ["CALLER", "Handlers"]
 

@@ -91,6 +91,7 @@ class FamilyAdapter(abc.ABC):
     pipeline_classes: ClassVar[frozenset[str]]  # `_class_name` values of model_index.json it loads
     default_model_id: ClassVar[str]
     activations: ClassVar[ActivationCoefficients]
+    checkpoints: ClassVar[bool] = True  # its step hook shows the loop's latents, so renders can be checkpointed
 
     @abc.abstractmethod
     def load(self, source: str, dtype: torch.dtype, pipeline_class: str) -> Pipelines:

@@ -50,6 +50,7 @@ class HunyuanVideo15Adapter(FamilyAdapter):
     pipeline_classes = frozenset({"HunyuanVideo15Pipeline", "HunyuanVideo15ImageToVideoPipeline"})
     default_model_id = "hunyuanvideo-1.5"
     activations = HUNYUANVIDEO15_ACTIVATIONS
+    checkpoints = False  # no step callback: its hook wraps scheduler.step and sees no latents
 
     def load(self, source: str, dtype: torch.dtype, pipeline_class: str) -> Pipelines:
         pipeline = DiffusionPipeline.from_pretrained(source, torch_dtype=dtype)
