@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -45,10 +46,14 @@ async def _messages(stack: ApiStack, job_id: str, tenant: str) -> AsyncIterator[
                 yield event_id, json.loads(line[6:])
 
 
-async def test_a_queued_jobs_stream_follows_its_place_in_line(api_stack: ApiStack) -> None:
+async def test_a_queued_jobs_stream_follows_its_place_in_line(api_stack: ApiStack, open_page: OpenPage) -> None:
     first = await submit_json(api_stack, "shop-1", prompt="first in line")
     second = await submit_json(api_stack, "shop-1", prompt="second in line")
     assert second["queue_position"] == 2
+    page = (await open_page()).page
+    await sign_in(page, api_stack.url, api_stack.keys["shop-1"])
+    note = page.get_by_test_id(f"job-{second['id']}").get_by_test_id("job-note")
+    await expect(note).to_have_text(re.compile("^queued, 2nd in line"))
     stream = _messages(api_stack, second["id"], "shop-1")
     try:
         async with asyncio.timeout(60):
@@ -63,11 +68,13 @@ async def test_a_queued_jobs_stream_follows_its_place_in_line(api_stack: ApiStac
             await publish_result(api_stack, done)
             moved_id, moved = await anext(stream)
             assert (moved_id, moved["status"], moved["queue_position"]) == (version, "queued", 1)
+            await expect(note).to_have_text(re.compile("^queued, 1st in line"))  # the console's row, from its stream
 
             # Another tenant's job joins the lane: one of its jobs is served per round, so it may start first.
             await submit_json(api_stack, "shop-2", prompt="another shop's mug", fallback="none")
             moved_id, moved = await anext(stream)
             assert (moved_id, moved["queue_position"]) == (version, 2)
+            await expect(note).to_have_text(re.compile("^queued, 2nd in line"))
     finally:
         await stream.aclose()
 

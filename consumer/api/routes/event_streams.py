@@ -144,7 +144,8 @@ class EventStreams:
                 return "credential_revoked"
             handlers.listeners.follow_queue(stream.changed, _queue_of(state))
             spot = await handlers.queue_spot(state)
-            if state.version > stream.sent or (spot is not None and spot != stream.spot):
+            moved = spot is not None and spot != stream.spot and state.version >= stream.sent
+            if state.version > stream.sent or moved:
                 await stream.response.write(await self._message(state, spot))
                 stream.sent, stream.spot = max(stream.sent, state.version), spot
                 stream.last_change = stream.last_write = asyncio.get_running_loop().time()
