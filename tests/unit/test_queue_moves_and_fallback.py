@@ -8,6 +8,7 @@ import dataclasses
 import sqlite3
 from pathlib import Path
 
+from bench import queue_wakes
 from consumer.api.submission.shedding import Limits, shed
 from consumer.api.view.database import BatchOutcome
 from consumer.api.view.job_state import Answered, JobState, Submitted, apply
@@ -105,3 +106,9 @@ async def test_renders_that_took_no_time_leave_a_positive_service_time(tmp_path:
         )
     finally:
         await store.close()
+
+
+async def test_the_queue_wakes_benchmark_runs_tiny_and_wakes_only_the_queue_moved() -> None:
+    report = await queue_wakes.measure(queued=20, tenants=3, streams=5)
+    assert (report["streams_open"], report["streams_woken"]) == (10, 5)  # the bulk lane's streams slept
+    assert report["places_ms"] >= 0 and report["batch_ms"] >= 0
