@@ -10,8 +10,8 @@ A request's model is the one its `vidgen-model` header names (the API sets it), 
 from; a request the hook degraded to the template pool asked for the default model.
 
 Listeners (the event streams) are woken when a job they watch changes, or the queue their queued job waits in moves;
-nothing polls the store. Once the view has
-caught up, the jobs each batch changed also go to `on_changed` (the deletion of a late video of a deleted job).
+nothing polls the store. Once the view has caught up, the jobs each batch changed also go to `on_changed` (the
+deletion of a late video of a deleted job).
 """
 
 from __future__ import annotations
