@@ -181,6 +181,12 @@ class VideoJob(BaseModel):
     degraded_reason: DegradedReason | None = Field(
         None, description="Why it was routed to the template pool: `busy` or `pool_down`."
     )
+    fallback: Fallback | None = Field(
+        None,
+        description="The job's fallback choice: the one it was submitted with, else its tenant's or the service's "
+        "default that applied (`similar`, `template` or `none`); what submitting it again should keep. Null when "
+        "not known (a request published by another producer).",
+    )
     similar_to: str | None = Field(
         None,
         description="The id of the caller's earlier job whose video answers this one (the `similar` fallback: same "

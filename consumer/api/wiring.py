@@ -25,8 +25,9 @@ from consumer.api.routes.openapi import build_openapi
 from consumer.api.routes.videos import Handlers
 from consumer.api.submission.body_budget import BodyBudget
 from consumer.api.video_deletion import VideoDeletion
-from consumer.api.view.follower import Listeners, ViewFollower, view_topics
+from consumer.api.view.follower import ViewFollower, view_topics
 from consumer.api.view.job_store import JobStore
+from consumer.api.view.listeners import Listeners
 from consumer.api.webhook_endpoints import webhook_routes
 from consumer.core.moderation import ContentPolicy
 from consumer.core.rate_limit import TenantLimiter

@@ -25,17 +25,25 @@ from schemas.job_api import DegradedReason, Fallback
 
 __all__ = [
     "DEGRADED_REASON_HEADER",
+    "FALLBACK_HEADER",
     "DegradedReason",
     "Fallback",
     "PoolActivity",
     "choose_fallback",
     "degrade",
     "degraded_reason_of",
+    "fallback_of",
     "pool_down",
 ]
 
+_FALLBACKS: tuple[Fallback, ...] = ("similar", "template", "none")
+
 DEGRADED_REASON_HEADER = "vidgen-degraded-reason"
 """Header of a request the API or the hook routed to the template pool: why (`busy` or `pool_down`)."""
+
+FALLBACK_HEADER = "vidgen-fallback"
+"""Header of a request the job API published: the job's fallback choice (its own, else the default that applied), so
+every replica's view can show it. Informative only: it decides nothing about routing or access."""
 
 
 def degraded_reason_of(header: bytes | None) -> DegradedReason | None:
@@ -43,6 +51,14 @@ def degraded_reason_of(header: bytes | None) -> DegradedReason | None:
     if header == b"busy":
         return "busy"
     return "pool_down" if header == b"pool_down" else None
+
+
+def fallback_of(header: bytes | None) -> Fallback | None:
+    """The fallback a request's header names, if it is one of the known choices (anything else is ignored)."""
+    for choice in _FALLBACKS:
+        if header == choice.encode():
+            return choice
+    return None
 
 
 def choose_fallback(requested: Fallback | None, tenant: Fallback | None, default: Fallback) -> Fallback:

@@ -1,6 +1,10 @@
 """`GET /v1/videos/{id}/events`: the job as server-sent events.
 
 One `event: status` per change, `id:` the job's version and `data:` the job object, ending after the terminal one.
+While the job is queued, a change of its `queue_position` (jobs ahead of it started, ended or were cancelled) is
+written too, with the same `id:`: the view wakes the streams of the queued jobs of the queue a batch moved
+(`Listeners`), and each asks only its own place (one indexed count), so nothing is polled; a stream resumed with
+`Last-Event-ID` starts with the queued job's current place.
 A client that reconnects with `Last-Event-ID` gets only what changed since, and `204` once it has seen the end (which
 is what stops a browser's EventSource from reconnecting). Versions are counted by each replica's own view: after
 switching replicas a client may see a change twice. Between changes the stream waits on the
@@ -21,8 +25,10 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from consumer.api.auth.authenticator import Authenticator, Caller
+from consumer.api.routes.job_body import QueueSpot
 from consumer.api.routes.videos import CALLER, Handlers
 from consumer.api.view.job_state import JobState
+from consumer.api.view.queue_counts import active_key
 from consumer.core.tenant_slots import TenantSlots
 from consumer.errors import ApiFailure
 
@@ -54,6 +60,7 @@ class _Stream:
     sent: int  # the version the client has seen
     last_change: float  # loop time of the last change written (or the start)
     last_write: float = field(init=False)
+    spot: QueueSpot | None = None  # the queued job's place as last written (None: none written on this stream)
 
     def __post_init__(self) -> None:
         self.last_write = self.last_change
@@ -129,13 +136,18 @@ class EventStreams:
         return response
 
     async def _follow(self, stream: _Stream, state: JobState | None) -> str:
-        """Writes each change until the stream ends; returns why it ended."""
+        """Writes each change until the stream ends; returns why it ended. A queued job's message is written again
+        (with the same `id:`) when its place in the queue moved, though the job itself did not change."""
+        handlers = self._handlers
         while state is not None:
             if not await self._authenticator.still_valid(stream.caller):
                 return "credential_revoked"
-            if state.version > stream.sent:
-                await stream.response.write(await self._message(state))
-                stream.sent = state.version
+            handlers.listeners.follow_queue(stream.changed, _queue_of(state))
+            spot = await handlers.queue_spot(state)
+            moved = spot is not None and spot != stream.spot and state.version >= stream.sent
+            if state.version > stream.sent or moved:
+                await stream.response.write(await self._message(state, spot))
+                stream.sent, stream.spot = max(stream.sent, state.version), spot
                 stream.last_change = stream.last_write = asyncio.get_running_loop().time()
             if state.terminal:
                 return "job_ended"
@@ -143,7 +155,7 @@ class EventStreams:
             if ended is not None:
                 return ended
             stream.changed.clear()  # before reading, so a change after the read wakes the next wait
-            state = await self._handlers.store.get(stream.caller.tenant_id, stream.job_id)
+            state = await handlers.store.get(stream.caller.tenant_id, stream.job_id)
         return "job_gone"
 
     async def _until_changed(self, stream: _Stream) -> str | None:
@@ -167,6 +179,11 @@ class EventStreams:
                     await stream.changed.wait()
         return "shutdown" if self._closing else None
 
-    async def _message(self, state: JobState) -> bytes:
-        job = await self._handlers.render(state)
+    async def _message(self, state: JobState, spot: QueueSpot | None) -> bytes:
+        job = await self._handlers.answers.render(state, now=self._handlers.clock(), spot=spot)
         return format_event(state.version, job.model_dump_json(exclude_none=True))
+
+
+def _queue_of(state: JobState) -> str | None:
+    """The queue a queued job waits in (its pool and lane); None once it is not queued."""
+    return active_key("queued", state.degraded, state.lane) if state.status == "queued" else None

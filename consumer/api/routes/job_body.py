@@ -2,7 +2,8 @@
 answer (the ones in the result event expire; presigning is a local signature, no S3 round trip).
 
 `phase` says where the job is (`consumer.core.progress_phases`); a queued job's `queue_position` and whether it waits
-for a worker come from the queue as the view sees it (`QueueSpot`).
+for a worker come from the queue as the view sees it (`QueueSpot`). `fallback` is the job's choice as the API that
+accepted it recorded it; a job another replica answered with a similar video had `similar`.
 
 `seconds` and `size` are the video's once it exists (the frames rendered, over its fps); before, the request's, with
 its frames as the model will render them. `expires_at` is when the job leaves the view: `VIDGEN_API_RETENTION_S`
@@ -68,6 +69,7 @@ class JobAnswers:
             video=video,
             degraded=state.degraded,
             degraded_reason=state.degraded_reason,
+            fallback=state.fallback or ("similar" if result is not None and result.similar_to else None),
             similar_to=result.similar_to if result is not None else None,
             cache_hit=result.cache_hit if result is not None else False,
             metadata=result.metadata if result is not None else (request or {}).get("metadata", {}),

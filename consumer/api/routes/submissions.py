@@ -4,7 +4,9 @@ the request published and the job answered. The model (`model`, else the deploym
 `seconds` into the contract's fields and checks them against what it can render; its id travels in the record's
 `vidgen-model` header, so every replica's view knows it. With the fallback `similar`, a degraded job whose uploaded
 start image the tenant already has a completed video of is answered at once with that video (`consumer.core.similar`);
-every uploaded image's print travels in the `vidgen-image-print` header, so every replica's view indexes it."""
+every uploaded image's print travels in the `vidgen-image-print` header, so every replica's view indexes it. The job's
+fallback choice (its own, else its tenant's or the service's default) travels in the `vidgen-fallback` header, so every
+replica's job object shows it and the console's "Render again" keeps it."""
 
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from consumer.api.submission.shedding import shed, template_full
 from consumer.api.submission.similar_answer import similar_result
 from consumer.api.submission.uploads import CheckedImage, SpooledImage, check_upload
 from consumer.api.view.job_state import Answered, JobState, Submitted, request_parameters
-from consumer.core.degrade import DEGRADED_REASON_HEADER, choose_fallback, degrade
+from consumer.core.degrade import DEGRADED_REASON_HEADER, FALLBACK_HEADER, choose_fallback, degrade
 from consumer.core.priority_lanes import Lane, lane_for
 from consumer.core.similar import PRINT_HEADER, ImagePrint
 from consumer.core.video_models import MODEL_HEADER, TEMPLATE, VideoModel, contract_fields
@@ -54,7 +56,8 @@ class Submissions:
 
     async def _submit(self, request: web.Request, fields: dict[str, Any], image: SpooledImage | None) -> web.Response:
         tenant = request[CALLER].tenant_id
-        fallback = take_fallback(fields)
+        api = self.handlers.api
+        fallback = choose_fallback(take_fallback(fields), api.tenant_fallback.get(tenant), api.fallback)
         job_id = self._job_id(tenant, request.headers.get("Idempotency-Key"))
         try:
             model = self.handlers.models.resolve(fields.get("model"))
@@ -87,7 +90,7 @@ class Submissions:
             earlier = await self.handlers.store.similar(tenant, image_print, video_request.width, video_request.height)
             if earlier is not None:
                 return await self._answer_similar(video_request, model, earlier, reason)
-        headers = [(MODEL_HEADER, model.id.encode())]
+        headers = [(MODEL_HEADER, model.id.encode()), (FALLBACK_HEADER, fallback.encode())]
         if image_print is not None:
             headers.append((PRINT_HEADER, image_print.text.encode()))
         if reason is None:
@@ -105,9 +108,10 @@ class Submissions:
             degraded_reason=reason,
             model=model.id,
             image_print=image_print.text if image_print is not None else None,
+            fallback=fallback,
         )
         outcome = await self.handlers.store.apply([submitted])
-        self.handlers.listeners.notify(outcome.changed)
+        self.handlers.listeners.notify(outcome)
         return await self.handlers.job_response(await self.handlers.require(tenant, job_id), status=202)
 
     async def _answer_similar(
@@ -122,9 +126,11 @@ class Submissions:
         self.handlers.metrics.degraded.labels(reason=reason).inc()
         self.handlers.metrics.similar.inc()
         trace.get_current_span().set_attribute("vidgen.similar_to", earlier.id)
-        submitted = Submitted(video_request, now, degraded=True, degraded_reason=reason, model=model.id)
+        submitted = Submitted(
+            video_request, now, degraded=True, degraded_reason=reason, model=model.id, fallback="similar"
+        )
         outcome = await self.handlers.store.apply([submitted, Answered(result, now, degraded_reason=reason)])
-        self.handlers.listeners.notify(outcome.changed)
+        self.handlers.listeners.notify(outcome)
         return await self.handlers.job_response(
             await self.handlers.require(video_request.tenant_id, video_request.request_id), status=202
         )
@@ -171,14 +177,14 @@ class Submissions:
             raise ApiFailure(_IMAGE_STATUS.get(exc.code, 422), exc.code, exc.message, field=exc.field) from exc
 
     def _route(
-        self, tenant: str, requested: Fallback | None, lane: Lane, model: VideoModel
+        self, tenant: str, fallback: Fallback, lane: Lane, model: VideoModel
     ) -> tuple[DegradedReason | None, Fallback]:
-        """The reason and the fallback chosen. None: the model's pool takes the job. A reason: the job degrades for
-        that reason (to an earlier video, with the fallback `similar`, or the template pool). 503 when
-        the GPU pool is busy for this tenant's job of this lane (it would be shed: over the tenant's own limits, or
-        the pool is full and the tenant at or over its share) and the job may not degrade, or the template pool is
-        full for the tenant too. A job that asks for the template model itself gets 503 only when that pool is full
-        for the tenant."""
+        """The reason and the fallback that applies (`fallback`, the job's choice; `none` for the template model).
+        None: the model's pool takes the job. A reason: the job degrades for that reason (to an earlier video, with
+        the fallback `similar`, or the template pool). 503 when the GPU pool is busy for this tenant's job of this
+        lane (it would be shed: over the tenant's own limits, or the pool is full and the tenant at or over its
+        share) and the job may not degrade, or the template pool is full for the tenant too. A job that asks for the
+        template model itself gets 503 only when that pool is full for the tenant."""
         handlers, api = self.handlers, self.handlers.api
         stats = handlers.queue_stats()
         if model.family is TEMPLATE:
@@ -189,7 +195,6 @@ class Submissions:
                 )
             return None, "none"
         verdict = shed(stats, tenant=tenant, lane=lane, limits=handlers.limits())
-        fallback = choose_fallback(requested, api.tenant_fallback.get(tenant), api.fallback)
         reason = degrade(
             busy=verdict is not None,
             down=handlers.pool_is_down(stats),

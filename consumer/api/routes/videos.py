@@ -26,9 +26,9 @@ from consumer.api.submission.body_budget import BodyBudget
 from consumer.api.submission.shedding import Limits
 from consumer.api.submission.wait_estimate import QueueStats, estimated_wait_s, queue_position
 from consumer.api.video_deletion import VideoDeletion
-from consumer.api.view.follower import Listeners
 from consumer.api.view.job_state import CancelRequested, JobState
 from consumer.api.view.job_store import JobStore
+from consumer.api.view.listeners import Listeners
 from consumer.api.view.pages import page, parse_page_query
 from consumer.core.degrade import pool_down
 from consumer.core.download_names import content_disposition
@@ -166,7 +166,7 @@ class Handlers:
         control = await self._control("cancel", state)
         self.metrics.cancels.inc()
         outcome = await self.store.apply([CancelRequested(control, self.clock())])
-        self.listeners.notify(outcome.changed)
+        self.listeners.notify(outcome)
         latest = {changed.id: changed for changed in outcome.changed}.get(state.id, state)
         return await self.job_response(latest, status=202)
 
@@ -185,7 +185,7 @@ class Handlers:
             ) from exc
         control = await self._control("delete", state)
         outcome = await self.store.apply([CancelRequested(control, self.clock())])
-        self.listeners.notify(outcome.changed)
+        self.listeners.notify(outcome)
         self.metrics.deletes.labels(video=fate).inc()
         return web.json_response(text=VideoDeleted(id=state.id).model_dump_json())
 

@@ -16,7 +16,7 @@ from datetime import datetime
 from consumer.api.submission.wait_estimate import TenantQueue
 from consumer.api.view.job_state import Answered, Event, IgnoredEvent, JobState, Progressed, apply, service_seconds
 from consumer.api.view.pages import PageQuery
-from consumer.api.view.queue_counts import ActiveCounts, JobSlot, QueueState, active_key
+from consumer.api.view.queue_counts import QUEUES, ActiveCounts, JobSlot, QueueState, active_key
 from consumer.api.view.retention import TenantCap
 from consumer.api.view.schema import COLUMNS, METADATA_ROWS, UPSERT, connect, dt, row_of, state_of, ts
 from consumer.api.view.similar_index import reindex, similar_video
@@ -79,6 +79,7 @@ class BatchOutcome:
     removed: list[str] = field(default_factory=list)  # jobs it took over their tenant's cap, deleted
     template_workers: set[str] = field(default_factory=set)  # the batch's workers that are the template pool's
     waiting_since: datetime | None = None  # when the oldest job queued for the GPU pool arrived
+    queues: set[str] = field(default_factory=set)  # the queues (`QUEUES`) a job joined or left: their places moved
 
 
 def _slot(state: JobState) -> JobSlot:
@@ -160,7 +161,10 @@ class ViewDatabase:
             self._cap.recount()
             raise
         for state in latest.values():
-            self._active.move(before[state.id], _slot(state))
+            was, now = before[state.id], _slot(state)
+            self._active.move(was, now)
+            if was != now:
+                outcome.queues.update(key for _, key in filter(None, (was, now)) if key in QUEUES)
         outcome.active = self._active.pool_keys()
         outcome.tenants = {tenant: self._active.tenant(tenant) for tenant in {s.tenant_id for s in latest.values()}}
         outcome.waiting_since = self._waiting_since()

@@ -3,21 +3,22 @@ decoded into job events and applied to the store with the offsets they came from
 (`video.requests`, `video.requests.bulk`) and the template pool's topic, whose jobs are degraded; the API and the
 hook name why in the `vidgen-degraded-reason` header (on a result the API published itself, a similar video, too). A
 request the API published with an uploaded start image carries the image's print (`vidgen-image-print`), which
-indexes its video once completed (`similar_index`).
+indexes its video once completed (`similar_index`); every request the API published carries the job's fallback choice
+(`vidgen-fallback`), which the job object shows (only the three known values are read; nothing is decided by it).
 
 A request's model is the one its `vidgen-model` header names (the API sets it), else the one whose topic it came
 from; a request the hook degraded to the template pool asked for the default model.
 
-Listeners (the event streams) are woken when a job they watch changes; nothing polls the store. Once the view has
-caught up, the jobs each batch changed also go to `on_changed` (the deletion of a late video of a deleted job).
+Listeners (the event streams) are woken when a job they watch changes, or the queue their queued job waits in moves;
+nothing polls the store. Once the view has caught up, the jobs each batch changed also go to `on_changed` (the
+deletion of a late video of a deleted job).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -29,7 +30,8 @@ from consumer.api.api_metrics import ApiMetrics
 from consumer.api.view.database import Partition
 from consumer.api.view.job_state import Answered, CancelRequested, Event, JobState, Progressed, Submitted
 from consumer.api.view.job_store import JobStore
-from consumer.core.degrade import DEGRADED_REASON_HEADER, degraded_reason_of
+from consumer.api.view.listeners import Listeners
+from consumer.core.degrade import DEGRADED_REASON_HEADER, FALLBACK_HEADER, degraded_reason_of, fallback_of
 from consumer.core.intake import parse_request
 from consumer.core.similar import PRINT_HEADER, ImagePrint
 from consumer.core.video_models import MODEL_HEADER, ModelRegistry
@@ -37,7 +39,7 @@ from consumer.kafka.clients import follower_consumer
 from consumer.settings import Settings
 from schemas.events import VideoControl, VideoProgress, VideoRequest, VideoResult
 
-__all__ = ["Listeners", "ViewFollower", "view_topics"]
+__all__ = ["ViewFollower", "view_topics"]
 
 log = logging.getLogger(__name__)
 
@@ -57,34 +59,6 @@ def view_topics(settings: Settings) -> list[str]:
         settings.results_topic,
         settings.control_topic,
     ]
-
-
-class Listeners:
-    """Who waits for which job. `notify` wakes them; each listener re-reads the job itself."""
-
-    def __init__(self) -> None:
-        self._waiting: dict[str, set[asyncio.Event]] = {}
-
-    @contextlib.contextmanager
-    def watch(self, job_id: str) -> Iterator[asyncio.Event]:
-        event = asyncio.Event()
-        self._waiting.setdefault(job_id, set()).add(event)
-        try:
-            yield event
-        finally:
-            watchers = self._waiting.get(job_id)
-            if watchers is not None:
-                watchers.discard(event)
-                if not watchers:
-                    del self._waiting[job_id]
-
-    def notify(self, states: Iterable[JobState]) -> None:
-        for state in states:
-            for event in self._waiting.get(state.id, ()):
-                event.set()
-
-    def __len__(self) -> int:
-        return sum(len(watchers) for watchers in self._waiting.values())
 
 
 class ViewFollower:
@@ -200,7 +174,7 @@ class ViewFollower:
         outcome = await self._store.apply(events, offsets=offsets, workers=workers)
         for reason, count in outcome.ignored.items():
             self._metrics.view_ignored.labels(reason=reason).inc(count)
-        self._listeners.notify(outcome.changed)
+        self._listeners.notify(outcome)
         if self._on_changed is not None and self.caught_up and outcome.changed:
             await self._on_changed(outcome.changed)
 
@@ -228,14 +202,16 @@ class ViewFollower:
         if not isinstance(request, VideoRequest):
             return None  # rejected records get a result from the worker; the job appears with it
         headers = dict(record.headers)
+        fallback = fallback_of(headers.get(FALLBACK_HEADER))
         if topic != self._settings.template_topic:
             image = headers.get(PRINT_HEADER)
             image_print = ImagePrint.of_text(image.decode("ascii", "replace")) if image is not None else None
             model = self._model_of(topic, headers, degraded=False)
-            return Submitted(request, at, model=model, image_print=image_print.text if image_print else None)
+            image_text = image_print.text if image_print else None
+            return Submitted(request, at, model=model, image_print=image_text, fallback=fallback)
         reason = degraded_reason_of(headers.get(DEGRADED_REASON_HEADER))
         model = self._model_of(topic, headers, degraded=reason is not None)
-        return Submitted(request, at, degraded=True, degraded_reason=reason, model=model)
+        return Submitted(request, at, degraded=True, degraded_reason=reason, model=model, fallback=fallback)
 
     def _model_of(self, topic: str, headers: dict[str, bytes], *, degraded: bool) -> str | None:
         named = headers.get(MODEL_HEADER)

@@ -24,7 +24,7 @@ from typing import Any, Literal
 from consumer.core.keys import CONTENT_FIELDS
 from consumer.core.priority_lanes import Lane, lane_for
 from schemas.events import ProgressPhase, VideoControl, VideoProgress, VideoRequest, VideoResult
-from schemas.job_api import API_FILLED_FIELDS, DegradedReason
+from schemas.job_api import API_FILLED_FIELDS, DegradedReason, Fallback
 
 __all__ = [
     "TERMINAL",
@@ -73,6 +73,7 @@ class JobState:
     step: int | None = None  # denoising steps done, as its worker last said
     total: int | None = None  # denoising steps in all
     image_print: str | None = None  # its uploaded start image's print (`consumer.core.similar.ImagePrint.text`)
+    fallback: Fallback | None = None  # its fallback choice, as the API that accepted it said (None: not known)
 
     @property
     def terminal(self) -> bool:
@@ -92,6 +93,7 @@ class Submitted:
     degraded_reason: DegradedReason | None = None
     model: str | None = None  # the public id of the model asked for
     image_print: str | None = None  # the print of its uploaded start image, when the API gave one
+    fallback: Fallback | None = None  # its fallback choice, when the API gave one
 
     @property
     def job_id(self) -> str:
@@ -190,6 +192,7 @@ def _submitted(state: JobState | None, event: Submitted) -> JobState | IgnoredEv
         degraded_reason=state.degraded_reason or event.degraded_reason,
         model=state.model or event.model,
         image_print=state.image_print or event.image_print,
+        fallback=state.fallback or event.fallback,
     )
 
 

@@ -23,6 +23,9 @@ from consumer.core.similar import ImagePrint
 __all__ = ["JobStore"]
 
 T = TypeVar("T")
+# The least mean service time the estimates divide by: results that say a render took no time at all (a worker's
+# clock, or a hostile record) must not make the pool's capacity infinite or a division fail.
+_MIN_SERVICE_S = 0.1
 
 
 class JobStore:
@@ -154,7 +157,9 @@ class JobStore:
             queued=pool_count(active, "queued", degraded=False),
             in_progress=pool_count(active, "in_progress", degraded=False),
             workers_active=sum(1 for seen in workers.values() if seen >= seen_since),
-            service_s=sum(self._renders) / len(self._renders) if self._renders else default_service_s,
+            service_s=max(_MIN_SERVICE_S, sum(self._renders) / len(self._renders))
+            if self._renders
+            else default_service_s,
             bulk_queued=active[active_key("queued", degraded=False, lane="bulk")],
             template_queued=pool_count(active, "queued", degraded=True),
             last_active=max(workers.values(), default=None),

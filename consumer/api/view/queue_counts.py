@@ -18,7 +18,7 @@ from datetime import datetime
 from consumer.api.submission.wait_estimate import NO_JOBS, TenantQueue
 from consumer.core.priority_lanes import LANES, Lane
 
-__all__ = ["ACTIVE_KEYS", "ActiveCounts", "JobSlot", "QueueState", "active_key", "pool_count"]
+__all__ = ["ACTIVE_KEYS", "QUEUES", "ActiveCounts", "JobSlot", "QueueState", "active_key", "pool_count"]
 
 _TEMPLATE = "template:"  # prefix of the template pool's keys (then the bulk lane's)
 
@@ -36,6 +36,8 @@ ACTIVE_KEYS = tuple(
     active_key(status, pool, lane) for pool in (False, True) for lane in LANES for status in ("queued", "in_progress")
 )
 _ACTIVE = frozenset(ACTIVE_KEYS)
+QUEUES = frozenset(active_key("queued", pool, lane) for pool in (False, True) for lane in LANES)
+"""The keys of the queues a job waits in, by pool and lane: a queued job's place depends only on its own queue."""
 
 
 def pool_count(active: Counter[str], status: str, *, degraded: bool) -> int:

@@ -46,7 +46,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     phase TEXT,
     step INTEGER,
     total INTEGER,
-    image_print TEXT
+    image_print TEXT,
+    fallback TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_by_tenant ON jobs (tenant_id, created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status);
@@ -107,6 +108,7 @@ _ADDED_COLUMNS = (
     ("jobs", "step", "INTEGER", None),
     ("jobs", "total", "INTEGER", None),
     ("jobs", "image_print", "TEXT", None),
+    ("jobs", "fallback", "TEXT", None),
 )
 _METADATA_BACKFILL = (
     "INSERT OR IGNORE INTO job_metadata (job_id, tenant_id, key, value) SELECT jobs.id, jobs.tenant_id, item.key, "
@@ -117,7 +119,7 @@ METADATA_ROWS = "INSERT OR IGNORE INTO job_metadata (job_id, tenant_id, key, val
 # `lane` is JobState.lane (derived from the request), stored to be counted; reading a row ignores it.
 COLUMNS = (
     "id, tenant_id, status, progress, attempt, created_at, updated_at, version, request, result, cancel_requested_at, "
-    "degraded, degraded_reason, lane, model, deleted_at, phase, step, total, image_print"
+    "degraded, degraded_reason, lane, model, deleted_at, phase, step, total, image_print, fallback"
 )
 _COLUMN_COUNT = len(COLUMNS.split(", "))
 UPSERT = (
@@ -178,6 +180,7 @@ def row_of(state: JobState) -> tuple[Any, ...]:
         state.step,
         state.total,
         state.image_print,
+        state.fallback,
     )
 
 
@@ -203,4 +206,5 @@ def state_of(row: Sequence[Any]) -> JobState:
         step=row[17],
         total=row[18],
         image_print=row[19],
+        fallback=row[20],
     )

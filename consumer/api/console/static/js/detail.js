@@ -11,9 +11,15 @@ import {isTerminal} from "./streams.js";
 const PARAMETERS = [
   ["prompt", "Prompt"], ["negative_prompt", "Negative prompt"],
   ["num_frames", "Frames"], ["fps", "Frames per second"], ["num_inference_steps", "Steps"],
-  ["guidance_scale", "Guidance"], ["seed", "Seed"], ["fallback", "Template video allowed"],
+  ["guidance_scale", "Guidance"], ["seed", "Seed"],
   ["render_timeout_s", "Render timeout (s)"], ["deadline", "Deadline"],
 ];
+// What the job may get when the GPUs are busy or down (its fallback choice, kept by "Render again").
+const FALLBACK = {
+  similar: "an earlier video of the same photo, else a template video",
+  template: "a template video",
+  none: "none: it waits for a GPU",
+};
 // Why a job went to the template renderer (the API's degraded_reason codes).
 const DEGRADED = {busy: "the GPUs were busy", pool_down: "no GPU worker was available"};
 
@@ -75,6 +81,7 @@ export class Detail {
     const size = job.size ? job.size.replace("x", " × ") : "?";
     const duration = job.seconds ? `${job.seconds} s` : "?";
     parameters.splice(1, 0, ["Model", job.model], ["Size", size], ["Duration", duration]);
+    if (Object.hasOwn(FALLBACK, job.fallback ?? "")) parameters.push(["If the GPUs are busy", FALLBACK[job.fallback]]);
     if (request.metadata && Object.keys(request.metadata).length > 0) {
       parameters.push(["Metadata", JSON.stringify(request.metadata)]);
     }

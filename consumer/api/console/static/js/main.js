@@ -167,7 +167,9 @@ class Console {
   async again(job) {
     const body = {...job.request, model: job.model};
     delete body.deadline;  // it may have passed
-    if (job.degraded) body.fallback = "template";  // it allowed a template video: so does its rerun
+    // Its fallback choice as the API recorded it; a job from before that record allowed a template video if degraded.
+    const fallback = job.fallback ?? (job.degraded ? "template" : null);
+    if (fallback) body.fallback = fallback;
     const seeds = new Uint32Array(1);
     do crypto.getRandomValues(seeds); while (seeds[0] === body.seed);
     body.seed = seeds[0];
