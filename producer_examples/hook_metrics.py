@@ -34,8 +34,17 @@ class HookMetrics:
             "vidgen_hook_gpu_pool_down", "1 while the GPU pool counts as down.", registry=self.registry
         )
 
-    def watch(self, pool: Callable[[], PoolWatch | None], *, pool_down_s: float) -> None:
-        """Read the GPU pool's gauges from the hook's current watch (`pool()`; None: not started) at scrape time."""
+        self.product_videos = Gauge(
+            "vidgen_hook_product_videos",
+            "Completed product videos in the hook's index for the fallback `similar` (0 when no shop uses it).",
+            registry=self.registry,
+        )
+
+    def watch(
+        self, pool: Callable[[], PoolWatch | None], product_videos: Callable[[], int], *, pool_down_s: float
+    ) -> None:
+        """Read the gauges at scrape time: the GPU pool's from the hook's current watch (`pool()`; None: not
+        started), and how many product videos its index holds."""
 
         def lag() -> float:
             watch = pool()
@@ -47,3 +56,4 @@ class HookMetrics:
 
         self.gpu_queue.set_function(lag)
         self.gpu_pool_down.set_function(down)
+        self.product_videos.set_function(lambda: float(product_videos()))

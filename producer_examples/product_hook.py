@@ -180,7 +180,7 @@ def make_app(
     limits."""
     metrics = HookMetrics()
     state = _Hook(hook, settings, wall_clock=wall_clock, monotonic=monotonic, metrics=metrics)
-    metrics.watch(lambda: state.pool, pool_down_s=hook.pool_down_s)
+    metrics.watch(lambda: state.pool, lambda: len(state.similar or ()), pool_down_s=hook.pool_down_s)
     guard = ConnectionGuard(hook.http_limits())
     gpu_topics = [settings.requests_topic, settings.bulk_topic]
     watched = settings

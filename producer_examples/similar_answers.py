@@ -38,6 +38,9 @@ class SimilarAnswers:
         self._results_topic = results_topic
         self._clock = clock
 
+    def __len__(self) -> int:
+        return len(self._videos)
+
     def find(self, request: VideoRequest) -> VideoResult | None:
         """The shop's most recent video of the request's product in the request's aspect ratio, or None."""
         product_id = request.metadata.get("product_id")
