@@ -33,7 +33,7 @@ from consumer.api.view.job_state import Answered, Event, Submitted
 from consumer.core.similar import ImagePrint
 from schemas.events import VideoRequest
 
-__all__ = ["main", "measure"]
+__all__ = ["main", "measure", "timed"]
 
 _T0 = datetime(2026, 12, 1, tzinfo=UTC)
 _TENANTS = 100
@@ -74,7 +74,7 @@ def _fill(view: ViewDatabase, jobs: int, photo: ImagePrint, copies: int, rng: ra
     return time.perf_counter() - started
 
 
-def _timed(lookup: Callable[[], object], repeat: int) -> dict[str, float]:
+def timed(lookup: Callable[[], object], repeat: int) -> dict[str, float]:
     micros: list[float] = []
     for _ in range(repeat):
         started = time.perf_counter_ns()
@@ -95,10 +95,10 @@ def measure(jobs: int, copies: int, repeat: int) -> dict[str, object]:
             raise RuntimeError("the lookup's answers are wrong")
         rows = view._db.execute("SELECT COUNT(*) FROM image_keys").fetchone()[0]
         timings = {
-            "matched": _timed(lambda: view.similar("shop-0", photo, 512, 512), repeat),
-            "unmatched_other_tenant_has_it": _timed(lambda: view.similar("shop-1", photo, 512, 512), repeat),
-            "unmatched_nobody_has_it": _timed(lambda: view.similar("shop-1", nobody, 512, 512), repeat),
-            "unmatched_new_tenant": _timed(lambda: view.similar("shop-new", photo, 512, 512), repeat),
+            "matched": timed(lambda: view.similar("shop-0", photo, 512, 512), repeat),
+            "unmatched_other_tenant_has_it": timed(lambda: view.similar("shop-1", photo, 512, 512), repeat),
+            "unmatched_nobody_has_it": timed(lambda: view.similar("shop-1", nobody, 512, 512), repeat),
+            "unmatched_new_tenant": timed(lambda: view.similar("shop-new", photo, 512, 512), repeat),
         }
     return {
         "jobs": jobs,

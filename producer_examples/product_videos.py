@@ -17,6 +17,8 @@ goes to the template pool, the safe side.
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime
 
 from aiokafka import ConsumerRecord
 from pydantic import ValidationError
@@ -33,12 +35,25 @@ PER_PRODUCT = 4
 """The most videos kept per (shop, product): its most recent ones, of whatever sizes the hook asked for."""
 
 
+@dataclass(frozen=True, slots=True)
+class _Video:
+    """One indexed video: what a lookup judges, and its result as JSON (parsed only when it answers: a few times
+    smaller than the parsed model, whose presigned URLs dominate)."""
+
+    request_id: str
+    product: tuple[str, str]
+    width: int
+    height: int
+    completed_at: datetime
+    result: bytes
+
+
 class ProductVideos:
     def __init__(self, capacity: int) -> None:
         if capacity < 1:
             raise ValueError("capacity must be >= 1")
         self._capacity = capacity
-        self._by_request: OrderedDict[str, VideoResult] = OrderedDict()  # in the order read: the oldest go first
+        self._by_request: OrderedDict[str, _Video] = OrderedDict()  # in the order read: the oldest go first
         self._by_product: dict[tuple[str, str], list[str]] = {}  # (shop, product id) -> request ids, oldest first
 
     def __len__(self) -> int:
@@ -47,41 +62,37 @@ class ProductVideos:
     def add(self, result: VideoResult) -> None:
         """Index `result` if it is a completed, non-degraded video of a product the hook asked for."""
         key = _product_of(result)
-        if key is None or result.request_id in self._by_request:
+        if key is None or result.video is None or result.request_id in self._by_request:
             return
-        self._by_request[result.request_id] = result
+        video, done = result.video, result.timings.completed_at
+        value = result.model_dump_json(exclude_none=True).encode()
+        self._by_request[result.request_id] = _Video(result.request_id, key, video.width, video.height, done, value)
         videos = self._by_product.setdefault(key, [])
         videos.append(result.request_id)
         if len(videos) > PER_PRODUCT:
-            self._by_request.pop(videos.pop(0), None)
+            self._forget(videos[0])
         while len(self._by_request) > self._capacity:
             self._forget(next(iter(self._by_request)))
 
     def delete(self, command: VideoControl) -> None:
         """Forget the video a `delete` command names, when the command's tenant is the video's."""
-        result = self._by_request.get(command.request_id)
-        if command.action == "delete" and result is not None and result.tenant_id == command.tenant_id:
+        video = self._by_request.get(command.request_id)
+        if command.action == "delete" and video is not None and video.product[0] == command.tenant_id:
             self._forget(command.request_id)
 
     def latest(self, shop_id: str, product_id: str, width: int, height: int) -> VideoResult | None:
         """The shop's most recent video of the product with the aspect ratio `width`:`height`, or None."""
         videos = (self._by_request[request_id] for request_id in self._by_product.get((shop_id, product_id), ()))
-        matches = [
-            video
-            for video in videos
-            if video.video and same_aspect(video.video.width, video.video.height, width, height)
-        ]
-        return max(matches, key=lambda video: (video.timings.completed_at, video.request_id), default=None)
+        matches = [video for video in videos if same_aspect(video.width, video.height, width, height)]
+        best = max(matches, key=lambda video: (video.completed_at, video.request_id), default=None)
+        return VideoResult.model_validate_json(best.result) if best is not None else None
 
     def _forget(self, request_id: str) -> None:
-        result = self._by_request.pop(request_id)
-        key = _product_of(result)
-        videos = self._by_product.get(key) if key is not None else None
-        if key is None or videos is None:
-            return
+        video = self._by_request.pop(request_id)
+        videos = self._by_product[video.product]
         videos.remove(request_id)
         if not videos:
-            del self._by_product[key]
+            del self._by_product[video.product]
 
 
 def _product_of(result: VideoResult) -> tuple[str, str] | None:

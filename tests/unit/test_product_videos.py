@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from bench.hook_similar_lookup import measure
 from producer_examples.product_videos import PER_PRODUCT, ProductVideos
 from producer_examples.products import HOOK_SOURCE
 from schemas.events import VideoControl, VideoResult
@@ -110,3 +111,9 @@ def test_bounded_in_all_and_per_product() -> None:
     assert len(many) == PER_PRODUCT and _ids(many) == f"hook:{PER_PRODUCT + 1}"
     with pytest.raises(ValueError, match="capacity"):
         ProductVideos(0)
+
+
+def test_the_benchmark_measures_a_small_index() -> None:
+    report = measure(200, 10)  # `python -m bench.hook_similar_lookup`; it checks its own answers
+    assert (report["videos"], report["shops"]) == (200, 100)
+    assert isinstance(report["index_mib"], float) and report["index_mib"] > 0
