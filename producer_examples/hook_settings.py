@@ -70,7 +70,7 @@ class HookSettings(BaseSettings):
         ge=1,
         description="Where a fallback is `similar`: the most completed product videos the hook keeps in its index "
         "(read from VIDGEN_RESULTS_TOPIC and VIDGEN_CONTROL_TOPIC; the oldest go first; 4 at most per product). "
-        "About 2.3 KB of memory each (`python -m bench.hook_similar_lookup`): 20,000 take about 45 MiB.",
+        "About 2.3 KB of memory each (`python -m bench.similar_lookup --hook`): 20,000 take about 45 MiB.",
     )
     max_queued: int = Field(
         100,

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from bench.hook_similar_lookup import measure
+from bench.similar_lookup import measure_hook
 from producer_examples.product_videos import PER_PRODUCT, ProductVideos
 from producer_examples.products import HOOK_SOURCE
 from schemas.events import VideoControl, VideoResult
@@ -114,6 +114,6 @@ def test_bounded_in_all_and_per_product() -> None:
 
 
 def test_the_benchmark_measures_a_small_index() -> None:
-    report = measure(200, 10)  # `python -m bench.hook_similar_lookup`; it checks its own answers
+    report = measure_hook(200, 10)  # `python -m bench.similar_lookup --hook`; it checks its own answers
     assert (report["videos"], report["shops"]) == (200, 100)
     assert isinstance(report["index_mib"], float) and report["index_mib"] > 0
