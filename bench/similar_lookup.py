@@ -12,7 +12,13 @@ a random informative perceptual hash and colours), except that tenant `shop-0` h
 - `unmatched_nobody_has_it`: shop-1 looks up a photo nobody has;
 - `unmatched_new_tenant`: a tenant with no job looks P up.
 
-    python -m bench.similar_lookup [--jobs 100000] [--copies 200] [--repeat 2000] [--output F]
+With `--hook`, the product hook's index of product videos instead (`producer_examples.product_videos`): `--jobs`
+completed results the size a worker publishes (presigned URLs included) of 100 shops, `shop-0` holding
+`PER_PRODUCT` videos of product `p-0`, every other result a random shop's own product; timed: `matched` (shop-0
+looks p-0 up), `unmatched_other_tenant_has_it` (shop-1 looks p-0 up), `unmatched_new_tenant`; and the memory the
+index holds (tracemalloc, its results included).
+
+    python -m bench.similar_lookup [--hook] [--jobs 100000] [--copies 200] [--repeat 2000] [--output F]
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import random
 import statistics
 import tempfile
 import time
+import tracemalloc
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,9 +38,11 @@ from bench.watch_lookup import completed_result
 from consumer.api.view.database import ViewDatabase
 from consumer.api.view.job_state import Answered, Event, Submitted
 from consumer.core.similar import ImagePrint
+from producer_examples.product_videos import PER_PRODUCT, ProductVideos
+from producer_examples.products import HOOK_SOURCE
 from schemas.events import VideoRequest
 
-__all__ = ["main", "measure"]
+__all__ = ["main", "measure", "measure_hook"]
 
 _T0 = datetime(2026, 12, 1, tzinfo=UTC)
 _TENANTS = 100
@@ -112,9 +121,39 @@ def measure(jobs: int, copies: int, repeat: int) -> dict[str, object]:
     }
 
 
+def measure_hook(videos: int, repeat: int) -> dict[str, object]:
+    rng = random.Random(7)
+    tracemalloc.start()
+    started = time.perf_counter()
+    index = ProductVideos(videos)
+    for n in range(videos):
+        shop, product = ("shop-0", "p-0") if n < PER_PRODUCT else (f"shop-{rng.randrange(_TENANTS)}", f"p-{n}")
+        result = completed_result(f"hook:{n:032x}", shop)
+        index.add(result.model_copy(update={"metadata": {"product_id": product, "source": HOOK_SOURCE}}))
+    fill_s = time.perf_counter() - started
+    held, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    found = index.latest("shop-0", "p-0", 512, 512)
+    if found is None or index.latest("shop-1", "p-0", 512, 512) is not None or len(index) != videos:
+        raise RuntimeError("the lookup's answers are wrong")
+    return {
+        "index": "product_hook",
+        "videos": videos,
+        "shops": _TENANTS,
+        "fill_s": round(fill_s, 1),
+        "index_mib": round(held / 2**20, 1),
+        "bytes_per_video": round(held / videos),
+        "repeat": repeat,
+        "matched": _timed(lambda: index.latest("shop-0", "p-0", 512, 512), repeat),
+        "unmatched_other_tenant_has_it": _timed(lambda: index.latest("shop-1", "p-0", 512, 512), repeat),
+        "unmatched_new_tenant": _timed(lambda: index.latest("shop-new", "p-0", 512, 512), repeat),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.similar_lookup", description=__doc__)
-    parser.add_argument("--jobs", type=int, default=100_000, help="completed jobs in the view")
+    parser.add_argument("--hook", action="store_true", help="the product hook's index instead of the API's view")
+    parser.add_argument("--jobs", type=int, default=100_000, help="completed jobs in the view (videos in the index)")
     parser.add_argument("--copies", type=int, default=200, help="shop-0's videos of the looked-up photo")
     parser.add_argument("--repeat", type=int, default=2000, help="lookups timed per case")
     parser.add_argument("--output", type=Path, help="also write the JSON report here")
@@ -122,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "benchmark": "similar_lookup",
         "machine": machine_info(),
-        **measure(args.jobs, args.copies, args.repeat),
+        **(measure_hook(args.jobs, args.repeat) if args.hook else measure(args.jobs, args.copies, args.repeat)),
     }
     print_report(report, args.output)
     return 0

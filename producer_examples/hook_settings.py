@@ -9,12 +9,15 @@ from typing import Any
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from consumer.core.model_families import family_named
+from consumer.core.video_models import VideoModel
 from consumer.http_server.connection_guard import HttpLimits
+from consumer.settings import Settings
 from producer_examples.products import DEFAULT_TEMPLATE, check_template
 from schemas.events import Priority
 from schemas.job_api import Fallback
 
-__all__ = ["HookSettings"]
+__all__ = ["HookSettings", "pool_model"]
 
 _ID_KEY_MIN = 32
 
@@ -56,11 +59,18 @@ class HookSettings(BaseSettings):
         "template",
         description="A product's request when the GPU pool is busy or down: `template` sends it to the template pool "
         "(VIDGEN_TEMPLATE_TOPIC; a simple product video on the page within seconds beats a blank one), `none` "
-        "answers 503 when busy (the platform retries) and queues it when down. `similar` acts as `template` here: "
-        "the hook keeps no index of earlier videos (the job API does).",
+        "answers 503 when busy (the platform retries) and queues it when down; `similar` answers it at once with the "
+        "shop's most recent completed video of the same product id (same aspect ratio), else as `template`.",
     )
     shop_fallback: dict[str, Fallback] = Field(
-        {}, description="JSON map shop_id -> `similar` (as `template`), `template` or `none`."
+        {}, description="JSON map shop_id -> `similar`, `template` or `none`: that shop's fallback."
+    )
+    similar_capacity: int = Field(
+        20_000,
+        ge=1,
+        description="Where a fallback is `similar`: the most completed product videos the hook keeps in its index "
+        "(read from VIDGEN_RESULTS_TOPIC and VIDGEN_CONTROL_TOPIC; the oldest go first; 4 at most per product). "
+        "About 2.3 KB of memory each (`python -m bench.similar_lookup --hook`): 20,000 take about 45 MiB.",
     )
     max_queued: int = Field(
         100,
@@ -144,3 +154,14 @@ class HookSettings(BaseSettings):
             body_timeout_s=self.body_timeout_s,
             max_connections=self.max_connections,
         )
+
+
+def pool_model(hook: HookSettings, settings: Settings) -> VideoModel | None:
+    """The pool `VIDGEN_HOOK_MODEL` names (None: the default GPU pool); ValueError naming the served ids if none."""
+    if hook.model is None:
+        return None
+    pool = next((pool for pool in settings.model_pools if pool.id == hook.model), None)
+    if pool is None:
+        served = ", ".join(pool.id for pool in settings.model_pools) or "none"
+        raise ValueError(f"VIDGEN_HOOK_MODEL must be the id of one of VIDGEN_MODEL_POOLS (served: {served})")
+    return VideoModel(pool.id, family_named(pool.family), topic=pool.topic, bulk_topic=pool.bulk)

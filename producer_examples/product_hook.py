@@ -4,8 +4,10 @@
 Checks, in order: signature (401), payload and the worker's own request rules (422), tenant rate limit (429);
 then publishes (202, or 503 when Kafka does not acknowledge in time, so the platform retries). When the GPU pool is
 busy or down (`producer_examples.pool_watch`) a shop's request goes to the template pool instead, answered
-`degraded` (its fallback, `template` by default), or, with the fallback `none`, gets 503 when busy. A retried webhook
-is answered as the first one was (`duplicate: true`, with its `degraded`). Connections go through
+`degraded` (its fallback, `template` by default), or, with the fallback `none`, gets 503 when busy; with the fallback
+`similar` a product the shop already has a completed video of is answered with it at once
+(`producer_examples.similar_answers`: its result published, `similar_to` the earlier request). A retried webhook
+is answered as the first one was (`duplicate: true`, with its `degraded` and `similar_to`). Connections go through
 `consumer.http_server.connection_guard`: header and body deadlines and a bound on open connections (408 / 503).
 Every error is the job API's shape, `{"error": {"message", "type", "param", "code", "field"}}`, aiohttp's own (404,
 405, 413) included.
@@ -21,22 +23,18 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
-from typing import Any
 
 from aiohttp import web
 from aiokafka.errors import KafkaError
 from opentelemetry import trace
 from opentelemetry.trace import Tracer
-from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import ValidationError
 
 from consumer.api.routes.error_answers import error_middleware, error_response
 from consumer.core.clock import utc_now
 from consumer.core.degrade import DEGRADED_REASON_HEADER, choose_fallback, degrade
-from consumer.core.model_families import family_named
 from consumer.core.moderation import ContentPolicy
 from consumer.core.rate_limit import Clock, TenantLimiter
-from consumer.core.video_models import VideoModel
 from consumer.errors import SignatureError, VidgenError
 from consumer.http_server.connection_guard import ConnectionGuard
 from consumer.http_server.guarded_site import GuardedSite
@@ -47,11 +45,14 @@ from consumer.kafka.clients import ensure_topics, make_producer
 from consumer.settings import ConfigurationError, Settings, describe_config_error
 from consumer.telemetry.logs import configure_logging
 from producer_examples.dedupe import RecentKeys
-from producer_examples.hook_settings import HookSettings
+from producer_examples.hook_answers import accepted, invalid_payload, routed
+from producer_examples.hook_metrics import HookMetrics
+from producer_examples.hook_settings import HookSettings, pool_model
 from producer_examples.pool_watch import PoolWatch, watching
 from producer_examples.products import ProductCreated, build_request
 from producer_examples.publishing import RequestPublisher
 from producer_examples.signing import SIGNATURE_HEADER, verify
+from producer_examples.similar_answers import SimilarAnswers, similar_answers
 from producer_examples.tracer_setup import make_tracer_provider
 from schemas.events import VideoRequest
 
@@ -65,7 +66,7 @@ GUARD = web.AppKey("connection_guard", ConnectionGuard)
 
 class _Hook:
     def __init__(
-        self, hook: HookSettings, settings: Settings, *, wall_clock: Clock, monotonic: Clock, degraded: Counter
+        self, hook: HookSettings, settings: Settings, *, wall_clock: Clock, monotonic: Clock, metrics: HookMetrics
     ) -> None:
         self._hook = hook
         self._wall_clock = wall_clock
@@ -78,8 +79,9 @@ class _Hook:
         self._recent = RecentKeys(hook.recent_capacity)
         self._template_topic = settings.template_topic
         self.pool_model = pool_model(hook, settings)
-        self._degraded = degraded
+        self._metrics = metrics
         self.publisher: RequestPublisher | None = None
+        self.similar: SimilarAnswers | None = None  # while started, where a shop's fallback is `similar`
         self.pool: PoolWatch | None = None
 
     async def product_created(self, request: web.Request) -> web.Response:
@@ -99,7 +101,7 @@ class _Hook:
         try:
             product = ProductCreated.model_validate_json(body)
         except ValidationError as exc:
-            return _invalid_payload(exc)
+            return invalid_payload(exc)
         try:
             video_request = build_request(
                 product,
@@ -116,8 +118,8 @@ class _Hook:
             log.info("webhook refused: %s on %s", exc.code, exc.field or "the request")
             return error_response(422, exc.code, exc.message, field=exc.field)
         if video_request.request_id in self._recent:
-            reason = self._recent.note(video_request.request_id)
-            return web.json_response(_accepted(video_request.request_id, duplicate=True, reason=reason), status=202)
+            note = self._recent.note(video_request.request_id)
+            return web.json_response(accepted(video_request.request_id, duplicate=True, note=note), status=202)
         wait_s = self._limiter.try_take(product.shop_id)
         if wait_s > 0:
             retry_after = str(max(1, math.ceil(wait_s)))
@@ -126,69 +128,43 @@ class _Hook:
         return await self._publish(video_request, shop_id=product.shop_id)
 
     async def _publish(self, video_request: VideoRequest, *, shop_id: str) -> web.Response:
-        """To the GPU pool's topic, or to the template pool's (degraded) when the GPU pool is busy or down and the
-        shop's fallback allows it; 503 when busy and it does not."""
+        """To the GPU pool's topic, or, when the GPU pool is busy or down and the shop's fallback allows it, answered
+        with the shop's earlier video of the product (fallback `similar`) or to the template pool's (degraded); 503
+        when busy and it does not."""
         if self.publisher is None:
             message = "the hook is starting: retry in 5 s"
             return error_response(503, "starting", message, headers={"Retry-After": "5"})
         busy = self.pool is not None and self.pool.busy(self._hook.max_queued)
-        reason = degrade(
-            busy=busy,
-            down=self.pool is not None and self.pool.down(self._hook.pool_down_s),
-            fallback=choose_fallback(None, self._hook.shop_fallback.get(shop_id), self._hook.fallback),
-        )
+        fallback = choose_fallback(None, self._hook.shop_fallback.get(shop_id), self._hook.fallback)
+        down = self.pool is not None and self.pool.down(self._hook.pool_down_s)
+        reason = degrade(busy=busy, down=down, fallback=fallback)
         if reason is None and busy:
             message = "the GPU pool is busy and this shop has no fallback: retry in 30 s"
             return error_response(503, "busy", message, headers={"Retry-After": "30"})
+        earlier = self.similar.find(video_request) if self.similar and reason and fallback == "similar" else None
         topic = None if reason is None else self._template_topic  # None: the request's lane on the GPU pool
         if topic is None and self.pool_model is not None:
             topic = self.pool_model.topic_for(video_request.priority)
         headers = [] if reason is None else [(DEGRADED_REASON_HEADER, reason.encode())]
         try:
             async with asyncio.timeout(self._hook.publish_timeout_s):
-                await self.publisher.publish(video_request, extra_headers=headers, topic=topic)
+                if self.similar is not None and earlier is not None:  # answered at once: nothing to render
+                    await self.similar.answer(video_request, earlier, headers=headers)
+                else:
+                    await self.publisher.publish(video_request, extra_headers=headers, topic=topic)
         except (KafkaError, TimeoutError) as exc:
             log.error("publishing %s failed: %r", video_request.request_id, exc)  # noqa: TRY400 - no traceback needed
             message = "the request could not be queued: retry in 10 s"
             return error_response(503, "unavailable", message, headers={"Retry-After": "10"})
-        self._recent.add(video_request.request_id, reason)
+        note = routed(reason, earlier.request_id if earlier is not None else None)
+        self._recent.add(video_request.request_id, note)
         if reason is not None:
             trace.get_current_span().set_attribute("vidgen.degraded_reason", reason)
-            self._degraded.labels(reason=reason).inc()
-        return web.json_response(_accepted(video_request.request_id, duplicate=False, reason=reason), status=202)
-
-
-def _accepted(request_id: str, *, duplicate: bool, reason: str | None) -> dict[str, Any]:
-    """A 202's body: the request id, whether it repeats one already published, and whether it went to the template
-    pool (`degraded`, with its `degraded_reason`): a duplicate is answered as its first delivery was."""
-    answer: dict[str, Any] = {"request_id": request_id, "duplicate": duplicate, "degraded": reason is not None}
-    if reason is not None:
-        answer["degraded_reason"] = reason
-    return answer
-
-
-def _invalid_payload(exc: ValidationError) -> web.Response:
-    """422 for a body that is not a product: every problem in the message (`title: Field required; ...`), the first
-    one's field in `field`, never echoing what was sent (the job API's rule). The code: `invalid_json`,
-    `missing_field`, `invalid_field` (the worker's text rule) or `invalid_payload`."""
-    problems = exc.errors(include_url=False, include_input=False)
-    fields = [".".join(str(part) for part in problem["loc"]) for problem in problems]
-    message = "; ".join(
-        f"{field}: {p['msg']}" if field else p["msg"] for field, p in zip(fields, problems, strict=True)
-    )
-    codes = {"json_invalid": "invalid_json", "missing": "missing_field", "invalid_field": "invalid_field"}
-    return error_response(422, codes.get(problems[0]["type"], "invalid_payload"), message, field=fields[0] or None)
-
-
-def pool_model(hook: HookSettings, settings: Settings) -> VideoModel | None:
-    """The pool `VIDGEN_HOOK_MODEL` names (None: the default GPU pool); ValueError naming the served ids if none."""
-    if hook.model is None:
-        return None
-    pool = next((pool for pool in settings.model_pools if pool.id == hook.model), None)
-    if pool is None:
-        served = ", ".join(pool.id for pool in settings.model_pools) or "none"
-        raise ValueError(f"VIDGEN_HOOK_MODEL must be the id of one of VIDGEN_MODEL_POOLS (served: {served})")
-    return VideoModel(pool.id, family_named(pool.family), topic=pool.topic, bulk_topic=pool.bulk)
+            self._metrics.degraded.labels(reason=reason).inc()
+        if earlier is not None:
+            trace.get_current_span().set_attribute("vidgen.similar_to", earlier.request_id)
+            self._metrics.similar.inc()
+        return web.json_response(accepted(video_request.request_id, duplicate=False, note=note), status=202)
 
 
 def make_app(
@@ -202,22 +178,9 @@ def make_app(
     """The web application; its Kafka producer and its watch of the GPU pool start with the app and stop after the
     last request. Its `ConnectionGuard` (`app[GUARD]`) enforces the body deadline here; `serve` adds the rest of the
     limits."""
-    registry = CollectorRegistry()
-    degraded = Counter(
-        "vidgen_hook_degraded",
-        "Requests sent to the template pool, by reason: busy, pool_down.",
-        ["reason"],
-        registry=registry,
-    )
-    state = _Hook(hook, settings, wall_clock=wall_clock, monotonic=monotonic, degraded=degraded)
-    Gauge(
-        "vidgen_hook_gpu_queue",
-        "Requests on the GPU pool's topics not yet answered (its consumer group's lag), as last read.",
-        registry=registry,
-    ).set_function(lambda: float(state.pool.lag or 0) if state.pool is not None else 0.0)
-    Gauge("vidgen_hook_gpu_pool_down", "1 while the GPU pool counts as down.", registry=registry).set_function(
-        lambda: float(state.pool is not None and state.pool.down(hook.pool_down_s))
-    )
+    metrics = HookMetrics()
+    state = _Hook(hook, settings, wall_clock=wall_clock, monotonic=monotonic, metrics=metrics)
+    metrics.watch(lambda: state.pool, lambda: len(state.similar or ()), pool_down_s=hook.pool_down_s)
     guard = ConnectionGuard(hook.http_limits())
     gpu_topics = [settings.requests_topic, settings.bulk_topic]
     watched = settings
@@ -233,12 +196,14 @@ def make_app(
         await producer.start()
         state.publisher = RequestPublisher(producer, settings=settings, tracer=tracer)
         try:
-            async with watching(watched, topics=gpu_topics, interval_s=hook.pool_check_s, clock=utc_now) as pool:
-                state.pool = pool
+            async with (
+                watching(watched, topics=gpu_topics, interval_s=hook.pool_check_s, clock=utc_now) as pool,
+                similar_answers(hook, settings, producer, tracer=tracer) as similar,
+            ):
+                state.pool, state.similar = pool, similar
                 yield
         finally:
-            state.publisher = None
-            state.pool = None
+            state.publisher = state.similar = state.pool = None
             await producer.stop()
 
     async def producer_ready() -> str | None:
@@ -249,14 +214,14 @@ def make_app(
         middlewares=[
             error_middleware,
             server_spans(tracer),
-            measured(HttpMetrics("vidgen_hook", registry)),
+            measured(HttpMetrics("vidgen_hook", metrics.registry)),
             guard.middleware,
         ],
     )
     app[GUARD] = guard
     app.cleanup_ctx.append(kafka_producer)
     app.router.add_post(ROUTE, state.product_created)
-    add_probe_routes(app, checks={"kafka": producer_ready}, registry=registry)
+    add_probe_routes(app, checks={"kafka": producer_ready}, registry=metrics.registry)
     return app
 
 

@@ -31,6 +31,7 @@ from schemas.events import ID_PATTERN, Priority, VideoRequest
 
 __all__ = [
     "DEFAULT_TEMPLATE",
+    "HOOK_SOURCE",
     "TEMPLATE_FIELDS",
     "ProductCreated",
     "build_request",
@@ -44,6 +45,8 @@ DEFAULT_TEMPLATE = (
     "A short product video of {title}. {description} "
     "Studio lighting, slow camera orbit, clean background, photorealistic."
 )
+HOOK_SOURCE = "product-created-hook"
+"""`metadata.source` of every request the hook makes (and so of its result)."""
 TEMPLATE_FIELDS = frozenset({"title", "description", "product_id", "shop_id"})
 _PROMPT_MAX = 1000  # the contract's limit on `prompt`
 _TITLE_MAX = 200
@@ -211,7 +214,7 @@ def build_request(
         "request_id": derive_request_id(id_key, product.shop_id, product.product_id, content),
         "tenant_id": product.shop_id,
         "priority": priority,  # not in the id either: the lane changes when, not what, is rendered
-        "metadata": {"product_id": product.product_id, "source": "product-created-hook"},
+        "metadata": {"product_id": product.product_id, "source": HOOK_SOURCE},
         **content,
     }
     if deadline is not None:

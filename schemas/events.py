@@ -245,9 +245,10 @@ class VideoResult(BaseModel):
     )
     similar_to: str | None = Field(
         None,
-        description="Set only on a result the job API published itself (the similar-video fallback, `worker_id` "
-        "`api`): the request_id of the same tenant's earlier job whose video (same start image) answers this "
-        "request; `video` names that job's objects, `degraded` is true. Null on every result a worker published.",
+        description="Set only on a result the job API or the product hook published itself (the similar-video "
+        "fallback, `worker_id` `api` or `product-hook`): the request_id of the same tenant's earlier job whose video "
+        "(same start image; for the hook, same product id) answers this request; `video` names that job's objects, "
+        "`degraded` is true. Null on every result a worker published.",
     )
     memory_mode: str | None = Field(
         None,

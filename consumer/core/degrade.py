@@ -11,8 +11,9 @@ when its fallback allows it and either
 - `pool_down`: no GPU worker has shown activity for a while although requests are waiting for one (`pool_down`).
 
 The fallback `similar` goes further first: a request with an uploaded start image that the tenant already has a
-completed, non-degraded video of is answered with that video at once (`consumer.core.similar`; the job API only);
-else it goes to the template pool like `template`. Without a fallback a busy request is refused (`503`, try later)
+completed, non-degraded video of is answered with that video at once (`consumer.core.similar`; at the product hook,
+a product the shop has a video of: `producer_examples.product_videos`); else it goes to the template pool like
+`template`. Without a fallback a busy request is refused (`503`, try later)
 and a request for a pool that is down is queued all the same (it is answered once a worker returns).
 """
 

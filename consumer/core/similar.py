@@ -15,7 +15,9 @@ stored as a key of its own. Two hashes within `MAX_DISTANCE` bits agree on at le
 the candidates are the rows sharing a key with the new print, a few rows however many the tenant has.
 
 Among the matches of the tenant's completed, non-degraded videos, the answer is the most recent one whose aspect
-ratio is the request's (a 9:16 video never answers a 16:9 request).
+ratio is the request's (a 9:16 video never answers a 16:9 request). The answer (`similar_answer`) is the new
+request's result naming that video, published by the edge that found it (the job API, or the product hook, which
+matches by shop and product id instead: `producer_examples.product_videos`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+
+from schemas.events import Timings, VideoRequest, VideoResult
 
 __all__ = [
     "BANDS",
@@ -35,7 +39,9 @@ __all__ = [
     "ImagePrint",
     "best_match",
     "index_keys",
+    "same_aspect",
     "same_image",
+    "similar_answer",
 ]
 
 PRINT_HEADER = "vidgen-image-print"
@@ -98,6 +104,11 @@ def index_keys(image: ImagePrint) -> list[str]:
     return keys
 
 
+def same_aspect(width: int, height: int, other_width: int, other_height: int) -> bool:
+    """Whether a `width` x `height` video has the aspect ratio of `other_width` x `other_height`."""
+    return width * other_height == height * other_width
+
+
 def same_image(a: ImagePrint, b: ImagePrint) -> bool:
     if a.sha256 == b.sha256:
         return True
@@ -122,6 +133,24 @@ def best_match(image: ImagePrint, width: int, height: int, candidates: Iterable[
     matches = [
         candidate
         for candidate in candidates
-        if candidate.width * height == candidate.height * width and same_image(image, candidate.image)
+        if same_aspect(candidate.width, candidate.height, width, height) and same_image(image, candidate.image)
     ]
     return max(matches, key=lambda candidate: (candidate.completed_at, candidate.job_id), default=None)
+
+
+def similar_answer(earlier: VideoResult, request: VideoRequest, *, now: datetime, worker_id: str) -> VideoResult:
+    """The completed, degraded result of `request` showing the video of `earlier` (a completed result of its tenant):
+    the same MP4 and poster (nothing is copied), the new request's metadata, `similar_to` the earlier request."""
+    return VideoResult(
+        request_id=request.request_id,
+        tenant_id=request.tenant_id,
+        status="completed",
+        video=earlier.video,
+        metadata=request.metadata,
+        timings=Timings(received_at=now, completed_at=now),
+        worker_id=worker_id,
+        model=earlier.model,
+        model_id=earlier.model_id,
+        degraded=True,
+        similar_to=earlier.request_id,
+    )

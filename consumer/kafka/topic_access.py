@@ -109,6 +109,18 @@ def topic_access(settings: Settings, *, notifier_group: str, notifier_dlq_topic:
             "reads the GPU pool's committed offsets without joining its group",
         ),
         ComponentAccess(
+            name="Product hook, similar fallback",
+            command="python -m producer_examples.product_hook",
+            principal="User:vidgen-hook",
+            reads=(gpu.results_topic, gpu.control_topic),
+            writes=(gpu.results_topic,),
+            creates=(gpu.results_topic, gpu.control_topic),
+            note="only where VIDGEN_HOOK_FALLBACK or a shop's VIDGEN_HOOK_SHOP_FALLBACK is `similar`, besides the row "
+            "above: follows the results and control topics without a group (its index of product videos) and "
+            "writes its own answers to the results topic. A results writer can answer any request: grant it only "
+            "where the fallback is wanted",
+        ),
+        ComponentAccess(
             name="Notifier",
             command="python -m producer_examples.notifier",
             principal="User:vidgen-notifier",

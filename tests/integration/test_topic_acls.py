@@ -15,6 +15,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from consumer.settings import Settings
 from producer_examples.notifier_settings import NotifierSettings
 from producer_examples.product_hook import ROUTE, HookSettings, make_app
 from producer_examples.signing import SIGNATURE_HEADER, sign
+from schemas.job_api import Fallback
 from tests.integration.api_helpers import api_settings, bearer, new_key, running_api
 from tests.integration.kafka_recording import ClientActivity, RecordingProxy
 from tests.support import REPO, KafkaClient, product_payload, request_body, until
@@ -192,14 +194,22 @@ async def test_the_job_api_stays_within_its_row(
     assert seen.joined == set() and seen.commits_read == set()
 
 
+@pytest.mark.parametrize("fallback", ["template", "similar"])
 async def test_the_product_hook_stays_within_its_row(
-    settings: Settings, proxy: RecordingProxy, rows: dict[str, ComponentAccess]
+    settings: Settings, proxy: RecordingProxy, rows: dict[str, ComponentAccess], fallback: Fallback
 ) -> None:
     secret = "hook-signing-secret-for-acl-tests"
+    name = f"acl-hook-{fallback}"  # the proxy records each client id for the whole module
     hook = HookSettings(
-        secret=secret, id_key="request-id-key-for-acl-tests-0123456789abcdef", pool_check_s=0.2, width=256, height=256
+        secret=secret,
+        id_key="request-id-key-for-acl-tests-0123456789abcdef",
+        pool_check_s=0.2,
+        width=256,
+        height=256,
+        fallback=fallback,
     )
-    app = make_app(hook, settings.model_copy(update={"worker_id": "acl-hook"}), tracer=NoOpTracer())
+    followed = {settings.results_topic, settings.control_topic} if fallback == "similar" else set()
+    app = make_app(hook, settings.model_copy(update={"worker_id": name}), tracer=NoOpTracer())
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     try:
@@ -213,15 +223,26 @@ async def test_the_product_hook_stays_within_its_row(
             http.post(server.make_url(ROUTE), data=payload, headers=headers) as answer,
         ):
             assert answer.status == 202, await answer.text()
-        await until(lambda: _watched(proxy, "acl-hook", settings.consumer_group), timeout_s=30)
+        await until(lambda: _watched(proxy, name, settings.consumer_group), timeout_s=30)
+        await until(lambda: _fetched(proxy, name, followed), timeout_s=30)
     finally:
         await server.close()
 
-    seen = _activity(proxy, "acl-hook")
-    assert_within(seen, rows["Product hook"])
+    seen = _activity(proxy, name)
+    row = rows["Product hook"]
+    if fallback == "similar":  # both rows of the hook's principal
+        extra = rows["Product hook, similar fallback"]
+        row = replace(
+            row, reads=extra.reads, writes=(*row.writes, *extra.writes), creates=(*row.creates, *extra.creates)
+        )
+    assert_within(seen, row)
     lane = topic_for(hook.priority, requests_topic=settings.requests_topic, bulk_topic=settings.bulk_topic)
     assert seen.produced == {lane}  # VIDGEN_HOOK_PRIORITY's lane
-    assert seen.joined == set() and seen.fetched == set()
+    assert seen.joined == set() and seen.fetched == followed  # a similar fallback's index follows without a group
+
+
+async def _fetched(proxy: RecordingProxy, name: str, topics: set[str]) -> bool:
+    return topics <= _activity(proxy, name).fetched
 
 
 async def _watched(proxy: RecordingProxy, name: str, group: str) -> bool:

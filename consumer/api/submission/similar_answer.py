@@ -7,7 +7,8 @@ from __future__ import annotations
 from datetime import datetime
 
 from consumer.api.view.job_state import JobState
-from schemas.events import Timings, VideoRequest, VideoResult
+from consumer.core.similar import similar_answer
+from schemas.events import VideoRequest, VideoResult
 
 __all__ = ["API_WORKER_ID", "similar_result"]
 
@@ -17,16 +18,4 @@ API_WORKER_ID = "api"
 
 def similar_result(earlier: JobState, request: VideoRequest, *, now: datetime) -> VideoResult:
     """The completed, degraded result of `request` with the video of `earlier` (a completed job of its tenant)."""
-    shown = VideoResult.model_validate(earlier.result)
-    return VideoResult(
-        request_id=request.request_id,
-        tenant_id=request.tenant_id,
-        status="completed",
-        video=shown.video,
-        metadata=request.metadata,
-        timings=Timings(received_at=now, completed_at=now),
-        worker_id=API_WORKER_ID,
-        model=shown.model,
-        degraded=True,
-        similar_to=earlier.id,
-    )
+    return similar_answer(VideoResult.model_validate(earlier.result), request, now=now, worker_id=API_WORKER_ID)
