@@ -27,7 +27,7 @@ from PIL import Image
 from consumer.errors import ImageError, ImageTooLarge, VidgenError
 from consumer.images.decoding import decode_image, fit_image
 
-__all__ = ["DecodeLimits", "child_command", "decode_in_sandbox"]
+__all__ = ["DecodeLimits", "child_command", "child_environment", "decode_in_sandbox", "limit_resources"]
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def decode_in_sandbox(data: bytes, width: int, height: int, limits: DecodeLimits
             capture_output=True,
             timeout=limits.wall_s,
             cwd=_PACKAGE_PARENT,
-            env=_child_environment(),
+            env=child_environment(),
             check=False,
         )
     except subprocess.TimeoutExpired as exc:  # run() has killed and reaped the child
@@ -93,12 +93,13 @@ def decode_in_sandbox(data: bytes, width: int, height: int, limits: DecodeLimits
     raise VidgenError(f"start-image decoder failed with exit status {done.returncode}")
 
 
-def _child_environment() -> dict[str, str]:
-    """Nothing of the worker's environment (it holds credentials) but what the interpreter may need to load."""
+def child_environment() -> dict[str, str]:
+    """Nothing of the parent's environment (it holds credentials) but what the interpreter may need to load."""
     return {name: os.environ[name] for name in ("LD_LIBRARY_PATH",) if name in os.environ}
 
 
-def _limit_resources(memory_bytes: int, cpu_s: int) -> None:
+def limit_resources(memory_bytes: int, cpu_s: int) -> None:
+    """In a child about to read an untrusted image: no core dumps, `cpu_s` of CPU, `memory_bytes` more address space."""
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 1))
     if sys.platform == "linux":  # elsewhere RLIMIT_AS is not enforced; the CPU and wall limits still are
@@ -115,7 +116,7 @@ def _answer(code: str | None, message: str = "", frame: bytes = b"") -> None:
 def main(argv: list[str]) -> int:
     """The child: limits first, then read the image from stdin, answer on stdout."""
     width, height, max_pixels, max_decoded_bytes, memory_bytes, cpu_s = map(int, argv)
-    _limit_resources(memory_bytes, cpu_s)
+    limit_resources(memory_bytes, cpu_s)
     try:
         image = decode_image(sys.stdin.buffer.read(), max_pixels=max_pixels, max_decoded_bytes=max_decoded_bytes)
         frame = fit_image(image, width, height).tobytes()

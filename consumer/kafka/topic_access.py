@@ -98,6 +98,17 @@ def topic_access(settings: Settings, *, notifier_group: str, notifier_dlq_topic:
             "and tenants' webhook endpoints to the webhooks topic",
         ),
         ComponentAccess(
+            name="Job API, similar fallback",
+            command="vidgen api",
+            principal="User:vidgen-api",
+            writes=(gpu.results_topic,),
+            creates=(gpu.results_topic,),
+            note="besides the row above: answers a job that asks `fallback: similar` (per request, or a tenant's or "
+            "the service's default) at once with an earlier video of the same photo, writing that result to the "
+            "results topic itself. A results writer can answer any request; without this grant such a job gets "
+            "the API's publish error (503) instead of the earlier video, and everything else works",
+        ),
+        ComponentAccess(
             name="Product hook",
             command="python -m producer_examples.product_hook",
             principal="User:vidgen-hook",
