@@ -19,6 +19,9 @@ CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS_ENV = "VIDGEN_CONSOLE_SCREENSHOTS"  # a folder (e.g. docs) that receives the screenshots as well
 DESKTOP = {"width": 1280, "height": 860}
 PHONE = {"width": 390, "height": 844}
+# The browser shares two cores with the API, the workers and other test processes: every expectation may wait up to
+# 30 s for its condition (Playwright's default is 5 s), and passes as soon as it holds.
+expect.set_options(timeout=30_000)
 
 
 def chromium() -> Path:

@@ -57,10 +57,11 @@ async def _ready(port: int) -> bool:
 
 
 @pytest.mark.timeout(240)
-async def test_sigterm_lets_the_render_finish_publishes_commits_and_exits_zero(
+async def test_sigterm_without_checkpoints_lets_the_render_finish_publishes_commits_and_exits_zero(
     settings: Settings, kafka: KafkaClient, spawn
 ) -> None:
-    worker, port = spawn(settings, "drained", standin_render_s=4)
+    # With checkpoints (the default) the render is handed back instead: tests/integration/test_checkpoints.py.
+    worker, port = spawn(settings, "drained", standin_render_s=4, checkpoints=False)
     await until(lambda: _ready(port), timeout_s=STARTUP_S)
     await kafka.send(request_body("drain-1"))
     await until(lambda: metric(port, "vidgen_inflight_jobs"))

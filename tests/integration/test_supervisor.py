@@ -108,7 +108,10 @@ async def _results(kafka: KafkaClient, sent: list[str]) -> dict[str, set[tuple[s
 async def test_two_cpu_workers_one_killed_and_restarted_then_all_drained_by_sigterm(
     settings: Settings, kafka: KafkaClient, start_node: Callable[..., Node]
 ) -> None:
-    node = start_node(settings.model_copy(update={"model": "standin", "standin_render_s": 1.0}))
+    # Without checkpoints a SIGTERM lets renders finish (with them, the default, they are handed back:
+    # tests/integration/test_checkpoints.py).
+    standin = {"model": "standin", "standin_render_s": 1.0, "checkpoints": False}
+    node = start_node(settings.model_copy(update=standin))
 
     async def both_ready() -> dict[str, Any] | None:
         with contextlib.suppress(OSError, ValueError):
