@@ -22,6 +22,16 @@ PHONE = {"width": 390, "height": 844}
 # The browser shares two cores with the API, the workers and other test processes: every expectation may wait up to
 # 30 s for its condition (Playwright's default is 5 s), and passes as soon as it holds.
 expect.set_options(timeout=30_000)
+# The settings of a console module's API (api_fixtures.api_stack) and the workers started beside it: no fixed port,
+# progress on every step (so the bar moves), a group that notices a stopped worker within seconds.
+CONSOLE_SETTINGS: dict[str, object] = {
+    "http_host": "127.0.0.1",
+    "http_port": 0,
+    "progress_interval_s": 0.0,
+    "session_timeout_ms": 6_000,
+    "heartbeat_interval_ms": 500,
+    "shutdown_grace_s": 10,
+}
 
 
 def chromium() -> Path:

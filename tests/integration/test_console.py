@@ -22,7 +22,7 @@ from consumer.render.renderer import Renderer
 from schemas.events import ErrorInfo, Timings, VideoResult
 from schemas.job_api import VideoJob, VideoSubmission
 from tests.integration.api_helpers import ApiStack, IdentityProvider, bearer, png
-from tests.integration.console_helpers import PHONE, OpenPage, origin, screenshot, sign_in
+from tests.integration.console_helpers import CONSOLE_SETTINGS, PHONE, OpenPage, origin, screenshot, sign_in
 from tests.support import KafkaClient, SlowPipeline, until, video_info
 
 pytestmark = pytest.mark.integration
@@ -31,15 +31,7 @@ pytest_plugins = ["tests.integration.api_fixtures", "tests.integration.console_f
 BANNED = "forbidden-word"
 # The module's API (api_fixtures.api_stack): a worker started beside it must not take a fixed port; progress on
 # every step, so the bar moves; one banned term, for a refusal that names its field.
-SETTINGS_OVERRIDES = {
-    "http_host": "127.0.0.1",
-    "http_port": 0,
-    "progress_interval_s": 0.0,
-    "banned_terms": (BANNED,),
-    "session_timeout_ms": 6_000,
-    "heartbeat_interval_ms": 500,
-    "shutdown_grace_s": 10,
-}
+SETTINGS_OVERRIDES = CONSOLE_SETTINGS | {"banned_terms": (BANNED,)}
 XSS = "<img src=x onerror=alert(1)>"
 TIMES = "\N{MULTIPLICATION SIGN}"  # how the console writes sizes
 RENDER = {"width": 256, "height": 256, "num_frames": 9, "num_inference_steps": 8}

@@ -22,20 +22,13 @@ from playwright.async_api import Page, expect
 
 from consumer.worker.wiring import serve
 from tests.integration.api_helpers import ApiStack, bearer
-from tests.integration.console_helpers import DESKTOP, PHONE, OpenPage, screenshot, sign_in
+from tests.integration.console_helpers import CONSOLE_SETTINGS, DESKTOP, PHONE, OpenPage, screenshot, sign_in
 from tests.support import template_renderer
 
 pytestmark = pytest.mark.integration
 pytest_plugins = ["tests.integration.api_fixtures", "tests.integration.console_fixtures"]
 
-SETTINGS_OVERRIDES = {
-    "http_host": "127.0.0.1",
-    "http_port": 0,
-    "progress_interval_s": 0.0,
-    "session_timeout_ms": 6_000,
-    "heartbeat_interval_ms": 500,
-    "shutdown_grace_s": 10,
-}
+SETTINGS_OVERRIDES = CONSOLE_SETTINGS
 SHOWN = [  # what the screenshots show: two finished title cards (the template renderer) and one job waiting
     "a red sneaker turning slowly on a white table",
     "a ceramic coffee mug with steam, warm morning light",

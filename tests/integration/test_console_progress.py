@@ -22,21 +22,14 @@ from playwright.async_api import expect
 from consumer.render.renderer import Renderer
 from schemas.events import ErrorInfo, VideoResult
 from tests.integration.api_helpers import ApiStack, bearer, png
-from tests.integration.console_helpers import OpenPage, sign_in
+from tests.integration.console_helpers import CONSOLE_SETTINGS, OpenPage, sign_in
 from tests.integration.test_console import RENDER, call, publish_result, submit_json, timings, wait_status
 from tests.support import SlowPipeline
 
 pytestmark = pytest.mark.integration
 pytest_plugins = ["tests.integration.api_fixtures", "tests.integration.console_fixtures"]
 
-SETTINGS_OVERRIDES = {
-    "http_host": "127.0.0.1",
-    "http_port": 0,
-    "progress_interval_s": 0.0,
-    "session_timeout_ms": 6_000,
-    "heartbeat_interval_ms": 500,
-    "shutdown_grace_s": 10,
-}
+SETTINGS_OVERRIDES = CONSOLE_SETTINGS
 # A worker silent for 3 s while jobs wait is not active; the pool is down after 4 s of that.
 API_OVERRIDES = {"worker_heartbeat_s": 3.0, "pool_down_s": 4.0}
 SKU = "Red Sneaker 42"

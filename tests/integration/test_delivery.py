@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import pytest
 
@@ -30,20 +31,27 @@ async def test_render_longer_than_max_poll_interval_causes_no_rebalance(
     assert [record.key for record in records] == [b"long-1"]
 
 
+async def _rendering_then_revoked(
+    settings: Settings, kafka: KafkaClient, start_worker, make_renderer, request_id: str, *, burst: bool
+) -> tuple[Any, Any]:
+    """A worker rendering `request_id` (5 steps of 1 s) when a second worker joins and forces a rebalance."""
+    first = await start_worker(settings, renderer=make_renderer(SlowPipeline(step_s=1.0)))
+    await until(lambda: metric(first.http_port, "vidgen_rebalances_total"))
+    await kafka.send(request_body(request_id, num_inference_steps=5))
+    await until(lambda: metric(first.http_port, "vidgen_inflight_jobs"))
+    second_settings = settings.model_copy(update={"worker_id": "second"})
+    second = await start_worker(second_settings, renderer=make_renderer(SlowPipeline(step_s=1.0)), burst=burst)
+    return first, second
+
+
 @pytest.mark.timeout(150)
 async def test_revocation_mid_render_without_checkpoints_finishes_and_commits_before_handing_over(
     settings: Settings, kafka: KafkaClient, start_worker, make_renderer
 ) -> None:
     settings = settings.model_copy(update={"checkpoints": False})
-    slow = make_renderer(SlowPipeline(step_s=1.0))
-    other = make_renderer(SlowPipeline(step_s=1.0))
-    first = await start_worker(settings, renderer=slow)
-    await until(lambda: metric(first.http_port, "vidgen_rebalances_total"))
-    await kafka.send(request_body("revoked-1", num_inference_steps=5))
-    await until(lambda: metric(first.http_port, "vidgen_inflight_jobs"))
-    # The newcomer forces a rebalance. It runs in burst mode: it stops once it has read every partition it was given
-    # to the end and answered what it found, so its end proves it did not redo the committed request.
-    second = await start_worker(settings.model_copy(update={"worker_id": "second"}), renderer=other, burst=True)
+    # The newcomer runs in burst mode: it stops once it has read every partition it was given to the end and
+    # answered what it found, so its end proves it did not redo the committed request.
+    first, second = await _rendering_then_revoked(settings, kafka, start_worker, make_renderer, "revoked-1", burst=True)
     results = await kafka.results(1)
     assert results["revoked-1"].worker_id == settings.worker_id
     assert await kafka.wait_committed(1) == 1
@@ -57,15 +65,9 @@ async def test_revocation_mid_render_without_checkpoints_finishes_and_commits_be
 async def test_revocation_mid_render_with_checkpoints_hands_the_render_back_and_its_next_owner_resumes_it(
     settings: Settings, kafka: KafkaClient, start_worker, make_renderer
 ) -> None:
-    slow = make_renderer(SlowPipeline(step_s=1.0))
-    other = make_renderer(SlowPipeline(step_s=1.0))
-    first = await start_worker(settings, renderer=slow)
-    await until(lambda: metric(first.http_port, "vidgen_rebalances_total"))
-    await kafka.send(request_body("handed-1", num_inference_steps=5))
-    await until(lambda: metric(first.http_port, "vidgen_inflight_jobs"))
     # The rebalance revokes every partition: the render stops at its next step, its state goes to the bucket and
     # the record back to the group uncommitted; whichever worker owns the partition next resumes from that step.
-    second = await start_worker(settings.model_copy(update={"worker_id": "second"}), renderer=other)
+    first, second = await _rendering_then_revoked(settings, kafka, start_worker, make_renderer, "handed-1", burst=False)
     results = await kafka.results(1)
     assert results["handed-1"].status == "completed"
     assert (results["handed-1"].resumed_from_step or 0) >= 1

@@ -109,8 +109,8 @@ async def test_two_cpu_workers_one_killed_and_restarted_then_all_drained_by_sigt
     settings: Settings, kafka: KafkaClient, start_node: Callable[..., Node]
 ) -> None:
     # Without checkpoints a SIGTERM lets renders finish (with them, the default, they are handed back:
-    # tests/integration/test_checkpoints.py).
-    standin = {"model": "standin", "standin_render_s": 1.0, "checkpoints": False}
+    # tests/integration/test_checkpoints.py), within a grace generous for a loaded machine.
+    standin = {"model": "standin", "standin_render_s": 1.0, "checkpoints": False, "shutdown_grace_s": 60}
     node = start_node(settings.model_copy(update=standin))
 
     async def both_ready() -> dict[str, Any] | None:
