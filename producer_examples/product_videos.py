@@ -10,8 +10,11 @@ command of the job API (`video.control`, its tenant the result's) takes the vide
 `capacity` videos in all (the oldest read go first) and `PER_PRODUCT` per product (its most recent).
 
 The hook matches on the shop and product id alone: it never fetches a product's image (the worker does), so it has no
-print of it (`consumer.core.similar`). Until the follower has read the topics, a lookup may miss: the request then
-goes to the template pool, the safe side.
+print of it (`consumer.core.similar`). It has no S3 credentials either, so it cannot presign new links: its answer
+carries the earlier result's presigned URLs, and a video is an answer only while they work for
+`similar_answers.LINK_MARGIN` more (`VIDGEN_PRESIGN_TTL_S` after that video was made; the default, an hour, bounds how
+old an answer can be). Until the follower has read the topics, a lookup may miss: the request then goes to the template
+pool, the safe side.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ class _Video:
     width: int
     height: int
     completed_at: datetime
+    links_expire_at: datetime  # when its presigned URLs stop working
     result: bytes
 
 
@@ -66,7 +70,9 @@ class ProductVideos:
             return
         video, done = result.video, result.timings.completed_at
         value = result.model_dump_json(exclude_none=True).encode()
-        self._by_request[result.request_id] = _Video(result.request_id, key, video.width, video.height, done, value)
+        self._by_request[result.request_id] = _Video(
+            result.request_id, key, video.width, video.height, done, video.url_expires_at, value
+        )
         videos = self._by_product.setdefault(key, [])
         videos.append(result.request_id)
         if len(videos) > PER_PRODUCT:
@@ -80,10 +86,18 @@ class ProductVideos:
         if command.action == "delete" and video is not None and video.product[0] == command.tenant_id:
             self._forget(command.request_id)
 
-    def latest(self, shop_id: str, product_id: str, width: int, height: int) -> VideoResult | None:
-        """The shop's most recent video of the product with the aspect ratio `width`:`height`, or None."""
+    def latest(
+        self, shop_id: str, product_id: str, width: int, height: int, *, links_valid_until: datetime | None = None
+    ) -> VideoResult | None:
+        """The shop's most recent video of the product with the aspect ratio `width`:`height` (and, given
+        `links_valid_until`, whose presigned URLs still work then), or None."""
         videos = (self._by_request[request_id] for request_id in self._by_product.get((shop_id, product_id), ()))
-        matches = [video for video in videos if same_aspect(video.width, video.height, width, height)]
+        matches = [
+            video
+            for video in videos
+            if same_aspect(video.width, video.height, width, height)
+            and (links_valid_until is None or video.links_expire_at > links_valid_until)
+        ]
         best = max(matches, key=lambda video: (video.completed_at, video.request_id), default=None)
         return VideoResult.model_validate_json(best.result) if best is not None else None
 

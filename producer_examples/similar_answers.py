@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
+from datetime import timedelta
 
 from aiokafka import AIOKafkaProducer
 from opentelemetry.trace import Tracer
@@ -23,10 +24,12 @@ from producer_examples.hook_settings import HookSettings
 from producer_examples.product_videos import ProductVideos, product_video_follower
 from schemas.events import VideoRequest, VideoResult
 
-__all__ = ["HOOK_WORKER_ID", "SimilarAnswers", "similar_answers"]
+__all__ = ["HOOK_WORKER_ID", "LINK_MARGIN", "SimilarAnswers", "similar_answers"]
 
 HOOK_WORKER_ID = "product-hook"
 """`worker_id` of a result the hook published itself (an earlier video of the product)."""
+LINK_MARGIN = timedelta(minutes=10)
+"""How long an answer's links (the earlier result's presigned URLs) must still work: else the template pool answers."""
 
 
 class SimilarAnswers:
@@ -46,7 +49,10 @@ class SimilarAnswers:
         product_id = request.metadata.get("product_id")
         if product_id is None:
             return None
-        return self._videos.latest(request.tenant_id, product_id, request.width, request.height)
+        valid_until = self._clock() + LINK_MARGIN
+        return self._videos.latest(
+            request.tenant_id, product_id, request.width, request.height, links_valid_until=valid_until
+        )
 
     async def answer(
         self, request: VideoRequest, earlier: VideoResult, *, headers: Sequence[tuple[str, bytes]]

@@ -22,7 +22,7 @@ def _result(request_id: str, shop: str = "shop-1", product: str = "p-1", *, at: 
     video = {
         "uri": f"s3://b/{request_id}.mp4",
         "url": "https://s3.example/v.mp4",
-        "url_expires_at": T0,
+        "url_expires_at": T0 + timedelta(seconds=at + 3_600),  # made at `at`, presigned for an hour
         "poster_uri": f"s3://b/{request_id}.jpeg",
         "poster_url": "https://s3.example/p.jpeg",
         "bytes": 1,
@@ -95,6 +95,19 @@ def test_a_delete_of_the_videos_own_tenant_forgets_it() -> None:
     assert _ids(videos) == "hook:a"
     videos.delete(_delete("hook:a", "shop-1"))
     assert (len(videos), _ids(videos)) == (0, "")
+
+
+def test_a_video_whose_links_will_have_expired_is_no_answer() -> None:
+    """The hook cannot presign: an earlier video answers only while its result's links still work then."""
+    videos = ProductVideos(capacity=10)
+    videos.add(_result("old", at=0))
+    videos.add(_result("new", at=600))
+    at = T0 + timedelta(seconds=3_600)  # "old"'s links expire now, "new"'s in ten minutes
+    found = videos.latest("shop-1", "p-1", 512, 512, links_valid_until=at)
+    assert found is not None and found.request_id == "new"
+    videos.delete(_delete("new", "shop-1"))
+    assert videos.latest("shop-1", "p-1", 512, 512, links_valid_until=at) is None
+    assert _ids(videos) == "old"  # without a time: links not judged
 
 
 def test_bounded_in_all_and_per_product() -> None:
