@@ -54,8 +54,8 @@ class ProgressReporter:
             nonlocal last_sent, first
             first = done if first is None else first
             now = time.monotonic()
-            if done < total and done > 1 and now - last_sent < self._interval_s:
-                return  # the first step is always told: the phase moves from preparing to denoising
+            if done < total and done != first and now - last_sent < self._interval_s:
+                return  # the render's first step is always told: the phase moves from preparing to denoising
             last_sent = now
             rendered = done - first + 1
             eta = (now - began) / rendered * (total - done) if rendered > 0 else None

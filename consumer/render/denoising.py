@@ -109,7 +109,7 @@ def denoise(
 
     started = time.monotonic()
     if cache is not None:
-        cache.begin(spec.steps)
+        cache.begin(spec.steps - offset)  # the steps this call runs: a resumed one starts past the first
     pipeline = model.pipelines.for_kind(prepared)
     attached = contextlib.nullcontext() if checkpoints is None else checkpoints.attached(pipeline, generator)
     try:
