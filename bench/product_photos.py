@@ -15,6 +15,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from consumer.api.submission.image_print import image_print
 from consumer.api.submission.uploads import SpooledImage
 from consumer.core.similar import ImagePrint
+from consumer.settings import Settings
 
 __all__ = ["jpeg_bytes", "png_bytes", "print_of", "product_photo"]
 
@@ -71,6 +72,11 @@ def print_of(data: bytes) -> ImagePrint:
     file.write(data)
     image = SpooledImage(file=file, size=len(data), sha256=hashlib.sha256(data).hexdigest())
     try:
-        return image_print(image)
+        fields = Settings.model_fields  # a start-image decode's default limits, as the job API's
+        limits = {
+            "memory_bytes": fields["image_decode_memory_bytes"].default,
+            "cpu_s": fields["image_decode_cpu_s"].default,
+        }
+        return image_print(image, **limits)
     finally:
         image.close()

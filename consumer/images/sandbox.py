@@ -27,12 +27,19 @@ from PIL import Image
 from consumer.errors import ImageError, ImageTooLarge, VidgenError
 from consumer.images.decoding import decode_image, fit_image
 
-__all__ = ["DecodeLimits", "child_command", "child_environment", "decode_in_sandbox", "limit_resources"]
+__all__ = [
+    "PACKAGE_PARENT",
+    "DecodeLimits",
+    "child_command",
+    "child_environment",
+    "decode_in_sandbox",
+    "limit_resources",
+]
 
 log = logging.getLogger(__name__)
 
 _MODULE = "consumer.images.sandbox"
-_PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])  # the child imports this very copy of `consumer`
+PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])  # a child run there imports this very copy of `consumer`
 _CPU_SIGNALS = frozenset({signal.SIGXCPU, signal.SIGKILL})  # RLIMIT_CPU: SIGXCPU at the soft limit, then SIGKILL
 _MIB = 1 << 20
 
@@ -69,7 +76,7 @@ def decode_in_sandbox(data: bytes, width: int, height: int, limits: DecodeLimits
             input=data,
             capture_output=True,
             timeout=limits.wall_s,
-            cwd=_PACKAGE_PARENT,
+            cwd=PACKAGE_PARENT,
             env=child_environment(),
             check=False,
         )

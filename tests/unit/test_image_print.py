@@ -12,6 +12,8 @@ from PIL import Image
 from consumer.api.submission import image_print as printing
 from consumer.api.submission.uploads import SpooledImage
 
+LIMITS = {"memory_bytes": 768 << 20, "cpu_s": 5}  # the worker's start-image decode defaults
+
 
 def _spooled(path: Path, data: bytes) -> SpooledImage:
     path.write_bytes(data)
@@ -28,9 +30,9 @@ def test_a_large_png_is_printed_in_a_child_as_it_would_be_in_process(
     image = _spooled(tmp_path / "photo.png", buffer.getvalue())
     try:
         assert printing.IN_PROCESS_BYTES < 1400 * 1100 * 3
-        in_child = printing.image_print(image)
+        in_child = printing.image_print(image, **LIMITS)
         monkeypatch.setattr(printing, "IN_PROCESS_BYTES", 1 << 30)
-        assert printing.image_print(image) == in_child
+        assert printing.image_print(image, **LIMITS) == in_child
         image.file.seek(0)
         assert image.file.read() == buffer.getvalue()  # the file is left whole for the upload
     finally:
@@ -44,6 +46,6 @@ def test_a_child_that_cannot_decode_raises_value_error(tmp_path: Path) -> None:
     image = _spooled(tmp_path / "broken.png", truncated)
     try:
         with pytest.raises((ValueError, OSError)):
-            printing.image_print(image)
+            printing.image_print(image, **LIMITS)
     finally:
         image.close()

@@ -11,6 +11,7 @@ replica's job object shows it and the console's "Render again" keeps it."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -83,7 +84,7 @@ class Submissions:
             if existing is not None:
                 return await self._replay(existing, video_request, model)
         reason, chosen = self._route(tenant, fallback, lane_for(video_request.priority), model)
-        image_print = await asyncio.to_thread(_print_of, image) if checked is not None and image is not None else None
+        image_print = await self._print(image) if checked is not None and image is not None else None
         if checked is not None:
             await self._upload(checked)  # also for a similar answer: the job's request names an image that exists
         if reason is not None and chosen == "similar" and image_print is not None:
@@ -113,6 +114,12 @@ class Submissions:
         outcome = await self.handlers.store.apply([submitted])
         self.handlers.listeners.notify(outcome)
         return await self.handlers.job_response(await self.handlers.require(tenant, job_id), status=202)
+
+    async def _print(self, image: SpooledImage) -> ImagePrint | None:
+        """The upload's print, off the event loop, a large one decoded under the start-image decode's limits."""
+        settings = self.handlers.settings
+        limits = {"memory_bytes": settings.image_decode_memory_bytes, "cpu_s": settings.image_decode_cpu_s}
+        return await asyncio.to_thread(functools.partial(_print_of, image, **limits))
 
     async def _answer_similar(
         self, video_request: VideoRequest, model: VideoModel, earlier: JobState, reason: DegradedReason
@@ -221,10 +228,10 @@ class Submissions:
         self.handlers.metrics.uploads.inc()
 
 
-def _print_of(image: SpooledImage) -> ImagePrint | None:
+def _print_of(image: SpooledImage, *, memory_bytes: int, cpu_s: int) -> ImagePrint | None:
     """The print of a checked upload; None when it cannot be decoded after all (the worker will say why)."""
     try:
-        return print_image(image)
+        return print_image(image, memory_bytes=memory_bytes, cpu_s=cpu_s)
     except (OSError, ValueError, SyntaxError, EOFError) as exc:  # what Pillow raises on a broken image
         log.info("no print of the start image: %s", type(exc).__name__)
         return None

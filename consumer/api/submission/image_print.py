@@ -17,7 +17,6 @@ import io
 import json
 import subprocess
 import sys
-from pathlib import Path
 from typing import IO, cast
 
 import imagehash
@@ -26,37 +25,36 @@ from PIL import Image
 from consumer.api.submission.uploads import SpooledImage
 from consumer.core.similar import ImagePrint
 from consumer.images.decoding import ALLOWED_FORMATS
-from consumer.images.sandbox import child_environment, limit_resources
+from consumer.images.sandbox import PACKAGE_PARENT, child_environment, limit_resources
 
 __all__ = ["IN_PROCESS_BYTES", "image_print"]
 
 IN_PROCESS_BYTES = 4 << 20
 """Decoded bytes (from the header) up to which an image other than a JPEG is printed in the API's own process."""
 _DRAFT = (64, 64)  # the smallest size draft mode may decode to: more than phash's 32 x 32
-_CHILD_MEMORY_BYTES = 1 << 30  # address space the child's decode may add (the largest allowed image, twice)
-_CHILD_CPU_S = 10
-_PACKAGE_PARENT = str(Path(__file__).resolve().parents[3])
 
 
-def image_print(image: SpooledImage) -> ImagePrint:
-    """Raises OSError or ValueError when the image cannot be decoded after all (the caller goes on without it)."""
+def image_print(image: SpooledImage, *, memory_bytes: int, cpu_s: int) -> ImagePrint:
+    """Raises OSError or ValueError when the image cannot be decoded after all (the caller goes on without it). A child
+    may add `memory_bytes` of memory and use `cpu_s` of CPU, as a worker's start-image decode
+    (`VIDGEN_IMAGE_DECODE_MEMORY_BYTES`, `VIDGEN_IMAGE_DECODE_CPU_S`)."""
     image.file.seek(0)
     with Image.open(image.file, formats=ALLOWED_FORMATS) as opened:
         width, height = opened.size
         if opened.format == "JPEG" or width * height * len(opened.getbands()) <= IN_PROCESS_BYTES:
             phash, colors = _print(opened)
             return ImagePrint(image.sha256, phash, colors)
-    return ImagePrint(image.sha256, *_print_in_child(image))
+    return ImagePrint(image.sha256, *_print_in_child(image, memory_bytes=memory_bytes, cpu_s=cpu_s))
 
 
-def _print_in_child(image: SpooledImage) -> tuple[int, bytes]:
+def _print_in_child(image: SpooledImage, *, memory_bytes: int, cpu_s: int) -> tuple[int, bytes]:
     """The print computed by a child fed the file through a pipe, a MiB at a time."""
-    child = subprocess.Popen(  # noqa: S603 - our own interpreter and module, no argument from the client
-        [sys.executable, "-E", "-s", "-m", __name__],
+    child = subprocess.Popen(  # noqa: S603 - our own interpreter and module, numbers only
+        [sys.executable, "-E", "-s", "-m", __name__, str(memory_bytes), str(cpu_s)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
-        cwd=_PACKAGE_PARENT,  # the child imports this very copy of `consumer`
+        cwd=PACKAGE_PARENT,  # the child imports this very copy of `consumer`
         env=child_environment(),  # nothing of the API's environment (it holds credentials)
     )
     pipe = cast("IO[bytes]", child.stdin)  # a pipe: stdin=PIPE
@@ -65,7 +63,7 @@ def _print_in_child(image: SpooledImage) -> tuple[int, bytes]:
         with contextlib.suppress(BrokenPipeError):  # a child that gave up reading: its status says why
             while chunk := image.file.read(1 << 20):
                 pipe.write(chunk)
-        output, _ = child.communicate(timeout=2 * _CHILD_CPU_S + 5)
+        output, _ = child.communicate(timeout=2 * cpu_s + 5)
     except subprocess.TimeoutExpired as exc:
         raise ValueError("printing the image in a child took too long") from exc
     finally:
@@ -94,9 +92,10 @@ def _rgb(pixel: object) -> tuple[int, int, int]:
     return int(pixel[0]), int(pixel[1]), int(pixel[2])
 
 
-def main() -> int:
+def main(argv: list[str]) -> int:
     """The child: limits first, then the image from stdin, its print as one JSON line on stdout."""
-    limit_resources(_CHILD_MEMORY_BYTES, _CHILD_CPU_S)
+    memory_bytes, cpu_s = map(int, argv)
+    limit_resources(memory_bytes, cpu_s)
     with Image.open(io.BytesIO(sys.stdin.buffer.read()), formats=ALLOWED_FORMATS) as opened:
         phash, colors = _print(opened)
     sys.stdout.write(json.dumps({"phash": phash, "colors": colors.hex()}) + "\n")
@@ -104,4 +103,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
