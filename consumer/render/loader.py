@@ -12,11 +12,10 @@ import logging
 from typing import Any
 
 import torch
-from diffusers import DiffusionPipeline
 
 from consumer.errors import ModelUnavailable
 from consumer.render.families.base import LoadedModel, Pipelines
-from consumer.render.families.registry import EASYANIMATE_ADAPTER, adapter_for_class, adapter_named, supported
+from consumer.render.families.easyanimate import EasyAnimateAdapter
 from consumer.render.fp8 import check_fp8, quantize_fp8
 from consumer.render.standin import StandInPipeline
 from consumer.render.step_cache import StepCache
@@ -92,7 +91,10 @@ def load_model(
 def _build(model: str, dtype: torch.dtype, standin_render_s: float) -> LoadedModel:
     if model in _NO_WEIGHTS:
         plain = StandInPipeline(standin_render_s) if model == "standin" else TemplatePipeline()
-        return LoadedModel(EASYANIMATE_ADAPTER, Pipelines(plain, plain), rules=None, model_id=model)
+        return LoadedModel(EasyAnimateAdapter(), Pipelines(plain, plain), rules=None, model_id=model)
+    # The families load diffusers and transformers (seconds of start-up): only a model with weights needs them.
+    from consumer.render.families.registry import adapter_for_class, adapter_named
+
     if model == "tiny" or model.startswith("tiny:"):
         adapter = adapter_named(model.partition(":")[2] or "easyanimate")
         pipelines = adapter.tiny()  # float32, like any CPU render
@@ -114,6 +116,10 @@ def _build(model: str, dtype: torch.dtype, standin_render_s: float) -> LoadedMod
 
 def _pipeline_class(model: str) -> str:
     """The pipeline class the model's `model_index.json` names, read before any weights load."""
+    from diffusers import DiffusionPipeline
+
+    from consumer.render.families.registry import supported
+
     try:
         index: dict[str, Any] = DiffusionPipeline.load_config(model)
     except (OSError, ValueError) as exc:

@@ -30,7 +30,7 @@ from consumer.memory.profile import ModelMemoryProfile
 from consumer.render.checkpointing import supports_checkpoints
 from consumer.render.denoising import StepBounds, render_in_mode
 from consumer.render.families.base import LoadedModel, Pipelines
-from consumer.render.families.registry import EASYANIMATE_ADAPTER
+from consumer.render.families.easyanimate import EasyAnimateAdapter
 from consumer.render.module_sizes import profile_model
 from consumer.render.offload import current_mode
 from consumer.render.render_spec import ModelHold, ProgressFn, Rendered, RenderSpec, to_uint8
@@ -81,7 +81,7 @@ class Renderer:
             self._fail(f"model load failed: {exc!r}")
             raise ModelUnavailable(self.failure or "model load failed") from exc
         if not isinstance(loaded, LoadedModel):
-            loaded = LoadedModel(EASYANIMATE_ADAPTER, Pipelines(loaded, loaded), rules=None)
+            loaded = LoadedModel(EasyAnimateAdapter(), Pipelines(loaded, loaded), rules=None)
         self._model = loaded
         self.state = "ready"
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from consumer.errors import CheckpointRejected
 from consumer.render.checkpointing import RenderState
@@ -50,14 +51,14 @@ class StandInPipeline:
         height: int,
         width: int,
         num_inference_steps: int,
-        video: torch.Tensor,
+        source_image: Image.Image | None,
         generator: torch.Generator,
         callback_on_step_end: Any,
         **_: Any,
     ) -> SimpleNamespace:
         started = time.monotonic()
         frames = (num_frames - 1) // 4 * 4 + 1  # the real VAE's 4x temporal grid
-        output = self._frames(video, generator, frames, height, width)
+        output = self._frames(source_image, generator, frames, height, width)
         shape = (1, _LATENT_CHANNELS, (frames - 1) // 4 + 1, height // 8, width // 8)
         latents = torch.randn(shape, generator=generator)
         first = 0
@@ -73,10 +74,15 @@ class StandInPipeline:
         return SimpleNamespace(frames=output)
 
     @staticmethod
-    def _frames(video: torch.Tensor, generator: torch.Generator, frames: int, height: int, width: int) -> Any:
-        # (1, 3, F, H, W) in [0, 1]: the start frame, or zeros for text-to-video.
-        start = video[0, :, 0].permute(1, 2, 0).numpy().astype(np.float32)
-        if not start.any():
+    def source_size(width: int, height: int) -> tuple[int, int]:
+        """The start image is decoded at the frame's size and passed as `source_image` (no start video to build)."""
+        return width, height
+
+    @staticmethod
+    def _frames(image: Image.Image | None, generator: torch.Generator, frames: int, height: int, width: int) -> Any:
+        if image is not None:  # (H, W, 3) in [0, 1]
+            start = np.asarray(image.convert("RGB").resize((width, height)), dtype=np.float32) / 255
+        else:  # text-to-video: a gradient, shifted by the seed
             seed = int(generator.initial_seed()) % 255
             start = np.broadcast_to(np.linspace(0, 1, width, dtype=np.float32)[None, :, None], (height, width, 3))
             start = (start + seed / 255) % 1.0

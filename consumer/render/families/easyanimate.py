@@ -1,6 +1,7 @@
 """EasyAnimate V5.1 InP: one inpaint pipeline does both kinds (image-to-video from a start video whose first frame is
 the image and the rest masked; text-to-video fully masked). Also the call of the pipelines that mimic its signature:
-the template renderer and the stand-in, which take the start image as `source_image` (they declare `source_size`)."""
+the template renderer and the stand-in, which take the start image as `source_image` (they declare `source_size`).
+Those two serve without diffusers: it is imported where a real or tiny EasyAnimate pipeline is built or called."""
 
 from __future__ import annotations
 
@@ -8,8 +9,6 @@ from typing import Any, cast
 
 import numpy as np
 import torch
-from diffusers import EasyAnimateInpaintPipeline
-from diffusers.pipelines.easyanimate.pipeline_easyanimate_inpaint import get_image_to_video_latent
 from numpy.typing import NDArray
 from PIL import Image
 
@@ -17,7 +16,6 @@ from consumer.core.model_families import EASYANIMATE
 from consumer.memory.coefficients import EASYANIMATE_ACTIVATIONS
 from consumer.render.families.base import FamilyAdapter, Pipelines, StepHook, pipeline_call
 from consumer.render.render_spec import RenderSpec
-from consumer.render.tiny import build_tiny_pipeline
 
 __all__ = ["EasyAnimateAdapter"]
 
@@ -29,10 +27,14 @@ class EasyAnimateAdapter(FamilyAdapter):
     activations = EASYANIMATE_ACTIVATIONS
 
     def load(self, source: str, dtype: torch.dtype, pipeline_class: str) -> Pipelines:
+        from diffusers import EasyAnimateInpaintPipeline
+
         pipeline = EasyAnimateInpaintPipeline.from_pretrained(source, torch_dtype=dtype)
         return Pipelines(i2v=pipeline, t2v=pipeline)
 
     def tiny(self) -> Pipelines:
+        from consumer.render.tiny import build_tiny_pipeline
+
         pipeline = build_tiny_pipeline()
         return Pipelines(i2v=pipeline, t2v=pipeline)
 
@@ -41,6 +43,8 @@ class EasyAnimateAdapter(FamilyAdapter):
         start image itself (a frame-sized start video would only take memory: 12 B/pixel)."""
         if _takes_source_image(pipelines.main):
             return image
+        from diffusers.pipelines.easyanimate.pipeline_easyanimate_inpaint import get_image_to_video_latent
+
         return get_image_to_video_latent(image, None, spec.num_frames, (spec.height, spec.width))
 
     def call(

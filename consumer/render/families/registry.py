@@ -11,11 +11,10 @@ from consumer.render.families.hunyuanvideo15 import HunyuanVideo15Adapter
 from consumer.render.families.ltx import LtxAdapter
 from consumer.render.families.wan import WanAdapter
 
-__all__ = ["ADAPTERS", "EASYANIMATE_ADAPTER", "adapter_for_class", "adapter_named", "supported"]
+__all__ = ["ADAPTERS", "adapter_for_class", "adapter_named", "supported"]
 
-EASYANIMATE_ADAPTER = EasyAnimateAdapter()
 ADAPTERS: tuple[FamilyAdapter, ...] = (
-    EASYANIMATE_ADAPTER,
+    EasyAnimateAdapter(),
     WanAdapter(),
     LtxAdapter(),
     HunyuanVideo15Adapter(),
