@@ -44,7 +44,9 @@ def build_tiny_pipeline() -> EasyAnimateInpaintPipeline:
             patch_size=2,
         )
         vae = AutoencoderKLMagvit(
-            block_out_channels=(8, 8, 8, 8),
+            # The full-resolution blocks are the narrow ones: they dominate a render's CPU time (decode ~3.5x faster
+            # than with 8 channels throughout).
+            block_out_channels=(4, 4, 8, 8),
             latent_channels=_LATENT_CHANNELS,
             layers_per_block=1,
             norm_num_groups=2,
