@@ -63,11 +63,14 @@ def origin(url: str) -> str:
 
 
 async def sign_in(page: Page, url: str, credential: str) -> None:
-    """Through the form, with the keyboard: type the credential, press Enter."""
+    """Through the form, with the keyboard: type the credential, press Enter once the form can be sent (its button is
+    disabled until the console's script handles it). The credential never reaches the page's URL."""
     await page.goto(f"{url}/")
     await page.get_by_test_id("signin-key").fill(credential)
+    await expect(page.get_by_test_id("signin-submit")).to_be_enabled()
     await page.get_by_test_id("signin-key").press("Enter")
     await expect(page.get_by_test_id("signout")).to_be_visible()
+    assert credential not in page.url
 
 
 async def screenshot(page: Page, name: str, folder: Path) -> Path:

@@ -40,6 +40,7 @@ class Console {
       event.preventDefault();
       this.signIn($("signin-key").value.trim());
     });
+    $("signin-submit").disabled = false;  // the form is handled here from now on (index.html)
     $("signout").addEventListener("click", () => this.signOut());
     $("refresh").addEventListener("click", () => this.load());
     $("more").addEventListener("click", () => this.load(this.after));
