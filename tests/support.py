@@ -27,7 +27,7 @@ from consumer.errors import PublishRefused, VidgenError
 from consumer.images.sandbox import DecodeLimits
 from consumer.kafka.clients import client_options
 from consumer.settings import Settings
-from schemas.events import VideoInfo, VideoRequest, VideoResult
+from schemas.events import VideoInfo, VideoProgress, VideoRequest, VideoResult
 
 if TYPE_CHECKING:
     from consumer.render.renderer import Renderer
@@ -209,6 +209,15 @@ class KafkaClient:
             lambda records: wanted <= {record.key for record in records},
             keep=lambda record: record.key in wanted,
             timeout_s=timeout_s,
+        )
+
+    async def denoising(self, request_id: str) -> bool:
+        """Whether the request's render has done a step (its progress events say). `vidgen_inflight_jobs` counts a
+        job still downloading its image or waiting for memory too, which a SIGTERM drain hands back unrendered."""
+        records, _ = await self.read_to_end(self.settings.progress_topic)
+        return any(
+            record.key == request_id.encode() and VideoProgress.model_validate_json(record.value).step >= 1
+            for record in records
         )
 
     async def results_for(self, *request_ids: str, timeout_s: float = 90) -> dict[str, VideoResult]:

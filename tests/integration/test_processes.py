@@ -64,7 +64,7 @@ async def test_sigterm_without_checkpoints_lets_the_render_finish_publishes_comm
     worker, port = spawn(settings, "drained", standin_render_s=4, checkpoints=False)
     await until(lambda: _ready(port), timeout_s=STARTUP_S)
     await kafka.send(request_body("drain-1"))
-    await until(lambda: metric(port, "vidgen_inflight_jobs"))
+    await until(lambda: kafka.denoising("drain-1"))
     worker.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(worker.wait, 30) == 0
     results = await kafka.results(1)

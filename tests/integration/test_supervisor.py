@@ -149,11 +149,7 @@ async def test_two_cpu_workers_one_killed_and_restarted_then_all_drained_by_sigt
 
     # SIGTERM mid-render: the render finishes, is published and committed, every child exits 0, then the node.
     await kafka.send(request_body("sup-drain"))
-
-    async def rendering() -> bool:
-        return any([await node.metric("vidgen_inflight_jobs", worker=slot) for slot in (0, 1)])
-
-    await until(rendering, timeout_s=60)
+    await until(lambda: kafka.denoising("sup-drain"), timeout_s=60)
     children = [w["pid"] for w in (await node.readyz())["workers"].values()]
     node.process.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(node.process.wait, 90) == 0, node.log()[-3000:]
