@@ -7,10 +7,10 @@ STAMP := $(VENV)/.installed-stamp
 .PHONY: setup demo test lint typecheck tests unit integration coverage schemas docs screenshots bench clean
 
 # make test runs every tier in one pytest session spread over worker processes (pytest-xdist): integration tests
-# mostly wait on brokers, workers and renders, so six processes keep two cores busy. Each module runs whole in one
+# mostly wait on brokers, workers and renders, so four processes keep two cores busy. Each module runs whole in one
 # process (module-scoped workers and APIs are made once); the slowest modules go first (tests/conftest.py). It prints
 # the 25 slowest tests and writes a JUnit report under test-results/ (gitignored).
-PYTEST_WORKERS ?= 6
+PYTEST_WORKERS ?= 4
 RESULTS := test-results
 PARALLEL := -n $(PYTEST_WORKERS) --dist loadscope --no-loadscope-reorder
 REPORTS := --durations=25 --junitxml=$(RESULTS)/junit.xml
