@@ -32,7 +32,7 @@ from pydantic import ValidationError
 
 from consumer.api.routes.error_answers import error_middleware, error_response
 from consumer.core.clock import utc_now
-from consumer.core.degrade import DEGRADED_REASON_HEADER, choose_fallback, degrade
+from consumer.core.degrade import DEGRADED_REASON_HEADER, FALLBACK_HEADER, choose_fallback, degrade
 from consumer.core.moderation import ContentPolicy
 from consumer.core.rate_limit import Clock, TenantLimiter
 from consumer.errors import SignatureError, VidgenError
@@ -145,7 +145,10 @@ class _Hook:
         topic = None if reason is None else self._template_topic  # None: the request's lane on the GPU pool
         if topic is None and self.pool_model is not None:
             topic = self.pool_model.topic_for(video_request.priority)
-        headers = [] if reason is None else [(DEGRADED_REASON_HEADER, reason.encode())]
+        # The fallback that applied, as the job API sends it: the job object shows it on every replica's view.
+        headers = [(FALLBACK_HEADER, fallback.encode())]
+        if reason is not None:
+            headers.append((DEGRADED_REASON_HEADER, reason.encode()))
         try:
             async with asyncio.timeout(self._hook.publish_timeout_s):
                 if self.similar is not None and earlier is not None:  # answered at once: nothing to render

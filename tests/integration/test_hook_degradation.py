@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from consumer.core.degrade import DEGRADED_REASON_HEADER
+from consumer.core.degrade import DEGRADED_REASON_HEADER, FALLBACK_HEADER
 from consumer.render.renderer import Renderer
 from consumer.settings import Settings
 from producer_examples.hook_settings import HookSettings
@@ -89,6 +89,9 @@ async def test_busy_gpu_pool_products_get_a_degraded_video_or_503(
     assert (result.status, result.model, result.degraded) == ("completed", "template", True)
     [record] = await kafka.read(settings.template_topic, 1)
     assert dict(record.headers)[DEGRADED_REASON_HEADER] == b"busy"
+    assert dict(record.headers)[FALLBACK_HEADER] == b"template"  # the job object's `fallback`, as the API sends it
+    gpu_records = await kafka.read(settings.bulk_topic, 2)  # the hook's lane: bulk
+    assert [dict(r.headers)[FALLBACK_HEADER] for r in gpu_records] == [b"template"] * 2
     assert await metric(port, 'vidgen_hook_degraded_total{reason="busy"}') == 1
 
 
