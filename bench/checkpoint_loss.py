@@ -23,6 +23,7 @@ import asyncio
 import random
 import time
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -35,80 +36,57 @@ from consumer.kafka.clients import client_options
 from consumer.settings import Settings
 from schemas.events import VideoProgress
 
-__all__ = ["main", "measure"]
+__all__ = ["Load", "main", "measure"]
 
 MODES = [(stop, checkpoints) for checkpoints in (False, True) for stop in ("kill9", "sigterm")]
 
 
-async def measure(
-    infra: Infra,
-    *,
-    requests: int,
-    workers: int,
-    render_s: float,
-    steps: int,
-    kill_every: tuple[float, float],
-    interval_s: float,
-    grace_s: float,
-    seed: int,
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Load:
+    """What each of the four runs sends and how its workers are stopped."""
+
+    requests: int
+    workers: int
+    render_s: float
+    steps: int
+    kill_every: tuple[float, float]
+    interval_s: float
+    grace_s: float
+
+
+async def measure(infra: Infra, load: Load, *, seed: int) -> dict[str, Any]:
     runs: dict[str, Any] = {}
     for stop, checkpoints in MODES:
         label = f"{stop}_{'after' if checkpoints else 'before'}"
-        runs[label] = await _run(
-            infra,
-            stop=stop,
-            checkpoints=checkpoints,
-            requests=requests,
-            workers=workers,
-            render_s=render_s,
-            steps=steps,
-            kill_every=kill_every,
-            interval_s=interval_s,
-            grace_s=grace_s,
-            rng=random.Random(seed),
-        )
+        runs[label] = await _run(infra, load, stop=stop, checkpoints=checkpoints, rng=random.Random(seed))
     return {
         "benchmark": "checkpoint_loss",
         "parameters": {
-            "requests": requests,
-            "workers": workers,
-            "render_s": render_s,
-            "steps": steps,
-            "step_s": round(render_s / steps, 3),
-            "kill_every_s": list(kill_every),
-            "periodic_checkpoint_interval_s": interval_s,
-            "sigterm_notice_s": grace_s,
+            "requests": load.requests,
+            "workers": load.workers,
+            "render_s": load.render_s,
+            "steps": load.steps,
+            "step_s": round(load.render_s / load.steps, 3),
+            "kill_every_s": list(load.kill_every),
+            "periodic_checkpoint_interval_s": load.interval_s,
+            "sigterm_notice_s": load.grace_s,
             "renderer": "standin (holds the thread R seconds over S steps; its latents are EasyAnimate-shaped)",
         },
         "runs": runs,
     }
 
 
-async def _run(
-    infra: Infra,
-    *,
-    stop: str,
-    checkpoints: bool,
-    requests: int,
-    workers: int,
-    render_s: float,
-    steps: int,
-    kill_every: tuple[float, float],
-    interval_s: float,
-    grace_s: float,
-    rng: random.Random,
-) -> dict[str, Any]:
+async def _run(infra: Infra, load: Load, *, stop: str, checkpoints: bool, rng: random.Random) -> dict[str, Any]:
     settings = new_run(infra, f"loss-{stop}-{int(checkpoints)}")
     extra = {
         "VIDGEN_CHECKPOINTS": str(checkpoints).lower(),
-        "VIDGEN_CHECKPOINT_INTERVAL_S": str(interval_s),
+        "VIDGEN_CHECKPOINT_INTERVAL_S": str(load.interval_s),
         "VIDGEN_PROGRESS_INTERVAL_S": "0",
-        "VIDGEN_SHUTDOWN_GRACE_S": str(max(0.1, grace_s - 0.5)),
+        "VIDGEN_SHUTDOWN_GRACE_S": str(max(0.1, load.grace_s - 0.5)),
         # the chaos kills random renders, not poison requests: the crash guard would answer a request killed twice
         "VIDGEN_MAX_WORKER_CRASHES": "1000",
     }
-    bodies = make_requests("loss", requests, video=SMALL, steps=steps)
+    bodies = make_requests("loss", load.requests, video=SMALL, steps=load.steps)
     ids = [body["request_id"] for body in bodies]
     generation = 0
     stops: list[asyncio.Task[None]] = []
@@ -117,20 +95,20 @@ async def _run(
         nonlocal generation
         generation += 1
         env = worker_env(
-            settings, worker_id=f"w{slot}-g{generation}", http_port=free_port(), render_s=render_s, extra=extra
+            settings, worker_id=f"w{slot}-g{generation}", http_port=free_port(), render_s=load.render_s, extra=extra
         )
         worker = WorkerProcess(env, infra.log_dir / f"{settings.consumer_group}-w{slot}-g{generation}.log")
         worker.start()
         return worker
 
     async with Client(settings) as client:
-        pool = [start(slot) for slot in range(workers)]
+        pool = [start(slot) for slot in range(load.workers)]
         try:
             await asyncio.gather(*(worker.wait_ready() for worker in pool))
             started = time.monotonic()
             await client.send(bodies, round_robin=True)
             kills = 0
-            while not await client.wait_for(ids, timeout_s=rng.uniform(*kill_every)):
+            while not await client.wait_for(ids, timeout_s=rng.uniform(*load.kill_every)):
                 busy = [slot for slot, worker in enumerate(pool) if await _rendering(worker)]
                 if not busy:
                     continue
@@ -140,15 +118,15 @@ async def _run(
                 if stop == "kill9":
                     victim.kill()
                 else:  # SIGTERM now, SIGKILL when the notice runs out; the replacement starts meanwhile
-                    stops.append(asyncio.create_task(asyncio.to_thread(victim.stop, grace_s=grace_s)))
+                    stops.append(asyncio.create_task(asyncio.to_thread(victim.stop, grace_s=load.grace_s)))
             wall_s = time.monotonic() - started
             await asyncio.gather(*stops)
         finally:
             stop_workers(pool, grace_s=0)
         first = client.first_results(ids)
     rendered = await _steps_rendered(settings, set(ids))
-    thrown_steps = max(0, rendered - steps * len(first))
-    step_s = render_s / steps
+    thrown_steps = max(0, rendered - load.steps * len(first))
+    step_s = load.render_s / load.steps
     return {
         "stops": kills,
         "completed": sum(arrival.result.status == "completed" for arrival in first.values()),
@@ -156,7 +134,7 @@ async def _run(
         "lost": len(set(ids) - set(first)),
         "resumed": sum(arrival.result.resumed_from_step is not None for arrival in first.values()),
         "steps_rendered": rendered,
-        "steps_needed": steps * len(first),
+        "steps_needed": load.steps * len(first),
         "gpu_s_thrown_away": round(thrown_steps * step_s, 2),
         "gpu_s_thrown_away_per_stop": round(thrown_steps * step_s / kills, 2) if kills else None,
         "wall_s": round(wall_s, 1),
@@ -213,13 +191,15 @@ def main(argv: list[str] | None = None) -> int:
     return run_on_embedded_infra(
         lambda infra: measure(
             infra,
-            requests=args.requests,
-            workers=args.workers,
-            render_s=args.render_s,
-            steps=args.steps,
-            kill_every=(args.kill_every[0], args.kill_every[1]),
-            interval_s=args.interval_s,
-            grace_s=args.grace_s,
+            Load(
+                requests=args.requests,
+                workers=args.workers,
+                render_s=args.render_s,
+                steps=args.steps,
+                kill_every=(args.kill_every[0], args.kill_every[1]),
+                interval_s=args.interval_s,
+                grace_s=args.grace_s,
+            ),
             seed=args.seed,
         )
     )
